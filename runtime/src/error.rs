@@ -1,0 +1,144 @@
+//! Errors: what happened, on which step and table, and what to do.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// `Result` with pgevolve's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error of the runtime. [`Error::kind`] tells what went wrong.
+#[derive(Debug)]
+pub struct Error {
+    kind: Box<ErrorKind>,
+}
+
+impl Error {
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.kind, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.kind)
+    }
+}
+
+impl<E: Into<ErrorKind>> From<E> for Error {
+    fn from(kind: E) -> Self {
+        Error {
+            kind: Box::new(kind.into()),
+        }
+    }
+}
+
+/// The kinds of [`Error`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The live database does not match what the plan expects. Nothing was changed.
+    #[error("the database does not match the models; nothing was changed:\n{}", list(.0))]
+    Drift(Vec<DriftProblem>),
+
+    /// A statement could not get its lock within `lock_timeout` on any attempt.
+    #[error(
+        "step {step} ({phase}) on table {table}: could not get a lock within lock_timeout after {attempts} attempts; \
+         nothing of this phase was applied. Blocking: {blockers}. \
+         End or wait for the blocking session, then boot again"
+    )]
+    LockTimeout {
+        /// The step.
+        step: String,
+        /// The phase that was running.
+        phase: String,
+        /// `schema.table`.
+        table: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The sessions holding locks on the table at the last attempt (pid, query start, query).
+        blockers: String,
+    },
+
+    /// A step's data check failed (e.g. the backfill expression gave NULL for some rows).
+    #[error("step {step} ({phase}) on table {table}: {message}")]
+    Verification {
+        /// The step.
+        step: String,
+        /// The phase.
+        phase: String,
+        /// `schema.table`.
+        table: String,
+        /// What was found and what to do.
+        message: String,
+    },
+
+    /// A step cannot move to the requested phase yet.
+    #[error("step {step} on table {table} is in phase {phase}: {message}")]
+    NotReady {
+        /// The step.
+        step: String,
+        /// `schema.table`.
+        table: String,
+        /// The phase it completed.
+        phase: String,
+        /// What it is waiting for.
+        message: String,
+    },
+
+    /// A statement failed for another reason.
+    #[error("step {step} ({phase}) on table {table}: {source}")]
+    Statement {
+        /// The step.
+        step: String,
+        /// The phase.
+        phase: String,
+        /// `schema.table`.
+        table: String,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The background work of an evolution failed.
+    #[error("the background work of the evolution failed: {0}")]
+    Background(Arc<Error>),
+
+    /// A database error outside any step (connecting, reading the catalog or the state store).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// One way the live database differs from what a model expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftProblem {
+    /// `schema.table`.
+    pub table: String,
+    /// The column, when the problem is about one.
+    pub column: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for DriftProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.column {
+            Some(c) => write!(f, "{}.{}: {}", self.table, c, self.message),
+            None => write!(f, "{}: {}", self.table, self.message),
+        }
+    }
+}
+
+fn list(problems: &[DriftProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

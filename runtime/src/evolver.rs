@@ -1,0 +1,546 @@
+//! The entry point at boot: [`Evolver`] checks every model against the live database, runs the
+//! expand phases, and hands back an [`Evolution`] whose background task backfills and validates.
+
+use sqlx::AssertSqlSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::backfill::Backfill;
+use crate::error::{Error, ErrorKind, Result};
+use crate::executor::{Executor, Target};
+use crate::model::Evolve;
+use crate::options::{BackfillOptions, DdlOptions};
+use crate::plan::{Plan, PlannedStep};
+use crate::resolve::{Resolved, resolve_model};
+use crate::spec::ModelSpec;
+use crate::sql;
+use crate::state::{StateStore, StepStatus};
+use crate::step::{Phase, StepId, StepKind, advisory_key};
+
+/// How often a waiting instance looks again (leader lock, the leader's progress).
+const POLL: Duration = Duration::from_millis(100);
+
+/// Builds and boots an evolution of one or more models.
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::PgPool) -> pgevolve_runtime::Result<()> {
+/// # #[derive(Debug)] struct User;
+/// # impl pgevolve_runtime::Evolve for User { const MODEL: pgevolve_runtime::ModelSpec = pgevolve_runtime::ModelSpec::DEFAULT; }
+/// let evolution = pgevolve_runtime::Evolver::new(pool)
+///     .model::<User>()
+///     .boot()
+///     .await?; // expand is done; backfill and validate run in the background
+/// evolution.wait().await?; // backfilled and validated
+/// evolution.contract().await?; // SET NOT NULL, helpers dropped
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Evolver {
+    pool: PgPool,
+    models: Vec<ModelSpec>,
+    ddl: DdlOptions,
+    backfill: BackfillOptions,
+    state_schema: String,
+    auto_contract: bool,
+}
+
+impl Evolver {
+    /// An evolver over this pool, with default options.
+    pub fn new(pool: PgPool) -> Evolver {
+        Evolver {
+            pool,
+            models: Vec::new(),
+            ddl: DdlOptions::default(),
+            backfill: BackfillOptions::default(),
+            state_schema: "pgevolve".into(),
+            auto_contract: false,
+        }
+    }
+
+    /// Adds a model (a struct deriving `Evolve`).
+    pub fn model<T: Evolve>(mut self) -> Evolver {
+        self.models.push(T::MODEL);
+        self
+    }
+
+    /// Sets the `lock_timeout` of every statement that takes a lock queries need (default 2 s).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Evolver {
+        self.ddl.lock_timeout = timeout;
+        self
+    }
+
+    /// Replaces every DDL option.
+    pub fn ddl_options(mut self, options: DdlOptions) -> Evolver {
+        self.ddl = options;
+        self
+    }
+
+    /// Replaces every backfill option.
+    pub fn backfill_options(mut self, options: BackfillOptions) -> Evolver {
+        self.backfill = options;
+        self
+    }
+
+    /// Contract automatically once a step is validated, instead of waiting for
+    /// [`Evolution::contract`]. Off by default: contract is destructive for old binaries that
+    /// still write without the new column.
+    pub fn auto_contract(mut self, on: bool) -> Evolver {
+        self.auto_contract = on;
+        self
+    }
+
+    /// The schema of the state store (default `pgevolve`).
+    pub fn state_schema(mut self, schema: &str) -> Evolver {
+        self.state_schema = schema.to_string();
+        self
+    }
+
+    /// The plans of every model, without looking at the database.
+    pub fn plans(&self) -> Vec<Plan> {
+        self.models.iter().map(Plan::for_model).collect()
+    }
+
+    /// Checks every model against the database, runs what must happen before the new code
+    /// serves (create tables, add columns, install fill triggers), and returns while backfill and
+    /// validation go on in the background.
+    ///
+    /// Only one instance per database leads (a session advisory lock, polled, never waited on);
+    /// others wait until the leader's expand is visible and then serve, taking over the
+    /// background work from its checkpoint if the leader goes away. Booting again is idempotent.
+    ///
+    /// Errors before any DDL when the database does not match the models
+    /// ([`ErrorKind::Drift`]); with [`ErrorKind::LockTimeout`] naming the blocking session when a
+    /// lock cannot be had within the retries, in which case that phase left nothing behind.
+    pub async fn boot(self) -> Result<Evolution> {
+        let inner = Arc::new(Inner {
+            executor: Executor {
+                pool: self.pool.clone(),
+                options: self.ddl.clone(),
+            },
+            store: StateStore::new(&self.state_schema),
+            instance: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            progress: Arc::new(Mutex::new(Vec::new())),
+            evolver: self,
+        });
+        let mut lock = inner.leader_connection().await?;
+        let leading = loop {
+            if try_lock(&mut lock, inner.lock_key()).await? {
+                inner.expand().await.inspect_err(|_| {
+                    // Dropping the connection ends its session and releases the lock.
+                })?;
+                break true;
+            }
+            if inner.expanded_by_leader().await? {
+                break false;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        inner.init_progress().await?;
+        let (tx, rx) = watch::channel(None);
+        let task_inner = inner.clone();
+        tokio::spawn(async move {
+            let result = task_inner.drive(leading.then_some(lock)).await.map_err(Arc::new);
+            if let Err(e) = &result {
+                warn!(error = %e, "background work of the evolution failed");
+            }
+            let _ = tx.send(Some(result));
+        });
+        Ok(Evolution { inner, done: rx })
+    }
+}
+
+/// A booted evolution: progress, waiting, and the gated contract phase.
+#[derive(Debug, Clone)]
+pub struct Evolution {
+    inner: Arc<Inner>,
+    done: watch::Receiver<Option<std::result::Result<(), Arc<Error>>>>,
+}
+
+/// Progress of one step, as this instance sees it.
+#[derive(Debug, Clone)]
+pub struct StepProgress {
+    /// The step.
+    pub step: StepId,
+    /// `schema.table`.
+    pub table: String,
+    /// What the step does.
+    pub description: String,
+    /// The last phase the step completed.
+    pub phase: Phase,
+    /// Rows filled by the backfill so far.
+    pub rows_done: i64,
+    /// The table's estimated rows when the backfill started (0 when unknown).
+    pub rows_estimated: i64,
+    /// Rows per second of this instance's backfill run.
+    pub rows_per_second: f64,
+}
+
+impl Evolution {
+    /// Progress of every step of the evolved models.
+    pub fn progress(&self) -> Vec<StepProgress> {
+        self.inner.progress.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the background work (backfill, validate, and contract with `auto_contract`) has finished.
+    pub fn is_finished(&self) -> bool {
+        self.done.borrow().is_some()
+    }
+
+    /// Waits for the background work to finish, and returns its outcome.
+    pub async fn wait(&self) -> Result<()> {
+        let mut rx = self.done.clone();
+        let outcome = rx
+            .wait_for(|d| d.is_some())
+            .await
+            .map_err(|_| ErrorKind::Background(Arc::new(Error::from(sqlx::Error::PoolClosed))))?
+            .clone();
+        match outcome {
+            Some(Err(e)) => Err(ErrorKind::Background(e).into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the contract phase of every validated step: `SET NOT NULL` (no scan), then the helper
+    /// constraint and fill trigger are dropped. Waits for the background work first. Do this once
+    /// no running binary writes rows without the new column.
+    pub async fn contract(&self) -> Result<()> {
+        self.wait().await?;
+        let mut lock = self.inner.leader_connection().await?;
+        while !try_lock(&mut lock, self.inner.lock_key()).await? {
+            tokio::time::sleep(POLL).await;
+        }
+        for step in self.inner.filled_steps() {
+            let mut conn = self.inner.evolver.pool.acquire().await?;
+            let phase = self.inner.recorded_phase(&mut conn, &step).await?;
+            drop(conn);
+            match phase {
+                Phase::Contract => {}
+                Phase::Validate => self.inner.contract_step(&step).await?,
+                other => {
+                    return Err(ErrorKind::NotReady {
+                        step: step.id.to_string(),
+                        table: step.model.qualified_name(),
+                        phase: other.to_string(),
+                        message: "contract needs a validated step; boot to let the backfill and validation finish".into(),
+                    }
+                    .into());
+                }
+            }
+        }
+        lock.close().await?;
+        Ok(())
+    }
+
+    /// The recorded status of every step in the state store.
+    pub async fn status(&self) -> Result<Vec<StepStatus>> {
+        let mut conn = self.inner.evolver.pool.acquire().await?;
+        Ok(self.inner.store.steps().all(&mut conn).await?)
+    }
+
+    /// The static plans of the evolved models.
+    pub fn plans(&self) -> Vec<Plan> {
+        self.inner.evolver.plans()
+    }
+
+    /// Whether this instance led the expand phase at boot.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    evolver: Evolver,
+    executor: Executor,
+    store: StateStore,
+    instance: String,
+    progress: Arc<Mutex<Vec<StepProgress>>>,
+}
+
+impl Inner {
+    fn lock_key(&self) -> i64 {
+        advisory_key(&self.store.schema)
+    }
+
+    /// A connection outside the pool, so the session-level lock lives exactly as long as it.
+    async fn leader_connection(&self) -> Result<PgConnection> {
+        Ok(PgConnection::connect_with(&self.evolver.pool.connect_options()).await?)
+    }
+
+    /// Resolves every model; drift is an error here, before anything is changed.
+    async fn resolve_all(&self) -> Result<Vec<Resolved>> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let state_exists = self.store.exists(&mut conn).await?;
+        let mut problems = Vec::new();
+        let mut all = Vec::new();
+        for model in &self.evolver.models {
+            all.extend(resolve_model(&mut conn, &self.store, state_exists, model, &mut problems).await?);
+        }
+        if problems.is_empty() {
+            Ok(all)
+        } else {
+            Err(ErrorKind::Drift(problems).into())
+        }
+    }
+
+    /// The leader's boot work: drift check, state store, then every expand phase.
+    async fn expand(&self) -> Result<()> {
+        let resolved = self.resolve_all().await?;
+        let mut conn = self.evolver.pool.acquire().await?;
+        self.store.bootstrap(&mut conn).await?;
+        drop(conn);
+        let mut created: Vec<(&str, &str)> = Vec::new();
+        for r in &resolved {
+            let model = &r.step.model;
+            if r.table_missing {
+                if !created.contains(&(model.schema, model.table)) {
+                    self.create_table(model, &resolved).await?;
+                    created.push((model.schema, model.table));
+                }
+                continue;
+            }
+            if r.next_phase() == Some(Phase::Expand) && !matches!(r.step.kind, StepKind::CreateTable) {
+                self.run_phase(&r.step, Phase::Expand, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a missing table; every column step of the model is complete with it.
+    async fn create_table(&self, model: &ModelSpec, resolved: &[Resolved]) -> Result<()> {
+        let steps: Vec<&PlannedStep> = resolved
+            .iter()
+            .filter(|r| r.step.model.table == model.table && r.step.model.schema == model.schema)
+            .map(|r| &r.step)
+            .collect();
+        let Some(create) = steps.iter().find(|s| matches!(s.kind, StepKind::CreateTable)) else {
+            return Ok(());
+        };
+        let mut record: Vec<String> = steps
+            .iter()
+            .map(|s| self.store.steps().record_phase_sql(s, s.kind.last_phase()))
+            .collect();
+        record.push(self.store.journal().insert_sql(
+            Some(create.id.as_str()),
+            "expand done",
+            &format!("created table {}", model.qualified_name()),
+            &self.instance,
+        ));
+        self.executor
+            .run(target(create, Phase::Expand), create.statements(Phase::Expand), &record, false)
+            .await?;
+        info!(table = %model.qualified_name(), "created table");
+        Ok(())
+    }
+
+    /// Runs one phase's statements and records it, in one transaction.
+    async fn run_phase(&self, step: &PlannedStep, phase: Phase, long_running: bool) -> Result<()> {
+        let record = [
+            self.store.steps().record_phase_sql(step, phase),
+            self.store.journal().insert_sql(Some(step.id.as_str()), &format!("{phase} done"), &step.describe(), &self.instance),
+        ];
+        self.executor
+            .run(target(step, phase), step.statements(phase), &record, long_running)
+            .await?;
+        info!(step = %step.id, %phase, table = %step.model.qualified_name(), "{}: {phase} done", step.describe());
+        self.set_phase(&step.id, phase);
+        Ok(())
+    }
+
+    /// A follower's check: has the leader's expand made this build's shape available?
+    async fn expanded_by_leader(&self) -> Result<bool> {
+        let resolved = match self.resolve_all().await {
+            Ok(r) => r,
+            // A table or column the leader has not created yet looks like drift; wait for it.
+            Err(e) if matches!(e.kind(), ErrorKind::Drift(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(resolved.iter().all(|r| !r.table_missing && r.done >= Phase::Expand))
+    }
+
+    fn filled_steps(&self) -> Vec<PlannedStep> {
+        self.evolver
+            .plans()
+            .into_iter()
+            .flat_map(|p| p.steps)
+            .filter(|s| matches!(s.kind, StepKind::AddFilledColumn(_)))
+            .collect()
+    }
+
+    async fn recorded_phase(&self, conn: &mut PgConnection, step: &PlannedStep) -> Result<Phase> {
+        Ok(self.store.steps().get(conn, &step.id).await?.map(|r| r.phase).unwrap_or(Phase::Pending))
+    }
+
+    async fn init_progress(&self) -> Result<()> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let state_exists = self.store.exists(&mut conn).await?;
+        let mut all = Vec::new();
+        for step in self.evolver.plans().into_iter().flat_map(|p| p.steps) {
+            let row = if state_exists { self.store.steps().get(&mut conn, &step.id).await? } else { None };
+            all.push(StepProgress {
+                table: step.model.qualified_name(),
+                description: step.describe(),
+                phase: row.as_ref().map(|r| r.phase).unwrap_or(Phase::Pending),
+                rows_done: row.as_ref().map(|r| r.rows_done).unwrap_or(0),
+                rows_estimated: row.as_ref().and_then(|r| r.rows_estimated).unwrap_or(0),
+                rows_per_second: 0.0,
+                step: step.id,
+            });
+        }
+        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = all;
+        Ok(())
+    }
+
+    fn set_phase(&self, id: &StepId, phase: Phase) {
+        let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = all.iter_mut().find(|p| &p.step == id) {
+            p.phase = phase;
+        }
+    }
+
+    /// The background work: with the leader lock, walk every filled step to validated (and
+    /// contracted with `auto_contract`). Without it, poll: the leader may finish, or go away and
+    /// leave the lock (and the work, from its checkpoint) to this instance.
+    async fn drive(&self, mut lock: Option<PgConnection>) -> Result<()> {
+        let goal = if self.evolver.auto_contract { Phase::Contract } else { Phase::Validate };
+        loop {
+            if let Some(conn) = lock.take() {
+                let result = self.walk(goal).await;
+                // Closing the session releases the leader lock for the next boot or contract.
+                let _ = conn.close().await;
+                return result;
+            }
+            let mut conn = self.evolver.pool.acquire().await?;
+            let mut finished = true;
+            for step in self.filled_steps() {
+                let phase = self.recorded_phase(&mut conn, &step).await?;
+                self.set_phase(&step.id, phase);
+                finished &= phase >= goal.min(step.kind.last_phase());
+            }
+            drop(conn);
+            if finished {
+                return Ok(());
+            }
+            let mut candidate = self.leader_connection().await?;
+            if try_lock(&mut candidate, self.lock_key()).await? {
+                info!("took over the leader lock; resuming background work from the checkpoint");
+                lock = Some(candidate);
+                continue;
+            }
+            drop(candidate);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn walk(&self, goal: Phase) -> Result<()> {
+        for step in self.filled_steps() {
+            let StepKind::AddFilledColumn(column) = step.kind else { continue };
+            loop {
+                let mut conn = self.evolver.pool.acquire().await?;
+                let done = self.recorded_phase(&mut conn, &step).await?;
+                drop(conn);
+                self.set_phase(&step.id, done);
+                let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else { break };
+                match next {
+                    Phase::Backfill => {
+                        Backfill {
+                            pool: &self.evolver.pool,
+                            store: &self.store,
+                            step: &step,
+                            column,
+                            options: &self.evolver.backfill,
+                            ddl: &self.evolver.ddl,
+                            progress: &self.progress,
+                        }
+                        .run()
+                        .await?;
+                        self.run_phase(&step, Phase::Backfill, false).await?;
+                    }
+                    Phase::Validate => self.validate(&step).await?,
+                    Phase::Contract => self.contract_step(&step).await?,
+                    Phase::Expand | Phase::Pending => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// VALIDATE CONSTRAINT (writes go on), then a count of NULLs that must be zero.
+    async fn validate(&self, step: &PlannedStep) -> Result<()> {
+        let StepKind::AddFilledColumn(column) = step.kind else { return Ok(()) };
+        let verification = |message: String| -> Error {
+            ErrorKind::Verification {
+                step: step.id.to_string(),
+                phase: Phase::Validate.to_string(),
+                table: step.model.qualified_name(),
+                message,
+            }
+            .into()
+        };
+        let null_message = |count: i64| {
+            format!(
+                "{count} rows still have NULL in column {}: the fill expression gives NULL for them; \
+                 fix those rows or the expression, then boot again",
+                column.name
+            )
+        };
+        match self.executor.run(target(step, Phase::Validate), step.statements(Phase::Validate), &[], true).await {
+            Ok(()) => {}
+            Err(e) if is_check_violation(&e) => {
+                let count = self.count_nulls(step).await?;
+                return Err(verification(null_message(count)));
+            }
+            Err(e) => return Err(e),
+        }
+        let count = self.count_nulls(step).await?;
+        if count != 0 {
+            return Err(verification(null_message(count)));
+        }
+        let mut conn = self.evolver.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(AssertSqlSafe(&*self.store.steps().record_phase_sql(step, Phase::Validate))).execute(&mut *tx).await?;
+        sqlx::query(AssertSqlSafe(&*self.store.journal().insert_sql(Some(step.id.as_str()), "validate done", "no NULL remains", &self.instance)))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.set_phase(&step.id, Phase::Validate);
+        info!(step = %step.id, table = %step.model.qualified_name(), "validated: no NULL remains");
+        Ok(())
+    }
+
+    async fn count_nulls(&self, step: &PlannedStep) -> Result<i64> {
+        let Some(column) = step.kind.column() else { return Ok(0) };
+        let mut conn = self.evolver.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
+        let count = sqlx::query_scalar(AssertSqlSafe(&*sql::count_nulls(&step.model, column))).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn contract_step(&self, step: &PlannedStep) -> Result<()> {
+        self.run_phase(step, Phase::Contract, false).await
+    }
+}
+
+fn target(step: &PlannedStep, phase: Phase) -> Target<'_> {
+    Target {
+        step: step.id.as_str(),
+        phase,
+        schema: step.model.schema,
+        table: step.model.table,
+    }
+}
+
+fn is_check_violation(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Statement { source: sqlx::Error::Database(db), .. } if db.code().as_deref() == Some("23514"))
+}
+
+/// `pg_try_advisory_lock`: never waits, so a booting instance cannot queue behind the leader.
+async fn try_lock(conn: &mut PgConnection, key: i64) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(conn).await?)
+}

@@ -1,0 +1,176 @@
+//! Runs a phase's statements so that the application is never blocked for longer than
+//! `lock_timeout`: each group is one short transaction with `SET LOCAL lock_timeout`, retried with
+//! exponential backoff and jitter when the lock is not granted in time.
+
+use sqlx::AssertSqlSafe;
+use std::time::Duration;
+
+use sqlx::{Connection, PgPool, Row};
+use tracing::{Instrument, info_span, warn};
+
+use crate::error::{ErrorKind, Result};
+use crate::ident::Qualified;
+use crate::options::DdlOptions;
+use crate::sql::{Exists, Statement};
+use crate::step::Phase;
+
+/// SQLSTATEs worth another attempt: the lock was not granted in time, or a deadlock was broken.
+const RETRYABLE: [&str; 2] = ["55P03", "40P01"];
+
+/// What a group of statements belongs to, for errors and logs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub step: &'a str,
+    pub phase: Phase,
+    pub schema: &'a str,
+    pub table: &'a str,
+}
+
+impl Target<'_> {
+    fn table_name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+}
+
+/// Runs DDL under the lock policy.
+#[derive(Debug, Clone)]
+pub(crate) struct Executor {
+    pub pool: PgPool,
+    pub options: DdlOptions,
+}
+
+impl Executor {
+    /// Runs `statements` and then `record` (state-store writes) in one transaction, so the phase's
+    /// effect and its record commit together or not at all. `long_running` lifts any
+    /// `statement_timeout` for statements that scan without blocking writers (VALIDATE).
+    pub async fn run(
+        &self,
+        target: Target<'_>,
+        statements: &[Statement],
+        record: &[String],
+        long_running: bool,
+    ) -> Result<()> {
+        let span = info_span!("ddl", step = target.step, phase = %target.phase, table = %target.table_name());
+        async {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.attempt(target, statements, record, long_running).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if is_retryable(&e) && attempt < self.options.max_attempts => {
+                        let wait = self.backoff(attempt);
+                        warn!(attempt, wait_ms = wait.as_millis() as u64, "lock not granted within lock_timeout; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) if is_retryable(&e) => {
+                        let blockers = self.blockers(target).await;
+                        return Err(ErrorKind::LockTimeout {
+                            step: target.step.to_string(),
+                            phase: target.phase.to_string(),
+                            table: target.table_name(),
+                            attempts: attempt,
+                            blockers,
+                        }
+                        .into());
+                    }
+                    Err(source) => {
+                        return Err(ErrorKind::Statement {
+                            step: target.step.to_string(),
+                            phase: target.phase.to_string(),
+                            table: target.table_name(),
+                            source,
+                        }
+                        .into());
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn attempt(
+        &self,
+        target: Target<'_>,
+        statements: &[Statement],
+        record: &[String],
+        long_running: bool,
+    ) -> sqlx::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(AssertSqlSafe(&*format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            self.options.lock_timeout.as_millis()
+        )))
+        .execute(&mut *tx)
+        .await?;
+        if long_running {
+            sqlx::query("SET LOCAL statement_timeout = 0")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for statement in statements {
+            if let Some(Exists::Constraint(name)) = &statement.unless {
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+                )
+                .bind(Qualified(target.schema, target.table).to_string())
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+                if exists {
+                    continue;
+                }
+            }
+            sqlx::query(AssertSqlSafe(&*statement.sql)).execute(&mut *tx).await?;
+        }
+        for sql in record {
+            sqlx::query(AssertSqlSafe(sql.as_str())).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Exponential backoff with jitter in [50 %, 100 %] of the step, so instances that collide
+    /// do not retry in lockstep.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .options
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let capped = base.min(self.options.max_backoff);
+        capped.mul_f64(rand::random_range(0.5..=1.0))
+    }
+
+    /// The sessions holding locks on the target table, for the error when retries run out.
+    async fn blockers(&self, target: Target<'_>) -> String {
+        let rows = sqlx::query(
+            "SELECT DISTINCT a.pid, a.query_start::text, a.state, left(a.query, 300) \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.relation = to_regclass($1) AND l.granted AND a.pid <> pg_backend_pid()",
+        )
+        .bind(Qualified(target.schema, target.table).to_string())
+        .fetch_all(&self.pool)
+        .await;
+        match rows {
+            Ok(rows) if rows.is_empty() => "no session holds a lock on the table any more".into(),
+            Ok(rows) => rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "pid {} ({}, query started {}): {}",
+                        r.get::<i32, _>(0),
+                        r.get::<Option<String>, _>(2).unwrap_or_default(),
+                        r.get::<Option<String>, _>(1).unwrap_or_default(),
+                        r.get::<Option<String>, _>(3).unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(e) => format!("(could not read pg_locks: {e})"),
+        }
+    }
+}
+
+pub(crate) fn is_retryable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| RETRYABLE.contains(&c.as_ref())))
+}

@@ -1,0 +1,69 @@
+//! Quoting of identifiers and literals in generated SQL. Every identifier is quoted, always.
+
+use std::fmt;
+
+/// An identifier, rendered with double quotes (`"users"`), embedded quotes doubled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ident<'a>(pub &'a str);
+
+impl fmt::Display for Ident<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0.replace('"', "\"\""))
+    }
+}
+
+/// `"schema"."name"`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Qualified<'a>(pub &'a str, pub &'a str);
+
+impl fmt::Display for Qualified<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", Ident(self.0), Ident(self.1))
+    }
+}
+
+/// A string literal, rendered with single quotes (`'it''s'`). Only for values pgevolve produces
+/// itself; user values travel as bind parameters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Literal<'a>(pub &'a str);
+
+impl fmt::Display for Literal<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}'", self.0.replace('\'', "''"))
+    }
+}
+
+/// Names pgevolve gives the objects it creates, kept within PostgreSQL's 63-byte limit.
+pub(crate) fn object_name(prefix: &str, table: &str, column: &str, id: &str) -> String {
+    // The step id suffix keeps the name unique even when table and column are truncated.
+    let mut base = format!("{prefix}_{table}_{column}");
+    let max = 63 - 1 - 8;
+    if base.len() > max {
+        let mut cut = max;
+        while !base.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        base.truncate(cut);
+    }
+    format!("{base}_{}", &id[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_embedded_quotes() {
+        assert_eq!(Ident("a\"b").to_string(), "\"a\"\"b\"");
+        assert_eq!(Literal("it's").to_string(), "'it''s'");
+        assert_eq!(Qualified("public", "users").to_string(), "\"public\".\"users\"");
+    }
+
+    #[test]
+    fn object_names_fit_the_identifier_limit() {
+        let long = "x".repeat(80);
+        let name = object_name("pgevolve_fill", &long, &long, "0123456789abcdef");
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("_01234567"));
+    }
+}

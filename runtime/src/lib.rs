@@ -1,0 +1,36 @@
+//! Runtime of [pgevolve](https://docs.rs/pgevolve): turns the model a struct declares into phased,
+//! lock-safe steps and walks them against a live PostgreSQL while the application keeps serving.
+//!
+//! Data flows one way: [`ModelSpec`] (emitted by `#[derive(Evolve)]`) → [`Plan`] (steps, phases,
+//! SQL) → executor (statements under `lock_timeout`, with retries) → state store (schema
+//! `pgevolve`) → [`Evolution`] (progress, contract). Use it through the `pgevolve` facade crate.
+
+mod backfill;
+mod catalog;
+mod column_type;
+mod error;
+mod evolver;
+mod executor;
+mod ident;
+mod model;
+mod options;
+mod plan;
+mod resolve;
+mod spec;
+mod sql;
+mod state;
+mod step;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use column_type::ColumnType;
+pub use error::{DriftProblem, Error, ErrorKind, Result};
+pub use evolver::{Evolution, Evolver, StepProgress};
+pub use model::Evolve;
+pub use options::{BackfillOptions, DdlOptions};
+pub use plan::{Plan, PlannedPhase, PlannedStep};
+pub use spec::{ColumnSpec, Fill, ModelSpec};
+pub use state::StepStatus;
+pub use step::{Phase, StepId, StepKind};

@@ -1,0 +1,58 @@
+//! Tunables of the runtime, with production defaults.
+
+use std::time::Duration;
+
+/// How DDL statements wait for locks.
+#[derive(Debug, Clone)]
+pub struct DdlOptions {
+    /// `lock_timeout` of every statement that takes a lock application queries need. A statement
+    /// waiting for its lock blocks the queries queued behind it, so this bounds how long the
+    /// application can be held up by one attempt. Default 2 s.
+    pub lock_timeout: Duration,
+    /// Attempts per statement group before giving up with an error naming the blocker. Default 10.
+    pub max_attempts: u32,
+    /// First wait between attempts; doubles each time, with jitter. Default 200 ms.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts. Default 10 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for DdlOptions {
+    fn default() -> Self {
+        DdlOptions {
+            lock_timeout: Duration::from_secs(2),
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the backfill pages through a table.
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// Rows in the first batch. Default 1,000.
+    pub initial_batch_size: u32,
+    /// Bounds for the adaptive batch size. Default 100 ..= 20,000.
+    pub min_batch_size: u32,
+    /// Upper bound for the adaptive batch size.
+    pub max_batch_size: u32,
+    /// The batch size adapts so that one batch (one transaction holding its rows' locks) takes
+    /// about this long. Default 100 ms.
+    pub target_batch_duration: Duration,
+    /// Pause after every batch, leaving room for application writes. Default 20 ms; zero runs
+    /// the backfill unthrottled.
+    pub pause: Duration,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        BackfillOptions {
+            initial_batch_size: 1_000,
+            min_batch_size: 100,
+            max_batch_size: 20_000,
+            target_batch_duration: Duration::from_millis(100),
+            pause: Duration::from_millis(20),
+        }
+    }
+}

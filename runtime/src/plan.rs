@@ -1,0 +1,184 @@
+//! The reviewable plan: every step a model can need, each phase with its exact SQL.
+
+use std::fmt;
+
+use crate::spec::{Fill, ModelSpec};
+use crate::sql::{self, Helpers, Statement};
+use crate::step::{Phase, StepId, StepKind};
+
+/// Every step of one model, in the order they run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The model the plan was made from.
+    pub model: ModelSpec,
+    /// The steps, in order.
+    pub steps: Vec<PlannedStep>,
+}
+
+/// One step: its id, what it does, and its phases.
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    /// Content-derived id, the same in every build.
+    pub id: StepId,
+    /// What the step does.
+    pub kind: StepKind,
+    /// The model the step belongs to.
+    pub model: ModelSpec,
+    /// The phases, in order, each with its SQL.
+    pub phases: Vec<PlannedPhase>,
+}
+
+/// One phase of a step.
+#[derive(Debug, Clone)]
+pub struct PlannedPhase {
+    /// Which phase.
+    pub phase: Phase,
+    /// How it runs, for reviewers.
+    pub note: &'static str,
+    /// The statements, in order.
+    pub statements: Vec<Statement>,
+}
+
+impl Plan {
+    /// The steps the model declares. At boot, steps the live catalog already satisfies are skipped.
+    pub fn for_model(model: &ModelSpec) -> Plan {
+        let mut kinds = vec![StepKind::CreateTable];
+        for column in model.columns.iter().filter(|c| !c.primary_key) {
+            if column.nullable {
+                kinds.push(StepKind::AddNullableColumn(column));
+            } else if column.fill != Fill::None {
+                kinds.push(StepKind::AddFilledColumn(column));
+            }
+        }
+        let steps = kinds
+            .into_iter()
+            .map(|kind| PlannedStep::new(*model, kind))
+            .collect();
+        Plan {
+            model: *model,
+            steps,
+        }
+    }
+
+    /// The step with this id.
+    pub fn step(&self, id: &StepId) -> Option<&PlannedStep> {
+        self.steps.iter().find(|s| &s.id == id)
+    }
+}
+
+impl PlannedStep {
+    pub(crate) fn new(model: ModelSpec, kind: StepKind) -> PlannedStep {
+        let id = StepId::for_step(&model, &kind);
+        let phases = match kind {
+            StepKind::CreateTable => vec![PlannedPhase {
+                phase: Phase::Expand,
+                note: "only when the table does not exist; the column steps below are then already satisfied",
+                statements: sql::create_table(&model),
+            }],
+            StepKind::AddNullableColumn(c) => vec![PlannedPhase {
+                phase: Phase::Expand,
+                note: "metadata only, one short transaction under lock_timeout",
+                statements: sql::add_nullable_column(&model, c),
+            }],
+            StepKind::AddFilledColumn(c) => {
+                let helpers = Helpers::new(&model, c, &id);
+                let mut phases = vec![PlannedPhase {
+                    phase: Phase::Expand,
+                    note: "one short transaction under lock_timeout, retried with backoff",
+                    statements: sql::expand_filled_column(&model, c, &helpers),
+                }];
+                if let Fill::Backfill(_) = c.fill {
+                    phases.push(PlannedPhase {
+                        phase: Phase::Backfill,
+                        note: "keyset batches up to the highest key at start, each batch one transaction with its checkpoint; later rows are filled by the trigger",
+                        statements: vec![Statement {
+                            sql: sql::backfill_batch(&model, c, false),
+                            unless: None,
+                        }],
+                    });
+                }
+                phases.push(PlannedPhase {
+                    phase: Phase::Validate,
+                    note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; then a count of NULLs must be 0",
+                    statements: sql::validate_filled_column(&model, &helpers),
+                });
+                phases.push(PlannedPhase {
+                    phase: Phase::Contract,
+                    note: "gated (explicit contract() or auto_contract); one short transaction, SET NOT NULL uses the validated check and does not scan",
+                    statements: sql::contract_filled_column(&model, c, &helpers),
+                });
+                phases
+            }
+        };
+        PlannedStep {
+            id,
+            kind,
+            model,
+            phases,
+        }
+    }
+
+    /// The SQL of one phase, empty when the step has no such phase.
+    pub fn statements(&self, phase: Phase) -> &[Statement] {
+        self.phases
+            .iter()
+            .find(|p| p.phase == phase)
+            .map(|p| p.statements.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// A one-line description: kind, table and column.
+    pub fn describe(&self) -> String {
+        let table = self.model.qualified_name();
+        match self.kind {
+            StepKind::CreateTable => format!("create table {table}"),
+            StepKind::AddNullableColumn(c) => {
+                format!("add nullable column {table}.{} {}", c.name, c.sql_type)
+            }
+            StepKind::AddFilledColumn(c) => match c.fill {
+                Fill::Default(e) => format!(
+                    "add column {table}.{} {} NOT NULL DEFAULT {e}",
+                    c.name, c.sql_type
+                ),
+                Fill::Backfill(e) => format!(
+                    "add column {table}.{} {} NOT NULL, backfilled from {e}",
+                    c.name, c.sql_type
+                ),
+                Fill::None => format!("add column {table}.{}", c.name),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "plan for {} (table {})",
+            self.model.rust_name,
+            self.model.qualified_name()
+        )?;
+        for step in &self.steps {
+            write!(f, "\n{step}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for PlannedStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "step {}: {}", self.id, self.describe())?;
+        for phase in &self.phases {
+            writeln!(f, "  {}: {}", phase.phase, phase.note)?;
+            for statement in &phase.statements {
+                for line in statement.sql.lines() {
+                    writeln!(f, "    {line}")?;
+                }
+                if let Some(sql::Exists::Constraint(name)) = &statement.unless {
+                    writeln!(f, "    -- skipped when constraint {name} exists")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

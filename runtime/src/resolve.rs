@@ -1,0 +1,234 @@
+//! Holds the plan against the live catalog and the state store: which steps are already
+//! satisfied, where each pending one resumes, and every way the database differs from what the
+//! models expect (drift), all found before any DDL runs.
+
+use sqlx::AssertSqlSafe;
+use sqlx::PgConnection;
+
+use crate::catalog::{self, LiveTable};
+use crate::error::{DriftProblem, Result};
+use crate::ident::Qualified;
+use crate::plan::{Plan, PlannedStep};
+use crate::spec::{Fill, ModelSpec};
+use crate::state::StateStore;
+use crate::step::{Phase, StepKind};
+
+/// A step and the last phase it completed, as the database shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub step: PlannedStep,
+    /// Last completed phase; the step's last phase means nothing is left to do.
+    pub done: Phase,
+    /// The table does not exist: the create-table step will satisfy every column step.
+    pub table_missing: bool,
+}
+
+impl Resolved {
+    pub fn next_phase(&self) -> Option<Phase> {
+        self.step.kind.next_phase(self.done)
+    }
+}
+
+/// Resolves one model. Drift goes to `problems`; the steps are returned either way.
+pub(crate) async fn resolve_model(
+    conn: &mut PgConnection,
+    store: &StateStore,
+    state_exists: bool,
+    model: &ModelSpec,
+    problems: &mut Vec<DriftProblem>,
+) -> Result<Vec<Resolved>> {
+    let plan = Plan::for_model(model);
+    let live = catalog::read_table(conn, model).await?;
+    let table = model.qualified_name();
+    let mut problem = |column: Option<&str>, message: String| {
+        problems.push(DriftProblem {
+            table: table.clone(),
+            column: column.map(str::to_string),
+            message,
+        })
+    };
+
+    if !live.exists {
+        return Ok(plan
+            .steps
+            .into_iter()
+            .map(|step| Resolved {
+                done: Phase::Pending,
+                step,
+                table_missing: true,
+            })
+            .collect());
+    }
+
+    let types: Vec<&str> = model.columns.iter().map(|c| c.sql_type).collect();
+    let oids = catalog::type_oids(conn, &types).await?;
+    for (column, oid) in model.columns.iter().zip(&oids) {
+        let Some(oid) = oid else {
+            problem(
+                Some(column.name),
+                format!(
+                    "PostgreSQL has no type `{}` (field `{}`); fix `sql_type` or the field's type",
+                    column.sql_type, column.field
+                ),
+            );
+            continue;
+        };
+        match live.column(column.name) {
+            Some(live_col) if live_col.type_oid != *oid => problem(
+                Some(column.name),
+                format!(
+                    "the column has type `{}` but field `{}` declares `{}`; change the field's type (or `sql_type`) to match. \
+                     Changing a column's type in place rewrites the table and is not done automatically",
+                    live_col.type_name, column.field, column.sql_type
+                ),
+            ),
+            Some(live_col)
+                if !live_col.not_null && !column.nullable && column.fill == Fill::None =>
+            {
+                problem(
+                    Some(column.name),
+                    format!(
+                        "the column is nullable but field `{}` is not an `Option`; make the field `Option<_>`, \
+                         or add `#[evolve(backfill = \"...\")]` to fill the NULLs and enforce NOT NULL",
+                        column.field
+                    ),
+                )
+            }
+            Some(_) => {}
+            None if column.primary_key => problem(
+                Some(column.name),
+                format!(
+                    "primary key column is missing (field `{}`); adding a primary key to a live table is not supported: \
+                     add it by hand, or fix `#[evolve(column = \"...\")]`",
+                    column.field
+                ),
+            ),
+            None if !column.nullable && column.fill == Fill::None => problem(
+                Some(column.name),
+                format!(
+                    "the column does not exist and field `{}` gives no way to fill it; add \
+                     `#[evolve(backfill = \"<SQL over the row>\")]` or `#[evolve(default = \"<constant>\")]`, \
+                     or make the field `Option<_>`",
+                    column.field
+                ),
+            ),
+            None => {}
+        }
+    }
+
+    let spec_pk: Vec<&str> = model.primary_key().map(|c| c.name).collect();
+    if !spec_pk.is_empty() && spec_pk != live.primary_key {
+        problem(
+            None,
+            format!(
+                "the primary key is ({}) in the database but the struct declares ({}); fix the `#[evolve(primary_key)]` fields",
+                live.primary_key.join(", "),
+                spec_pk.join(", ")
+            ),
+        );
+    }
+
+    let mut resolved = Vec::new();
+    for step in plan.steps {
+        let done = step_progress(conn, store, state_exists, model, &live, &step, &mut problem).await?;
+        resolved.push(Resolved {
+            step,
+            done,
+            table_missing: false,
+        });
+    }
+    Ok(resolved)
+}
+
+async fn step_progress(
+    conn: &mut PgConnection,
+    store: &StateStore,
+    state_exists: bool,
+    model: &ModelSpec,
+    live: &LiveTable,
+    step: &PlannedStep,
+    problem: &mut impl FnMut(Option<&str>, String),
+) -> Result<Phase> {
+    let column = match step.kind {
+        StepKind::CreateTable => return Ok(Phase::Expand),
+        StepKind::AddNullableColumn(c) => {
+            return Ok(if live.column(c.name).is_some() {
+                Phase::Expand
+            } else {
+                Phase::Pending
+            });
+        }
+        StepKind::AddFilledColumn(c) => c,
+    };
+    let recorded = if state_exists {
+        store.steps().get(conn, &step.id).await?.map(|r| r.phase)
+    } else {
+        None
+    };
+    let live_col = live.column(column.name);
+    let done = match (recorded, live_col) {
+        (Some(Phase::Contract), _) => return Ok(Phase::Contract),
+        (Some(phase), None) if phase >= Phase::Expand => {
+            problem(
+                Some(column.name),
+                format!(
+                    "step {} is recorded at phase {phase} but the column is gone (dropped by hand?); \
+                     restore the column, or abort the step",
+                    step.id
+                ),
+            );
+            return Ok(phase);
+        }
+        (Some(phase), _) => phase,
+        // Already NOT NULL with no record: nothing to do (created with the table, or by hand).
+        (None, Some(c)) if c.not_null => return Ok(Phase::Contract),
+        // A nullable column with no record: expand is idempotent, so adopt it from the start.
+        (None, _) => Phase::Pending,
+    };
+
+    if done < Phase::Backfill {
+        match column.fill {
+            Fill::Backfill(expr) => {
+                if live.primary_key.is_empty() {
+                    problem(
+                        Some(column.name),
+                        "a backfill walks the primary key in batches but the table has none; add a primary key to the table first"
+                            .into(),
+                    );
+                }
+                let probe = format!(
+                    "SELECT ({expr}) FROM {} AS {} LIMIT 0",
+                    Qualified(model.schema, model.table),
+                    crate::ident::Ident(model.table)
+                );
+                if let Err(sqlx::Error::Database(e)) = sqlx::query(AssertSqlSafe(&*probe)).execute(&mut *conn).await {
+                    problem(
+                        Some(column.name),
+                        format!(
+                            "`backfill = \"{expr}\"` is not a valid expression over the table: {}; fix the expression",
+                            e.message()
+                        ),
+                    );
+                }
+            }
+            Fill::Default(expr) if done == Phase::Pending && live_col.is_none() => {
+                match catalog::default_is_metadata_only(conn, column.sql_type, expr).await? {
+                    Ok(true) => {}
+                    Ok(false) => problem(
+                        Some(column.name),
+                        format!(
+                            "`default = \"{expr}\"` is volatile: adding it would rewrite the whole table under an exclusive lock; \
+                             use `backfill = \"{expr}\"` instead, which fills existing rows in batches"
+                        ),
+                    ),
+                    Err(message) => problem(
+                        Some(column.name),
+                        format!("`default = \"{expr}\"` is not a valid default: {message}; fix the expression"),
+                    ),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(done)
+}

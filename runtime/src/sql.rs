@@ -1,0 +1,304 @@
+//! The SQL of every phase of every step kind. Pure functions of the spec: plans, snapshots and
+//! the executor all use these, so what `plan()` shows is exactly what runs.
+
+use crate::ident::{Ident, Literal, Qualified, object_name};
+use crate::spec::{ColumnSpec, Fill, ModelSpec};
+use crate::step::StepId;
+
+/// One statement, optionally skipped when the live catalog shows its effect is already there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The SQL text, identifiers quoted.
+    pub sql: String,
+    /// Skip the statement when this object exists (idempotent re-runs after a crash).
+    pub unless: Option<Exists>,
+}
+
+/// A catalog object whose presence makes a statement unnecessary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exists {
+    /// A constraint of that name on the step's table.
+    Constraint(String),
+}
+
+impl Statement {
+    fn always(sql: String) -> Statement {
+        Statement { sql, unless: None }
+    }
+}
+
+/// Names of the helper objects a filled-column step creates.
+#[derive(Debug, Clone)]
+pub(crate) struct Helpers {
+    pub check: String,
+    pub function: String,
+    pub trigger: String,
+}
+
+impl Helpers {
+    pub(crate) fn new(model: &ModelSpec, column: &ColumnSpec, id: &StepId) -> Helpers {
+        let id = id.as_str();
+        Helpers {
+            check: object_name("pgevolve_nn", model.table, column.name, id),
+            function: object_name("pgevolve_fill", model.table, column.name, id),
+            trigger: object_name("pgevolve_fill", model.table, column.name, id),
+        }
+    }
+}
+
+fn table(model: &ModelSpec) -> Qualified<'_> {
+    Qualified(model.schema, model.table)
+}
+
+fn column_definition(column: &ColumnSpec, with_constraints: bool) -> String {
+    let mut def = format!("{} {}", Ident(column.name), column.sql_type);
+    if with_constraints {
+        if let Fill::Default(expr) = column.fill {
+            def.push_str(&format!(" DEFAULT {expr}"));
+        }
+        if !column.nullable {
+            def.push_str(" NOT NULL");
+        }
+    }
+    def
+}
+
+/// `CREATE TABLE` with every column and the primary key.
+pub(crate) fn create_table(model: &ModelSpec) -> Vec<Statement> {
+    let mut lines: Vec<String> = model
+        .columns
+        .iter()
+        .map(|c| format!("  {}", column_definition(c, true)))
+        .collect();
+    let pk: Vec<String> = model.primary_key().map(|c| Ident(c.name).to_string()).collect();
+    if !pk.is_empty() {
+        lines.push(format!("  PRIMARY KEY ({})", pk.join(", ")));
+    }
+    let mut out = Vec::new();
+    if model.schema != "public" {
+        out.push(Statement::always(format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            Ident(model.schema)
+        )));
+    }
+    out.push(Statement::always(format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n{}\n)",
+        table(model),
+        lines.join(",\n")
+    )));
+    out
+}
+
+/// `ADD COLUMN` for a nullable column: metadata only.
+pub(crate) fn add_nullable_column(model: &ModelSpec, column: &ColumnSpec) -> Vec<Statement> {
+    vec![Statement::always(format!(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}",
+        table(model),
+        column_definition(column, false)
+    ))]
+}
+
+/// Expand of a filled column: the column (nullable; a non-volatile default is metadata only), a
+/// `CHECK (col IS NOT NULL) NOT VALID` that new writes must already satisfy, and for a backfill a
+/// trigger that computes the value for writers that do not set it.
+pub(crate) fn expand_filled_column(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    helpers: &Helpers,
+) -> Vec<Statement> {
+    let t = table(model);
+    let col = Ident(column.name);
+    let mut out = Vec::new();
+    let default = match column.fill {
+        Fill::Default(expr) => format!(" DEFAULT {expr}"),
+        _ => String::new(),
+    };
+    out.push(Statement::always(format!(
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {col} {}{default}",
+        column.sql_type
+    )));
+    if let Fill::Backfill(expr) = column.fill {
+        let function = Qualified(model.schema, &helpers.function);
+        // `SELECT NEW.*` exposes the row under the table's own name, so the expression reads
+        // exactly as it does in the backfill's UPDATE.
+        let compute = format!(
+            "SELECT ({expr}) INTO NEW.{col} FROM (SELECT NEW.*) AS {};",
+            Ident(model.table)
+        );
+        out.push(Statement::always(format!(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $pgevolve$\n\
+             BEGIN\n\
+             \x20 -- Fill the column for writers that do not know it (binaries still on the old struct).\n\
+             \x20 IF TG_OP = 'INSERT' THEN\n\
+             \x20   IF NEW.{col} IS NULL THEN\n\
+             \x20     {compute}\n\
+             \x20   END IF;\n\
+             \x20 ELSIF NEW.{col} IS NOT DISTINCT FROM OLD.{col} THEN\n\
+             \x20   {compute}\n\
+             \x20 END IF;\n\
+             \x20 RETURN NEW;\n\
+             END\n\
+             $pgevolve$"
+        )));
+        out.push(Statement::always(format!(
+            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {function}()",
+            Ident(&helpers.trigger)
+        )));
+    }
+    out.push(Statement {
+        sql: format!(
+            "ALTER TABLE {t} ADD CONSTRAINT {} CHECK ({col} IS NOT NULL) NOT VALID",
+            Ident(&helpers.check)
+        ),
+        unless: Some(Exists::Constraint(helpers.check.clone())),
+    });
+    out
+}
+
+/// Validate: the helper check is proved for every row (SHARE UPDATE EXCLUSIVE: writes go on).
+pub(crate) fn validate_filled_column(model: &ModelSpec, helpers: &Helpers) -> Vec<Statement> {
+    vec![Statement::always(format!(
+        "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+        table(model),
+        Ident(&helpers.check)
+    ))]
+}
+
+/// The query that confirms, after validation, that no NULL remains.
+pub(crate) fn count_nulls(model: &ModelSpec, column: &ColumnSpec) -> String {
+    format!(
+        "SELECT count(*) FROM {} WHERE {} IS NULL",
+        table(model),
+        Ident(column.name)
+    )
+}
+
+/// Contract: `SET NOT NULL` (no scan: the validated check proves it), then the helpers go.
+pub(crate) fn contract_filled_column(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    helpers: &Helpers,
+) -> Vec<Statement> {
+    let t = table(model);
+    let mut out = vec![
+        Statement::always(format!(
+            "ALTER TABLE {t} ALTER COLUMN {} SET NOT NULL",
+            Ident(column.name)
+        )),
+        Statement::always(format!(
+            "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
+            Ident(&helpers.check)
+        )),
+    ];
+    if let Fill::Backfill(_) = column.fill {
+        out.push(Statement::always(format!(
+            "DROP TRIGGER IF EXISTS {} ON {t}",
+            Ident(&helpers.trigger)
+        )));
+        out.push(Statement::always(format!(
+            "DROP FUNCTION IF EXISTS {}()",
+            Qualified(model.schema, &helpers.function)
+        )));
+    }
+    out
+}
+
+/// The keyset batch of a backfill. Binds: for the first batch `$1..$k` = upper bound and
+/// `$k+1` = limit; later batches first bind the cursor (`$1..$k`), then the upper bound, then the
+/// limit. Returns the rows filled and the batch's last key, as text.
+pub(crate) fn backfill_batch(model: &ModelSpec, column: &ColumnSpec, first: bool) -> String {
+    let Fill::Backfill(expr) = column.fill else {
+        return String::new();
+    };
+    let pk: Vec<&ColumnSpec> = model.primary_key().collect();
+    let k = pk.len();
+    let key_list = |prefix: &str| {
+        pk.iter()
+            .map(|c| format!("{prefix}{}", Ident(c.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let binds = |from: usize| {
+        pk.iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}", from + i, c.sql_type))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let aliases: Vec<String> = (0..k).map(|i| format!("__pgevolve_k{i}")).collect();
+    let select_keys = pk
+        .iter()
+        .zip(&aliases)
+        .map(|(c, a)| format!("{} AS {a}", Ident(c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (lower, upper_from) = if first {
+        (String::new(), 1)
+    } else {
+        (format!("({}) > ({}) AND ", key_list(""), binds(1)), k + 1)
+    };
+    let limit = upper_from + k;
+    let alias = Ident(model.table);
+    let join = pk
+        .iter()
+        .zip(&aliases)
+        .map(|(c, a)| format!("{alias}.{} = batch.{a}", Ident(c.name)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let last = aliases
+        .iter()
+        .map(|a| format!("{a}::text"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = aliases.join(" DESC, ") + " DESC";
+    format!(
+        "WITH batch AS (\n\
+         \x20 SELECT {select_keys} FROM {t}\n\
+         \x20 WHERE {lower}({keys}) <= ({upper})\n\
+         \x20 ORDER BY {keys} LIMIT ${limit}\n\
+         ), filled AS (\n\
+         \x20 UPDATE {t} AS {alias} SET {col} = ({expr})\n\
+         \x20 FROM batch WHERE {join} AND {alias}.{col} IS NULL\n\
+         \x20 RETURNING 1\n\
+         )\n\
+         SELECT (SELECT count(*) FROM filled) AS filled,\n\
+         \x20      (SELECT ARRAY[{last}] FROM batch ORDER BY {order} LIMIT 1) AS last_key",
+        t = table(model),
+        keys = key_list(""),
+        upper = binds(upper_from),
+        col = Ident(column.name),
+    )
+}
+
+/// The highest primary key when the backfill starts: rows above it were written after the fill
+/// trigger existed, so the trigger has already filled them.
+pub(crate) fn backfill_upper_bound(model: &ModelSpec) -> String {
+    let keys = model
+        .primary_key()
+        .map(|c| Ident(c.name).to_string())
+        .collect::<Vec<_>>();
+    let text = keys
+        .iter()
+        .map(|k| format!("{k}::text"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT ARRAY[{text}] FROM {} ORDER BY {} LIMIT 1",
+        table(model),
+        keys.iter()
+            .map(|k| format!("{k} DESC"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The row estimate for progress reporting (no scan).
+pub(crate) fn estimate_rows() -> &'static str {
+    "SELECT GREATEST(c.reltuples, 0)::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND c.relname = $2"
+}
+
+/// A literal for state-store SQL that runs in the same transaction as a step's DDL.
+pub(crate) fn lit(s: &str) -> String {
+    Literal(s).to_string()
+}

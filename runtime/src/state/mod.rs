@@ -1,0 +1,92 @@
+//! The state store: pgevolve's own schema, where every step's phase, checkpoint and counters live,
+//! with a journal of events. Any instance and the operator read progress back from here.
+
+mod journal;
+mod steps;
+
+pub(crate) use journal::Journal;
+pub use steps::StepStatus;
+pub(crate) use steps::Steps;
+
+use sqlx::AssertSqlSafe;
+use sqlx::PgConnection;
+
+use crate::ident::Ident;
+
+/// The state schema and the statements that create it.
+#[derive(Debug, Clone)]
+pub(crate) struct StateStore {
+    pub schema: String,
+}
+
+impl StateStore {
+    pub fn new(schema: &str) -> StateStore {
+        StateStore {
+            schema: schema.to_string(),
+        }
+    }
+
+    pub fn steps(&self) -> Steps<'_> {
+        Steps { store: self }
+    }
+
+    pub fn journal(&self) -> Journal<'_> {
+        Journal { store: self }
+    }
+
+    pub fn table(&self, name: &str) -> String {
+        format!("{}.{}", Ident(&self.schema), Ident(name))
+    }
+
+    /// Whether the state tables exist (read-only: used before anything is created).
+    pub async fn exists(&self, conn: &mut PgConnection) -> sqlx::Result<bool> {
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{}.{}", Ident(&self.schema), Ident("steps")))
+            .fetch_one(conn)
+            .await
+    }
+
+    /// Creates the schema and tables when missing. Runs only under the leader lock, so two
+    /// instances never race on `CREATE ... IF NOT EXISTS`.
+    pub async fn bootstrap(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        let schema = Ident(&self.schema);
+        let statements = [
+            format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (
+                    id text PRIMARY KEY,
+                    model text NOT NULL,
+                    table_schema text NOT NULL,
+                    table_name text NOT NULL,
+                    column_name text,
+                    kind text NOT NULL,
+                    description text NOT NULL,
+                    phase text NOT NULL,
+                    checkpoint text[],
+                    upper_bound text[],
+                    rows_done bigint NOT NULL DEFAULT 0,
+                    rows_estimated bigint,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )",
+                self.table("steps")
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (
+                    id bigserial PRIMARY KEY,
+                    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                    step_id text,
+                    event text NOT NULL,
+                    detail text,
+                    instance text NOT NULL
+                )",
+                self.table("journal")
+            ),
+        ];
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        for sql in statements {
+            sqlx::query(AssertSqlSafe(&*sql)).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+}

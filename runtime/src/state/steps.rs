@@ -1,0 +1,145 @@
+//! Rows of the `steps` table.
+
+use sqlx::AssertSqlSafe;
+use sqlx::{PgConnection, Row};
+
+use super::StateStore;
+use crate::plan::PlannedStep;
+use crate::sql::lit;
+use crate::step::{Phase, StepId};
+
+/// A step as the state store has it.
+#[derive(Debug, Clone)]
+pub(crate) struct StepRow {
+    pub phase: Phase,
+    pub checkpoint: Option<Vec<String>>,
+    pub upper_bound: Option<Vec<String>>,
+    pub rows_done: i64,
+    pub rows_estimated: Option<i64>,
+}
+
+/// A step's recorded status, for operators and dashboards.
+#[derive(Debug, Clone)]
+pub struct StepStatus {
+    /// The step id.
+    pub id: StepId,
+    /// Model (Rust struct) name.
+    pub model: String,
+    /// `schema.table`.
+    pub table: String,
+    /// What the step does.
+    pub description: String,
+    /// The last phase it completed.
+    pub phase: Phase,
+    /// Rows the backfill filled so far.
+    pub rows_done: i64,
+    /// Rows the table was estimated to hold when the backfill started.
+    pub rows_estimated: Option<i64>,
+    /// Last change, as PostgreSQL formats it.
+    pub updated_at: String,
+}
+
+pub(crate) struct Steps<'a> {
+    pub store: &'a StateStore,
+}
+
+impl Steps<'_> {
+    pub async fn get(&self, conn: &mut PgConnection, id: &StepId) -> sqlx::Result<Option<StepRow>> {
+        let row = sqlx::query(AssertSqlSafe(&*format!(
+            "SELECT phase, checkpoint, upper_bound, rows_done, rows_estimated FROM {} WHERE id = $1",
+            self.store.table("steps")
+        )))
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?;
+        Ok(row.map(|r| StepRow {
+            phase: Phase::parse(r.get::<String, _>(0).as_str()).unwrap_or(Phase::Pending),
+            checkpoint: r.get(1),
+            upper_bound: r.get(2),
+            rows_done: r.get(3),
+            rows_estimated: r.get(4),
+        }))
+    }
+
+    /// Upsert that records `phase` as completed; SQL text so it commits with the phase's DDL.
+    pub fn record_phase_sql(&self, step: &PlannedStep, phase: Phase) -> String {
+        format!(
+            "INSERT INTO {} (id, model, table_schema, table_name, column_name, kind, description, phase) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}) \
+             ON CONFLICT (id) DO UPDATE SET phase = EXCLUDED.phase, updated_at = now()",
+            self.store.table("steps"),
+            lit(step.id.as_str()),
+            lit(step.model.rust_name),
+            lit(step.model.schema),
+            lit(step.model.table),
+            step.kind.column().map(|c| lit(c.name)).unwrap_or_else(|| "NULL".into()),
+            lit(step.kind.name()),
+            lit(&step.describe()),
+            lit(phase.as_str()),
+        )
+    }
+
+    /// Starts a backfill: records the upper bound and estimate once (a resume keeps the first).
+    pub async fn start_backfill(
+        &self,
+        conn: &mut PgConnection,
+        id: &StepId,
+        upper: &[String],
+        estimate: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query(AssertSqlSafe(&*format!(
+            "UPDATE {} SET upper_bound = COALESCE(upper_bound, $2), rows_estimated = COALESCE(rows_estimated, $3), \
+             updated_at = now() WHERE id = $1",
+            self.store.table("steps")
+        )))
+        .bind(id.as_str())
+        .bind(upper)
+        .bind(estimate)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a batch's checkpoint; runs inside the batch's transaction.
+    pub async fn checkpoint(
+        &self,
+        conn: &mut PgConnection,
+        id: &StepId,
+        last_key: &[String],
+        filled: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query(AssertSqlSafe(&*format!(
+            "UPDATE {} SET checkpoint = $2, rows_done = rows_done + $3, updated_at = now() WHERE id = $1",
+            self.store.table("steps")
+        )))
+        .bind(id.as_str())
+        .bind(last_key)
+        .bind(filled)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn all(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<StepStatus>> {
+        let rows = sqlx::query(AssertSqlSafe(&*format!(
+            "SELECT id, model, table_schema || '.' || table_name, description, phase, rows_done, rows_estimated, \
+             updated_at::text FROM {} ORDER BY created_at, id",
+            self.store.table("steps")
+        )))
+        .fetch_all(conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StepStatus {
+                id: StepId::from_stored(r.get(0)),
+                model: r.get(1),
+                table: r.get(2),
+                description: r.get(3),
+                phase: Phase::parse(r.get::<String, _>(4).as_str()).unwrap_or(Phase::Pending),
+                rows_done: r.get(5),
+                rows_estimated: r.get(6),
+                updated_at: r.get(7),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,200 @@
+//! Steps, their kinds, phases and content-derived ids.
+
+use std::fmt;
+
+use crate::spec::{ColumnSpec, Fill, ModelSpec};
+
+/// A phase of a step. Recorded in the state store as the last phase a step completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Nothing has run yet.
+    Pending,
+    /// Additive DDL: new column, helper constraint `NOT VALID`, fill trigger, new table.
+    Expand,
+    /// Existing rows filled in keyset batches.
+    Backfill,
+    /// Helper constraint validated and the data checked.
+    Validate,
+    /// Destructive, gated: `SET NOT NULL`, helper constraint and trigger dropped. The step is done.
+    Contract,
+}
+
+impl Phase {
+    /// The name stored in the state store and shown in plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Expand => "expand",
+            Phase::Backfill => "backfill",
+            Phase::Validate => "validate",
+            Phase::Contract => "contract",
+        }
+    }
+
+    /// Parses a name written by [`Phase::as_str`].
+    pub fn parse(s: &str) -> Option<Phase> {
+        Some(match s {
+            "pending" => Phase::Pending,
+            "expand" => Phase::Expand,
+            "backfill" => Phase::Backfill,
+            "validate" => Phase::Validate,
+            "contract" => Phase::Contract,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// Create the table with every column, when it does not exist.
+    CreateTable,
+    /// Add a nullable column (an `Option<T>` field missing from the table).
+    AddNullableColumn(&'static ColumnSpec),
+    /// Add a NOT NULL column filled from `backfill = "..."` or `default = "..."`.
+    AddFilledColumn(&'static ColumnSpec),
+}
+
+impl StepKind {
+    /// The kind's name in the state store.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::CreateTable => "create_table",
+            StepKind::AddNullableColumn(_) => "add_nullable_column",
+            StepKind::AddFilledColumn(c) => match c.fill {
+                Fill::Default(_) => "add_column_with_default",
+                _ => "add_backfilled_column",
+            },
+        }
+    }
+
+    /// The column the step adds, if any.
+    pub fn column(&self) -> Option<&'static ColumnSpec> {
+        match self {
+            StepKind::CreateTable => None,
+            StepKind::AddNullableColumn(c) | StepKind::AddFilledColumn(c) => Some(c),
+        }
+    }
+
+    /// The phases this kind goes through, in order (without `Pending`).
+    pub fn phases(&self) -> &'static [Phase] {
+        match self {
+            StepKind::CreateTable | StepKind::AddNullableColumn(_) => &[Phase::Expand],
+            StepKind::AddFilledColumn(c) => match c.fill {
+                Fill::Default(_) => &[Phase::Expand, Phase::Validate, Phase::Contract],
+                _ => &[Phase::Expand, Phase::Backfill, Phase::Validate, Phase::Contract],
+            },
+        }
+    }
+
+    /// The phase after `done`, if any.
+    pub fn next_phase(&self, done: Phase) -> Option<Phase> {
+        self.phases().iter().copied().find(|p| *p > done)
+    }
+
+    /// The phase that completes the step.
+    pub fn last_phase(&self) -> Phase {
+        *self.phases().last().unwrap_or(&Phase::Expand)
+    }
+}
+
+/// A stable id derived from a step's content: table, column, kind and parameters. The same
+/// declaration gives the same id in every build, so any instance can find a step's state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepId(String);
+
+impl StepId {
+    pub(crate) fn for_step(model: &ModelSpec, kind: &StepKind) -> StepId {
+        let mut parts: Vec<&str> = vec!["v1", kind.name(), model.schema, model.table];
+        match kind {
+            StepKind::CreateTable => {}
+            StepKind::AddNullableColumn(c) | StepKind::AddFilledColumn(c) => {
+                parts.extend([c.name, c.sql_type]);
+                match c.fill {
+                    Fill::None => {}
+                    Fill::Backfill(e) => parts.extend(["backfill", e]),
+                    Fill::Default(e) => parts.extend(["default", e]),
+                }
+            }
+        }
+        StepId(format!("{:016x}", fnv1a(&parts)))
+    }
+
+    /// The id as stored (16 hex digits).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn from_stored(s: String) -> StepId {
+        StepId(s)
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// FNV-1a over the parts, each followed by a separator byte so ("ab","c") != ("a","bc"). A
+/// stable, dependency-free hash: the id must never change between builds or Rust versions.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+pub(crate) fn advisory_key(state_schema: &str) -> i64 {
+    fnv1a(&["pgevolve leader", state_schema]) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static EMAIL: ColumnSpec = ColumnSpec {
+        field: "email_normalized",
+        name: "email_normalized",
+        sql_type: "text",
+        fill: Fill::Backfill("lower(email)"),
+        ..ColumnSpec::DEFAULT
+    };
+    const MODEL: ModelSpec = ModelSpec {
+        rust_name: "User",
+        table: "users",
+        ..ModelSpec::DEFAULT
+    };
+
+    #[test]
+    fn ids_are_stable_and_content_derived() {
+        let id = StepId::for_step(&MODEL, &StepKind::AddFilledColumn(&EMAIL));
+        // Pinned: changing the derivation would orphan every recorded step.
+        assert_eq!(id.as_str(), "8c5bd9bd5fdc2c9d");
+        let other = ColumnSpec {
+            fill: Fill::Backfill("upper(email)"),
+            ..EMAIL
+        };
+        let other: &'static ColumnSpec = Box::leak(Box::new(other));
+        assert_ne!(id, StepId::for_step(&MODEL, &StepKind::AddFilledColumn(other)));
+    }
+
+    #[test]
+    fn phases_follow_the_fill() {
+        let kind = StepKind::AddFilledColumn(&EMAIL);
+        assert_eq!(kind.next_phase(Phase::Pending), Some(Phase::Expand));
+        assert_eq!(kind.next_phase(Phase::Expand), Some(Phase::Backfill));
+        assert_eq!(kind.next_phase(Phase::Contract), None);
+        assert_eq!(Phase::parse("validate"), Some(Phase::Validate));
+    }
+}

@@ -337,14 +337,19 @@ impl Inner {
         Ok(())
     }
 
-    /// Runs one phase's statements and records it, in one transaction.
+    /// Runs one phase's statements and records it, in one transaction. The backfill phase's
+    /// statement is the batch the engine runs itself, so only its completion is recorded here.
     async fn run_phase(&self, step: &PlannedStep, phase: Phase, long_running: bool) -> Result<()> {
+        let statements = match phase {
+            Phase::Backfill => &[],
+            _ => step.statements(phase),
+        };
         let record = [
             self.store.steps().record_phase_sql(step, phase),
             self.store.journal().insert_sql(Some(step.id.as_str()), &format!("{phase} done"), &step.describe(), &self.instance),
         ];
         self.executor
-            .run(target(step, phase), step.statements(phase), &record, long_running)
+            .run(target(step, phase), statements, &record, long_running)
             .await?;
         info!(step = %step.id, %phase, table = %step.model.qualified_name(), "{}: {phase} done", step.describe());
         self.set_phase(&step.id, phase);

@@ -144,7 +144,7 @@ impl Executor {
     /// The sessions holding locks on the target table, for the error when retries run out.
     async fn blockers(&self, target: Target<'_>) -> String {
         let rows = sqlx::query(
-            "SELECT DISTINCT a.pid, a.query_start::text, a.state, left(a.query, 300) \
+            "SELECT DISTINCT a.pid, a.xact_start::text, a.state, left(a.query, 300), a.query_start::text \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.relation = to_regclass($1) AND l.granted AND a.pid <> pg_backend_pid()",
         )
@@ -157,10 +157,11 @@ impl Executor {
                 .iter()
                 .map(|r| {
                     format!(
-                        "pid {} ({}, query started {}): {}",
+                        "pid {} ({}, transaction started {}, query started {}): {}",
                         r.get::<i32, _>(0),
                         r.get::<Option<String>, _>(2).unwrap_or_default(),
                         r.get::<Option<String>, _>(1).unwrap_or_default(),
+                        r.get::<Option<String>, _>(4).unwrap_or_default(),
                         r.get::<Option<String>, _>(3).unwrap_or_default()
                     )
                 })

@@ -40,9 +40,16 @@ async fn backfilled_not_null_column_under_concurrent_writers() {
         .expect("boot");
     evolution.wait().await.expect("backfill and validate");
     let progress = evolution.progress();
-    let step = progress.iter().find(|p| p.description.contains("email_normalized")).unwrap();
+    let step = progress
+        .iter()
+        .find(|p| p.description.contains("email_normalized"))
+        .unwrap();
     assert_eq!(step.phase, Phase::Validate);
-    assert!(step.rows_done > 0 && step.rows_done <= ROWS, "rows_done = {}", step.rows_done);
+    assert!(
+        step.rows_done > 0 && step.rows_done <= ROWS,
+        "rows_done = {}",
+        step.rows_done
+    );
 
     // New binaries are deployed (they write the column), then contract runs under their load.
     writers.new_code.store(true, Ordering::Relaxed);
@@ -52,8 +59,16 @@ async fn backfilled_not_null_column_under_concurrent_writers() {
     let stats = writers.finish().await;
 
     let failed = stats.failed.load(Ordering::Relaxed);
-    assert_eq!(failed, 0, "failed writes; first: {:?}", stats.first_error.lock().unwrap());
-    assert!(stats.ok.load(Ordering::Relaxed) > 100, "the writers barely ran");
+    assert_eq!(
+        failed,
+        0,
+        "failed writes; first: {:?}",
+        stats.first_error.lock().unwrap()
+    );
+    assert!(
+        stats.ok.load(Ordering::Relaxed) > 100,
+        "the writers barely ran"
+    );
     assert!(
         stats.max_wait() < LOCK_TIMEOUT + Duration::from_secs(1),
         "a writer waited {:?}",
@@ -74,7 +89,10 @@ async fn backfilled_not_null_column_under_concurrent_writers() {
     .await
     .unwrap();
     assert!(total > ROWS);
-    assert_eq!(wrong, 0, "rows whose email_normalized differs from lower(email)");
+    assert_eq!(
+        wrong, 0,
+        "rows whose email_normalized differs from lower(email)"
+    );
     let leftovers: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'users'::regclass AND NOT tgisinternal)
               + (SELECT count(*) FROM pg_constraint WHERE conrelid = 'users'::regclass AND contype = 'c')
@@ -83,10 +101,21 @@ async fn backfilled_not_null_column_under_concurrent_writers() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(leftovers, 0, "helper trigger, function or check left behind");
+    assert_eq!(
+        leftovers, 0,
+        "helper trigger, function or check left behind"
+    );
     let phases: Vec<String> = sqlx::query_scalar("SELECT event FROM pgevolve.journal ORDER BY id")
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(phases, ["expand done", "backfill done", "validate done", "contract done"]);
+    assert_eq!(
+        phases,
+        [
+            "expand done",
+            "backfill done",
+            "validate done",
+            "contract done"
+        ]
+    );
 }

@@ -8,13 +8,21 @@ use sqlx::PgPool;
 use support::{catalog_snapshot, database};
 
 async fn state_store_exists(pool: &PgPool) -> bool {
-    sqlx::query_scalar("SELECT to_regnamespace('pgevolve') IS NOT NULL").fetch_one(pool).await.unwrap()
+    sqlx::query_scalar("SELECT to_regnamespace('pgevolve') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 async fn drift_messages(pool: &PgPool, evolver: Evolver) -> Vec<String> {
     let err = evolver.boot().await.expect_err("drift must stop the boot");
-    let ErrorKind::Drift(problems) = err.kind() else { panic!("expected drift, got {err}") };
-    assert!(!state_store_exists(pool).await, "nothing was created, not even the state store");
+    let ErrorKind::Drift(problems) = err.kind() else {
+        panic!("expected drift, got {err}")
+    };
+    assert!(
+        !state_store_exists(pool).await,
+        "nothing was created, not even the state store"
+    );
     problems.iter().map(|p| p.to_string()).collect()
 }
 
@@ -24,8 +32,8 @@ async fn drift_messages(pool: &PgPool, evolver: Evolver) -> Vec<String> {
 struct Account {
     #[evolve(primary_key)]
     id: i64,
-    owner: String,      // missing in the table, no way to fill it
-    balance: i32,       // bigint in the table
+    owner: String, // missing in the table, no way to fill it
+    balance: i32,  // bigint in the table
     #[evolve(backfill = "upper(owner)")]
     owner_upper: String, // the table has no primary key... see NoKey below
 }
@@ -40,11 +48,29 @@ async fn missing_column_and_type_mismatch_are_reported_together() {
     let before = catalog_snapshot(&pool, "accounts").await;
     let messages = drift_messages(&pool, Evolver::new(pool.clone()).model::<Account>()).await;
     assert_eq!(messages.len(), 3, "{messages:#?}");
-    assert!(messages[0].starts_with("public.accounts.owner: the column does not exist"), "{messages:#?}");
-    assert!(messages[0].contains("`#[evolve(backfill"), "says what to add: {}", messages[0]);
-    assert!(messages[1].starts_with("public.accounts.balance: the column has type `bigint`"), "{messages:#?}");
-    assert!(messages[1].contains("declares `integer`"), "{}", messages[1]);
-    assert!(messages[2].contains("not a valid expression"), "the backfill reads a missing column: {}", messages[2]);
+    assert!(
+        messages[0].starts_with("public.accounts.owner: the column does not exist"),
+        "{messages:#?}"
+    );
+    assert!(
+        messages[0].contains("`#[evolve(backfill"),
+        "says what to add: {}",
+        messages[0]
+    );
+    assert!(
+        messages[1].starts_with("public.accounts.balance: the column has type `bigint`"),
+        "{messages:#?}"
+    );
+    assert!(
+        messages[1].contains("declares `integer`"),
+        "{}",
+        messages[1]
+    );
+    assert!(
+        messages[2].contains("not a valid expression"),
+        "the backfill reads a missing column: {}",
+        messages[2]
+    );
     assert_eq!(catalog_snapshot(&pool, "accounts").await, before);
 }
 
@@ -62,14 +88,24 @@ struct Event {
 #[tokio::test]
 async fn backfill_on_a_table_without_primary_key() {
     let (_db, pool) = database(5).await;
-    sqlx::raw_sql("CREATE TABLE events (id bigint NOT NULL, kind text NOT NULL)").execute(&pool).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE events (id bigint NOT NULL, kind text NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
     let before = catalog_snapshot(&pool, "events").await;
     let messages = drift_messages(&pool, Evolver::new(pool.clone()).model::<Event>()).await;
     assert!(
-        messages.iter().any(|m| m.starts_with("public.events.kind_lower: a backfill walks the primary key")),
+        messages
+            .iter()
+            .any(|m| m.starts_with("public.events.kind_lower: a backfill walks the primary key")),
         "{messages:#?}"
     );
-    assert!(messages.iter().any(|m| m.starts_with("public.events: the primary key is ()")), "{messages:#?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("public.events: the primary key is ()")),
+        "{messages:#?}"
+    );
     assert_eq!(catalog_snapshot(&pool, "events").await, before);
 }
 
@@ -86,9 +122,16 @@ struct Token {
 #[tokio::test]
 async fn a_volatile_default_is_refused_with_the_safe_alternative() {
     let (_db, pool) = database(5).await;
-    sqlx::raw_sql("CREATE TABLE tokens (id bigint PRIMARY KEY)").execute(&pool).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE tokens (id bigint PRIMARY KEY)")
+        .execute(&pool)
+        .await
+        .unwrap();
     let messages = drift_messages(&pool, Evolver::new(pool.clone()).model::<Token>()).await;
     assert_eq!(messages.len(), 1, "{messages:#?}");
     assert!(messages[0].contains("is volatile"), "{}", messages[0]);
-    assert!(messages[0].contains("use `backfill = \"random()\"` instead"), "{}", messages[0]);
+    assert!(
+        messages[0].contains("use `backfill = \"random()\"` instead"),
+        "{}",
+        messages[0]
+    );
 }

@@ -47,7 +47,14 @@ mod v2 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_then_evolve_a_composite_key_table_and_reboot_idempotently() {
     let (_db, pool) = database(10).await;
-    Evolver::new(pool.clone()).model::<v1::Order>().boot().await.unwrap().wait().await.unwrap();
+    Evolver::new(pool.clone())
+        .model::<v1::Order>()
+        .boot()
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
     sqlx::raw_sql(
         "INSERT INTO shop.orders (id, line, sku) SELECT g / 3, g % 3, 'sku' || g FROM generate_series(1, 3000) g",
     )
@@ -57,12 +64,18 @@ async fn create_then_evolve_a_composite_key_table_and_reboot_idempotently() {
 
     let evolution = Evolver::new(pool.clone())
         .model::<v2::Order>()
-        .backfill_options(BackfillOptions { initial_batch_size: 100, ..BackfillOptions::default() })
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 100,
+            ..BackfillOptions::default()
+        })
         .boot()
         .await
         .unwrap();
     // Expand is done when boot returns: old writers already get the new columns filled.
-    sqlx::raw_sql("INSERT INTO shop.orders (id, line, sku) VALUES (5000, 1, 'late')").execute(&pool).await.unwrap();
+    sqlx::raw_sql("INSERT INTO shop.orders (id, line, sku) VALUES (5000, 1, 'late')")
+        .execute(&pool)
+        .await
+        .unwrap();
     evolution.contract().await.unwrap();
 
     let columns = catalog_snapshot(&pool, "shop.orders").await;
@@ -71,7 +84,10 @@ async fn create_then_evolve_a_composite_key_table_and_reboot_idempotently() {
         "column note text notnull=false default=",
         "column quantity integer notnull=true default=1",
     ] {
-        assert!(columns.iter().any(|c| c == expected), "{expected} in {columns:#?}");
+        assert!(
+            columns.iter().any(|c| c == expected),
+            "{expected} in {columns:#?}"
+        );
     }
     let wrong: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM shop.orders WHERE label <> upper(sku) || '-' || line OR quantity <> 1",
@@ -83,13 +99,23 @@ async fn create_then_evolve_a_composite_key_table_and_reboot_idempotently() {
 
     // Booting again finds nothing to do and changes nothing.
     let before = catalog_snapshot(&pool, "shop.orders").await;
-    let again = Evolver::new(pool.clone()).model::<v2::Order>().boot().await.unwrap();
+    let again = Evolver::new(pool.clone())
+        .model::<v2::Order>()
+        .boot()
+        .await
+        .unwrap();
     again.wait().await.unwrap();
     again.contract().await.unwrap();
     assert_eq!(catalog_snapshot(&pool, "shop.orders").await, before);
     let status = again.status().await.unwrap();
-    assert!(status.iter().all(|s| s.phase >= Phase::Expand), "{status:#?}");
-    let label = status.iter().find(|s| s.description.contains("label")).unwrap();
+    assert!(
+        status.iter().all(|s| s.phase >= Phase::Expand),
+        "{status:#?}"
+    );
+    let label = status
+        .iter()
+        .find(|s| s.description.contains("label"))
+        .unwrap();
     assert_eq!(label.phase, Phase::Contract);
     assert_eq!(label.rows_done, 3000);
 }
@@ -121,15 +147,17 @@ async fn five_instances_booting_at_once_expand_once_and_all_serve() {
     for evolution in &evolutions {
         evolution.wait().await.unwrap();
     }
-    let expands: i64 = sqlx::query_scalar("SELECT count(*) FROM pgevolve.journal WHERE event = 'expand done'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let expands: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pgevolve.journal WHERE event = 'expand done'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(expands, 1, "exactly one instance ran expand");
-    let nulls: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email_normalized IS NULL")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let nulls: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE email_normalized IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(nulls, 0);
 }
 
@@ -156,10 +184,20 @@ fn a_backfill_killed_midway_resumes_from_its_checkpoint() {
     let crashed = tokio::runtime::Runtime::new().unwrap();
     let done_at_crash: i64 = crashed.block_on(async {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let evolution = Evolver::new(pool.clone()).model::<User>().backfill_options(slow.clone()).boot().await.unwrap();
+        let evolution = Evolver::new(pool.clone())
+            .model::<User>()
+            .backfill_options(slow.clone())
+            .boot()
+            .await
+            .unwrap();
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let done = evolution.progress().iter().map(|p| p.rows_done).max().unwrap_or(0);
+            let done = evolution
+                .progress()
+                .iter()
+                .map(|p| p.rows_done)
+                .max()
+                .unwrap_or(0);
             if done >= 5_000 {
                 return done;
             }
@@ -170,26 +208,39 @@ fn a_backfill_killed_midway_resumes_from_its_checkpoint() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let checkpoint: Option<Vec<String>> = sqlx::query_scalar("SELECT checkpoint FROM pgevolve.steps WHERE kind = 'add_backfilled_column'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let checkpoint: Option<Vec<String>> = sqlx::query_scalar(
+            "SELECT checkpoint FROM pgevolve.steps WHERE kind = 'add_backfilled_column'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         let checkpoint = checkpoint.expect("a checkpoint was committed with the batches");
         assert!(checkpoint[0].parse::<i64>().unwrap() >= 5_000 - 500);
 
         // Second process: the leader lock died with the first session, so this one takes over.
-        let evolution = Evolver::new(pool.clone()).model::<User>().boot().await.unwrap();
+        let evolution = Evolver::new(pool.clone())
+            .model::<User>()
+            .boot()
+            .await
+            .unwrap();
         evolution.wait().await.unwrap();
-        let rows_done: i64 = sqlx::query_scalar("SELECT rows_done FROM pgevolve.steps WHERE kind = 'add_backfilled_column'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let rows_done: i64 = sqlx::query_scalar(
+            "SELECT rows_done FROM pgevolve.steps WHERE kind = 'add_backfilled_column'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         assert!(done_at_crash <= rows_done);
-        assert_eq!(rows_done, 50_000, "every row filled exactly once across both runs");
-        let wrong: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email_normalized IS DISTINCT FROM lower(email)")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        assert_eq!(
+            rows_done, 50_000,
+            "every row filled exactly once across both runs"
+        );
+        let wrong: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM users WHERE email_normalized IS DISTINCT FROM lower(email)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         assert_eq!(wrong, 0);
     });
 }

@@ -33,7 +33,10 @@ fn probe(pool: &PgPool, stop: Arc<AtomicBool>) -> (Arc<AtomicU64>, tokio::task::
     let handle = tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
-            sqlx::query("SELECT email FROM users WHERE id = 42").fetch_optional(&pool).await.unwrap();
+            sqlx::query("SELECT email FROM users WHERE id = 42")
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
             max.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -44,8 +47,14 @@ fn probe(pool: &PgPool, stop: Arc<AtomicBool>) -> (Arc<AtomicU64>, tokio::task::
 /// A session that holds ACCESS SHARE on `users` (an open transaction that read it).
 async fn blocker(url: &str) -> (sqlx::PgConnection, i32) {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut conn).await.unwrap();
-    sqlx::raw_sql("BEGIN; SELECT count(*) FROM users /* long report */;").execute(&mut conn).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; SELECT count(*) FROM users /* long report */;")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     (conn, pid)
 }
 
@@ -56,7 +65,10 @@ async fn retries_until_a_five_second_blocker_ends() {
     let (mut blocking, _) = blocker(db.url()).await;
     let release = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        sqlx::raw_sql("COMMIT").execute(&mut blocking).await.unwrap();
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut blocking)
+            .await
+            .unwrap();
         blocking
     });
     let stop = Arc::new(AtomicBool::new(false));
@@ -65,22 +77,33 @@ async fn retries_until_a_five_second_blocker_ends() {
     let started = Instant::now();
     let evolution = Evolver::new(pool.clone())
         .model::<User>()
-        .ddl_options(DdlOptions { lock_timeout: LOCK_TIMEOUT, max_attempts: 30, ..DdlOptions::default() })
+        .ddl_options(DdlOptions {
+            lock_timeout: LOCK_TIMEOUT,
+            max_attempts: 30,
+            ..DdlOptions::default()
+        })
         .boot()
         .await
         .expect("boot succeeds once the blocker commits");
-    assert!(started.elapsed() >= Duration::from_secs(4), "expand cannot have run while the blocker held its lock");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "expand cannot have run while the blocker held its lock"
+    );
     evolution.wait().await.unwrap();
     stop.store(true, Ordering::Relaxed);
     prober.await.unwrap();
     release.await.unwrap();
 
     let waited = Duration::from_micros(max_wait.load(Ordering::Relaxed));
-    assert!(waited < LOCK_TIMEOUT + Duration::from_secs(1), "a simple query waited {waited:?}");
-    let filled: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email_normalized = lower(email)")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert!(
+        waited < LOCK_TIMEOUT + Duration::from_secs(1),
+        "a simple query waited {waited:?}"
+    );
+    let filled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE email_normalized = lower(email)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(filled, 1_000);
 }
 
@@ -95,25 +118,54 @@ async fn a_blocker_that_never_ends_is_named_and_nothing_is_left_half_done() {
 
     let err = Evolver::new(pool.clone())
         .model::<User>()
-        .ddl_options(DdlOptions { lock_timeout: LOCK_TIMEOUT, max_attempts: 3, ..DdlOptions::default() })
+        .ddl_options(DdlOptions {
+            lock_timeout: LOCK_TIMEOUT,
+            max_attempts: 3,
+            ..DdlOptions::default()
+        })
         .boot()
         .await
         .expect_err("the lock is never granted");
     stop.store(true, Ordering::Relaxed);
     prober.await.unwrap();
 
-    let ErrorKind::LockTimeout { blockers, attempts, table, .. } = err.kind() else {
+    let ErrorKind::LockTimeout {
+        blockers,
+        attempts,
+        table,
+        ..
+    } = err.kind()
+    else {
         panic!("expected a lock timeout, got {err}");
     };
     assert_eq!(*attempts, 3);
     assert_eq!(table, "public.users");
-    assert!(blockers.contains(&format!("pid {blocker_pid}")), "{blockers}");
-    assert!(blockers.contains("long report"), "the blocker's query text is shown: {blockers}");
+    assert!(
+        blockers.contains(&format!("pid {blocker_pid}")),
+        "{blockers}"
+    );
+    assert!(
+        blockers.contains("long report"),
+        "the blocker's query text is shown: {blockers}"
+    );
     let message = err.to_string();
-    assert!(message.contains("nothing of this phase was applied"), "{message}");
+    assert!(
+        message.contains("nothing of this phase was applied"),
+        "{message}"
+    );
 
     let waited = Duration::from_micros(max_wait.load(Ordering::Relaxed));
-    assert!(waited < LOCK_TIMEOUT + Duration::from_secs(1), "a simple query waited {waited:?}");
-    sqlx::raw_sql("ROLLBACK").execute(&mut blocking).await.unwrap();
-    assert_eq!(catalog_snapshot(&pool, "users").await, before, "the table is exactly as it was");
+    assert!(
+        waited < LOCK_TIMEOUT + Duration::from_secs(1),
+        "a simple query waited {waited:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocking)
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog_snapshot(&pool, "users").await,
+        before,
+        "the table is exactly as it was"
+    );
 }

@@ -52,12 +52,25 @@ fn phases_per_step_kind() {
         phases,
         [
             ("create_table", vec![Phase::Expand]),
-            ("add_backfilled_column", vec![Phase::Expand, Phase::Backfill, Phase::Validate, Phase::Contract]),
-            ("add_column_with_default", vec![Phase::Expand, Phase::Validate, Phase::Contract]),
+            (
+                "add_backfilled_column",
+                vec![
+                    Phase::Expand,
+                    Phase::Backfill,
+                    Phase::Validate,
+                    Phase::Contract
+                ]
+            ),
+            (
+                "add_column_with_default",
+                vec![Phase::Expand, Phase::Validate, Phase::Contract]
+            ),
             ("add_nullable_column", vec![Phase::Expand]),
         ]
     );
-    assert!(matches!(plan.steps[1].kind, StepKind::AddFilledColumn(c) if c.name == "email_normalized"));
+    assert!(
+        matches!(plan.steps[1].kind, StepKind::AddFilledColumn(c) if c.name == "email_normalized")
+    );
     // Ids are content-derived: the same declaration gives the same id.
     assert_eq!(User::plan().steps[1].id, plan.steps[1].id);
 }

@@ -43,9 +43,10 @@ impl Backfill<'_> {
                 None => (None, None, 0),
             };
             if upper.is_none() {
-                let bound: Option<Vec<String>> = sqlx::query_scalar(AssertSqlSafe(&*sql::backfill_upper_bound(model)))
-                    .fetch_optional(&mut *conn)
-                    .await?;
+                let bound: Option<Vec<String>> =
+                    sqlx::query_scalar(AssertSqlSafe(&*sql::backfill_upper_bound(model)))
+                        .fetch_optional(&mut *conn)
+                        .await?;
                 let estimate: i64 = sqlx::query_scalar(sql::estimate_rows())
                     .bind(model.schema)
                     .bind(model.table)
@@ -55,7 +56,9 @@ impl Backfill<'_> {
                 let Some(bound) = bound else {
                     return Ok(0); // empty table: the trigger covers every row from now on
                 };
-                steps.start_backfill(&mut conn, &self.step.id, &bound, estimate).await?;
+                steps
+                    .start_backfill(&mut conn, &self.step.id, &bound, estimate)
+                    .await?;
                 self.set_estimate(estimate);
                 upper = Some(bound);
             }
@@ -71,7 +74,10 @@ impl Backfill<'_> {
             let mut last_log = Instant::now();
             loop {
                 let t0 = Instant::now();
-                match self.batch(&first_sql, &next_sql, cursor.as_deref(), &upper, batch_size).await {
+                match self
+                    .batch(&first_sql, &next_sql, cursor.as_deref(), &upper, batch_size)
+                    .await
+                {
                     Ok(None) => break,
                     Ok(Some((filled, last))) => {
                         attempts = 0;
@@ -80,11 +86,17 @@ impl Backfill<'_> {
                         cursor = Some(last);
                         let elapsed = t0.elapsed();
                         batch_size = self.adapt(batch_size, elapsed);
-                        let rate = filled_this_run as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                        let rate =
+                            filled_this_run as f64 / started.elapsed().as_secs_f64().max(1e-3);
                         self.report(done, rate);
                         if last_log.elapsed() >= Duration::from_secs(2) {
                             last_log = Instant::now();
-                            info!(rows_done = done, rows_per_second = rate as i64, batch_size, "backfill progress");
+                            info!(
+                                rows_done = done,
+                                rows_per_second = rate as i64,
+                                batch_size,
+                                "backfill progress"
+                            );
                         }
                         if !self.options.pause.is_zero() {
                             tokio::time::sleep(self.options.pause).await;
@@ -94,7 +106,10 @@ impl Backfill<'_> {
                         attempts += 1;
                         // Rows of this batch are locked by a long writer: smaller batch, try again.
                         batch_size = (batch_size / 2).max(self.options.min_batch_size);
-                        warn!(attempts, "batch could not lock its rows within lock_timeout; retrying");
+                        warn!(
+                            attempts,
+                            "batch could not lock its rows within lock_timeout; retrying"
+                        );
                         tokio::time::sleep(self.ddl.initial_backoff * attempts).await;
                     }
                     Err(source) => {
@@ -108,7 +123,11 @@ impl Backfill<'_> {
                     }
                 }
             }
-            info!(rows = done, seconds = started.elapsed().as_secs_f64(), "backfill complete");
+            info!(
+                rows = done,
+                seconds = started.elapsed().as_secs_f64(),
+                "backfill complete"
+            );
             Ok(filled_this_run)
         }
         .instrument(span)
@@ -126,10 +145,17 @@ impl Backfill<'_> {
     ) -> sqlx::Result<Option<(i64, Vec<String>)>> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        sqlx::query(AssertSqlSafe(&*format!("SET LOCAL lock_timeout = '{}ms'", self.ddl.lock_timeout.as_millis())))
-            .execute(&mut *tx)
-            .await?;
-        let mut query = sqlx::query(AssertSqlSafe(if cursor.is_some() { next_sql } else { first_sql }));
+        sqlx::query(AssertSqlSafe(&*format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            self.ddl.lock_timeout.as_millis()
+        )))
+        .execute(&mut *tx)
+        .await?;
+        let mut query = sqlx::query(AssertSqlSafe(if cursor.is_some() {
+            next_sql
+        } else {
+            first_sql
+        }));
         for value in cursor.unwrap_or_default().iter().chain(upper) {
             query = query.bind(value.as_str());
         }
@@ -138,7 +164,10 @@ impl Backfill<'_> {
         let Some(last): Option<Vec<String>> = row.get(1) else {
             return Ok(None);
         };
-        self.store.steps().checkpoint(&mut tx, &self.step.id, &last, filled).await?;
+        self.store
+            .steps()
+            .checkpoint(&mut tx, &self.step.id, &last, filled)
+            .await?;
         tx.commit().await?;
         Ok(Some((filled, last)))
     }
@@ -147,7 +176,8 @@ impl Backfill<'_> {
     fn adapt(&self, size: u32, elapsed: Duration) -> u32 {
         let target = self.options.target_batch_duration.as_secs_f64();
         let ratio = (target / elapsed.as_secs_f64().max(1e-4)).clamp(0.5, 2.0);
-        ((size as f64 * ratio) as u32).clamp(self.options.min_batch_size, self.options.max_batch_size)
+        ((size as f64 * ratio) as u32)
+            .clamp(self.options.min_batch_size, self.options.max_batch_size)
     }
 
     fn set_estimate(&self, estimate: i64) {

@@ -29,7 +29,10 @@ impl LiveTable {
 }
 
 /// Reads the table of a model.
-pub(crate) async fn read_table(conn: &mut PgConnection, model: &ModelSpec) -> sqlx::Result<LiveTable> {
+pub(crate) async fn read_table(
+    conn: &mut PgConnection,
+    model: &ModelSpec,
+) -> sqlx::Result<LiveTable> {
     let oid: Option<i64> = sqlx::query_scalar(
         "SELECT c.oid::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",

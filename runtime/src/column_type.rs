@@ -17,6 +17,7 @@ pub trait ColumnType {
     const NULLABLE: bool = false;
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: ColumnType> ColumnType for Option<T> {
     const SQL_TYPE: &'static str = T::SQL_TYPE;
     const NULLABLE: bool = true;
@@ -24,7 +25,7 @@ impl<T: ColumnType> ColumnType for Option<T> {
 
 macro_rules! column_types {
     ($($(#[$cfg:meta])* $ty:ty => $sql:literal,)*) => {
-        $($(#[$cfg])* impl ColumnType for $ty { const SQL_TYPE: &'static str = $sql; })*
+        $($(#[$cfg])* #[diagnostic::do_not_recommend] impl ColumnType for $ty { const SQL_TYPE: &'static str = $sql; })*
     };
 }
 

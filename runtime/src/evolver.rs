@@ -143,7 +143,10 @@ impl Evolver {
         let (tx, rx) = watch::channel(None);
         let task_inner = inner.clone();
         tokio::spawn(async move {
-            let result = task_inner.drive(leading.then_some(lock)).await.map_err(Arc::new);
+            let result = task_inner
+                .drive(leading.then_some(lock))
+                .await
+                .map_err(Arc::new);
             if let Err(e) = &result {
                 warn!(error = %e, "background work of the evolution failed");
             }
@@ -182,7 +185,11 @@ pub struct StepProgress {
 impl Evolution {
     /// Progress of every step of the evolved models.
     pub fn progress(&self) -> Vec<StepProgress> {
-        self.inner.progress.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the background work (backfill, validate, and contract with `auto_contract`) has finished.
@@ -278,7 +285,9 @@ impl Inner {
         let mut problems = Vec::new();
         let mut all = Vec::new();
         for model in &self.evolver.models {
-            all.extend(resolve_model(&mut conn, &self.store, state_exists, model, &mut problems).await?);
+            all.extend(
+                resolve_model(&mut conn, &self.store, state_exists, model, &mut problems).await?,
+            );
         }
         if problems.is_empty() {
             Ok(all)
@@ -303,7 +312,9 @@ impl Inner {
                 }
                 continue;
             }
-            if r.next_phase() == Some(Phase::Expand) && !matches!(r.step.kind, StepKind::CreateTable) {
+            if r.next_phase() == Some(Phase::Expand)
+                && !matches!(r.step.kind, StepKind::CreateTable)
+            {
                 self.run_phase(&r.step, Phase::Expand, false).await?;
             }
         }
@@ -317,7 +328,10 @@ impl Inner {
             .filter(|r| r.step.model.table == model.table && r.step.model.schema == model.schema)
             .map(|r| &r.step)
             .collect();
-        let Some(create) = steps.iter().find(|s| matches!(s.kind, StepKind::CreateTable)) else {
+        let Some(create) = steps
+            .iter()
+            .find(|s| matches!(s.kind, StepKind::CreateTable))
+        else {
             return Ok(());
         };
         let mut record: Vec<String> = steps
@@ -331,7 +345,12 @@ impl Inner {
             &self.instance,
         ));
         self.executor
-            .run(target(create, Phase::Expand), create.statements(Phase::Expand), &record, false)
+            .run(
+                target(create, Phase::Expand),
+                create.statements(Phase::Expand),
+                &record,
+                false,
+            )
             .await?;
         info!(table = %model.qualified_name(), "created table");
         Ok(())
@@ -346,7 +365,12 @@ impl Inner {
         };
         let record = [
             self.store.steps().record_phase_sql(step, phase),
-            self.store.journal().insert_sql(Some(step.id.as_str()), &format!("{phase} done"), &step.describe(), &self.instance),
+            self.store.journal().insert_sql(
+                Some(step.id.as_str()),
+                &format!("{phase} done"),
+                &step.describe(),
+                &self.instance,
+            ),
         ];
         self.executor
             .run(target(step, phase), statements, &record, long_running)
@@ -364,7 +388,9 @@ impl Inner {
             Err(e) if matches!(e.kind(), ErrorKind::Drift(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
-        Ok(resolved.iter().all(|r| !r.table_missing && r.done >= Phase::Expand))
+        Ok(resolved
+            .iter()
+            .all(|r| !r.table_missing && r.done >= Phase::Expand))
     }
 
     fn filled_steps(&self) -> Vec<PlannedStep> {
@@ -377,7 +403,13 @@ impl Inner {
     }
 
     async fn recorded_phase(&self, conn: &mut PgConnection, step: &PlannedStep) -> Result<Phase> {
-        Ok(self.store.steps().get(conn, &step.id).await?.map(|r| r.phase).unwrap_or(Phase::Pending))
+        Ok(self
+            .store
+            .steps()
+            .get(conn, &step.id)
+            .await?
+            .map(|r| r.phase)
+            .unwrap_or(Phase::Pending))
     }
 
     async fn init_progress(&self) -> Result<()> {
@@ -385,7 +417,11 @@ impl Inner {
         let state_exists = self.store.exists(&mut conn).await?;
         let mut all = Vec::new();
         for step in self.evolver.plans().into_iter().flat_map(|p| p.steps) {
-            let row = if state_exists { self.store.steps().get(&mut conn, &step.id).await? } else { None };
+            let row = if state_exists {
+                self.store.steps().get(&mut conn, &step.id).await?
+            } else {
+                None
+            };
             all.push(StepProgress {
                 table: step.model.qualified_name(),
                 description: step.describe(),
@@ -411,7 +447,11 @@ impl Inner {
     /// contracted with `auto_contract`). Without it, poll: the leader may finish, or go away and
     /// leave the lock (and the work, from its checkpoint) to this instance.
     async fn drive(&self, mut lock: Option<PgConnection>) -> Result<()> {
-        let goal = if self.evolver.auto_contract { Phase::Contract } else { Phase::Validate };
+        let goal = if self.evolver.auto_contract {
+            Phase::Contract
+        } else {
+            Phase::Validate
+        };
         loop {
             if let Some(conn) = lock.take() {
                 let result = self.walk(goal).await;
@@ -443,13 +483,17 @@ impl Inner {
 
     async fn walk(&self, goal: Phase) -> Result<()> {
         for step in self.filled_steps() {
-            let StepKind::AddFilledColumn(column) = step.kind else { continue };
+            let StepKind::AddFilledColumn(column) = step.kind else {
+                continue;
+            };
             loop {
                 let mut conn = self.evolver.pool.acquire().await?;
                 let done = self.recorded_phase(&mut conn, &step).await?;
                 drop(conn);
                 self.set_phase(&step.id, done);
-                let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else { break };
+                let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
+                    break;
+                };
                 match next {
                     Phase::Backfill => {
                         Backfill {
@@ -476,7 +520,9 @@ impl Inner {
 
     /// VALIDATE CONSTRAINT (writes go on), then a count of NULLs that must be zero.
     async fn validate(&self, step: &PlannedStep) -> Result<()> {
-        let StepKind::AddFilledColumn(column) = step.kind else { return Ok(()) };
+        let StepKind::AddFilledColumn(column) = step.kind else {
+            return Ok(());
+        };
         let verification = |message: String| -> Error {
             ErrorKind::Verification {
                 step: step.id.to_string(),
@@ -493,7 +539,16 @@ impl Inner {
                 column.name
             )
         };
-        match self.executor.run(target(step, Phase::Validate), step.statements(Phase::Validate), &[], true).await {
+        match self
+            .executor
+            .run(
+                target(step, Phase::Validate),
+                step.statements(Phase::Validate),
+                &[],
+                true,
+            )
+            .await
+        {
             Ok(()) => {}
             Err(e) if is_check_violation(&e) => {
                 let count = self.count_nulls(step).await?;
@@ -507,10 +562,19 @@ impl Inner {
         }
         let mut conn = self.evolver.pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        sqlx::query(AssertSqlSafe(&*self.store.steps().record_phase_sql(step, Phase::Validate))).execute(&mut *tx).await?;
-        sqlx::query(AssertSqlSafe(&*self.store.journal().insert_sql(Some(step.id.as_str()), "validate done", "no NULL remains", &self.instance)))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(AssertSqlSafe(
+            &*self.store.steps().record_phase_sql(step, Phase::Validate),
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(&*self.store.journal().insert_sql(
+            Some(step.id.as_str()),
+            "validate done",
+            "no NULL remains",
+            &self.instance,
+        )))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         self.set_phase(&step.id, Phase::Validate);
         info!(step = %step.id, table = %step.model.qualified_name(), "validated: no NULL remains");
@@ -518,11 +582,17 @@ impl Inner {
     }
 
     async fn count_nulls(&self, step: &PlannedStep) -> Result<i64> {
-        let Some(column) = step.kind.column() else { return Ok(0) };
+        let Some(column) = step.kind.column() else {
+            return Ok(0);
+        };
         let mut conn = self.evolver.pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
-        let count = sqlx::query_scalar(AssertSqlSafe(&*sql::count_nulls(&step.model, column))).fetch_one(&mut *tx).await?;
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
+        let count = sqlx::query_scalar(AssertSqlSafe(&*sql::count_nulls(&step.model, column)))
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(count)
     }
@@ -547,5 +617,8 @@ fn is_check_violation(e: &Error) -> bool {
 
 /// `pg_try_advisory_lock`: never waits, so a booting instance cannot queue behind the leader.
 async fn try_lock(conn: &mut PgConnection, key: i64) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(conn).await?)
+    Ok(sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(conn)
+        .await?)
 }

@@ -59,7 +59,11 @@ impl Executor {
                     Ok(()) => return Ok(()),
                     Err(e) if is_retryable(&e) && attempt < self.options.max_attempts => {
                         let wait = self.backoff(attempt);
-                        warn!(attempt, wait_ms = wait.as_millis() as u64, "lock not granted within lock_timeout; retrying");
+                        warn!(
+                            attempt,
+                            wait_ms = wait.as_millis() as u64,
+                            "lock not granted within lock_timeout; retrying"
+                        );
                         tokio::time::sleep(wait).await;
                     }
                     Err(e) if is_retryable(&e) => {
@@ -122,10 +126,14 @@ impl Executor {
                     continue;
                 }
             }
-            sqlx::query(AssertSqlSafe(&*statement.sql)).execute(&mut *tx).await?;
+            sqlx::query(AssertSqlSafe(&*statement.sql))
+                .execute(&mut *tx)
+                .await?;
         }
         for sql in record {
-            sqlx::query(AssertSqlSafe(sql.as_str())).execute(&mut *tx).await?;
+            sqlx::query(AssertSqlSafe(sql.as_str()))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }

@@ -56,7 +56,10 @@ mod tests {
     fn quotes_embedded_quotes() {
         assert_eq!(Ident("a\"b").to_string(), "\"a\"\"b\"");
         assert_eq!(Literal("it's").to_string(), "'it''s'");
-        assert_eq!(Qualified("public", "users").to_string(), "\"public\".\"users\"");
+        assert_eq!(
+            Qualified("public", "users").to_string(),
+            "\"public\".\"users\""
+        );
     }
 
     #[test]

@@ -130,7 +130,8 @@ pub(crate) async fn resolve_model(
 
     let mut resolved = Vec::new();
     for step in plan.steps {
-        let done = step_progress(conn, store, state_exists, model, &live, &step, &mut problem).await?;
+        let done =
+            step_progress(conn, store, state_exists, model, &live, &step, &mut problem).await?;
         resolved.push(Resolved {
             step,
             done,
@@ -201,7 +202,10 @@ async fn step_progress(
                     Qualified(model.schema, model.table),
                     crate::ident::Ident(model.table)
                 );
-                if let Err(sqlx::Error::Database(e)) = sqlx::query(AssertSqlSafe(&*probe)).execute(&mut *conn).await {
+                if let Err(sqlx::Error::Database(e)) = sqlx::query(AssertSqlSafe(&*probe))
+                    .execute(&mut *conn)
+                    .await
+                {
                     problem(
                         Some(column.name),
                         format!(
@@ -223,7 +227,9 @@ async fn step_progress(
                     ),
                     Err(message) => problem(
                         Some(column.name),
-                        format!("`default = \"{expr}\"` is not a valid default: {message}; fix the expression"),
+                        format!(
+                            "`default = \"{expr}\"` is not a valid default: {message}; fix the expression"
+                        ),
                     ),
                 }
             }

@@ -70,7 +70,10 @@ pub(crate) fn create_table(model: &ModelSpec) -> Vec<Statement> {
         .iter()
         .map(|c| format!("  {}", column_definition(c, true)))
         .collect();
-    let pk: Vec<String> = model.primary_key().map(|c| Ident(c.name).to_string()).collect();
+    let pk: Vec<String> = model
+        .primary_key()
+        .map(|c| Ident(c.name).to_string())
+        .collect();
     if !pk.is_empty() {
         lines.push(format!("  PRIMARY KEY ({})", pk.join(", ")));
     }

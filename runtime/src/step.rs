@@ -88,7 +88,12 @@ impl StepKind {
             StepKind::CreateTable | StepKind::AddNullableColumn(_) => &[Phase::Expand],
             StepKind::AddFilledColumn(c) => match c.fill {
                 Fill::Default(_) => &[Phase::Expand, Phase::Validate, Phase::Contract],
-                _ => &[Phase::Expand, Phase::Backfill, Phase::Validate, Phase::Contract],
+                _ => &[
+                    Phase::Expand,
+                    Phase::Backfill,
+                    Phase::Validate,
+                    Phase::Contract,
+                ],
             },
         }
     }
@@ -186,7 +191,10 @@ mod tests {
             ..EMAIL
         };
         let other: &'static ColumnSpec = Box::leak(Box::new(other));
-        assert_ne!(id, StepId::for_step(&MODEL, &StepKind::AddFilledColumn(other)));
+        assert_ne!(
+            id,
+            StepId::for_step(&MODEL, &StepKind::AddFilledColumn(other))
+        );
     }
 
     #[test]

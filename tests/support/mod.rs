@@ -106,7 +106,12 @@ impl Writers {
                 })
             })
             .collect();
-        Writers { stats, stop, new_code, handles }
+        Writers {
+            stats,
+            stop,
+            new_code,
+            handles,
+        }
     }
 
     pub async fn finish(self) -> Arc<WriterStats> {

@@ -31,8 +31,7 @@ const ROWS: i64 = 200_000;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let db = TestDatabase::new().await?;
@@ -57,18 +56,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let writes = Arc::new(AtomicU64::new(0));
     let slowest = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..4)
-        .map(|w| tokio::spawn(write_loop(pool.clone(), w, stop.clone(), writes.clone(), slowest.clone())))
+        .map(|w| {
+            tokio::spawn(write_loop(
+                pool.clone(),
+                w,
+                stop.clone(),
+                writes.clone(),
+                slowest.clone(),
+            ))
+        })
         .collect();
 
     let started = Instant::now();
     let evolution = Evolver::new(pool.clone()).model::<User>().boot().await?;
-    println!("expand done in {:?}: column, NOT VALID check and fill trigger are in place", started.elapsed());
+    println!(
+        "expand done in {:?}: column, NOT VALID check and fill trigger are in place",
+        started.elapsed()
+    );
     while !evolution.is_finished() {
         for p in evolution.progress().iter().filter(|p| p.rows_estimated > 0) {
             let pct = 100.0 * p.rows_done as f64 / p.rows_estimated as f64;
             println!(
                 "  backfill {}: {} / ~{} rows ({pct:.0}%), {:.0} rows/s, {} writes so far",
-                p.table, p.rows_done, p.rows_estimated, p.rows_per_second, writes.load(Ordering::Relaxed)
+                p.table,
+                p.rows_done,
+                p.rows_estimated,
+                p.rows_per_second,
+                writes.load(Ordering::Relaxed)
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -96,7 +110,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!("\nfinal schema of users:");
     for (name, ty, not_null) in schema {
-        println!("  {name:<18} {ty:<8} {}", if not_null { "NOT NULL" } else { "NULL" });
+        println!(
+            "  {name:<18} {ty:<8} {}",
+            if not_null { "NOT NULL" } else { "NULL" }
+        );
     }
     let (total, wrong): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE email_normalized IS DISTINCT FROM lower(email)) FROM users",

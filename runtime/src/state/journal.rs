@@ -9,7 +9,13 @@ pub(crate) struct Journal<'a> {
 
 impl Journal<'_> {
     /// The INSERT for an event, as SQL text, so it can join the transaction of the DDL it records.
-    pub fn insert_sql(&self, step: Option<&str>, event: &str, detail: &str, instance: &str) -> String {
+    pub fn insert_sql(
+        &self,
+        step: Option<&str>,
+        event: &str,
+        detail: &str,
+        instance: &str,
+    ) -> String {
         format!(
             "INSERT INTO {} (step_id, event, detail, instance) VALUES ({}, {}, {}, {})",
             self.store.table("journal"),

@@ -72,7 +72,10 @@ impl Steps<'_> {
             lit(step.model.rust_name),
             lit(step.model.schema),
             lit(step.model.table),
-            step.kind.column().map(|c| lit(c.name)).unwrap_or_else(|| "NULL".into()),
+            step.kind
+                .column()
+                .map(|c| lit(c.name))
+                .unwrap_or_else(|| "NULL".into()),
             lit(step.kind.name()),
             lit(&step.describe()),
             lit(phase.as_str()),

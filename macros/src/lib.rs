@@ -1,0 +1,34 @@
+//! The `#[derive(Evolve)]` macro of [pgevolve](https://docs.rs/pgevolve). Use it through the
+//! `pgevolve` crate, which re-exports it next to the runtime the generated code calls into.
+//!
+//! Pipeline: `ast` (typed view of the input, attributes parsed by `attr`) → `validate`
+//! (compile-time rules) → `expand` (tokens). Errors go to a `ctxt::Ctxt` so that one build
+//! reports all of them; on error `fallback` emits them with a stub impl.
+
+mod ast;
+mod attr;
+mod ctxt;
+mod expand;
+mod fallback;
+mod symbol;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use proc_macro::TokenStream;
+
+/// Derives `pgevolve::Evolve`: the table a struct maps to, as a `const` spec the runtime plans
+/// from. See the `pgevolve` crate for the attribute reference.
+#[proc_macro_derive(Evolve, attributes(evolve))]
+pub fn derive_evolve(input: TokenStream) -> TokenStream {
+    derive_evolve_inner(input.into()).into()
+}
+
+/// The derive on `proc_macro2` tokens, callable from unit tests.
+fn derive_evolve_inner(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    match syn::parse2::<syn::DeriveInput>(input) {
+        Ok(input) => expand::derive(&input),
+        Err(err) => err.into_compile_error(),
+    }
+}

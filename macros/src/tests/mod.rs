@@ -1,0 +1,91 @@
+//! Snapshots of prettyplease-formatted expansions (the input is stored as the snapshot's
+//! description). Refresh with `INSTA_UPDATE=always cargo test -p pgevolve-macros` and review
+//! the diff; the compile-fail behaviour is covered by the root `tests/ui.rs`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+fn pretty(tokens: TokenStream) -> String {
+    match syn::parse2::<syn::File>(tokens.clone()) {
+        Ok(file) => prettyplease::unparse(&file),
+        Err(err) => panic!("expansion is not a valid Rust file: {err}\n{tokens}"),
+    }
+}
+
+macro_rules! expansion_snapshot {
+    ($(#[$doc:meta])* $name:ident, { $($input:tt)* }) => {
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            let input = quote!($($input)*);
+            let output = pretty(crate::derive_evolve_inner(input.clone()));
+            insta::with_settings!({
+                description => pretty(input),
+                omit_expression => true,
+                prepend_module_to_snapshot => false,
+            }, {
+                insta::assert_snapshot!(stringify!($name), output);
+            });
+        }
+    };
+}
+
+expansion_snapshot!(
+    /// Every attribute on the struct from the design document's example.
+    user,
+    {
+        #[evolve(table = "users")]
+        pub struct User {
+            #[evolve(primary_key)]
+            pub id: i64,
+            #[evolve(column = "mail")]
+            pub email: String,
+            #[evolve(backfill = "lower(email)")]
+            pub email_normalized: String,
+            #[evolve(default = "0")]
+            pub score: i32,
+            #[evolve(sql_type = "numeric(12,2)")]
+            pub balance: MyDecimal,
+            pub nickname: Option<String>,
+        }
+    }
+);
+
+expansion_snapshot!(
+    /// `crate = ".."` replaces `::pgevolve` everywhere; `schema` and raw identifiers.
+    crate_path_schema_raw_identifiers,
+    {
+        #[evolve(table = "matches", schema = "app", crate = "my_lib::pgevolve")]
+        struct r#Match {
+            #[evolve(primary_key)]
+            r#type: uuid::Uuid,
+            r#loop: ::core::option::Option<serde_json::Value>,
+        }
+    }
+);
+
+expansion_snapshot!(
+    /// Errors come out all at once, followed by a stub impl and no spec.
+    errors_and_stub,
+    {
+        #[evolve(tabel = "users")]
+        pub struct User {
+            #[evolve(primary_key)]
+            pub id: Option<i64>,
+            #[evolve(backfill = "lower(email)", default = "''")]
+            pub email_normalized: String,
+        }
+    }
+);
+
+expansion_snapshot!(
+    /// The stub impl keeps the generics, so it type-checks for any input.
+    generic_stub,
+    {
+        #[evolve(table = "users", crate = "my_lib::pgevolve")]
+        pub struct User<'a, T: Clone> where T: Default {
+            #[evolve(primary_key)]
+            pub id: &'a T,
+        }
+    }
+);

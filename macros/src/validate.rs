@@ -1,0 +1,288 @@
+//! Rules that can be decided at compile time, run after parsing and before any token is emitted.
+//!
+//! Each rule records its error in the [`Ctxt`] on the most specific token and the others still
+//! run, so the user sees every mistake of the struct in one build.
+
+use crate::ast::{Field, Model, Style};
+use crate::attr::Setting;
+use crate::ctxt::Ctxt;
+use crate::symbol;
+use quote::ToTokens;
+use std::collections::HashMap;
+use syn::GenericParam;
+
+/// PostgreSQL silently truncates longer identifiers (`NAMEDATALEN - 1`).
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+pub fn check(cx: &Ctxt, model: &Model) {
+    if model.style != Style::Named {
+        return;
+    }
+    check_generics(cx, model);
+    check_table(cx, model);
+    for field in &model.fields {
+        check_field(cx, field);
+    }
+    check_duplicate_columns(cx, model);
+    check_backfill_has_primary_key(cx, model);
+}
+
+fn check_generics(cx: &Ctxt, model: &Model) {
+    let generics = &model.original.generics;
+    let Some(param) = generics.params.first() else {
+        return;
+    };
+    let what = match param {
+        GenericParam::Lifetime(_) => "lifetime parameters",
+        GenericParam::Type(_) => "type parameters",
+        GenericParam::Const(_) => "const parameters",
+    };
+    cx.error_spanned_by(
+        generics,
+        format!(
+            "`Evolve` is not supported yet on structs with {what}; \
+             derive it on a struct without generics, one per table",
+        ),
+    );
+}
+
+fn check_table(cx: &Ctxt, model: &Model) {
+    match &model.attrs.table {
+        Some(table) => check_identifier(cx, "table", table),
+        // An unknown or malformed struct key was already reported; it may have been the table.
+        None if model.attrs.malformed => {}
+        None => cx.error_spanned_by(
+            model.ident,
+            format!(
+                "missing table name: add `#[evolve(table = \"...\")]` to `{}`, \
+                 naming the PostgreSQL table it maps to",
+                model.rust_name(),
+            ),
+        ),
+    }
+    if let Some(schema) = &model.attrs.schema {
+        check_identifier(cx, "schema", schema);
+        if schema.value.value().starts_with("pg_") {
+            cx.error_spanned_by(
+                &schema.value,
+                "schema names starting with `pg_` are reserved by PostgreSQL for system schemas; \
+                 use another name",
+            );
+        }
+    }
+}
+
+fn check_field(cx: &Ctxt, field: &Field) {
+    let attrs = &field.attrs;
+    let name = field.rust_name();
+    let fills = [
+        (symbol::BACKFILL, &attrs.backfill),
+        (symbol::DEFAULT, &attrs.default),
+    ];
+
+    match &attrs.column {
+        Some(column) => check_identifier(cx, "column", column),
+        None => {
+            if let Some(problem) = identifier_problem(&name) {
+                cx.error_spanned_by(
+                    field.ident,
+                    format!(
+                        "field name `{name}` cannot be used as a column name: {problem}; \
+                         name the column with `#[evolve(column = \"...\")]`",
+                    ),
+                );
+            }
+        }
+    }
+
+    if let Some(sql_type) = &attrs.sql_type
+        && sql_type.value.value().trim().is_empty()
+    {
+        cx.error_spanned_by(
+            &sql_type.value,
+            "`sql_type` is empty; write the PostgreSQL column type, like \
+             `sql_type = \"numeric(12,2)\"`, or remove it for a type pgevolve knows",
+        );
+    }
+
+    if let (Some(_), Some(default)) = (&attrs.backfill, &attrs.default) {
+        cx.error_spanned_by(
+            &default.key,
+            "`backfill` and `default` cannot be combined: `backfill` computes each existing row's \
+             value from its other columns, `default` gives every row one constant; keep one",
+        );
+    }
+
+    for (kind, fill) in fills {
+        let Some(fill) = fill else {
+            continue;
+        };
+        let key = &fill.key;
+        if fill.value.value().trim().is_empty() {
+            let example = match kind {
+                symbol::BACKFILL => "`backfill = \"lower(email)\"`",
+                _ => "`default = \"0\"`",
+            };
+            cx.error_spanned_by(
+                &fill.value,
+                format!(
+                    "`{kind}` is empty; write the SQL expression that gives existing rows their \
+                     value, like {example}",
+                ),
+            );
+        }
+        if attrs.primary_key.is_some() {
+            let msg = match kind {
+                symbol::BACKFILL => {
+                    "the primary key cannot have `backfill`: backfill batches walk the primary key, \
+                     so it must exist first; remove `backfill` (the primary key is created with \
+                     the table, pgevolve does not add one to an existing table)"
+                }
+                _ => {
+                    "the primary key cannot have `default`: `default` fills existing rows when a \
+                     column is added, and pgevolve does not add a primary key to an existing \
+                     table; remove `default` (the primary key is created with the table)"
+                }
+            };
+            cx.error_spanned_by(key, msg);
+        } else if field.is_option() {
+            cx.error_spanned_by(
+                key,
+                format!(
+                    "`{kind}` makes a NOT NULL column, but `{name}` is an `Option`; remove `Option` \
+                     from its type, or remove `{kind}`: an `Option` field is added as a plain \
+                     nullable column",
+                ),
+            );
+        }
+    }
+
+    if attrs.primary_key.is_some() && field.is_option() {
+        cx.error_spanned_by(
+            field.ty,
+            format!(
+                "primary key field `{name}` cannot be an `Option`: primary key columns are NOT NULL; \
+                 remove `Option` from its type",
+            ),
+        );
+    }
+}
+
+fn check_duplicate_columns(cx: &Ctxt, model: &Model) {
+    let mut seen: HashMap<String, &Field> = HashMap::new();
+    for field in &model.fields {
+        let column = field.column_name();
+        match seen.get(&column) {
+            Some(first) => {
+                let span: &dyn ToTokens = match &field.attrs.column {
+                    Some(setting) => &setting.value,
+                    None => field.ident,
+                };
+                cx.error_spanned_by(
+                    span,
+                    format!(
+                        "fields `{}` and `{}` both map to column `{column}`; give one of them \
+                         another name with `#[evolve(column = \"...\")]`",
+                        first.rust_name(),
+                        field.rust_name(),
+                    ),
+                );
+            }
+            None => {
+                seen.insert(column, field);
+            }
+        }
+    }
+}
+
+fn check_backfill_has_primary_key(cx: &Ctxt, model: &Model) {
+    if model.has_primary_key() {
+        return;
+    }
+    for field in &model.fields {
+        if let Some(backfill) = &field.attrs.backfill {
+            cx.error_spanned_by(
+                &backfill.key,
+                "`backfill` needs a primary key: existing rows are filled in batches that walk \
+                 the primary key; add `#[evolve(primary_key)]` to the key field(s)",
+            );
+        }
+    }
+}
+
+/// Reports a `table`/`schema`/`column` value that is not a plain PostgreSQL identifier.
+fn check_identifier(cx: &Ctxt, what: &str, setting: &Setting) {
+    let name = setting.value.value();
+    if let Some(problem) = identifier_problem(&name) {
+        let msg = if name.is_empty() {
+            format!("{what} name is empty; write the name, like `{what} = \"...\"`")
+        } else {
+            format!("invalid {what} name `{name}`: {problem}")
+        };
+        cx.error_spanned_by(&setting.value, msg);
+    }
+}
+
+/// `None` for a name matching `^[A-Za-z_][A-Za-z0-9_]*$` within 63 bytes; otherwise what is
+/// wrong with it and what to write instead.
+fn identifier_problem(name: &str) -> Option<String> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !starts_well || !name.chars().all(valid_char) {
+        let rule = "a name must start with an ASCII letter or `_` and contain only ASCII \
+                    letters, digits and `_`";
+        let fixed: String = name
+            .chars()
+            .map(|c| if valid_char(c) { c } else { '_' })
+            .collect();
+        let fixed_is_valid = fixed
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && fixed.len() <= MAX_IDENTIFIER_BYTES;
+        return Some(if fixed_is_valid {
+            format!("{rule}, like `{fixed}`")
+        } else {
+            rule.to_owned()
+        });
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Some(format!(
+            "it is {} bytes long and PostgreSQL identifiers are at most {MAX_IDENTIFIER_BYTES} \
+             bytes; use a shorter name",
+            name.len(),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identifier_problem;
+
+    #[test]
+    fn identifiers() {
+        for ok in ["users", "_x", "User_2", &"a".repeat(63)] {
+            assert_eq!(identifier_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "1st",
+            "user-accounts",
+            "e mail",
+            "café",
+            "a.b",
+            &"a".repeat(64),
+        ] {
+            assert!(identifier_problem(bad).is_some(), "{bad}");
+        }
+        let dash = identifier_problem("user-accounts").unwrap_or_default();
+        assert!(dash.ends_with("like `user_accounts`"), "{dash}");
+        // No suggestion that would itself be invalid.
+        let digit = identifier_problem("1-st").unwrap_or_default();
+        assert!(!digit.contains("like"), "{digit}");
+    }
+}

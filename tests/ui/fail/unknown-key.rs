@@ -1,0 +1,10 @@
+use pgevolve::Evolve;
+
+#[derive(Evolve)]
+#[evolve(table = "users", tabel = "users")]
+pub struct User {
+    #[evolve(primary_key)]
+    pub id: i64,
+}
+
+fn main() {}

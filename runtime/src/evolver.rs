@@ -127,19 +127,17 @@ impl Evolver {
             evolver: self,
         });
         let mut lock = inner.leader_connection().await?;
-        let leading = loop {
+        let (leading, resolved) = loop {
             if try_lock(&mut lock, inner.lock_key()).await? {
-                inner.expand().await.inspect_err(|_| {
-                    // Dropping the connection ends its session and releases the lock.
-                })?;
-                break true;
+                // On error the connection is dropped, which ends its session and the lock.
+                break (true, inner.expand().await?);
             }
-            if inner.expanded_by_leader().await? {
-                break false;
+            if let Some(resolved) = inner.expanded_by_leader().await? {
+                break (false, resolved);
             }
             tokio::time::sleep(POLL).await;
         };
-        inner.init_progress().await?;
+        inner.init_progress(&resolved).await?;
         let (tx, rx) = watch::channel(None);
         let task_inner = inner.clone();
         tokio::spawn(async move {
@@ -296,8 +294,9 @@ impl Inner {
         }
     }
 
-    /// The leader's boot work: drift check, state store, then every expand phase.
-    async fn expand(&self) -> Result<()> {
+    /// The leader's boot work: drift check, state store, then every expand phase. Returns the
+    /// steps with the phase each has completed now.
+    async fn expand(&self) -> Result<Vec<Resolved>> {
         let resolved = self.resolve_all().await?;
         let mut conn = self.evolver.pool.acquire().await?;
         self.store.bootstrap(&mut conn).await?;
@@ -312,13 +311,21 @@ impl Inner {
                 }
                 continue;
             }
-            if r.next_phase() == Some(Phase::Expand)
-                && !matches!(r.step.kind, StepKind::CreateTable)
-            {
+            if r.next_phase() == Some(Phase::Expand) {
                 self.run_phase(&r.step, Phase::Expand, false).await?;
             }
         }
-        Ok(())
+        Ok(resolved
+            .into_iter()
+            .map(|mut r| {
+                r.done = if r.table_missing {
+                    r.step.kind.last_phase()
+                } else {
+                    r.done.max(Phase::Expand)
+                };
+                r
+            })
+            .collect())
     }
 
     /// Creates a missing table; every column step of the model is complete with it.
@@ -381,16 +388,17 @@ impl Inner {
     }
 
     /// A follower's check: has the leader's expand made this build's shape available?
-    async fn expanded_by_leader(&self) -> Result<bool> {
+    async fn expanded_by_leader(&self) -> Result<Option<Vec<Resolved>>> {
         let resolved = match self.resolve_all().await {
             Ok(r) => r,
             // A table or column the leader has not created yet looks like drift; wait for it.
-            Err(e) if matches!(e.kind(), ErrorKind::Drift(_)) => return Ok(false),
+            Err(e) if matches!(e.kind(), ErrorKind::Drift(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(resolved
+        let expanded = resolved
             .iter()
-            .all(|r| !r.table_missing && r.done >= Phase::Expand))
+            .all(|r| !r.table_missing && r.done >= Phase::Expand);
+        Ok(expanded.then_some(resolved))
     }
 
     fn filled_steps(&self) -> Vec<PlannedStep> {
@@ -412,24 +420,24 @@ impl Inner {
             .unwrap_or(Phase::Pending))
     }
 
-    async fn init_progress(&self) -> Result<()> {
+    async fn init_progress(&self, resolved: &[Resolved]) -> Result<()> {
         let mut conn = self.evolver.pool.acquire().await?;
-        let state_exists = self.store.exists(&mut conn).await?;
         let mut all = Vec::new();
-        for step in self.evolver.plans().into_iter().flat_map(|p| p.steps) {
-            let row = if state_exists {
-                self.store.steps().get(&mut conn, &step.id).await?
-            } else {
-                None
+        for r in resolved {
+            let row = match r.step.kind {
+                StepKind::AddFilledColumn(_) => {
+                    self.store.steps().get(&mut conn, &r.step.id).await?
+                }
+                _ => None,
             };
             all.push(StepProgress {
-                table: step.model.qualified_name(),
-                description: step.describe(),
-                phase: row.as_ref().map(|r| r.phase).unwrap_or(Phase::Pending),
+                table: r.step.model.qualified_name(),
+                description: r.step.describe(),
+                phase: r.done,
                 rows_done: row.as_ref().map(|r| r.rows_done).unwrap_or(0),
                 rows_estimated: row.as_ref().and_then(|r| r.rows_estimated).unwrap_or(0),
                 rows_per_second: 0.0,
-                step: step.id,
+                step: r.step.id.clone(),
             });
         }
         *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = all;

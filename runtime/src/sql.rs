@@ -295,10 +295,16 @@ pub(crate) fn backfill_upper_bound(model: &ModelSpec) -> String {
     )
 }
 
-/// The row estimate for progress reporting (no scan).
+/// The row estimate for progress reporting: the planner's statistics, or -1 when the table was
+/// never analyzed.
 pub(crate) fn estimate_rows() -> &'static str {
-    "SELECT GREATEST(c.reltuples, 0)::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+    "SELECT c.reltuples::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = $2"
+}
+
+/// An exact count, for tables without statistics (ACCESS SHARE only: writes go on).
+pub(crate) fn count_rows(model: &ModelSpec) -> String {
+    format!("SELECT count(*) FROM {}", table(model))
 }
 
 /// A literal for state-store SQL that runs in the same transaction as a step's DDL.

@@ -142,6 +142,7 @@ pub struct Field {
     pub sql_type: Option<Setting>,
     pub backfill: Option<Setting>,
     pub default: Option<Setting>,
+    pub renamed_from: Option<Setting>,
 }
 
 impl Field {
@@ -152,6 +153,7 @@ impl Field {
         let mut sql_type = Attr::none(cx, symbol::SQL_TYPE, level);
         let mut backfill = Attr::none(cx, symbol::BACKFILL, level);
         let mut default = Attr::none(cx, symbol::DEFAULT, level);
+        let mut renamed_from = Attr::none(cx, symbol::RENAMED_FROM, level);
 
         for_each_key(cx, attrs, level, |meta| {
             if meta.path == symbol::PRIMARY_KEY {
@@ -165,6 +167,8 @@ impl Field {
                 backfill.set(&meta.path, setting(meta, "SQL expression")?);
             } else if meta.path == symbol::DEFAULT {
                 default.set(&meta.path, setting(meta, "SQL constant")?);
+            } else if meta.path == symbol::RENAMED_FROM {
+                renamed_from.set(&meta.path, setting(meta, "old_column")?);
             } else {
                 return Err(unknown_key(meta, level));
             }
@@ -177,6 +181,7 @@ impl Field {
             sql_type: sql_type.get(),
             backfill: backfill.get(),
             default: default.get(),
+            renamed_from: renamed_from.get(),
         }
     }
 }

@@ -21,12 +21,20 @@ pub const COLUMN: Symbol = Symbol("column");
 pub const SQL_TYPE: Symbol = Symbol("sql_type");
 pub const BACKFILL: Symbol = Symbol("backfill");
 pub const DEFAULT: Symbol = Symbol("default");
+pub const RENAMED_FROM: Symbol = Symbol("renamed_from");
 
 /// Keys accepted on the struct, in the order error messages list them.
 pub const STRUCT_KEYS: &[Symbol] = &[TABLE, SCHEMA, CRATE];
 
 /// Keys accepted on a field, in the order error messages list them.
-pub const FIELD_KEYS: &[Symbol] = &[PRIMARY_KEY, COLUMN, SQL_TYPE, BACKFILL, DEFAULT];
+pub const FIELD_KEYS: &[Symbol] = &[
+    PRIMARY_KEY,
+    COLUMN,
+    SQL_TYPE,
+    BACKFILL,
+    DEFAULT,
+    RENAMED_FROM,
+];
 
 impl Symbol {
     pub fn as_str(self) -> &'static str {

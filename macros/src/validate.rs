@@ -25,6 +25,7 @@ pub fn check(cx: &Ctxt, model: &Model) {
     }
     check_duplicate_columns(cx, model);
     check_backfill_has_primary_key(cx, model);
+    check_renamed_twice(cx, model);
 }
 
 fn check_generics(cx: &Ctxt, model: &Model) {
@@ -157,6 +158,10 @@ fn check_field(cx: &Ctxt, field: &Field) {
         }
     }
 
+    if let Some(old) = &attrs.renamed_from {
+        check_renamed_from(cx, field, old);
+    }
+
     if attrs.primary_key.is_some() && field.is_option() {
         cx.error_spanned_by(
             field.ty,
@@ -165,6 +170,66 @@ fn check_field(cx: &Ctxt, field: &Field) {
                  remove `Option` from its type",
             ),
         );
+    }
+}
+
+fn check_renamed_from(cx: &Ctxt, field: &Field, old: &crate::attr::Setting) {
+    let attrs = &field.attrs;
+    let old_name = old.value.value();
+    check_identifier(cx, "column", old);
+    if old_name == field.column_name() {
+        cx.error_spanned_by(
+            &old.value,
+            format!(
+                "`renamed_from = \"{old_name}\"` names the column this field already maps to; \
+                 remove `renamed_from`, or write the column's previous name",
+            ),
+        );
+    }
+    if attrs.primary_key.is_some() {
+        cx.error_spanned_by(
+            &old.key,
+            "renaming a primary key column is not supported yet: its new column would need its \
+             own unique index and every foreign key moved to it; keep the old name with \
+             `#[evolve(column = \"old_name\")]` on the renamed field instead",
+        );
+    }
+    for fill in [&attrs.backfill, &attrs.default].into_iter().flatten() {
+        cx.error_spanned_by(
+            &fill.key,
+            format!(
+                "`{}` cannot be combined with `renamed_from`: a renamed column takes its values \
+                 from the old column; rename in one deploy and change the values in another",
+                fill.key
+                    .get_ident()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
+            ),
+        );
+    }
+}
+
+fn check_renamed_twice(cx: &Ctxt, model: &Model) {
+    let mut seen: HashMap<String, &Field> = HashMap::new();
+    for field in &model.fields {
+        let Some(old) = &field.attrs.renamed_from else {
+            continue;
+        };
+        let old_name = old.value.value();
+        if let Some(first) = seen.get(&old_name) {
+            cx.error_spanned_by(
+                &old.value,
+                format!(
+                    "fields `{}` and `{}` are both renamed from column `{old_name}`; a column can \
+                     be renamed to one name only: keep `renamed_from` on one field and add the \
+                     other as a new column (`backfill = \"{old_name}\"`)",
+                    first.rust_name(),
+                    field.rust_name(),
+                ),
+            );
+        } else {
+            seen.insert(old_name, field);
+        }
     }
 }
 

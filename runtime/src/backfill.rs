@@ -23,6 +23,8 @@ pub(crate) struct Backfill<'a> {
     pub store: &'a StateStore,
     pub step: &'a PlannedStep,
     pub column: &'static ColumnSpec,
+    /// The value for rows where the column is NULL (an SQL expression over the row).
+    pub expr: &'a str,
     pub options: &'a BackfillOptions,
     pub ddl: &'a DdlOptions,
     pub progress: &'a Arc<Mutex<Vec<StepProgress>>>,
@@ -72,8 +74,8 @@ impl Backfill<'_> {
             let upper = upper.unwrap_or_default();
             drop(conn);
 
-            let first_sql = sql::backfill_batch(model, self.column, true);
-            let next_sql = sql::backfill_batch(model, self.column, false);
+            let first_sql = sql::backfill_batch(model, self.column, self.expr, true);
+            let next_sql = sql::backfill_batch(model, self.column, self.expr, false);
             let mut batch_size = self.options.initial_batch_size.max(1);
             let started = Instant::now();
             let mut filled_this_run = 0i64;

@@ -106,6 +106,13 @@ pub enum ErrorKind {
         source: sqlx::Error,
     },
 
+    /// No step of the evolution's models has this id.
+    #[error("no step {step} in the models of this evolution; see plan() for the step ids")]
+    UnknownStep {
+        /// The id asked for.
+        step: String,
+    },
+
     /// The background work of an evolution failed.
     #[error("the background work of the evolution failed: {0}")]
     Background(Arc<Error>),

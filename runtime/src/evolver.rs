@@ -214,28 +214,32 @@ impl Evolution {
     /// no running binary writes rows without the new column.
     pub async fn contract(&self) -> Result<()> {
         self.wait().await?;
-        let mut lock = self.inner.leader_connection().await?;
-        while !try_lock(&mut lock, self.inner.lock_key()).await? {
-            tokio::time::sleep(POLL).await;
-        }
-        for step in self.inner.filled_steps() {
-            let mut conn = self.inner.evolver.pool.acquire().await?;
-            let phase = self.inner.recorded_phase(&mut conn, &step).await?;
-            drop(conn);
-            match phase {
-                Phase::Contract => {}
-                Phase::Validate => self.inner.contract_step(&step).await?,
-                other => {
-                    return Err(ErrorKind::NotReady {
-                        step: step.id.to_string(),
-                        table: step.model.qualified_name(),
-                        phase: other.to_string(),
-                        message: "contract needs a validated step; boot to let the backfill and validation finish".into(),
-                    }
-                    .into());
-                }
+        let lock = self.inner.lead().await?;
+        for step in self.inner.background_steps() {
+            if step.kind.phases().contains(&Phase::Contract) {
+                self.inner.advance_to(&step, Phase::Contract).await?;
             }
         }
+        lock.close().await?;
+        Ok(())
+    }
+
+    /// Runs the contract phase of one step (see [`Evolution::contract`]).
+    pub async fn contract_step(&self, id: &StepId) -> Result<()> {
+        let step = self.inner.step(id)?;
+        let lock = self.inner.lead().await?;
+        self.inner.advance_to(&step, Phase::Contract).await?;
+        lock.close().await?;
+        Ok(())
+    }
+
+    /// Undoes a step that has not been contracted: its helpers and new columns are dropped and
+    /// the table is back to what it was, with every write made in the meantime kept in the old
+    /// shape. The step is recorded as aborted and is not run again for this declaration.
+    pub async fn abort(&self, id: &StepId) -> Result<()> {
+        let step = self.inner.step(id)?;
+        let lock = self.inner.lead().await?;
+        self.inner.abort(&step).await?;
         lock.close().await?;
         Ok(())
     }
@@ -367,7 +371,8 @@ impl Inner {
     /// statement is the batch the engine runs itself, so only its completion is recorded here.
     async fn run_phase(&self, step: &PlannedStep, phase: Phase, long_running: bool) -> Result<()> {
         let statements = match phase {
-            Phase::Backfill => &[],
+            // Run by the backfill engine and by validate() themselves; only recorded here.
+            Phase::Backfill | Phase::Validate => &[],
             _ => step.statements(phase),
         };
         let record = [
@@ -401,12 +406,13 @@ impl Inner {
         Ok(expanded.then_some(resolved))
     }
 
-    fn filled_steps(&self) -> Vec<PlannedStep> {
+    /// Steps with work after boot, in plan order.
+    fn background_steps(&self) -> Vec<PlannedStep> {
         self.evolver
             .plans()
             .into_iter()
             .flat_map(|p| p.steps)
-            .filter(|s| matches!(s.kind, StepKind::AddFilledColumn(_)))
+            .filter(|s| s.kind.has_background_work())
             .collect()
     }
 
@@ -469,7 +475,7 @@ impl Inner {
             }
             let mut conn = self.evolver.pool.acquire().await?;
             let mut finished = true;
-            for step in self.filled_steps() {
+            for step in self.background_steps() {
                 let phase = self.recorded_phase(&mut conn, &step).await?;
                 self.set_phase(&step.id, phase);
                 finished &= phase >= goal.min(step.kind.last_phase());
@@ -489,11 +495,9 @@ impl Inner {
         }
     }
 
+    /// Moves every background step forward, phase by phase, up to `goal`.
     async fn walk(&self, goal: Phase) -> Result<()> {
-        for step in self.filled_steps() {
-            let StepKind::AddFilledColumn(column) = step.kind else {
-                continue;
-            };
+        for step in self.background_steps() {
             loop {
                 let mut conn = self.evolver.pool.acquire().await?;
                 let done = self.recorded_phase(&mut conn, &step).await?;
@@ -502,35 +506,48 @@ impl Inner {
                 let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
                     break;
                 };
-                match next {
-                    Phase::Backfill => {
-                        Backfill {
-                            pool: &self.evolver.pool,
-                            store: &self.store,
-                            step: &step,
-                            column,
-                            options: &self.evolver.backfill,
-                            ddl: &self.evolver.ddl,
-                            progress: &self.progress,
-                        }
-                        .run()
-                        .await?;
-                        self.run_phase(&step, Phase::Backfill, false).await?;
-                    }
-                    Phase::Validate => self.validate(&step).await?,
-                    Phase::Contract => self.contract_step(&step).await?,
-                    Phase::Expand | Phase::Pending => break,
-                }
+                self.advance(&step, next).await?;
             }
         }
         Ok(())
     }
 
-    /// VALIDATE CONSTRAINT (writes go on), then a count of NULLs that must be zero.
+    /// Runs one phase of one step. Kinds with phases that are not a plain transaction of
+    /// statements (batches, checks, concurrent builds) are dispatched here.
+    async fn advance(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
+        match (step.kind, phase) {
+            (
+                StepKind::AddFilledColumn(column) | StepKind::RenameColumn(column),
+                Phase::Backfill,
+            ) => {
+                let expr = match (column.fill, column.renamed_from) {
+                    (_, Some(old)) => crate::ident::Ident(old).to_string(),
+                    (crate::spec::Fill::Backfill(e), None) => e.to_string(),
+                    _ => String::new(),
+                };
+                Backfill {
+                    pool: &self.evolver.pool,
+                    store: &self.store,
+                    step,
+                    column,
+                    expr: &expr,
+                    options: &self.evolver.backfill,
+                    ddl: &self.evolver.ddl,
+                    progress: &self.progress,
+                }
+                .run()
+                .await?;
+                self.run_phase(step, Phase::Backfill, false).await
+            }
+            (_, Phase::Validate) => self.validate(step).await,
+            _ => self.run_phase(step, phase, false).await,
+        }
+    }
+
+    /// Validate: the phase's statements (VALIDATE CONSTRAINT: writes go on), then the step's
+    /// data checks, each a count that must be zero.
     async fn validate(&self, step: &PlannedStep) -> Result<()> {
-        let StepKind::AddFilledColumn(column) = step.kind else {
-            return Ok(());
-        };
+        let checks = verifications(step);
         let verification = |message: String| -> Error {
             ErrorKind::Verification {
                 step: step.id.to_string(),
@@ -540,73 +557,166 @@ impl Inner {
             }
             .into()
         };
-        let null_message = |count: i64| {
-            format!(
-                "{count} rows still have NULL in column {}: the fill expression gives NULL for them; \
-                 fix those rows or the expression, then boot again",
-                column.name
-            )
-        };
+        let statements = step.statements(Phase::Validate);
         match self
             .executor
-            .run(
-                target(step, Phase::Validate),
-                step.statements(Phase::Validate),
-                &[],
-                true,
-            )
+            .run(target(step, Phase::Validate), statements, &[], true)
             .await
         {
             Ok(()) => {}
             Err(e) if is_check_violation(&e) => {
-                let count = self.count_nulls(step).await?;
-                return Err(verification(null_message(count)));
+                for (sql, message) in &checks {
+                    let count = self.count(sql).await?;
+                    if count != 0 {
+                        return Err(verification(format!("{count} {message}")));
+                    }
+                }
+                return Err(e);
             }
             Err(e) => return Err(e),
         }
-        let count = self.count_nulls(step).await?;
-        if count != 0 {
-            return Err(verification(null_message(count)));
+        for (sql, message) in &checks {
+            let count = self.count(sql).await?;
+            if count != 0 {
+                return Err(verification(format!("{count} {message}")));
+            }
         }
-        let mut conn = self.evolver.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
-        sqlx::query(AssertSqlSafe(
-            &*self.store.steps().record_phase_sql(step, Phase::Validate),
-        ))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(AssertSqlSafe(&*self.store.journal().insert_sql(
-            Some(step.id.as_str()),
-            "validate done",
-            "no NULL remains",
-            &self.instance,
-        )))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.set_phase(&step.id, Phase::Validate);
-        info!(step = %step.id, table = %step.model.qualified_name(), "validated: no NULL remains");
-        Ok(())
+        self.run_phase(step, Phase::Validate, false).await
     }
 
-    async fn count_nulls(&self, step: &PlannedStep) -> Result<i64> {
-        let Some(column) = step.kind.column() else {
-            return Ok(0);
-        };
+    /// A count that may scan a large table (no statement_timeout; ACCESS SHARE only).
+    async fn count(&self, sql: &str) -> Result<i64> {
         let mut conn = self.evolver.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         sqlx::query("SET LOCAL statement_timeout = 0")
             .execute(&mut *tx)
             .await?;
-        let count = sqlx::query_scalar(AssertSqlSafe(&*sql::count_nulls(&step.model, column)))
+        let count = sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(count)
     }
 
-    async fn contract_step(&self, step: &PlannedStep) -> Result<()> {
-        self.run_phase(step, Phase::Contract, false).await
+    /// The planned step with this id, among this evolution's models.
+    fn step(&self, id: &StepId) -> Result<PlannedStep> {
+        self.evolver
+            .plans()
+            .into_iter()
+            .flat_map(|p| p.steps)
+            .find(|s| &s.id == id)
+            .ok_or_else(|| {
+                ErrorKind::UnknownStep {
+                    step: id.to_string(),
+                }
+                .into()
+            })
+    }
+
+    /// Takes the leader lock, waiting (polling, never queued in PostgreSQL) while another
+    /// instance holds it.
+    async fn lead(&self) -> Result<PgConnection> {
+        let mut lock = self.leader_connection().await?;
+        while !try_lock(&mut lock, self.lock_key()).await? {
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(lock)
+    }
+
+    /// Advances one step through its remaining phases up to `goal`, which needs it validated
+    /// first when `goal` is past validation.
+    async fn advance_to(&self, step: &PlannedStep, goal: Phase) -> Result<()> {
+        loop {
+            let mut conn = self.evolver.pool.acquire().await?;
+            let done = self.recorded_phase(&mut conn, step).await?;
+            drop(conn);
+            let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
+                return Ok(());
+            };
+            if next > Phase::Validate && done < Phase::Validate {
+                return Err(ErrorKind::NotReady {
+                    step: step.id.to_string(),
+                    table: step.model.qualified_name(),
+                    phase: done.to_string(),
+                    message: format!(
+                        "{next} needs a validated step; boot and wait() to let the backfill and validation finish"
+                    ),
+                }
+                .into());
+            }
+            self.advance(step, next).await?;
+        }
+    }
+
+    /// The abort of one step, under the leader lock.
+    async fn abort(&self, step: &PlannedStep) -> Result<()> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let done = self.recorded_phase(&mut conn, step).await?;
+        drop(conn);
+        if done == Phase::Aborted {
+            return Ok(());
+        }
+        if done >= Phase::Retire || step.abort.is_empty() {
+            return Err(ErrorKind::NotReady {
+                step: step.id.to_string(),
+                table: step.model.qualified_name(),
+                phase: done.to_string(),
+                message: "only a step that has not started its contract can be aborted".into(),
+            }
+            .into());
+        }
+        let record = [
+            self.store.steps().record_phase_sql(step, Phase::Aborted),
+            self.store.journal().insert_sql(
+                Some(step.id.as_str()),
+                "aborted",
+                &format!("from phase {done}: {}", step.describe()),
+                &self.instance,
+            ),
+        ];
+        self.executor
+            .run(target(step, Phase::Aborted), &step.abort, &record, false)
+            .await?;
+        self.set_phase(&step.id, Phase::Aborted);
+        info!(step = %step.id, table = %step.model.qualified_name(), "aborted from phase {done}");
+        Ok(())
+    }
+}
+
+/// The data checks of a step's validate phase: a count that must be zero, and what a non-zero
+/// count means and what to do.
+fn verifications(step: &PlannedStep) -> Vec<(String, String)> {
+    let model = &step.model;
+    match step.kind {
+        StepKind::AddFilledColumn(c) => vec![(
+            sql::count_nulls(model, c),
+            format!(
+                "rows still have NULL in column {}: the fill expression gives NULL for them; fix those rows or the expression, then boot again",
+                c.name
+            ),
+        )],
+        StepKind::RenameColumn(c) => {
+            let old = c.renamed_from.unwrap_or(c.name);
+            let mut checks = Vec::new();
+            if !c.nullable {
+                checks.push((
+                    sql::count_nulls(model, c),
+                    format!(
+                        "rows have NULL in {} (copied from {old}): make the field an `Option`, or fill those rows, then boot again",
+                        c.name
+                    ),
+                ));
+            }
+            checks.push((
+                sql::rename::count_differences(model, c),
+                format!(
+                    "rows differ between {old} and {}: a writer bypassed the sync trigger (session_replication_role?); boot again to re-run the backfill check",
+                    c.name
+                ),
+            ));
+            checks
+        }
+        _ => Vec::new(),
     }
 }
 

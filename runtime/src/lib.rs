@@ -31,6 +31,8 @@ pub use evolver::{Evolution, Evolver, StepProgress};
 pub use model::Evolve;
 pub use options::{BackfillOptions, DdlOptions};
 pub use plan::{Plan, PlannedPhase, PlannedStep};
-pub use spec::{ColumnSpec, Fill, ModelSpec};
+pub use spec::{
+    CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
+};
 pub use state::StepStatus;
 pub use step::{Phase, StepId, StepKind};

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::spec::{Fill, ModelSpec};
-use crate::sql::{self, Helpers, Statement};
+use crate::sql::{self, Helpers, RenameHelpers, Statement, rename};
 use crate::step::{Phase, StepId, StepKind};
 
 /// Every step of one model, in the order they run.
@@ -26,6 +26,8 @@ pub struct PlannedStep {
     pub model: ModelSpec,
     /// The phases, in order, each with its SQL.
     pub phases: Vec<PlannedPhase>,
+    /// What undoes the step before its contract (empty: the step cannot be aborted).
+    pub abort: Vec<Statement>,
 }
 
 /// One phase of a step.
@@ -44,7 +46,9 @@ impl Plan {
     pub fn for_model(model: &ModelSpec) -> Plan {
         let mut kinds = vec![StepKind::CreateTable];
         for column in model.columns.iter().filter(|c| !c.primary_key) {
-            if column.nullable {
+            if column.renamed_from.is_some() {
+                kinds.push(StepKind::RenameColumn(column));
+            } else if column.nullable {
                 kinds.push(StepKind::AddNullableColumn(column));
             } else if column.fill != Fill::None {
                 kinds.push(StepKind::AddFilledColumn(column));
@@ -69,6 +73,15 @@ impl Plan {
 impl PlannedStep {
     pub(crate) fn new(model: ModelSpec, kind: StepKind) -> PlannedStep {
         let id = StepId::for_step(&model, &kind);
+        let abort = match kind {
+            StepKind::AddFilledColumn(c) => {
+                sql::abort_filled_column(&model, c, &Helpers::new(&model, c, &id))
+            }
+            StepKind::RenameColumn(c) => {
+                rename::abort(&model, c, &RenameHelpers::new(&model, c, &id))
+            }
+            _ => Vec::new(),
+        };
         let phases = match kind {
             StepKind::CreateTable => vec![PlannedPhase {
                 phase: Phase::Expand,
@@ -91,10 +104,15 @@ impl PlannedStep {
                     phases.push(PlannedPhase {
                         phase: Phase::Backfill,
                         note: "keyset batches up to the highest key at start, each batch one transaction with its checkpoint; later rows are filled by the trigger",
-                        statements: vec![Statement {
-                            sql: sql::backfill_batch(&model, c, false),
-                            unless: None,
-                        }],
+                        statements: vec![Statement::always(sql::backfill_batch(
+                            &model,
+                            c,
+                            match c.fill {
+                                Fill::Backfill(e) => e,
+                                _ => "",
+                            },
+                            false,
+                        ))],
                     });
                 }
                 phases.push(PlannedPhase {
@@ -109,12 +127,54 @@ impl PlannedStep {
                 });
                 phases
             }
+            StepKind::RenameColumn(c) => {
+                let h = RenameHelpers::new(&model, c, &id);
+                let old = c.renamed_from.unwrap_or(c.name);
+                vec![
+                    PlannedPhase {
+                        phase: Phase::Expand,
+                        note: "one short transaction under lock_timeout: new column, sync trigger (both names stay equal for writers that set one), compatibility view with the new names",
+                        statements: rename::expand(&model, c, &h),
+                    },
+                    PlannedPhase {
+                        phase: Phase::Backfill,
+                        note: "old -> new in keyset batches, each batch one transaction with its checkpoint",
+                        statements: vec![Statement::always(sql::backfill_batch(
+                            &model,
+                            c,
+                            &crate::ident::Ident(old).to_string(),
+                            false,
+                        ))],
+                    },
+                    PlannedPhase {
+                        phase: Phase::Validate,
+                        note: "the NOT NULL check is validated (writes go on), then no row may differ between the two columns",
+                        statements: rename::validate(&model, c, &h),
+                    },
+                    PlannedPhase {
+                        phase: Phase::Switch,
+                        note: "no DDL: accessors of every instance read the new column; writes still go to both",
+                        statements: Vec::new(),
+                    },
+                    PlannedPhase {
+                        phase: Phase::Retire,
+                        note: "no DDL: accessors stop writing the old column; contract waits until every live instance acknowledged",
+                        statements: Vec::new(),
+                    },
+                    PlannedPhase {
+                        phase: Phase::Contract,
+                        note: "gated, one short transaction: NOT NULL through the validated check, view, trigger and old column dropped",
+                        statements: rename::contract(&model, c, &h),
+                    },
+                ]
+            }
         };
         PlannedStep {
             id,
             kind,
             model,
             phases,
+            abort,
         }
     }
 
@@ -146,6 +206,11 @@ impl PlannedStep {
                 ),
                 Fill::None => format!("add column {table}.{}", c.name),
             },
+            StepKind::RenameColumn(c) => format!(
+                "rename column {table}.{} to {}",
+                c.renamed_from.unwrap_or(c.name),
+                c.name
+            ),
         }
     }
 }
@@ -177,6 +242,15 @@ impl fmt::Display for PlannedStep {
                 if let Some(sql::Exists::Constraint(name)) = &statement.unless {
                     writeln!(f, "    -- skipped when constraint {name} exists")?;
                 }
+            }
+        }
+        if !self.abort.is_empty() {
+            writeln!(
+                f,
+                "  abort (before contract, on request): one short transaction under lock_timeout"
+            )?;
+            for statement in &self.abort {
+                writeln!(f, "    {}", statement.sql)?;
             }
         }
         Ok(())

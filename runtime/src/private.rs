@@ -3,5 +3,7 @@
 
 pub use crate::column_type::ColumnType;
 pub use crate::model::Evolve;
-pub use crate::spec::{ColumnSpec, Fill, ModelSpec};
+pub use crate::spec::{
+    CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
+};
 pub use ::core::option::Option;

@@ -83,7 +83,10 @@ pub(crate) async fn resolve_model(
                 ),
             ),
             Some(live_col)
-                if !live_col.not_null && !column.nullable && column.fill == Fill::None =>
+                if !live_col.not_null
+                    && !column.nullable
+                    && column.fill == Fill::None
+                    && column.renamed_from.is_none() =>
             {
                 problem(
                     Some(column.name),
@@ -103,6 +106,26 @@ pub(crate) async fn resolve_model(
                     column.field
                 ),
             ),
+            None if column.renamed_from.is_some() => {
+                let old = column.renamed_from.unwrap_or_default();
+                match live.column(old) {
+                    Some(old_col) if old_col.type_oid != *oid => problem(
+                        Some(old),
+                        format!(
+                            "the column has type `{}` but field `{}` (renamed from it) declares `{}`; a rename keeps the type:                              change the field's type (or `sql_type`) to match",
+                            old_col.type_name, column.field, column.sql_type
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => problem(
+                        Some(column.name),
+                        format!(
+                            "neither the old column `{old}` nor the new column `{}` exists (field `{}`);                              fix `renamed_from`, or drop it if the rename is long done",
+                            column.name, column.field
+                        ),
+                    ),
+                }
+            }
             None if !column.nullable && column.fill == Fill::None => problem(
                 Some(column.name),
                 format!(
@@ -160,6 +183,9 @@ async fn step_progress(
             });
         }
         StepKind::AddFilledColumn(c) => c,
+        StepKind::RenameColumn(c) => {
+            return rename_progress(conn, store, state_exists, live, step, c, problem).await;
+        }
     };
     let recorded = if state_exists {
         store.steps().get(conn, &step.id).await?.map(|r| r.phase)
@@ -169,6 +195,7 @@ async fn step_progress(
     let live_col = live.column(column.name);
     let done = match (recorded, live_col) {
         (Some(Phase::Contract), _) => return Ok(Phase::Contract),
+        (Some(Phase::Aborted), _) => return Ok(Phase::Aborted),
         (Some(phase), None) if phase >= Phase::Expand => {
             problem(
                 Some(column.name),
@@ -237,4 +264,50 @@ async fn step_progress(
         }
     }
     Ok(done)
+}
+
+async fn rename_progress(
+    conn: &mut PgConnection,
+    store: &StateStore,
+    state_exists: bool,
+    live: &LiveTable,
+    step: &PlannedStep,
+    column: &'static crate::spec::ColumnSpec,
+    problem: &mut impl FnMut(Option<&str>, String),
+) -> Result<Phase> {
+    let recorded = if state_exists {
+        store.steps().get(conn, &step.id).await?.map(|r| r.phase)
+    } else {
+        None
+    };
+    let old = live.column(column.renamed_from.unwrap_or_default());
+    let new = live.column(column.name);
+    Ok(match (recorded, old, new) {
+        (Some(p @ (Phase::Contract | Phase::Aborted)), _, _) => p,
+        (Some(p), _, None) if p >= Phase::Expand => {
+            problem(
+                Some(column.name),
+                format!(
+                    "step {} is recorded at phase {p} but the new column is gone (dropped by hand?); restore it, or abort the step",
+                    step.id
+                ),
+            );
+            p
+        }
+        (Some(p), None, _) if p >= Phase::Expand => {
+            problem(
+                Some(column.renamed_from.unwrap_or_default()),
+                format!(
+                    "step {} is recorded at phase {p} but the old column is gone before contract (dropped by hand?); restore it",
+                    step.id
+                ),
+            );
+            p
+        }
+        (Some(p), _, _) => p,
+        // The rename is long done: only the new column is left.
+        (None, None, Some(_)) => Phase::Contract,
+        // Not started, or started by hand: expand is idempotent, so run it.
+        (None, _, _) => Phase::Pending,
+    })
 }

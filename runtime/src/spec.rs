@@ -15,6 +15,10 @@ pub struct ModelSpec {
     pub table: &'static str,
     /// Every field of the struct, in declaration order.
     pub columns: &'static [ColumnSpec],
+    /// Indexes: one per `#[evolve(index)]` field, plus the struct-level `index(...)` ones.
+    pub indexes: &'static [IndexSpec],
+    /// CHECK constraints: field-level `check = "..."` and struct-level ones.
+    pub checks: &'static [CheckSpec],
 }
 
 impl ModelSpec {
@@ -24,6 +28,8 @@ impl ModelSpec {
         schema: "public",
         table: "",
         columns: &[],
+        indexes: &[],
+        checks: &[],
     };
 
     /// The primary key columns, in field order.
@@ -57,6 +63,12 @@ pub struct ColumnSpec {
     pub primary_key: bool,
     /// How existing rows get a value when the column is added to a live table.
     pub fill: Fill,
+    /// `#[evolve(renamed_from = "old")]`: the column the field used to map to.
+    pub renamed_from: Option<&'static str>,
+    /// `#[evolve(unique)]`: a unique constraint on this column alone.
+    pub unique: bool,
+    /// `#[evolve(references = "table(column)", on_delete = "...")]`.
+    pub references: Option<ForeignKeySpec>,
 }
 
 impl ColumnSpec {
@@ -68,6 +80,9 @@ impl ColumnSpec {
         nullable: false,
         primary_key: false,
         fill: Fill::None,
+        renamed_from: None,
+        unique: false,
+        references: None,
     };
 }
 
@@ -82,4 +97,110 @@ pub enum Fill {
     /// `#[evolve(default = "<constant SQL>")]`: a column default, which PostgreSQL applies to
     /// existing rows without rewriting the table when the expression is not volatile.
     Default(&'static str),
+}
+
+/// An index the model declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSpec {
+    /// The index name; `None` lets pgevolve name it from the table and columns.
+    pub name: Option<&'static str>,
+    /// Key columns, in order.
+    pub columns: &'static [&'static str],
+    /// `UNIQUE`.
+    pub unique: bool,
+    /// The access method.
+    pub method: IndexMethod,
+    /// `WHERE` predicate of a partial index.
+    pub predicate: Option<&'static str>,
+    /// `INCLUDE` columns of a covering index.
+    pub include: &'static [&'static str],
+}
+
+impl IndexSpec {
+    /// A plain btree index with no columns; generated code ends with `..IndexSpec::DEFAULT`.
+    pub const DEFAULT: IndexSpec = IndexSpec {
+        name: None,
+        columns: &[],
+        unique: false,
+        method: IndexMethod::Btree,
+        predicate: None,
+        include: &[],
+    };
+}
+
+/// Index access methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexMethod {
+    /// `btree`, the default.
+    Btree,
+    /// `hash`.
+    Hash,
+    /// `gin`.
+    Gin,
+    /// `gist`.
+    Gist,
+    /// `brin`.
+    Brin,
+}
+
+impl IndexMethod {
+    /// The name in `USING ...`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexMethod::Btree => "btree",
+            IndexMethod::Hash => "hash",
+            IndexMethod::Gin => "gin",
+            IndexMethod::Gist => "gist",
+            IndexMethod::Brin => "brin",
+        }
+    }
+}
+
+/// A foreign key from one column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForeignKeySpec {
+    /// Referenced table, optionally schema-qualified (`"schema.table"` is written as two parts).
+    pub schema: Option<&'static str>,
+    /// Referenced table.
+    pub table: &'static str,
+    /// Referenced column.
+    pub column: &'static str,
+    /// `ON DELETE` action.
+    pub on_delete: OnDelete,
+}
+
+/// `ON DELETE` actions of a foreign key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDelete {
+    /// `NO ACTION`, the default.
+    NoAction,
+    /// `RESTRICT`.
+    Restrict,
+    /// `CASCADE`.
+    Cascade,
+    /// `SET NULL`.
+    SetNull,
+}
+
+impl OnDelete {
+    /// The SQL words.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            OnDelete::NoAction => "NO ACTION",
+            OnDelete::Restrict => "RESTRICT",
+            OnDelete::Cascade => "CASCADE",
+            OnDelete::SetNull => "SET NULL",
+        }
+    }
+}
+
+/// A CHECK constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// The constraint name; `None` lets pgevolve name it.
+    pub name: Option<&'static str>,
+    /// The column it was declared on, for field-level checks.
+    pub column: Option<&'static str>,
+    /// The boolean SQL expression.
+    pub expr: &'static str,
 }

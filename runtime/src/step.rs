@@ -15,8 +15,14 @@ pub enum Phase {
     Backfill,
     /// Helper constraint validated and the data checked.
     Validate,
-    /// Destructive, gated: `SET NOT NULL`, helper constraint and trigger dropped. The step is done.
+    /// Reads moved to the new shape; writes still go to both (renames).
+    Switch,
+    /// The old shape is retired: no instance writes it any more; contract may drop it (renames).
+    Retire,
+    /// Destructive, gated: `SET NOT NULL`, helpers and old columns dropped. The step is done.
     Contract,
+    /// Undone before contract: the schema is back to what it was. Final for this declaration.
+    Aborted,
 }
 
 impl Phase {
@@ -27,7 +33,10 @@ impl Phase {
             Phase::Expand => "expand",
             Phase::Backfill => "backfill",
             Phase::Validate => "validate",
+            Phase::Switch => "switch",
+            Phase::Retire => "retire",
             Phase::Contract => "contract",
+            Phase::Aborted => "aborted",
         }
     }
 
@@ -38,7 +47,10 @@ impl Phase {
             "expand" => Phase::Expand,
             "backfill" => Phase::Backfill,
             "validate" => Phase::Validate,
+            "switch" => Phase::Switch,
+            "retire" => Phase::Retire,
             "contract" => Phase::Contract,
+            "aborted" => Phase::Aborted,
             _ => return None,
         })
     }
@@ -59,6 +71,8 @@ pub enum StepKind {
     AddNullableColumn(&'static ColumnSpec),
     /// Add a NOT NULL column filled from `backfill = "..."` or `default = "..."`.
     AddFilledColumn(&'static ColumnSpec),
+    /// Rename a column through a new column kept in sync (`renamed_from = "..."`).
+    RenameColumn(&'static ColumnSpec),
 }
 
 impl StepKind {
@@ -71,6 +85,7 @@ impl StepKind {
                 Fill::Default(_) => "add_column_with_default",
                 _ => "add_backfilled_column",
             },
+            StepKind::RenameColumn(_) => "rename_column",
         }
     }
 
@@ -78,7 +93,9 @@ impl StepKind {
     pub fn column(&self) -> Option<&'static ColumnSpec> {
         match self {
             StepKind::CreateTable => None,
-            StepKind::AddNullableColumn(c) | StepKind::AddFilledColumn(c) => Some(c),
+            StepKind::AddNullableColumn(c)
+            | StepKind::AddFilledColumn(c)
+            | StepKind::RenameColumn(c) => Some(c),
         }
     }
 
@@ -95,12 +112,34 @@ impl StepKind {
                     Phase::Contract,
                 ],
             },
+            StepKind::RenameColumn(_) => &[
+                Phase::Expand,
+                Phase::Backfill,
+                Phase::Validate,
+                Phase::Switch,
+                Phase::Retire,
+                Phase::Contract,
+            ],
         }
     }
 
-    /// The phase after `done`, if any.
+    /// The phase after `done`, if any (none once aborted).
     pub fn next_phase(&self, done: Phase) -> Option<Phase> {
+        if done == Phase::Aborted {
+            return None;
+        }
         self.phases().iter().copied().find(|p| *p > done)
+    }
+
+    /// Whether boot runs this kind's expand before returning (additive, metadata-only DDL). Kinds
+    /// whose expand takes long (a concurrent index build) run it in the background instead.
+    pub fn expands_at_boot(&self) -> bool {
+        true
+    }
+
+    /// Whether the step still has work after expand (it is walked by the background task).
+    pub fn has_background_work(&self) -> bool {
+        self.phases().iter().any(|p| *p > Phase::Expand) || !self.expands_at_boot()
     }
 
     /// The phase that completes the step.
@@ -119,6 +158,9 @@ impl StepId {
         let mut parts: Vec<&str> = vec!["v1", kind.name(), model.schema, model.table];
         match kind {
             StepKind::CreateTable => {}
+            StepKind::RenameColumn(c) => {
+                parts.extend([c.renamed_from.unwrap_or_default(), c.name, c.sql_type]);
+            }
             StepKind::AddNullableColumn(c) | StepKind::AddFilledColumn(c) => {
                 parts.extend([c.name, c.sql_type]);
                 match c.fill {

@@ -49,6 +49,13 @@ impl ToTokens for QuoteColumn<'_> {
         let nullable = field.is_option();
         let primary_key = field.attrs.primary_key.is_some();
         let fill = QuoteFill { field, private };
+        let renamed_from = match &field.attrs.renamed_from {
+            Some(old) => {
+                let old = old.value.value();
+                quote!(#private::Option::Some(#old))
+            }
+            None => quote!(#private::Option::None),
+        };
         tokens.extend(quote! {
             #private::ColumnSpec {
                 field: #rust_name,
@@ -57,6 +64,7 @@ impl ToTokens for QuoteColumn<'_> {
                 nullable: #nullable,
                 primary_key: #primary_key,
                 fill: #fill,
+                renamed_from: #renamed_from,
                 ..#private::ColumnSpec::DEFAULT
             }
         });

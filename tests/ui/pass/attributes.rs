@@ -71,6 +71,7 @@ const EXPECTED: ModelSpec = ModelSpec {
             ..column("limit", "numeric(12,2)")
         },
     ],
+    ..ModelSpec::DEFAULT
 };
 
 fn main() {

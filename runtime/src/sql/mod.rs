@@ -1,6 +1,10 @@
 //! The SQL of every phase of every step kind. Pure functions of the spec: plans, snapshots and
 //! the executor all use these, so what `plan()` shows is exactly what runs.
 
+pub(crate) mod rename;
+
+pub(crate) use rename::RenameHelpers;
+
 use crate::ident::{Ident, Literal, Qualified, object_name};
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
 use crate::step::StepId;
@@ -22,7 +26,7 @@ pub enum Exists {
 }
 
 impl Statement {
-    fn always(sql: String) -> Statement {
+    pub(crate) fn always(sql: String) -> Statement {
         Statement { sql, unless: None }
     }
 }
@@ -46,7 +50,7 @@ impl Helpers {
     }
 }
 
-fn table(model: &ModelSpec) -> Qualified<'_> {
+pub(crate) fn table(model: &ModelSpec) -> Qualified<'_> {
     Qualified(model.schema, model.table)
 }
 
@@ -206,13 +210,44 @@ pub(crate) fn contract_filled_column(
     out
 }
 
-/// The keyset batch of a backfill. Binds: for the first batch `$1..$k` = upper bound and
-/// `$k+1` = limit; later batches first bind the cursor (`$1..$k`), then the upper bound, then the
-/// limit. Returns the rows filled and the batch's last key, as text.
-pub(crate) fn backfill_batch(model: &ModelSpec, column: &ColumnSpec, first: bool) -> String {
-    let Fill::Backfill(expr) = column.fill else {
-        return String::new();
-    };
+/// Abort of a filled column: helpers and the column go; the table is as before expand.
+pub(crate) fn abort_filled_column(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    helpers: &Helpers,
+) -> Vec<Statement> {
+    let t = table(model);
+    let mut out = vec![Statement::always(format!(
+        "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
+        Ident(&helpers.check)
+    ))];
+    if let Fill::Backfill(_) = column.fill {
+        out.push(Statement::always(format!(
+            "DROP TRIGGER IF EXISTS {} ON {t}",
+            Ident(&helpers.trigger)
+        )));
+        out.push(Statement::always(format!(
+            "DROP FUNCTION IF EXISTS {}()",
+            Qualified(model.schema, &helpers.function)
+        )));
+    }
+    out.push(Statement::always(format!(
+        "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
+        Ident(column.name)
+    )));
+    out
+}
+
+/// The keyset batch of a backfill that sets `column` to `expr` where it is NULL. Binds: for the
+/// first batch `$1..$k` = upper bound and `$k+1` = limit; later batches first bind the cursor
+/// (`$1..$k`), then the upper bound, then the limit. Returns the rows filled and the batch's last
+/// key, as text.
+pub(crate) fn backfill_batch(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    expr: &str,
+    first: bool,
+) -> String {
     let pk: Vec<&ColumnSpec> = model.primary_key().collect();
     let k = pk.len();
     let key_list = |prefix: &str| {

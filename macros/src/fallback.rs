@@ -17,6 +17,11 @@ pub fn expand(input: &DeriveInput, krate: Option<&syn::Path>, errors: syn::Error
         #[allow(unused_qualifications, non_upper_case_globals)]
         impl #impl_generics #private::Evolve for #ident #ty_generics #where_clause {
             const MODEL: #private::ModelSpec = #private::ModelSpec::DEFAULT;
+
+            fn model() -> &'static #private::ModelSpec {
+                static __PGEVOLVE_MODEL: #private::ModelSpec = #private::ModelSpec::DEFAULT;
+                &__PGEVOLVE_MODEL
+            }
         }
     });
     quote! {

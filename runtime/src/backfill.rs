@@ -2,6 +2,7 @@
 //! commits the checkpoint, with a batch size that adapts to a target duration.
 
 use sqlx::AssertSqlSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,12 +29,15 @@ pub(crate) struct Backfill<'a> {
     pub options: &'a BackfillOptions,
     pub ddl: &'a DdlOptions,
     pub progress: &'a Arc<Mutex<Vec<StepProgress>>>,
+    /// Set to stop after the current batch (an abort is waiting for the leader lock).
+    pub stop: &'a AtomicBool,
 }
 
 impl Backfill<'_> {
     /// Fills every row up to the upper bound recorded when the backfill first started, resuming
-    /// from the checkpoint. Returns the rows filled by this run.
-    pub async fn run(&self) -> Result<i64> {
+    /// from the checkpoint. Returns whether it finished (`false`: stopped on request, with the
+    /// checkpoint of the last batch committed).
+    pub async fn run(&self) -> Result<bool> {
         let model = &self.step.model;
         let span = info_span!("backfill", step = %self.step.id, phase = "backfill", table = %model.qualified_name());
         async {
@@ -63,7 +67,7 @@ impl Backfill<'_> {
                         .await?
                 };
                 let Some(bound) = bound else {
-                    return Ok(0); // empty table: the trigger covers every row from now on
+                    return Ok(true); // empty table: the trigger covers every row from now on
                 };
                 steps
                     .start_backfill(&mut conn, &self.step.id, &bound, estimate)
@@ -82,6 +86,13 @@ impl Backfill<'_> {
             let mut attempts = 0u32;
             let mut last_log = Instant::now();
             loop {
+                if self.stop.load(Ordering::Acquire) {
+                    info!(
+                        rows = done,
+                        "backfill stopped on request; it resumes from its checkpoint"
+                    );
+                    return Ok(false);
+                }
                 let t0 = Instant::now();
                 match self
                     .batch(&first_sql, &next_sql, cursor.as_deref(), &upper, batch_size)
@@ -137,7 +148,8 @@ impl Backfill<'_> {
                 seconds = started.elapsed().as_secs_f64(),
                 "backfill complete"
             );
-            Ok(filled_this_run)
+            let _ = filled_this_run;
+            Ok(true)
         }
         .instrument(span)
         .await

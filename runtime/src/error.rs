@@ -106,6 +106,25 @@ pub enum ErrorKind {
         source: sqlx::Error,
     },
 
+    /// An accessor ran for a model that no evolution booted in this process.
+    #[error(
+        "model {model} was not booted in this process, so its accessors cannot tell which columns exist; \
+         call Evolver::new(pool).model::<{model}>().boot() at startup"
+    )]
+    NotBooted {
+        /// The struct name.
+        model: String,
+    },
+
+    /// `insert_many` got more rows than one statement can carry.
+    #[error("insert_many got {rows} rows but one statement takes at most {max} for this model; split the slice with chunks({max})")]
+    TooManyRows {
+        /// Rows given.
+        rows: usize,
+        /// Rows one statement can take.
+        max: usize,
+    },
+
     /// No step of the evolution's models has this id.
     #[error("no step {step} in the models of this evolution; see plan() for the step ids")]
     UnknownStep {

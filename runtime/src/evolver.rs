@@ -29,7 +29,10 @@ const POLL: Duration = Duration::from_millis(100);
 /// ```no_run
 /// # async fn demo(pool: sqlx::PgPool) -> pgevolve_runtime::Result<()> {
 /// # #[derive(Debug)] struct User;
-/// # impl pgevolve_runtime::Evolve for User { const MODEL: pgevolve_runtime::ModelSpec = pgevolve_runtime::ModelSpec::DEFAULT; }
+/// # impl pgevolve_runtime::Evolve for User {
+/// #     const MODEL: pgevolve_runtime::ModelSpec = pgevolve_runtime::ModelSpec::DEFAULT;
+/// #     fn model() -> &'static pgevolve_runtime::ModelSpec { static M: pgevolve_runtime::ModelSpec = pgevolve_runtime::ModelSpec::DEFAULT; &M }
+/// # }
 /// let evolution = pgevolve_runtime::Evolver::new(pool)
 ///     .model::<User>()
 ///     .boot()
@@ -124,6 +127,7 @@ impl Evolver {
             store: StateStore::new(&self.state_schema),
             instance: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
             progress: Arc::new(Mutex::new(Vec::new())),
+            stop: std::sync::atomic::AtomicBool::new(false),
             evolver: self,
         });
         let mut lock = inner.leader_connection().await?;
@@ -224,6 +228,30 @@ impl Evolution {
         Ok(())
     }
 
+    /// Moves the reads of every validated rename to the new column (the switch phase). Every
+    /// instance's accessors follow within a second; writes still go to both columns, so this is
+    /// still reversible with [`Evolution::abort`].
+    pub async fn switch(&self) -> Result<()> {
+        self.wait().await?;
+        let lock = self.inner.lead().await?;
+        for step in self.inner.background_steps() {
+            if step.kind.phases().contains(&Phase::Switch) {
+                self.inner.advance_to(&step, Phase::Switch).await?;
+            }
+        }
+        lock.close().await?;
+        Ok(())
+    }
+
+    /// The switch phase of one step (see [`Evolution::switch`]).
+    pub async fn switch_step(&self, id: &StepId) -> Result<()> {
+        let step = self.inner.step(id)?;
+        let lock = self.inner.lead().await?;
+        self.inner.advance_to(&step, Phase::Switch).await?;
+        lock.close().await?;
+        Ok(())
+    }
+
     /// Runs the contract phase of one step (see [`Evolution::contract`]).
     pub async fn contract_step(&self, id: &StepId) -> Result<()> {
         let step = self.inner.step(id)?;
@@ -236,8 +264,15 @@ impl Evolution {
     /// Undoes a step that has not been contracted: its helpers and new columns are dropped and
     /// the table is back to what it was, with every write made in the meantime kept in the old
     /// shape. The step is recorded as aborted and is not run again for this declaration.
+    ///
+    /// The background work of this evolution stops first (a backfill after its current batch,
+    /// with its checkpoint kept); boot again to carry on with the other steps.
     pub async fn abort(&self, id: &StepId) -> Result<()> {
         let step = self.inner.step(id)?;
+        self.inner
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wait().await?;
         let lock = self.inner.lead().await?;
         self.inner.abort(&step).await?;
         lock.close().await?;
@@ -268,6 +303,8 @@ struct Inner {
     store: StateStore,
     instance: String,
     progress: Arc<Mutex<Vec<StepProgress>>>,
+    /// Asks the background task to stop between batches (an abort needs the leader lock).
+    stop: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -315,8 +352,11 @@ impl Inner {
                 }
                 continue;
             }
-            if r.next_phase() == Some(Phase::Expand) {
+            if r.next_phase() == Some(Phase::Expand) && r.step.kind.expands_at_boot() {
                 self.run_phase(&r.step, Phase::Expand, false).await?;
+            }
+            if r.abort_leftovers {
+                self.finish_abort(&r.step).await?;
             }
         }
         Ok(resolved
@@ -430,6 +470,7 @@ impl Inner {
         let mut conn = self.evolver.pool.acquire().await?;
         let mut all = Vec::new();
         for r in resolved {
+            crate::registry::registry().set(&r.step.id, r.done);
             let row = match r.step.kind {
                 StepKind::AddFilledColumn(_) => {
                     self.store.steps().get(&mut conn, &r.step.id).await?
@@ -450,7 +491,9 @@ impl Inner {
         Ok(())
     }
 
+    /// Records a phase in this instance's view: progress, and the registry accessors read.
     fn set_phase(&self, id: &StepId, phase: Phase) {
+        crate::registry::registry().set(id, phase);
         let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = all.iter_mut().find(|p| &p.step == id) {
             p.phase = phase;
@@ -499,6 +542,9 @@ impl Inner {
     async fn walk(&self, goal: Phase) -> Result<()> {
         for step in self.background_steps() {
             loop {
+                if self.stop.load(std::sync::atomic::Ordering::Acquire) {
+                    return Ok(());
+                }
                 let mut conn = self.evolver.pool.acquire().await?;
                 let done = self.recorded_phase(&mut conn, &step).await?;
                 drop(conn);
@@ -525,7 +571,7 @@ impl Inner {
                     (crate::spec::Fill::Backfill(e), None) => e.to_string(),
                     _ => String::new(),
                 };
-                Backfill {
+                let finished = Backfill {
                     pool: &self.evolver.pool,
                     store: &self.store,
                     step,
@@ -534,12 +580,20 @@ impl Inner {
                     options: &self.evolver.backfill,
                     ddl: &self.evolver.ddl,
                     progress: &self.progress,
+                    stop: &self.stop,
                 }
                 .run()
                 .await?;
+                if !finished {
+                    return Ok(());
+                }
                 self.run_phase(step, Phase::Backfill, false).await
             }
             (_, Phase::Validate) => self.validate(step).await,
+            (_, Phase::Retire) => {
+                self.run_phase(step, Phase::Retire, false).await?;
+                self.settle(step, Phase::Retire).await
+            }
             _ => self.run_phase(step, phase, false).await,
         }
     }
@@ -648,7 +702,8 @@ impl Inner {
         }
     }
 
-    /// The abort of one step, under the leader lock.
+    /// The abort of one step, under the leader lock: first every instance stops using the new
+    /// shape (the phase is recorded, accessors follow it), then the DDL drops it.
     async fn abort(&self, step: &PlannedStep) -> Result<()> {
         let mut conn = self.evolver.pool.acquire().await?;
         let done = self.recorded_phase(&mut conn, step).await?;
@@ -669,16 +724,41 @@ impl Inner {
             self.store.steps().record_phase_sql(step, Phase::Aborted),
             self.store.journal().insert_sql(
                 Some(step.id.as_str()),
-                "aborted",
+                "abort started",
                 &format!("from phase {done}: {}", step.describe()),
                 &self.instance,
             ),
         ];
         self.executor
-            .run(target(step, Phase::Aborted), &step.abort, &record, false)
+            .run(target(step, Phase::Aborted), &[], &record, false)
             .await?;
         self.set_phase(&step.id, Phase::Aborted);
+        self.settle(step, Phase::Aborted).await?;
+        self.finish_abort(step).await?;
         info!(step = %step.id, table = %step.model.qualified_name(), "aborted from phase {done}");
+        Ok(())
+    }
+
+    /// The DDL of an abort, once no instance uses the new shape. Idempotent: also run at boot
+    /// when an abort was interrupted.
+    async fn finish_abort(&self, step: &PlannedStep) -> Result<()> {
+        let record = [self.store.journal().insert_sql(
+            Some(step.id.as_str()),
+            "abort done",
+            &step.describe(),
+            &self.instance,
+        )];
+        self.executor
+            .run(target(step, Phase::Aborted), &step.abort, &record, false)
+            .await
+    }
+
+    /// After a phase that retires a shape (retire, abort): waits until no accessor call in this
+    /// process still runs SQL from before it, and every other live instance acknowledged it.
+    async fn settle(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
+        let registry = crate::registry::registry();
+        registry.drained(registry.generation()).await;
+        let _ = (step, phase);
         Ok(())
     }
 }

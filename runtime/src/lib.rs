@@ -5,6 +5,7 @@
 //! SQL) → executor (statements under `lock_timeout`, with retries) → state store (schema
 //! `pgevolve`) → [`Evolution`] (progress, contract). Use it through the `pgevolve` facade crate.
 
+mod access;
 mod backfill;
 mod catalog;
 mod column_type;
@@ -15,6 +16,7 @@ mod ident;
 mod model;
 mod options;
 mod plan;
+mod registry;
 mod resolve;
 mod spec;
 mod sql;
@@ -25,12 +27,14 @@ mod step;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use access::{Access, FromEvolvedRow, ModelSql, Select, model_sql};
 pub use column_type::ColumnType;
 pub use error::{DriftProblem, Error, ErrorKind, Result};
 pub use evolver::{Evolution, Evolver, StepProgress};
 pub use model::Evolve;
 pub use options::{BackfillOptions, DdlOptions};
 pub use plan::{Plan, PlannedPhase, PlannedStep};
+pub use registry::{InFlight, PhaseRegistry, registry};
 pub use spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
 };

@@ -10,6 +10,9 @@ pub trait Evolve {
     /// The table and columns the struct declares, as the derive saw them.
     const MODEL: ModelSpec;
 
+    /// [`Evolve::MODEL`] as a `'static` reference (the derive keeps it in a `static`).
+    fn model() -> &'static ModelSpec;
+
     /// Every step this model can need, with each phase's exact SQL, for review before a deploy.
     ///
     /// This is the static plan: it does not look at a database. At boot the runtime skips the

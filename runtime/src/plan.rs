@@ -41,20 +41,25 @@ pub struct PlannedPhase {
     pub statements: Vec<Statement>,
 }
 
+/// The kinds of the steps a model declares, in plan order, without building any SQL.
+pub(crate) fn step_kinds(model: &ModelSpec) -> Vec<StepKind> {
+    let mut kinds = vec![StepKind::CreateTable];
+    for column in model.columns.iter().filter(|c| !c.primary_key) {
+        if column.renamed_from.is_some() {
+            kinds.push(StepKind::RenameColumn(column));
+        } else if column.nullable {
+            kinds.push(StepKind::AddNullableColumn(column));
+        } else if column.fill != Fill::None {
+            kinds.push(StepKind::AddFilledColumn(column));
+        }
+    }
+    kinds
+}
+
 impl Plan {
     /// The steps the model declares. At boot, steps the live catalog already satisfies are skipped.
     pub fn for_model(model: &ModelSpec) -> Plan {
-        let mut kinds = vec![StepKind::CreateTable];
-        for column in model.columns.iter().filter(|c| !c.primary_key) {
-            if column.renamed_from.is_some() {
-                kinds.push(StepKind::RenameColumn(column));
-            } else if column.nullable {
-                kinds.push(StepKind::AddNullableColumn(column));
-            } else if column.fill != Fill::None {
-                kinds.push(StepKind::AddFilledColumn(column));
-            }
-        }
-        let steps = kinds
+        let steps = step_kinds(model)
             .into_iter()
             .map(|kind| PlannedStep::new(*model, kind))
             .collect();

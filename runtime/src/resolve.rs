@@ -21,6 +21,8 @@ pub(crate) struct Resolved {
     pub done: Phase,
     /// The table does not exist: the create-table step will satisfy every column step.
     pub table_missing: bool,
+    /// Aborted, but what the abort drops is still there (the abort was interrupted).
+    pub abort_leftovers: bool,
 }
 
 impl Resolved {
@@ -56,6 +58,7 @@ pub(crate) async fn resolve_model(
                 done: Phase::Pending,
                 step,
                 table_missing: true,
+                abort_leftovers: false,
             })
             .collect());
     }
@@ -155,10 +158,20 @@ pub(crate) async fn resolve_model(
     for step in plan.steps {
         let done =
             step_progress(conn, store, state_exists, model, &live, &step, &mut problem).await?;
+        let abort_leftovers = done == Phase::Aborted
+            && matches!(
+                step.kind,
+                StepKind::AddFilledColumn(_) | StepKind::RenameColumn(_)
+            )
+            && step
+                .kind
+                .column()
+                .is_some_and(|c| live.column(c.name).is_some());
         resolved.push(Resolved {
             step,
             done,
             table_missing: false,
+            abort_leftovers,
         });
     }
     Ok(resolved)

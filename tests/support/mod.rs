@@ -2,6 +2,8 @@
 //! long each statement waited, and catalog snapshots.
 #![allow(dead_code)]
 
+pub mod people;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

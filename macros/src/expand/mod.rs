@@ -1,5 +1,6 @@
 //! Token generation. Runs only on input that passed validation; never reports errors itself.
 
+mod access;
 mod spec;
 
 use crate::ast::Model;
@@ -27,12 +28,20 @@ fn impl_evolve(model: &Model) -> TokenStream {
         model,
         private: &private,
     };
+    let accessors = access::impl_accessors(model, &private);
     wrap(quote! {
         #[automatically_derived]
         #[allow(unused_qualifications, non_upper_case_globals)]
         impl #private::Evolve for #ident {
             const MODEL: #private::ModelSpec = #spec;
+
+            fn model() -> &'static #private::ModelSpec {
+                static __PGEVOLVE_MODEL: #private::ModelSpec = <#ident as #private::Evolve>::MODEL;
+                &__PGEVOLVE_MODEL
+            }
         }
+
+        #accessors
     })
 }
 

@@ -3,7 +3,6 @@
 
 use super::{Statement, table};
 use crate::ident::{Ident, Qualified, object_name};
-use crate::plan::Plan;
 use crate::spec::{ColumnSpec, ModelSpec};
 use crate::step::{StepId, StepKind};
 
@@ -91,12 +90,11 @@ pub(crate) fn expand(model: &ModelSpec, column: &ColumnSpec, h: &RenameHelpers) 
 /// `COALESCE(new, old)` so it is right before the backfill ends. Columns other steps add are
 /// listed only when their step runs earlier in the plan (they exist when the view is created).
 fn view_columns(model: &ModelSpec, renamed: &ColumnSpec) -> Vec<String> {
-    let plan = Plan::for_model(model);
     let mut added_before = Vec::new();
     let mut adding_later = Vec::new();
     let mut seen_self = false;
-    for step in &plan.steps {
-        match step.kind {
+    for kind in crate::plan::step_kinds(model) {
+        match kind {
             StepKind::RenameColumn(c) if c.name == renamed.name => seen_self = true,
             StepKind::AddNullableColumn(c)
             | StepKind::AddFilledColumn(c)

@@ -1,0 +1,159 @@
+//! The accessors: `insert`, `insert_many`, `update`, `delete`, `find`, `fetch_all`, `select` and
+//! the column helpers. They carry no SQL: each asks the runtime for the statement that is right
+//! in the current phases (`model_sql`) and binds the fields by position.
+
+use super::Private;
+use crate::ast::Model;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
+    let ident = model.ident;
+    let fields: Vec<&syn::Ident> = model.fields.iter().map(|f| f.ident).collect();
+    let indexes = 0..fields.len();
+    let keys: Vec<_> = model
+        .fields
+        .iter()
+        .filter(|f| f.attrs.primary_key.is_some())
+        .collect();
+    let key_params: Vec<TokenStream> = keys
+        .iter()
+        .map(|f| {
+            let (name, ty) = (f.ident, f.ty);
+            quote!(#name: &#ty)
+        })
+        .collect();
+    let key_names: Vec<&syn::Ident> = keys.iter().map(|f| f.ident).collect();
+    let key_doc = keys
+        .iter()
+        .map(|f| format!("`{}`", f.rust_name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row = format_ident!("__pgevolve_row");
+    let by_key = if keys.is_empty() {
+        quote! {}
+    } else {
+        let find_doc = format!(
+            "The row with this primary key ({key_doc}), read from the columns that are authoritative now."
+        );
+        let delete_doc = format!(
+            "Deletes the row with this primary key ({key_doc}); returns the rows deleted (0 or 1)."
+        );
+        quote! {
+            #[doc = "Updates every non-key column of the row with this primary key, writing every column that must stay in sync now; returns the rows updated (0 or 1)."]
+            pub async fn update<'e, E>(&self, executor: E) -> #private::Result<u64, #private::Error>
+            where
+                E: #private::PgExecutor<'e>,
+            {
+                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                let done = #private::query(&sql.update)
+                    #( .bind(&self.#fields) )*
+                    .execute(executor)
+                    .await?;
+                #private::Ok(done.rows_affected())
+            }
+
+            #[doc = #delete_doc]
+            pub async fn delete<'e, E>(#(#key_params,)* executor: E) -> #private::Result<u64, #private::Error>
+            where
+                E: #private::PgExecutor<'e>,
+            {
+                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                let done = #private::query(&sql.delete)
+                    #( .bind(#key_names) )*
+                    .execute(executor)
+                    .await?;
+                #private::Ok(done.rows_affected())
+            }
+
+            #[doc = #find_doc]
+            pub async fn find<'e, E>(#(#key_params,)* executor: E) -> #private::Result<#private::Option<Self>, #private::Error>
+            where
+                E: #private::PgExecutor<'e>,
+            {
+                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                let #row = #private::query(&sql.find)
+                    #( .bind(#key_names) )*
+                    .fetch_optional(executor)
+                    .await?;
+                match #row {
+                    #private::Some(#row) => #private::Ok(#private::Some(
+                        <Self as #private::FromEvolvedRow>::from_evolved_row(&#row)?,
+                    )),
+                    #private::None => #private::Ok(#private::None),
+                }
+            }
+        }
+    };
+    quote! {
+        #[automatically_derived]
+        #[allow(unused_qualifications)]
+        impl #private::FromEvolvedRow for #ident {
+            fn from_evolved_row(#row: &#private::PgRow) -> #private::Result<Self, #private::SqlxError> {
+                #private::Ok(Self {
+                    #( #fields: #private::Row::try_get(#row, #indexes)?, )*
+                })
+            }
+        }
+
+        #[automatically_derived]
+        #[allow(unused_qualifications, dead_code)]
+        impl #ident {
+            #[doc = "Inserts this row, writing every column that must be written in the current phases (both names mid-rename, the new column as soon as it exists)."]
+            pub async fn insert<'e, E>(&self, executor: E) -> #private::Result<(), #private::Error>
+            where
+                E: #private::PgExecutor<'e>,
+            {
+                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                #private::query(&sql.insert)
+                    #( .bind(&self.#fields) )*
+                    .execute(executor)
+                    .await?;
+                #private::Ok(())
+            }
+
+            #[doc = "Inserts the rows in one statement; returns the rows inserted. Errors, inserting nothing, when the slice needs more than PostgreSQL's 65,535 bind parameters: split it with `chunks`."]
+            pub async fn insert_many<'e, E>(rows: &[Self], executor: E) -> #private::Result<u64, #private::Error>
+            where
+                E: #private::PgExecutor<'e>,
+            {
+                if rows.is_empty() {
+                    return #private::Ok(0);
+                }
+                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                #private::check_insert_many(&sql, rows.len())?;
+                let mut query = #private::query(&sql.insert_many(rows.len()));
+                for r in rows {
+                    query = query #( .bind(&r.#fields) )*;
+                }
+                let done = query.execute(executor).await?;
+                #private::Ok(done.rows_affected())
+            }
+
+            #by_key
+
+            #[doc = "Every row, read from the columns that are authoritative now."]
+            pub async fn fetch_all<'e, E>(executor: E) -> #private::Result<#private::Vec<Self>, #private::Error>
+            where
+                E: #private::PgExecutor<'e>,
+            {
+                Self::select().fetch_all(executor).await
+            }
+
+            #[doc = "A query with a hand-written predicate: `{field}` in `filter` and `order_by` stands for the SQL that reads that field now."]
+            pub fn select() -> #private::Select<Self> {
+                #private::Select::new()
+            }
+
+            #[doc = "The select list (`expr AS \"column\", ...`, in field order) for hand-written queries, right for the current phases."]
+            pub fn select_list() -> #private::Result<#private::String, #private::Error> {
+                #private::Ok(#private::model_sql(<Self as #private::Evolve>::model())?.select_list.clone())
+            }
+
+            #[doc = "The SQL expression that reads the field named `field` in the current phases, e.g. `COALESCE(\"full_name\", \"name\")` mid-rename; `None` for an unknown field."]
+            pub fn read_expr(field: &str) -> #private::Result<#private::Option<#private::String>, #private::Error> {
+                #private::read_expr(<Self as #private::Evolve>::model(), field)
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! What generated accessors run: for each model, the SQL that reads and writes the right columns
+//! in the current phase of every step, rebuilt whenever a phase changes.
+//!
+//! The rules, per step kind and phase (never naming a column that may not exist):
+//!
+//! | step | before expand / aborted | expand .. validate | switch | retire, contract |
+//! |---|---|---|---|---|
+//! | rename `old` → `new` | read and write `old` | read `COALESCE(new, old)`, write both | read `new`, write both | read and write `new` |
+//! | backfilled column | read the expression, do not write | read `COALESCE(col, expression)`, write | | read and write |
+//! | defaulted column | read the default, do not write | read `COALESCE(col, default)`, write | | read and write |
+//! | nullable column | read `NULL`, do not write | read and write | | |
+
+mod select;
+
+pub use select::Select;
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use crate::error::{ErrorKind, Result};
+use crate::ident::{Ident, Qualified};
+use crate::registry::{InFlight, registry};
+use crate::spec::{ColumnSpec, Fill, ModelSpec};
+use crate::step::{Phase, StepId, StepKind};
+
+/// The SQL of every accessor of one model, for one combination of phases. Parameters are
+/// numbered by field: `$n` is the n-th field of the struct, in declaration order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSql {
+    /// The read expression of each field, in field order (`"col"`, `COALESCE(...)`, ...).
+    pub reads: Vec<String>,
+    /// `expr AS "col", ...` in field order: decode by position.
+    pub select_list: String,
+    /// `INSERT` of one row.
+    pub insert: String,
+    /// `UPDATE` of the non-key fields by primary key.
+    pub update: String,
+    /// `DELETE` by primary key; `$n` is the n-th primary key field.
+    pub delete: String,
+    /// `SELECT` by primary key; `$n` is the n-th primary key field.
+    pub find: String,
+    /// `SELECT` of every row, without `WHERE` or `ORDER BY`.
+    pub select_all: String,
+    /// Columns written for each field, in field order (empty: not written in this phase).
+    pub writes: Vec<Vec<&'static str>>,
+    table: String,
+}
+
+/// How one field is read and written in the current phase.
+struct FieldAccess {
+    read: String,
+    writes: Vec<&'static str>,
+}
+
+impl ModelSql {
+    /// Builds the SQL for the phases `phase_of` gives (`None`: the step is not known).
+    pub fn build(model: &ModelSpec, phase_of: impl Fn(&StepId) -> Option<Phase>) -> ModelSql {
+        let steps = step_kinds(model);
+        let fields: Vec<FieldAccess> = model
+            .columns
+            .iter()
+            .map(|c| {
+                let step = steps
+                    .iter()
+                    .find(|(_, k)| k.column().is_some_and(|s| s.name == c.name));
+                let phase = step
+                    .and_then(|(id, _)| phase_of(id))
+                    .unwrap_or(Phase::Contract);
+                field_access(c, step.map(|(_, k)| *k), phase)
+            })
+            .collect();
+        let table = Qualified(model.schema, model.table).to_string();
+        let reads: Vec<String> = fields.iter().map(|f| f.read.clone()).collect();
+        let select_list = model
+            .columns
+            .iter()
+            .zip(&reads)
+            .map(|(c, r)| format!("{r} AS {}", Ident(c.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+
+        let mut insert_cols = Vec::new();
+        let mut insert_vals = Vec::new();
+        let mut sets = Vec::new();
+        for (i, (c, f)) in model.columns.iter().zip(&fields).enumerate() {
+            for col in &f.writes {
+                insert_cols.push(Ident(col).to_string());
+                insert_vals.push(format!("${}", i + 1));
+                if !c.primary_key {
+                    sets.push(format!("{} = ${}", Ident(col), i + 1));
+                }
+            }
+        }
+        let pk_by_field: Vec<String> = model
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.primary_key)
+            .map(|(i, c)| format!("{} = ${}", Ident(c.name), i + 1))
+            .collect();
+        let pk_by_position: Vec<String> = model
+            .primary_key()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ${}", Ident(c.name), i + 1))
+            .collect();
+        let insert = format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            insert_cols.join(", "),
+            insert_vals.join(", ")
+        );
+        let update = if sets.is_empty() {
+            // Nothing but the key: an update changes nothing, but still says whether the row exists.
+            format!(
+                "UPDATE {table} SET {} WHERE {}",
+                pk_set(model),
+                pk_by_field.join(" AND ")
+            )
+        } else {
+            format!(
+                "UPDATE {table} SET {} WHERE {}",
+                sets.join(", "),
+                pk_by_field.join(" AND ")
+            )
+        };
+        let delete = format!("DELETE FROM {table} WHERE {}", pk_by_position.join(" AND "));
+        let select_all = format!("SELECT {select_list} FROM {table}");
+        let find = format!("{select_all} WHERE {}", pk_by_position.join(" AND "));
+        ModelSql {
+            reads,
+            select_list,
+            insert,
+            update,
+            delete,
+            find,
+            select_all,
+            writes: fields.into_iter().map(|f| f.writes).collect(),
+            table,
+        }
+    }
+
+    /// `INSERT` of `rows` rows in one statement: row r, field n is `$(r * fields + n)`.
+    pub fn insert_many(&self, rows: usize) -> String {
+        let fields = self.writes.len();
+        let mut cols = Vec::new();
+        for w in &self.writes {
+            cols.extend(w.iter().map(|c| Ident(c).to_string()));
+        }
+        let values: Vec<String> = (0..rows)
+            .map(|r| {
+                let vals: Vec<String> = self
+                    .writes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(n, w)| w.iter().map(move |_| format!("${}", r * fields + n + 1)))
+                    .collect();
+                format!("({})", vals.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            self.table,
+            cols.join(", "),
+            values.join(", ")
+        )
+    }
+
+    /// Rows per `INSERT` so that a statement stays under PostgreSQL's 65,535 bind parameters.
+    pub fn rows_per_insert(&self) -> usize {
+        (65_535 / self.writes.len().max(1)).max(1)
+    }
+}
+
+fn pk_set(model: &ModelSpec) -> String {
+    model
+        .primary_key()
+        .map(|c| format!("{0} = {0}", Ident(c.name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The step that concerns each column, without building any SQL.
+fn step_kinds(model: &ModelSpec) -> Vec<(StepId, StepKind)> {
+    crate::plan::step_kinds(model)
+        .into_iter()
+        .map(|k| (StepId::for_step(model, &k), k))
+        .collect()
+}
+
+fn field_access(c: &'static ColumnSpec, step: Option<StepKind>, phase: Phase) -> FieldAccess {
+    let col = Ident(c.name).to_string();
+    let cast = |expr: &str| format!("CAST(({expr}) AS {})", c.sql_type);
+    let before = matches!(phase, Phase::Pending | Phase::Aborted);
+    match step {
+        Some(StepKind::RenameColumn(_)) => {
+            let old = c.renamed_from.unwrap_or(c.name);
+            let old_col = Ident(old).to_string();
+            match phase {
+                Phase::Pending | Phase::Aborted => FieldAccess {
+                    read: old_col,
+                    writes: vec![old],
+                },
+                Phase::Expand | Phase::Backfill | Phase::Validate => FieldAccess {
+                    read: format!("COALESCE({col}, {old_col})"),
+                    writes: vec![c.name, old],
+                },
+                Phase::Switch => FieldAccess {
+                    read: col,
+                    writes: vec![c.name, old],
+                },
+                Phase::Retire | Phase::Contract => FieldAccess {
+                    read: col,
+                    writes: vec![c.name],
+                },
+            }
+        }
+        Some(StepKind::AddFilledColumn(_)) => {
+            let expr = match c.fill {
+                Fill::Backfill(e) | Fill::Default(e) => e,
+                Fill::None => "NULL",
+            };
+            if before {
+                FieldAccess {
+                    read: cast(expr),
+                    writes: vec![],
+                }
+            } else if phase == Phase::Contract {
+                FieldAccess {
+                    read: col,
+                    writes: vec![c.name],
+                }
+            } else {
+                FieldAccess {
+                    read: format!("COALESCE({col}, {})", cast(expr)),
+                    writes: vec![c.name],
+                }
+            }
+        }
+        Some(StepKind::AddNullableColumn(_)) if before => FieldAccess {
+            read: format!("CAST(NULL AS {})", c.sql_type),
+            writes: vec![],
+        },
+        _ => FieldAccess {
+            read: col,
+            writes: vec![c.name],
+        },
+    }
+}
+
+type CacheKey = (&'static str, &'static str, &'static str);
+
+static CACHE: LazyLock<Mutex<HashMap<CacheKey, (u64, Arc<ModelSql>)>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The SQL of a model for one accessor call. While it is alive the call counts as under way, so
+/// a phase change that retires a column waits for it (see [`PhaseRegistry::drained`]).
+///
+/// [`PhaseRegistry::drained`]: crate::PhaseRegistry::drained
+#[derive(Debug)]
+pub struct Access {
+    sql: Arc<ModelSql>,
+    _in_flight: InFlight,
+}
+
+impl std::ops::Deref for Access {
+    type Target = ModelSql;
+
+    fn deref(&self) -> &ModelSql {
+        &self.sql
+    }
+}
+
+/// The SQL for a model in the phases this process knows now. Errors when no evolution of the
+/// model was booted in this process: without the phases, no column choice is safe.
+pub fn model_sql(model: &'static ModelSpec) -> Result<Access> {
+    let registry = registry();
+    // Enter before reading the phases: a phase change after this point waits for this call.
+    let generation = registry.generation();
+    let in_flight = registry.enter(generation);
+    let key = (model.schema, model.table, model.rust_name);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((g, sql)) = cache.get(&key)
+        && *g == generation
+    {
+        return Ok(Access {
+            sql: sql.clone(),
+            _in_flight: in_flight,
+        });
+    }
+    let create = StepId::for_step(model, &StepKind::CreateTable);
+    if registry.get(&create).is_none() {
+        return Err(ErrorKind::NotBooted {
+            model: model.rust_name.to_string(),
+        }
+        .into());
+    }
+    let sql = Arc::new(ModelSql::build(model, |id| registry.get(id)));
+    cache.insert(key, (generation, sql.clone()));
+    Ok(Access {
+        sql,
+        _in_flight: in_flight,
+    })
+}
+
+/// Decoding a row of [`ModelSql::select_list`] into the struct; implemented by the derive.
+pub trait FromEvolvedRow: Sized {
+    /// Reads the fields by position.
+    fn from_evolved_row(row: &sqlx::postgres::PgRow) -> std::result::Result<Self, sqlx::Error>;
+}

@@ -279,10 +279,20 @@ impl Evolution {
         Ok(())
     }
 
-    /// The recorded status of every step in the state store.
+    /// The recorded status of every step in the state store: phase, progress, and who did what
+    /// when (from the journal).
     pub async fn status(&self) -> Result<Vec<StepStatus>> {
         let mut conn = self.inner.evolver.pool.acquire().await?;
-        Ok(self.inner.store.steps().all(&mut conn).await?)
+        let mut steps = self.inner.store.steps().all(&mut conn).await?;
+        let journal = self.inner.store.journal().all(&mut conn).await?;
+        for step in &mut steps {
+            step.history = journal
+                .iter()
+                .filter(|e| e.step.as_deref() == Some(step.id.as_str()))
+                .cloned()
+                .collect();
+        }
+        Ok(steps)
     }
 
     /// The static plans of the evolved models.

@@ -9,6 +9,7 @@ mod access;
 mod backfill;
 mod catalog;
 mod column_type;
+mod coordinator;
 mod error;
 mod evolver;
 mod executor;
@@ -22,6 +23,7 @@ mod spec;
 mod sql;
 mod state;
 mod step;
+mod window;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -29,6 +31,9 @@ pub mod __private;
 
 pub use access::{Access, FromEvolvedRow, ModelSql, Select, model_sql};
 pub use column_type::ColumnType;
+pub use coordinator::{
+    Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT, InstanceAck, WaitOutcome, wait_for_acks,
+};
 pub use error::{DriftProblem, Error, ErrorKind, Result};
 pub use evolver::{Evolution, Evolver, StepProgress};
 pub use model::Evolve;
@@ -38,5 +43,6 @@ pub use registry::{InFlight, PhaseRegistry, registry};
 pub use spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
 };
-pub use state::StepStatus;
+pub use state::{JournalEntry, StepStatus};
 pub use step::{Phase, StepId, StepKind};
+pub use window::{Clock, Closed, DeployWindow, ParseWeekdayError, SystemClock, Weekday};

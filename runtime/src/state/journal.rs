@@ -1,7 +1,24 @@
 //! The event journal: who did what to which step, and when.
 
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+
 use super::StateStore;
 use crate::sql::lit;
+
+/// One event of the journal: who did what to which step, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// When, as PostgreSQL formats a `timestamptz`.
+    pub at: String,
+    /// The step, for step events.
+    pub step: Option<String>,
+    /// What happened (`expand done`, `abort started`, ...).
+    pub event: String,
+    /// Details (the step's description, the phase it was aborted from, ...).
+    pub detail: Option<String>,
+    /// The instance that did it (`<pid>-<random>`).
+    pub instance: String,
+}
 
 pub(crate) struct Journal<'a> {
     pub store: &'a StateStore,
@@ -24,5 +41,25 @@ impl Journal<'_> {
             lit(detail),
             lit(instance)
         )
+    }
+
+    /// Every event, oldest first.
+    pub async fn all(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<JournalEntry>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT at::text, step_id, event, detail, instance FROM {} ORDER BY id",
+            self.store.table("journal")
+        )))
+        .fetch_all(conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| JournalEntry {
+                at: r.get(0),
+                step: r.get(1),
+                event: r.get(2),
+                detail: r.get(3),
+                instance: r.get(4),
+            })
+            .collect())
     }
 }

@@ -37,6 +37,8 @@ pub struct StepStatus {
     pub rows_estimated: Option<i64>,
     /// Last change, as PostgreSQL formats it.
     pub updated_at: String,
+    /// Who did what to the step, and when, oldest first.
+    pub history: Vec<super::JournalEntry>,
 }
 
 pub(crate) struct Steps<'a> {
@@ -142,6 +144,7 @@ impl Steps<'_> {
                 rows_done: r.get(5),
                 rows_estimated: r.get(6),
                 updated_at: r.get(7),
+                history: Vec::new(),
             })
             .collect())
     }

@@ -7,7 +7,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pgevolve::{Evolve, Evolver, Phase};
+use pgevolve::{DeployWindow, Evolve, Evolver, Phase};
 use support::{Writers, database, seed_users};
 
 #[derive(Evolve)]
@@ -33,6 +33,7 @@ async fn backfilled_not_null_column_under_concurrent_writers() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
         .model::<User>()
         .lock_timeout(LOCK_TIMEOUT)
         .boot()

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use pgevolve::{BackfillOptions, Evolve, Evolver, Phase};
+use pgevolve::{BackfillOptions, DeployWindow, Evolve, Evolver, Phase};
 use support::{catalog_snapshot, database, seed_users};
 
 mod v1 {
@@ -48,6 +48,7 @@ mod v2 {
 async fn create_then_evolve_a_composite_key_table_and_reboot_idempotently() {
     let (_db, pool) = database(10).await;
     Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
         .model::<v1::Order>()
         .boot()
         .await
@@ -63,6 +64,7 @@ async fn create_then_evolve_a_composite_key_table_and_reboot_idempotently() {
     .unwrap();
 
     let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
         .model::<v2::Order>()
         .backfill_options(BackfillOptions {
             initial_batch_size: 100,
@@ -100,6 +102,7 @@ async fn create_then_evolve_a_composite_key_table_and_reboot_idempotently() {
     // Booting again finds nothing to do and changes nothing.
     let before = catalog_snapshot(&pool, "shop.orders").await;
     let again = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
         .model::<v2::Order>()
         .boot()
         .await
@@ -138,7 +141,13 @@ async fn five_instances_booting_at_once_expand_once_and_all_serve() {
     seed_users(&pool, 20_000).await;
     let boots = (0..5).map(|_| {
         let pool = pool.clone();
-        tokio::spawn(async move { Evolver::new(pool).model::<User>().boot().await })
+        tokio::spawn(async move {
+            Evolver::new(pool)
+                .deploy_window(DeployWindow::always())
+                .model::<User>()
+                .boot()
+                .await
+        })
     });
     let mut evolutions = Vec::new();
     for boot in boots {
@@ -185,6 +194,7 @@ fn a_backfill_killed_midway_resumes_from_its_checkpoint() {
     let done_at_crash: i64 = crashed.block_on(async {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         let evolution = Evolver::new(pool.clone())
+            .deploy_window(DeployWindow::always())
             .model::<User>()
             .backfill_options(slow.clone())
             .boot()
@@ -219,6 +229,7 @@ fn a_backfill_killed_midway_resumes_from_its_checkpoint() {
 
         // Second process: the leader lock died with the first session, so this one takes over.
         let evolution = Evolver::new(pool.clone())
+            .deploy_window(DeployWindow::always())
             .model::<User>()
             .boot()
             .await

@@ -74,3 +74,64 @@ fn phases_per_step_kind() {
     // Ids are content-derived: the same declaration gives the same id.
     assert_eq!(User::plan().steps[1].id, plan.steps[1].id);
 }
+
+#[derive(Evolve)]
+#[evolve(table = "posts")]
+#[evolve(index(columns("author_id", "created_at"), include("title")))]
+#[evolve(index(name = "posts_live_slug", columns("slug"), unique, where = "deleted_at IS NULL"))]
+#[evolve(index(columns("tags"), method = "gin"))]
+#[evolve(check(name = "posts_dates", expr = "deleted_at IS NULL OR deleted_at >= created_at"))]
+#[allow(dead_code)]
+struct Post {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(references = "authors(id)", on_delete = "cascade")]
+    author_id: i64,
+    #[evolve(unique)]
+    slug: String,
+    #[evolve(index)]
+    title: String,
+    #[evolve(check = "score >= 0")]
+    score: i32,
+    #[evolve(sql_type = "text[]")]
+    tags: Vec<String>,
+    created_at: i64,
+    deleted_at: Option<i64>,
+}
+
+#[test]
+fn plan_of_indexes_and_constraints() {
+    insta::assert_snapshot!(Post::plan().to_string());
+}
+
+#[test]
+fn phases_of_index_and_constraint_steps() {
+    let plan = Post::plan();
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .filter(|s| !matches!(s.kind, StepKind::CreateTable | StepKind::AddNullableColumn(_)))
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("create_index", vec![Phase::Expand]),
+            ("create_index", vec![Phase::Expand]),
+            ("create_index", vec![Phase::Expand]),
+            ("create_index", vec![Phase::Expand]),
+            ("add_unique", vec![Phase::Expand, Phase::Validate]),
+            ("add_foreign_key", vec![Phase::Expand, Phase::Validate]),
+            ("add_check", vec![Phase::Expand, Phase::Validate]),
+            ("add_check", vec![Phase::Expand, Phase::Validate]),
+        ]
+    );
+    // Index builds run in the background; constraints are added NOT VALID at boot.
+    for step in &plan.steps {
+        let background = matches!(step.kind, StepKind::CreateIndex(_) | StepKind::AddUnique(_));
+        assert_eq!(step.kind.expands_at_boot(), !background, "{}", step.describe());
+        if !matches!(step.kind, StepKind::CreateTable | StepKind::AddNullableColumn(_)) {
+            assert!(!step.abort.is_empty(), "{} can be aborted", step.describe());
+        }
+    }
+}

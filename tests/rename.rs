@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgevolve::{BackfillOptions, Evolver};
+use pgevolve::{BackfillOptions, DeployWindow, Evolver};
 use support::database;
 use support::people::*;
 
@@ -22,6 +22,7 @@ async fn rename_with_old_and_new_writers_through_every_phase() {
         .collect();
 
     let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
         .model::<Person>()
         .backfill_options(BackfillOptions {
             initial_batch_size: 500,

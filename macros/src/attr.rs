@@ -5,10 +5,11 @@
 
 use crate::ctxt::Ctxt;
 use crate::symbol::{self, Symbol};
-use proc_macro2::{TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
-use syn::parse::ParseStream;
+use syn::parse::{ParseStream, Parser};
+use syn::punctuated::Punctuated;
 use syn::{Attribute, LitStr, Path, Token};
 
 /// A `key = "value"` setting. Both tokens are kept: some errors point at the key, others at the
@@ -62,6 +63,12 @@ impl<'c, T> Attr<'c, T> {
 enum Level {
     Struct,
     Field,
+    /// Inside `index(..)` on the struct.
+    StructIndex,
+    /// Inside `index(..)` on a field.
+    FieldIndex,
+    /// Inside `check(..)`.
+    Check,
 }
 
 impl Level {
@@ -69,6 +76,8 @@ impl Level {
         match self {
             Level::Struct => "struct",
             Level::Field => "field",
+            Level::StructIndex | Level::FieldIndex => "index",
+            Level::Check => "check",
         }
     }
 
@@ -76,6 +85,9 @@ impl Level {
         match self {
             Level::Struct => symbol::STRUCT_KEYS,
             Level::Field => symbol::FIELD_KEYS,
+            Level::StructIndex => symbol::STRUCT_INDEX_KEYS,
+            Level::FieldIndex => symbol::FIELD_INDEX_KEYS,
+            Level::Check => symbol::CHECK_KEYS,
         }
     }
 
@@ -83,14 +95,60 @@ impl Level {
         match self {
             Level::Struct => Level::Field,
             Level::Field => Level::Struct,
+            Level::StructIndex => Level::FieldIndex,
+            Level::FieldIndex => Level::StructIndex,
+            Level::Check => Level::Check,
         }
     }
+}
+
+/// `index` or `index(..)`: on a field (its column), or on the struct (`columns(..)`).
+pub struct Index {
+    /// The `index` keyword, for spans.
+    pub key: Path,
+    pub name: Option<Setting>,
+    pub columns: Option<Columns>,
+    /// The `unique` keyword, for spans.
+    pub unique: Option<Path>,
+    pub method: Option<Setting>,
+    /// `where = ".."`.
+    pub predicate: Option<Setting>,
+    pub include: Option<Columns>,
+}
+
+/// `columns("a", "b")` or `include("c")`.
+pub struct Columns {
+    pub key: Path,
+    /// The parentheses, so an empty list can be pointed at.
+    pub group: Group,
+    pub list: Vec<LitStr>,
+}
+
+impl Columns {
+    /// The key and its list, for errors about the whole thing.
+    pub fn tokens(&self) -> TokenStream {
+        let mut tokens = self.key.to_token_stream();
+        tokens.extend([TokenTree::Group(self.group.clone())]);
+        tokens
+    }
+}
+
+/// `check = ".."` or `check(name = "..", expr = "..")`.
+pub struct Check {
+    /// The `check` keyword, for spans.
+    pub key: Path,
+    pub name: Option<Setting>,
+    pub expr: Option<Setting>,
 }
 
 /// `#[evolve(..)]` on the struct.
 pub struct Container {
     pub table: Option<Setting>,
     pub schema: Option<Setting>,
+    /// `index(..)`, any number.
+    pub indexes: Vec<Index>,
+    /// `check = ".."` / `check(..)`, any number.
+    pub checks: Vec<Check>,
     /// `crate = "path"`: where generated code finds pgevolve (default `::pgevolve`).
     pub krate: Option<Path>,
     /// Some struct-level key could not be parsed (unknown or malformed). The table may be the
@@ -104,6 +162,8 @@ impl Container {
         let mut table = Attr::none(cx, symbol::TABLE, level);
         let mut schema = Attr::none(cx, symbol::SCHEMA, level);
         let mut krate = Attr::none(cx, symbol::CRATE, level);
+        let mut indexes = Vec::new();
+        let mut checks = Vec::new();
 
         let parsed = for_each_key(cx, attrs, level, |meta| {
             if meta.path == symbol::TABLE {
@@ -119,6 +179,10 @@ impl Container {
                     )
                 })?;
                 krate.set(&meta.path, path);
+            } else if meta.path == symbol::INDEX {
+                indexes.push(index(cx, meta, Level::StructIndex)?);
+            } else if meta.path == symbol::CHECK {
+                checks.push(check(cx, meta)?);
             } else {
                 return Err(unknown_key(meta, level));
             }
@@ -128,6 +192,8 @@ impl Container {
         Container {
             table: table.get(),
             schema: schema.get(),
+            indexes,
+            checks,
             krate: krate.get(),
             malformed: !parsed,
         }
@@ -143,6 +209,13 @@ pub struct Field {
     pub backfill: Option<Setting>,
     pub default: Option<Setting>,
     pub renamed_from: Option<Setting>,
+    pub index: Option<Index>,
+    /// The `unique` keyword, for spans.
+    pub unique: Option<Path>,
+    /// `references = "table(column)"`.
+    pub references: Option<Setting>,
+    pub on_delete: Option<Setting>,
+    pub check: Option<Check>,
 }
 
 impl Field {
@@ -154,6 +227,11 @@ impl Field {
         let mut backfill = Attr::none(cx, symbol::BACKFILL, level);
         let mut default = Attr::none(cx, symbol::DEFAULT, level);
         let mut renamed_from = Attr::none(cx, symbol::RENAMED_FROM, level);
+        let mut index_attr = Attr::none(cx, symbol::INDEX, level);
+        let mut unique = Attr::none(cx, symbol::UNIQUE, level);
+        let mut references = Attr::none(cx, symbol::REFERENCES, level);
+        let mut on_delete = Attr::none(cx, symbol::ON_DELETE, level);
+        let mut check_attr = Attr::none(cx, symbol::CHECK, level);
 
         for_each_key(cx, attrs, level, |meta| {
             if meta.path == symbol::PRIMARY_KEY {
@@ -169,6 +247,17 @@ impl Field {
                 default.set(&meta.path, setting(meta, "SQL constant")?);
             } else if meta.path == symbol::RENAMED_FROM {
                 renamed_from.set(&meta.path, setting(meta, "old_column")?);
+            } else if meta.path == symbol::INDEX {
+                index_attr.set(&meta.path, index(cx, meta, Level::FieldIndex)?);
+            } else if meta.path == symbol::UNIQUE {
+                flag(cx, meta)?;
+                unique.set(&meta.path, meta.path.clone());
+            } else if meta.path == symbol::REFERENCES {
+                references.set(&meta.path, setting(meta, "table(column)")?);
+            } else if meta.path == symbol::ON_DELETE {
+                on_delete.set(&meta.path, setting(meta, "cascade")?);
+            } else if meta.path == symbol::CHECK {
+                check_attr.set(&meta.path, check(cx, meta)?);
             } else {
                 return Err(unknown_key(meta, level));
             }
@@ -182,8 +271,171 @@ impl Field {
             backfill: backfill.get(),
             default: default.get(),
             renamed_from: renamed_from.get(),
+            index: index_attr.get(),
+            unique: unique.get(),
+            references: references.get(),
+            on_delete: on_delete.get(),
+            check: check_attr.get(),
         }
     }
+}
+
+/// Parses `index` (on a field) or `index(..)` (`level` says where).
+fn index(cx: &Ctxt, meta: &ParseNestedMeta, level: Level) -> syn::Result<Index> {
+    let on_field = matches!(level, Level::FieldIndex);
+    let mut name = Attr::none(cx, symbol::NAME, level);
+    let mut columns = Attr::none(cx, symbol::COLUMNS, level);
+    let mut unique = Attr::none(cx, symbol::UNIQUE, level);
+    let mut method = Attr::none(cx, symbol::METHOD, level);
+    let mut predicate = Attr::none(cx, symbol::WHERE, level);
+    let mut include = Attr::none(cx, symbol::INCLUDE, level);
+    if meta.input.peek(syn::token::Paren) {
+        nested(cx, meta, |inner| {
+            if inner.path == symbol::NAME {
+                name.set(&inner.path, setting(inner, "index_name")?);
+            } else if inner.path == symbol::COLUMNS && !on_field {
+                columns.set(&inner.path, column_list(inner)?);
+            } else if inner.path == symbol::COLUMNS {
+                return Err(syn::Error::new_spanned(
+                    &inner.path,
+                    "`columns` does not go in the `index(...)` of a field: the field is the indexed column; \
+                     to index several columns, write `#[evolve(index(columns(\"a\", \"b\")))]` on the struct",
+                ));
+            } else if inner.path == symbol::UNIQUE {
+                flag(cx, inner)?;
+                unique.set(&inner.path, inner.path.clone());
+            } else if inner.path == symbol::METHOD {
+                method.set(&inner.path, setting(inner, "btree")?);
+            } else if inner.path == symbol::WHERE {
+                predicate.set(&inner.path, setting(inner, "SQL predicate")?);
+            } else if inner.path == symbol::INCLUDE {
+                include.set(&inner.path, column_list(inner)?);
+            } else {
+                return Err(unknown_option(inner, level));
+            }
+            Ok(())
+        })?;
+    } else if on_field {
+        flag(cx, meta)?;
+    } else {
+        return Err(meta.error(
+            "`index` on the struct takes a list: `index(columns(\"a\", \"b\"))`, with the indexed columns in \
+             order; to index one column, write `#[evolve(index)]` on its field",
+        ));
+    }
+    Ok(Index {
+        key: meta.path.clone(),
+        name: name.get(),
+        columns: columns.get(),
+        unique: unique.get(),
+        method: method.get(),
+        predicate: predicate.get(),
+        include: include.get(),
+    })
+}
+
+/// Parses `check = ".."` or `check(name = "..", expr = "..")`.
+fn check(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Check> {
+    let level = Level::Check;
+    let mut name = Attr::none(cx, symbol::NAME, level);
+    let mut expr = Attr::none(cx, symbol::EXPR, level);
+    if meta.input.peek(syn::token::Paren) {
+        nested(cx, meta, |inner| {
+            if inner.path == symbol::NAME {
+                name.set(&inner.path, setting(inner, "constraint_name")?);
+            } else if inner.path == symbol::EXPR {
+                expr.set(&inner.path, setting(inner, "SQL boolean expression")?);
+            } else {
+                return Err(unknown_option(inner, level));
+            }
+            Ok(())
+        })?;
+    } else if meta.input.peek(Token![=]) {
+        expr.set(&meta.path, setting(meta, "SQL boolean expression")?);
+    } else {
+        return Err(meta.error(
+            "expected `check = \"<SQL boolean expression>\"`, or `check(name = \"...\", expr = \"...\")` to name the constraint",
+        ));
+    }
+    Ok(Check {
+        key: meta.path.clone(),
+        name: name.get(),
+        expr: expr.get(),
+    })
+}
+
+/// Parses the `(..)` after `meta`'s key like `for_each_key` does: each error is recorded and
+/// its value skipped, so the next option is still parsed.
+fn nested(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta,
+    mut each: impl FnMut(&ParseNestedMeta) -> syn::Result<()>,
+) -> syn::Result<()> {
+    meta.parse_nested_meta(|inner| {
+        if let Err(err) = each(&inner) {
+            cx.syn_error(err);
+            take_value(inner.input)?;
+        }
+        Ok(())
+    })
+}
+
+/// Parses `key("a", "b")`.
+fn column_list(meta: &ParseNestedMeta) -> syn::Result<Columns> {
+    let key = display_path(&meta.path);
+    let expected = format!("expected `{key}(\"column\", ...)`, with column names as string literals");
+    let group = match meta.input.parse::<TokenTree>() {
+        Ok(TokenTree::Group(group)) if group.delimiter() == Delimiter::Parenthesis => group,
+        Ok(other) => return Err(syn::Error::new_spanned(other, expected)),
+        Err(_) => return Err(meta.error(expected)),
+    };
+    let list = Punctuated::<LitStr, Token![,]>::parse_terminated
+        .parse2(group.stream())
+        .map_err(|e| syn::Error::new(e.span(), expected.clone()))?;
+    Ok(Columns {
+        key: meta.path.clone(),
+        group,
+        list: list.into_iter().collect(),
+    })
+}
+
+fn unknown_option(meta: &ParseNestedMeta, level: Level) -> syn::Error {
+    let key = display_path(&meta.path);
+    let mut msg = format!(
+        "unknown `{}` option `{key}`, expected one of {}",
+        level.noun(),
+        symbol::list(level.keys()),
+    );
+    if let Some(near) = level.keys().iter().find(|s| is_typo(&key, s.as_str())) {
+        msg.push_str(&format!("; did you mean `{near}`?"));
+    }
+    syn::Error::new_spanned(&meta.path, msg)
+}
+
+/// Splits `references = "table(column)"` or `"schema.table(column)"` into its parts; `None`
+/// when it has another shape (`validate` reports it).
+pub fn split_references(value: &str) -> Option<(Option<String>, String, String)> {
+    let value = value.trim();
+    let (target, rest) = value.split_once('(')?;
+    let column = rest.strip_suffix(')')?.trim();
+    let target = target.trim();
+    let (schema, table) = match target.split_once('.') {
+        Some((schema, table)) => (Some(schema.trim().to_owned()), table.trim()),
+        None => (None, target),
+    };
+    if table.is_empty() || column.is_empty() || column.contains([',', '(', ')']) {
+        return None;
+    }
+    Some((schema, table.to_owned(), column.to_owned()))
+}
+
+/// `on_delete` as written, lowercase with single spaces: `"SET  NULL"` → `"set null"`.
+pub fn normalize_action(value: &str) -> String {
+    value
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Runs `each` on every key of every `#[evolve(..)]` in `attrs`; `false` if any failed.
@@ -292,7 +544,7 @@ fn unknown_key(meta: &ParseNestedMeta, level: Level) -> syn::Error {
 
 /// Whether `written` is one small slip away from `known`: at most two single-character edits
 /// (insert, delete, replace, or swap two neighbours), and fewer than half of its characters.
-fn is_typo(written: &str, known: &str) -> bool {
+pub fn is_typo(written: &str, known: &str) -> bool {
     let a: Vec<char> = written.chars().collect();
     let b: Vec<char> = known.chars().collect();
     // Optimal string alignment distance.

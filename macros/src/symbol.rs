@@ -23,8 +23,23 @@ pub const BACKFILL: Symbol = Symbol("backfill");
 pub const DEFAULT: Symbol = Symbol("default");
 pub const RENAMED_FROM: Symbol = Symbol("renamed_from");
 
+// Indexes and constraints: `index` and `check` on both levels, the rest on fields.
+pub const INDEX: Symbol = Symbol("index");
+pub const CHECK: Symbol = Symbol("check");
+pub const UNIQUE: Symbol = Symbol("unique");
+pub const REFERENCES: Symbol = Symbol("references");
+pub const ON_DELETE: Symbol = Symbol("on_delete");
+
+// Inside `index(..)` and `check(..)`.
+pub const NAME: Symbol = Symbol("name");
+pub const COLUMNS: Symbol = Symbol("columns");
+pub const METHOD: Symbol = Symbol("method");
+pub const WHERE: Symbol = Symbol("where");
+pub const INCLUDE: Symbol = Symbol("include");
+pub const EXPR: Symbol = Symbol("expr");
+
 /// Keys accepted on the struct, in the order error messages list them.
-pub const STRUCT_KEYS: &[Symbol] = &[TABLE, SCHEMA, CRATE];
+pub const STRUCT_KEYS: &[Symbol] = &[TABLE, SCHEMA, CRATE, INDEX, CHECK];
 
 /// Keys accepted on a field, in the order error messages list them.
 pub const FIELD_KEYS: &[Symbol] = &[
@@ -34,7 +49,27 @@ pub const FIELD_KEYS: &[Symbol] = &[
     BACKFILL,
     DEFAULT,
     RENAMED_FROM,
+    INDEX,
+    UNIQUE,
+    REFERENCES,
+    ON_DELETE,
+    CHECK,
 ];
+
+/// Keys of `index(..)` on the struct.
+pub const STRUCT_INDEX_KEYS: &[Symbol] = &[NAME, COLUMNS, UNIQUE, METHOD, WHERE, INCLUDE];
+
+/// Keys of `index(..)` on a field (the field is the column).
+pub const FIELD_INDEX_KEYS: &[Symbol] = &[NAME, UNIQUE, METHOD, WHERE, INCLUDE];
+
+/// Keys of `check(..)`.
+pub const CHECK_KEYS: &[Symbol] = &[NAME, EXPR];
+
+/// Index methods `method = ".."` accepts, as the runtime's `IndexMethod` names them.
+pub const INDEX_METHODS: &[&str] = &["btree", "hash", "gin", "gist", "brin"];
+
+/// `on_delete` actions, lowercase, single-spaced.
+pub const ON_DELETE_ACTIONS: &[&str] = &["cascade", "restrict", "set null", "no action"];
 
 impl Symbol {
     pub fn as_str(self) -> &'static str {

@@ -4,12 +4,12 @@
 //! run, so the user sees every mistake of the struct in one build.
 
 use crate::ast::{Field, Model, Style};
-use crate::attr::Setting;
+use crate::attr::{Check, Index, Setting};
 use crate::ctxt::Ctxt;
 use crate::symbol;
 use quote::ToTokens;
 use std::collections::HashMap;
-use syn::GenericParam;
+use syn::{GenericParam, LitStr};
 
 /// PostgreSQL silently truncates longer identifiers (`NAMEDATALEN - 1`).
 const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -26,6 +26,305 @@ pub fn check(cx: &Ctxt, model: &Model) {
     check_duplicate_columns(cx, model);
     check_backfill_has_primary_key(cx, model);
     check_renamed_twice(cx, model);
+    check_indexes(cx, model);
+    check_constraints(cx, model);
+}
+
+/// Every index: options that PostgreSQL would reject, columns that are not columns of the
+/// struct, and two indexes that would get the same name.
+fn check_indexes(cx: &Ctxt, model: &Model) {
+    let mut unnamed: HashMap<Vec<String>, ()> = HashMap::new();
+    let mut names: HashMap<String, ()> = HashMap::new();
+    let mut each = |index: &Index, field: Option<&Field>| {
+        check_index_options(cx, model, index);
+        let columns: Vec<String> = match (field, &index.columns) {
+            (Some(field), _) => vec![field.column_name()],
+            (None, Some(columns)) => {
+                if columns.list.is_empty() {
+                    cx.error_spanned_by(
+                        columns.tokens(),
+                        "`columns()` is empty; list the indexed columns in order, like `columns(\"email\")`",
+                    );
+                }
+                for column in &columns.list {
+                    check_is_column(cx, model, column);
+                }
+                columns.list.iter().map(LitStr::value).collect()
+            }
+            (None, None) => {
+                let msg = match (&index.unique, &index.predicate) {
+                    (Some(_), Some(predicate)) => format!(
+                        "a unique partial index needs `columns(...)`: the columns that must be unique where \
+                         `{}`, like `index(columns(\"email\"), unique, where = \"...\")`",
+                        predicate.value.value()
+                    ),
+                    _ => "`index(...)` on the struct needs `columns(\"a\", ...)`, the indexed columns in order; \
+                          to index one column, write `#[evolve(index)]` on its field"
+                        .to_owned(),
+                };
+                cx.error_spanned_by(&index.key, msg);
+                return;
+            }
+        };
+        match &index.name {
+            Some(name) => {
+                check_identifier(cx, "index", name);
+                if names.insert(name.value.value(), ()).is_some() {
+                    cx.error_spanned_by(
+                        &name.value,
+                        format!(
+                            "two indexes are named `{}`; give each index its own name",
+                            name.value.value()
+                        ),
+                    );
+                }
+            }
+            None if !columns.is_empty() => {
+                if unnamed.insert(columns.clone(), ()).is_some() {
+                    cx.error_spanned_by(
+                        &index.key,
+                        format!(
+                            "another index on ({}) has no name either, so both would be named alike; give one of \
+                             them `name = \"...\"`",
+                            columns.join(", ")
+                        ),
+                    );
+                }
+            }
+            None => {}
+        }
+    };
+    for field in &model.fields {
+        if let Some(index) = &field.attrs.index {
+            each(index, Some(field));
+        }
+    }
+    for index in &model.attrs.indexes {
+        each(index, None);
+    }
+}
+
+/// The options of one index that do not depend on its columns.
+fn check_index_options(cx: &Ctxt, model: &Model, index: &Index) {
+    let method = match &index.method {
+        Some(method) => {
+            let value = method.value.value();
+            if !symbol::INDEX_METHODS.contains(&value.as_str()) {
+                let quoted: Vec<String> = symbol::INDEX_METHODS
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect();
+                cx.error_spanned_by(
+                    &method.value,
+                    format!(
+                        "unknown index method `{value}`, expected one of {}",
+                        quoted.join(", ")
+                    ),
+                );
+                return;
+            }
+            value
+        }
+        None => "btree".to_owned(),
+    };
+    if let Some(unique) = &index.unique
+        && method != "btree"
+    {
+        cx.error_spanned_by(
+            unique,
+            format!(
+                "PostgreSQL builds unique indexes only with `btree`, not `{method}`; remove `method` or `unique`"
+            ),
+        );
+    }
+    if let Some(include) = &index.include {
+        if method != "btree" && method != "gist" {
+            cx.error_spanned_by(
+                &include.key,
+                format!(
+                    "`include` needs a `btree` or `gist` index, and this one is `{method}`; remove `include` or \
+                     `method`"
+                ),
+            );
+        }
+        if include.list.is_empty() {
+            cx.error_spanned_by(
+                include.tokens(),
+                "`include()` is empty; list the covered columns, like `include(\"name\")`, or remove it",
+            );
+        }
+        for column in &include.list {
+            check_is_column(cx, model, column);
+        }
+    }
+    if let Some(predicate) = &index.predicate
+        && predicate.value.value().trim().is_empty()
+    {
+        cx.error_spanned_by(
+            &predicate.value,
+            "`where` is empty; write the predicate of the partial index, like `where = \"deleted_at IS NULL\"`, \
+             or remove it",
+        );
+    }
+}
+
+/// Reports a column name (in `columns(..)` or `include(..)`) that no field maps to.
+fn check_is_column(cx: &Ctxt, model: &Model, column: &LitStr) {
+    let name = column.value();
+    if model.fields.iter().any(|f| f.column_name() == name) {
+        return;
+    }
+    let columns: Vec<String> = model
+        .fields
+        .iter()
+        .map(|f| format!("`{}`", f.column_name()))
+        .collect();
+    let mut msg = format!(
+        "`{name}` is not a column of `{}`; expected one of {}",
+        model.rust_name(),
+        columns.join(", ")
+    );
+    if let Some(field) = model.fields.iter().find(|f| f.rust_name() == name) {
+        msg = format!(
+            "`{name}` is a field of `{}` but its column is `{}`; write the column name, `\"{}\"`",
+            model.rust_name(),
+            field.column_name(),
+            field.column_name()
+        );
+    } else if let Some(near) = model
+        .fields
+        .iter()
+        .map(|f| f.column_name())
+        .find(|c| crate::attr::is_typo(&name, c))
+    {
+        msg.push_str(&format!("; did you mean `{near}`?"));
+    }
+    cx.error_spanned_by(column, msg);
+}
+
+/// `unique`, `references` with `on_delete`, and every `check`.
+fn check_constraints(cx: &Ctxt, model: &Model) {
+    let mut names: HashMap<String, ()> = HashMap::new();
+    let mut check_one = |check: &Check| {
+        match &check.expr {
+            Some(expr) if expr.value.value().trim().is_empty() => cx.error_spanned_by(
+                &expr.value,
+                "`check` is empty; write a boolean SQL expression over the row, like `check = \"price >= 0\"`",
+            ),
+            Some(_) => {}
+            None => cx.error_spanned_by(
+                &check.key,
+                "`check(...)` needs `expr = \"<SQL boolean expression>\"`, like `check(name = \"positive_price\", \
+                 expr = \"price >= 0\")`",
+            ),
+        }
+        if let Some(name) = &check.name {
+            check_identifier(cx, "constraint", name);
+            if names.insert(name.value.value(), ()).is_some() {
+                cx.error_spanned_by(
+                    &name.value,
+                    format!(
+                        "two checks are named `{}`; give each check its own name",
+                        name.value.value()
+                    ),
+                );
+            }
+        }
+    };
+    for check in &model.attrs.checks {
+        check_one(check);
+    }
+    for field in &model.fields {
+        let attrs = &field.attrs;
+        if let Some(check) = &attrs.check {
+            check_one(check);
+        }
+        if let Some(unique) = &attrs.unique {
+            if attrs.primary_key.is_some() && model.fields.iter().filter(|f| f.attrs.primary_key.is_some()).count() == 1 {
+                cx.error_spanned_by(
+                    unique,
+                    "the primary key is already unique; remove `unique`",
+                );
+            }
+            if let Some(index) = &attrs.index {
+                cx.error_spanned_by(
+                    &index.key,
+                    format!(
+                        "`unique` already builds an index on `{}`; remove `index` (or write `index(unique)` for a \
+                         unique index without a constraint)",
+                        field.column_name()
+                    ),
+                );
+            }
+        }
+        match (&attrs.references, &attrs.on_delete) {
+            (Some(references), on_delete) => {
+                check_references(cx, references);
+                if let Some(on_delete) = on_delete {
+                    check_on_delete(cx, field, on_delete);
+                }
+            }
+            (None, Some(on_delete)) => cx.error_spanned_by(
+                &on_delete.key,
+                "`on_delete` needs `references = \"table(column)\"` on the same field, naming the row this \
+                 column points to",
+            ),
+            (None, None) => {}
+        }
+    }
+}
+
+fn check_references(cx: &Ctxt, references: &Setting) {
+    let value = references.value.value();
+    let Some((schema, table, column)) = crate::attr::split_references(&value) else {
+        cx.error_spanned_by(
+            &references.value,
+            format!(
+                "malformed `references = \"{value}\"`; write the referenced table and its column, like \
+                 `references = \"users(id)\"` or `references = \"app.users(id)\"`"
+            ),
+        );
+        return;
+    };
+    for (what, name) in [("schema", schema.as_deref()), ("table", Some(&*table)), ("column", Some(&*column))] {
+        if let Some(name) = name
+            && let Some(problem) = identifier_problem(name)
+        {
+            cx.error_spanned_by(
+                &references.value,
+                format!("invalid {what} name `{name}` in `references`: {problem}"),
+            );
+        }
+    }
+}
+
+fn check_on_delete(cx: &Ctxt, field: &Field, on_delete: &Setting) {
+    let action = crate::attr::normalize_action(&on_delete.value.value());
+    if !symbol::ON_DELETE_ACTIONS.contains(&action.as_str()) {
+        let quoted: Vec<String> = symbol::ON_DELETE_ACTIONS
+            .iter()
+            .map(|a| format!("`{a}`"))
+            .collect();
+        let mut msg = format!(
+            "unknown `on_delete` action `{}`, expected one of {}",
+            on_delete.value.value(),
+            quoted.join(", ")
+        );
+        let spaced = action.replace('_', " ");
+        if symbol::ON_DELETE_ACTIONS.contains(&spaced.as_str()) {
+            msg.push_str(&format!("; did you mean `{spaced}`?"));
+        }
+        cx.error_spanned_by(&on_delete.value, msg);
+    } else if action == "set null" && !field.is_option() {
+        cx.error_spanned_by(
+            &on_delete.value,
+            format!(
+                "`on_delete = \"set null\"` sets `{}` to NULL when the referenced row is deleted, but the field is \
+                 not an `Option`; make it `Option<_>`, or use `cascade` or `restrict`",
+                field.rust_name()
+            ),
+        );
+    }
 }
 
 fn check_generics(cx: &Ctxt, model: &Model) {

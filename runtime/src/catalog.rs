@@ -5,6 +5,8 @@ use sqlx::{PgConnection, Row};
 
 use crate::spec::ModelSpec;
 
+pub(crate) mod indexes;
+
 /// A column as the catalog has it.
 #[derive(Debug, Clone)]
 pub(crate) struct LiveColumn {

@@ -106,6 +106,22 @@ pub enum ErrorKind {
         source: sqlx::Error,
     },
 
+    /// A concurrent index build failed (cancelled, connection lost, ...). What was done with the
+    /// INVALID index it left is part of the message.
+    #[error("step {step} ({phase}) on table {table}: building index {index} failed: {message}")]
+    IndexBuild {
+        /// The step.
+        step: String,
+        /// The phase.
+        phase: String,
+        /// `schema.table`.
+        table: String,
+        /// The index.
+        index: String,
+        /// What happened, and what was done about the INVALID index.
+        message: String,
+    },
+
     /// An accessor ran for a model that no evolution booted in this process.
     #[error(
         "model {model} was not booted in this process, so its accessors cannot tell which columns exist; \
@@ -114,6 +130,23 @@ pub enum ErrorKind {
     NotBooted {
         /// The struct name.
         model: String,
+    },
+
+    /// A destructive phase was asked for outside the deploy window; nothing was changed.
+    #[error(
+        "step {step} on table {table}: {phase} is destructive and the deploy window ({}) is closed now ({}); \
+         it {}. Everything else keeps running. For an emergency, use contract_overriding_window(reason)",
+        closed.window, closed.now, closed.opens
+    )]
+    OutsideDeployWindow {
+        /// The step.
+        step: String,
+        /// `schema.table`.
+        table: String,
+        /// The phase refused.
+        phase: String,
+        /// When the window opens next.
+        closed: crate::window::Closed,
     },
 
     /// `insert_many` got more rows than one statement can carry.

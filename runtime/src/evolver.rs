@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backfill::Backfill;
+use crate::coordinator::{Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT, wait_for_acks};
+use crate::window::{Clock, DeployWindow, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Executor, Target};
 use crate::model::Evolve;
@@ -49,6 +51,10 @@ pub struct Evolver {
     backfill: BackfillOptions,
     state_schema: String,
     auto_contract: bool,
+    window: DeployWindow,
+    clock: Arc<dyn Clock>,
+    heartbeat_timeout: Duration,
+    ack_deadline: Duration,
 }
 
 impl Evolver {
@@ -61,6 +67,10 @@ impl Evolver {
             backfill: BackfillOptions::default(),
             state_schema: "pgevolve".into(),
             auto_contract: false,
+            window: DeployWindow::default(),
+            clock: Arc::new(SystemClock),
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            ack_deadline: Duration::from_secs(600),
         }
     }
 
@@ -96,6 +106,29 @@ impl Evolver {
         self
     }
 
+    /// When destructive phases (retire, contract) may run. Default: Monday to Thursday, UTC.
+    /// Outside it, [`Evolution::contract`] says when it opens and changes nothing;
+    /// [`Evolution::contract_overriding_window`] is the recorded emergency exit.
+    pub fn deploy_window(mut self, window: DeployWindow) -> Evolver {
+        self.window = window;
+        self
+    }
+
+    /// The clock the deploy window is read with (tests inject a fixed one).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Evolver {
+        self.clock = clock;
+        self
+    }
+
+    /// How long an instance may miss heartbeats before contract stops waiting for its
+    /// acknowledgement (default 10 s), and how long contract waits for live instances to
+    /// acknowledge before giving up (default 10 min).
+    pub fn acknowledgements(mut self, heartbeat_timeout: Duration, deadline: Duration) -> Evolver {
+        self.heartbeat_timeout = heartbeat_timeout;
+        self.ack_deadline = deadline;
+        self
+    }
+
     /// The schema of the state store (default `pgevolve`).
     pub fn state_schema(mut self, schema: &str) -> Evolver {
         self.state_schema = schema.to_string();
@@ -128,6 +161,8 @@ impl Evolver {
             instance: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
             progress: Arc::new(Mutex::new(Vec::new())),
             stop: std::sync::atomic::AtomicBool::new(false),
+            coordinator: std::sync::OnceLock::new(),
+            window_override: Mutex::new(None),
             evolver: self,
         });
         let mut lock = inner.leader_connection().await?;
@@ -142,6 +177,16 @@ impl Evolver {
             tokio::time::sleep(POLL).await;
         };
         inner.init_progress(&resolved).await?;
+        let steps = inner.evolver.plans().into_iter().flat_map(|p| p.steps).map(|s| s.id).collect();
+        let coordinator = Coordinator::start(
+            &inner.evolver.pool,
+            &inner.store.schema,
+            inner.instance.clone(),
+            steps,
+            CoordinatorOptions::default(),
+        )
+        .await;
+        let _ = inner.coordinator.set(coordinator);
         let (tx, rx) = watch::channel(None);
         let task_inner = inner.clone();
         tokio::spawn(async move {
@@ -224,6 +269,7 @@ impl Evolution {
                 self.inner.advance_to(&step, Phase::Contract).await?;
             }
         }
+        self.inner.drop_removed_indexes().await?;
         lock.close().await?;
         Ok(())
     }
@@ -250,6 +296,15 @@ impl Evolution {
         self.inner.advance_to(&step, Phase::Switch).await?;
         lock.close().await?;
         Ok(())
+    }
+
+    /// [`Evolution::contract`] outside the deploy window, for emergencies. The override and its
+    /// reason are recorded in the journal for every step it lets through.
+    pub async fn contract_overriding_window(&self, reason: &str) -> Result<()> {
+        *self.inner.window_override.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        let result = self.contract().await;
+        *self.inner.window_override.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        result
     }
 
     /// Runs the contract phase of one step (see [`Evolution::contract`]).
@@ -315,6 +370,10 @@ struct Inner {
     progress: Arc<Mutex<Vec<StepProgress>>>,
     /// Asks the background task to stop between batches (an abort needs the leader lock).
     stop: std::sync::atomic::AtomicBool,
+    /// Phase propagation from and to the other instances; started at the end of boot.
+    coordinator: std::sync::OnceLock<Coordinator>,
+    /// A contract override's reason, while an overriding contract runs.
+    window_override: Mutex<Option<String>>,
 }
 
 impl Inner {
@@ -369,17 +428,33 @@ impl Inner {
                 self.finish_abort(&r.step).await?;
             }
         }
-        Ok(resolved
+        let resolved: Vec<Resolved> = resolved
             .into_iter()
             .map(|mut r| {
                 r.done = if r.table_missing {
                     r.step.kind.last_phase()
-                } else {
+                } else if r.step.kind.expands_at_boot() {
                     r.done.max(Phase::Expand)
+                } else {
+                    // Built in the background (a concurrent index): not done at boot.
+                    r.done
                 };
                 r
             })
-            .collect())
+            .collect();
+        // Steps the catalog already satisfied get a row too: the store is what other instances
+        // (and their accessors) read.
+        let missing: Vec<String> = resolved
+            .iter()
+            .map(|r| self.store.steps().record_if_missing_sql(&r.step, r.done))
+            .collect();
+        let mut conn = self.evolver.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        for sql in missing {
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(resolved)
     }
 
     /// Creates a missing table; every column step of the model is complete with it.
@@ -423,6 +498,8 @@ impl Inner {
         let statements = match phase {
             // Run by the backfill engine and by validate() themselves; only recorded here.
             Phase::Backfill | Phase::Validate => &[],
+            // A concurrent build, run by `concurrent::Build` outside any transaction.
+            Phase::Expand if !step.kind.expands_at_boot() => &[],
             _ => step.statements(phase),
         };
         let record = [
@@ -433,6 +510,7 @@ impl Inner {
                 &step.describe(),
                 &self.instance,
             ),
+            Coordinator::notify_sql(&self.store.schema, &step.id, phase),
         ];
         self.executor
             .run(target(step, phase), statements, &record, long_running)
@@ -452,7 +530,7 @@ impl Inner {
         };
         let expanded = resolved
             .iter()
-            .all(|r| !r.table_missing && r.done >= Phase::Expand);
+            .all(|r| !r.table_missing && (r.done >= Phase::Expand || !r.step.kind.expands_at_boot()));
         Ok(expanded.then_some(resolved))
     }
 
@@ -565,6 +643,9 @@ impl Inner {
                 self.advance(&step, next).await?;
             }
         }
+        if goal >= Phase::Contract && !self.stop.load(std::sync::atomic::Ordering::Acquire) {
+            self.drop_removed_indexes().await?;
+        }
         Ok(())
     }
 
@@ -599,10 +680,46 @@ impl Inner {
                 }
                 self.run_phase(step, Phase::Backfill, false).await
             }
+            (StepKind::CreateIndex(_) | StepKind::AddUnique(_), Phase::Expand) => {
+                let built = crate::concurrent::Build {
+                    pool: &self.evolver.pool,
+                    options: &self.evolver.ddl,
+                    step,
+                    progress: &self.progress,
+                    stop: &self.stop,
+                }
+                .run()
+                .await?;
+                if built == crate::concurrent::Built::Stopped {
+                    return Ok(());
+                }
+                self.run_phase(step, Phase::Expand, false).await
+            }
+            (StepKind::AddForeignKey(_) | StepKind::AddCheck(_), Phase::Validate) => {
+                crate::constraints::Validate {
+                    pool: &self.evolver.pool,
+                    executor: &self.executor,
+                    store: &self.store,
+                    instance: &self.instance,
+                    step,
+                }
+                .run()
+                .await?;
+                self.run_phase(step, Phase::Validate, false).await
+            }
             (_, Phase::Validate) => self.validate(step).await,
             (_, Phase::Retire) => {
+                self.check_window(step, Phase::Retire).await?;
                 self.run_phase(step, Phase::Retire, false).await?;
                 self.settle(step, Phase::Retire).await
+            }
+            (_, Phase::Contract) => {
+                self.check_window(step, Phase::Contract).await?;
+                if step.kind.phases().contains(&Phase::Retire) {
+                    // Again, in case an earlier contract stopped after retire.
+                    self.settle(step, Phase::Retire).await?;
+                }
+                self.run_phase(step, Phase::Contract, false).await
             }
             _ => self.run_phase(step, phase, false).await,
         }
@@ -738,6 +855,7 @@ impl Inner {
                 &format!("from phase {done}: {}", step.describe()),
                 &self.instance,
             ),
+            Coordinator::notify_sql(&self.store.schema, &step.id, Phase::Aborted),
         ];
         self.executor
             .run(target(step, Phase::Aborted), &[], &record, false)
@@ -758,9 +876,44 @@ impl Inner {
             &step.describe(),
             &self.instance,
         )];
+        if crate::concurrent::has_concurrent(&step.abort) {
+            // DROP INDEX CONCURRENTLY cannot run in the transaction.
+            return crate::concurrent::run_abort(
+                &self.evolver.pool,
+                &self.executor,
+                step,
+                &step.abort,
+                &record,
+            )
+            .await;
+        }
         self.executor
             .run(target(step, Phase::Aborted), &step.abort, &record, false)
             .await
+    }
+
+    /// Drops the indexes removed from the structs (see `concurrent::removed_indexes`), inside
+    /// the deploy window like every contract.
+    async fn drop_removed_indexes(&self) -> Result<()> {
+        let removed = crate::concurrent::removed_indexes(
+            &self.evolver.pool,
+            &self.store,
+            &self.evolver.models,
+        )
+        .await?;
+        for (declared_by, step) in removed {
+            self.check_window(&step, Phase::Contract).await?;
+            crate::concurrent::drop_removed_index(
+                &self.evolver.pool,
+                &self.executor,
+                &self.store,
+                &self.instance,
+                &declared_by,
+                &step,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// After a phase that retires a shape (retire, abort): waits until no accessor call in this
@@ -768,8 +921,48 @@ impl Inner {
     async fn settle(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
         let registry = crate::registry::registry();
         registry.drained(registry.generation()).await;
-        let _ = (step, phase);
+        let outcome = wait_for_acks(
+            &self.evolver.pool,
+            &self.store.schema,
+            &step.id,
+            phase,
+            self.evolver.heartbeat_timeout,
+            self.evolver.ack_deadline,
+        )
+        .await?;
+        for gone in &outcome.expired {
+            warn!(instance = %gone.id, step = %step.id, "not waiting for an instance whose heartbeat expired");
+        }
+        info!(step = %step.id, %phase, acknowledged = outcome.acknowledged.len(), "every live instance acknowledged {phase}");
         Ok(())
+    }
+
+    /// Destructive phases run only inside the deploy window, or under a recorded override.
+    async fn check_window(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
+        let reason = self.window_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match (self.evolver.window.check_now(&*self.evolver.clock), reason) {
+            (Ok(()), _) => Ok(()),
+            (Err(closed), Some(reason)) => {
+                let mut conn = self.evolver.pool.acquire().await?;
+                sqlx::query(AssertSqlSafe(self.store.journal().insert_sql(
+                    Some(step.id.as_str()),
+                    "deploy window overridden",
+                    &format!("{phase} at {} ({}): {reason}", closed.now, closed.window),
+                    &self.instance,
+                )))
+                .execute(&mut *conn)
+                .await?;
+                warn!(step = %step.id, %phase, %reason, "deploy window overridden");
+                Ok(())
+            }
+            (Err(closed), None) => Err(ErrorKind::OutsideDeployWindow {
+                step: step.id.to_string(),
+                table: step.model.qualified_name(),
+                phase: phase.to_string(),
+                closed,
+            }
+            .into()),
+        }
     }
 }
 

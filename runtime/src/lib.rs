@@ -9,6 +9,8 @@ mod access;
 mod backfill;
 mod catalog;
 mod column_type;
+mod concurrent;
+mod constraints;
 mod coordinator;
 mod error;
 mod evolver;

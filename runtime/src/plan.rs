@@ -53,6 +53,8 @@ pub(crate) fn step_kinds(model: &ModelSpec) -> Vec<StepKind> {
             kinds.push(StepKind::AddFilledColumn(column));
         }
     }
+    kinds.extend(model.indexes.iter().map(StepKind::CreateIndex));
+    kinds.extend(sql::constraint::constraint_kinds(model));
     kinds
 }
 
@@ -85,9 +87,21 @@ impl PlannedStep {
             StepKind::RenameColumn(c) => {
                 rename::abort(&model, c, &RenameHelpers::new(&model, c, &id))
             }
+            StepKind::CreateIndex(_) | StepKind::AddUnique(_) => {
+                sql::index::abort(&model, &kind, &id)
+            }
+            StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
+                sql::constraint::abort(&model, &kind, &id)
+            }
             _ => Vec::new(),
         };
         let phases = match kind {
+            StepKind::CreateIndex(_) | StepKind::AddUnique(_) | StepKind::DropIndex(_) => {
+                sql::index::phases(&model, &kind, &id)
+            }
+            StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
+                sql::constraint::phases(&model, &kind, &id)
+            }
             StepKind::CreateTable => vec![PlannedPhase {
                 phase: Phase::Expand,
                 note: "only when the table does not exist; the column steps below are then already satisfied",
@@ -216,7 +230,18 @@ impl PlannedStep {
                 c.renamed_from.unwrap_or(c.name),
                 c.name
             ),
+            StepKind::CreateIndex(_) | StepKind::AddUnique(_) | StepKind::DropIndex(_) => {
+                sql::index::describe(&self.model, &self.kind, &self.id)
+            }
+            StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
+                sql::constraint::describe(&self.model, &self.kind, &self.id)
+            }
         }
+    }
+
+    /// The index or constraint the step creates, if any: the name recorded in the state store.
+    pub(crate) fn object_name(&self) -> Option<String> {
+        sql::index::object_name(&self.model, &self.kind, &self.id)
     }
 }
 
@@ -249,7 +274,17 @@ impl fmt::Display for PlannedStep {
                 }
             }
         }
-        if !self.abort.is_empty() {
+        if self.abort.iter().any(sql::index::is_concurrent) {
+            let note = if self.abort.iter().all(sql::index::is_concurrent) {
+                "outside any transaction, lock_timeout = 0 (SHARE UPDATE EXCLUSIVE)"
+            } else {
+                "the constraint in one short transaction under lock_timeout, then the index outside any transaction"
+            };
+            writeln!(f, "  abort (on request): {note}")?;
+            for statement in &self.abort {
+                writeln!(f, "    {}", statement.sql)?;
+            }
+        } else if !self.abort.is_empty() {
             writeln!(
                 f,
                 "  abort (before contract, on request): one short transaction under lock_timeout"

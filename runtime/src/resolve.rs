@@ -2,6 +2,8 @@
 //! satisfied, where each pending one resumes, and every way the database differs from what the
 //! models expect (drift), all found before any DDL runs.
 
+mod indexes;
+
 use sqlx::AssertSqlSafe;
 use sqlx::PgConnection;
 
@@ -188,6 +190,13 @@ async fn step_progress(
 ) -> Result<Phase> {
     let column = match step.kind {
         StepKind::CreateTable => return Ok(Phase::Expand),
+        StepKind::CreateIndex(_)
+        | StepKind::AddUnique(_)
+        | StepKind::AddForeignKey(_)
+        | StepKind::AddCheck(_)
+        | StepKind::DropIndex(_) => {
+            return indexes::progress(conn, store, state_exists, model, live, step, problem).await;
+        }
         StepKind::AddNullableColumn(c) => {
             return Ok(if live.column(c.name).is_some() {
                 Phase::Expand

@@ -169,6 +169,16 @@ pub struct ForeignKeySpec {
     pub on_delete: OnDelete,
 }
 
+impl ForeignKeySpec {
+    /// No target; generated code ends with `..ForeignKeySpec::DEFAULT`.
+    pub const DEFAULT: ForeignKeySpec = ForeignKeySpec {
+        schema: None,
+        table: "",
+        column: "",
+        on_delete: OnDelete::NoAction,
+    };
+}
+
 /// `ON DELETE` actions of a foreign key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnDelete {
@@ -203,4 +213,14 @@ pub struct CheckSpec {
     pub column: Option<&'static str>,
     /// The boolean SQL expression.
     pub expr: &'static str,
+}
+
+impl CheckSpec {
+    /// An unnamed struct-level check with no expression; generated code ends with
+    /// `..CheckSpec::DEFAULT`.
+    pub const DEFAULT: CheckSpec = CheckSpec {
+        name: None,
+        column: None,
+        expr: "",
+    };
 }

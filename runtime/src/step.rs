@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::spec::{ColumnSpec, Fill, ModelSpec};
+use crate::spec::{CheckSpec, ColumnSpec, Fill, IndexSpec, ModelSpec};
 
 /// A phase of a step. Recorded in the state store as the last phase a step completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +73,22 @@ pub enum StepKind {
     AddFilledColumn(&'static ColumnSpec),
     /// Rename a column through a new column kept in sync (`renamed_from = "..."`).
     RenameColumn(&'static ColumnSpec),
+    /// Build an index with `CREATE INDEX CONCURRENTLY`, in the background (`#[evolve(index)]`,
+    /// or `index(...)` on the struct).
+    CreateIndex(&'static IndexSpec),
+    /// A unique constraint on one column (`#[evolve(unique)]`): a unique index built
+    /// concurrently in the background, then attached with `ADD CONSTRAINT ... UNIQUE USING INDEX`.
+    AddUnique(&'static ColumnSpec),
+    /// A foreign key from one column (`references = "table(column)"`): added `NOT VALID` at
+    /// boot, then validated in the background.
+    AddForeignKey(&'static ColumnSpec),
+    /// A CHECK constraint (`check = "..."`): added `NOT VALID` at boot, then validated in the
+    /// background.
+    AddCheck(&'static CheckSpec),
+    /// Drop, with `DROP INDEX CONCURRENTLY` at contract, an index an earlier build declared and
+    /// the struct no longer does. The name comes from the state store; these steps are found at
+    /// contract time and are never part of a model's static plan.
+    DropIndex(&'static str),
 }
 
 impl StepKind {
@@ -86,13 +102,23 @@ impl StepKind {
                 _ => "add_backfilled_column",
             },
             StepKind::RenameColumn(_) => "rename_column",
+            StepKind::CreateIndex(_) => "create_index",
+            StepKind::AddUnique(_) => "add_unique",
+            StepKind::AddForeignKey(_) => "add_foreign_key",
+            StepKind::AddCheck(_) => "add_check",
+            StepKind::DropIndex(_) => "drop_index",
         }
     }
 
-    /// The column the step adds, if any.
+    /// The column the step adds, if any (index and constraint steps add none).
     pub fn column(&self) -> Option<&'static ColumnSpec> {
         match self {
-            StepKind::CreateTable => None,
+            StepKind::CreateTable
+            | StepKind::CreateIndex(_)
+            | StepKind::AddUnique(_)
+            | StepKind::AddForeignKey(_)
+            | StepKind::AddCheck(_)
+            | StepKind::DropIndex(_) => None,
             StepKind::AddNullableColumn(c)
             | StepKind::AddFilledColumn(c)
             | StepKind::RenameColumn(c) => Some(c),
@@ -120,6 +146,11 @@ impl StepKind {
                 Phase::Retire,
                 Phase::Contract,
             ],
+            StepKind::CreateIndex(_) => &[Phase::Expand],
+            StepKind::AddUnique(_) | StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
+                &[Phase::Expand, Phase::Validate]
+            }
+            StepKind::DropIndex(_) => &[Phase::Contract],
         }
     }
 
@@ -134,7 +165,10 @@ impl StepKind {
     /// Whether boot runs this kind's expand before returning (additive, metadata-only DDL). Kinds
     /// whose expand takes long (a concurrent index build) run it in the background instead.
     pub fn expands_at_boot(&self) -> bool {
-        true
+        !matches!(
+            self,
+            StepKind::CreateIndex(_) | StepKind::AddUnique(_) | StepKind::DropIndex(_)
+        )
     }
 
     /// Whether the step still has work after expand (it is walked by the background task).
@@ -169,6 +203,38 @@ impl StepId {
                     Fill::Default(e) => parts.extend(["default", e]),
                 }
             }
+            StepKind::CreateIndex(ix) => {
+                parts.extend([
+                    ix.name.unwrap_or_default(),
+                    ix.method.as_str(),
+                    if ix.unique { "unique" } else { "" },
+                    ix.predicate.unwrap_or_default(),
+                    "columns",
+                ]);
+                parts.extend(ix.columns.iter().copied());
+                parts.push("include");
+                parts.extend(ix.include.iter().copied());
+            }
+            StepKind::AddUnique(c) => parts.push(c.name),
+            StepKind::AddForeignKey(c) => {
+                parts.push(c.name);
+                if let Some(fk) = &c.references {
+                    parts.extend([
+                        fk.schema.unwrap_or_default(),
+                        fk.table,
+                        fk.column,
+                        fk.on_delete.as_sql(),
+                    ]);
+                }
+            }
+            StepKind::AddCheck(ck) => {
+                parts.extend([
+                    ck.name.unwrap_or_default(),
+                    ck.column.unwrap_or_default(),
+                    ck.expr,
+                ]);
+            }
+            StepKind::DropIndex(name) => parts.push(name),
         }
         StepId(format!("{:016x}", fnv1a(&parts)))
     }

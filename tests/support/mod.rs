@@ -149,3 +149,171 @@ pub async fn catalog_snapshot(pool: &PgPool, table: &str) -> Vec<String> {
     .await
     .unwrap()
 }
+
+/// Writers like [`Writers::start`], on statements of the test's choosing: even iterations run
+/// `insert` with `$1` = a unique text and `$2` = the iteration number (bigint), odd ones run
+/// `update` with `$1` = a unique text and `$2` = an existing id in `1..=max_id`.
+pub fn writers_with(
+    pool: &PgPool,
+    count: usize,
+    max_id: i64,
+    insert: &'static str,
+    update: &'static str,
+) -> Writers {
+    let stats = Arc::new(WriterStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = (0..count)
+        .map(|w| {
+            let (pool, stats, stop) = (pool.clone(), stats.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n: i64 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let text = format!("Writer{w}.{n}@Example.ORG");
+                    let (sql, number) = if n % 2 == 0 {
+                        (insert, n * 8 + w as i64)
+                    } else {
+                        (update, 1 + (n * 7919 + w as i64 * 104_729) % max_id)
+                    };
+                    let started = Instant::now();
+                    let result = sqlx::query(sql)
+                        .bind(&text)
+                        .bind(number)
+                        .execute(&pool)
+                        .await;
+                    let waited = started.elapsed().as_micros() as u64;
+                    stats.max_wait_us.fetch_max(waited, Ordering::Relaxed);
+                    match result {
+                        Ok(_) => stats.ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            stats
+                                .first_error
+                                .lock()
+                                .unwrap()
+                                .get_or_insert_with(|| format!("{sql}: {e}"));
+                            stats.failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    Writers {
+        stats,
+        stop,
+        new_code: Arc::new(AtomicBool::new(false)),
+        handles,
+    }
+}
+
+/// Watches, from the server's side, how long statements starting with one of `prefixes` have
+/// been waiting for a lock (`pg_stat_activity`, `wait_event_type = 'Lock'`), sampling
+/// continuously on a connection of its own.
+pub struct LockWaits {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<(Duration, u64)>,
+}
+
+impl LockWaits {
+    pub async fn start(url: &str, prefixes: &[&str]) -> LockWaits {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let patterns: Vec<String> = prefixes.iter().map(|p| format!("{p}%")).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = tokio::spawn(async move {
+            let (mut longest, mut samples) = (0f64, 0u64);
+            while !flag.load(Ordering::Relaxed) {
+                let (waiting, wait): (i64, f64) = sqlx::query_as(
+                    "SELECT count(*), coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::float8 \
+                     FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ANY($1) \
+                     AND pid <> pg_backend_pid()",
+                )
+                .bind(&patterns)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                if waiting > 0 {
+                    samples += 1;
+                    longest = longest.max(wait);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (Duration::from_secs_f64(longest), samples)
+        });
+        LockWaits { stop, handle }
+    }
+
+    /// The longest lock wait seen, and in how many samples a writer was waiting.
+    pub async fn finish(self) -> (Duration, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.unwrap()
+    }
+}
+
+/// What a plain (blocking) DDL statement did to concurrent writers.
+#[derive(Debug)]
+pub struct Blocking {
+    /// How long the statement took.
+    pub statement: Duration,
+    /// The longest a writer statement took meanwhile (client side).
+    pub writer_max_wait: Duration,
+    /// The longest lock wait of a writer seen from the server, and how many samples saw one.
+    pub lock_wait: Duration,
+    pub lock_wait_samples: u64,
+    pub failed: u64,
+}
+
+/// Runs `ddl` (the plain, single-statement form of an operation) while `writers` (fresh, with
+/// no history) keep writing, and measures how much it held them up.
+pub async fn measure_plain(
+    pool: &PgPool,
+    url: &str,
+    writers: Writers,
+    prefixes: &[&str],
+    ddl: &str,
+) -> Blocking {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writers.stats.max_wait_us.store(0, Ordering::Relaxed);
+    let waits = LockWaits::start(url, prefixes).await;
+    let started = Instant::now();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl.to_string()))
+        .execute(pool)
+        .await
+        .unwrap();
+    let statement = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (lock_wait, lock_wait_samples) = waits.finish().await;
+    let stats = writers.finish().await;
+    Blocking {
+        statement,
+        writer_max_wait: stats.max_wait(),
+        lock_wait,
+        lock_wait_samples,
+        failed: stats.failed.load(Ordering::Relaxed),
+    }
+}
+
+/// The indexes of a table: (name, valid, definition), by name.
+pub async fn indexes(pool: &PgPool, table: &str) -> Vec<(String, bool, String)> {
+    sqlx::query_as(
+        "SELECT c.relname::text, i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// The constraints of a table: (name, type, validated), by name.
+pub async fn constraints(pool: &PgPool, table: &str) -> Vec<(String, String, bool)> {
+    sqlx::query_as(
+        "SELECT conname::text, contype::text, convalidated FROM pg_constraint \
+         WHERE conrelid = $1::regclass ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}

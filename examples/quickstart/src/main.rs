@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pgevolve::{Evolve, Evolver, Phase};
+use pgevolve::{DeployWindow, Evolve, Evolver, Phase};
 use pgevolve_testkit::TestDatabase;
 use sqlx::PgPool;
 
@@ -68,7 +68,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
 
     let started = Instant::now();
-    let evolution = Evolver::new(pool.clone()).model::<User>().boot().await?;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<User>()
+        .boot()
+        .await?;
     println!(
         "expand done in {:?}: column, NOT VALID check and fill trigger are in place",
         started.elapsed()

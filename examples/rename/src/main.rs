@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pgevolve::{Evolve, Evolver};
+use pgevolve::{DeployWindow, Evolve, Evolver};
 use pgevolve_testkit::TestDatabase;
 use sqlx::PgPool;
 
@@ -48,27 +48,47 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stop_old = Arc::new(AtomicBool::new(false));
     let old_writes = Arc::new(AtomicU64::new(0));
-    let old = tokio::spawn(old_binary(pool.clone(), stop_old.clone(), old_writes.clone()));
+    let old = tokio::spawn(old_binary(
+        pool.clone(),
+        stop_old.clone(),
+        old_writes.clone(),
+    ));
 
-    let evolution = Evolver::new(pool.clone()).model::<Customer>().boot().await?;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Customer>()
+        .boot()
+        .await?;
     say("expand: full_name added, sync trigger and compatibility view in place");
-    say(&format!("  accessors read {}", Customer::read_expr("full_name")?.unwrap_or_default()));
+    say(&format!(
+        "  accessors read {}",
+        Customer::read_expr("full_name")?.unwrap_or_default()
+    ));
 
     let stop_new = Arc::new(AtomicBool::new(false));
     let new_writes = Arc::new(AtomicU64::new(0));
-    let new = tokio::spawn(new_binary(pool.clone(), stop_new.clone(), new_writes.clone()));
+    let new = tokio::spawn(new_binary(
+        pool.clone(),
+        stop_new.clone(),
+        new_writes.clone(),
+    ));
 
     evolution.wait().await?;
     say("backfill and validate: every row copied, no row differs between name and full_name");
     evolution.switch().await?;
-    say(&format!("switch: accessors read {}", Customer::read_expr("full_name")?.unwrap_or_default()));
+    say(&format!(
+        "switch: accessors read {}",
+        Customer::read_expr("full_name")?.unwrap_or_default()
+    ));
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop_old.store(true, Ordering::Relaxed);
     old.await??;
     say("old binaries retired (they were the last to write `name`)");
     evolution.contract().await?;
-    say("contract: accessors stopped writing name; trigger, view and name dropped; NOT NULL enforced");
+    say(
+        "contract: accessors stopped writing name; trigger, view and name dropped; NOT NULL enforced",
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop_new.store(true, Ordering::Relaxed);
     new.await??;
@@ -86,7 +106,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!("final schema of customers:");
     for (name, ty, not_null) in schema {
-        println!("  {name:<10} {ty:<7} {}", if not_null { "NOT NULL" } else { "NULL" });
+        println!(
+            "  {name:<10} {ty:<7} {}",
+            if not_null { "NOT NULL" } else { "NULL" }
+        );
     }
     let sample = Customer::find(&42, &pool).await?;
     println!("Customer::find(42) = {sample:?}");
@@ -94,7 +117,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// A binary built before the rename: it knows only `name`.
-async fn old_binary(pool: PgPool, stop: Arc<AtomicBool>, writes: Arc<AtomicU64>) -> Result<(), sqlx::Error> {
+async fn old_binary(
+    pool: PgPool,
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+) -> Result<(), sqlx::Error> {
     let mut n: i64 = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
@@ -109,14 +136,22 @@ async fn old_binary(pool: PgPool, stop: Arc<AtomicBool>, writes: Arc<AtomicU64>)
 }
 
 /// A binary built after it: only the generated accessors.
-async fn new_binary(pool: PgPool, stop: Arc<AtomicBool>, writes: Arc<AtomicU64>) -> Result<(), pgevolve::Error> {
+async fn new_binary(
+    pool: PgPool,
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+) -> Result<(), pgevolve::Error> {
     let mut n: i64 = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         if n % 4 == 0 {
-            Customer { id: ROWS + n, full_name: format!("New customer {n}"), country: "DE".into() }
-                .insert(&pool)
-                .await?;
+            Customer {
+                id: ROWS + n,
+                full_name: format!("New customer {n}"),
+                country: "DE".into(),
+            }
+            .insert(&pool)
+            .await?;
         } else if let Some(mut c) = Customer::find(&(1 + (n * 104_729) % ROWS), &pool).await? {
             c.full_name = format!("New writer {n}");
             c.update(&pool).await?;

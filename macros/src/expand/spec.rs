@@ -2,6 +2,7 @@
 
 use super::Private;
 use crate::ast::{Field, Model};
+use crate::attr::{Check, Index, normalize_action, split_references};
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -22,12 +23,50 @@ impl ToTokens for QuoteModel<'_> {
             .fields
             .iter()
             .map(|field| QuoteColumn { field, private });
+        // Field-level indexes and checks first, in field order, then the struct-level ones.
+        let indexes: Vec<QuoteIndex> = model
+            .fields
+            .iter()
+            .filter_map(|field| {
+                field.attrs.index.as_ref().map(|index| QuoteIndex {
+                    index,
+                    field: Some(field),
+                    private,
+                })
+            })
+            .chain(model.attrs.indexes.iter().map(|index| QuoteIndex {
+                index,
+                field: None,
+                private,
+            }))
+            .collect();
+        let checks: Vec<QuoteCheck> = model
+            .fields
+            .iter()
+            .filter_map(|field| {
+                field.attrs.check.as_ref().map(|check| QuoteCheck {
+                    check,
+                    field: Some(field),
+                    private,
+                })
+            })
+            .chain(model.attrs.checks.iter().map(|check| QuoteCheck {
+                check,
+                field: None,
+                private,
+            }))
+            .collect();
+        // Emitted only when present, so expansions of structs without them stay as they were.
+        let indexes = (!indexes.is_empty()).then(|| quote!(indexes: &[#(#indexes),*],));
+        let checks = (!checks.is_empty()).then(|| quote!(checks: &[#(#checks),*],));
         tokens.extend(quote! {
             #private::ModelSpec {
                 rust_name: #rust_name,
                 schema: #schema,
                 table: #table,
                 columns: &[#(#columns),*],
+                #indexes
+                #checks
                 ..#private::ModelSpec::DEFAULT
             }
         });
@@ -56,6 +95,33 @@ impl ToTokens for QuoteColumn<'_> {
             }
             None => quote!(#private::Option::None),
         };
+        let unique = field.attrs.unique.is_some().then(|| quote!(unique: true,));
+        let references = field
+            .attrs
+            .references
+            .as_ref()
+            .and_then(|r| split_references(&r.value.value()))
+            .map(|(schema, table, column)| {
+                let schema = match schema {
+                    Some(schema) => quote!(#private::Option::Some(#schema)),
+                    None => quote!(#private::Option::None),
+                };
+                let on_delete = match field.attrs.on_delete.as_ref().map(|a| normalize_action(&a.value.value())) {
+                    Some(a) if a == "cascade" => quote!(Cascade),
+                    Some(a) if a == "restrict" => quote!(Restrict),
+                    Some(a) if a == "set null" => quote!(SetNull),
+                    _ => quote!(NoAction),
+                };
+                quote! {
+                    references: #private::Option::Some(#private::ForeignKeySpec {
+                        schema: #schema,
+                        table: #table,
+                        column: #column,
+                        on_delete: #private::OnDelete::#on_delete,
+                        ..#private::ForeignKeySpec::DEFAULT
+                    }),
+                }
+            });
         tokens.extend(quote! {
             #private::ColumnSpec {
                 field: #rust_name,
@@ -65,6 +131,8 @@ impl ToTokens for QuoteColumn<'_> {
                 primary_key: #primary_key,
                 fill: #fill,
                 renamed_from: #renamed_from,
+                #unique
+                #references
                 ..#private::ColumnSpec::DEFAULT
             }
         });
@@ -117,5 +185,94 @@ impl ToTokens for QuoteFill<'_> {
             }
             (None, None) => quote!(#private::Fill::None),
         });
+    }
+}
+
+/// `IndexSpec { name, columns, unique, method, predicate, include, ..IndexSpec::DEFAULT }`; a
+/// field-level index indexes the field's column.
+struct QuoteIndex<'a> {
+    index: &'a Index,
+    field: Option<&'a Field<'a>>,
+    private: &'a Private<'a>,
+}
+
+impl ToTokens for QuoteIndex<'_> {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        let QuoteIndex {
+            index,
+            field,
+            private,
+        } = *self;
+        let name = optional(private, index.name.as_ref().map(|n| n.value.value()));
+        let columns: Vec<String> = match (field, &index.columns) {
+            (Some(field), _) => vec![field.column_name()],
+            (None, Some(columns)) => columns.list.iter().map(|c| c.value()).collect(),
+            (None, None) => Vec::new(),
+        };
+        let include: Vec<String> = index
+            .include
+            .iter()
+            .flat_map(|c| c.list.iter().map(|c| c.value()))
+            .collect();
+        let unique = index.unique.is_some();
+        let method = match index.method.as_ref().map(|m| m.value.value()).as_deref() {
+            Some("hash") => quote!(Hash),
+            Some("gin") => quote!(Gin),
+            Some("gist") => quote!(Gist),
+            Some("brin") => quote!(Brin),
+            _ => quote!(Btree),
+        };
+        let predicate = optional(private, index.predicate.as_ref().map(|p| p.value.value()));
+        tokens.extend(quote! {
+            #private::IndexSpec {
+                name: #name,
+                columns: &[#(#columns),*],
+                unique: #unique,
+                method: #private::IndexMethod::#method,
+                predicate: #predicate,
+                include: &[#(#include),*],
+                ..#private::IndexSpec::DEFAULT
+            }
+        });
+    }
+}
+
+/// `CheckSpec { name, column, expr, ..CheckSpec::DEFAULT }`.
+struct QuoteCheck<'a> {
+    check: &'a Check,
+    field: Option<&'a Field<'a>>,
+    private: &'a Private<'a>,
+}
+
+impl ToTokens for QuoteCheck<'_> {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        let QuoteCheck {
+            check,
+            field,
+            private,
+        } = *self;
+        let name = optional(private, check.name.as_ref().map(|n| n.value.value()));
+        let column = optional(private, field.map(|f| f.column_name()));
+        let expr = check
+            .expr
+            .as_ref()
+            .map(|e| e.value.value())
+            .unwrap_or_default();
+        tokens.extend(quote! {
+            #private::CheckSpec {
+                name: #name,
+                column: #column,
+                expr: #expr,
+                ..#private::CheckSpec::DEFAULT
+            }
+        });
+    }
+}
+
+/// `Option::Some("..")` or `Option::None`.
+fn optional(private: &Private, value: Option<String>) -> TokenStream {
+    match value {
+        Some(value) => quote!(#private::Option::Some(#value)),
+        None => quote!(#private::Option::None),
     }
 }

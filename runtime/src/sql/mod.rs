@@ -1,6 +1,8 @@
 //! The SQL of every phase of every step kind. Pure functions of the spec: plans, snapshots and
 //! the executor all use these, so what `plan()` shows is exactly what runs.
 
+pub(crate) mod constraint;
+pub(crate) mod index;
 pub(crate) mod rename;
 
 pub(crate) use rename::RenameHelpers;
@@ -81,6 +83,13 @@ pub(crate) fn create_table(model: &ModelSpec) -> Vec<Statement> {
     if !pk.is_empty() {
         lines.push(format!("  PRIMARY KEY ({})", pk.join(", ")));
     }
+    // Unique, foreign key and CHECK constraints, and indexes: the table is new and empty, so
+    // they are created with it, valid at once, in the same transaction.
+    lines.extend(
+        constraint::table_constraints(model)
+            .into_iter()
+            .map(|c| format!("  {c}")),
+    );
     let mut out = Vec::new();
     if model.schema != "public" {
         out.push(Statement::always(format!(
@@ -93,6 +102,7 @@ pub(crate) fn create_table(model: &ModelSpec) -> Vec<Statement> {
         table(model),
         lines.join(",\n")
     )));
+    out.extend(index::with_new_table(model));
     out
 }
 

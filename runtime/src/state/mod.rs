@@ -74,6 +74,18 @@ impl StateStore {
                 )",
                 self.table("steps")
             ),
+            // The index or constraint an index or constraint step creates. Added after the first
+            // release, hence not in the CREATE TABLE above; checked first, so that a boot does
+            // not take an ACCESS EXCLUSIVE lock on the steps table when there is nothing to add.
+            format!(
+                "DO $pgevolve$ BEGIN \
+                 IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {}::regclass \
+                 AND attname = 'object_name' AND NOT attisdropped) THEN \
+                 ALTER TABLE {} ADD COLUMN object_name text; \
+                 END IF; END $pgevolve$",
+                crate::sql::lit(&self.table("steps")),
+                self.table("steps")
+            ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {} (
                     id bigserial PRIMARY KEY,
@@ -86,6 +98,9 @@ impl StateStore {
                 self.table("journal")
             ),
         ];
+        let statements = statements
+            .into_iter()
+            .chain(Instances::new(&self.schema).bootstrap_sql());
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         for sql in statements {
             sqlx::query(AssertSqlSafe(&*sql)).execute(&mut *tx).await?;

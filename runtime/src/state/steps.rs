@@ -66,9 +66,9 @@ impl Steps<'_> {
     /// Upsert that records `phase` as completed; SQL text so it commits with the phase's DDL.
     pub fn record_phase_sql(&self, step: &PlannedStep, phase: Phase) -> String {
         format!(
-            "INSERT INTO {} (id, model, table_schema, table_name, column_name, kind, description, phase) \
-             VALUES ({}, {}, {}, {}, {}, {}, {}, {}) \
-             ON CONFLICT (id) DO UPDATE SET phase = EXCLUDED.phase, updated_at = now()",
+            "INSERT INTO {} (id, model, table_schema, table_name, column_name, kind, description, phase, object_name) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}) \
+             ON CONFLICT (id) DO UPDATE SET phase = EXCLUDED.phase, object_name = EXCLUDED.object_name, updated_at = now()",
             self.store.table("steps"),
             lit(step.id.as_str()),
             lit(step.model.rust_name),
@@ -81,7 +81,18 @@ impl Steps<'_> {
             lit(step.kind.name()),
             lit(&step.describe()),
             lit(phase.as_str()),
+            step.object_name()
+                .map(|n| lit(&n))
+                .unwrap_or_else(|| "NULL".into()),
         )
+    }
+
+    /// Records `phase` for a step the state store does not know yet (satisfied by the catalog
+    /// before pgevolve ran it), so every instance reads the same phases from the store.
+    pub fn record_if_missing_sql(&self, step: &PlannedStep, phase: Phase) -> String {
+        let upsert = self.record_phase_sql(step, phase);
+        let cut = upsert.find(" ON CONFLICT").unwrap_or(upsert.len());
+        format!("{} ON CONFLICT (id) DO NOTHING", &upsert[..cut])
     }
 
     /// Starts a backfill: records the upper bound and estimate once (a resume keeps the first).

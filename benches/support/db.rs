@@ -1,0 +1,221 @@
+//! The server the benchmarks run on, a seeded template database every run copies, and the
+//! catalog figures the reports need (WAL position, table size, server settings).
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use pgevolve_testkit::TestDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+use super::model;
+
+/// Errors of the benchmark programs: anything goes, the message is what matters.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Result of the benchmark programs.
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// The server in use: the testkit's throwaway cluster, or `DATABASE_URL`'s server.
+pub struct Server {
+    /// Options of the maintenance database (`postgres`).
+    admin: PgConnectOptions,
+    /// Whether it is `DATABASE_URL`'s server (the throwaway cluster disappears by itself).
+    pub external: bool,
+    /// Databases this process created and has not dropped yet.
+    created: Vec<String>,
+    counter: u32,
+}
+
+/// A database holding `users` seeded with `rows` rows, copied by every run.
+pub struct Template {
+    /// Database name.
+    pub name: String,
+    /// Rows in `users`.
+    pub rows: i64,
+    /// How long the one-statement seed took.
+    pub seed_seconds: f64,
+}
+
+/// One database of one run.
+pub struct Database {
+    /// Database name.
+    pub name: String,
+    /// Connection options.
+    pub options: PgConnectOptions,
+}
+
+impl Database {
+    /// A pool of at most `max` connections.
+    pub async fn pool(&self, max: u32) -> Result<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(600))
+            .connect_with(self.options.clone())
+            .await?)
+    }
+}
+
+impl Server {
+    /// Starts the throwaway cluster (or uses `DATABASE_URL`).
+    pub async fn start() -> Result<Server> {
+        // TestDatabase::new starts the process-wide cluster on tokio's blocking pool.
+        let first = TestDatabase::new().await?;
+        let url = pgevolve_testkit::server_url()?;
+        let mut server = Server {
+            admin: PgConnectOptions::from_str(&url)?,
+            external: std::env::var("DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()),
+            created: vec![first.name().to_string()],
+            counter: 0,
+        };
+        server.drop_database(first.name()).await?;
+        Ok(server)
+    }
+
+    /// Options for a database of this server.
+    pub fn options(&self, database: &str) -> PgConnectOptions {
+        self.admin.clone().database(database)
+    }
+
+    async fn admin(&self) -> Result<PgConnection> {
+        Ok(PgConnection::connect_with(&self.admin).await?)
+    }
+
+    /// `SELECT version()` and the settings that shape the figures.
+    pub async fn describe(&self) -> Result<Vec<(String, String)>> {
+        let mut conn = self.admin().await?;
+        let mut out = Vec::new();
+        let version: String = sqlx::query_scalar("SELECT version()")
+            .fetch_one(&mut conn)
+            .await?;
+        out.push(("version".to_string(), version));
+        for setting in [
+            "server_version",
+            "shared_buffers",
+            "fsync",
+            "synchronous_commit",
+            "full_page_writes",
+            "wal_level",
+            "max_wal_size",
+            "checkpoint_timeout",
+            "autovacuum",
+            "max_connections",
+        ] {
+            let value: String = sqlx::query_scalar("SELECT current_setting($1)")
+                .bind(setting)
+                .fetch_one(&mut conn)
+                .await?;
+            out.push((setting.to_string(), value));
+        }
+        conn.close().await?;
+        Ok(out)
+    }
+
+    fn next_name(&mut self, what: &str) -> String {
+        self.counter += 1;
+        format!(
+            "pgevolve_bench_{}_{what}_{}",
+            std::process::id(),
+            self.counter
+        )
+    }
+
+    /// A new database with `users` seeded with `rows` rows (one `INSERT ... SELECT
+    /// generate_series`), vacuumed and analyzed.
+    pub async fn create_template(&mut self, rows: i64) -> Result<Template> {
+        let name = self.next_name("template");
+        self.create_database(&name, None).await?;
+        let db = Database {
+            options: self.options(&name),
+            name: name.clone(),
+        };
+        let pool = db.pool(1).await?;
+        sqlx::query(model::CREATE_TABLE).execute(&pool).await?;
+        let t = Instant::now();
+        sqlx::query(model::SEED).bind(rows).execute(&pool).await?;
+        let seed_seconds = t.elapsed().as_secs_f64();
+        sqlx::query("VACUUM ANALYZE users").execute(&pool).await?;
+        pool.close().await;
+        Ok(Template {
+            name,
+            rows,
+            seed_seconds,
+        })
+    }
+
+    /// A copy of the template (`CREATE DATABASE ... TEMPLATE`), so every run starts from the
+    /// same table, byte for byte. A `CHECKPOINT` follows, so the copy's WAL does not trigger a
+    /// checkpoint in the middle of the run (ignored where the role may not checkpoint).
+    pub async fn copy(&mut self, template: &Template) -> Result<Database> {
+        let name = self.next_name("run");
+        self.create_database(&name, Some(&template.name)).await?;
+        let mut conn = self.admin().await?;
+        let _ = sqlx::query("CHECKPOINT").execute(&mut conn).await;
+        conn.close().await?;
+        Ok(Database {
+            options: self.options(&name),
+            name,
+        })
+    }
+
+    async fn create_database(&mut self, name: &str, template: Option<&str>) -> Result<()> {
+        let mut conn = self.admin().await?;
+        // Names are [a-z0-9_] only, made here.
+        let sql = match template {
+            Some(t) => format!(r#"CREATE DATABASE "{name}" TEMPLATE "{t}""#),
+            None => format!(r#"CREATE DATABASE "{name}""#),
+        };
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await?;
+        conn.close().await?;
+        self.created.push(name.to_string());
+        Ok(())
+    }
+
+    /// Drops a database this process created (its pools must be closed).
+    pub async fn drop_database(&mut self, name: &str) -> Result<()> {
+        let mut conn = self.admin().await?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            r#"DROP DATABASE IF EXISTS "{name}""#
+        )))
+        .execute(&mut conn)
+        .await?;
+        conn.close().await?;
+        self.created.retain(|n| n != name);
+        Ok(())
+    }
+
+    /// Drops every database this process created and still holds.
+    pub async fn cleanup(&mut self) {
+        for name in self.created.clone() {
+            if let Err(e) = self.drop_database(&name).await {
+                eprintln!("could not drop database {name}: {e}");
+            }
+        }
+    }
+}
+
+/// The current WAL position, in bytes.
+pub async fn wal_lsn(pool: &PgPool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Sizes of `users`: the whole relation (heap, indexes, TOAST) and the heap alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableSize {
+    /// `pg_total_relation_size`.
+    pub total: i64,
+    /// `pg_relation_size` (main fork of the heap).
+    pub heap: i64,
+}
+
+/// The sizes of `users` now.
+pub async fn table_size(pool: &PgPool) -> Result<TableSize> {
+    let (total, heap): (i64, i64) =
+        sqlx::query_as("SELECT pg_total_relation_size('users'), pg_relation_size('users')")
+            .fetch_one(pool)
+            .await?;
+    Ok(TableSize { total, heap })
+}

@@ -1,0 +1,342 @@
+//! The live workload: concurrent clients, each running a mix of `UPDATE` of `name` by random id,
+//! `SELECT` by id and `INSERT`, recording every operation's latency in HDR histograms tagged
+//! with the phase that was active when the operation started.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use sqlx::{AssertSqlSafe, PgPool};
+use tokio::task::JoinHandle;
+
+/// Highest latency the histograms track exactly (one hour, in microseconds); longer ones are
+/// recorded as this value.
+const HIGHEST_US: u64 = 3_600_000_000;
+
+/// Distinct error messages kept per client.
+const MAX_ERROR_KINDS: usize = 20;
+
+/// One kind of operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `UPDATE users SET name = $1 WHERE id = $2`.
+    Update,
+    /// `SELECT ... FROM users WHERE id = $1`.
+    Select,
+    /// `INSERT INTO users ...`.
+    Insert,
+}
+
+/// Every operation, in the order of histogram slots.
+pub const OPS: [Op; 3] = [Op::Update, Op::Select, Op::Insert];
+
+impl Op {
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Update => "update",
+            Op::Select => "select",
+            Op::Insert => "insert",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Op::Update => 0,
+            Op::Select => 1,
+            Op::Insert => 2,
+        }
+    }
+
+    /// Whether it writes.
+    pub fn writes(self) -> bool {
+        self != Op::Select
+    }
+}
+
+/// Relative weights of the operations.
+#[derive(Debug, Clone, Copy)]
+pub struct Mix {
+    /// Weight of `UPDATE`.
+    pub update: u32,
+    /// Weight of `SELECT`.
+    pub select: u32,
+    /// Weight of `INSERT`.
+    pub insert: u32,
+}
+
+impl Mix {
+    /// The mix: 50% `UPDATE`, 30% `SELECT`, 20% `INSERT`.
+    pub const READ_WRITE: Mix = Mix {
+        update: 50,
+        select: 30,
+        insert: 20,
+    };
+    /// The same writes without the reads, for the trigger overhead.
+    pub const WRITE_ONLY: Mix = Mix {
+        update: 50,
+        select: 0,
+        insert: 20,
+    };
+
+    fn total(&self) -> u32 {
+        self.update + self.select + self.insert
+    }
+
+    fn pick(&self, r: u32) -> Op {
+        if r < self.update {
+            Op::Update
+        } else if r < self.update + self.select {
+            Op::Select
+        } else {
+            Op::Insert
+        }
+    }
+}
+
+/// The SQL one build of the application runs. Each build is plain SQL for now: the generated
+/// accessors (`User::insert`, `User::find`, ...) come with the rename, and will then replace
+/// the new build's statements here.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Which build.
+    pub label: String,
+    /// `$1` = name, `$2` = id.
+    pub update: String,
+    /// `$1` = id.
+    pub select: String,
+    /// `$1` = name, `$2` = email, and `$3` = the normalized email when `writes_normalized`.
+    pub insert: String,
+    /// Whether the build writes `email_normalized` itself.
+    pub writes_normalized: bool,
+}
+
+impl Shape {
+    /// The old build: knows nothing of `email_normalized`, writes `name`.
+    pub fn old() -> Shape {
+        Shape {
+            label: "old build (name, email)".into(),
+            update: "UPDATE users SET name = $1 WHERE id = $2".into(),
+            select: "SELECT id, name, email, created_at FROM users WHERE id = $1".into(),
+            insert: "INSERT INTO users (name, email) VALUES ($1, $2)".into(),
+            writes_normalized: false,
+        }
+    }
+
+    /// The new build: writes `email_normalized` itself (computed in Rust, as the struct's field
+    /// would be) and reads it; the name column is `name_column`.
+    pub fn new_build(name_column: &str) -> Shape {
+        Shape {
+            label: format!("new build ({name_column}, email, email_normalized)"),
+            update: format!("UPDATE users SET {name_column} = $1 WHERE id = $2"),
+            select: format!(
+                "SELECT id, {name_column}, email, email_normalized, created_at FROM users WHERE id = $1"
+            ),
+            insert: format!(
+                "INSERT INTO users ({name_column}, email, email_normalized) VALUES ($1, $2, $3)"
+            ),
+            writes_normalized: true,
+        }
+    }
+}
+
+/// What one client saw during one phase.
+pub struct PhaseRecord {
+    /// Latency of successful operations in microseconds, per [`Op`].
+    pub latency: [Histogram<u64>; 3],
+    /// Failed operations, per [`Op`].
+    pub failed: [u64; 3],
+    /// Longest time a failed operation waited before failing, in microseconds.
+    pub max_failed_us: u64,
+    /// Longest interval without any completed operation (over all clients) that ended with an
+    /// operation started in this phase, in microseconds.
+    pub max_gap_us: u64,
+}
+
+impl PhaseRecord {
+    fn new() -> PhaseRecord {
+        let h = || Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds");
+        PhaseRecord {
+            latency: [h(), h(), h()],
+            failed: [0; 3],
+            max_failed_us: 0,
+            max_gap_us: 0,
+        }
+    }
+}
+
+/// Everything one client recorded.
+pub struct ClientRecord {
+    /// Indexed by phase.
+    pub phases: Vec<PhaseRecord>,
+    /// Successful operations completed in each second since the workload started.
+    pub per_second: Vec<u64>,
+    /// Distinct error messages and how often each occurred.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl ClientRecord {
+    fn phase(&mut self, i: usize) -> &mut PhaseRecord {
+        while self.phases.len() <= i {
+            self.phases.push(PhaseRecord::new());
+        }
+        &mut self.phases[i]
+    }
+}
+
+struct Shared {
+    pool: PgPool,
+    shapes: Vec<Shape>,
+    mix: Mix,
+    rows: i64,
+    phase: AtomicUsize,
+    shape: AtomicUsize,
+    stop: AtomicBool,
+    /// Completion time of the latest operation, microseconds since `t0`.
+    last_completion_us: AtomicU64,
+    t0: Instant,
+}
+
+/// Running clients.
+pub struct Workload {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<ClientRecord>>,
+}
+
+impl Workload {
+    /// Starts `clients` clients on `pool`, running `shapes[0]` in phase 0. Ids are drawn
+    /// uniformly from `1..=rows`.
+    pub fn start(
+        pool: PgPool,
+        clients: usize,
+        rows: i64,
+        mix: Mix,
+        shapes: Vec<Shape>,
+    ) -> Workload {
+        let shared = Arc::new(Shared {
+            pool,
+            shapes,
+            mix,
+            rows: rows.max(1),
+            phase: AtomicUsize::new(0),
+            shape: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            last_completion_us: AtomicU64::new(0),
+            t0: Instant::now(),
+        });
+        let handles = (0..clients)
+            .map(|c| tokio::spawn(client(shared.clone(), c)))
+            .collect();
+        Workload { shared, handles }
+    }
+
+    /// When the clients started.
+    pub fn started(&self) -> Instant {
+        self.shared.t0
+    }
+
+    /// Operations starting from now are tagged with phase `i`.
+    pub fn set_phase(&self, i: usize) {
+        self.shared.phase.store(i, Ordering::SeqCst);
+    }
+
+    /// Operations starting from now run `shapes[i]`.
+    pub fn set_shape(&self, i: usize) {
+        self.shared.shape.store(i, Ordering::SeqCst);
+    }
+
+    /// Stops the clients (each finishes its current operation) and returns their records.
+    pub async fn stop(self) -> Vec<ClientRecord> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let mut out = Vec::new();
+        for h in self.handles {
+            match h.await {
+                Ok(r) => out.push(r),
+                Err(e) => eprintln!("a workload client panicked: {e}"),
+            }
+        }
+        out
+    }
+}
+
+async fn client(shared: Arc<Shared>, c: usize) -> ClientRecord {
+    let mut rng = StdRng::seed_from_u64(0x5eed_0000 + c as u64);
+    let mut rec = ClientRecord {
+        phases: Vec::new(),
+        per_second: Vec::new(),
+        errors: BTreeMap::new(),
+    };
+    let total = shared.mix.total().max(1);
+    let mut n: u64 = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        n += 1;
+        let phase = shared.phase.load(Ordering::Relaxed);
+        let shape = &shared.shapes[shared.shape.load(Ordering::Relaxed)];
+        let op = shared.mix.pick(rng.random_range(0..total));
+        let id = rng.random_range(1..=shared.rows);
+        let started = Instant::now();
+        let result = run(&shared.pool, shape, op, id, c, n).await;
+        let ended = Instant::now();
+        let us = (ended - started).as_micros() as u64;
+        let end_us = (ended - shared.t0).as_micros() as u64;
+        let previous = shared.last_completion_us.swap(end_us, Ordering::AcqRel);
+        let gap = end_us.saturating_sub(previous);
+        let p = rec.phase(phase);
+        p.max_gap_us = p.max_gap_us.max(gap);
+        match result {
+            Ok(()) => {
+                p.latency[op.slot()].saturating_record(us.max(1));
+                let second = (end_us / 1_000_000) as usize;
+                if rec.per_second.len() <= second {
+                    rec.per_second.resize(second + 1, 0);
+                }
+                rec.per_second[second] += 1;
+            }
+            Err(e) => {
+                p.failed[op.slot()] += 1;
+                p.max_failed_us = p.max_failed_us.max(us);
+                let mut message = format!("{}: {e}", op.name());
+                message.truncate(200);
+                if rec.errors.len() < MAX_ERROR_KINDS || rec.errors.contains_key(&message) {
+                    *rec.errors.entry(message).or_insert(0) += 1;
+                }
+                // No busy loop when every operation fails at once (server gone).
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    rec
+}
+
+async fn run(pool: &PgPool, shape: &Shape, op: Op, id: i64, c: usize, n: u64) -> sqlx::Result<()> {
+    match op {
+        Op::Update => {
+            sqlx::query(AssertSqlSafe(shape.update.as_str()))
+                .bind(format!("Client {c} #{n}"))
+                .bind(id)
+                .execute(pool)
+                .await?;
+        }
+        Op::Select => {
+            sqlx::query(AssertSqlSafe(shape.select.as_str()))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+        }
+        Op::Insert => {
+            let email = format!("Client{c}.N{n}@Example.ORG");
+            let mut q = sqlx::query(AssertSqlSafe(shape.insert.as_str()))
+                .bind(format!("Client {c} #{n}"))
+                .bind(email.clone());
+            if shape.writes_normalized {
+                q = q.bind(email.to_lowercase());
+            }
+            q.execute(pool).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,604 @@
+//! The executor path for statements that cannot run in a transaction block: `CREATE [UNIQUE]
+//! INDEX CONCURRENTLY` and `DROP INDEX CONCURRENTLY`.
+//!
+//! # Timeouts
+//!
+//! These statements run on a dedicated connection (not from the pool, so their settings never
+//! reach application queries and an hours-long build holds no pool slot), in autocommit, with
+//! **`lock_timeout = 0` and `statement_timeout = 0`**:
+//!
+//! - The only table lock they take is SHARE UPDATE EXCLUSIVE, which conflicts with neither reads
+//!   (ACCESS SHARE) nor writes (ROW EXCLUSIVE): while they wait for it, or hold it, the
+//!   application's queries neither queue behind them nor wait. The `lock_timeout` that protects
+//!   the application elsewhere has nothing to protect here.
+//! - A concurrent build waits, by design, for every transaction that could still see the table
+//!   without the index (writers that started before it, then every snapshot older than its own).
+//!   PostgreSQL implements those waits as lock waits, so any `lock_timeout` would abort a healthy
+//!   build midway and leave an INVALID index behind; a `statement_timeout` would do the same to a
+//!   long one.
+//!
+//! Statements that take a lock the application needs keep the executor's policy (short
+//! transaction, `lock_timeout`, retries with backoff): `ADD CONSTRAINT ... UNIQUE USING INDEX`,
+//! and the `DROP CONSTRAINT` of an abort. What the build is waiting for (phase, the pid of an
+//! old transaction it waits on) is logged every 10 seconds, and its tuple counts feed
+//! [`Evolution::progress`](crate::Evolution::progress).
+//!
+//! # Failures
+//!
+//! A build that fails (duplicate keys, `pg_cancel_backend`, a lost connection) leaves an
+//! INVALID index. It is dropped `CONCURRENTLY` right away, and the error says so; should that
+//! fail too, the next build drops it first. A build found running in another session (its
+//! process died, PostgreSQL has not noticed yet because the statement never talks to the
+//! client) is waited for rather than duplicated: when it ends, a valid index is adopted, an
+//! INVALID one dropped and built again.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::catalog::indexes::{self, LiveIndex};
+use crate::error::{ErrorKind, Result};
+use crate::evolver::StepProgress;
+use crate::executor::{Executor, Target, is_retryable};
+use crate::options::DdlOptions;
+use crate::plan::{Plan, PlannedStep};
+use crate::spec::ModelSpec;
+use crate::sql::Statement;
+use crate::sql::index::{self, IndexDef};
+use crate::state::StateStore;
+use crate::step::{Phase, StepKind};
+
+/// How often a running build is looked at, and how often that is logged.
+const TICK: Duration = Duration::from_secs(1);
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// SQLSTATE `unique_violation`: a unique build met duplicate keys.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// How many offending values an error lists.
+pub(crate) const EXAMPLES: u32 = 5;
+
+/// A session for concurrent statements: see the module documentation for its settings.
+pub(crate) async fn session(pool: &PgPool) -> sqlx::Result<PgConnection> {
+    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+    sqlx::raw_sql("SET lock_timeout = 0; SET statement_timeout = 0")
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+fn target(step: &PlannedStep, phase: Phase) -> Target<'_> {
+    Target {
+        step: step.id.as_str(),
+        phase,
+        schema: step.model.schema,
+        table: step.model.table,
+    }
+}
+
+fn statement_error(step: &PlannedStep, phase: Phase, source: sqlx::Error) -> crate::Error {
+    ErrorKind::Statement {
+        step: step.id.to_string(),
+        phase: phase.to_string(),
+        table: step.model.qualified_name(),
+        source,
+    }
+    .into()
+}
+
+/// Runs one statement outside any transaction, in a [`session`].
+async fn run_outside(pool: &PgPool, statement: &Statement) -> sqlx::Result<()> {
+    let mut conn = session(pool).await?;
+    sqlx::query(AssertSqlSafe(statement.sql.as_str()))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await
+}
+
+/// Runs an abort whose statements include concurrent ones: the in-transaction ones first (a
+/// constraint, under the executor's lock policy), then the concurrent ones (the index), then
+/// `record`. Each part is idempotent (`IF EXISTS`), so an interrupted abort can simply run again.
+pub(crate) async fn run_abort(
+    pool: &PgPool,
+    executor: &Executor,
+    step: &PlannedStep,
+    statements: &[Statement],
+    record: &[String],
+) -> Result<()> {
+    let (outside, inside): (Vec<Statement>, Vec<Statement>) =
+        statements.iter().cloned().partition(index::is_concurrent);
+    let target = target(step, Phase::Aborted);
+    if !inside.is_empty() {
+        executor.run(target, &inside, &[], false).await?;
+    }
+    for statement in &outside {
+        run_outside(pool, statement)
+            .await
+            .map_err(|e| statement_error(step, Phase::Aborted, e))?;
+    }
+    executor.run(target, &[], record, false).await
+}
+
+/// Whether a step's statements include one that must run outside a transaction.
+pub(crate) fn has_concurrent(statements: &[Statement]) -> bool {
+    statements.iter().any(index::is_concurrent)
+}
+
+/// The expand phase of an index step (`CreateIndex`, `AddUnique`): the concurrent build, with
+/// everything around it (an INVALID index dropped first, a running build waited for, validity
+/// checked after, cleanup and a clear error on failure). The caller records the phase.
+pub(crate) struct Build<'a> {
+    pub pool: &'a PgPool,
+    pub options: &'a DdlOptions,
+    pub step: &'a PlannedStep,
+    pub progress: &'a Arc<Mutex<Vec<StepProgress>>>,
+    /// Set when the build should stop (an abort is waiting): the build is cancelled and its
+    /// INVALID index dropped.
+    pub stop: &'a AtomicBool,
+}
+
+/// How a build ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Built {
+    /// The index is valid.
+    Done,
+    /// Stopped on request; nothing is left behind.
+    Stopped,
+}
+
+impl Build<'_> {
+    fn model(&self) -> &ModelSpec {
+        &self.step.model
+    }
+
+    fn def(&self) -> Option<IndexDef> {
+        IndexDef::for_step(self.model(), &self.step.kind, &self.step.id)
+    }
+
+    pub async fn run(&self) -> Result<Built> {
+        let Some(def) = self.def() else {
+            return Ok(Built::Done);
+        };
+        let model = self.model();
+        let span = info_span!("ddl", step = %self.step.id, phase = "expand", table = %model.qualified_name(), index = %def.name);
+        async {
+            let create = index::create_concurrently(model, &def);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let mut conn = session(self.pool)
+                    .await
+                    .map_err(|e| statement_error(self.step, Phase::Expand, e))?;
+                match self.clear(&mut conn, &def).await {
+                    Ok(Some(existing)) if existing.valid => {
+                        info!("index {} is already valid: adopted", def.name);
+                        return Ok(Built::Done);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(statement_error(self.step, Phase::Expand, e)),
+                }
+                if self.stop.load(Ordering::Acquire) {
+                    return Ok(Built::Stopped);
+                }
+                self.point_out_equivalent(&mut conn, &def).await;
+                info!("building index {} concurrently", def.name);
+                let started = Instant::now();
+                let result = self.create(&mut conn, &create).await;
+                let _ = conn.close().await;
+                match result {
+                    Ok(()) => {
+                        let mut check = session(self.pool)
+                            .await
+                            .map_err(|e| statement_error(self.step, Phase::Expand, e))?;
+                        let state = indexes::read_index(&mut check, model, &def.name)
+                            .await
+                            .map_err(|e| statement_error(self.step, Phase::Expand, e))?;
+                        let _ = check.close().await;
+                        match state {
+                            Some(ix) if ix.valid => {
+                                info!(
+                                    seconds = started.elapsed().as_secs_f64(),
+                                    "index {} built and valid", def.name
+                                );
+                                return Ok(Built::Done);
+                            }
+                            _ => {
+                                let outcome = self.cleanup(&def).await;
+                                return Err(ErrorKind::IndexBuild {
+                                    step: self.step.id.to_string(),
+                                    phase: Phase::Expand.to_string(),
+                                    table: model.qualified_name(),
+                                    index: def.name.clone(),
+                                    message: format!(
+                                        "the build ended but pg_index.indisvalid is false; {outcome}; boot again to retry"
+                                    ),
+                                }
+                                .into());
+                            }
+                        }
+                    }
+                    Err(e) if self.stop.load(Ordering::Acquire) => {
+                        let outcome = self.cleanup(&def).await;
+                        info!("index build stopped on request ({e}); {outcome}");
+                        return Ok(Built::Stopped);
+                    }
+                    Err(e) if is_retryable(&e) && attempt < self.options.max_attempts => {
+                        let outcome = self.cleanup(&def).await;
+                        warn!(attempt, "index build failed ({e}); {outcome}; retrying");
+                        tokio::time::sleep(self.options.initial_backoff * attempt).await;
+                    }
+                    Err(e) => {
+                        let outcome = self.cleanup(&def).await;
+                        let code = e.as_database_error().and_then(|d| d.code());
+                        if code.as_deref() == Some(UNIQUE_VIOLATION) {
+                            return Err(self.duplicates_error(&def, &e, &outcome).await);
+                        }
+                        return Err(ErrorKind::IndexBuild {
+                            step: self.step.id.to_string(),
+                            phase: Phase::Expand.to_string(),
+                            table: model.qualified_name(),
+                            index: def.name.clone(),
+                            message: format!("{e}; {outcome}; boot again to retry"),
+                        }
+                        .into());
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Makes room for the build: waits while another session builds the index (a process that
+    /// died mid-build leaves its statement running), then drops it if it is INVALID. Returns
+    /// what is left under the name (`None`, or a valid index).
+    async fn clear(
+        &self,
+        conn: &mut PgConnection,
+        def: &IndexDef,
+    ) -> sqlx::Result<Option<LiveIndex>> {
+        let mut last_log: Option<Instant> = None;
+        loop {
+            let existing = indexes::read_index(conn, self.model(), &def.name).await?;
+            match existing {
+                Some(ix) if ix.on_table && !ix.valid && ix.building => {
+                    if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                        info!(
+                            "index {} is being built by another session (an earlier process that died?); waiting for it to end",
+                            def.name
+                        );
+                        last_log = Some(Instant::now());
+                    }
+                    if self.stop.load(Ordering::Acquire) {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(TICK).await;
+                }
+                Some(ix) if ix.on_table && !ix.valid => {
+                    warn!(
+                        "dropping the INVALID index {} left by an earlier build before building it again",
+                        def.name
+                    );
+                    sqlx::query(AssertSqlSafe(
+                        index::drop_concurrently(self.model(), &def.name)
+                            .sql
+                            .as_str(),
+                    ))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// A valid index with the same definition under another name is not adopted (the plan names
+    /// the index it builds), but it is worth a warning: it may make this one redundant.
+    async fn point_out_equivalent(&self, conn: &mut PgConnection, def: &IndexDef) {
+        let Ok(Ok(key)) = self.probe_key(conn, def).await else {
+            return;
+        };
+        if let Ok(Some(other)) =
+            indexes::equivalent_index(conn, self.model(), &key, &def.name).await
+        {
+            warn!(
+                "index {other} already has the definition of {}; pgevolve builds {} as declared. Declare \
+                 `name = \"{other}\"` instead to adopt the existing index",
+                def.name, def.name
+            );
+        }
+    }
+
+    async fn probe_key(
+        &self,
+        conn: &mut PgConnection,
+        def: &IndexDef,
+    ) -> sqlx::Result<std::result::Result<String, String>> {
+        let live = crate::catalog::read_table(conn, self.model()).await?;
+        indexes::probe(conn, self.model(), &live, indexes::Probe::Index(def)).await
+    }
+
+    /// Runs the build, looking at its progress every second (and cancelling it when asked to
+    /// stop).
+    async fn create(&self, conn: &mut PgConnection, create: &Statement) -> sqlx::Result<()> {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await?;
+        let build = sqlx::query(AssertSqlSafe(create.sql.as_str())).execute(&mut *conn);
+        tokio::pin!(build);
+        let mut tick = tokio::time::interval(TICK);
+        tick.tick().await;
+        let mut last_log = Instant::now();
+        let mut cancelled = false;
+        loop {
+            tokio::select! {
+                result = &mut build => return result.map(|_| ()),
+                _ = tick.tick() => {
+                    if self.stop.load(Ordering::Acquire) && !cancelled {
+                        cancelled = true;
+                        info!("stopping the index build on request");
+                        let _ = sqlx::query("SELECT pg_cancel_backend($1)").bind(pid).execute(self.pool).await;
+                    }
+                    let log = last_log.elapsed() >= LOG_EVERY;
+                    if log {
+                        last_log = Instant::now();
+                    }
+                    self.report(pid, log).await;
+                }
+            }
+        }
+    }
+
+    /// Feeds `pg_stat_progress_create_index` into the step's progress, and logs it (with what
+    /// the build is waiting for) when `log` is set.
+    async fn report(&self, pid: i32, log: bool) {
+        let row = sqlx::query(
+            "SELECT p.phase, p.tuples_done, p.tuples_total, p.blocks_done, p.blocks_total, p.current_locker_pid, \
+                    (SELECT left(a.query, 200) || ' (' || a.state || ', transaction started ' || \
+                            coalesce(a.xact_start::text, '?') || ')' \
+                       FROM pg_stat_activity a WHERE a.pid = p.current_locker_pid) \
+             FROM pg_stat_progress_create_index p WHERE p.pid = $1",
+        )
+        .bind(pid)
+        .fetch_optional(self.pool)
+        .await;
+        let Ok(Some(row)) = row else {
+            return;
+        };
+        let phase: String = row.get(0);
+        let tuples_done: i64 = row.get(1);
+        let tuples_total: i64 = row.get(2);
+        if tuples_total > 0 {
+            let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(p) = all.iter_mut().find(|p| p.step == self.step.id) {
+                p.rows_done = tuples_done;
+                p.rows_estimated = tuples_total;
+            }
+        }
+        if log {
+            let blocks_done: i64 = row.get(3);
+            let blocks_total: i64 = row.get(4);
+            let locker: i64 = row.get(5);
+            let waiting_for: Option<String> = row.get(6);
+            if locker != 0 {
+                info!(
+                    "index build {phase}: waiting for pid {locker}: {}",
+                    waiting_for.unwrap_or_default()
+                );
+            } else {
+                info!(
+                    blocks_done,
+                    blocks_total, tuples_done, tuples_total, "index build {phase}"
+                );
+            }
+        }
+    }
+
+    /// After a failed build: drops the INVALID index it left, and says what happened.
+    async fn cleanup(&self, def: &IndexDef) -> String {
+        let mut conn = match session(self.pool).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                return format!(
+                    "the INVALID index it may have left could not be dropped ({e}); the next build drops it first"
+                );
+            }
+        };
+        let outcome = match indexes::read_index(&mut conn, self.model(), &def.name).await {
+            Ok(None) => "no index was left behind".to_string(),
+            Ok(Some(ix)) if ix.on_table && !ix.valid && !ix.building => {
+                match sqlx::query(AssertSqlSafe(
+                    index::drop_concurrently(self.model(), &def.name)
+                        .sql
+                        .as_str(),
+                ))
+                .execute(&mut conn)
+                .await
+                {
+                    Ok(_) => format!(
+                        "the INVALID index {} it left was dropped (DROP INDEX CONCURRENTLY)",
+                        def.name
+                    ),
+                    Err(e) => format!(
+                        "the INVALID index {} it left could not be dropped ({e}); the next build drops it first",
+                        def.name
+                    ),
+                }
+            }
+            Ok(Some(ix)) if ix.building => format!(
+                "index {} is still being built by another session; the next build waits for it",
+                def.name
+            ),
+            Ok(Some(_)) => format!("index {} is left as it is", def.name),
+            Err(e) => format!(
+                "the INVALID index it may have left could not be looked up ({e}); the next build drops it first"
+            ),
+        };
+        let _ = conn.close().await;
+        outcome
+    }
+
+    /// The error of a unique build that met duplicate keys, with a few of them.
+    async fn duplicates_error(
+        &self,
+        def: &IndexDef,
+        source: &sqlx::Error,
+        outcome: &str,
+    ) -> crate::Error {
+        let model = self.model();
+        let found = async {
+            let mut conn = session(self.pool).await?;
+            let rows = sqlx::query(AssertSqlSafe(
+                index::duplicates(model, def, EXAMPLES).as_str(),
+            ))
+            .fetch_all(&mut conn)
+            .await?;
+            let _ = conn.close().await;
+            Ok::<_, sqlx::Error>(
+                rows.iter()
+                    .map(|r| {
+                        let key: Vec<Option<String>> = r.get(0);
+                        let count: i64 = r.get(1);
+                        let key: Vec<String> = key
+                            .into_iter()
+                            .map(|v| format!("'{}'", v.unwrap_or_default().replace('\'', "''")))
+                            .collect();
+                        format!("({}) in {count} rows", key.join(", "))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+        .await;
+        let examples = match found {
+            Ok(values) if !values.is_empty() => format!("e.g. {}", values.join(", ")),
+            Ok(_) => format!("none remain now ({source})"),
+            Err(e) => format!("they could not be listed ({e}); PostgreSQL said: {source}"),
+        };
+        ErrorKind::Verification {
+            step: self.step.id.to_string(),
+            phase: Phase::Expand.to_string(),
+            table: model.qualified_name(),
+            message: format!(
+                "unique index {} on {} cannot be built: some values appear more than once, {examples}. {}, and \
+                 nothing else was changed; remove the duplicates (or the `unique`), then boot again",
+                def.name,
+                def.describe_columns(),
+                capitalize(outcome)
+            ),
+        }
+        .into()
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Index names read from the state store live as long as the process: a [`StepKind`] holds
+/// `'static` data. Each distinct name is allocated once.
+fn intern(name: String) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = names.get(name.as_str()) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// The indexes removed from the structs: every index a recorded `create_index` step of the same
+/// struct and table created, whose declaration is gone from this build. Returns, for each, the
+/// id of the step that declared it and the `drop_index` step that drops it.
+///
+/// Only steps recorded by a struct of the same Rust name are considered: another service
+/// mapping its own struct to the same table keeps its indexes.
+pub(crate) async fn removed_indexes(
+    pool: &PgPool,
+    store: &StateStore,
+    models: &[ModelSpec],
+) -> Result<Vec<(String, PlannedStep)>> {
+    let mut removed = Vec::new();
+    for model in models {
+        let plan = Plan::for_model(model);
+        // Every model of this build on the same table counts as declaring.
+        let declared: Vec<String> = models
+            .iter()
+            .filter(|m| m.schema == model.schema && m.table == model.table)
+            .flat_map(|m| Plan::for_model(m).steps)
+            .filter_map(|s| s.object_name())
+            .collect();
+        let mut conn = pool.acquire().await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, object_name FROM {} WHERE model = $1 AND table_schema = $2 AND table_name = $3 \
+             AND kind = 'create_index' AND phase NOT IN ('pending', 'aborted') AND object_name IS NOT NULL \
+             ORDER BY created_at, id",
+            store.table("steps")
+        )))
+        .bind(model.rust_name)
+        .bind(model.schema)
+        .bind(model.table)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let id: String = row.get(0);
+            let name: String = row.get(1);
+            if plan.steps.iter().any(|s| s.id.as_str() == id) || declared.contains(&name) {
+                continue;
+            }
+            removed.push((
+                id,
+                PlannedStep::new(*model, StepKind::DropIndex(intern(name))),
+            ));
+        }
+    }
+    Ok(removed)
+}
+
+/// Drops an index removed from the struct (a step of [`removed_indexes`]) with `DROP INDEX
+/// CONCURRENTLY`. The drop is recorded as the `drop_index` step, phase contract, and the row of
+/// the step that declared the index is deleted, so declaring it again later builds it again.
+pub(crate) async fn drop_removed_index(
+    pool: &PgPool,
+    executor: &Executor,
+    store: &StateStore,
+    instance: &str,
+    declared_by: &str,
+    step: &PlannedStep,
+) -> Result<()> {
+    for statement in step.statements(Phase::Contract) {
+        run_outside(pool, statement)
+            .await
+            .map_err(|e| statement_error(step, Phase::Contract, e))?;
+    }
+    let record = [
+        store.steps().record_phase_sql(step, Phase::Contract),
+        store.journal().insert_sql(
+            Some(step.id.as_str()),
+            "contract done",
+            &format!("{} (declared by step {declared_by})", step.describe()),
+            instance,
+        ),
+        format!(
+            "DELETE FROM {} WHERE id = {}",
+            store.table("steps"),
+            crate::sql::lit(declared_by)
+        ),
+    ];
+    executor
+        .run(target(step, Phase::Contract), &[], &record, false)
+        .await?;
+    info!(step = %step.id, phase = "contract", table = %step.model.qualified_name(), "{}", step.describe());
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The deploy window through the public API, as an application configures it: days, hours and
+//! an offset, an injected clock, the message an operator reads when contract is refused, and the
+//! emergency override.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pgevolve::{Clock, DeployWindow, SystemClock, Weekday};
+
+/// 2024-06-03 00:00:00 UTC, a Monday.
+const MONDAY: u64 = 1_717_372_800;
+const HOUR: u64 = 3_600;
+const DAY: u64 = 24 * HOUR;
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[derive(Debug)]
+struct FixedClock(SystemTime);
+
+impl Clock for FixedClock {
+    fn now(&self) -> SystemTime {
+        self.0
+    }
+}
+
+#[test]
+fn the_default_window_is_monday_to_thursday_in_utc() {
+    let window = DeployWindow::default();
+    assert_eq!(window.to_string(), "Monday to Thursday, all day, UTC");
+    for day in 0..4 {
+        assert!(
+            window.is_open(at(MONDAY + day * DAY + 12 * HOUR)),
+            "day {day}"
+        );
+    }
+    for day in 4..7 {
+        let closed = window
+            .check_now(&FixedClock(at(MONDAY + day * DAY + 12 * HOUR)))
+            .unwrap_err();
+        assert_eq!(closed.next_open, at(MONDAY + 7 * DAY));
+        assert_eq!(closed.opens, "opens Monday 00:00 (UTC)");
+    }
+}
+
+#[test]
+fn office_hours_in_new_york_winter_time() {
+    let window = DeployWindow::default()
+        .days(&[Weekday::Tuesday, Weekday::Wednesday])
+        .hours(10, 16)
+        .utc_offset_minutes(-5 * 60);
+    // Tuesday 14:59 UTC is 09:59 in UTC-05:00.
+    let closed = window
+        .check(at(MONDAY + DAY + 14 * HOUR + 59 * 60))
+        .unwrap_err();
+    assert_eq!(closed.now, "Tuesday 09:59 (UTC-05:00)");
+    assert_eq!(closed.next_open, at(MONDAY + DAY + 15 * HOUR));
+    assert_eq!(closed.wait, Duration::from_secs(60));
+    assert!(window.is_open(at(MONDAY + DAY + 15 * HOUR)));
+    assert!(window.is_open(at(MONDAY + DAY + 20 * HOUR + 59 * 60)));
+    // Wednesday 21:00 UTC is 16:00 locally: closed until next Tuesday 10:00 local.
+    let closed = window.check(at(MONDAY + 2 * DAY + 21 * HOUR)).unwrap_err();
+    assert_eq!(closed.next_open, at(MONDAY + 8 * DAY + 15 * HOUR));
+    assert_eq!(
+        closed.to_string(),
+        "outside the deploy window (Tuesday, Wednesday, 10:00-16:00, UTC-05:00): it is \
+         Wednesday 16:00 (UTC-05:00); opens Tuesday 10:00 (UTC-05:00), in 5 d 18 h. Wait for it, \
+         or override the window for an emergency"
+    );
+    let as_error: &dyn std::error::Error = &closed;
+    assert!(
+        as_error
+            .to_string()
+            .starts_with("outside the deploy window")
+    );
+}
+
+#[test]
+fn an_emergency_override_expires_by_itself() {
+    let saturday = at(MONDAY + 5 * DAY + 3 * HOUR);
+    let window = DeployWindow::default().override_until(
+        saturday + Duration::from_secs(HOUR),
+        "INC-1234: table bloat",
+    );
+    assert!(window.is_open(saturday));
+    assert!(window.to_string().contains("INC-1234"));
+    assert!(!window.is_open(saturday + Duration::from_secs(HOUR)));
+    assert!(DeployWindow::always().is_open(saturday));
+}
+
+#[test]
+fn weekdays_parse_from_configuration() {
+    let days: Vec<Weekday> = "mon,Tue,wednesday"
+        .split(',')
+        .map(|d| d.parse().unwrap())
+        .collect();
+    assert_eq!(
+        days,
+        [Weekday::Monday, Weekday::Tuesday, Weekday::Wednesday]
+    );
+    let error = "someday".parse::<Weekday>().unwrap_err();
+    assert!(error.to_string().contains("Monday .. Sunday"), "{error}");
+    // The system clock works with any window.
+    let _ = DeployWindow::default().check_now(&SystemClock);
+}

@@ -103,3 +103,113 @@ fn weekdays_parse_from_configuration() {
     // The system clock works with any window.
     let _ = DeployWindow::default().check_now(&SystemClock);
 }
+
+mod support;
+
+mod contract_in_the_window {
+    use std::sync::Arc;
+
+    use pgevolve::{DeployWindow, ErrorKind, Evolve, Evolver};
+    use sqlx::PgPool;
+
+    use super::support::database;
+    use super::{DAY, FixedClock, HOUR, MONDAY, at};
+
+    #[derive(Evolve)]
+    #[evolve(table = "items")]
+    #[allow(dead_code)]
+    struct Item {
+        #[evolve(primary_key)]
+        id: i64,
+        title: String,
+        #[evolve(backfill = "upper(title)")]
+        title_upper: String,
+    }
+
+    async fn not_null(pool: &PgPool) -> bool {
+        sqlx::query_scalar("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'title_upper'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    async fn evolver_at(pool: &PgPool, secs: u64) -> pgevolve::Evolution {
+        let evolution = Evolver::new(pool.clone())
+            .deploy_window(DeployWindow::default())
+            .clock(Arc::new(FixedClock(at(secs))))
+            .model::<Item>()
+            .boot()
+            .await
+            .unwrap();
+        evolution.wait().await.unwrap();
+        evolution
+    }
+
+    async fn seeded() -> (pgevolve_testkit::TestDatabase, PgPool) {
+        let (db, pool) = database(5).await;
+        sqlx::raw_sql(
+            "CREATE TABLE items (id bigint PRIMARY KEY, title text NOT NULL);
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g;",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        (db, pool)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn contract_refuses_on_friday_and_sunday_and_runs_with_the_override() {
+        let (_db, pool) = seeded().await;
+        for day in [4, 6] {
+            let err = evolver_at(&pool, MONDAY + day * DAY + 15 * HOUR)
+                .await
+                .contract()
+                .await
+                .unwrap_err();
+            let ErrorKind::OutsideDeployWindow { closed, phase, .. } = err.kind() else {
+                panic!("expected the window to refuse, got {err}");
+            };
+            assert_eq!(phase, "contract");
+            assert_eq!(closed.next_open, at(MONDAY + 7 * DAY));
+            assert!(
+                err.to_string().contains("opens Monday 00:00 (UTC)"),
+                "{err}"
+            );
+            assert!(!not_null(&pool).await, "nothing was changed on day {day}");
+        }
+        let friday = evolver_at(&pool, MONDAY + 4 * DAY + 15 * HOUR).await;
+        friday
+            .contract_overriding_window("incident 4242: disk almost full")
+            .await
+            .unwrap();
+        assert!(not_null(&pool).await);
+        let detail: String = sqlx::query_scalar(
+            "SELECT detail FROM pgevolve.journal WHERE event = 'deploy window overridden'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(
+            detail.contains("incident 4242") && detail.contains("Friday 15:00"),
+            "{detail}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn contract_runs_on_tuesday() {
+        let (_db, pool) = seeded().await;
+        evolver_at(&pool, MONDAY + DAY + 10 * HOUR)
+            .await
+            .contract()
+            .await
+            .unwrap();
+        assert!(not_null(&pool).await);
+        let overridden: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgevolve.journal WHERE event = 'deploy window overridden'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(overridden, 0);
+    }
+}

@@ -77,6 +77,30 @@ async fn rename_with_old_and_new_writers_through_every_phase() {
         !column_exists(&pool, "name").await,
         "old column dropped at contract"
     );
+    let status = evolution.status().await.unwrap();
+    let rename = status
+        .iter()
+        .find(|s| s.description.starts_with("rename column"))
+        .unwrap();
+    let events: Vec<&str> = rename.history.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "expand done",
+            "backfill done",
+            "validate done",
+            "switch done",
+            "retire done",
+            "retire acknowledged",
+            "contract done"
+        ]
+    );
+    assert!(
+        rename
+            .history
+            .iter()
+            .all(|e| e.instance == evolution.instance_id())
+    );
     let not_null: bool = sqlx::query_scalar("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'people'::regclass AND attname = 'full_name'")
         .fetch_one(&pool)
         .await

@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backfill::Backfill;
-use crate::coordinator::{Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT, wait_for_acks};
-use crate::window::{Clock, DeployWindow, SystemClock};
+use crate::coordinator::{
+    Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT, wait_for_acks,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Executor, Target};
 use crate::model::Evolve;
@@ -22,6 +23,7 @@ use crate::spec::ModelSpec;
 use crate::sql;
 use crate::state::{StateStore, StepStatus};
 use crate::step::{Phase, StepId, StepKind, advisory_key};
+use crate::window::{Clock, DeployWindow, SystemClock};
 
 /// How often a waiting instance looks again (leader lock, the leader's progress).
 const POLL: Duration = Duration::from_millis(100);
@@ -177,7 +179,13 @@ impl Evolver {
             tokio::time::sleep(POLL).await;
         };
         inner.init_progress(&resolved).await?;
-        let steps = inner.evolver.plans().into_iter().flat_map(|p| p.steps).map(|s| s.id).collect();
+        let steps = inner
+            .evolver
+            .plans()
+            .into_iter()
+            .flat_map(|p| p.steps)
+            .map(|s| s.id)
+            .collect();
         let coordinator = Coordinator::start(
             &inner.evolver.pool,
             &inner.store.schema,
@@ -301,9 +309,17 @@ impl Evolution {
     /// [`Evolution::contract`] outside the deploy window, for emergencies. The override and its
     /// reason are recorded in the journal for every step it lets through.
     pub async fn contract_overriding_window(&self, reason: &str) -> Result<()> {
-        *self.inner.window_override.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        *self
+            .inner
+            .window_override
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
         let result = self.contract().await;
-        *self.inner.window_override.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .inner
+            .window_override
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         result
     }
 
@@ -528,9 +544,9 @@ impl Inner {
             Err(e) if matches!(e.kind(), ErrorKind::Drift(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let expanded = resolved
-            .iter()
-            .all(|r| !r.table_missing && (r.done >= Phase::Expand || !r.step.kind.expands_at_boot()));
+        let expanded = resolved.iter().all(|r| {
+            !r.table_missing && (r.done >= Phase::Expand || !r.step.kind.expands_at_boot())
+        });
         Ok(expanded.then_some(resolved))
     }
 
@@ -640,7 +656,19 @@ impl Inner {
                 let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
                     break;
                 };
-                self.advance(&step, next).await?;
+                let result = self.advance(&step, next).await;
+                // auto_contract outside the deploy window: wait for it, everything else runs.
+                if let Err(e) = &result
+                    && let ErrorKind::OutsideDeployWindow { closed, .. } = e.kind()
+                {
+                    info!(step = %step.id, "contract waits for the deploy window: it {}", closed.opens);
+                    let wait = closed
+                        .wait
+                        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                result?;
             }
         }
         if goal >= Phase::Contract && !self.stop.load(std::sync::atomic::Ordering::Acquire) {
@@ -710,13 +738,12 @@ impl Inner {
             (_, Phase::Validate) => self.validate(step).await,
             (_, Phase::Retire) => {
                 self.check_window(step, Phase::Retire).await?;
-                self.run_phase(step, Phase::Retire, false).await?;
-                self.settle(step, Phase::Retire).await
+                self.run_phase(step, Phase::Retire, false).await
             }
             (_, Phase::Contract) => {
                 self.check_window(step, Phase::Contract).await?;
                 if step.kind.phases().contains(&Phase::Retire) {
-                    // Again, in case an earlier contract stopped after retire.
+                    // Nothing that still writes the retired shape may be running when it goes.
                     self.settle(step, Phase::Retire).await?;
                 }
                 self.run_phase(step, Phase::Contract, false).await
@@ -933,13 +960,37 @@ impl Inner {
         for gone in &outcome.expired {
             warn!(instance = %gone.id, step = %step.id, "not waiting for an instance whose heartbeat expired");
         }
+        let ids = |acks: &[crate::coordinator::InstanceAck]| {
+            acks.iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut conn = self.evolver.pool.acquire().await?;
+        sqlx::query(AssertSqlSafe(self.store.journal().insert_sql(
+            Some(step.id.as_str()),
+            &format!("{phase} acknowledged"),
+            &format!(
+                "acknowledged by [{}]; not waited for, heartbeat expired: [{}]; waited {:?}",
+                ids(&outcome.acknowledged),
+                ids(&outcome.expired),
+                outcome.waited
+            ),
+            &self.instance,
+        )))
+        .execute(&mut *conn)
+        .await?;
         info!(step = %step.id, %phase, acknowledged = outcome.acknowledged.len(), "every live instance acknowledged {phase}");
         Ok(())
     }
 
     /// Destructive phases run only inside the deploy window, or under a recorded override.
     async fn check_window(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
-        let reason = self.window_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let reason = self
+            .window_override
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         match (self.evolver.window.check_now(&*self.evolver.clock), reason) {
             (Ok(()), _) => Ok(()),
             (Err(closed), Some(reason)) => {

@@ -196,17 +196,22 @@ pub(crate) fn contract_filled_column(
     column: &ColumnSpec,
     helpers: &Helpers,
 ) -> Vec<Statement> {
+    let mut out = vec![Statement::always(format!(
+        "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
+        table(model),
+        Ident(column.name)
+    ))];
+    out.extend(drop_fill_helpers(model, column, helpers));
+    out
+}
+
+/// The check, and for a backfill the trigger and its function.
+fn drop_fill_helpers(model: &ModelSpec, column: &ColumnSpec, helpers: &Helpers) -> Vec<Statement> {
     let t = table(model);
-    let mut out = vec![
-        Statement::always(format!(
-            "ALTER TABLE {t} ALTER COLUMN {} SET NOT NULL",
-            Ident(column.name)
-        )),
-        Statement::always(format!(
-            "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
-            Ident(&helpers.check)
-        )),
-    ];
+    let mut out = vec![Statement::always(format!(
+        "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
+        Ident(&helpers.check)
+    ))];
     if let Fill::Backfill(_) = column.fill {
         out.push(Statement::always(format!(
             "DROP TRIGGER IF EXISTS {} ON {t}",
@@ -226,23 +231,10 @@ pub(crate) fn abort_filled_column(
     column: &ColumnSpec,
     helpers: &Helpers,
 ) -> Vec<Statement> {
-    let t = table(model);
-    let mut out = vec![Statement::always(format!(
-        "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
-        Ident(&helpers.check)
-    ))];
-    if let Fill::Backfill(_) = column.fill {
-        out.push(Statement::always(format!(
-            "DROP TRIGGER IF EXISTS {} ON {t}",
-            Ident(&helpers.trigger)
-        )));
-        out.push(Statement::always(format!(
-            "DROP FUNCTION IF EXISTS {}()",
-            Qualified(model.schema, &helpers.function)
-        )));
-    }
+    let mut out = drop_fill_helpers(model, column, helpers);
     out.push(Statement::always(format!(
-        "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
+        "ALTER TABLE {} DROP COLUMN IF EXISTS {}",
+        table(model),
         Ident(column.name)
     )));
     out

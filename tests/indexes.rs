@@ -6,13 +6,12 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pgevolve::{ErrorKind, Evolve, Evolver, Phase, StepKind};
+use pgevolve::{ErrorKind, Evolver, Phase, StepKind};
 use support::{
-    Blocking, LockWaits, catalog_snapshot, database, indexes, measure_plain, seed_users,
-    writers_with,
+    LockWaits, assert_safe_and_plain_blocks, catalog_snapshot, database, indexes, measure_plain,
+    seed_users, writers_with,
 };
 
 const ROWS: i64 = 200_000;
@@ -65,55 +64,6 @@ mod plain {
     }
 }
 
-/// Asserts what the brief promises of the pgevolve path and of the plain one, and prints both.
-fn compare(what: &str, safe: &support::WriterStats, safe_lock: (Duration, u64), plain: &Blocking) {
-    println!(
-        "{what}: pgevolve: {} writes, 0 failed, longest writer wait {:?} (server-side lock wait {:?} in {} samples); \
-         plain: statement {:?}, longest writer wait {:?} (server-side lock wait {:?} in {} samples)",
-        safe.ok.load(Ordering::Relaxed),
-        safe.max_wait(),
-        safe_lock.0,
-        safe_lock.1,
-        plain.statement,
-        plain.writer_max_wait,
-        plain.lock_wait,
-        plain.lock_wait_samples
-    );
-    assert_eq!(
-        safe.failed.load(Ordering::Relaxed),
-        0,
-        "failed writes; first: {:?}",
-        safe.first_error.lock().unwrap()
-    );
-    assert!(safe.ok.load(Ordering::Relaxed) > 100, "the writers barely ran");
-    assert!(
-        safe.max_wait() < LOCK_TIMEOUT + Duration::from_secs(1),
-        "{what}: a writer waited {:?}",
-        safe.max_wait()
-    );
-    assert!(
-        safe_lock.0 < LOCK_TIMEOUT + Duration::from_secs(1),
-        "{what}: a writer waited {:?} for a lock",
-        safe_lock.0
-    );
-    // The plain statement held the writers for (most of) its whole duration.
-    assert_eq!(plain.failed, 0);
-    assert!(
-        plain.lock_wait_samples > 0,
-        "{what}: no writer was seen waiting for a lock during the plain statement"
-    );
-    assert!(
-        plain.writer_max_wait * 2 >= plain.statement,
-        "{what}: writers waited {:?} during a plain statement of {:?}",
-        plain.writer_max_wait,
-        plain.statement
-    );
-    assert!(
-        plain.writer_max_wait > safe_lock.0,
-        "{what}: the plain statement blocked writers for longer than any lock wait of the pgevolve path"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_index_is_built_concurrently_under_writers_and_the_plain_build_blocks_them() {
     let (db, pool) = database(20).await;
@@ -146,9 +96,10 @@ async fn an_index_is_built_concurrently_under_writers_and_the_plain_build_blocks
     );
     let all = indexes(&pool, "users").await;
     assert!(
-        all.iter().any(|(name, valid, def)| name == "users_email_idx"
-            && *valid
-            && def.ends_with("USING btree (email)")),
+        all.iter()
+            .any(|(name, valid, def)| name == "users_email_idx"
+                && *valid
+                && def.ends_with("USING btree (email)")),
         "{all:#?}"
     );
 
@@ -160,7 +111,7 @@ async fn an_index_is_built_concurrently_under_writers_and_the_plain_build_blocks
         "CREATE INDEX users_email_plain ON users (email)",
     )
     .await;
-    compare("CREATE INDEX", &safe, safe_lock, &plain);
+    assert_safe_and_plain_blocks("CREATE INDEX", LOCK_TIMEOUT, &safe, safe_lock, &plain);
 
     // Booting again finds the index and does nothing.
     let before = catalog_snapshot(&pool, "users").await;
@@ -189,7 +140,10 @@ async fn a_unique_constraint_is_built_concurrently_under_writers_and_the_plain_o
         .boot()
         .await
         .expect("boot");
-    evolution.wait().await.expect("unique index built and attached");
+    evolution
+        .wait()
+        .await
+        .expect("unique index built and attached");
     let safe_lock = waits.finish().await;
     let safe = writers.finish().await;
 
@@ -200,7 +154,9 @@ async fn a_unique_constraint_is_built_concurrently_under_writers_and_the_plain_o
     );
     let all = indexes(&pool, "users").await;
     assert_eq!(
-        all.iter().filter(|(_, _, def)| def.contains("(email)")).count(),
+        all.iter()
+            .filter(|(_, _, def)| def.contains("(email)"))
+            .count(),
         1,
         "exactly one index on email: {all:#?}"
     );
@@ -214,7 +170,13 @@ async fn a_unique_constraint_is_built_concurrently_under_writers_and_the_plain_o
         "ALTER TABLE users ADD CONSTRAINT users_email_plain_key UNIQUE (email)",
     )
     .await;
-    compare("ADD CONSTRAINT UNIQUE", &safe, safe_lock, &plain);
+    assert_safe_and_plain_blocks(
+        "ADD CONSTRAINT UNIQUE",
+        LOCK_TIMEOUT,
+        &safe,
+        safe_lock,
+        &plain,
+    );
 
     let journal: Vec<String> = sqlx::query_scalar(
         "SELECT event FROM pgevolve.journal WHERE detail LIKE 'add unique%' ORDER BY id",
@@ -226,7 +188,7 @@ async fn a_unique_constraint_is_built_concurrently_under_writers_and_the_plain_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_valid_index_with_the_declared_definition_is_adopted() {
+async fn a_valid_index_with_the_declared_definition_is_adopted_and_rebuilt_if_dropped() {
     let (_db, pool) = database(10).await;
     seed_users(&pool, 5_000).await;
     sqlx::raw_sql("CREATE INDEX users_email_idx ON users USING btree (email)")
@@ -249,11 +211,32 @@ async fn a_valid_index_with_the_declared_definition_is_adopted() {
     assert_eq!(oid(pool.clone()).await, before, "the index was not rebuilt");
     let status = evolution.status().await.unwrap();
     assert!(
-        status
-            .iter()
-            .any(|s| s.description.starts_with("create index users_email_idx")
-                && s.phase == Phase::Expand),
+        status.iter().any(
+            |s| s.description.starts_with("create index users_email_idx")
+                && s.phase == Phase::Expand
+        ),
         "{status:#?}"
+    );
+    drop(evolution);
+
+    // Dropped by hand: the next boot builds it again (the catalog, not the record, decides).
+    sqlx::raw_sql("DROP INDEX users_email_idx")
+        .execute(&pool)
+        .await
+        .unwrap();
+    Evolver::new(pool.clone())
+        .model::<indexed::User>()
+        .boot()
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(
+        indexes(&pool, "users")
+            .await
+            .iter()
+            .any(|(n, v, _)| n == "users_email_idx" && *v)
     );
 }
 
@@ -334,13 +317,16 @@ async fn an_index_can_be_aborted_and_one_removed_from_the_struct_is_dropped_at_c
         .map(|(n, _, _)| n)
         .collect();
     assert_eq!(left, ["users_pkey"]);
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT kind, phase FROM pgevolve.steps WHERE object_name = 'users_email_idx'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT kind, phase FROM pgevolve.steps WHERE object_name = 'users_email_idx'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(rows, [("drop_index".to_string(), "contract".to_string())]);
     evolution.contract().await.unwrap();
+    // This instance stops serving (an abort waits for every live instance to acknowledge it).
+    drop(evolution);
 
     // Declared again: built again. Then aborted: dropped, and not rebuilt by the next boot.
     let evolution = Evolver::new(pool.clone())

@@ -78,9 +78,17 @@ fn phases_per_step_kind() {
 #[derive(Evolve)]
 #[evolve(table = "posts")]
 #[evolve(index(columns("author_id", "created_at"), include("title")))]
-#[evolve(index(name = "posts_live_slug", columns("slug"), unique, where = "deleted_at IS NULL"))]
+#[evolve(index(
+    name = "posts_live_slug",
+    columns("slug"),
+    unique,
+    where = "deleted_at IS NULL"
+))]
 #[evolve(index(columns("tags"), method = "gin"))]
-#[evolve(check(name = "posts_dates", expr = "deleted_at IS NULL OR deleted_at >= created_at"))]
+#[evolve(check(
+    name = "posts_dates",
+    expr = "deleted_at IS NULL OR deleted_at >= created_at"
+))]
 #[allow(dead_code)]
 struct Post {
     #[evolve(primary_key)]
@@ -110,7 +118,12 @@ fn phases_of_index_and_constraint_steps() {
     let phases: Vec<(&str, Vec<Phase>)> = plan
         .steps
         .iter()
-        .filter(|s| !matches!(s.kind, StepKind::CreateTable | StepKind::AddNullableColumn(_)))
+        .filter(|s| {
+            !matches!(
+                s.kind,
+                StepKind::CreateTable | StepKind::AddNullableColumn(_)
+            )
+        })
         .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
         .collect();
     assert_eq!(
@@ -129,8 +142,16 @@ fn phases_of_index_and_constraint_steps() {
     // Index builds run in the background; constraints are added NOT VALID at boot.
     for step in &plan.steps {
         let background = matches!(step.kind, StepKind::CreateIndex(_) | StepKind::AddUnique(_));
-        assert_eq!(step.kind.expands_at_boot(), !background, "{}", step.describe());
-        if !matches!(step.kind, StepKind::CreateTable | StepKind::AddNullableColumn(_)) {
+        assert_eq!(
+            step.kind.expands_at_boot(),
+            !background,
+            "{}",
+            step.describe()
+        );
+        if !matches!(
+            step.kind,
+            StepKind::CreateTable | StepKind::AddNullableColumn(_)
+        ) {
             assert!(!step.abort.is_empty(), "{} can be aborted", step.describe());
         }
     }

@@ -383,7 +383,8 @@ fn nested(
 /// Parses `key("a", "b")`.
 fn column_list(meta: &ParseNestedMeta) -> syn::Result<Columns> {
     let key = display_path(&meta.path);
-    let expected = format!("expected `{key}(\"column\", ...)`, with column names as string literals");
+    let expected =
+        format!("expected `{key}(\"column\", ...)`, with column names as string literals");
     let group = match meta.input.parse::<TokenTree>() {
         Ok(TokenTree::Group(group)) if group.delimiter() == Delimiter::Parenthesis => group,
         Ok(other) => return Err(syn::Error::new_spanned(other, expected)),

@@ -8,7 +8,7 @@ use crate::attr::{Check, Index, Setting};
 use crate::ctxt::Ctxt;
 use crate::symbol;
 use quote::ToTokens;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use syn::{GenericParam, LitStr};
 
 /// PostgreSQL silently truncates longer identifiers (`NAMEDATALEN - 1`).
@@ -33,8 +33,8 @@ pub fn check(cx: &Ctxt, model: &Model) {
 /// Every index: options that PostgreSQL would reject, columns that are not columns of the
 /// struct, and two indexes that would get the same name.
 fn check_indexes(cx: &Ctxt, model: &Model) {
-    let mut unnamed: HashMap<Vec<String>, ()> = HashMap::new();
-    let mut names: HashMap<String, ()> = HashMap::new();
+    let mut unnamed: HashSet<Vec<String>> = HashSet::new();
+    let mut names: HashSet<String> = HashSet::new();
     let mut each = |index: &Index, field: Option<&Field>| {
         check_index_options(cx, model, index);
         let columns: Vec<String> = match (field, &index.columns) {
@@ -69,7 +69,7 @@ fn check_indexes(cx: &Ctxt, model: &Model) {
         match &index.name {
             Some(name) => {
                 check_identifier(cx, "index", name);
-                if names.insert(name.value.value(), ()).is_some() {
+                if !names.insert(name.value.value()) {
                     cx.error_spanned_by(
                         &name.value,
                         format!(
@@ -79,17 +79,15 @@ fn check_indexes(cx: &Ctxt, model: &Model) {
                     );
                 }
             }
-            None if !columns.is_empty() => {
-                if unnamed.insert(columns.clone(), ()).is_some() {
-                    cx.error_spanned_by(
-                        &index.key,
-                        format!(
-                            "another index on ({}) has no name either, so both would be named alike; give one of \
-                             them `name = \"...\"`",
-                            columns.join(", ")
-                        ),
-                    );
-                }
+            None if !columns.is_empty() && !unnamed.insert(columns.clone()) => {
+                cx.error_spanned_by(
+                    &index.key,
+                    format!(
+                        "another index on ({}) has no name either, so both would be named alike; give one of \
+                         them `name = \"...\"`",
+                        columns.join(", ")
+                    ),
+                );
             }
             None => {}
         }
@@ -204,7 +202,7 @@ fn check_is_column(cx: &Ctxt, model: &Model, column: &LitStr) {
 
 /// `unique`, `references` with `on_delete`, and every `check`.
 fn check_constraints(cx: &Ctxt, model: &Model) {
-    let mut names: HashMap<String, ()> = HashMap::new();
+    let mut names: HashSet<String> = HashSet::new();
     let mut check_one = |check: &Check| {
         match &check.expr {
             Some(expr) if expr.value.value().trim().is_empty() => cx.error_spanned_by(
@@ -220,7 +218,7 @@ fn check_constraints(cx: &Ctxt, model: &Model) {
         }
         if let Some(name) = &check.name {
             check_identifier(cx, "constraint", name);
-            if names.insert(name.value.value(), ()).is_some() {
+            if !names.insert(name.value.value()) {
                 cx.error_spanned_by(
                     &name.value,
                     format!(
@@ -240,11 +238,15 @@ fn check_constraints(cx: &Ctxt, model: &Model) {
             check_one(check);
         }
         if let Some(unique) = &attrs.unique {
-            if attrs.primary_key.is_some() && model.fields.iter().filter(|f| f.attrs.primary_key.is_some()).count() == 1 {
-                cx.error_spanned_by(
-                    unique,
-                    "the primary key is already unique; remove `unique`",
-                );
+            if attrs.primary_key.is_some()
+                && model
+                    .fields
+                    .iter()
+                    .filter(|f| f.attrs.primary_key.is_some())
+                    .count()
+                    == 1
+            {
+                cx.error_spanned_by(unique, "the primary key is already unique; remove `unique`");
             }
             if let Some(index) = &attrs.index {
                 cx.error_spanned_by(
@@ -286,7 +288,11 @@ fn check_references(cx: &Ctxt, references: &Setting) {
         );
         return;
     };
-    for (what, name) in [("schema", schema.as_deref()), ("table", Some(&*table)), ("column", Some(&*column))] {
+    for (what, name) in [
+        ("schema", schema.as_deref()),
+        ("table", Some(&*table)),
+        ("column", Some(&*column)),
+    ] {
         if let Some(name) = name
             && let Some(problem) = identifier_problem(name)
         {

@@ -150,7 +150,9 @@ pub enum ErrorKind {
     },
 
     /// `insert_many` got more rows than one statement can carry.
-    #[error("insert_many got {rows} rows but one statement takes at most {max} for this model; split the slice with chunks({max})")]
+    #[error(
+        "insert_many got {rows} rows but one statement takes at most {max} for this model; split the slice with chunks({max})"
+    )]
     TooManyRows {
         /// Rows given.
         rows: usize,

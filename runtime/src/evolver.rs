@@ -462,7 +462,15 @@ impl Inner {
         // (and their accessors) read.
         let missing: Vec<String> = resolved
             .iter()
-            .map(|r| self.store.steps().record_if_missing_sql(&r.step, r.done))
+            .map(|r| match r.step.kind {
+                // Judged on the catalog alone: an index or constraint dropped by hand since its
+                // phase was recorded is built or added again.
+                StepKind::CreateIndex(_)
+                | StepKind::AddUnique(_)
+                | StepKind::AddForeignKey(_)
+                | StepKind::AddCheck(_) => self.store.steps().record_phase_sql(&r.step, r.done),
+                _ => self.store.steps().record_if_missing_sql(&r.step, r.done),
+            })
             .collect();
         let mut conn = self.evolver.pool.acquire().await?;
         let mut tx = conn.begin().await?;
@@ -888,7 +896,13 @@ impl Inner {
             .run(target(step, Phase::Aborted), &[], &record, false)
             .await?;
         self.set_phase(&step.id, Phase::Aborted);
-        self.settle(step, Phase::Aborted).await?;
+        // Only steps that change what accessors read or write need every instance to follow.
+        if matches!(
+            step.kind,
+            StepKind::RenameColumn(_) | StepKind::AddFilledColumn(_)
+        ) {
+            self.settle(step, Phase::Aborted).await?;
+        }
         self.finish_abort(step).await?;
         info!(step = %step.id, table = %step.model.qualified_name(), "aborted from phase {done}");
         Ok(())

@@ -154,7 +154,8 @@ impl Executor {
         let rows = sqlx::query(
             "SELECT DISTINCT a.pid, a.xact_start::text, a.state, left(a.query, 300), a.query_start::text \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.relation = to_regclass($1) AND l.granted AND a.pid <> pg_backend_pid()",
+             WHERE l.relation = to_regclass($1) AND l.granted AND a.pid <> pg_backend_pid() \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .bind(Qualified(target.schema, target.table).to_string())
         .fetch_all(&self.pool)

@@ -34,7 +34,8 @@ pub mod __private;
 pub use access::{Access, FromEvolvedRow, ModelSql, Select, model_sql};
 pub use column_type::ColumnType;
 pub use coordinator::{
-    Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT, InstanceAck, WaitOutcome, wait_for_acks,
+    Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT, InstanceAck, WaitOutcome,
+    wait_for_acks,
 };
 pub use error::{DriftProblem, Error, ErrorKind, Result};
 pub use evolver::{Evolution, Evolver, StepProgress};

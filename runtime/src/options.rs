@@ -8,6 +8,13 @@ pub struct DdlOptions {
     /// `lock_timeout` of every statement that takes a lock application queries need. A statement
     /// waiting for its lock blocks the queries queued behind it, so this bounds how long the
     /// application can be held up by one attempt. Default 2 s.
+    ///
+    /// Not applied to `CREATE INDEX CONCURRENTLY` and `DROP INDEX CONCURRENTLY`, which run with
+    /// `lock_timeout = 0` and `statement_timeout = 0`: their only table lock, SHARE UPDATE
+    /// EXCLUSIVE, blocks neither reads nor writes, and a concurrent build waits for older
+    /// transactions through lock waits by design, so a timeout would only abort a healthy build
+    /// and leave an INVALID index. `max_attempts` and the backoff still apply to them after a
+    /// deadlock.
     pub lock_timeout: Duration,
     /// Attempts per statement group before giving up with an error naming the blocker. Default 10.
     pub max_attempts: u32,

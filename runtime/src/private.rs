@@ -42,3 +42,51 @@ pub fn read_expr(model: &'static ModelSpec, field: &str) -> Result<Option<String
         .position(|c| c.field == field)
         .map(|i| sql.reads[i].clone()))
 }
+
+/// A field value the accessors can bind: anything sqlx can encode for PostgreSQL.
+#[diagnostic::on_unimplemented(
+    message = "pgevolve's accessors cannot send `{Self}` to PostgreSQL",
+    label = "the accessors bind this field with sqlx",
+    note = "use a supported type, or implement `sqlx::Type<Postgres>` and `sqlx::Encode<'_, Postgres>` for it"
+)]
+pub trait BindField {
+    /// Adds the value to the query's arguments.
+    fn bind_to<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T> BindField for T
+where
+    T: for<'e> sqlx::Encode<'e, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    fn bind_to<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query.bind(self)
+    }
+}
+
+/// A field value the accessors can read back: anything sqlx can decode from PostgreSQL.
+#[diagnostic::on_unimplemented(
+    message = "pgevolve's accessors cannot read `{Self}` from PostgreSQL",
+    label = "the accessors decode this field with sqlx",
+    note = "use a supported type, or implement `sqlx::Type<Postgres>` and `sqlx::Decode<'_, Postgres>` for it"
+)]
+pub trait ReadField: Sized {
+    /// Reads column `index` of `row`.
+    fn read_from(row: &PgRow, index: usize) -> Result<Self, sqlx::Error>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T> ReadField for T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    fn read_from(row: &PgRow, index: usize) -> Result<Self, sqlx::Error> {
+        sqlx::Row::try_get(row, index)
+    }
+}

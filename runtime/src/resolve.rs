@@ -169,6 +169,8 @@ pub(crate) async fn resolve_model(
                 .kind
                 .column()
                 .is_some_and(|c| live.column(c.name).is_some());
+        let abort_leftovers = abort_leftovers
+            || (done == Phase::Aborted && indexes::abort_leftovers(conn, model, &step).await?);
         resolved.push(Resolved {
             step,
             done,

@@ -74,7 +74,12 @@ pub enum StepKind {
     /// Rename a column through a new column kept in sync (`renamed_from = "..."`).
     RenameColumn(&'static ColumnSpec),
     /// Build an index with `CREATE INDEX CONCURRENTLY`, in the background (`#[evolve(index)]`,
-    /// or `index(...)` on the struct).
+    /// or `index(...)` on the struct). The build runs outside any transaction with
+    /// `lock_timeout = 0` and `statement_timeout = 0` (see [`DdlOptions::lock_timeout`]); an
+    /// INVALID index of the same name is dropped concurrently first, a valid one with the same
+    /// definition is adopted.
+    ///
+    /// [`DdlOptions::lock_timeout`]: crate::DdlOptions::lock_timeout
     CreateIndex(&'static IndexSpec),
     /// A unique constraint on one column (`#[evolve(unique)]`): a unique index built
     /// concurrently in the background, then attached with `ADD CONSTRAINT ... UNIQUE USING INDEX`.

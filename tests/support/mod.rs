@@ -162,6 +162,8 @@ pub fn writers_with(
 ) -> Writers {
     let stats = Arc::new(WriterStats::default());
     let stop = Arc::new(AtomicBool::new(false));
+    // Unique across runs too, so a second set of writers never repeats the first one's values.
+    let run: u32 = rand::random();
     let handles = (0..count)
         .map(|w| {
             let (pool, stats, stop) = (pool.clone(), stats.clone(), stop.clone());
@@ -169,7 +171,7 @@ pub fn writers_with(
                 let mut n: i64 = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let text = format!("Writer{w}.{n}@Example.ORG");
+                    let text = format!("Writer{run:08x}.{w}.{n}@Example.ORG");
                     let (sql, number) = if n % 2 == 0 {
                         (insert, n * 8 + w as i64)
                     } else {
@@ -227,7 +229,7 @@ impl LockWaits {
                 let (waiting, wait): (i64, f64) = sqlx::query_as(
                     "SELECT count(*), coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::float8 \
                      FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ANY($1) \
-                     AND pid <> pg_backend_pid()",
+                     AND datname = current_database() AND pid <> pg_backend_pid()",
                 )
                 .bind(&patterns)
                 .fetch_one(&mut conn)
@@ -261,6 +263,10 @@ pub struct Blocking {
     /// The longest lock wait of a writer seen from the server, and how many samples saw one.
     pub lock_wait: Duration,
     pub lock_wait_samples: u64,
+    /// Writes that completed while the statement ran (the writers' normal pace would be
+    /// `writes_per_second * statement`).
+    pub writes_during: u64,
+    pub writes_per_second: f64,
     pub failed: u64,
 }
 
@@ -274,13 +280,19 @@ pub async fn measure_plain(
     ddl: &str,
 ) -> Blocking {
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let pace_from = (Instant::now(), writers.stats.ok.load(Ordering::Relaxed));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes_per_second = (writers.stats.ok.load(Ordering::Relaxed) - pace_from.1) as f64
+        / pace_from.0.elapsed().as_secs_f64();
     writers.stats.max_wait_us.store(0, Ordering::Relaxed);
     let waits = LockWaits::start(url, prefixes).await;
     let started = Instant::now();
+    let before = writers.stats.ok.load(Ordering::Relaxed);
     sqlx::raw_sql(sqlx::AssertSqlSafe(ddl.to_string()))
         .execute(pool)
         .await
         .unwrap();
+    let writes_during = writers.stats.ok.load(Ordering::Relaxed) - before;
     let statement = started.elapsed();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (lock_wait, lock_wait_samples) = waits.finish().await;
@@ -290,8 +302,83 @@ pub async fn measure_plain(
         writer_max_wait: stats.max_wait(),
         lock_wait,
         lock_wait_samples,
+        writes_during,
+        writes_per_second,
         failed: stats.failed.load(Ordering::Relaxed),
     }
+}
+
+/// Asserts what the issue promises of the pgevolve path of an operation (`safe`: the writers'
+/// stats, `safe_lock`: the server-side lock waits seen meanwhile) and that the plain form of it
+/// measurably blocked the same writers; prints both.
+pub fn assert_safe_and_plain_blocks(
+    what: &str,
+    lock_timeout: Duration,
+    safe: &WriterStats,
+    safe_lock: (Duration, u64),
+    plain: &Blocking,
+) {
+    println!(
+        "{what}: pgevolve: {} writes, {} failed, longest writer wait {:?}, longest lock wait {:?} ({} samples); \
+         plain: statement {:?}, longest writer wait {:?}, longest lock wait {:?} ({} samples), \
+         {} writes during it where {:.0} would have been made at the writers' pace",
+        safe.ok.load(Ordering::Relaxed),
+        safe.failed.load(Ordering::Relaxed),
+        safe.max_wait(),
+        safe_lock.0,
+        safe_lock.1,
+        plain.statement,
+        plain.writer_max_wait,
+        plain.lock_wait,
+        plain.lock_wait_samples,
+        plain.writes_during,
+        plain.writes_per_second * plain.statement.as_secs_f64(),
+    );
+    assert_eq!(
+        safe.failed.load(Ordering::Relaxed),
+        0,
+        "{what}: failed writes; first: {:?}",
+        safe.first_error.lock().unwrap()
+    );
+    assert!(
+        safe.ok.load(Ordering::Relaxed) > 100,
+        "{what}: the writers barely ran"
+    );
+    let bound = lock_timeout + Duration::from_secs(1);
+    assert!(
+        safe.max_wait() < bound,
+        "{what}: a writer waited {:?}",
+        safe.max_wait()
+    );
+    assert!(
+        safe_lock.0 < bound,
+        "{what}: a writer waited {:?} for a lock",
+        safe_lock.0
+    );
+
+    // The plain statement stopped the writers for its whole duration: they were seen waiting for
+    // a lock, one statement waited at least half of it, and less than half the writes their pace
+    // would have made completed meanwhile (those before it got its lock).
+    assert_eq!(
+        plain.failed, 0,
+        "{what}: the plain statement made writes fail"
+    );
+    assert!(
+        plain.lock_wait_samples > 0,
+        "{what}: no writer was seen waiting for a lock during the plain statement"
+    );
+    assert!(
+        plain.writer_max_wait * 2 >= plain.statement,
+        "{what}: writers waited {:?} during a plain statement of {:?}",
+        plain.writer_max_wait,
+        plain.statement
+    );
+    let pace = plain.writes_per_second * plain.statement.as_secs_f64();
+    assert!(
+        (plain.writes_during as f64) < pace / 2.0,
+        "{what}: {} writes completed during the plain statement, where the writers' pace makes {pace:.0}",
+        plain.writes_during
+    );
 }
 
 /// The indexes of a table: (name, valid, definition), by name.

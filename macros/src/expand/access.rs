@@ -5,12 +5,36 @@
 use super::Private;
 use crate::ast::Model;
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 
 pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
     let ident = model.ident;
-    let fields: Vec<&syn::Ident> = model.fields.iter().map(|f| f.ident).collect();
-    let indexes = 0..fields.len();
+    // Binding and reading go through traits with their own messages, spanned at each field's
+    // type, so an unsupported type reads as one clear error per field, not sqlx internals.
+    let binds = |value: TokenStream| -> Vec<TokenStream> {
+        model
+            .fields
+            .iter()
+            .map(|f| {
+                let (name, ty) = (f.ident, f.ty);
+                let private = private.spanned(ty.span());
+                quote_spanned!(ty.span()=> query = <#ty as #private::BindField>::bind_to(&#value.#name, query);)
+            })
+            .collect()
+    };
+    let self_binds = binds(quote!(self));
+    let row_binds = binds(quote!(r));
+    let reads: Vec<TokenStream> = model
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let (name, ty) = (f.ident, f.ty);
+            let private = private.spanned(ty.span());
+            quote_spanned!(ty.span()=> #name: <#ty as #private::ReadField>::read_from(__pgevolve_row, #i)?)
+        })
+        .collect();
     let keys: Vec<_> = model
         .fields
         .iter()
@@ -46,10 +70,9 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 E: #private::PgExecutor<'e>,
             {
                 let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
-                let done = #private::query(&sql.update)
-                    #( .bind(&self.#fields) )*
-                    .execute(executor)
-                    .await?;
+                let mut query = #private::query(&sql.update);
+                #( #self_binds )*
+                let done = query.execute(executor).await?;
                 #private::Ok(done.rows_affected())
             }
 
@@ -91,7 +114,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
         impl #private::FromEvolvedRow for #ident {
             fn from_evolved_row(#row: &#private::PgRow) -> #private::Result<Self, #private::SqlxError> {
                 #private::Ok(Self {
-                    #( #fields: #private::Row::try_get(#row, #indexes)?, )*
+                    #( #reads, )*
                 })
             }
         }
@@ -105,10 +128,9 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 E: #private::PgExecutor<'e>,
             {
                 let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
-                #private::query(&sql.insert)
-                    #( .bind(&self.#fields) )*
-                    .execute(executor)
-                    .await?;
+                let mut query = #private::query(&sql.insert);
+                #( #self_binds )*
+                query.execute(executor).await?;
                 #private::Ok(())
             }
 
@@ -124,7 +146,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 #private::check_insert_many(&sql, rows.len())?;
                 let mut query = #private::query(&sql.insert_many(rows.len()));
                 for r in rows {
-                    query = query #( .bind(&r.#fields) )*;
+                    #( #row_binds )*
                 }
                 let done = query.execute(executor).await?;
                 #private::Ok(done.rows_affected())

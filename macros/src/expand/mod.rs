@@ -31,7 +31,8 @@ fn impl_evolve(model: &Model) -> TokenStream {
     let accessors = access::impl_accessors(model, &private);
     wrap(quote! {
         #[automatically_derived]
-        #[allow(unused_qualifications, non_upper_case_globals)]
+        // `needless_update`: spec literals end with `..DEFAULT` even when every field is written.
+        #[allow(unused_qualifications, non_upper_case_globals, clippy::needless_update)]
         impl #private::Evolve for #ident {
             const MODEL: #private::ModelSpec = #spec;
 

@@ -106,7 +106,12 @@ impl ToTokens for QuoteColumn<'_> {
                     Some(schema) => quote!(#private::Option::Some(#schema)),
                     None => quote!(#private::Option::None),
                 };
-                let on_delete = match field.attrs.on_delete.as_ref().map(|a| normalize_action(&a.value.value())) {
+                let on_delete = match field
+                    .attrs
+                    .on_delete
+                    .as_ref()
+                    .map(|a| normalize_action(&a.value.value()))
+                {
                     Some(a) if a == "cascade" => quote!(Cascade),
                     Some(a) if a == "restrict" => quote!(Restrict),
                     Some(a) if a == "set null" => quote!(SetNull),

@@ -34,7 +34,8 @@ pub(crate) async fn read_index(
     let row = sqlx::query(
         "SELECT c.relkind = 'i' AND i.indrelid = to_regclass($3), \
                 COALESCE(i.indisvalid, false), \
-                EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = c.oid), \
+                EXISTS (SELECT 1 FROM pg_stat_progress_create_index p \
+                         WHERE p.index_relid = c.oid AND p.datname = current_database()), \
                 CASE WHEN c.relkind = 'i' THEN pg_get_indexdef(c.oid) END \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_index i ON i.indexrelid = c.oid \

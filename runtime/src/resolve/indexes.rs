@@ -265,3 +265,34 @@ async fn fk_progress(
     }
     Ok(Phase::Pending)
 }
+
+/// Whether an aborted index or constraint step left its object behind (the abort was
+/// interrupted): then boot runs the abort's statements again.
+pub(super) async fn abort_leftovers(
+    conn: &mut PgConnection,
+    model: &ModelSpec,
+    step: &PlannedStep,
+) -> Result<bool> {
+    let Some(name) = step.object_name() else {
+        return Ok(false);
+    };
+    Ok(match step.kind {
+        StepKind::CreateIndex(_) => indexes::read_index(conn, model, &name)
+            .await?
+            .is_some_and(|ix| ix.on_table),
+        StepKind::AddUnique(_) => {
+            indexes::read_index(conn, model, &name)
+                .await?
+                .is_some_and(|ix| ix.on_table)
+                || indexes::constraint_named(conn, model, &name)
+                    .await?
+                    .is_some()
+        }
+        StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
+            indexes::constraint_named(conn, model, &name)
+                .await?
+                .is_some()
+        }
+        _ => false,
+    })
+}

@@ -8,7 +8,7 @@ pub struct User {
     pub id: Option<i64>,
     #[evolve(column = "e-mail")]
     pub email: String,
-    #[evolve(backfill = "lower(email)", default = "''", index)]
+    #[evolve(backfill = "lower(email)", default = "''", indexed)]
     pub email_normalized: String,
     #[evolve(default = "0")]
     pub nickname: Option<String>,

@@ -1,7 +1,30 @@
 // Every attribute, and the spec the derive builds from them.
 use pgevolve::{ColumnSpec, Evolve, Fill, ModelSpec};
 
-pub struct MyDecimal;
+/// A type pgevolve does not map: `sql_type` names its column type, and the accessors need the
+/// usual sqlx traits, delegated here to `String` (PostgreSQL sends numeric as text).
+pub struct MyDecimal(String);
+
+impl sqlx::Type<sqlx::Postgres> for MyDecimal {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_name("numeric")
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for MyDecimal {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for MyDecimal {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        <String as sqlx::Decode<sqlx::Postgres>>::decode(value).map(MyDecimal)
+    }
+}
 
 #[derive(Evolve)]
 #[evolve(table = "users", schema = "app")]

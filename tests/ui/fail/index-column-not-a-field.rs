@@ -1,0 +1,13 @@
+use pgevolve::Evolve;
+
+#[derive(Evolve)]
+#[evolve(table = "posts")]
+#[evolve(index(columns("author_id", "titel")))]
+pub struct Post {
+    #[evolve(primary_key)]
+    pub id: i64,
+    pub author_id: i64,
+    pub title: String,
+}
+
+fn main() {}

@@ -1,0 +1,440 @@
+//! The phases after boot: walking steps forward, validation checks, abort, acknowledgements and
+//! the deploy window. A second `impl Inner` block, split from `mod.rs` to keep files small.
+
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, Connection};
+use tracing::{info, warn};
+
+use sqlx::PgConnection;
+
+use super::{Inner, POLL, target, try_lock};
+use crate::backfill::Backfill;
+use crate::coordinator::{Coordinator, wait_for_acks};
+use crate::error::{Error, ErrorKind, Result};
+use crate::plan::PlannedStep;
+use crate::sql;
+use crate::step::{Phase, StepId, StepKind};
+
+impl Inner {
+    /// Moves every background step forward, phase by phase, up to `goal`.
+    pub(super) async fn walk(&self, goal: Phase) -> Result<()> {
+        for step in self.background_steps() {
+            loop {
+                if self.stop.load(std::sync::atomic::Ordering::Acquire) {
+                    return Ok(());
+                }
+                let mut conn = self.evolver.pool.acquire().await?;
+                let done = self.recorded_phase(&mut conn, &step).await?;
+                drop(conn);
+                self.set_phase(&step.id, done);
+                let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
+                    break;
+                };
+                let result = self.advance(&step, next).await;
+                // auto_contract outside the deploy window: wait for it, everything else runs.
+                if let Err(e) = &result
+                    && let ErrorKind::OutsideDeployWindow { closed, .. } = e.kind()
+                {
+                    info!(step = %step.id, "contract waits for the deploy window: it {}", closed.opens);
+                    let wait = closed
+                        .wait
+                        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                result?;
+            }
+        }
+        if goal >= Phase::Contract && !self.stop.load(std::sync::atomic::Ordering::Acquire) {
+            self.drop_removed_indexes().await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one phase of one step. Kinds with phases that are not a plain transaction of
+    /// statements (batches, checks, concurrent builds) are dispatched here.
+    pub(super) async fn advance(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
+        match (step.kind, phase) {
+            (
+                StepKind::AddFilledColumn(column) | StepKind::RenameColumn(column),
+                Phase::Backfill,
+            ) => {
+                let expr = match (column.fill, column.renamed_from) {
+                    (_, Some(old)) => crate::ident::Ident(old).to_string(),
+                    (crate::spec::Fill::Backfill(e), None) => e.to_string(),
+                    _ => String::new(),
+                };
+                let finished = Backfill {
+                    pool: &self.evolver.pool,
+                    store: &self.store,
+                    step,
+                    column,
+                    expr: &expr,
+                    options: &self.evolver.backfill,
+                    ddl: &self.evolver.ddl,
+                    progress: &self.progress,
+                    stop: &self.stop,
+                }
+                .run()
+                .await?;
+                if !finished {
+                    return Ok(());
+                }
+                self.run_phase(step, Phase::Backfill, false).await
+            }
+            (StepKind::CreateIndex(_) | StepKind::AddUnique(_), Phase::Expand) => {
+                let built = crate::concurrent::Build {
+                    pool: &self.evolver.pool,
+                    options: &self.evolver.ddl,
+                    step,
+                    progress: &self.progress,
+                    stop: &self.stop,
+                }
+                .run()
+                .await?;
+                if built == crate::concurrent::Built::Stopped {
+                    return Ok(());
+                }
+                self.run_phase(step, Phase::Expand, false).await
+            }
+            (StepKind::AddForeignKey(_) | StepKind::AddCheck(_), Phase::Validate) => {
+                crate::constraints::Validate {
+                    pool: &self.evolver.pool,
+                    executor: &self.executor,
+                    store: &self.store,
+                    instance: &self.instance,
+                    step,
+                }
+                .run()
+                .await?;
+                self.run_phase(step, Phase::Validate, false).await
+            }
+            (_, Phase::Validate) => self.validate(step).await,
+            (_, Phase::Retire) => {
+                self.check_window(step, Phase::Retire).await?;
+                self.run_phase(step, Phase::Retire, false).await
+            }
+            (_, Phase::Contract) => {
+                self.check_window(step, Phase::Contract).await?;
+                if step.kind.phases().contains(&Phase::Retire) {
+                    // Nothing that still writes the retired shape may be running when it goes.
+                    self.settle(step, Phase::Retire).await?;
+                }
+                self.run_phase(step, Phase::Contract, false).await
+            }
+            _ => self.run_phase(step, phase, false).await,
+        }
+    }
+
+    /// Validate: the phase's statements (VALIDATE CONSTRAINT: writes go on), then the step's
+    /// data checks, each a count that must be zero.
+    pub(super) async fn validate(&self, step: &PlannedStep) -> Result<()> {
+        let checks = verifications(step);
+        let verification = |message: String| -> Error {
+            ErrorKind::Verification {
+                step: step.id.to_string(),
+                phase: Phase::Validate.to_string(),
+                table: step.model.qualified_name(),
+                message,
+            }
+            .into()
+        };
+        let statements = step.statements(Phase::Validate);
+        match self
+            .executor
+            .run(target(step, Phase::Validate), statements, &[], true)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_check_violation(&e) => {
+                for (sql, message) in &checks {
+                    let count = self.count(sql).await?;
+                    if count != 0 {
+                        return Err(verification(format!("{count} {message}")));
+                    }
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        for (sql, message) in &checks {
+            let count = self.count(sql).await?;
+            if count != 0 {
+                return Err(verification(format!("{count} {message}")));
+            }
+        }
+        self.run_phase(step, Phase::Validate, false).await
+    }
+
+    /// A count that may scan a large table (no statement_timeout; ACCESS SHARE only).
+    pub(super) async fn count(&self, sql: &str) -> Result<i64> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
+        let count = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// The planned step with this id, among this evolution's models.
+    pub(super) fn step(&self, id: &StepId) -> Result<PlannedStep> {
+        self.evolver
+            .plans()
+            .into_iter()
+            .flat_map(|p| p.steps)
+            .find(|s| &s.id == id)
+            .ok_or_else(|| {
+                ErrorKind::UnknownStep {
+                    step: id.to_string(),
+                }
+                .into()
+            })
+    }
+
+    /// Takes the leader lock, waiting (polling, never queued in PostgreSQL) while another
+    /// instance holds it.
+    pub(super) async fn lead(&self) -> Result<PgConnection> {
+        let mut lock = self.leader_connection().await?;
+        while !try_lock(&mut lock, self.lock_key()).await? {
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(lock)
+    }
+
+    /// Advances one step through its remaining phases up to `goal`, which needs it validated
+    /// first when `goal` is past validation.
+    pub(super) async fn advance_to(&self, step: &PlannedStep, goal: Phase) -> Result<()> {
+        loop {
+            let mut conn = self.evolver.pool.acquire().await?;
+            let done = self.recorded_phase(&mut conn, step).await?;
+            drop(conn);
+            let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
+                return Ok(());
+            };
+            if next > Phase::Validate && done < Phase::Validate {
+                return Err(ErrorKind::NotReady {
+                    step: step.id.to_string(),
+                    table: step.model.qualified_name(),
+                    phase: done.to_string(),
+                    message: format!(
+                        "{next} needs a validated step; boot and wait() to let the backfill and validation finish"
+                    ),
+                }
+                .into());
+            }
+            self.advance(step, next).await?;
+        }
+    }
+
+    /// The abort of one step, under the leader lock: first every instance stops using the new
+    /// shape (the phase is recorded, accessors follow it), then the DDL drops it.
+    pub(super) async fn abort(&self, step: &PlannedStep) -> Result<()> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let done = self.recorded_phase(&mut conn, step).await?;
+        drop(conn);
+        if done == Phase::Aborted {
+            return Ok(());
+        }
+        if done >= Phase::Retire || step.abort.is_empty() {
+            return Err(ErrorKind::NotReady {
+                step: step.id.to_string(),
+                table: step.model.qualified_name(),
+                phase: done.to_string(),
+                message: "only a step that has not started its contract can be aborted".into(),
+            }
+            .into());
+        }
+        let record = [
+            self.store.steps().record_phase_sql(step, Phase::Aborted),
+            self.store.journal().insert_sql(
+                Some(step.id.as_str()),
+                "abort started",
+                &format!("from phase {done}: {}", step.describe()),
+                &self.instance,
+            ),
+            Coordinator::notify_sql(&self.store.schema, &step.id, Phase::Aborted),
+        ];
+        self.executor
+            .run(target(step, Phase::Aborted), &[], &record, false)
+            .await?;
+        self.set_phase(&step.id, Phase::Aborted);
+        // Only steps that change what accessors read or write need every instance to follow.
+        if matches!(
+            step.kind,
+            StepKind::RenameColumn(_) | StepKind::AddFilledColumn(_)
+        ) {
+            self.settle(step, Phase::Aborted).await?;
+        }
+        self.finish_abort(step).await?;
+        info!(step = %step.id, table = %step.model.qualified_name(), "aborted from phase {done}");
+        Ok(())
+    }
+
+    /// The DDL of an abort, once no instance uses the new shape. Idempotent: also run at boot
+    /// when an abort was interrupted.
+    pub(super) async fn finish_abort(&self, step: &PlannedStep) -> Result<()> {
+        let record = [self.store.journal().insert_sql(
+            Some(step.id.as_str()),
+            "abort done",
+            &step.describe(),
+            &self.instance,
+        )];
+        if crate::concurrent::has_concurrent(&step.abort) {
+            // DROP INDEX CONCURRENTLY cannot run in the transaction.
+            return crate::concurrent::run_abort(
+                &self.evolver.pool,
+                &self.executor,
+                step,
+                &step.abort,
+                &record,
+            )
+            .await;
+        }
+        self.executor
+            .run(target(step, Phase::Aborted), &step.abort, &record, false)
+            .await
+    }
+
+    /// Drops the indexes removed from the structs (see `concurrent::removed_indexes`), inside
+    /// the deploy window like every contract.
+    pub(super) async fn drop_removed_indexes(&self) -> Result<()> {
+        let removed = crate::concurrent::removed_indexes(
+            &self.evolver.pool,
+            &self.store,
+            &self.evolver.models,
+        )
+        .await?;
+        for (declared_by, step) in removed {
+            self.check_window(&step, Phase::Contract).await?;
+            crate::concurrent::drop_removed_index(
+                &self.evolver.pool,
+                &self.executor,
+                &self.store,
+                &self.instance,
+                &declared_by,
+                &step,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// After a phase that retires a shape (retire, abort): waits until no accessor call in this
+    /// process still runs SQL from before it, and every other live instance acknowledged it.
+    pub(super) async fn settle(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
+        let registry = crate::registry::registry();
+        registry.drained(registry.generation()).await;
+        let outcome = wait_for_acks(
+            &self.evolver.pool,
+            &self.store.schema,
+            &step.id,
+            phase,
+            self.evolver.heartbeat_timeout,
+            self.evolver.ack_deadline,
+        )
+        .await?;
+        for gone in &outcome.expired {
+            warn!(instance = %gone.id, step = %step.id, "not waiting for an instance whose heartbeat expired");
+        }
+        let ids = |acks: &[crate::coordinator::InstanceAck]| {
+            acks.iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut conn = self.evolver.pool.acquire().await?;
+        sqlx::query(AssertSqlSafe(self.store.journal().insert_sql(
+            Some(step.id.as_str()),
+            &format!("{phase} acknowledged"),
+            &format!(
+                "acknowledged by [{}]; not waited for, heartbeat expired: [{}]; waited {:?}",
+                ids(&outcome.acknowledged),
+                ids(&outcome.expired),
+                outcome.waited
+            ),
+            &self.instance,
+        )))
+        .execute(&mut *conn)
+        .await?;
+        info!(step = %step.id, %phase, acknowledged = outcome.acknowledged.len(), "every live instance acknowledged {phase}");
+        Ok(())
+    }
+
+    /// Destructive phases run only inside the deploy window, or under a recorded override.
+    pub(super) async fn check_window(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
+        let reason = self
+            .window_override
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match (self.evolver.window.check_now(&*self.evolver.clock), reason) {
+            (Ok(()), _) => Ok(()),
+            (Err(closed), Some(reason)) => {
+                let mut conn = self.evolver.pool.acquire().await?;
+                sqlx::query(AssertSqlSafe(self.store.journal().insert_sql(
+                    Some(step.id.as_str()),
+                    "deploy window overridden",
+                    &format!("{phase} at {} ({}): {reason}", closed.now, closed.window),
+                    &self.instance,
+                )))
+                .execute(&mut *conn)
+                .await?;
+                warn!(step = %step.id, %phase, %reason, "deploy window overridden");
+                Ok(())
+            }
+            (Err(closed), None) => Err(ErrorKind::OutsideDeployWindow {
+                step: step.id.to_string(),
+                table: step.model.qualified_name(),
+                phase: phase.to_string(),
+                closed,
+            }
+            .into()),
+        }
+    }
+}
+
+/// The data checks of a step's validate phase: a count that must be zero, and what a non-zero
+/// count means and what to do.
+fn verifications(step: &PlannedStep) -> Vec<(String, String)> {
+    let model = &step.model;
+    match step.kind {
+        StepKind::AddFilledColumn(c) => vec![(
+            sql::count_nulls(model, c),
+            format!(
+                "rows still have NULL in column {}: the fill expression gives NULL for them; fix those rows or the expression, then boot again",
+                c.name
+            ),
+        )],
+        StepKind::RenameColumn(c) => {
+            let old = c.renamed_from.unwrap_or(c.name);
+            let mut checks = Vec::new();
+            if !c.nullable {
+                checks.push((
+                    sql::count_nulls(model, c),
+                    format!(
+                        "rows have NULL in {} (copied from {old}): make the field an `Option`, or fill those rows, then boot again",
+                        c.name
+                    ),
+                ));
+            }
+            checks.push((
+                sql::rename::count_differences(model, c),
+                format!(
+                    "rows differ between {old} and {}: a writer bypassed the sync trigger (session_replication_role?); boot again to re-run the backfill check",
+                    c.name
+                ),
+            ));
+            checks
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn is_check_violation(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Statement { source: sqlx::Error::Database(db), .. } if db.code().as_deref() == Some("23514"))
+}

@@ -30,7 +30,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use pgevolve::{BackfillOptions, Evolution, Evolve, Evolver, Phase, StepId, StepKind};
+use pgevolve::{
+    BackfillOptions, DeployWindow, Evolution, Evolve, Evolver, Phase, StepId, StepKind,
+};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgPool};
 
@@ -305,6 +307,8 @@ struct RunResult {
     size_after: TableSize,
     /// Rows the backfill filled and how long its phase lasted.
     backfill: Option<(i64, f64)>,
+    /// Each step's progress at the end: what it does, phase, rows filled, rows estimated.
+    steps: Vec<Value>,
     /// The plain migration's statements: step, SQL, seconds.
     statements: Vec<(String, String, f64)>,
     checks: Value,
@@ -316,6 +320,19 @@ impl RunResult {
             .phases
             .iter()
             .filter(|p| self.migration_phases.contains(&p.name))
+    }
+
+    /// Operations per second over every backfill phase together.
+    fn backfill_throughput(&self) -> Option<f64> {
+        let phases: Vec<&PhaseSummary> = self
+            .recorded
+            .phases
+            .iter()
+            .filter(|p| p.name.starts_with("backfill"))
+            .collect();
+        let seconds: f64 = phases.iter().map(|p| p.seconds).sum();
+        let ops: u64 = phases.iter().map(|p| p.ops).sum();
+        (seconds > 0.0).then(|| ops as f64 / seconds)
     }
 
     fn phase(&self, name: &str) -> Option<&PhaseSummary> {
@@ -346,6 +363,7 @@ impl RunResult {
             "backfill": self.backfill.map(|(rows, s)| json!({
                 "rows": rows, "seconds": round(s, 3), "rows_per_sec": round(ratio(rows as f64, s), 1),
             })),
+            "steps": self.steps,
             "statements": self.statements.iter().map(|(step, sql, s)| json!({
                 "step": step, "sql": sql, "seconds": round(*s, 4),
             })).collect::<Vec<_>>(),
@@ -386,23 +404,44 @@ fn background_steps() -> Vec<(StepId, StepKind)> {
         .collect()
 }
 
-/// The phase the background work is running now (the earliest among the steps), if any.
-fn running_phase(evolution: &Evolution, steps: &[(StepId, StepKind)]) -> Option<Phase> {
+/// A short name for a step in phase names: its column, or `index`.
+fn step_label(kind: &StepKind) -> String {
+    match kind {
+        StepKind::CreateIndex(_) => "index".into(),
+        other => other
+            .column()
+            .map(|c| c.name.to_string())
+            .unwrap_or_else(|| other.name().to_string()),
+    }
+}
+
+/// The phase the background work is running now: the background task walks the steps one after
+/// the other, in plan order, each up to validate.
+fn running_phase(evolution: &Evolution, steps: &[(StepId, StepKind)]) -> Option<(Phase, String)> {
     let progress = evolution.progress();
-    steps
-        .iter()
-        .filter_map(|(id, kind)| {
-            let done = progress.iter().find(|p| &p.step == id)?.phase;
-            kind.next_phase(done).filter(|p| *p <= Phase::Validate)
-        })
-        .min()
+    steps.iter().find_map(|(id, kind)| {
+        let done = progress.iter().find(|p| &p.step == id)?.phase;
+        let next = kind.next_phase(done).filter(|p| *p <= Phase::Validate)?;
+        let name = match (kind, next) {
+            (StepKind::CreateIndex(_), Phase::Expand) => "build index (concurrently)".to_string(),
+            _ => format!("{next} {}", step_label(kind)),
+        };
+        Some((next, name))
+    })
+}
+
+/// One phase of the background work as it happened.
+struct Lasted {
+    phase: Phase,
+    name: String,
+    seconds: f64,
 }
 
 /// Follows the background work of `evolution` until it is finished, entering a phase of `live`
-/// each time it moves on. Returns how long each phase lasted.
-async fn follow(evolution: &Evolution, mut live: Option<&mut Live>) -> Result<Vec<(String, f64)>> {
+/// each time it moves on. Returns the phases and how long each lasted.
+async fn follow(evolution: &Evolution, mut live: Option<&mut Live>) -> Result<Vec<Lasted>> {
     let steps = background_steps();
-    let mut current: Option<(Phase, Instant)> = None;
+    let mut current: Option<(Phase, String, Instant)> = None;
     let mut lasted = Vec::new();
     loop {
         let finished = evolution.is_finished();
@@ -411,53 +450,121 @@ async fn follow(evolution: &Evolution, mut live: Option<&mut Live>) -> Result<Ve
         } else {
             running_phase(evolution, &steps)
         };
-        if running.is_some() && running != current.map(|c| c.0) {
+        if let Some((phase, name)) = running
+            && current.as_ref().map(|c| &c.1) != Some(&name)
+        {
             let now = Instant::now();
-            if let Some((p, since)) = current {
-                lasted.push((p.to_string(), (now - since).as_secs_f64()));
+            if let Some((phase, name, since)) = current.take() {
+                lasted.push(Lasted {
+                    phase,
+                    name,
+                    seconds: (now - since).as_secs_f64(),
+                });
             }
-            let p = running.unwrap_or(Phase::Backfill);
             if let Some(l) = live.as_deref_mut() {
-                l.enter(p.as_str()).await?;
+                l.enter(&name).await?;
             }
-            current = Some((p, now));
+            current = Some((phase, name, now));
         }
         if finished {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    if let Some((p, since)) = current {
-        lasted.push((p.to_string(), since.elapsed().as_secs_f64()));
+    if let Some((phase, name, since)) = current {
+        lasted.push(Lasted {
+            phase,
+            name,
+            seconds: since.elapsed().as_secs_f64(),
+        });
     }
     evolution.wait().await?;
     Ok(lasted)
 }
 
-/// Checks after a pgevolve run: every row filled correctly, the column NOT NULL.
-async fn check_filled(pool: &PgPool) -> Result<Value> {
+/// Each step's progress as this instance saw it.
+fn step_progress(evolution: &Evolution) -> Vec<Value> {
+    evolution
+        .progress()
+        .iter()
+        .map(|p| {
+            json!({
+                "step": p.step.as_str(), "what": p.description, "phase": p.phase.as_str(),
+                "rows_done": p.rows_done, "rows_estimated": p.rows_estimated,
+            })
+        })
+        .collect()
+}
+
+/// Rows the backfills filled, and how long the backfill phases lasted together. Only steps with
+/// a backfill phase count: a concurrent index build reports the tuples it indexed as progress.
+fn backfill_figures(evolution: &Evolution, lasted: &[Lasted]) -> (i64, f64) {
+    let backfilled: Vec<StepId> = background_steps()
+        .into_iter()
+        .filter(|(_, kind)| kind.phases().contains(&Phase::Backfill))
+        .map(|(id, _)| id)
+        .collect();
+    let rows = evolution
+        .progress()
+        .iter()
+        .filter(|p| backfilled.contains(&p.step))
+        .map(|p| p.rows_done)
+        .sum();
+    let seconds = lasted
+        .iter()
+        .filter(|l| l.phase == Phase::Backfill)
+        .map(|l| l.seconds)
+        .sum();
+    (rows, seconds)
+}
+
+/// Checks after a pgevolve run: every row filled correctly, both columns NOT NULL, `name`
+/// gone, the index valid.
+async fn check_evolved(pool: &PgPool) -> Result<Value> {
     let (rows, wrong): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE email_normalized IS DISTINCT FROM lower(email)) FROM users",
     )
     .fetch_one(pool)
     .await?;
-    let not_null: bool = sqlx::query_scalar(
-        "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'users'::regclass AND attname = 'email_normalized'",
+    let columns: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT attname::text, attnotnull FROM pg_attribute \
+         WHERE attrelid = 'users'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+    )
+    .fetch_all(pool)
+    .await?;
+    let valid_index: bool = sqlx::query_scalar(
+        "SELECT count(*) = 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+         WHERE i.indrelid = 'users'::regclass AND i.indnatts = 1 AND a.attname = 'email_normalized' AND i.indisvalid",
     )
     .fetch_one(pool)
     .await?;
-    if wrong != 0 || !not_null {
-        eprintln!("CHECK FAILED: {wrong} rows differ from lower(email); NOT NULL: {not_null}");
+    let not_null = |c: &str| columns.iter().any(|(n, nn)| n == c && *nn);
+    let ok = wrong == 0
+        && not_null("email_normalized")
+        && not_null("full_name")
+        && !columns.iter().any(|(n, _)| n == "name")
+        && valid_index;
+    if !ok {
+        eprintln!(
+            "CHECK FAILED: {wrong} rows differ from lower(email); columns {columns:?}; valid index on email_normalized: {valid_index}"
+        );
     }
-    Ok(json!({"rows": rows, "rows_not_lower_email": wrong, "email_normalized_not_null": not_null}))
+    Ok(json!({
+        "ok": ok,
+        "rows": rows,
+        "rows_not_lower_email": wrong,
+        "columns_not_null": columns.iter().map(|(n, nn)| json!({"column": n, "not_null": nn})).collect::<Vec<_>>(),
+        "valid_index_on_email_normalized": valid_index,
+    }))
 }
 
-fn name_column_after_pgevolve() -> &'static str {
-    if model::pgevolve_renames() {
-        "full_name"
-    } else {
-        "name"
-    }
+/// The evolver of every pgevolve run: the application's pool, the backfill mode, and a deploy
+/// window that is always open (a benchmark is no deploy: it must run on Fridays too).
+fn evolver(pool: &PgPool, throttled: bool) -> Evolver {
+    Evolver::new(pool.clone())
+        .model::<User>()
+        .backfill_options(backfill_options(throttled))
+        .deploy_window(DeployWindow::always())
 }
 
 async fn run_pgevolve(
@@ -480,7 +587,7 @@ async fn run_pgevolve(
     let pool = db.pool(8).await?;
     let monitor = db.pool(1).await?;
     let size_before = db::table_size(&monitor).await?;
-    let shapes = vec![Shape::old(), Shape::new_build(name_column_after_pgevolve())];
+    let shapes = vec![Shape::old(), Shape::Accessors];
     let mut live = Live::start(
         &pool,
         monitor.clone(),
@@ -493,31 +600,32 @@ async fn run_pgevolve(
     .await?;
     tokio::time::sleep(args.settle).await;
 
+    let first_migration_phase = live.marks.len();
     live.enter("expand").await?;
     let t = Instant::now();
-    let evolution = Evolver::new(pool.clone())
-        .model::<User>()
-        .backfill_options(backfill_options(throttled))
-        .boot()
-        .await?;
-    // Expand is done: the new build serves, and writes email_normalized itself.
+    let evolution = evolver(&pool, throttled).boot().await?;
+    // Expand is done: the new build serves, through the generated accessors.
     live.set_shape(1);
     let lasted = follow(&evolution, Some(&mut live)).await?;
-    // A rename adds its switch here once `renamed_from` exists (reads move to the new column).
+    // Reads move to the renamed column.
+    live.enter("switch").await?;
+    evolution.switch().await?;
+    // Retire (accessors stop writing the old column, in-flight calls drained), then contract.
     live.enter("contract").await?;
     evolution.contract().await?;
     let migration_seconds = t.elapsed().as_secs_f64();
+    let migration_phases = live.marks[first_migration_phase..]
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
     live.enter("after").await?;
     tokio::time::sleep(args.settle).await;
     let recorded = live.finish().await?;
 
-    let rows_filled: i64 = evolution.progress().iter().map(|p| p.rows_done).sum();
-    let backfill_seconds = lasted
-        .iter()
-        .find(|(p, _)| p == "backfill")
-        .map(|(_, s)| *s)
-        .unwrap_or(0.0);
-    let checks = check_filled(&monitor).await?;
+    let backfill = backfill_figures(&evolution, &lasted);
+    let steps = step_progress(&evolution);
+    drop(evolution);
+    let checks = check_evolved(&monitor).await?;
     let size_after = db::table_size(&monitor).await?;
     pool.close().await;
     monitor.close().await;
@@ -527,14 +635,13 @@ async fn run_pgevolve(
         key: key.to_string(),
         label,
         rows: template.rows,
-        migration_phases: ["expand", "backfill", "validate", "contract"]
-            .map(String::from)
-            .to_vec(),
+        migration_phases,
         recorded,
         migration_seconds: Some(migration_seconds),
         size_before,
         size_after,
-        backfill: Some((rows_filled, backfill_seconds)),
+        backfill: Some(backfill),
+        steps,
         statements: Vec::new(),
         checks,
     })
@@ -552,7 +659,7 @@ async fn run_plain(server: &mut Server, template: &Template, args: &Args) -> Res
     let monitor = db.pool(1).await?;
     let size_before = db::table_size(&monitor).await?;
     // After the plain migration every step is applied, the rename included.
-    let shapes = vec![Shape::old(), Shape::new_build("full_name")];
+    let shapes = vec![Shape::old(), Shape::new_sql("full_name")];
     let mut live = Live::start(
         &pool,
         monitor.clone(),
@@ -604,6 +711,7 @@ async fn run_plain(server: &mut Server, template: &Template, args: &Args) -> Res
         size_before,
         size_after,
         backfill: None,
+        steps: Vec::new(),
         statements,
         checks: Value::Null,
     })
@@ -648,6 +756,7 @@ async fn run_baseline(
         size_before,
         size_after,
         backfill: None,
+        steps: Vec::new(),
         statements: Vec::new(),
         checks: Value::Null,
     })
@@ -685,6 +794,10 @@ async fn run_idle_update(server: &mut Server, template: &Template) -> Result<Idl
 
 /// pgevolve's unthrottled backfill on an idle table, then the write overhead of its triggers.
 struct Triggers {
+    /// The background phases of the idle evolution and how long each lasted.
+    idle_phases: Vec<(String, f64)>,
+    /// Each step's progress at the end of the idle evolution.
+    idle_steps: Vec<Value>,
     backfill_rows: i64,
     backfill_seconds: f64,
     evolution_seconds: f64,
@@ -716,23 +829,17 @@ async fn run_triggers(server: &mut Server, template: &Template, args: &Args) -> 
     let pool = db.pool(8).await?;
     let monitor = db.pool(1).await?;
     let t = Instant::now();
-    let evolution = Evolver::new(pool.clone())
-        .model::<User>()
-        .backfill_options(backfill_options(false))
-        .boot()
-        .await?;
+    let evolution = evolver(&pool, false).boot().await?;
     let lasted = follow(&evolution, None).await?;
     let evolution_seconds = t.elapsed().as_secs_f64();
-    let backfill_rows: i64 = evolution.progress().iter().map(|p| p.rows_done).sum();
-    let backfill_seconds = lasted
-        .iter()
-        .find(|(p, _)| p == "backfill")
-        .map(|(_, s)| *s)
-        .unwrap_or(0.0);
+    let (backfill_rows, backfill_seconds) = backfill_figures(&evolution, &lasted);
+    let idle_phases = lasted.iter().map(|l| (l.name.clone(), l.seconds)).collect();
+    let idle_steps = step_progress(&evolution);
 
-    // Validated, not contracted: the fill trigger is in place. The new build writes
-    // email_normalized itself, so the table stays valid with the triggers disabled too.
-    let shapes = vec![Shape::new_build(name_column_after_pgevolve())];
+    // Validated, not contracted: the fill and sync triggers are in place. The new build (the
+    // accessors) writes email_normalized and both names itself, so the table stays valid with
+    // the triggers disabled too.
+    let shapes = vec![Shape::Accessors];
     let mut live = Live::start(
         &pool,
         monitor.clone(),
@@ -770,10 +877,13 @@ async fn run_triggers(server: &mut Server, template: &Template, args: &Args) -> 
         .zip(order)
         .map(|(p, enabled)| (enabled, p.writes_per_sec(), p))
         .collect();
+    drop(evolution);
     pool.close().await;
     monitor.close().await;
     server.drop_database(&db.name).await?;
     Ok(Triggers {
+        idle_phases,
+        idle_steps,
         backfill_rows,
         backfill_seconds,
         evolution_seconds,
@@ -931,15 +1041,20 @@ fn targets(args: &Args, r: &Results) -> Vec<Target> {
     // Throughput during the throttled backfill.
     let backfill_target =
         "pgevolve, throttled: throughput during the backfill ≥ 0.7× the baseline's";
-    match (r.throttled.as_ref().and_then(|t| t.phase("backfill")), base) {
-        (Some(p), Some(b)) => {
-            let x = ratio(p.ops_per_sec, b.ops_per_sec);
+    match (
+        r.throttled
+            .as_ref()
+            .and_then(RunResult::backfill_throughput),
+        base,
+    ) {
+        (Some(ops_per_sec), Some(b)) => {
+            let x = ratio(ops_per_sec, b.ops_per_sec);
             out.push(Target {
                 target: backfill_target.into(),
                 measured: format!(
-                    "{}× ({} vs {} ops/s)",
+                    "{}× ({} vs {} ops/s, over every backfill phase)",
                     num(x, 2),
-                    num(p.ops_per_sec, 0),
+                    num(ops_per_sec, 0),
                     num(b.ops_per_sec, 0)
                 ),
                 verdict: Verdict::of(x >= 0.7),
@@ -958,7 +1073,8 @@ fn targets(args: &Args, r: &Results) -> Vec<Target> {
         }),
     }
     // Stall growth with the table.
-    let growth_target = "pgevolve, throttled: longest stall does not grow with the table (≤ 1.5× at the larger size)";
+    let growth_target =
+        "pgevolve, throttled: longest stall does not grow with the table (≤ 1.5× at 5× the rows)";
     match (&r.throttled, &r.scale) {
         (Some(small), Some(big)) => {
             let stall = |run: &RunResult| {
@@ -968,6 +1084,7 @@ fn targets(args: &Args, r: &Results) -> Vec<Target> {
             };
             let (a, b) = (stall(small), stall(big));
             let x = ratio(b, a);
+            let bound = STALL_TARGET_MS * 1.5;
             out.push(Target {
                 target: growth_target.into(),
                 measured: format!(
@@ -978,10 +1095,22 @@ fn targets(args: &Args, r: &Results) -> Vec<Target> {
                     small.rows,
                     num(x, 2)
                 ),
-                verdict: Verdict::of(x <= 1.5 && b <= STALL_TARGET_MS * 1.5),
+                verdict: Verdict::of(x <= 1.5 && b <= bound),
                 note: format!(
-                    "the issue compares 5,000,000 rows with 1,000,000; this run compares {} with {}",
-                    big.rows, small.rows
+                    "both parts: growth {}× (≤ 1.5×: {}), and {} ms at the larger size against 1.5 × 100 ms = {} ms ({}){}",
+                    num(x, 2),
+                    if x <= 1.5 { "met" } else { "missed" },
+                    num(b, 1),
+                    num(bound, 0),
+                    if b <= bound { "met" } else { "missed" },
+                    if small.rows == 1_000_000 && big.rows == 5_000_000 {
+                        String::new()
+                    } else {
+                        format!(
+                            "; the issue compares 5,000,000 rows with 1,000,000, this run {} with {}",
+                            big.rows, small.rows
+                        )
+                    }
                 ),
             });
         }
@@ -1037,7 +1166,7 @@ fn targets(args: &Args, r: &Results) -> Vec<Target> {
                     num(t.writes_per_sec(false), 0)
                 ),
                 verdict: Verdict::of(loss <= 0.15),
-                note: "the fill trigger of email_normalized; the rename's sync trigger does not exist yet".into(),
+                note: "the fill trigger of email_normalized and the rename's sync trigger, both in place (validated, before contract)".into(),
             });
         }
         None => out.push(Target {
@@ -1145,12 +1274,17 @@ fn markdown(
     }
     md.push_str(&t.render());
 
-    md.push_str("\n### Migrations\n\nWAL: bytes the whole server wrote (`pg_current_wal_lsn()` difference), the workload's included.\n\n");
+    md.push_str("\n### Migrations\n\nWAL: bytes the whole server wrote (`pg_current_wal_lsn()` difference), the workload's included; beyond the workload's: minus what the baseline's workload wrote per second, times the migration's wall time.\n\n");
+    let wal_rate = r
+        .baseline
+        .as_ref()
+        .map(|b| ratio(b.recorded.whole.wal_bytes as f64, b.recorded.whole.seconds));
     let mut t = Table::new(&[
         "run",
         "rows",
         "migration wall time",
         "WAL during the migration",
+        "WAL beyond the workload's",
         "WAL whole run",
         "table before",
         "table after",
@@ -1167,6 +1301,10 @@ fn markdown(
                 mib(run.migration_wal())
             } else {
                 "-".into()
+            },
+            match (run.migration_seconds, wal_rate) {
+                (Some(secs), Some(rate)) => mib(run.migration_wal() - (rate * secs) as i64),
+                _ => "-".into(),
             },
             mib(run.recorded.whole.wal_bytes),
             mib(run.size_before.total),
@@ -1259,7 +1397,6 @@ fn markdown(
                 s.plain_sql.join("; ")
             ));
         }
-        md.push_str("- The new build's statements are plain SQL that writes `email_normalized` itself; the generated accessors (`User::insert`, `User::find`, ...) do not exist yet.\n");
     }
 
     md.push_str("\n### Targets\n\n");
@@ -1369,7 +1506,9 @@ async fn run_all(args: &Args, server: &mut Server) -> Result<()> {
         "trigger_overhead": r.triggers.as_ref().map(|t| json!({
             "idle_backfill": {"rows": t.backfill_rows, "seconds": round(t.backfill_seconds, 3),
                 "rows_per_sec": round(ratio(t.backfill_rows as f64, t.backfill_seconds), 1),
-                "evolution_seconds": round(t.evolution_seconds, 3)},
+                "evolution_seconds": round(t.evolution_seconds, 3),
+                "steps": t.idle_steps,
+                "phases": t.idle_phases.iter().map(|(n, s)| json!({"phase": n, "seconds": round(*s, 3)})).collect::<Vec<_>>()},
             "writes_per_sec_with_triggers": round(t.writes_per_sec(true), 1),
             "writes_per_sec_without_triggers": round(t.writes_per_sec(false), 1),
             "throughput_loss": round(t.overhead(), 4),

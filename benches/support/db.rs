@@ -170,14 +170,22 @@ impl Server {
         Ok(())
     }
 
-    /// Drops a database this process created (its pools must be closed).
+    /// Drops a database this process created. Sessions still connected to it (an evolution's
+    /// listener or heartbeat winding down) are ended first (`WITH (FORCE)`, PostgreSQL 13+).
     pub async fn drop_database(&mut self, name: &str) -> Result<()> {
         let mut conn = self.admin().await?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            r#"DROP DATABASE IF EXISTS "{name}""#
+        let forced = sqlx::raw_sql(AssertSqlSafe(format!(
+            r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
         )))
         .execute(&mut conn)
-        .await?;
+        .await;
+        if forced.is_err() {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                r#"DROP DATABASE IF EXISTS "{name}""#
+            )))
+            .execute(&mut conn)
+            .await?;
+        }
         conn.close().await?;
         self.created.retain(|n| n != name);
         Ok(())

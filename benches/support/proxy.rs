@@ -325,11 +325,11 @@ impl Parser {
                 }
                 self.remaining -= n;
                 data = &data[n..];
-                if self.remaining == 0 {
-                    if let Some(kind) = self.keeping.take() {
-                        on_event(Event::Body(kind, &self.body));
-                        self.body.clear();
-                    }
+                if self.remaining == 0
+                    && let Some(kind) = self.keeping.take()
+                {
+                    on_event(Event::Body(kind, &self.body));
+                    self.body.clear();
                 }
                 continue;
             }

@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use pgevolve::Evolve;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::task::JoinHandle;
+
+use super::model::User;
 
 /// Highest latency the histograms track exactly (one hour, in microseconds); longer ones are
 /// recorded as this value.
@@ -98,11 +101,34 @@ impl Mix {
     }
 }
 
-/// The SQL one build of the application runs. Each build is plain SQL for now: the generated
-/// accessors (`User::insert`, `User::find`, ...) come with the rename, and will then replace
-/// the new build's statements here.
+/// What one build of the application runs.
 #[derive(Debug, Clone)]
-pub struct Shape {
+pub enum Shape {
+    /// Hand-written SQL.
+    Sql(SqlShape),
+    /// The new build of the pgevolve run: the struct's generated accessors, which read and write
+    /// the columns each phase needs. `SELECT` is `User::find`, `INSERT` is `user.insert()` (ids
+    /// from a range of its own: the accessors write every field, the key included), and the
+    /// `UPDATE` of the name is one statement over the columns the accessors write for
+    /// `full_name` in the current phase (`pgevolve::model_sql`, held while it runs, as the
+    /// generated `update()` does): the generated `update()` writes every field, so it would need
+    /// a `find` first and turn one statement into two.
+    Accessors,
+}
+
+impl Shape {
+    /// Which build.
+    pub fn label(&self) -> String {
+        match self {
+            Shape::Sql(s) => s.label.clone(),
+            Shape::Accessors => "new build (generated accessors)".into(),
+        }
+    }
+}
+
+/// The SQL one build of the application runs.
+#[derive(Debug, Clone)]
+pub struct SqlShape {
     /// Which build.
     pub label: String,
     /// `$1` = name, `$2` = id.
@@ -118,19 +144,20 @@ pub struct Shape {
 impl Shape {
     /// The old build: knows nothing of `email_normalized`, writes `name`.
     pub fn old() -> Shape {
-        Shape {
+        Shape::Sql(SqlShape {
             label: "old build (name, email)".into(),
             update: "UPDATE users SET name = $1 WHERE id = $2".into(),
             select: "SELECT id, name, email, created_at FROM users WHERE id = $1".into(),
             insert: "INSERT INTO users (name, email) VALUES ($1, $2)".into(),
             writes_normalized: false,
-        }
+        })
     }
 
-    /// The new build: writes `email_normalized` itself (computed in Rust, as the struct's field
-    /// would be) and reads it; the name column is `name_column`.
-    pub fn new_build(name_column: &str) -> Shape {
-        Shape {
+    /// A new build in hand-written SQL (the plain way's, once its migration committed): writes
+    /// `email_normalized` itself (computed in Rust, as the struct's field would be) and reads
+    /// it; the name column is `name_column`.
+    pub fn new_sql(name_column: &str) -> Shape {
+        Shape::Sql(SqlShape {
             label: format!("new build ({name_column}, email, email_normalized)"),
             update: format!("UPDATE users SET {name_column} = $1 WHERE id = $2"),
             select: format!(
@@ -140,7 +167,7 @@ impl Shape {
                 "INSERT INTO users ({name_column}, email, email_normalized) VALUES ($1, $2, $3)"
             ),
             writes_normalized: true,
-        }
+        })
     }
 }
 
@@ -299,8 +326,14 @@ async fn client(shared: Arc<Shared>, c: usize) -> ClientRecord {
             Err(e) => {
                 p.failed[op.slot()] += 1;
                 p.max_failed_us = p.max_failed_us.max(us);
-                let mut message = format!("{}: {e}", op.name());
-                message.truncate(200);
+                let mut message = format!("{} ({}): {e}", op.name(), shape.label());
+                if message.len() > 200 {
+                    let mut cut = 200;
+                    while !message.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    message.truncate(cut);
+                }
                 if rec.errors.len() < MAX_ERROR_KINDS || rec.errors.contains_key(&message) {
                     *rec.errors.entry(message).or_insert(0) += 1;
                 }
@@ -312,7 +345,35 @@ async fn client(shared: Arc<Shared>, c: usize) -> ClientRecord {
     rec
 }
 
-async fn run(pool: &PgPool, shape: &Shape, op: Op, id: i64, c: usize, n: u64) -> sqlx::Result<()> {
+/// Keys of rows inserted through the accessors: far above the sequence's.
+const ACCESSOR_IDS: i64 = 1_000_000_000_000;
+
+async fn run(
+    pool: &PgPool,
+    shape: &Shape,
+    op: Op,
+    id: i64,
+    c: usize,
+    n: u64,
+) -> Result<(), String> {
+    match shape {
+        Shape::Sql(sql) => run_sql(pool, sql, op, id, c, n)
+            .await
+            .map_err(|e| e.to_string()),
+        Shape::Accessors => run_accessors(pool, op, id, c, n)
+            .await
+            .map_err(|e| e.to_string()),
+    }
+}
+
+async fn run_sql(
+    pool: &PgPool,
+    shape: &SqlShape,
+    op: Op,
+    id: i64,
+    c: usize,
+    n: u64,
+) -> sqlx::Result<()> {
     match op {
         Op::Update => {
             sqlx::query(AssertSqlSafe(shape.update.as_str()))
@@ -336,6 +397,51 @@ async fn run(pool: &PgPool, shape: &Shape, op: Op, id: i64, c: usize, n: u64) ->
                 q = q.bind(email.to_lowercase());
             }
             q.execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_accessors(pool: &PgPool, op: Op, id: i64, c: usize, n: u64) -> pgevolve::Result<()> {
+    match op {
+        Op::Update => {
+            // The columns the accessors write for `full_name` now: `name` and `full_name` until
+            // the rename retires `name`. Holding `access` keeps the call counted as under way.
+            let model: &'static pgevolve::ModelSpec = &<User as Evolve>::MODEL;
+            let access = pgevolve::model_sql(model)?;
+            let field = model
+                .columns
+                .iter()
+                .position(|col| col.field == "full_name")
+                .unwrap_or(1);
+            let set = access.writes[field]
+                .iter()
+                .enumerate()
+                .map(|(i, col)| format!("{}\"{col}\" = $1", if i > 0 { ", " } else { "" }))
+                .collect::<String>();
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE users SET {set} WHERE id = $2"
+            )))
+            .bind(format!("Client {c} #{n}"))
+            .bind(id)
+            .execute(pool)
+            .await?;
+            drop(access);
+        }
+        Op::Select => {
+            User::find(&id, pool).await?;
+        }
+        Op::Insert => {
+            let email = format!("Client{c}.N{n}@Example.ORG");
+            User {
+                id: ACCESSOR_IDS + c as i64 * 1_000_000_000 + n as i64,
+                full_name: format!("Client {c} #{n}"),
+                email_normalized: email.to_lowercase(),
+                email,
+                created_at: chrono::Utc::now(),
+            }
+            .insert(pool)
+            .await?;
         }
     }
     Ok(())

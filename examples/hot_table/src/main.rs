@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Phases: `setup` creates and seeds `users` as the old build has it; `plan` prints the plan;
-//! `expand` boots (runs expand) and exits; `backfill` boots and waits for backfill and validate;
-//! `switch` confirms the evolution is validated, so the new build's reads may rely on the new
-//! shape; `contract` boots and runs the gated contract; `all` does expand to contract in one go.
+//! `expand` boots (runs expand) and exits; `backfill` boots and waits for the backfills, the
+//! validations and the concurrent index build; `switch` moves the accessors' reads to
+//! `full_name`; `contract` runs the gated contract (retire `name`, NOT NULL, helpers dropped);
+//! `all` does expand to contract in one go.
 
 #[allow(dead_code)]
 mod model;
@@ -24,7 +25,7 @@ use sqlx::postgres::PgPoolOptions;
 use model::{STEPS, Support, User};
 
 const USAGE: &str = "usage: hot_table <setup|plan|expand|backfill|switch|contract|all> \
-                     [--rows N] [--unthrottled] [--lock-timeout-ms MS]\n\
+                     [--rows N] [--unthrottled] [--lock-timeout-ms MS] [--override-window REASON]\n\
                      DATABASE_URL names the database (required except for `plan`).";
 
 struct Args {
@@ -32,6 +33,7 @@ struct Args {
     rows: i64,
     unthrottled: bool,
     lock_timeout: Duration,
+    override_window: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
         rows: 1_000_000,
         unthrottled: false,
         lock_timeout: Duration::from_secs(2),
+        override_window: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--rows: not a number: {v}"))?;
             }
             "--unthrottled" => args.unthrottled = true,
+            "--override-window" => args.override_window = Some(value("--override-window")?),
             "--lock-timeout-ms" => {
                 let v = value("--lock-timeout-ms")?;
                 let ms = v
@@ -103,9 +107,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "expand" => {
             boot(&pool, &args).await?;
             println!(
-                "expand done in {:?}: email_normalized, its NOT VALID check and fill trigger are in place.\n\
-                 The backfill started in the background and stops with this program: `hot_table backfill` \
-                 resumes it from its last committed batch.",
+                "expand done in {:?}: full_name (with its sync trigger and compatibility view) and \
+                 email_normalized (with its fill trigger) are in place, each with a NOT VALID check.\n\
+                 The background work (backfills, validation, the concurrent index build) started and \
+                 stops with this program: `hot_table backfill` resumes it from its last committed batch.",
                 started.elapsed()
             );
         }
@@ -113,7 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let evolution = boot(&pool, &args).await?;
             wait_with_progress(&evolution).await?;
             println!(
-                "backfill and validate done in {:?}: every row has email_normalized",
+                "backfill, validate and the index build done in {:?}",
                 started.elapsed()
             );
             print_status(&evolution).await?;
@@ -121,16 +126,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "switch" => {
             let evolution = boot(&pool, &args).await?;
             wait_with_progress(&evolution).await?;
-            print_status(&evolution).await?;
+            evolution.switch().await?;
             println!(
-                "validated: the new build writes email_normalized itself and may read it on every row.\n\
-                 No step declared today has a switch phase of its own: the rename (`renamed_from`) will \
-                 move reads to full_name here once pgevolve supports it."
+                "switch done in {:?}: the accessors of every instance read full_name; writes still \
+                 go to name and full_name, so builds that know only `name` keep working",
+                started.elapsed()
             );
+            print_status(&evolution).await?;
         }
         "contract" => {
             let evolution = boot(&pool, &args).await?;
-            evolution.contract().await?;
+            contract(&evolution, &args).await?;
             println!("contract done in {:?}", started.elapsed());
             print_status(&evolution).await?;
         }
@@ -138,8 +144,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let evolution = boot(&pool, &args).await?;
             println!("expand done in {:?}", started.elapsed());
             wait_with_progress(&evolution).await?;
-            println!("backfill and validate done in {:?}", started.elapsed());
-            evolution.contract().await?;
+            println!(
+                "backfill, validate and index done in {:?}",
+                started.elapsed()
+            );
+            evolution.switch().await?;
+            println!("switch done in {:?}", started.elapsed());
+            contract(&evolution, &args).await?;
             println!("contract done in {:?}", started.elapsed());
             print_status(&evolution).await?;
         }
@@ -150,6 +161,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     print_missing_steps();
     Ok(())
+}
+
+/// Contract: `name` dropped, NOT NULL enforced, helpers dropped. Only inside the deploy window
+/// (not on Fridays or weekends by default) unless `--override-window` gives a reason.
+async fn contract(evolution: &Evolution, args: &Args) -> pgevolve::Result<()> {
+    match &args.override_window {
+        Some(reason) => evolution.contract_overriding_window(reason).await,
+        None => evolution.contract().await,
+    }
 }
 
 /// Creates `users` as the old build has it, with `rows` rows (skipped when it holds rows).

@@ -4,28 +4,23 @@
 //!
 //! The target evolution of `users` has three steps (see [`STEPS`]): a NOT NULL column
 //! `email_normalized` backfilled from `lower(email)`, an index on it, and `name` renamed to
-//! `full_name`. [`User`] declares the steps pgevolve can run today; the others are listed with
-//! the attribute that will declare them, and the plain one-transaction migration
-//! ([`plain_migration`]) always runs all of them.
+//! `full_name`. [`User`] declares all three; the plain one-transaction migration
+//! ([`plain_migration`]) runs the same three. A step pgevolve could not run would be listed as
+//! [`Support::NotYet`], left off [`User`], and reported as not measured.
 
 use pgevolve::Evolve;
 
-/// `users` as the new build declares it.
-///
-/// What is still missing from the target evolution, and the one-line change that adds each step
-/// once pgevolve supports it (then flip `declared` in [`STEPS`]):
-///
-/// - the index: `#[evolve(index)]` on `email_normalized`;
-/// - the rename: `#[evolve(renamed_from = "name")] pub full_name: String` instead of `name`.
-#[derive(Evolve)]
+/// `users` as the new build declares it: every step of the target evolution.
+#[derive(Evolve, Debug, Clone)]
 #[evolve(table = "users")]
-#[allow(dead_code)]
 pub struct User {
     #[evolve(primary_key)]
     pub id: i64,
-    pub name: String,
+    #[evolve(renamed_from = "name")]
+    pub full_name: String,
     pub email: String,
     #[evolve(backfill = "lower(email)")]
+    #[evolve(index)]
     pub email_normalized: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
@@ -85,14 +80,14 @@ pub const STEPS: &[EvolutionStep] = &[
         name: "index",
         what: "index on email_normalized",
         attribute: "#[evolve(index)]",
-        support: Support::NotYet,
+        support: Support::Declared,
         plain_sql: &["CREATE INDEX users_email_normalized_idx ON users (email_normalized)"],
     },
     EvolutionStep {
         name: "rename",
         what: "name renamed to full_name",
         attribute: "#[evolve(renamed_from = \"name\")]",
-        support: Support::NotYet,
+        support: Support::Declared,
         plain_sql: &["ALTER TABLE users RENAME COLUMN name TO full_name"],
     },
 ];

@@ -193,10 +193,11 @@ impl Backfill<'_> {
         Ok(Some((filled, last)))
     }
 
-    /// Moves the batch size towards the target duration, by at most a factor of two per batch.
+    /// Moves the batch size towards the target duration: down by up to half at once, up by at
+    /// most a quarter per batch, so one slow batch is not followed by an even longer one.
     fn adapt(&self, size: u32, elapsed: Duration) -> u32 {
         let target = self.options.target_batch_duration.as_secs_f64();
-        let ratio = (target / elapsed.as_secs_f64().max(1e-4)).clamp(0.5, 2.0);
+        let ratio = (target / elapsed.as_secs_f64().max(1e-4)).clamp(0.5, 1.25);
         ((size as f64 * ratio) as u32)
             .clamp(self.options.min_batch_size, self.options.max_batch_size)
     }

@@ -45,7 +45,8 @@ pub struct BackfillOptions {
     /// Upper bound for the adaptive batch size.
     pub max_batch_size: u32,
     /// The batch size adapts so that one batch (one transaction holding its rows' locks) takes
-    /// about this long. Default 100 ms.
+    /// about this long. Default 50 ms: a writer that needs a row of the batch waits at most
+    /// about that.
     pub target_batch_duration: Duration,
     /// Pause after every batch, leaving room for application writes. Default 20 ms; zero runs
     /// the backfill unthrottled.
@@ -58,7 +59,7 @@ impl Default for BackfillOptions {
             initial_batch_size: 1_000,
             min_batch_size: 100,
             max_batch_size: 20_000,
-            target_batch_duration: Duration::from_millis(100),
+            target_batch_duration: Duration::from_millis(50),
             pause: Duration::from_millis(20),
         }
     }

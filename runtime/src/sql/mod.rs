@@ -279,30 +279,43 @@ pub(crate) fn backfill_batch(
     };
     let limit = upper_from + k;
     let alias = Ident(model.table);
-    let join = pk
-        .iter()
-        .zip(&aliases)
-        .map(|(c, a)| format!("{alias}.{} = batch.{a}", Ident(c.name)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let in_range = {
+        let row = key_list(&format!("{alias}."));
+        let last_keys = aliases
+            .iter()
+            .map(|a| format!("last.{a}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let above = if first {
+            String::new()
+        } else {
+            format!("({row}) > ({}) AND ", binds(1))
+        };
+        format!("{above}({row}) <= ({last_keys})")
+    };
     let last = aliases
         .iter()
         .map(|a| format!("{a}::text"))
         .collect::<Vec<_>>()
         .join(", ");
     let order = aliases.join(" DESC, ") + " DESC";
+    // The UPDATE walks a key range (cursor, last key of the batch] rather than joining the
+    // batch's keys: a range is one index scan, a join may be planned as a hash join over the
+    // whole table.
     format!(
         "WITH batch AS (\n\
          \x20 SELECT {select_keys} FROM {t}\n\
          \x20 WHERE {lower}({keys}) <= ({upper})\n\
          \x20 ORDER BY {keys} LIMIT ${limit}\n\
+         ), last AS (\n\
+         \x20 SELECT * FROM batch ORDER BY {order} LIMIT 1\n\
          ), filled AS (\n\
          \x20 UPDATE {t} AS {alias} SET {col} = ({expr})\n\
-         \x20 FROM batch WHERE {join} AND {alias}.{col} IS NULL\n\
+         \x20 FROM last WHERE {in_range} AND {alias}.{col} IS NULL\n\
          \x20 RETURNING 1\n\
          )\n\
          SELECT (SELECT count(*) FROM filled) AS filled,\n\
-         \x20      (SELECT ARRAY[{last}] FROM batch ORDER BY {order} LIMIT 1) AS last_key",
+         \x20      (SELECT ARRAY[{last}] FROM last) AS last_key",
         t = table(model),
         keys = key_list(""),
         upper = binds(upper_from),

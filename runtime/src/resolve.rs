@@ -12,7 +12,10 @@ use crate::error::{DriftProblem, Result};
 use crate::ident::Qualified;
 use crate::plan::{Plan, PlannedStep};
 use crate::spec::{Fill, ModelSpec};
-use crate::state::StateStore;
+use crate::state::StepRow;
+
+/// The recorded steps, by id.
+pub(crate) type Recorded = std::collections::HashMap<crate::step::StepId, StepRow>;
 use crate::step::{Phase, StepKind};
 
 /// A step and the last phase it completed, as the database shows it.
@@ -25,6 +28,8 @@ pub(crate) struct Resolved {
     pub table_missing: bool,
     /// Aborted, but what the abort drops is still there (the abort was interrupted).
     pub abort_leftovers: bool,
+    /// The phase the state store has for the step, if it has a row.
+    pub recorded: Option<Phase>,
 }
 
 impl Resolved {
@@ -36,8 +41,7 @@ impl Resolved {
 /// Resolves one model. Drift goes to `problems`; the steps are returned either way.
 pub(crate) async fn resolve_model(
     conn: &mut PgConnection,
-    store: &StateStore,
-    state_exists: bool,
+    recorded: &Recorded,
     model: &ModelSpec,
     problems: &mut Vec<DriftProblem>,
 ) -> Result<Vec<Resolved>> {
@@ -57,6 +61,7 @@ pub(crate) async fn resolve_model(
             .steps
             .into_iter()
             .map(|step| Resolved {
+                recorded: recorded.get(&step.id).map(|r| r.phase),
                 done: Phase::Pending,
                 step,
                 table_missing: true,
@@ -158,8 +163,7 @@ pub(crate) async fn resolve_model(
 
     let mut resolved = Vec::new();
     for step in plan.steps {
-        let done =
-            step_progress(conn, store, state_exists, model, &live, &step, &mut problem).await?;
+        let done = step_progress(conn, recorded, model, &live, &step, &mut problem).await?;
         let abort_leftovers = done == Phase::Aborted
             && matches!(
                 step.kind,
@@ -172,6 +176,7 @@ pub(crate) async fn resolve_model(
         let abort_leftovers = abort_leftovers
             || (done == Phase::Aborted && indexes::abort_leftovers(conn, model, &step).await?);
         resolved.push(Resolved {
+            recorded: recorded.get(&step.id).map(|r| r.phase),
             step,
             done,
             table_missing: false,
@@ -183,8 +188,7 @@ pub(crate) async fn resolve_model(
 
 async fn step_progress(
     conn: &mut PgConnection,
-    store: &StateStore,
-    state_exists: bool,
+    recorded: &Recorded,
     model: &ModelSpec,
     live: &LiveTable,
     step: &PlannedStep,
@@ -197,7 +201,7 @@ async fn step_progress(
         | StepKind::AddForeignKey(_)
         | StepKind::AddCheck(_)
         | StepKind::DropIndex(_) => {
-            return indexes::progress(conn, store, state_exists, model, live, step, problem).await;
+            return indexes::progress(conn, recorded, model, live, step, problem).await;
         }
         StepKind::AddNullableColumn(c) => {
             return Ok(if live.column(c.name).is_some() {
@@ -208,14 +212,10 @@ async fn step_progress(
         }
         StepKind::AddFilledColumn(c) => c,
         StepKind::RenameColumn(c) => {
-            return rename_progress(conn, store, state_exists, live, step, c, problem).await;
+            return rename_progress(recorded, live, step, c, problem);
         }
     };
-    let recorded = if state_exists {
-        store.steps().get(conn, &step.id).await?.map(|r| r.phase)
-    } else {
-        None
-    };
+    let recorded = recorded.get(&step.id).map(|r| r.phase);
     let live_col = live.column(column.name);
     let done = match (recorded, live_col) {
         (Some(Phase::Contract), _) => return Ok(Phase::Contract),
@@ -290,20 +290,14 @@ async fn step_progress(
     Ok(done)
 }
 
-async fn rename_progress(
-    conn: &mut PgConnection,
-    store: &StateStore,
-    state_exists: bool,
+fn rename_progress(
+    recorded: &Recorded,
     live: &LiveTable,
     step: &PlannedStep,
     column: &'static crate::spec::ColumnSpec,
     problem: &mut impl FnMut(Option<&str>, String),
 ) -> Result<Phase> {
-    let recorded = if state_exists {
-        store.steps().get(conn, &step.id).await?.map(|r| r.phase)
-    } else {
-        None
-    };
+    let recorded = recorded.get(&step.id).map(|r| r.phase);
     let old = live.column(column.renamed_from.unwrap_or_default());
     let new = live.column(column.name);
     Ok(match (recorded, old, new) {

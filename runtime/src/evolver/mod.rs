@@ -403,13 +403,15 @@ impl Inner {
     /// Resolves every model; drift is an error here, before anything is changed.
     async fn resolve_all(&self) -> Result<Vec<Resolved>> {
         let mut conn = self.evolver.pool.acquire().await?;
-        let state_exists = self.store.exists(&mut conn).await?;
+        let recorded = if self.store.exists(&mut conn).await?.exists {
+            self.store.steps().rows(&mut conn).await?
+        } else {
+            Default::default()
+        };
         let mut problems = Vec::new();
         let mut all = Vec::new();
         for model in &self.evolver.models {
-            all.extend(
-                resolve_model(&mut conn, &self.store, state_exists, model, &mut problems).await?,
-            );
+            all.extend(resolve_model(&mut conn, &recorded, model, &mut problems).await?);
         }
         if problems.is_empty() {
             Ok(all)
@@ -423,7 +425,9 @@ impl Inner {
     async fn expand(&self) -> Result<Vec<Resolved>> {
         let resolved = self.resolve_all().await?;
         let mut conn = self.evolver.pool.acquire().await?;
-        self.store.bootstrap(&mut conn).await?;
+        if !self.store.exists(&mut conn).await?.current {
+            self.store.bootstrap(&mut conn).await?;
+        }
         drop(conn);
         let mut created: Vec<(&str, &str)> = Vec::new();
         for r in &resolved {
@@ -460,22 +464,28 @@ impl Inner {
         // (and their accessors) read.
         let missing: Vec<String> = resolved
             .iter()
-            .map(|r| match r.step.kind {
+            .filter_map(|r| match r.step.kind {
                 // Judged on the catalog alone: an index or constraint dropped by hand since its
                 // phase was recorded is built or added again.
                 StepKind::CreateIndex(_)
                 | StepKind::AddUnique(_)
                 | StepKind::AddForeignKey(_)
-                | StepKind::AddCheck(_) => self.store.steps().record_phase_sql(&r.step, r.done),
-                _ => self.store.steps().record_if_missing_sql(&r.step, r.done),
+                | StepKind::AddCheck(_) => (r.recorded != Some(r.done))
+                    .then(|| self.store.steps().record_phase_sql(&r.step, r.done)),
+                _ => r
+                    .recorded
+                    .is_none()
+                    .then(|| self.store.steps().record_if_missing_sql(&r.step, r.done)),
             })
             .collect();
-        let mut conn = self.evolver.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
-        for sql in missing {
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        if !missing.is_empty() {
+            let mut conn = self.evolver.pool.acquire().await?;
+            let mut tx = conn.begin().await?;
+            for sql in missing {
+                sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         Ok(resolved)
     }
 
@@ -577,16 +587,18 @@ impl Inner {
     }
 
     async fn init_progress(&self, resolved: &[Resolved]) -> Result<()> {
-        let mut conn = self.evolver.pool.acquire().await?;
+        let backfills = resolved
+            .iter()
+            .any(|r| r.step.kind.phases().contains(&Phase::Backfill) && r.done < Phase::Validate);
+        let mut rows = Default::default();
+        if backfills {
+            let mut conn = self.evolver.pool.acquire().await?;
+            rows = self.store.steps().rows(&mut conn).await?;
+        }
         let mut all = Vec::new();
         for r in resolved {
             crate::registry::registry().set(&r.step.id, r.done);
-            let row = match r.step.kind {
-                StepKind::AddFilledColumn(_) => {
-                    self.store.steps().get(&mut conn, &r.step.id).await?
-                }
-                _ => None,
-            };
+            let row = rows.get(&r.step.id);
             all.push(StepProgress {
                 table: r.step.model.qualified_name(),
                 description: r.step.describe(),

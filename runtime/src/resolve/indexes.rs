@@ -5,6 +5,7 @@
 
 use sqlx::PgConnection;
 
+use super::Recorded;
 use crate::catalog::LiveTable;
 use crate::catalog::indexes::{self, Probe, Referenced};
 use crate::error::Result;
@@ -12,24 +13,18 @@ use crate::plan::{Plan, PlannedStep};
 use crate::spec::ModelSpec;
 use crate::sql::constraint;
 use crate::sql::index::IndexDef;
-use crate::state::StateStore;
 use crate::step::{Phase, StepKind};
 
 /// The last phase an index or constraint step completed, judged on the catalog.
 pub(super) async fn progress(
     conn: &mut PgConnection,
-    store: &StateStore,
-    state_exists: bool,
+    recorded: &Recorded,
     model: &ModelSpec,
     live: &LiveTable,
     step: &PlannedStep,
     problem: &mut impl FnMut(Option<&str>, String),
 ) -> Result<Phase> {
-    let recorded = if state_exists {
-        store.steps().get(conn, &step.id).await?.map(|r| r.phase)
-    } else {
-        None
-    };
+    let recorded = recorded.get(&step.id).map(|r| r.phase);
     if recorded == Some(Phase::Aborted) {
         return Ok(Phase::Aborted);
     }

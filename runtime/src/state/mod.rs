@@ -9,12 +9,24 @@ pub(crate) use instances::Instances;
 pub(crate) use journal::Journal;
 pub use journal::JournalEntry;
 pub use steps::StepStatus;
-pub(crate) use steps::Steps;
+pub(crate) use steps::{StepRow, Steps};
 
 use sqlx::AssertSqlSafe;
 use sqlx::PgConnection;
 
 use crate::ident::Ident;
+
+/// Marks state tables created by this version (a comment on the steps table).
+const VERSION: &str = "pgevolve state 2";
+
+/// What [`StateStore::exists`] found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StateShape {
+    /// The steps table exists.
+    pub exists: bool,
+    /// Every table of this version exists: nothing to bootstrap.
+    pub current: bool,
+}
 
 /// The state schema and the statements that create it.
 #[derive(Debug, Clone)]
@@ -41,12 +53,18 @@ impl StateStore {
         format!("{}.{}", Ident(&self.schema), Ident(name))
     }
 
-    /// Whether the state tables exist (read-only: used before anything is created).
-    pub async fn exists(&self, conn: &mut PgConnection) -> sqlx::Result<bool> {
-        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(format!("{}.{}", Ident(&self.schema), Ident("steps")))
-            .fetch_one(conn)
-            .await
+    /// Whether the state tables exist, and whether they are of this version (then boot skips
+    /// [`StateStore::bootstrap`]). Read-only: used before anything is created.
+    pub async fn exists(&self, conn: &mut PgConnection) -> sqlx::Result<StateShape> {
+        let (exists, current): (bool, bool) = sqlx::query_as(
+            "SELECT to_regclass($1) IS NOT NULL, \
+             coalesce(obj_description(to_regclass($1), 'pg_class') = $2, false)",
+        )
+        .bind(self.table("steps"))
+        .bind(VERSION)
+        .fetch_one(conn)
+        .await?;
+        Ok(StateShape { exists, current })
     }
 
     /// Creates the schema and tables when missing. Runs only under the leader lock, so two
@@ -100,7 +118,12 @@ impl StateStore {
         ];
         let statements = statements
             .into_iter()
-            .chain(Instances::new(&self.schema).bootstrap_sql());
+            .chain(Instances::new(&self.schema).bootstrap_sql())
+            .chain([format!(
+                "COMMENT ON TABLE {} IS {}",
+                self.table("steps"),
+                crate::sql::lit(VERSION)
+            )]);
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         for sql in statements {
             sqlx::query(AssertSqlSafe(&*sql)).execute(&mut *tx).await?;

@@ -46,6 +46,32 @@ pub(crate) struct Steps<'a> {
 }
 
 impl Steps<'_> {
+    /// Every recorded step, in one query (boot reads them all at once).
+    pub async fn rows(
+        &self,
+        conn: &mut PgConnection,
+    ) -> sqlx::Result<std::collections::HashMap<StepId, StepRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, phase, checkpoint, upper_bound, rows_done, rows_estimated FROM {}",
+            self.store.table("steps")
+        )))
+        .fetch_all(conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let row = StepRow {
+                    phase: Phase::parse(r.get::<String, _>(1).as_str()).unwrap_or(Phase::Pending),
+                    checkpoint: r.get(2),
+                    upper_bound: r.get(3),
+                    rows_done: r.get(4),
+                    rows_estimated: r.get(5),
+                };
+                (StepId::from_stored(r.get(0)), row)
+            })
+            .collect())
+    }
+
     pub async fn get(&self, conn: &mut PgConnection, id: &StepId) -> sqlx::Result<Option<StepRow>> {
         let row = sqlx::query(AssertSqlSafe(&*format!(
             "SELECT phase, checkpoint, upper_bound, rows_done, rows_estimated FROM {} WHERE id = $1",

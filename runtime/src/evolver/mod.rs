@@ -631,6 +631,8 @@ impl Inner {
         } else {
             Phase::Validate
         };
+        // A follower polls on one connection of its own, opened once.
+        let mut candidate: Option<PgConnection> = None;
         loop {
             if let Some(conn) = lock.take() {
                 let result = self.walk(goal).await;
@@ -639,23 +641,30 @@ impl Inner {
                 return result;
             }
             let mut conn = self.evolver.pool.acquire().await?;
+            let recorded = self.store.steps().rows(&mut conn).await?;
+            drop(conn);
             let mut finished = true;
             for step in self.background_steps() {
-                let phase = self.recorded_phase(&mut conn, &step).await?;
+                let phase = recorded
+                    .get(&step.id)
+                    .map(|r| r.phase)
+                    .unwrap_or(Phase::Pending);
                 self.set_phase(&step.id, phase);
                 finished &= phase >= goal.min(step.kind.last_phase());
             }
-            drop(conn);
             if finished {
                 return Ok(());
             }
-            let mut candidate = self.leader_connection().await?;
-            if try_lock(&mut candidate, self.lock_key()).await? {
+            let mut poller = match candidate.take() {
+                Some(c) => c,
+                None => self.leader_connection().await?,
+            };
+            if try_lock(&mut poller, self.lock_key()).await? {
                 info!("took over the leader lock; resuming background work from the checkpoint");
-                lock = Some(candidate);
+                lock = Some(poller);
                 continue;
             }
-            drop(candidate);
+            candidate = Some(poller);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }

@@ -1406,35 +1406,7 @@ fn markdown(
 
 #[tokio::main]
 async fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("{e}\n");
-            }
-            eprint!("{USAGE}");
-            std::process::exit(if e.is_empty() { 0 } else { 2 });
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let mut server = match Server::start().await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("no PostgreSQL server: {e}");
-            std::process::exit(1);
-        }
-    };
-    let outcome = run_all(&args, &mut server).await;
-    server.cleanup().await;
-    if let Err(e) = outcome {
-        eprintln!("benchmark failed: {e}");
-        std::process::exit(1);
-    }
+    support::main_with(USAGE, parse_args(), run_all).await;
 }
 
 async fn run_all(args: &Args, server: &mut Server) -> Result<()> {

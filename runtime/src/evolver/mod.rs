@@ -401,9 +401,11 @@ impl Inner {
     }
 
     /// Resolves every model; drift is an error here, before anything is changed.
-    async fn resolve_all(&self) -> Result<Vec<Resolved>> {
+    /// Also says whether the state store is current (then boot need not bootstrap it).
+    async fn resolve_all(&self) -> Result<(Vec<Resolved>, bool)> {
         let mut conn = self.evolver.pool.acquire().await?;
-        let recorded = if self.store.exists(&mut conn).await?.exists {
+        let shape = self.store.exists(&mut conn).await?;
+        let recorded = if shape.exists {
             self.store.steps().rows(&mut conn).await?
         } else {
             Default::default()
@@ -414,7 +416,7 @@ impl Inner {
             all.extend(resolve_model(&mut conn, &recorded, model, &mut problems).await?);
         }
         if problems.is_empty() {
-            Ok(all)
+            Ok((all, shape.current))
         } else {
             Err(ErrorKind::Drift(problems).into())
         }
@@ -423,12 +425,11 @@ impl Inner {
     /// The leader's boot work: drift check, state store, then every expand phase. Returns the
     /// steps with the phase each has completed now.
     async fn expand(&self) -> Result<Vec<Resolved>> {
-        let resolved = self.resolve_all().await?;
-        let mut conn = self.evolver.pool.acquire().await?;
-        if !self.store.exists(&mut conn).await?.current {
+        let (resolved, state_current) = self.resolve_all().await?;
+        if !state_current {
+            let mut conn = self.evolver.pool.acquire().await?;
             self.store.bootstrap(&mut conn).await?;
         }
-        drop(conn);
         let mut created: Vec<(&str, &str)> = Vec::new();
         for r in &resolved {
             let model = &r.step.model;
@@ -555,7 +556,7 @@ impl Inner {
     /// A follower's check: has the leader's expand made this build's shape available?
     async fn expanded_by_leader(&self) -> Result<Option<Vec<Resolved>>> {
         let resolved = match self.resolve_all().await {
-            Ok(r) => r,
+            Ok((r, _)) => r,
             // A table or column the leader has not created yet looks like drift; wait for it.
             Err(e) if matches!(e.kind(), ErrorKind::Drift(_)) => return Ok(None),
             Err(e) => return Err(e),

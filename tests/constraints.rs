@@ -10,8 +10,8 @@ use std::time::Duration;
 use pgevolve::{ErrorKind, Evolver, Phase, StepKind};
 use sqlx::PgPool;
 use support::{
-    LockWaits, assert_safe_and_plain_blocks, catalog_snapshot, constraints, database,
-    measure_plain, seed_users, writers_with,
+    LockWaits, assert_reboot_changes_nothing, assert_safe_and_plain_blocks, catalog_snapshot,
+    constraints, database, measure_plain, seed_users, writers_with,
 };
 
 const ROWS: i64 = 200_000;
@@ -169,16 +169,7 @@ async fn a_check_is_validated_under_writers_and_the_plain_one_blocks_them() {
     assert_safe_and_plain_blocks("ADD CHECK", LOCK_TIMEOUT, &safe, safe_lock, &plain);
 
     // Booting again adopts both validated checks and changes nothing.
-    let before = catalog_snapshot(&pool, "users").await;
-    Evolver::new(pool.clone())
-        .model::<with_check::User>()
-        .boot()
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    assert_eq!(catalog_snapshot(&pool, "users").await, before);
+    assert_reboot_changes_nothing::<with_check::User>(&pool, "users").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,16 +276,7 @@ async fn constraints_can_be_aborted_and_an_existing_foreign_key_is_adopted() {
     .execute(&pool)
     .await
     .unwrap();
-    let before = catalog_snapshot(&pool, "users").await;
-    Evolver::new(pool.clone())
-        .model::<with_fk::User>()
-        .boot()
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    assert_eq!(catalog_snapshot(&pool, "users").await, before);
+    assert_reboot_changes_nothing::<with_fk::User>(&pool, "users").await;
 
     // Drift: the same foreign key with another ON DELETE.
     sqlx::raw_sql(

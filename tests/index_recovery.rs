@@ -13,35 +13,7 @@ use pgevolve::{ErrorKind, Evolver, Phase};
 use sqlx::{Connection, PgConnection, PgPool};
 use support::{catalog_snapshot, constraints, database, indexes, seed_users};
 
-mod indexed {
-    use pgevolve::Evolve;
-
-    #[derive(Evolve)]
-    #[evolve(table = "users")]
-    #[allow(dead_code)]
-    pub struct User {
-        #[evolve(primary_key)]
-        pub id: i64,
-        pub name: String,
-        #[evolve(index)]
-        pub email: String,
-    }
-}
-
-mod unique {
-    use pgevolve::Evolve;
-
-    #[derive(Evolve)]
-    #[evolve(table = "users")]
-    #[allow(dead_code)]
-    pub struct User {
-        #[evolve(primary_key)]
-        pub id: i64,
-        pub name: String,
-        #[evolve(unique)]
-        pub email: String,
-    }
-}
+use support::users::{indexed, unique};
 
 const INDEX: &str = "users_email_idx";
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use pgevolve::{ErrorKind, Evolver, Phase, StepKind};
 use support::{
-    LockWaits, assert_safe_and_plain_blocks, catalog_snapshot, database, indexes, measure_plain,
-    seed_users, writers_with,
+    LockWaits, assert_reboot_changes_nothing, assert_safe_and_plain_blocks, catalog_snapshot,
+    database, indexes, measure_plain, seed_users, writers_with,
 };
 
 const ROWS: i64 = 200_000;
@@ -20,35 +20,7 @@ const INSERT: &str = "INSERT INTO users (name, email) VALUES ('writer ' || $2, $
 const UPDATE: &str = "UPDATE users SET email = $1 WHERE id = $2";
 const WRITES: &[&str] = &["INSERT INTO users", "UPDATE users"];
 
-mod indexed {
-    use pgevolve::Evolve;
-
-    #[derive(Evolve)]
-    #[evolve(table = "users")]
-    #[allow(dead_code)]
-    pub struct User {
-        #[evolve(primary_key)]
-        pub id: i64,
-        pub name: String,
-        #[evolve(index)]
-        pub email: String,
-    }
-}
-
-mod unique {
-    use pgevolve::Evolve;
-
-    #[derive(Evolve)]
-    #[evolve(table = "users")]
-    #[allow(dead_code)]
-    pub struct User {
-        #[evolve(primary_key)]
-        pub id: i64,
-        pub name: String,
-        #[evolve(unique)]
-        pub email: String,
-    }
-}
+use support::users::{indexed, unique};
 
 mod plain {
     use pgevolve::Evolve;
@@ -114,16 +86,7 @@ async fn an_index_is_built_concurrently_under_writers_and_the_plain_build_blocks
     assert_safe_and_plain_blocks("CREATE INDEX", LOCK_TIMEOUT, &safe, safe_lock, &plain);
 
     // Booting again finds the index and does nothing.
-    let before = catalog_snapshot(&pool, "users").await;
-    Evolver::new(pool.clone())
-        .model::<indexed::User>()
-        .boot()
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
-    assert_eq!(catalog_snapshot(&pool, "users").await, before);
+    assert_reboot_changes_nothing::<indexed::User>(&pool, "users").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

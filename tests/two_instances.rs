@@ -69,6 +69,19 @@ async fn second_instance_process() {
     }
 }
 
+/// The first instance: booted, backfilled and validated, with a short heartbeat timeout.
+async fn first_instance(pool: &sqlx::PgPool) -> pgevolve::Evolution {
+    let first = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .acknowledgements(HEARTBEAT_TIMEOUT, Duration::from_secs(60))
+        .model::<Person>()
+        .boot()
+        .await
+        .unwrap();
+    first.wait().await.unwrap();
+    first
+}
+
 struct Second {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -145,14 +158,7 @@ async fn the_second_instance_follows_the_switch_and_contract_waits_for_it() {
     }
     let (db, pool) = database(10).await;
     seed(&pool, "people").await;
-    let first = Evolver::new(pool.clone())
-        .deploy_window(DeployWindow::always())
-        .acknowledgements(HEARTBEAT_TIMEOUT, Duration::from_secs(60))
-        .model::<Person>()
-        .boot()
-        .await
-        .unwrap();
-    first.wait().await.unwrap();
+    let first = first_instance(&pool).await;
 
     let mut second = Second::start(db.url());
     assert!(
@@ -202,14 +208,7 @@ async fn contract_stops_waiting_for_an_instance_whose_heartbeat_expired() {
     }
     let (db, pool) = database(10).await;
     seed(&pool, "people").await;
-    let first = Evolver::new(pool.clone())
-        .deploy_window(DeployWindow::always())
-        .acknowledgements(HEARTBEAT_TIMEOUT, Duration::from_secs(60))
-        .model::<Person>()
-        .boot()
-        .await
-        .unwrap();
-    first.wait().await.unwrap();
+    let first = first_instance(&pool).await;
     let mut second = Second::start(db.url());
     second.expect("EXPR ");
     first.switch().await.unwrap();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod people;
+pub mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -123,6 +124,26 @@ impl Writers {
         }
         self.stats
     }
+}
+
+/// Boots `T` again and waits for its background work: a model whose steps are all done must
+/// change nothing in the table's catalog (idempotent boot).
+pub async fn assert_reboot_changes_nothing<T: pgevolve::Evolve>(pool: &PgPool, table: &str) {
+    let before = catalog_snapshot(pool, table).await;
+    pgevolve::Evolver::new(pool.clone())
+        .model::<T>()
+        .boot()
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog_snapshot(pool, table).await,
+        before,
+        "booting {} again changed {table}",
+        T::MODEL.rust_name
+    );
 }
 
 /// Everything about a table that a migration could change: columns, types, nullability,

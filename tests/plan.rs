@@ -156,3 +156,44 @@ fn phases_of_index_and_constraint_steps() {
         }
     }
 }
+
+#[derive(Evolve)]
+#[evolve(table = "people")]
+#[allow(dead_code)]
+struct Person {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(renamed_from = "name")]
+    full_name: String,
+    email: String,
+    #[evolve(backfill = "lower(email)")]
+    email_normalized: String,
+    // Reads the renamed column under its new name: it must not share the rename's pass.
+    #[evolve(backfill = "upper(full_name)")]
+    shout: String,
+}
+
+/// Backfills of one table share one pass (each row written once), except a fill whose
+/// expression reads a column the pass writes, which gets a pass of its own.
+#[test]
+fn backfills_of_one_table_share_a_pass() {
+    let plan = Person::plan();
+    let pass = |column: &str| -> String {
+        let step = plan
+            .steps
+            .iter()
+            .find(|s| s.describe().contains(&format!(".{column} ")))
+            .unwrap_or_else(|| panic!("a step for {column}"));
+        step.statements(Phase::Backfill)[0].sql.clone()
+    };
+    let rename = pass("name");
+    assert_eq!(rename, pass("email_normalized"));
+    assert!(rename.contains("\"full_name\" = COALESCE(\"people\".\"full_name\", (\"name\"))"));
+    assert!(rename.contains(
+        "\"email_normalized\" = COALESCE(\"people\".\"email_normalized\", (lower(email)))"
+    ));
+    let shout = pass("shout");
+    assert_ne!(shout, rename);
+    assert!(!shout.contains("\"full_name\" = "));
+    insta::assert_snapshot!(plan.to_string());
+}

@@ -1,31 +1,32 @@
-//! The backfill engine: keyset batches by primary key, each its own short transaction that also
-//! commits the checkpoint, with a batch size that adapts to a target duration.
+//! The backfill engine: one pass per table over the primary key, filling every pending column
+//! at once; keyset batches, each one statement that also commits the checkpoint, with a batch
+//! size that adapts to a target duration and a pause that keeps the pass to its duty cycle.
 
 use sqlx::AssertSqlSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
 use crate::evolver::StepProgress;
 use crate::executor::is_retryable;
 use crate::options::{BackfillOptions, DdlOptions};
-use crate::plan::PlannedStep;
-use crate::spec::ColumnSpec;
+use crate::spec::ModelSpec;
 use crate::sql;
-use crate::state::StateStore;
+use crate::sql::backfill::{Bounds, FillColumn};
+use crate::state::{StateStore, StepRow};
 use crate::step::Phase;
 
 pub(crate) struct Backfill<'a> {
     pub pool: &'a PgPool,
     pub store: &'a StateStore,
-    pub step: &'a PlannedStep,
-    pub column: &'static ColumnSpec,
-    /// The value for rows where the column is NULL (an SQL expression over the row).
-    pub expr: &'a str,
+    pub model: &'a ModelSpec,
+    /// The columns this pass fills, one per step (see `sql::backfill::pass`).
+    pub fills: &'a [FillColumn],
     pub options: &'a BackfillOptions,
     pub ddl: &'a DdlOptions,
     pub progress: &'a Arc<Mutex<Vec<StepProgress>>>,
@@ -34,57 +35,37 @@ pub(crate) struct Backfill<'a> {
 }
 
 impl Backfill<'_> {
-    /// Fills every row up to the upper bound recorded when the backfill first started, resuming
+    /// Fills every row up to the upper bound recorded when the pass first started, resuming
     /// from the checkpoint. Returns whether it finished (`false`: stopped on request, with the
     /// checkpoint of the last batch committed).
     pub async fn run(&self) -> Result<bool> {
-        let model = &self.step.model;
-        let span = info_span!("backfill", step = %self.step.id, phase = "backfill", table = %model.qualified_name());
+        let model = self.model;
+        let ids = self
+            .fills
+            .iter()
+            .map(|f| f.step.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let columns = self
+            .fills
+            .iter()
+            .map(|f| f.column.name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let span = info_span!("backfill", steps = %ids, columns = %columns, phase = "backfill", table = %model.qualified_name());
         async {
-            let mut conn = self.pool.acquire().await?;
-            let steps = self.store.steps();
-            let row = steps.get(&mut conn, &self.step.id).await?;
-            let (mut cursor, mut upper, mut done) = match row {
-                Some(r) => (r.checkpoint, r.upper_bound, r.rows_done),
-                None => (None, None, 0),
+            let Some((mut cursor, upper, mut done)) = self.start().await? else {
+                return Ok(true); // empty table: the triggers cover every row from now on
             };
-            if upper.is_none() {
-                let bound: Option<Vec<String>> =
-                    sqlx::query_scalar(AssertSqlSafe(&*sql::backfill_upper_bound(model)))
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                let estimate: i64 = sqlx::query_scalar(sql::estimate_rows())
-                    .bind(model.schema)
-                    .bind(model.table)
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .unwrap_or(0);
-                let estimate = if estimate >= 0 {
-                    estimate
-                } else {
-                    sqlx::query_scalar(AssertSqlSafe(&*sql::count_rows(model)))
-                        .fetch_one(&mut *conn)
-                        .await?
-                };
-                let Some(bound) = bound else {
-                    return Ok(true); // empty table: the trigger covers every row from now on
-                };
-                steps
-                    .start_backfill(&mut conn, &self.step.id, &bound, estimate)
-                    .await?;
-                self.set_estimate(estimate);
-                upper = Some(bound);
-            }
-            let upper = upper.unwrap_or_default();
-            drop(conn);
-
-            let first_sql = sql::backfill_batch(model, self.column, self.expr, true);
-            let next_sql = sql::backfill_batch(model, self.column, self.expr, false);
+            let steps_table = self.store.table("steps");
+            let lock_timeout = self.ddl.lock_timeout.as_millis();
             let mut batch_size = self.options.initial_batch_size.max(1);
             let started = Instant::now();
             let mut filled_this_run = 0i64;
             let mut attempts = 0u32;
             let mut last_log = Instant::now();
+            // One connection for the whole pass: no pool round trip per batch.
+            let mut conn: Option<PoolConnection<Postgres>> = None;
             loop {
                 if self.stop.load(Ordering::Acquire) {
                     info!(
@@ -93,11 +74,26 @@ impl Backfill<'_> {
                     );
                     return Ok(false);
                 }
+                let sql = sql::backfill::batch(
+                    model,
+                    self.fills,
+                    &steps_table,
+                    lock_timeout,
+                    Bounds::Values {
+                        cursor: cursor.as_deref(),
+                        upper: &upper,
+                        limit: batch_size,
+                    },
+                );
                 let t0 = Instant::now();
-                match self
-                    .batch(&first_sql, &next_sql, cursor.as_deref(), &upper, batch_size)
-                    .await
-                {
+                let outcome = match conn.as_mut() {
+                    Some(c) => batch(c, &sql).await,
+                    None => match self.pool.acquire().await {
+                        Ok(c) => batch(conn.insert(c), &sql).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                match outcome {
                     Ok(None) => break,
                     Ok(Some((filled, last))) => {
                         attempts = 0;
@@ -118,8 +114,9 @@ impl Backfill<'_> {
                                 "backfill progress"
                             );
                         }
-                        if !self.options.pause.is_zero() {
-                            tokio::time::sleep(self.options.pause).await;
+                        let pause = self.options.pause_after(elapsed);
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
                         }
                     }
                     Err(e) if is_retryable(&e) && attempts < self.ddl.max_attempts => {
@@ -134,7 +131,7 @@ impl Backfill<'_> {
                     }
                     Err(source) => {
                         return Err(ErrorKind::Statement {
-                            step: self.step.id.to_string(),
+                            step: ids.clone(),
                             phase: Phase::Backfill.to_string(),
                             table: model.qualified_name(),
                             source,
@@ -148,49 +145,77 @@ impl Backfill<'_> {
                 seconds = started.elapsed().as_secs_f64(),
                 "backfill complete"
             );
-            let _ = filled_this_run;
             Ok(true)
         }
         .instrument(span)
         .await
     }
 
-    /// One batch and its checkpoint, in one transaction. `None` when no key is left.
-    async fn batch(
-        &self,
-        first_sql: &str,
-        next_sql: &str,
-        cursor: Option<&[String]>,
-        upper: &[String],
-        limit: u32,
-    ) -> sqlx::Result<Option<(i64, Vec<String>)>> {
+    /// Where the pass starts: the recorded checkpoint and upper bound when every step of the
+    /// pass shares them (a pass interrupted earlier), else from the start up to the highest key
+    /// now. Starting again is always safe: a batch only fills rows whose column is `NULL`, and
+    /// rows above any recorded bound were filled by the triggers. `None`: the table is empty.
+    async fn start(&self) -> Result<Option<(Option<Vec<String>>, Vec<String>, i64)>> {
+        let model = self.model;
         let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
-        sqlx::query(AssertSqlSafe(&*format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            self.ddl.lock_timeout.as_millis()
-        )))
-        .execute(&mut *tx)
-        .await?;
-        let mut query = sqlx::query(AssertSqlSafe(if cursor.is_some() {
-            next_sql
+        let steps = self.store.steps();
+        let recorded = steps.rows(&mut conn).await?;
+        let rows: Vec<Option<&StepRow>> =
+            self.fills.iter().map(|f| recorded.get(&f.step)).collect();
+        let shared = |get: &dyn Fn(&StepRow) -> Option<Vec<String>>| {
+            let first = rows[0].and_then(get);
+            rows.iter()
+                .all(|r| r.and_then(get) == first)
+                .then_some(first)
+                .flatten()
+        };
+        let cursor = shared(&|r| r.checkpoint.clone());
+        let done = if cursor.is_some() {
+            rows.iter()
+                .flatten()
+                .map(|r| r.rows_done)
+                .max()
+                .unwrap_or(0)
         } else {
-            first_sql
-        }));
-        for value in cursor.unwrap_or_default().iter().chain(upper) {
-            query = query.bind(value.as_str());
+            0
+        };
+        if let Some(upper) = shared(&|r| r.upper_bound.clone()) {
+            let estimate = rows
+                .iter()
+                .flatten()
+                .filter_map(|r| r.rows_estimated)
+                .max()
+                .unwrap_or(0);
+            self.set_estimate(estimate);
+            return Ok(Some((cursor, upper, done)));
         }
-        let row = query.bind(i64::from(limit)).fetch_one(&mut *tx).await?;
-        let filled: i64 = row.get(0);
-        let Some(last): Option<Vec<String>> = row.get(1) else {
+        let bound: Option<Vec<String>> =
+            sqlx::query_scalar(AssertSqlSafe(&*sql::backfill::upper_bound(model)))
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some(bound) = bound else {
             return Ok(None);
         };
-        self.store
-            .steps()
-            .checkpoint(&mut tx, &self.step.id, &last, filled)
-            .await?;
-        tx.commit().await?;
-        Ok(Some((filled, last)))
+        let estimate: i64 = sqlx::query_scalar(sql::backfill::estimate_rows())
+            .bind(model.schema)
+            .bind(model.table)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(0);
+        let estimate = if estimate >= 0 {
+            estimate
+        } else {
+            sqlx::query_scalar(AssertSqlSafe(&*sql::backfill::count_rows(model)))
+                .fetch_one(&mut *conn)
+                .await?
+        };
+        for fill in self.fills {
+            steps
+                .start_backfill(&mut conn, &fill.step, &bound, estimate)
+                .await?;
+        }
+        self.set_estimate(estimate);
+        Ok(Some((None, bound, 0)))
     }
 
     /// Moves the batch size towards the target duration: down by up to half at once, up by at
@@ -204,16 +229,35 @@ impl Backfill<'_> {
 
     fn set_estimate(&self, estimate: i64) {
         let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = all.iter_mut().find(|p| p.step == self.step.id) {
+        for p in all
+            .iter_mut()
+            .filter(|p| self.fills.iter().any(|f| f.step == p.step))
+        {
             p.rows_estimated = estimate;
         }
     }
 
+    /// Every step of the pass reports the rows the pass filled.
     fn report(&self, done: i64, rate: f64) {
         let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = all.iter_mut().find(|p| p.step == self.step.id) {
+        for p in all
+            .iter_mut()
+            .filter(|p| self.fills.iter().any(|f| f.step == p.step))
+        {
             p.rows_done = done;
             p.rows_per_second = rate;
         }
     }
+}
+
+/// One batch (see `sql::backfill::batch`): rows filled and the batch's last key; `None` when no
+/// key is left.
+async fn batch(conn: &mut PgConnection, sql: &str) -> sqlx::Result<Option<(i64, Vec<String>)>> {
+    let rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(conn).await?;
+    let Some(row) = rows.last() else {
+        return Err(sqlx::Error::RowNotFound);
+    };
+    let filled: i64 = row.try_get(0)?;
+    let last: Option<Vec<String>> = row.try_get(1)?;
+    Ok(last.map(|last| (filled, last)))
 }

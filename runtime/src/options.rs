@@ -48,9 +48,32 @@ pub struct BackfillOptions {
     /// about this long. Default 50 ms: a writer that needs a row of the batch waits at most
     /// about that.
     pub target_batch_duration: Duration,
-    /// Pause after every batch, leaving room for application writes. Default 20 ms; zero runs
-    /// the backfill unthrottled.
+    /// Shortest pause after every batch, leaving room for application writes. Default 20 ms.
     pub pause: Duration,
+    /// The share of the time the backfill may be busy: after a batch of duration `d` it pauses
+    /// `d × (1 − duty_cycle) / duty_cycle` (at least `pause`). Default 0.5: a batch of 50 ms is
+    /// followed by 50 ms for the application, so the backfill takes at most half of one core.
+    /// 1.0 with a zero `pause` runs it unthrottled ([`BackfillOptions::unthrottled`]).
+    pub duty_cycle: f64,
+}
+
+impl BackfillOptions {
+    /// No pause between batches: the fastest backfill, for a maintenance window or an idle
+    /// table. Batches still aim at `target_batch_duration`, so rows stay locked as briefly.
+    pub fn unthrottled() -> BackfillOptions {
+        BackfillOptions {
+            pause: Duration::ZERO,
+            duty_cycle: 1.0,
+            ..BackfillOptions::default()
+        }
+    }
+
+    /// The pause after a batch that took `batch`.
+    pub fn pause_after(&self, batch: Duration) -> Duration {
+        let duty = self.duty_cycle.clamp(0.01, 1.0);
+        let share = batch.mul_f64((1.0 - duty) / duty);
+        share.max(self.pause)
+    }
 }
 
 impl Default for BackfillOptions {
@@ -61,6 +84,29 @@ impl Default for BackfillOptions {
             max_batch_size: 20_000,
             target_batch_duration: Duration::from_millis(50),
             pause: Duration::from_millis(20),
+            duty_cycle: 0.5,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_keeps_the_duty_cycle() {
+        let default = BackfillOptions::default();
+        let ms = Duration::from_millis;
+        assert_eq!(default.pause_after(ms(50)), ms(50));
+        assert_eq!(default.pause_after(ms(5)), ms(20));
+        let quarter = BackfillOptions {
+            duty_cycle: 0.25,
+            ..default
+        };
+        assert_eq!(quarter.pause_after(ms(40)), ms(120));
+        assert_eq!(
+            BackfillOptions::unthrottled().pause_after(ms(50)),
+            Duration::ZERO
+        );
     }
 }

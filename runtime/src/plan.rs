@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::spec::{Fill, ModelSpec};
+use crate::sql::backfill::{Bounds, FillColumn};
 use crate::sql::{self, Helpers, RenameHelpers, Statement, rename};
 use crate::step::{Phase, StepId, StepKind};
 
@@ -61,10 +62,11 @@ pub(crate) fn step_kinds(model: &ModelSpec) -> Vec<StepKind> {
 impl Plan {
     /// The steps the model declares. At boot, steps the live catalog already satisfies are skipped.
     pub fn for_model(model: &ModelSpec) -> Plan {
-        let steps = step_kinds(model)
+        let mut steps: Vec<PlannedStep> = step_kinds(model)
             .into_iter()
             .map(|kind| PlannedStep::new(*model, kind))
             .collect();
+        show_passes(model, &mut steps);
         Plan {
             model: *model,
             steps,
@@ -74,6 +76,49 @@ impl Plan {
     /// The step with this id.
     pub fn step(&self, id: &StepId) -> Option<&PlannedStep> {
         self.steps.iter().find(|s| &s.id == id)
+    }
+}
+
+/// The state schema a plan's batches show (the runtime uses the evolver's).
+const SHOWN_STATE_TABLE: &str = "\"pgevolve\".\"steps\"";
+
+/// A backfill phase whose batch fills `fills` in one pass (as shown in plans: placeholders, the
+/// default lock_timeout and state schema).
+fn backfill_phase(model: &ModelSpec, fills: &[FillColumn]) -> PlannedPhase {
+    PlannedPhase {
+        phase: Phase::Backfill,
+        note: "one pass over the table for every column it backfills: keyset batches up to the highest key at start, \
+               each batch one statement that also writes its checkpoint; later rows are filled by the triggers",
+        statements: vec![Statement::always(sql::backfill::batch(
+            model,
+            fills,
+            SHOWN_STATE_TABLE,
+            crate::options::DdlOptions::default()
+                .lock_timeout
+                .as_millis(),
+            Bounds::Placeholders,
+        ))],
+    }
+}
+
+/// Steps whose backfills share a pass show the pass's batch (what runs when they are pending
+/// together, e.g. on a first deploy).
+fn show_passes(model: &ModelSpec, steps: &mut [PlannedStep]) {
+    let mut pending: Vec<FillColumn> = steps.iter().filter_map(FillColumn::of).collect();
+    while !pending.is_empty() {
+        let pass = sql::backfill::pass(&pending);
+        pending.retain(|f| !pass.iter().any(|p| p.step == f.step));
+        if pass.len() < 2 {
+            continue;
+        }
+        for step in steps
+            .iter_mut()
+            .filter(|s| pass.iter().any(|p| p.step == s.id))
+        {
+            if let Some(phase) = step.phases.iter_mut().find(|p| p.phase == Phase::Backfill) {
+                *phase = backfill_phase(model, &pass);
+            }
+        }
     }
 }
 
@@ -119,24 +164,19 @@ impl PlannedStep {
                     note: "one short transaction under lock_timeout, retried with backoff",
                     statements: sql::expand_filled_column(&model, c, &helpers),
                 }];
-                if let Fill::Backfill(_) = c.fill {
-                    phases.push(PlannedPhase {
-                        phase: Phase::Backfill,
-                        note: "keyset batches up to the highest key at start, each batch one transaction with its checkpoint; later rows are filled by the trigger",
-                        statements: vec![Statement::always(sql::backfill_batch(
-                            &model,
-                            c,
-                            match c.fill {
-                                Fill::Backfill(e) => e,
-                                _ => "",
-                            },
-                            false,
-                        ))],
-                    });
+                if let Fill::Backfill(e) = c.fill {
+                    phases.push(backfill_phase(
+                        &model,
+                        &[FillColumn {
+                            step: id.clone(),
+                            column: c,
+                            expr: e.to_string(),
+                        }],
+                    ));
                 }
                 phases.push(PlannedPhase {
                     phase: Phase::Validate,
-                    note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; then a count of NULLs must be 0",
+                    note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; the validated check proves no NULL is left",
                     statements: sql::validate_filled_column(&model, &helpers),
                 });
                 phases.push(PlannedPhase {
@@ -155,16 +195,14 @@ impl PlannedStep {
                         note: "one short transaction under lock_timeout: new column, sync trigger (both names stay equal for writers that set one), compatibility view with the new names",
                         statements: rename::expand(&model, c, &h),
                     },
-                    PlannedPhase {
-                        phase: Phase::Backfill,
-                        note: "old -> new in keyset batches, each batch one transaction with its checkpoint",
-                        statements: vec![Statement::always(sql::backfill_batch(
-                            &model,
-                            c,
-                            &crate::ident::Ident(old).to_string(),
-                            false,
-                        ))],
-                    },
+                    backfill_phase(
+                        &model,
+                        &[FillColumn {
+                            step: id.clone(),
+                            column: c,
+                            expr: crate::ident::Ident(old).to_string(),
+                        }],
+                    ),
                     PlannedPhase {
                         phase: Phase::Validate,
                         note: "the NOT NULL check is validated (writes go on), then no row may differ between the two columns",

@@ -14,6 +14,7 @@ use crate::coordinator::{Coordinator, wait_for_acks};
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::PlannedStep;
 use crate::sql;
+use crate::sql::backfill::FillColumn;
 use crate::step::{Phase, StepId, StepKind};
 
 impl Inner {
@@ -56,21 +57,14 @@ impl Inner {
     /// statements (batches, checks, concurrent builds) are dispatched here.
     pub(super) async fn advance(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
         match (step.kind, phase) {
-            (
-                StepKind::AddFilledColumn(column) | StepKind::RenameColumn(column),
-                Phase::Backfill,
-            ) => {
-                let expr = match (column.fill, column.renamed_from) {
-                    (_, Some(old)) => crate::ident::Ident(old).to_string(),
-                    (crate::spec::Fill::Backfill(e), None) => e.to_string(),
-                    _ => String::new(),
-                };
+            (StepKind::AddFilledColumn(_) | StepKind::RenameColumn(_), Phase::Backfill) => {
+                let pass = self.backfill_pass(step).await?;
+                let fills: Vec<FillColumn> = pass.iter().filter_map(FillColumn::of).collect();
                 let finished = Backfill {
                     pool: &self.evolver.pool,
                     store: &self.store,
-                    step,
-                    column,
-                    expr: &expr,
+                    model: &step.model,
+                    fills: &fills,
                     options: &self.evolver.backfill,
                     ddl: &self.evolver.ddl,
                     progress: &self.progress,
@@ -81,7 +75,10 @@ impl Inner {
                 if !finished {
                     return Ok(());
                 }
-                self.run_phase(step, Phase::Backfill, false).await
+                for member in &pass {
+                    self.run_phase(member, Phase::Backfill, false).await?;
+                }
+                Ok(())
             }
             (StepKind::CreateIndex(_) | StepKind::AddUnique(_), Phase::Expand) => {
                 let built = crate::concurrent::Build {
@@ -127,6 +124,34 @@ impl Inner {
         }
     }
 
+    /// The steps whose backfill runs in one pass with `step`'s: every step of the same table
+    /// whose next phase is the backfill, unless an expression reads a column of another (see
+    /// `sql::backfill::pass`). One pass writes each row once instead of once per column.
+    async fn backfill_pass(&self, step: &PlannedStep) -> Result<Vec<PlannedStep>> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let recorded = self.store.steps().rows(&mut conn).await?;
+        drop(conn);
+        let phase = |s: &PlannedStep| {
+            recorded
+                .get(&s.id)
+                .map(|r| r.phase)
+                .unwrap_or(Phase::Pending)
+        };
+        let mut candidates = vec![step.clone()];
+        candidates.extend(self.background_steps().into_iter().filter(|s| {
+            s.id != step.id
+                && s.model.schema == step.model.schema
+                && s.model.table == step.model.table
+                && s.kind.next_phase(phase(s)) == Some(Phase::Backfill)
+        }));
+        let fills: Vec<FillColumn> = candidates.iter().filter_map(FillColumn::of).collect();
+        let chosen = sql::backfill::pass(&fills);
+        Ok(candidates
+            .into_iter()
+            .filter(|s| chosen.iter().any(|f| f.step == s.id))
+            .collect())
+    }
+
     /// Validate: the phase's statements (VALIDATE CONSTRAINT: writes go on), then the step's
     /// data checks, each a count that must be zero.
     pub(super) async fn validate(&self, step: &PlannedStep) -> Result<()> {
@@ -158,7 +183,9 @@ impl Inner {
             }
             Err(e) => return Err(e),
         }
-        for (sql, message) in &checks {
+        // A validated `CHECK (col IS NOT NULL)` already proves there is no NULL: only the
+        // checks it does not cover scan the table again.
+        for (sql, message) in checks.iter().filter(|(sql, _)| !proven_by(step, sql)) {
             let count = self.count(sql).await?;
             if count != 0 {
                 return Err(verification(format!("{count} {message}")));
@@ -432,6 +459,15 @@ fn verifications(step: &PlannedStep) -> Vec<(String, String)> {
             checks
         }
         _ => Vec::new(),
+    }
+}
+
+/// Whether a data check is implied by the step's validated NOT NULL check constraint.
+fn proven_by(step: &PlannedStep, check: &str) -> bool {
+    match step.kind {
+        StepKind::AddFilledColumn(c) => check == sql::count_nulls(&step.model, c),
+        StepKind::RenameColumn(c) => !c.nullable && check == sql::count_nulls(&step.model, c),
+        _ => false,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The SQL of every phase of every step kind. Pure functions of the spec: plans, snapshots and
 //! the executor all use these, so what `plan()` shows is exactly what runs.
 
+pub(crate) mod backfill;
 pub(crate) mod constraint;
 pub(crate) mod index;
 pub(crate) mod rename;
@@ -36,6 +37,7 @@ impl Statement {
 /// Names of the helper objects a filled-column step creates.
 #[derive(Debug, Clone)]
 pub(crate) struct Helpers {
+    pub step: StepId,
     pub check: String,
     pub function: String,
     pub trigger: String,
@@ -43,8 +45,10 @@ pub(crate) struct Helpers {
 
 impl Helpers {
     pub(crate) fn new(model: &ModelSpec, column: &ColumnSpec, id: &StepId) -> Helpers {
+        let step = id.clone();
         let id = id.as_str();
         Helpers {
+            step,
             check: object_name("pgevolve_nn", model.table, column.name, id),
             function: object_name("pgevolve_fill", model.table, column.name, id),
             trigger: object_name("pgevolve_fill", model.table, column.name, id),
@@ -158,8 +162,9 @@ pub(crate) fn expand_filled_column(
              $pgevolve$"
         )));
         out.push(Statement::always(format!(
-            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {function}()",
-            Ident(&helpers.trigger)
+            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW {} EXECUTE FUNCTION {function}()",
+            Ident(&helpers.trigger),
+            backfill::trigger_condition(&helpers.step)
         )));
     }
     out.push(Statement {
@@ -238,123 +243,6 @@ pub(crate) fn abort_filled_column(
         Ident(column.name)
     )));
     out
-}
-
-/// The keyset batch of a backfill that sets `column` to `expr` where it is NULL. Binds: for the
-/// first batch `$1..$k` = upper bound and `$k+1` = limit; later batches first bind the cursor
-/// (`$1..$k`), then the upper bound, then the limit. Returns the rows filled and the batch's last
-/// key, as text.
-pub(crate) fn backfill_batch(
-    model: &ModelSpec,
-    column: &ColumnSpec,
-    expr: &str,
-    first: bool,
-) -> String {
-    let pk: Vec<&ColumnSpec> = model.primary_key().collect();
-    let k = pk.len();
-    let key_list = |prefix: &str| {
-        pk.iter()
-            .map(|c| format!("{prefix}{}", Ident(c.name)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let binds = |from: usize| {
-        pk.iter()
-            .enumerate()
-            .map(|(i, c)| format!("${}::{}", from + i, c.sql_type))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let aliases: Vec<String> = (0..k).map(|i| format!("__pgevolve_k{i}")).collect();
-    let select_keys = pk
-        .iter()
-        .zip(&aliases)
-        .map(|(c, a)| format!("{} AS {a}", Ident(c.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (lower, upper_from) = if first {
-        (String::new(), 1)
-    } else {
-        (format!("({}) > ({}) AND ", key_list(""), binds(1)), k + 1)
-    };
-    let limit = upper_from + k;
-    let alias = Ident(model.table);
-    let in_range = {
-        let row = key_list(&format!("{alias}."));
-        let last_keys = aliases
-            .iter()
-            .map(|a| format!("last.{a}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let above = if first {
-            String::new()
-        } else {
-            format!("({row}) > ({}) AND ", binds(1))
-        };
-        format!("{above}({row}) <= ({last_keys})")
-    };
-    let last = aliases
-        .iter()
-        .map(|a| format!("{a}::text"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let order = aliases.join(" DESC, ") + " DESC";
-    // The UPDATE walks a key range (cursor, last key of the batch] rather than joining the
-    // batch's keys: a range is one index scan, a join may be planned as a hash join over the
-    // whole table.
-    format!(
-        "WITH batch AS (\n\
-         \x20 SELECT {select_keys} FROM {t}\n\
-         \x20 WHERE {lower}({keys}) <= ({upper})\n\
-         \x20 ORDER BY {keys} LIMIT ${limit}\n\
-         ), last AS (\n\
-         \x20 SELECT * FROM batch ORDER BY {order} LIMIT 1\n\
-         ), filled AS (\n\
-         \x20 UPDATE {t} AS {alias} SET {col} = ({expr})\n\
-         \x20 FROM last WHERE {in_range} AND {alias}.{col} IS NULL\n\
-         \x20 RETURNING 1\n\
-         )\n\
-         SELECT (SELECT count(*) FROM filled) AS filled,\n\
-         \x20      (SELECT ARRAY[{last}] FROM last) AS last_key",
-        t = table(model),
-        keys = key_list(""),
-        upper = binds(upper_from),
-        col = Ident(column.name),
-    )
-}
-
-/// The highest primary key when the backfill starts: rows above it were written after the fill
-/// trigger existed, so the trigger has already filled them.
-pub(crate) fn backfill_upper_bound(model: &ModelSpec) -> String {
-    let keys = model
-        .primary_key()
-        .map(|c| Ident(c.name).to_string())
-        .collect::<Vec<_>>();
-    let text = keys
-        .iter()
-        .map(|k| format!("{k}::text"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT ARRAY[{text}] FROM {} ORDER BY {} LIMIT 1",
-        table(model),
-        keys.iter()
-            .map(|k| format!("{k} DESC"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
-/// The row estimate for progress reporting: the planner's statistics, or -1 when the table was
-/// never analyzed.
-pub(crate) fn estimate_rows() -> &'static str {
-    "SELECT c.reltuples::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-     WHERE n.nspname = $1 AND c.relname = $2"
-}
-
-/// An exact count, for tables without statistics (ACCESS SHARE only: writes go on).
-pub(crate) fn count_rows(model: &ModelSpec) -> String {
-    format!("SELECT count(*) FROM {}", table(model))
 }
 
 /// A literal for state-store SQL that runs in the same transaction as a step's DDL.

@@ -142,26 +142,6 @@ impl Steps<'_> {
         Ok(())
     }
 
-    /// Records a batch's checkpoint; runs inside the batch's transaction.
-    pub async fn checkpoint(
-        &self,
-        conn: &mut PgConnection,
-        id: &StepId,
-        last_key: &[String],
-        filled: i64,
-    ) -> sqlx::Result<()> {
-        sqlx::query(AssertSqlSafe(&*format!(
-            "UPDATE {} SET checkpoint = $2, rows_done = rows_done + $3, updated_at = now() WHERE id = $1",
-            self.store.table("steps")
-        )))
-        .bind(id.as_str())
-        .bind(last_key)
-        .bind(filled)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-
     pub async fn all(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<StepStatus>> {
         let rows = sqlx::query(AssertSqlSafe(&*format!(
             "SELECT id, model, table_schema || '.' || table_name, description, phase, rows_done, rows_estimated, \

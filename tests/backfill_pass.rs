@@ -1,0 +1,216 @@
+//! A rename and a backfilled column of the same table are filled in one pass (each row written
+//! once), while old binaries keep writing both source columns; the pass survives a crash and
+//! resumes from the checkpoint it shares between its steps. Every row is compared at the end.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pgevolve::{BackfillOptions, DeployWindow, Evolve, Evolver, Phase};
+use sqlx::PgPool;
+use support::database;
+use support::people::{ROWS, WriteLog, assert_log_matches, old_writer, seed};
+
+#[derive(Evolve, Debug)]
+#[evolve(table = "people")]
+#[allow(dead_code)]
+struct Person {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(renamed_from = "name")]
+    full_name: String,
+    email: String,
+    #[evolve(backfill = "lower(email)")]
+    email_normalized: String,
+}
+
+const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Rows where a filled column is not what its source says.
+async fn wrong_rows(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM people WHERE full_name IS DISTINCT FROM name \
+         OR email_normalized IS DISTINCT FROM lower(email)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The two steps' (checkpoint, rows_done), rename first.
+async fn pass_state(pool: &PgPool) -> Vec<(Option<Vec<String>>, i64)> {
+    sqlx::query_as(
+        "SELECT checkpoint, rows_done FROM pgevolve.steps \
+         WHERE kind IN ('rename_column', 'add_backfilled_column') ORDER BY kind DESC",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// An old binary changing emails (mixed case), so the fill trigger must recompute
+/// `email_normalized` for rows the pass has already filled. Returns the longest wait.
+fn email_writer(
+    pool: &PgPool,
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Duration> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let (mut n, mut longest) = (0i64, Duration::ZERO);
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let id = 1 + (n * 7919) % ROWS;
+            let started = Instant::now();
+            let result = sqlx::query("UPDATE people SET email = $1 WHERE id = $2")
+                .bind(format!("Changed{n}@Example.ORG"))
+                .bind(id)
+                .execute(&pool)
+                .await;
+            longest = longest.max(started.elapsed());
+            if result.is_err() {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        longest
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_pass_fills_a_rename_and_a_backfill_under_old_writers() {
+    let (_db, pool) = database(20).await;
+    seed(&pool, "people").await;
+    let log: WriteLog = Arc::default();
+    let names: Vec<_> = (0..2)
+        .map(|lane| old_writer(&pool, lane, log.clone()))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let emails = email_writer(&pool, stop.clone(), failed.clone());
+
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Person>()
+        .lock_timeout(LOCK_TIMEOUT)
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 500,
+            max_batch_size: 2_000,
+            ..BackfillOptions::default()
+        })
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let longest = emails.await.unwrap();
+    let mut errors = Vec::new();
+    for writer in names {
+        errors.extend(writer.finish().await.1);
+    }
+    assert!(
+        errors.is_empty(),
+        "old writers failed: {:?}",
+        errors.first()
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "email writes failed");
+    assert!(
+        longest < LOCK_TIMEOUT + Duration::from_secs(1),
+        "a writer waited {longest:?}"
+    );
+
+    for step in evolution.progress() {
+        if step.description.contains("full_name") || step.description.contains("email_normalized") {
+            assert_eq!(step.phase, Phase::Validate, "{}", step.description);
+        }
+    }
+    // One pass: both steps carry the same checkpoint, and each row was filled once.
+    let state = pass_state(&pool).await;
+    assert_eq!(state.len(), 2);
+    assert_eq!(
+        state[0], state[1],
+        "both steps recorded by the same batches"
+    );
+    assert!(
+        state[0].1 > 0 && state[0].1 <= ROWS,
+        "rows_done = {}",
+        state[0].1
+    );
+    assert_eq!(wrong_rows(&pool).await, 0);
+    assert_log_matches(&pool, &log, "name").await;
+    assert_log_matches(&pool, &log, "full_name").await;
+}
+
+#[test]
+fn a_pass_killed_midway_resumes_from_its_shared_checkpoint() {
+    let url = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (db, pool) = database(10).await;
+            seed(&pool, "people").await;
+            let url = db.url().to_string();
+            std::mem::forget(db); // the database outlives this runtime
+            url
+        })
+    };
+    let slow = BackfillOptions {
+        initial_batch_size: 200,
+        max_batch_size: 200,
+        pause: Duration::from_millis(10),
+        ..BackfillOptions::default()
+    };
+
+    // First process: boots, fills for a while, then dies without any cleanup (as kill -9).
+    let crashed = tokio::runtime::Runtime::new().unwrap();
+    crashed.block_on(async {
+        let pool = PgPool::connect(&url).await.unwrap();
+        let evolution = Evolver::new(pool.clone())
+            .deploy_window(DeployWindow::always())
+            .model::<Person>()
+            .backfill_options(slow)
+            .boot()
+            .await
+            .unwrap();
+        while evolution
+            .progress()
+            .iter()
+            .map(|p| p.rows_done)
+            .max()
+            .unwrap_or(0)
+            < 2_000
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    crashed.shutdown_background();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = PgPool::connect(&url).await.unwrap();
+        let state = pass_state(&pool).await;
+        assert_eq!(state[0], state[1], "one checkpoint for the whole pass");
+        let at_crash = state[0].1;
+        let checkpoint = state[0].0.clone().expect("a checkpoint was committed");
+        assert!(checkpoint[0].parse::<i64>().unwrap() >= 2_000 - 200);
+        assert!(wrong_rows(&pool).await > 0, "the crash left rows to fill");
+
+        // Second process: the leader lock died with the first session, so this one resumes.
+        let evolution = Evolver::new(pool.clone())
+            .deploy_window(DeployWindow::always())
+            .model::<Person>()
+            .boot()
+            .await
+            .unwrap();
+        evolution.wait().await.unwrap();
+        let state = pass_state(&pool).await;
+        assert_eq!(state[0], state[1]);
+        assert!(at_crash <= state[0].1);
+        assert_eq!(
+            state[0].1, ROWS,
+            "every row filled exactly once across both runs"
+        );
+        assert_eq!(wrong_rows(&pool).await, 0);
+    });
+}

@@ -10,7 +10,7 @@
 //! `name` by random id, 30% `SELECT` by id and 20% `INSERT`, each operation's latency recorded in
 //! an HDR histogram under the phase active when it started. The runs:
 //!
-//! - **pgevolve**, throttled (default `BackfillOptions`) and unthrottled (`pause = 0`): boot
+//! - **pgevolve**, throttled (default `BackfillOptions`) and unthrottled (`BackfillOptions::unthrottled()`): boot
 //!   (expand), backfill, validate, contract, each phase measured on its own; the workload moves to
 //!   the new build's statements once expand is done;
 //! - **plain**: the whole target evolution in one transaction (`ADD COLUMN`, `UPDATE` of every
@@ -52,6 +52,7 @@ usage: cargo bench --bench under_load -- [flags]
   --clients N            concurrent clients (default 4)
   --trigger-window S     seconds per window of the trigger overhead measure (default 3; 3 rounds)
   --scale-rows M         also run throttled pgevolve at M rows, to see whether the stall grows
+  --duty-cycle D         the throttled runs' BackfillOptions::duty_cycle (default: the library's, 0.5)
   --skip LIST            leave out runs: plain, baseline, idle, triggers (comma separated)
 ";
 
@@ -68,6 +69,7 @@ struct Args {
     clients: usize,
     trigger_window: Duration,
     scale_rows: Option<i64>,
+    duty_cycle: Option<f64>,
     skip: Vec<String>,
 }
 
@@ -98,6 +100,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         clients: 4,
         trigger_window: Duration::from_secs(3),
         scale_rows: None,
+        duty_cycle: None,
         skip: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -131,6 +134,15 @@ fn parse_args() -> std::result::Result<Args, String> {
                 args.trigger_window = Duration::from_secs_f64(parse_seconds(&flag, &value()?)?)
             }
             "--scale-rows" => args.scale_rows = Some(parse_count("--scale-rows", &value()?)?),
+            "--duty-cycle" => {
+                let v = value()?;
+                let d = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|d| *d > 0.0 && *d <= 1.0)
+                    .ok_or(format!("--duty-cycle: a number in (0, 1], not {v}"))?;
+                args.duty_cycle = Some(d);
+            }
             "--skip" => {
                 for s in value()?.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     if !["plain", "baseline", "idle", "triggers"].contains(&s) {
@@ -386,12 +398,16 @@ impl RunResult {
     }
 }
 
-fn backfill_options(throttled: bool) -> BackfillOptions {
-    let mut o = BackfillOptions::default();
-    if !throttled {
-        o.pause = Duration::ZERO;
+fn backfill_options(args: &Args, throttled: bool) -> BackfillOptions {
+    if throttled {
+        let default = BackfillOptions::default();
+        BackfillOptions {
+            duty_cycle: args.duty_cycle.unwrap_or(default.duty_cycle),
+            ..default
+        }
+    } else {
+        BackfillOptions::unthrottled()
     }
-    o
 }
 
 /// The steps of `User` with work after boot.
@@ -424,6 +440,20 @@ fn running_phase(evolution: &Evolution, steps: &[(StepId, StepKind)]) -> Option<
         let next = kind.next_phase(done).filter(|p| *p <= Phase::Validate)?;
         let name = match (kind, next) {
             (StepKind::CreateIndex(_), Phase::Expand) => "build index (concurrently)".to_string(),
+            // The backfills of one table run as one pass: name every column it fills.
+            (_, Phase::Backfill) => {
+                let columns: Vec<String> = steps
+                    .iter()
+                    .filter(|(id, kind)| {
+                        progress
+                            .iter()
+                            .find(|p| &p.step == id)
+                            .is_some_and(|p| kind.next_phase(p.phase) == Some(Phase::Backfill))
+                    })
+                    .map(|(_, kind)| step_label(kind))
+                    .collect();
+                format!("backfill {}", columns.join(" + "))
+            }
             _ => format!("{next} {}", step_label(kind)),
         };
         Some((next, name))
@@ -496,8 +526,10 @@ fn step_progress(evolution: &Evolution) -> Vec<Value> {
         .collect()
 }
 
-/// Rows the backfills filled, and how long the backfill phases lasted together. Only steps with
+/// Rows the backfill filled, and how long the backfill phases lasted together. Only steps with
 /// a backfill phase count: a concurrent index build reports the tuples it indexed as progress.
+/// The evolution's two backfills share one pass (one `UPDATE` per row), and every step of a
+/// pass reports the pass's rows, so the rows are those of the step that reports most.
 fn backfill_figures(evolution: &Evolution, lasted: &[Lasted]) -> (i64, f64) {
     let backfilled: Vec<StepId> = background_steps()
         .into_iter()
@@ -509,7 +541,8 @@ fn backfill_figures(evolution: &Evolution, lasted: &[Lasted]) -> (i64, f64) {
         .iter()
         .filter(|p| backfilled.contains(&p.step))
         .map(|p| p.rows_done)
-        .sum();
+        .max()
+        .unwrap_or(0);
     let seconds = lasted
         .iter()
         .filter(|l| l.phase == Phase::Backfill)
@@ -560,10 +593,10 @@ async fn check_evolved(pool: &PgPool) -> Result<Value> {
 
 /// The evolver of every pgevolve run: the application's pool, the backfill mode, and a deploy
 /// window that is always open (a benchmark is no deploy: it must run on Fridays too).
-fn evolver(pool: &PgPool, throttled: bool) -> Evolver {
+fn evolver(pool: &PgPool, args: &Args, throttled: bool) -> Evolver {
     Evolver::new(pool.clone())
         .model::<User>()
-        .backfill_options(backfill_options(throttled))
+        .backfill_options(backfill_options(args, throttled))
         .deploy_window(DeployWindow::always())
 }
 
@@ -603,7 +636,7 @@ async fn run_pgevolve(
     let first_migration_phase = live.marks.len();
     live.enter("expand").await?;
     let t = Instant::now();
-    let evolution = evolver(&pool, throttled).boot().await?;
+    let evolution = evolver(&pool, args, throttled).boot().await?;
     // Expand is done: the new build serves, through the generated accessors.
     live.set_shape(1);
     let lasted = follow(&evolution, Some(&mut live)).await?;
@@ -829,7 +862,7 @@ async fn run_triggers(server: &mut Server, template: &Template, args: &Args) -> 
     let pool = db.pool(8).await?;
     let monitor = db.pool(1).await?;
     let t = Instant::now();
-    let evolution = evolver(&pool, false).boot().await?;
+    let evolution = evolver(&pool, args, false).boot().await?;
     let lasted = follow(&evolution, None).await?;
     let evolution_seconds = t.elapsed().as_secs_f64();
     let (backfill_rows, backfill_seconds) = backfill_figures(&evolution, &lasted);

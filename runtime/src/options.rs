@@ -45,14 +45,14 @@ pub struct BackfillOptions {
     /// Upper bound for the adaptive batch size.
     pub max_batch_size: u32,
     /// The batch size adapts so that one batch (one transaction holding its rows' locks) takes
-    /// about this long. Default 50 ms: a writer that needs a row of the batch waits at most
+    /// about this long. Default 30 ms: a writer that needs a row of the batch waits at most
     /// about that.
     pub target_batch_duration: Duration,
     /// Shortest pause after every batch, leaving room for application writes. Default 20 ms.
     pub pause: Duration,
     /// The share of the time the backfill may be busy: after a batch of duration `d` it pauses
-    /// `d × (1 − duty_cycle) / duty_cycle` (at least `pause`). Default 0.5: a batch of 50 ms is
-    /// followed by 50 ms for the application, so the backfill takes at most half of one core.
+    /// `d × (1 − duty_cycle) / duty_cycle` (at least `pause`). Default 0.5: a batch of 30 ms is
+    /// followed by 30 ms for the application, so the backfill takes at most half of one core.
     /// 1.0 with a zero `pause` runs it unthrottled ([`BackfillOptions::unthrottled`]).
     pub duty_cycle: f64,
 }
@@ -82,7 +82,7 @@ impl Default for BackfillOptions {
             initial_batch_size: 1_000,
             min_batch_size: 100,
             max_batch_size: 20_000,
-            target_batch_duration: Duration::from_millis(50),
+            target_batch_duration: Duration::from_millis(30),
             pause: Duration::from_millis(20),
             duty_cycle: 0.5,
         }

@@ -190,10 +190,11 @@ async fn setup(pool: &sqlx::PgPool, rows: i64) -> Result<(), sqlx::Error> {
 }
 
 async fn boot(pool: &sqlx::PgPool, args: &Args) -> pgevolve::Result<Evolution> {
-    let mut backfill = BackfillOptions::default();
-    if args.unthrottled {
-        backfill.pause = Duration::ZERO;
-    }
+    let backfill = if args.unthrottled {
+        BackfillOptions::unthrottled()
+    } else {
+        BackfillOptions::default()
+    };
     Evolver::new(pool.clone())
         .model::<User>()
         .lock_timeout(args.lock_timeout)

@@ -248,8 +248,10 @@ fn field_access(c: &'static ColumnSpec, step: Option<StepKind>, phase: Phase) ->
 
 type CacheKey = (&'static str, &'static str, &'static str);
 
-static CACHE: LazyLock<Mutex<HashMap<CacheKey, (u64, Arc<ModelSql>)>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Each model's SQL with the registry generation it was built for.
+type Cache = HashMap<CacheKey, (u64, Arc<ModelSql>)>;
+
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The SQL of a model for one accessor call. While it is alive the call counts as under way, so
 /// a phase change that retires a column waits for it (see [`PhaseRegistry::drained`]).

@@ -15,7 +15,10 @@
 //!   time the client sends after the server has answered, i.e. each time it had to wait.
 //!   Connection startups and sqlx's pool pings (a lone `Sync` when the pool hands out an idle
 //!   connection, `test_before_acquire`, on by default) are counted apart and included in the
-//!   total the target is judged on.
+//!   total the target is judged on. Between boots the benchmark waits until the proxy has
+//!   seen nothing for 50 ms, so that one boot's background (its coordinator, started after
+//!   `boot()` returns on the fast path and stopped when the evolution is dropped) does not land
+//!   in the next boot's count.
 //!
 //! Results: markdown on stdout and `target/bench-results/boot.{json,md}`.
 
@@ -106,7 +109,25 @@ async fn boot_once(pool: &PgPool) -> Result<(f64, f64)> {
     let booted = t.elapsed().as_secs_f64() * 1000.0;
     evolution.wait().await?;
     let done = t.elapsed().as_secs_f64() * 1000.0;
+    drop(evolution);
+    quiet(pool).await?;
     Ok((booted, done))
+}
+
+/// Waits (untimed) until no instance is registered: the coordinator of the last boot, which a
+/// fast boot starts in the background and which stops when its evolution is dropped, is gone
+/// and takes no CPU from the next timed boot (one boot per process, as in a deploy).
+async fn quiet(pool: &PgPool) -> Result<()> {
+    for _ in 0..1000 {
+        let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM pgevolve.instances")
+            .fetch_one(pool)
+            .await?;
+        if registered == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 async fn select_once(pool: &PgPool) -> Result<f64> {
@@ -121,33 +142,45 @@ async fn select_once(pool: &PgPool) -> Result<f64> {
 async fn counted_boots(pool: &PgPool, proxy: &Proxy, n: usize) -> Result<Vec<(Counts, Counts)>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        settle().await;
+        settle(proxy).await;
         let c0 = proxy.counts();
         let evolution = Evolver::new(pool.clone()).model::<User>().boot().await?;
         let c1 = proxy.counts();
         evolution.wait().await?;
         drop(evolution);
-        settle().await;
+        settle(proxy).await;
         out.push((c1.since(c0), proxy.counts().since(c0)));
     }
     Ok(out)
 }
 
-/// Lets the previous boot's last messages (leader connection closed, pool release pings) pass.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(50)).await;
+/// Lets the previous boot's last messages pass (leader connection closed, pool release pings,
+/// and the coordinator the boot started, which stops once its evolution is dropped; after a
+/// fast boot it starts in the background, after `boot()` returned): waits until the proxy has
+/// counted nothing new for 50 ms, at most 5 s.
+async fn settle(proxy: &Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = proxy.counts();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = proxy.counts();
+        if now == last || Instant::now() >= deadline {
+            return;
+        }
+        last = now;
+    }
 }
 
 /// The statements of one boot, until it returns and then until its background work finished.
 async fn recorded_boot(pool: &PgPool, proxy: &Proxy) -> Result<(Vec<String>, Vec<String>)> {
-    settle().await;
+    settle(proxy).await;
     proxy.record();
     let evolution = Evolver::new(pool.clone()).model::<User>().boot().await?;
     let booting = proxy.recorded();
     proxy.record();
     evolution.wait().await?;
     drop(evolution);
-    settle().await;
+    settle(proxy).await;
     Ok((booting, proxy.recorded()))
 }
 
@@ -209,10 +242,10 @@ async fn run(args: &Args, server: &mut Server) -> Result<()> {
     let (boot_log, background_log) = recorded_boot(&ppool, &proxy).await?;
     let mut select_counts = Vec::new();
     for _ in 0..20 {
-        settle().await;
+        settle(&proxy).await;
         let c0 = proxy.counts();
         select_once(&ppool).await?;
-        settle().await;
+        settle(&proxy).await;
         select_counts.push(proxy.counts().since(c0));
     }
     ppool.close().await;

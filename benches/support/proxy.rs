@@ -139,6 +139,8 @@ struct Conversation {
     starting: bool,
     /// Message types of the client's current round trip (to tell pings apart).
     turn: Vec<u8>,
+    /// The current round trip was counted as a ping when it was sent (see `forward`).
+    pinged: bool,
     /// Prepared statements of this connection: name to SQL.
     prepared: std::collections::HashMap<String, String>,
 }
@@ -146,11 +148,12 @@ struct Conversation {
 impl Conversation {
     /// Ends the current round trip, counting it as a ping if it was a lone `Sync`.
     fn close_turn(&mut self, counters: &Counters) {
-        if self.turn == [b'S'] {
+        if self.turn == [b'S'] && !self.pinged {
             counters.pings.fetch_add(1, Ordering::SeqCst);
             log(counters, || "ping".to_string());
         }
         self.turn.clear();
+        self.pinged = false;
     }
 
     /// Writes down a complete Parse, Query or Bind message.
@@ -208,6 +211,7 @@ async fn forward(client: TcpStream, server: TcpStream, counters: Arc<Counters>) 
         server_spoke: true,
         starting: true,
         turn: Vec::new(),
+        pinged: false,
         prepared: Default::default(),
     }));
     let (mut client_read, mut client_write) = client.into_split();
@@ -222,6 +226,11 @@ async fn forward(client: TcpStream, server: TcpStream, counters: Arc<Counters>) 
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            // A write that is one `Sync` and nothing else starts a ping. It is counted as one
+            // right away, together with its round trip: classified only once the server
+            // answers, a ping sent just before a snapshot of the counts (the pool's release
+            // ping as a boot returns) would count as a statement's round trip in it.
+            let lone_sync = buf[..n] == [b'S', 0, 0, 0, 4];
             parser.feed(&buf[..n], |event| {
                 let mut conv = conv.lock().unwrap_or_else(|p| p.into_inner());
                 let kind = match event {
@@ -238,6 +247,12 @@ async fn forward(client: TcpStream, server: TcpStream, counters: Arc<Counters>) 
                     conv.server_spoke = false;
                     if conv.starting {
                         c.startup_round_trips.fetch_add(1, Ordering::SeqCst);
+                    } else if lone_sync {
+                        conv.pinged = true;
+                        // Round trip first: a snapshot never sees more pings than round trips.
+                        c.round_trips.fetch_add(1, Ordering::SeqCst);
+                        c.pings.fetch_add(1, Ordering::SeqCst);
+                        log(&c, || "ping".to_string());
                     } else {
                         c.round_trips.fetch_add(1, Ordering::SeqCst);
                     }

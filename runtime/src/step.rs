@@ -262,7 +262,7 @@ impl fmt::Display for StepId {
 
 /// FNV-1a over the parts, each followed by a separator byte so ("ab","c") != ("a","bc"). A
 /// stable, dependency-free hash: the id must never change between builds or Rust versions.
-fn fnv1a(parts: &[&str]) -> u64 {
+pub(crate) fn fnv1a(parts: &[&str]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in part.bytes().chain([0xff]) {

@@ -9,6 +9,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+mod fast_boot;
 mod phases;
 
 use crate::coordinator::{Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT};
@@ -148,6 +149,37 @@ impl Evolver {
     /// others wait until the leader's expand is visible and then serve, taking over the
     /// background work from its checkpoint if the leader goes away. Booting again is idempotent.
     ///
+    /// # The fast path
+    ///
+    /// Once every step of every model is terminal (at its last phase, or aborted), the leader
+    /// records the build as verified: a key of the build (every model's declaration, the
+    /// runtime's and the state store's versions) and a fingerprint of the catalog of the
+    /// models' tables (columns, indexes, constraints, triggers) and of the steps' recorded
+    /// phases, in `<state schema>.verified_builds`. It does so when the leader's background
+    /// work ends with nothing left to run (after a slow boot, or an `auto_contract`), and at
+    /// the end of [`Evolution::contract`], [`Evolution::contract_step`] and
+    /// [`Evolution::abort`] when nothing is left then; always under the leader lock, and only
+    /// after the checks a boot runs (drift, phases, indexes to drop) accepted that state.
+    ///
+    /// Every boot first sends one message on a pooled connection (simple protocol, one round
+    /// trip): it registers the instance in `<state schema>.instances`, as the [`Coordinator`]'s
+    /// heartbeat does, then compares the recorded fingerprint with a fresh one. When they are
+    /// equal, boot fills the phase registry from the same answer, starts the coordinator in
+    /// the background and returns an evolution whose background work is already finished
+    /// ([`Evolution::booted_fast`]): no leader lock, no DDL, no state-store bootstrap.
+    /// Otherwise (another build, a column or index changed by hand, a phase changed, an older
+    /// state store) the registration is withdrawn and boot is the slow path described above,
+    /// unchanged: it repairs what it finds, registers when ready to serve, and records the
+    /// build again once nothing is left to do.
+    ///
+    /// The registration is part of that one message, and committed before the check reads,
+    /// because a later build's contract waits only for the instances it can see (see
+    /// [`wait_for_acks`](crate::wait_for_acks)): an instance serving this build must be visible
+    /// from the moment it serves, and a leader that could not see it yet has committed its
+    /// phase change before the check read, which then fails.
+    ///
+    /// # Errors
+    ///
     /// Errors before any DDL when the database does not match the models
     /// ([`ErrorKind::Drift`]); with [`ErrorKind::LockTimeout`] naming the blocking session when a
     /// lock cannot be had within the retries, in which case that phase left nothing behind.
@@ -165,6 +197,16 @@ impl Evolver {
             window_override: Mutex::new(None),
             evolver: self,
         });
+        if let Some(evolution) = inner.fast_boot().await? {
+            return Ok(evolution);
+        }
+        Inner::boot_slow(&inner).await
+    }
+}
+
+impl Inner {
+    /// Boot without the fast path: leader lock, drift check, expand, coordinator, background.
+    async fn boot_slow(inner: &Arc<Inner>) -> Result<Evolution> {
         let mut lock = inner.leader_connection().await?;
         let (leading, resolved) = loop {
             if try_lock(&mut lock, inner.lock_key()).await? {
@@ -205,7 +247,11 @@ impl Evolver {
             }
             let _ = tx.send(Some(result));
         });
-        Ok(Evolution { inner, done: rx })
+        Ok(Evolution {
+            inner: inner.clone(),
+            done: rx,
+            fast: false,
+        })
     }
 }
 
@@ -214,6 +260,8 @@ impl Evolver {
 pub struct Evolution {
     inner: Arc<Inner>,
     done: watch::Receiver<Option<std::result::Result<(), Arc<Error>>>>,
+    /// Booted by the fast path.
+    fast: bool,
 }
 
 /// Progress of one step, as this instance sees it.
@@ -276,6 +324,7 @@ impl Evolution {
             }
         }
         self.inner.drop_removed_indexes().await?;
+        self.inner.record_verified_if_done().await;
         lock.close().await?;
         Ok(())
     }
@@ -326,6 +375,7 @@ impl Evolution {
         let step = self.inner.step(id)?;
         let lock = self.inner.lead().await?;
         self.inner.advance_to(&step, Phase::Contract).await?;
+        self.inner.record_verified_if_done().await;
         lock.close().await?;
         Ok(())
     }
@@ -344,6 +394,7 @@ impl Evolution {
         self.wait().await?;
         let lock = self.inner.lead().await?;
         self.inner.abort(&step).await?;
+        self.inner.record_verified_if_done().await;
         lock.close().await?;
         Ok(())
     }
@@ -369,9 +420,17 @@ impl Evolution {
         self.inner.evolver.plans()
     }
 
-    /// Whether this instance led the expand phase at boot.
+    /// The id this instance registered with in the state store (`<state schema>.instances`).
     pub fn instance_id(&self) -> &str {
         &self.inner.instance
+    }
+
+    /// Whether [`Evolver::boot`] took its fast path: every step was terminal and nothing in the
+    /// catalog of the models' tables or in the steps' recorded phases had changed since the
+    /// build was recorded as verified, so boot cost one statement and ran no DDL. The
+    /// evolution's background work is then finished from the start.
+    pub fn booted_fast(&self) -> bool {
+        self.fast
     }
 }
 
@@ -637,6 +696,10 @@ impl Inner {
         loop {
             if let Some(conn) = lock.take() {
                 let result = self.walk(goal).await;
+                if result.is_ok() && !self.stop.load(std::sync::atomic::Ordering::Acquire) {
+                    // Still under the leader lock: the next boot may take the fast path.
+                    self.record_verified_if_done().await;
+                }
                 // Closing the session releases the leader lock for the next boot or contract.
                 let _ = conn.close().await;
                 return result;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use crate::ident::{Ident, Qualified};
+use crate::sql::lit;
 use crate::step::{Phase, StepId, advisory_key};
 
 /// SQLSTATE `undefined_table` and `invalid_schema_name`: the state tables are not created yet.
@@ -118,6 +119,40 @@ impl Instances {
         .bind(steps)
         .fetch_one(conn)
         .await
+    }
+
+    /// The upsert of [`Instances::heartbeat`] as one statement with its values written as
+    /// literals, for a message sent with the simple protocol (the boot fast path, which must
+    /// register the instance in the same round trip as it checks the catalog).
+    pub fn register_sql(&self, id: &str, steps: &[StepId]) -> String {
+        let steps: Vec<String> = steps.iter().map(|s| lit(s.as_str())).collect();
+        format!(
+            "INSERT INTO {} (id, steps) VALUES ({}, ARRAY[{}]::text[]) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), steps = EXCLUDED.steps",
+            self.table("instances"),
+            lit(id),
+            steps.join(", ")
+        )
+    }
+
+    /// A `DO` block that runs `sql` and does nothing when a state table (or the state schema)
+    /// does not exist, instead of failing.
+    pub fn unless_missing(sql: &str) -> String {
+        format!(
+            "DO $pgevolve$ BEGIN {sql}; \
+             EXCEPTION WHEN undefined_table OR invalid_schema_name THEN NULL; END $pgevolve$"
+        )
+    }
+
+    /// [`Instances::deregister`] as one statement with literals, which does nothing when the
+    /// state tables do not exist.
+    pub fn deregister_sql(&self, id: &str) -> String {
+        Instances::unless_missing(&format!(
+            "DELETE FROM {} WHERE instance_id = {id}; DELETE FROM {} WHERE id = {id}",
+            self.table("acks"),
+            self.table("instances"),
+            id = lit(id),
+        ))
     }
 
     /// Removes the instance and its acknowledgements (a clean stop).
@@ -262,6 +297,37 @@ mod tests {
         assert_eq!(long.len(), 9 + 16);
         assert_eq!(long, channel(&"s".repeat(60)), "stable");
         assert_ne!(long, channel(&"t".repeat(60)));
+    }
+
+    #[test]
+    fn registration_is_the_heartbeat_upsert_with_literals() {
+        let ids = [
+            StepId::from_stored("00ff".into()),
+            StepId::from_stored("it's".into()),
+        ];
+        let sql = Instances::new("pgevolve").register_sql("web'1", &ids);
+        assert_eq!(
+            sql,
+            "INSERT INTO \"pgevolve\".\"instances\" (id, steps) VALUES ('web''1', ARRAY['00ff', 'it''s']::text[]) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), steps = EXCLUDED.steps"
+        );
+        assert!(
+            Instances::new("s")
+                .register_sql("i", &[])
+                .contains("ARRAY[]::text[]")
+        );
+    }
+
+    #[test]
+    fn deregistration_tolerates_a_missing_store() {
+        let sql = Instances::new("pgevolve").deregister_sql("web'1");
+        assert!(sql.starts_with("DO $pgevolve$ BEGIN DELETE FROM \"pgevolve\".\"acks\" WHERE instance_id = 'web''1'; DELETE FROM \"pgevolve\".\"instances\" WHERE id = 'web''1';"), "{sql}");
+        assert!(
+            sql.ends_with(
+                "EXCEPTION WHEN undefined_table OR invalid_schema_name THEN NULL; END $pgevolve$"
+            ),
+            "{sql}"
+        );
     }
 
     #[test]

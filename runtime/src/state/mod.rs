@@ -16,8 +16,10 @@ use sqlx::PgConnection;
 
 use crate::ident::Ident;
 
-/// Marks state tables created by this version (a comment on the steps table).
-const VERSION: &str = "pgevolve state 2";
+/// Marks state tables created by this version (a comment on the steps table). Part of the build
+/// key of the boot fast path (`evolver::fast_boot`), so a store of another version never takes
+/// a fast path recorded by this one.
+pub(crate) const VERSION: &str = "pgevolve state 3";
 
 /// What [`StateStore::exists`] found.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +116,17 @@ impl StateStore {
                     instance text NOT NULL
                 )",
                 self.table("journal")
+            ),
+            // Builds whose every step was terminal, with a fingerprint of the catalog and the
+            // recorded phases at that moment: the boot fast path (see `evolver::fast_boot`).
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (
+                    build text PRIMARY KEY,
+                    fingerprint text NOT NULL,
+                    verified_at timestamptz NOT NULL DEFAULT now(),
+                    instance text NOT NULL
+                )",
+                self.table("verified_builds")
             ),
         ];
         let statements = statements

@@ -8,11 +8,6 @@ use crate::plan::PlannedStep;
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
 use crate::step::{StepId, StepKind};
 
-/// The custom setting a batch sets (`SET LOCAL`) to the ids of the steps it fills. The fill and
-/// sync triggers of those steps skip the batch's own rows: the batch writes exactly what they
-/// would compute, and a plpgsql call per row would cost the backfill a fifth of its speed.
-pub(crate) const SETTING: &str = "pgevolve.backfill";
-
 /// One column a backfill pass fills, and the SQL expression over the row that gives its value.
 #[derive(Debug, Clone)]
 pub(crate) struct FillColumn {
@@ -109,15 +104,6 @@ pub(crate) fn references(expr: &str, column: &str) -> bool {
     false
 }
 
-/// The condition of a fill or sync trigger: skip rows written by a backfill batch of its step.
-pub(crate) fn trigger_condition(step: &StepId) -> String {
-    format!(
-        "WHEN (strpos(coalesce(current_setting({}, true), ''), {}) = 0)",
-        Literal(SETTING),
-        Literal(step.as_str())
-    )
-}
-
 /// Where a batch starts and ends.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Bounds<'a> {
@@ -134,8 +120,7 @@ pub(crate) enum Bounds<'a> {
     },
 }
 
-/// One batch of a pass, as one simple query: `SET LOCAL lock_timeout` and the trigger setting,
-/// then one statement that fills up to `limit` keys above the cursor (an index range scan up to
+/// One batch of a pass, as one simple query: `SET LOCAL lock_timeout`, then one statement that fills up to `limit` keys above the cursor (an index range scan up to
 /// the batch's last key), writes the checkpoint of every step of the pass, and returns the rows
 /// filled and the batch's last key as text (no row left: `NULL`). A multi-statement simple query
 /// is one implicit transaction, so the row locks last exactly as long as the statement.
@@ -221,17 +206,11 @@ pub(crate) fn batch(
         .map(|f| Literal(f.step.as_str()).to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let setting = fills
-        .iter()
-        .map(|f| f.step.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
     // The UPDATE walks a key range (cursor, last key of the batch] rather than joining the
     // batch's keys: a range is one index scan, a join may be planned as a hash join over the
     // whole table.
     format!(
         "SET LOCAL lock_timeout = '{lock_timeout_ms}ms';\n\
-         SET LOCAL {SETTING} = {setting};\n\
          WITH batch AS (\n\
          \x20 SELECT {select_keys} FROM {t}\n\
          \x20 WHERE {lower_plain}({keys}) <= ({upper})\n\
@@ -256,7 +235,6 @@ pub(crate) fn batch(
         row = key_list(&format!("{alias}.")),
         lower_plain = lower(""),
         lower_aliased = lower(&format!("{alias}.")),
-        setting = Literal(&setting),
     )
 }
 

@@ -37,7 +37,6 @@ impl Statement {
 /// Names of the helper objects a filled-column step creates.
 #[derive(Debug, Clone)]
 pub(crate) struct Helpers {
-    pub step: StepId,
     pub check: String,
     pub function: String,
     pub trigger: String,
@@ -45,10 +44,8 @@ pub(crate) struct Helpers {
 
 impl Helpers {
     pub(crate) fn new(model: &ModelSpec, column: &ColumnSpec, id: &StepId) -> Helpers {
-        let step = id.clone();
         let id = id.as_str();
         Helpers {
-            step,
             check: object_name("pgevolve_nn", model.table, column.name, id),
             function: object_name("pgevolve_fill", model.table, column.name, id),
             trigger: object_name("pgevolve_fill", model.table, column.name, id),
@@ -162,9 +159,8 @@ pub(crate) fn expand_filled_column(
              $pgevolve$"
         )));
         out.push(Statement::always(format!(
-            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW {} EXECUTE FUNCTION {function}()",
-            Ident(&helpers.trigger),
-            backfill::trigger_condition(&helpers.step)
+            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {function}()",
+            Ident(&helpers.trigger)
         )));
     }
     out.push(Statement {

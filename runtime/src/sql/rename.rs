@@ -9,7 +9,6 @@ use crate::step::{StepId, StepKind};
 /// Names of the objects a rename creates.
 #[derive(Debug, Clone)]
 pub(crate) struct RenameHelpers {
-    pub step: StepId,
     pub check: String,
     pub function: String,
     pub trigger: String,
@@ -18,10 +17,8 @@ pub(crate) struct RenameHelpers {
 
 impl RenameHelpers {
     pub(crate) fn new(model: &ModelSpec, column: &ColumnSpec, id: &StepId) -> RenameHelpers {
-        let step = id.clone();
         let id = id.as_str();
         RenameHelpers {
-            step,
             check: object_name("pgevolve_nn", model.table, column.name, id),
             function: object_name("pgevolve_sync", model.table, column.name, id),
             trigger: object_name("pgevolve_sync", model.table, column.name, id),
@@ -68,9 +65,8 @@ pub(crate) fn expand(model: &ModelSpec, column: &ColumnSpec, h: &RenameHelpers) 
              $pgevolve$"
         )),
         Statement::always(format!(
-            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW {} EXECUTE FUNCTION {function}()",
-            Ident(&h.trigger),
-            super::backfill::trigger_condition(&h.step)
+            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {function}()",
+            Ident(&h.trigger)
         )),
         Statement::always(format!(
             "CREATE OR REPLACE VIEW {} AS SELECT {} FROM {t}",

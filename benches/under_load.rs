@@ -52,7 +52,7 @@ usage: cargo bench --bench under_load -- [flags]
   --clients N            concurrent clients (default 4)
   --trigger-window S     seconds per window of the trigger overhead measure (default 3; 3 rounds)
   --scale-rows M         also run throttled pgevolve at M rows, to see whether the stall grows
-  --duty-cycle D         the throttled runs' BackfillOptions::duty_cycle (default: the library's, 0.5)
+  --duty-cycle D         the throttled runs' BackfillOptions::duty_cycle (default: the library's, 1/3)
   --skip LIST            leave out runs: plain, baseline, idle, triggers (comma separated)
 ";
 

@@ -51,9 +51,11 @@ pub struct BackfillOptions {
     /// Shortest pause after every batch, leaving room for application writes. Default 20 ms.
     pub pause: Duration,
     /// The share of the time the backfill may be busy: after a batch of duration `d` it pauses
-    /// `d × (1 − duty_cycle) / duty_cycle` (at least `pause`). Default 0.5: a batch of 30 ms is
-    /// followed by 30 ms for the application, so the backfill takes at most half of one core.
-    /// 1.0 with a zero `pause` runs it unthrottled ([`BackfillOptions::unthrottled`]).
+    /// `d × (1 − duty_cycle) / duty_cycle` (at least `pause`). Default 1/3: a batch of 30 ms is
+    /// followed by 60 ms for the application, so the backfill takes at most a third of one core
+    /// (on the 2-core benchmark machine 0.5 cost the workload a third of its throughput, 1/3
+    /// about a quarter; see BENCHMARKS.md). 1.0 with a zero `pause` runs it unthrottled
+    /// ([`BackfillOptions::unthrottled`]).
     pub duty_cycle: f64,
 }
 
@@ -84,7 +86,7 @@ impl Default for BackfillOptions {
             max_batch_size: 20_000,
             target_batch_duration: Duration::from_millis(30),
             pause: Duration::from_millis(20),
-            duty_cycle: 0.5,
+            duty_cycle: 1.0 / 3.0,
         }
     }
 }
@@ -97,7 +99,7 @@ mod tests {
     fn the_pause_keeps_the_duty_cycle() {
         let default = BackfillOptions::default();
         let ms = Duration::from_millis;
-        assert_eq!(default.pause_after(ms(50)), ms(50));
+        assert_eq!(default.pause_after(ms(30)).as_millis(), 60);
         assert_eq!(default.pause_after(ms(5)), ms(20));
         let quarter = BackfillOptions {
             duty_cycle: 0.25,

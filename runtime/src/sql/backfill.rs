@@ -177,9 +177,12 @@ pub(crate) fn batch(
         Some(c) => format!("({}) > ({c}) AND ", key_list(prefix)),
         None => String::new(),
     };
+    // One scalar subquery per key column: a row of InitPlan parameters, which a btree can use
+    // as the scan's upper bound (a row subquery could not be, and the scan would run on to the
+    // end of the table).
     let last_keys = aliases
         .iter()
-        .map(|a| format!("last.{a}"))
+        .map(|a| format!("(SELECT {a} FROM last)"))
         .collect::<Vec<_>>()
         .join(", ");
     let last_text = aliases
@@ -208,7 +211,9 @@ pub(crate) fn batch(
         .join(", ");
     // The UPDATE walks a key range (cursor, last key of the batch] rather than joining the
     // batch's keys: a range is one index scan, a join may be planned as a hash join over the
-    // whole table.
+    // whole table. The batch's end is a scalar subquery (an InitPlan), not a join with `last`:
+    // with the cursor as a literal, a join made the planner expect every row above the cursor
+    // and, on a 5,000,000-row table, pick a sequential scan per batch (1.3 s instead of 30 ms).
     format!(
         "SET LOCAL lock_timeout = '{lock_timeout_ms}ms';\n\
          WITH batch AS (\n\
@@ -220,7 +225,6 @@ pub(crate) fn batch(
          ), filled AS (\n\
          \x20 UPDATE {t} AS {alias}\n\
          \x20 SET {set}\n\
-         \x20 FROM last\n\
          \x20 WHERE {lower_aliased}({row}) <= ({last_keys}) AND ({unfilled})\n\
          \x20 RETURNING 1\n\
          ), checkpoint AS (\n\

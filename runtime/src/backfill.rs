@@ -58,7 +58,8 @@ impl Backfill<'_> {
                 return Ok(true); // empty table: the triggers cover every row from now on
             };
             let steps_table = self.store.table("steps");
-            let lock_timeout = self.ddl.lock_timeout.as_millis();
+            // Consecutive cancelled batches at the smallest size (see below).
+            let mut too_slow = 0u32;
             let mut batch_size = self.options.initial_batch_size.max(1);
             let started = Instant::now();
             let mut filled_this_run = 0i64;
@@ -78,7 +79,8 @@ impl Backfill<'_> {
                     model,
                     self.fills,
                     &steps_table,
-                    lock_timeout,
+                    self.ddl.lock_timeout,
+                    self.options.batch_timeout,
                     Bounds::Values {
                         cursor: cursor.as_deref(),
                         upper: &upper,
@@ -97,6 +99,7 @@ impl Backfill<'_> {
                     Ok(None) => break,
                     Ok(Some((filled, last))) => {
                         attempts = 0;
+                        too_slow = 0;
                         done += filled;
                         filled_this_run += filled;
                         cursor = Some(last);
@@ -118,6 +121,27 @@ impl Backfill<'_> {
                         if !pause.is_zero() {
                             tokio::time::sleep(pause).await;
                         }
+                    }
+                    // Past the batch timeout: cancelled, its locks released. Halve and go on;
+                    // only a batch of the smallest size that still cannot finish counts as a
+                    // failed attempt (a writer holding its rows, a server far too busy).
+                    Err(e)
+                        if is_statement_timeout(&e)
+                            && (batch_size > self.options.min_batch_size
+                                || too_slow < self.ddl.max_attempts) =>
+                    {
+                        if batch_size <= self.options.min_batch_size {
+                            too_slow += 1;
+                            tokio::time::sleep(self.ddl.initial_backoff * too_slow).await;
+                        } else {
+                            tokio::time::sleep(self.options.pause_after(t0.elapsed())).await;
+                        }
+                        warn!(
+                            batch_size,
+                            timeout_ms = self.options.batch_timeout.as_millis() as u64,
+                            "batch cancelled past the batch timeout; retrying at half the size"
+                        );
+                        batch_size = (batch_size / 2).max(self.options.min_batch_size);
                     }
                     Err(e) if is_retryable(&e) && attempts < self.ddl.max_attempts => {
                         attempts += 1;
@@ -248,6 +272,11 @@ impl Backfill<'_> {
             p.rows_per_second = rate;
         }
     }
+}
+
+/// `57014`: the batch ran past its `statement_timeout`.
+fn is_statement_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
 /// One batch (see `sql::backfill::batch`): rows filled and the batch's last key; `None` when no

@@ -48,6 +48,11 @@ pub struct BackfillOptions {
     /// about this long. Default 30 ms: a writer that needs a row of the batch waits at most
     /// about that.
     pub target_batch_duration: Duration,
+    /// The longest a batch may run (its `statement_timeout`). A batch that takes longer (a cold
+    /// cache, a burst of load) is cancelled, which releases its row locks at once, and is
+    /// retried at half the size; so no row stays locked by the backfill for longer than this,
+    /// whatever the adaptive size did. Default 80 ms.
+    pub batch_timeout: Duration,
     /// Shortest pause after every batch, leaving room for application writes. Default 20 ms.
     pub pause: Duration,
     /// The share of the time the backfill may be busy: after a batch of duration `d` it pauses
@@ -85,6 +90,7 @@ impl Default for BackfillOptions {
             min_batch_size: 100,
             max_batch_size: 20_000,
             target_batch_duration: Duration::from_millis(30),
+            batch_timeout: Duration::from_millis(80),
             pause: Duration::from_millis(20),
             duty_cycle: 1.0 / 3.0,
         }

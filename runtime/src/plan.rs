@@ -83,19 +83,19 @@ impl Plan {
 const SHOWN_STATE_TABLE: &str = "\"pgevolve\".\"steps\"";
 
 /// A backfill phase whose batch fills `fills` in one pass (as shown in plans: placeholders, the
-/// default lock_timeout and state schema).
+/// default timeouts and state schema).
 fn backfill_phase(model: &ModelSpec, fills: &[FillColumn]) -> PlannedPhase {
     PlannedPhase {
         phase: Phase::Backfill,
         note: "one pass over the table for every column it backfills: keyset batches up to the highest key at start, \
-               each batch one statement that also writes its checkpoint; later rows are filled by the triggers",
+               each batch one statement that also writes its checkpoint, cancelled and retried smaller past the batch timeout; \
+               later rows are filled by the triggers",
         statements: vec![Statement::always(sql::backfill::batch(
             model,
             fills,
             SHOWN_STATE_TABLE,
-            crate::options::DdlOptions::default()
-                .lock_timeout
-                .as_millis(),
+            crate::options::DdlOptions::default().lock_timeout,
+            crate::options::BackfillOptions::default().batch_timeout,
             Bounds::Placeholders,
         ))],
     }

@@ -2,6 +2,8 @@
 //! plan backfills on that table, batch by batch, each batch one statement that also writes its
 //! checkpoint.
 
+use std::time::Duration;
+
 use super::table;
 use crate::ident::{Ident, Literal};
 use crate::plan::PlannedStep;
@@ -120,7 +122,9 @@ pub(crate) enum Bounds<'a> {
     },
 }
 
-/// One batch of a pass, as one simple query: `SET LOCAL lock_timeout`, then one statement that fills up to `limit` keys above the cursor (an index range scan up to
+/// One batch of a pass, as one simple query: `SET LOCAL lock_timeout` and `statement_timeout`
+/// (the batch timeout: a batch that runs longer is cancelled, which releases its row locks),
+/// then one statement that fills up to `limit` keys above the cursor (an index range scan up to
 /// the batch's last key), writes the checkpoint of every step of the pass, and returns the rows
 /// filled and the batch's last key as text (no row left: `NULL`). A multi-statement simple query
 /// is one implicit transaction, so the row locks last exactly as long as the statement.
@@ -128,7 +132,8 @@ pub(crate) fn batch(
     model: &ModelSpec,
     fills: &[FillColumn],
     steps_table: &str,
-    lock_timeout_ms: u128,
+    lock_timeout: Duration,
+    batch_timeout: Duration,
     bounds: Bounds<'_>,
 ) -> String {
     let pk: Vec<&ColumnSpec> = model.primary_key().collect();
@@ -215,7 +220,8 @@ pub(crate) fn batch(
     // with the cursor as a literal, a join made the planner expect every row above the cursor
     // and, on a 5,000,000-row table, pick a sequential scan per batch (1.3 s instead of 30 ms).
     format!(
-        "SET LOCAL lock_timeout = '{lock_timeout_ms}ms';\n\
+        "SET LOCAL lock_timeout = '{lock_ms}ms';\n\
+         SET LOCAL statement_timeout = '{batch_ms}ms';\n\
          WITH batch AS (\n\
          \x20 SELECT {select_keys} FROM {t}\n\
          \x20 WHERE {lower_plain}({keys}) <= ({upper})\n\
@@ -235,6 +241,8 @@ pub(crate) fn batch(
          SELECT (SELECT count(*) FROM filled) AS filled,\n\
          \x20      (SELECT ARRAY[{last_text}] FROM last) AS last_key",
         t = table(model),
+        lock_ms = lock_timeout.as_millis(),
+        batch_ms = batch_timeout.as_millis(),
         keys = key_list(""),
         row = key_list(&format!("{alias}.")),
         lower_plain = lower(""),

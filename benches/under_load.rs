@@ -874,7 +874,9 @@ async fn run_triggers(server: &mut Server, template: &Template, args: &Args) -> 
     // the triggers disabled too. The backfill left a dead version of every row: vacuum them
     // first, or autovacuum does it during the first window and charges it to whichever
     // setting that window measures.
-    sqlx::query("VACUUM ANALYZE users").execute(&monitor).await?;
+    sqlx::query("VACUUM ANALYZE users")
+        .execute(&monitor)
+        .await?;
     let shapes = vec![Shape::Accessors];
     let mut live = Live::start(
         &pool,

@@ -191,7 +191,7 @@ async fn the_second_instance_follows_the_switch_and_contract_waits_for_it() {
     let (acks, acked_at) = journal(&pool, "retire acknowledged").await;
     let (_, contracted_at) = journal(&pool, "contract done").await;
     assert!(
-        acks.contains(&format!("acknowledged by [")) && acks.contains(&second.instance),
+        acks.contains("acknowledged by [") && acks.contains(&second.instance),
         "{acks}"
     );
     assert!(

@@ -84,7 +84,7 @@ impl Writers {
                         let id = 1 + ((n * 7919 + w as u64 * 104_729) % max_id as u64) as i64;
                         let email = format!("Writer{w}.{n}@Example.ORG");
                         let new = new_code.load(Ordering::Relaxed);
-                        let sql = match (n % 2 == 0, new) {
+                        let sql = match (n.is_multiple_of(2), new) {
                             (true, false) => "INSERT INTO users (name, email) VALUES ('writer', $1)",
                             (true, true) => "INSERT INTO users (name, email, email_normalized) VALUES ('writer', $1, lower($1))",
                             (false, false) => "UPDATE users SET email = $1 WHERE id = $2",

@@ -148,7 +148,7 @@ async fn write_loop(
         n += 1;
         let email = format!("Writer{w}.{n}@Example.ORG");
         let t = Instant::now();
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             sqlx::query("INSERT INTO users (name, email) VALUES ('writer', $1)")
                 .bind(&email)
                 .execute(&pool)

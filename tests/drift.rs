@@ -135,3 +135,44 @@ async fn a_volatile_default_is_refused_with_the_safe_alternative() {
         messages[0]
     );
 }
+
+#[derive(Evolve)]
+#[evolve(table = "people")]
+#[allow(dead_code)]
+struct Person {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(renamed_from = "name")]
+    full_name: String,
+    // Reads the new column of a rename that is not filled yet.
+    #[evolve(backfill = "upper(full_name)")]
+    shout: String,
+}
+
+#[tokio::test]
+async fn a_backfill_reading_a_column_still_being_filled_is_refused() {
+    let (_db, pool) = database(5).await;
+    sqlx::raw_sql(
+        "CREATE TABLE people (id bigint PRIMARY KEY, name text NOT NULL);
+         INSERT INTO people VALUES (1, 'Ada');",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = catalog_snapshot(&pool, "people").await;
+    let messages = drift_messages(&pool, Evolver::new(pool.clone()).model::<Person>()).await;
+    let message = messages
+        .iter()
+        .find(|m| m.contains("is still filling"))
+        .unwrap_or_else(|| panic!("{messages:#?}"));
+    assert!(
+        message
+            .starts_with("public.people.shout: the backfill `upper(full_name)` reads `full_name`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("write the expression over `name`"),
+        "gives the safe alternative: {message}"
+    );
+    assert_eq!(catalog_snapshot(&pool, "people").await, before);
+}

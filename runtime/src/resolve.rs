@@ -183,7 +183,56 @@ pub(crate) async fn resolve_model(
             abort_leftovers,
         });
     }
+    unfilled_reads(&resolved, &mut problem);
     Ok(resolved)
+}
+
+/// A backfill that has not run yet must not read a column another step of the model is still
+/// filling: its batches and its fill trigger would compute from `NULL` wherever that step has
+/// not reached yet, and validation would not notice a non-`NULL` wrong value.
+fn unfilled_reads(resolved: &[Resolved], problem: &mut impl FnMut(Option<&str>, String)) {
+    for r in resolved {
+        let StepKind::AddFilledColumn(column) = r.step.kind else {
+            continue;
+        };
+        let Fill::Backfill(expr) = column.fill else {
+            continue;
+        };
+        if r.done >= Phase::Backfill {
+            continue; // filled already, or aborted
+        }
+        for other in resolved {
+            let Some(fill) = crate::sql::backfill::FillColumn::of(&other.step) else {
+                continue;
+            };
+            if other.step.id == r.step.id
+                || other.done >= Phase::Validate
+                || !crate::sql::backfill::references(expr, fill.column.name)
+            {
+                continue;
+            }
+            let instead = match fill.column.renamed_from {
+                Some(old) => format!(
+                    "write the expression over `{old}`, which `{}` is renamed from and which holds every value now",
+                    fill.column.name
+                ),
+                None => format!(
+                    "deploy `{}` first and add `{}` in a later release, once that step is validated",
+                    fill.column.name, column.name
+                ),
+            };
+            problem(
+                Some(column.name),
+                format!(
+                    "the backfill `{expr}` reads `{}`, which step {} ({}) is still filling: rows it has not reached \
+                     would be computed from NULL; {instead}",
+                    fill.column.name,
+                    other.step.id,
+                    other.step.describe()
+                ),
+            );
+        }
+    }
 }
 
 async fn step_progress(

@@ -10,8 +10,8 @@ use std::time::Duration;
 use pgevolve::{ErrorKind, Evolver, Phase, StepKind};
 use sqlx::PgPool;
 use support::{
-    LockWaits, assert_reboot_changes_nothing, assert_safe_and_plain_blocks, catalog_snapshot,
-    constraints, database, measure_plain, seed_users, writers_with,
+    LockWaits, WriteLoad, assert_reboot_changes_nothing, catalog_snapshot, constraints, database,
+    seed_users,
 };
 
 const ROWS: i64 = 200_000;
@@ -21,6 +21,12 @@ const INSERT: &str =
     "INSERT INTO users (name, email, account_id) VALUES ('writer', $1, 1 + $2 % 1000)";
 const UPDATE: &str = "UPDATE users SET email = $1 WHERE id = $2";
 const WRITES: &[&str] = &["INSERT INTO users", "UPDATE users"];
+const LOAD: WriteLoad = WriteLoad {
+    rows: ROWS,
+    insert: INSERT,
+    update: UPDATE,
+    prefixes: WRITES,
+};
 
 mod with_fk {
     use pgevolve::Evolve;
@@ -79,7 +85,7 @@ async fn a_foreign_key_is_validated_under_writers_and_the_plain_one_blocks_them(
     let (db, pool) = database(20).await;
     seed(&pool, ROWS).await;
 
-    let writers = writers_with(&pool, 4, ROWS, INSERT, UPDATE);
+    let writers = LOAD.start(&pool);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let waits = LockWaits::start(db.url(), WRITES).await;
     let evolution = Evolver::new(pool.clone())
@@ -114,15 +120,7 @@ async fn a_foreign_key_is_validated_under_writers_and_the_plain_one_blocks_them(
         "FOREIGN KEY (account_id) REFERENCES accounts(id) ON DELETE CASCADE"
     );
 
-    let plain = measure_plain(
-        &pool,
-        db.url(),
-        writers_with(&pool, 4, ROWS, INSERT, UPDATE),
-        WRITES,
-        "ALTER TABLE users ADD CONSTRAINT users_account_plain_fkey FOREIGN KEY (account_id) REFERENCES accounts (id)",
-    )
-    .await;
-    assert_safe_and_plain_blocks("ADD FOREIGN KEY", LOCK_TIMEOUT, &safe, safe_lock, &plain);
+    LOAD.assert_plain_blocks(&pool, db.url(), "ADD FOREIGN KEY", "ALTER TABLE users ADD CONSTRAINT users_account_plain_fkey FOREIGN KEY (account_id) REFERENCES accounts (id)", LOCK_TIMEOUT, &safe, safe_lock).await;
 
     let journal: Vec<String> = sqlx::query_scalar(
         "SELECT event FROM pgevolve.journal WHERE detail LIKE 'add foreign key%' ORDER BY id",
@@ -138,7 +136,7 @@ async fn a_check_is_validated_under_writers_and_the_plain_one_blocks_them() {
     let (db, pool) = database(20).await;
     seed(&pool, ROWS).await;
 
-    let writers = writers_with(&pool, 4, ROWS, INSERT, UPDATE);
+    let writers = LOAD.start(&pool);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let waits = LockWaits::start(db.url(), WRITES).await;
     let evolution = Evolver::new(pool.clone())
@@ -158,15 +156,7 @@ async fn a_check_is_validated_under_writers_and_the_plain_one_blocks_them() {
         );
     }
 
-    let plain = measure_plain(
-        &pool,
-        db.url(),
-        writers_with(&pool, 4, ROWS, INSERT, UPDATE),
-        WRITES,
-        "ALTER TABLE users ADD CONSTRAINT users_email_plain_check CHECK (position('@' in email) > 1)",
-    )
-    .await;
-    assert_safe_and_plain_blocks("ADD CHECK", LOCK_TIMEOUT, &safe, safe_lock, &plain);
+    LOAD.assert_plain_blocks(&pool, db.url(), "ADD CHECK", "ALTER TABLE users ADD CONSTRAINT users_email_plain_check CHECK (position('@' in email) > 1)", LOCK_TIMEOUT, &safe, safe_lock).await;
 
     // Booting again adopts both validated checks and changes nothing.
     assert_reboot_changes_nothing::<with_check::User>(&pool, "users").await;

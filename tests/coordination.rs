@@ -92,6 +92,11 @@ async fn start(
     (coordinator, registry)
 }
 
+/// An instance whose build knows one step, with default options.
+async fn instance(pool: &PgPool, id: &str, step: &StepId) -> (Coordinator, Arc<PhaseRegistry>) {
+    start(pool, id, vec![step.clone()], CoordinatorOptions::default()).await
+}
+
 /// How long until `done` holds, checking every 5 ms; `None` after `limit`.
 async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
     let started = Instant::now();
@@ -169,20 +174,8 @@ async fn a_notified_phase_change_reaches_the_other_instance_within_a_second() {
 async fn without_the_notification_polling_delivers_the_phase() {
     let (_db, pool) = database().await;
     let (fill, _) = steps();
-    let (a, ra) = start(
-        &pool,
-        "a",
-        vec![fill.clone()],
-        CoordinatorOptions::default(),
-    )
-    .await;
-    let (b, rb) = start(
-        &pool,
-        "b",
-        vec![fill.clone()],
-        CoordinatorOptions::default(),
-    )
-    .await;
+    let (a, ra) = instance(&pool, "a", &fill).await;
+    let (b, rb) = instance(&pool, "b", &fill).await;
 
     set_phase(&pool, &fill, Phase::Validate, false).await;
     let took = until(Duration::from_secs(3), || {
@@ -206,20 +199,8 @@ async fn without_the_notification_polling_delivers_the_phase() {
 async fn the_leader_waits_until_every_instance_acknowledged() {
     let (_db, pool) = database().await;
     let (fill, _) = steps();
-    let (a, _) = start(
-        &pool,
-        "a",
-        vec![fill.clone()],
-        CoordinatorOptions::default(),
-    )
-    .await;
-    let (b, rb) = start(
-        &pool,
-        "b",
-        vec![fill.clone()],
-        CoordinatorOptions::default(),
-    )
-    .await;
+    let (a, _) = instance(&pool, "a", &fill).await;
+    let (b, rb) = instance(&pool, "b", &fill).await;
 
     // Nobody is at switch yet: the wait ends at its deadline, naming both.
     let error = wait_for_acks(
@@ -341,13 +322,7 @@ async fn the_leader_waits_until_every_instance_acknowledged() {
 async fn a_crashed_instance_is_not_waited_for_once_its_heartbeat_expires() {
     let (_db, pool) = database().await;
     let (fill, _) = steps();
-    let (a, _) = start(
-        &pool,
-        "a",
-        vec![fill.clone()],
-        CoordinatorOptions::default(),
-    )
-    .await;
+    let (a, _) = instance(&pool, "a", &fill).await;
     let crashed = CrashingInstance::start(&pool, "b", vec![fill.clone()]);
     crashed.crash();
 
@@ -382,13 +357,7 @@ async fn the_coordinator_waits_for_the_state_tables() {
     let db = TestDatabase::new().await.expect("throwaway PostgreSQL");
     let pool = db.pool(5).await.unwrap();
     let (fill, _) = steps();
-    let (a, ra) = start(
-        &pool,
-        "a",
-        vec![fill.clone()],
-        CoordinatorOptions::default(),
-    )
-    .await;
+    let (a, ra) = instance(&pool, "a", &fill).await;
     // No state store yet: nothing has run, so the step is pending.
     assert_eq!(ra.get(&fill), Some(Phase::Pending));
 

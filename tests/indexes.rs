@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use pgevolve::{ErrorKind, Evolver, Phase, StepKind};
 use support::{
-    LockWaits, assert_reboot_changes_nothing, assert_safe_and_plain_blocks, catalog_snapshot,
-    database, indexes, measure_plain, seed_users, writers_with,
+    LockWaits, WriteLoad, assert_reboot_changes_nothing, catalog_snapshot, database, indexes,
+    seed_users,
 };
 
 const ROWS: i64 = 200_000;
@@ -19,6 +19,12 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 const INSERT: &str = "INSERT INTO users (name, email) VALUES ('writer ' || $2, $1)";
 const UPDATE: &str = "UPDATE users SET email = $1 WHERE id = $2";
 const WRITES: &[&str] = &["INSERT INTO users", "UPDATE users"];
+const LOAD: WriteLoad = WriteLoad {
+    rows: ROWS,
+    insert: INSERT,
+    update: UPDATE,
+    prefixes: WRITES,
+};
 
 use support::users::{indexed, unique};
 
@@ -41,7 +47,7 @@ async fn an_index_is_built_concurrently_under_writers_and_the_plain_build_blocks
     let (db, pool) = database(20).await;
     seed_users(&pool, ROWS).await;
 
-    let writers = writers_with(&pool, 4, ROWS, INSERT, UPDATE);
+    let writers = LOAD.start(&pool);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let waits = LockWaits::start(db.url(), WRITES).await;
     let evolution = Evolver::new(pool.clone())
@@ -75,15 +81,16 @@ async fn an_index_is_built_concurrently_under_writers_and_the_plain_build_blocks
         "{all:#?}"
     );
 
-    let plain = measure_plain(
+    LOAD.assert_plain_blocks(
         &pool,
         db.url(),
-        writers_with(&pool, 4, ROWS, INSERT, UPDATE),
-        WRITES,
+        "CREATE INDEX",
         "CREATE INDEX users_email_plain ON users (email)",
+        LOCK_TIMEOUT,
+        &safe,
+        safe_lock,
     )
     .await;
-    assert_safe_and_plain_blocks("CREATE INDEX", LOCK_TIMEOUT, &safe, safe_lock, &plain);
 
     // Booting again finds the index and does nothing.
     assert_reboot_changes_nothing::<indexed::User>(&pool, "users").await;
@@ -94,7 +101,7 @@ async fn a_unique_constraint_is_built_concurrently_under_writers_and_the_plain_o
     let (db, pool) = database(20).await;
     seed_users(&pool, ROWS).await;
 
-    let writers = writers_with(&pool, 4, ROWS, INSERT, UPDATE);
+    let writers = LOAD.start(&pool);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let waits = LockWaits::start(db.url(), WRITES).await;
     let evolution = Evolver::new(pool.clone())
@@ -125,21 +132,16 @@ async fn a_unique_constraint_is_built_concurrently_under_writers_and_the_plain_o
     );
     assert!(all.iter().all(|(_, valid, _)| *valid), "{all:#?}");
 
-    let plain = measure_plain(
+    LOAD.assert_plain_blocks(
         &pool,
         db.url(),
-        writers_with(&pool, 4, ROWS, INSERT, UPDATE),
-        WRITES,
-        "ALTER TABLE users ADD CONSTRAINT users_email_plain_key UNIQUE (email)",
-    )
-    .await;
-    assert_safe_and_plain_blocks(
         "ADD CONSTRAINT UNIQUE",
+        "ALTER TABLE users ADD CONSTRAINT users_email_plain_key UNIQUE (email)",
         LOCK_TIMEOUT,
         &safe,
         safe_lock,
-        &plain,
-    );
+    )
+    .await;
 
     let journal: Vec<String> = sqlx::query_scalar(
         "SELECT event FROM pgevolve.journal WHERE detail LIKE 'add unique%' ORDER BY id",

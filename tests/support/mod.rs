@@ -329,6 +329,38 @@ pub async fn measure_plain(
     }
 }
 
+/// The write load the index and constraint tests run an operation under: four writers that
+/// insert and update `users`, and the statement prefixes whose lock waits are sampled.
+pub struct WriteLoad {
+    pub rows: i64,
+    pub insert: &'static str,
+    pub update: &'static str,
+    pub prefixes: &'static [&'static str],
+}
+
+impl WriteLoad {
+    pub fn start(&self, pool: &PgPool) -> Writers {
+        writers_with(pool, 4, self.rows, self.insert, self.update)
+    }
+
+    /// Runs the plain form `ddl` of an operation under a fresh copy of this load and asserts
+    /// that it blocked the writers, where pgevolve's path (`safe`, `safe_lock`) did not.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn assert_plain_blocks(
+        &self,
+        pool: &PgPool,
+        url: &str,
+        what: &str,
+        ddl: &str,
+        lock_timeout: Duration,
+        safe: &WriterStats,
+        safe_lock: (Duration, u64),
+    ) {
+        let plain = measure_plain(pool, url, self.start(pool), self.prefixes, ddl).await;
+        assert_safe_and_plain_blocks(what, lock_timeout, safe, safe_lock, &plain);
+    }
+}
+
 /// Asserts what the issue promises of the pgevolve path of an operation (`safe`: the writers'
 /// stats, `safe_lock`: the server-side lock waits seen meanwhile) and that the plain form of it
 /// measurably blocked the same writers; prints both.

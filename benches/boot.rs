@@ -27,7 +27,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pgevolve::{Evolve, Evolver};
+use pgevolve::{DeployWindow, Evolve, Evolver};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 
@@ -206,7 +206,11 @@ async fn run(args: &Args, server: &mut Server) -> Result<()> {
 
     // Evolve to the end: afterwards every boot of the same model has nothing to do.
     let pool = pool_options().connect_with(options.clone()).await?;
-    let evolution = Evolver::new(pool.clone()).model::<User>().boot().await?;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<User>()
+        .boot()
+        .await?;
     evolution.contract().await?;
     drop(evolution);
     let pending: Vec<String> = User::plan().steps.iter().map(|s| s.describe()).collect();

@@ -1,6 +1,8 @@
 //! The deploy window through the public API, as an application configures it: days, hours and
 //! an offset, an injected clock, the message an operator reads when contract is refused, and the
-//! emergency override.
+//! emergency override. Also the calendar guard: this suite reads the window on a pinned clock
+//! (a Saturday unless `PGEVOLVE_NOW` says otherwise), so a test that contracts without choosing
+//! its window fails every day, not only at weekends.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -104,12 +106,36 @@ fn weekdays_parse_from_configuration() {
     let _ = DeployWindow::default().check_now(&SystemClock);
 }
 
+/// The guard that keeps the suite calendar-free: with the `test-util` feature (on for the whole
+/// test build), an `Evolver`'s default clock is pinned, to a Saturday noon UTC unless
+/// `PGEVOLVE_NOW` names another instant, so the default window is closed every day the suite
+/// runs, whatever the real date.
+#[test]
+fn the_suite_reads_the_window_on_a_clock_pinned_to_saturday_unless_pgevolve_now_is_set() {
+    let clock = pgevolve::default_clock();
+    match std::env::var(pgevolve::NOW_ENV) {
+        Err(_) => {
+            let closed = DeployWindow::default().check_now(&*clock).unwrap_err();
+            assert!(closed.now.starts_with("Saturday 12:00"), "{}", closed.now);
+        }
+        Ok(value) if value.eq_ignore_ascii_case("system") => {}
+        Ok(value) => {
+            let pinned: pgevolve::PinnedClock = value.parse().unwrap();
+            let drift = clock
+                .now()
+                .duration_since(pinned.now())
+                .unwrap_or_else(|e| e.duration());
+            assert!(drift < Duration::from_secs(5), "{value}: {drift:?}");
+        }
+    }
+}
+
 mod support;
 
 mod contract_in_the_window {
     use std::sync::Arc;
 
-    use pgevolve::{DeployWindow, ErrorKind, Evolve, Evolver};
+    use pgevolve::{Clock, DeployWindow, ErrorKind, Evolve, Evolver, PinnedClock, Weekday};
     use sqlx::PgPool;
 
     use super::support::database;
@@ -134,9 +160,13 @@ mod contract_in_the_window {
     }
 
     async fn evolver_at(pool: &PgPool, secs: u64) -> pgevolve::Evolution {
+        evolver_with(pool, Arc::new(FixedClock(at(secs)))).await
+    }
+
+    async fn evolver_with(pool: &PgPool, clock: Arc<dyn Clock>) -> pgevolve::Evolution {
         let evolution = Evolver::new(pool.clone())
             .deploy_window(DeployWindow::default())
-            .clock(Arc::new(FixedClock(at(secs))))
+            .clock(clock)
             .model::<Item>()
             .boot()
             .await
@@ -211,5 +241,53 @@ mod contract_in_the_window {
         .await
         .unwrap();
         assert_eq!(overridden, 0);
+    }
+
+    /// The guard run over the week: contract under the default window, at 15:00 UTC on each
+    /// day, refuses and changes nothing from Friday to Sunday and runs from Monday to Thursday.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn contract_under_the_default_window_runs_monday_to_thursday_and_refuses_friday_to_sunday()
+     {
+        for day in Weekday::ALL {
+            let (_db, pool) = seeded().await;
+            let result = evolver_with(&pool, Arc::new(PinnedClock::on(day, 15, 0)))
+                .await
+                .contract()
+                .await;
+            let open = !matches!(day, Weekday::Friday | Weekday::Saturday | Weekday::Sunday);
+            match result {
+                Ok(()) => assert!(open, "contract ran on {day}"),
+                Err(err) => {
+                    assert!(!open, "contract refused on {day}: {err}");
+                    assert!(
+                        matches!(err.kind(), ErrorKind::OutsideDeployWindow { .. }),
+                        "{err}"
+                    );
+                    assert!(
+                        err.to_string()
+                            .contains(&format!("closed now ({day} 15:00 (UTC))")),
+                        "{err}"
+                    );
+                }
+            }
+            assert_eq!(not_null(&pool).await, open, "{day}");
+        }
+    }
+
+    /// An evolver that chooses neither window nor clock follows the suite's pinned clock: on the
+    /// default (Saturday) it refuses, whatever the real date.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn contract_without_a_chosen_clock_follows_the_pinned_default_clock() {
+        let (_db, pool) = seeded().await;
+        let open = DeployWindow::default().is_open(pgevolve::default_clock().now());
+        let evolution = Evolver::new(pool.clone())
+            .model::<Item>()
+            .boot()
+            .await
+            .unwrap();
+        evolution.wait().await.unwrap();
+        let result = evolution.contract().await;
+        assert_eq!(result.is_ok(), open, "{result:?}");
+        assert_eq!(not_null(&pool).await, open);
     }
 }

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use pgevolve::{ErrorKind, Evolver, Phase, StepKind};
+use pgevolve::{DeployWindow, ErrorKind, Evolver, Phase, StepKind};
 use support::{
     LockWaits, WriteLoad, assert_reboot_changes_nothing, catalog_snapshot, database, indexes,
     seed_users,
@@ -249,6 +249,7 @@ async fn an_index_can_be_aborted_and_one_removed_from_the_struct_is_dropped_at_c
 
     // Declared, built, then removed from the struct: contract drops it concurrently.
     Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
         .model::<indexed::User>()
         .boot()
         .await
@@ -263,6 +264,7 @@ async fn an_index_can_be_aborted_and_one_removed_from_the_struct_is_dropped_at_c
             .any(|(n, _, _)| n == "users_email_idx")
     );
     let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
         .model::<plain::User>()
         .boot()
         .await
@@ -295,6 +297,7 @@ async fn an_index_can_be_aborted_and_one_removed_from_the_struct_is_dropped_at_c
 
     // Declared again: built again. Then aborted: dropped, and not rebuilt by the next boot.
     let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
         .model::<indexed::User>()
         .boot()
         .await
@@ -320,6 +323,7 @@ async fn an_index_can_be_aborted_and_one_removed_from_the_struct_is_dropped_at_c
             .any(|(n, _, _)| n == "users_email_idx")
     );
     let again = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
         .model::<indexed::User>()
         .boot()
         .await

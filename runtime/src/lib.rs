@@ -8,6 +8,7 @@
 mod access;
 mod backfill;
 mod catalog;
+mod clock;
 mod column_type;
 mod concurrent;
 mod constraints;
@@ -32,6 +33,7 @@ mod window;
 pub mod __private;
 
 pub use access::{Access, FromEvolvedRow, ModelSql, Select, model_sql};
+pub use clock::{Clock, NOW_ENV, ParseClockError, PinnedClock, SystemClock, default_clock};
 pub use column_type::ColumnType;
 pub use coordinator::{
     Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT, InstanceAck, WaitOutcome,
@@ -48,4 +50,4 @@ pub use spec::{
 };
 pub use state::{JournalEntry, StepStatus};
 pub use step::{Phase, StepId, StepKind};
-pub use window::{Clock, Closed, DeployWindow, ParseWeekdayError, SystemClock, Weekday};
+pub use window::{Closed, DeployWindow, ParseWeekdayError, Weekday};

@@ -6,28 +6,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::warn;
 
+use crate::clock::Clock;
+
 const SECS_PER_HOUR: i64 = 3_600;
 const SECS_PER_DAY: i64 = 86_400;
 /// 1970-01-01 was a Thursday: index 3 with Monday as 0.
 const EPOCH_WEEKDAY: i64 = 3;
 /// The longest offset accepted, in minutes (real offsets are within -12:00 .. +14:00).
 const MAX_OFFSET_MINUTES: i32 = 18 * 60;
-
-/// A source of the current time, so that the window can be tested with fixed instants.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current instant.
-    fn now(&self) -> SystemTime;
-}
-
-/// The system's clock ([`SystemTime::now`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
 
 /// A day of the week.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -656,6 +642,7 @@ mod tests {
 
     #[test]
     fn a_clock_can_be_injected() {
+        use crate::clock::SystemClock;
         #[derive(Debug)]
         struct Fixed(SystemTime);
         impl Clock for Fixed {

@@ -24,8 +24,11 @@ const PORT_ATTEMPTS: u32 = 5;
 const LOG_TAIL_LINES: usize = 30;
 
 /// Settings for speed (durability is pointless in a throwaway cluster) and for many pools.
-const SERVER_SETTINGS: [&str; 5] = [
+const SERVER_SETTINGS: [&str; 7] = [
     "listen_addresses=127.0.0.1",
+    // The same zone on every host, whatever its `TZ`: no test may depend on where it runs.
+    "TimeZone=UTC",
+    "log_timezone=UTC",
     "fsync=off",
     "synchronous_commit=off",
     "full_page_writes=off",

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 mod fast_boot;
 mod phases;
 
+use crate::clock::{Clock, default_clock};
 use crate::coordinator::{Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Executor, Target};
@@ -22,7 +23,7 @@ use crate::resolve::{Resolved, resolve_model};
 use crate::spec::ModelSpec;
 use crate::state::{StateStore, StepStatus};
 use crate::step::{Phase, StepId, StepKind, advisory_key};
-use crate::window::{Clock, DeployWindow, SystemClock};
+use crate::window::DeployWindow;
 
 /// How often a waiting instance looks again (leader lock, the leader's progress).
 const POLL: Duration = Duration::from_millis(100);
@@ -69,7 +70,7 @@ impl Evolver {
             state_schema: "pgevolve".into(),
             auto_contract: false,
             window: DeployWindow::default(),
-            clock: Arc::new(SystemClock),
+            clock: default_clock(),
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             ack_deadline: Duration::from_secs(600),
         }
@@ -115,7 +116,8 @@ impl Evolver {
         self
     }
 
-    /// The clock the deploy window is read with (tests inject a fixed one).
+    /// The clock the deploy window is read with (default: [`default_clock`]; tests inject a
+    /// [`PinnedClock`](crate::PinnedClock) or their own).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Evolver {
         self.clock = clock;
         self

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres, Row};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
@@ -233,11 +233,18 @@ impl Backfill<'_> {
                 .fetch_one(&mut *conn)
                 .await?
         };
-        for fill in self.fills {
+        // One transaction for every step of the pass: a crash between two of them would leave
+        // bounds that differ, and every later resume would start again from the first key.
+        let mut tx = conn.begin().await?;
+        for (i, fill) in self.fills.iter().enumerate() {
+            if i == 1 {
+                crate::failpoint::pause_at("backfill-bounds").await;
+            }
             steps
-                .start_backfill(&mut conn, &fill.step, &bound, estimate)
+                .start_backfill(&mut *tx, &fill.step, &bound, estimate)
                 .await?;
         }
+        tx.commit().await?;
         self.set_estimate(estimate);
         Ok(Some((None, bound, 0)))
     }

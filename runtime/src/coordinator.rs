@@ -13,7 +13,7 @@ use tokio::time::{MissedTickBehavior, interval_at};
 use tracing::{debug, info, warn};
 
 use crate::error::{ErrorKind, Result};
-use crate::registry::{PhaseRegistry, registry};
+use crate::registry::{PhaseRegistry, registry_for};
 use crate::state::{Instances, instances};
 use crate::step::{Phase, StepId};
 
@@ -46,9 +46,9 @@ pub struct CoordinatorOptions {
     /// Instances without a heartbeat for this long are deleted with their acknowledgements by
     /// any running coordinator (a crashed instance leaves its row behind). Default 1 h.
     pub prune_after: Duration,
-    /// Where phases are published. `None` (default): the process-wide [`registry()`], which
-    /// the generated accessors read. Tests running several coordinators in one process give
-    /// each a registry of its own.
+    /// Where phases are published. `None` (default): the registry of the pool's database in
+    /// this process ([`registry_for`]), which the generated accessors read. Tests running
+    /// several coordinators in one process give each a registry of its own.
     pub registry: Option<Arc<PhaseRegistry>>,
 }
 
@@ -64,33 +64,10 @@ impl Default for CoordinatorOptions {
 }
 
 impl CoordinatorOptions {
-    /// Publishes phases to `registry` instead of the process-wide one.
+    /// Publishes phases to `registry` instead of the one of the pool's database.
     pub fn registry(mut self, registry: Arc<PhaseRegistry>) -> Self {
         self.registry = Some(registry);
         self
-    }
-
-    fn target(&self) -> Target {
-        match &self.registry {
-            Some(own) => Target::Own(own.clone()),
-            None => Target::Global,
-        }
-    }
-}
-
-/// The registry a coordinator publishes to.
-#[derive(Debug, Clone)]
-enum Target {
-    Global,
-    Own(Arc<PhaseRegistry>),
-}
-
-impl Target {
-    fn get(&self) -> &PhaseRegistry {
-        match self {
-            Target::Global => registry(),
-            Target::Own(own) => own,
-        }
     }
 }
 
@@ -104,7 +81,7 @@ impl Target {
 /// use std::time::Duration;
 /// use pgevolve_runtime::{Coordinator, CoordinatorOptions, Phase, DEFAULT_HEARTBEAT_TIMEOUT};
 ///
-/// // Every instance, at boot: phases go to the process-wide registry.
+/// // Every instance, at boot: phases go to the registry of the pool's database.
 /// let coordinator =
 ///     Coordinator::start(&pool, "pgevolve", "web-1", steps.clone(), CoordinatorOptions::default())
 ///         .await;
@@ -218,7 +195,10 @@ impl Coordinator {
             instance: instance_id.clone(),
             step_names: steps.iter().map(|s| s.as_str().to_string()).collect(),
             steps,
-            registry: options.target(),
+            registry: options
+                .registry
+                .clone()
+                .unwrap_or_else(|| registry_for(pool)),
             options,
             registered: false,
             acked: HashMap::new(),
@@ -316,7 +296,7 @@ struct Worker {
     instance: String,
     steps: Vec<StepId>,
     step_names: Vec<String>,
-    registry: Target,
+    registry: Arc<PhaseRegistry>,
     options: CoordinatorOptions,
     /// The instance row exists (as of the last heartbeat).
     registered: bool,
@@ -428,7 +408,6 @@ impl Worker {
         }
         if !self.steps.is_empty() {
             let registry = self.registry.clone();
-            let registry = registry.get();
             for attempt in 0..3 {
                 let before = registry.generation();
                 let phases = match self.load().await {
@@ -490,7 +469,6 @@ impl Worker {
             return;
         }
         let registry = self.registry.clone();
-        let registry = registry.get();
         let generation = registry.generation();
         let due: Vec<(StepId, Phase)> = self
             .steps

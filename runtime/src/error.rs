@@ -124,12 +124,27 @@ pub enum ErrorKind {
 
     /// An accessor ran for a model that no evolution booted in this process.
     #[error(
-        "model {model} was not booted in this process, so its accessors cannot tell which columns exist; \
+        "model {model} was not booted in this process for the database of this call, so its accessors cannot \
+         tell which columns exist; \
          call Evolver::new(pool).model::<{model}>().boot() at startup"
     )]
     NotBooted {
         /// The struct name.
         model: String,
+    },
+
+    /// An accessor call without a pool, while this process evolves the model on several
+    /// databases: which one the call is for cannot be told.
+    #[error(
+        "model {model} is evolved on several databases in this process ({databases}), and this call \
+         does not say which one it is for: pass the pool (`&pool`), or tie the connection or \
+         transaction to its evolution with `evolution.on(&mut *conn)`"
+    )]
+    AmbiguousDatabase {
+        /// The struct name.
+        model: String,
+        /// The databases whose evolution knows the model.
+        databases: String,
     },
 
     /// A destructive phase was asked for outside the deploy window; nothing was changed.

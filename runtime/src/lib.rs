@@ -16,6 +16,7 @@ mod coordinator;
 mod error;
 mod evolver;
 mod executor;
+mod failpoint;
 mod ident;
 mod model;
 mod options;
@@ -32,7 +33,9 @@ mod window;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use access::{Access, FromEvolvedRow, ModelSql, Select, model_sql};
+pub use access::{
+    Access, EvolvedExecutor, FromEvolvedRow, ModelSql, On, Scope, Select, model_sql, model_sql_in,
+};
 pub use clock::{Clock, NOW_ENV, ParseClockError, PinnedClock, SystemClock, default_clock};
 pub use column_type::ColumnType;
 pub use coordinator::{
@@ -44,7 +47,7 @@ pub use evolver::{Evolution, Evolver, StepProgress};
 pub use model::Evolve;
 pub use options::{BackfillOptions, DdlOptions};
 pub use plan::{Plan, PlannedPhase, PlannedStep};
-pub use registry::{InFlight, PhaseRegistry, registry};
+pub use registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
 };

@@ -1,7 +1,9 @@
 //! Not public API: the only items `#[derive(Evolve)]` expansions may name. No semver guarantees;
 //! the facade pins this crate with an exact version so a mismatched pair fails to compile.
 
-pub use crate::access::{Access, FromEvolvedRow, ModelSql, Select, model_sql};
+pub use crate::access::{
+    Access, EvolvedExecutor, FromEvolvedRow, ModelSql, Select, model_sql, model_sql_in,
+};
 pub use crate::column_type::ColumnType;
 pub use crate::error::Error;
 pub use crate::model::Evolve;

@@ -277,6 +277,12 @@ pub(crate) fn advisory_key(state_schema: &str) -> i64 {
     fnv1a(&["pgevolve leader", state_schema]) as i64
 }
 
+/// The advisory lock a boot holds for its drift check and expand only (seconds): boots of
+/// several builds serialize their DDL on it, and never wait for the leader's background work.
+pub(crate) fn boot_key(state_schema: &str) -> i64 {
+    fnv1a(&["pgevolve boot", state_schema]) as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! The accessors: `insert`, `insert_many`, `update`, `delete`, `find`, `fetch_all`, `select` and
 //! the column helpers. They carry no SQL: each asks the runtime for the statement that is right
-//! in the current phases (`model_sql`) and binds the fields by position.
+//! in the current phases of the database it runs on (`model_sql_in`, with the scope the executor
+//! gives: a pool's database, or an evolution's handle) and binds the fields by position.
 
 use super::Private;
 use crate::ast::Model;
@@ -67,9 +68,10 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             #[doc = "Updates every non-key column of the row with this primary key, writing every column that must stay in sync now; returns the rows updated (0 or 1)."]
             pub async fn update<'e, E>(&self, executor: E) -> #private::Result<u64, #private::Error>
             where
-                E: #private::PgExecutor<'e>,
+                E: #private::EvolvedExecutor<'e>,
             {
-                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                let (__pgevolve_scope, executor) = #private::EvolvedExecutor::into_parts(executor);
+                let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let mut query = #private::query(&sql.update);
                 #( #self_binds )*
                 let done = query.execute(executor).await?;
@@ -79,9 +81,10 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             #[doc = #delete_doc]
             pub async fn delete<'e, E>(#(#key_params,)* executor: E) -> #private::Result<u64, #private::Error>
             where
-                E: #private::PgExecutor<'e>,
+                E: #private::EvolvedExecutor<'e>,
             {
-                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                let (__pgevolve_scope, executor) = #private::EvolvedExecutor::into_parts(executor);
+                let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let done = #private::query(&sql.delete)
                     #( .bind(#key_names) )*
                     .execute(executor)
@@ -92,9 +95,10 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             #[doc = #find_doc]
             pub async fn find<'e, E>(#(#key_params,)* executor: E) -> #private::Result<#private::Option<Self>, #private::Error>
             where
-                E: #private::PgExecutor<'e>,
+                E: #private::EvolvedExecutor<'e>,
             {
-                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                let (__pgevolve_scope, executor) = #private::EvolvedExecutor::into_parts(executor);
+                let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let #row = #private::query(&sql.find)
                     #( .bind(#key_names) )*
                     .fetch_optional(executor)
@@ -125,9 +129,10 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             #[doc = "Inserts this row, writing every column that must be written in the current phases (both names mid-rename, the new column as soon as it exists)."]
             pub async fn insert<'e, E>(&self, executor: E) -> #private::Result<(), #private::Error>
             where
-                E: #private::PgExecutor<'e>,
+                E: #private::EvolvedExecutor<'e>,
             {
-                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                let (__pgevolve_scope, executor) = #private::EvolvedExecutor::into_parts(executor);
+                let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let mut query = #private::query(&sql.insert);
                 #( #self_binds )*
                 query.execute(executor).await?;
@@ -137,12 +142,13 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             #[doc = "Inserts the rows in one statement; returns the rows inserted. Errors, inserting nothing, when the slice needs more than PostgreSQL's 65,535 bind parameters: split it with `chunks`."]
             pub async fn insert_many<'e, E>(rows: &[Self], executor: E) -> #private::Result<u64, #private::Error>
             where
-                E: #private::PgExecutor<'e>,
+                E: #private::EvolvedExecutor<'e>,
             {
                 if rows.is_empty() {
                     return #private::Ok(0);
                 }
-                let sql = #private::model_sql(<Self as #private::Evolve>::model())?;
+                let (__pgevolve_scope, executor) = #private::EvolvedExecutor::into_parts(executor);
+                let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 #private::check_insert_many(&sql, rows.len())?;
                 let mut query = #private::query(&sql.insert_many(rows.len()));
                 for r in rows {
@@ -157,7 +163,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             #[doc = "Every row, read from the columns that are authoritative now."]
             pub async fn fetch_all<'e, E>(executor: E) -> #private::Result<#private::Vec<Self>, #private::Error>
             where
-                E: #private::PgExecutor<'e>,
+                E: #private::EvolvedExecutor<'e>,
             {
                 Self::select().fetch_all(executor).await
             }

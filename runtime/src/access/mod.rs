@@ -10,16 +10,17 @@
 //! | defaulted column | read the default, do not write | read `COALESCE(col, default)`, write | | read and write |
 //! | nullable column | read `NULL`, do not write | read and write | | |
 
+mod scope;
 mod select;
 
+pub use scope::{EvolvedExecutor, On, Scope};
 pub use select::Select;
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 use crate::error::{ErrorKind, Result};
 use crate::ident::{Ident, Qualified};
-use crate::registry::{InFlight, registry};
+use crate::registry::{self, InFlight, PhaseRegistry};
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
 use crate::step::{Phase, StepId, StepKind};
 
@@ -246,13 +247,6 @@ fn field_access(c: &'static ColumnSpec, step: Option<StepKind>, phase: Phase) ->
     }
 }
 
-type CacheKey = (&'static str, &'static str, &'static str);
-
-/// Each model's SQL with the registry generation it was built for.
-type Cache = HashMap<CacheKey, (u64, Arc<ModelSql>)>;
-
-static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
 /// The SQL of a model for one accessor call. While it is alive the call counts as under way, so
 /// a phase change that retires a column waits for it (see [`PhaseRegistry::drained`]).
 ///
@@ -271,32 +265,56 @@ impl std::ops::Deref for Access {
     }
 }
 
-/// The SQL for a model in the phases this process knows now. Errors when no evolution of the
-/// model was booted in this process: without the phases, no column choice is safe.
+/// The SQL for a model in the phases this process knows now, for a call without a pool: the
+/// one database of this process whose evolution knows the model (see [`model_sql_in`]).
 pub fn model_sql(model: &'static ModelSpec) -> Result<Access> {
-    let registry = registry();
+    model_sql_in(model, &Scope::Unknown)
+}
+
+/// The SQL for a model in the phases this process knows now of the database `scope` names.
+///
+/// Errors when no evolution of the model was booted in this process for that database (without
+/// the phases, no column choice is safe), and, for [`Scope::Unknown`], when several databases
+/// know the model: then only the pool or an [`On`] handle can tell which one the call is for.
+pub fn model_sql_in(model: &'static ModelSpec, scope: &Scope) -> Result<Access> {
+    let create = StepId::for_step(model, &StepKind::CreateTable);
+    let not_booted = || -> crate::error::Error {
+        ErrorKind::NotBooted {
+            model: model.rust_name.to_string(),
+        }
+        .into()
+    };
+    let registry: Arc<PhaseRegistry> = match scope {
+        Scope::Registry(r) => r.clone(),
+        Scope::Database(key) => registry::existing(key).ok_or_else(not_booted)?,
+        Scope::Unknown => {
+            let mut knowing = registry::knowing(&create);
+            match knowing.len() {
+                0 => return Err(not_booted()),
+                1 => knowing.remove(0).1,
+                _ => {
+                    let mut databases: Vec<String> =
+                        knowing.iter().map(|(k, _)| k.to_string()).collect();
+                    databases.sort();
+                    return Err(ErrorKind::AmbiguousDatabase {
+                        model: model.rust_name.to_string(),
+                        databases: databases.join(", "),
+                    }
+                    .into());
+                }
+            }
+        }
+    };
     // Enter before reading the phases: a phase change after this point waits for this call.
     let generation = registry.generation();
     let in_flight = registry.enter(generation);
-    let key = (model.schema, model.table, model.rust_name);
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((g, sql)) = cache.get(&key)
-        && *g == generation
-    {
-        return Ok(Access {
-            sql: sql.clone(),
-            _in_flight: in_flight,
-        });
-    }
-    let create = StepId::for_step(model, &StepKind::CreateTable);
     if registry.get(&create).is_none() {
-        return Err(ErrorKind::NotBooted {
-            model: model.rust_name.to_string(),
-        }
-        .into());
+        return Err(not_booted());
     }
-    let sql = Arc::new(ModelSql::build(model, |id| registry.get(id)));
-    cache.insert(key, (generation, sql.clone()));
+    let key = (model.schema, model.table, model.rust_name);
+    let sql = registry.sql(key, generation, || {
+        ModelSql::build(model, |id| registry.get(id))
+    });
     Ok(Access {
         sql,
         _in_flight: in_flight,

@@ -4,9 +4,9 @@
 use std::marker::PhantomData;
 
 use sqlx::postgres::PgArguments;
-use sqlx::{Arguments, AssertSqlSafe, Encode, PgExecutor, Postgres, Type};
+use sqlx::{Arguments, AssertSqlSafe, Encode, Postgres, Type};
 
-use super::{FromEvolvedRow, model_sql};
+use super::{EvolvedExecutor, FromEvolvedRow, model_sql, model_sql_in};
 use crate::error::Result;
 use crate::model::Evolve;
 
@@ -110,8 +110,9 @@ impl<T: Evolve + FromEvolvedRow> Select<T> {
     }
 
     /// Runs the query.
-    pub async fn fetch_all<'e, E: PgExecutor<'e>>(self, executor: E) -> Result<Vec<T>> {
-        let access = model_sql(T::model())?;
+    pub async fn fetch_all<'e, E: EvolvedExecutor<'e>>(self, executor: E) -> Result<Vec<T>> {
+        let (scope, executor) = executor.into_parts();
+        let access = model_sql_in(T::model(), &scope)?;
         let sql = self.build(&access);
         if let Some(e) = self.bind_error {
             return Err(sqlx::Error::Encode(e.into()).into());

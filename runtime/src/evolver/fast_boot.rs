@@ -274,7 +274,7 @@ impl Inner {
 
         let mut progress = Vec::with_capacity(phases.len());
         for (step, phase) in phases {
-            crate::registry::registry().set(&step.id, phase);
+            self.registry.set(&step.id, phase);
             progress.push(StepProgress {
                 step: step.id.clone(),
                 table: step.model.qualified_name(),
@@ -297,7 +297,7 @@ impl Inner {
                 &task_inner.store.schema,
                 task_inner.instance.clone(),
                 steps,
-                CoordinatorOptions::default(),
+                CoordinatorOptions::default().registry(task_inner.registry.clone()),
             )
             .await;
             let _ = task_inner.coordinator.set(coordinator);

@@ -11,7 +11,9 @@ use tracing::{info, warn};
 
 mod fast_boot;
 mod phases;
+use phases::Walked;
 
+use crate::access::On;
 use crate::clock::{Clock, default_clock};
 use crate::coordinator::{Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT};
 use crate::error::{Error, ErrorKind, Result};
@@ -19,10 +21,11 @@ use crate::executor::{Executor, Target};
 use crate::model::Evolve;
 use crate::options::{BackfillOptions, DdlOptions};
 use crate::plan::{Plan, PlannedStep};
+use crate::registry::PhaseRegistry;
 use crate::resolve::{Resolved, resolve_model};
 use crate::spec::ModelSpec;
 use crate::state::{StateStore, StepStatus};
-use crate::step::{Phase, StepId, StepKind, advisory_key};
+use crate::step::{Phase, StepId, StepKind, advisory_key, boot_key};
 use crate::window::DeployWindow;
 
 /// How often a waiting instance looks again (leader lock, the leader's progress).
@@ -186,6 +189,7 @@ impl Evolver {
     /// ([`ErrorKind::Drift`]); with [`ErrorKind::LockTimeout`] naming the blocking session when a
     /// lock cannot be had within the retries, in which case that phase left nothing behind.
     pub async fn boot(self) -> Result<Evolution> {
+        let registry = crate::registry::registry_for(&self.pool);
         let inner = Arc::new(Inner {
             executor: Executor {
                 pool: self.pool.clone(),
@@ -197,6 +201,8 @@ impl Evolver {
             stop: std::sync::atomic::AtomicBool::new(false),
             coordinator: std::sync::OnceLock::new(),
             window_override: Mutex::new(None),
+            _live: registry.live(),
+            registry,
             evolver: self,
         });
         if let Some(evolution) = inner.fast_boot().await? {
@@ -210,16 +216,23 @@ impl Inner {
     /// Boot without the fast path: leader lock, drift check, expand, coordinator, background.
     async fn boot_slow(inner: &Arc<Inner>) -> Result<Evolution> {
         let mut lock = inner.leader_connection().await?;
-        let (leading, resolved) = loop {
-            if try_lock(&mut lock, inner.lock_key()).await? {
+        // Expand under the boot lock, held for seconds: a boot never waits for the background
+        // work (backfills, index builds, a deploy window) another instance or build leads.
+        let resolved = loop {
+            if try_lock(&mut lock, boot_key(&inner.store.schema)).await? {
                 // On error the connection is dropped, which ends its session and the lock.
-                break (true, inner.expand().await?);
+                let resolved = inner.expand().await?;
+                unlock(&mut lock, boot_key(&inner.store.schema)).await?;
+                break resolved;
             }
             if let Some(resolved) = inner.expanded_by_leader().await? {
-                break (false, resolved);
+                break resolved;
             }
             tokio::time::sleep(POLL).await;
         };
+        // The leader lock is for the background work only: with it, this instance walks the
+        // steps; without it, it follows, and takes over from the checkpoint when it is free.
+        let leading = try_lock(&mut lock, inner.lock_key()).await?;
         inner.init_progress(&resolved).await?;
         let steps = inner
             .evolver
@@ -233,7 +246,7 @@ impl Inner {
             &inner.store.schema,
             inner.instance.clone(),
             steps,
-            CoordinatorOptions::default(),
+            CoordinatorOptions::default().registry(inner.registry.clone()),
         )
         .await;
         let _ = inner.coordinator.set(coordinator);
@@ -422,6 +435,15 @@ impl Evolution {
         self.inner.evolver.plans()
     }
 
+    /// Ties an executor (a connection, a transaction, a pool) to this evolution, so the
+    /// accessors called with it read and write this evolution's database in its phases:
+    /// `User::find(&id, evolution.on(&mut *tx))`. A pool alone already says which database it
+    /// is for; a bare connection needs this only when the process evolves the same model on
+    /// several databases (see [`ErrorKind::AmbiguousDatabase`]).
+    pub fn on<E>(&self, executor: E) -> On<E> {
+        On::new(self.inner.registry.clone(), executor)
+    }
+
     /// The id this instance registered with in the state store (`<state schema>.instances`).
     pub fn instance_id(&self) -> &str {
         &self.inner.instance
@@ -449,6 +471,10 @@ struct Inner {
     coordinator: std::sync::OnceLock<Coordinator>,
     /// A contract override's reason, while an overriding contract runs.
     window_override: Mutex<Option<String>>,
+    /// The phases of this database in this process, which the accessors read.
+    registry: Arc<PhaseRegistry>,
+    /// Marks the database as evolved by a live evolution while this is alive.
+    _live: crate::registry::Live,
 }
 
 impl Inner {
@@ -659,7 +685,7 @@ impl Inner {
         }
         let mut all = Vec::new();
         for r in resolved {
-            crate::registry::registry().set(&r.step.id, r.done);
+            self.registry.set(&r.step.id, r.done);
             let row = rows.get(&r.step.id);
             all.push(StepProgress {
                 table: r.step.model.qualified_name(),
@@ -677,7 +703,7 @@ impl Inner {
 
     /// Records a phase in this instance's view: progress, and the registry accessors read.
     fn set_phase(&self, id: &StepId, phase: Phase) {
-        crate::registry::registry().set(id, phase);
+        self.registry.set(id, phase);
         let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = all.iter_mut().find(|p| &p.step == id) {
             p.phase = phase;
@@ -698,13 +724,20 @@ impl Inner {
         loop {
             if let Some(conn) = lock.take() {
                 let result = self.walk(goal).await;
+                if let Ok(Walked::WaitingForWindow(wait)) = result {
+                    // Waiting for the deploy window holds nothing: another build's background
+                    // work may run meanwhile, and this instance takes the lock back after.
+                    let _ = conn.close().await;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 if result.is_ok() && !self.stop.load(std::sync::atomic::Ordering::Acquire) {
                     // Still under the leader lock: the next boot may take the fast path.
                     self.record_verified_if_done().await;
                 }
                 // Closing the session releases the leader lock for the next boot or contract.
                 let _ = conn.close().await;
-                return result;
+                return result.map(|_| ());
             }
             let mut conn = self.evolver.pool.acquire().await?;
             let recorded = self.store.steps().rows(&mut conn).await?;
@@ -743,6 +776,15 @@ fn target(step: &PlannedStep, phase: Phase) -> Target<'_> {
         schema: step.model.schema,
         table: step.model.table,
     }
+}
+
+/// Releases a session advisory lock taken with [`try_lock`].
+async fn unlock(conn: &mut PgConnection, key: i64) -> Result<()> {
+    sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .fetch_one(conn)
+        .await?;
+    Ok(())
 }
 
 /// `pg_try_advisory_lock`: never waits, so a booting instance cannot queue behind the leader.

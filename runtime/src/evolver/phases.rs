@@ -17,13 +17,26 @@ use crate::sql;
 use crate::sql::backfill::FillColumn;
 use crate::step::{Phase, StepId, StepKind};
 
+/// How a walk of the background steps ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Walked {
+    /// Every step reached the goal (or the walk was asked to stop).
+    Done,
+    /// Some contract waits for the deploy window, which opens in about this long.
+    WaitingForWindow(Duration),
+}
+
 impl Inner {
-    /// Moves every background step forward, phase by phase, up to `goal`.
-    pub(super) async fn walk(&self, goal: Phase) -> Result<()> {
-        for step in self.background_steps() {
+    /// Moves every background step forward, phase by phase, up to `goal`. A step whose
+    /// contract waits for the deploy window (`auto_contract`) is left for later and the others go
+    /// on; the walk then says how long until the window opens, so the caller can wait without
+    /// holding the leader lock.
+    pub(super) async fn walk(&self, goal: Phase) -> Result<Walked> {
+        let mut window: Option<Duration> = None;
+        'steps: for step in self.background_steps() {
             loop {
                 if self.stop.load(std::sync::atomic::Ordering::Acquire) {
-                    return Ok(());
+                    return Ok(Walked::Done);
                 }
                 let mut conn = self.evolver.pool.acquire().await?;
                 let done = self.recorded_phase(&mut conn, &step).await?;
@@ -33,7 +46,6 @@ impl Inner {
                     break;
                 };
                 let result = self.advance(&step, next).await;
-                // auto_contract outside the deploy window: wait for it, everything else runs.
                 if let Err(e) = &result
                     && let ErrorKind::OutsideDeployWindow { closed, .. } = e.kind()
                 {
@@ -41,16 +53,19 @@ impl Inner {
                     let wait = closed
                         .wait
                         .clamp(Duration::from_secs(1), Duration::from_secs(60));
-                    tokio::time::sleep(wait).await;
-                    continue;
+                    window = Some(window.map_or(wait, |w| w.min(wait)));
+                    continue 'steps;
                 }
                 result?;
             }
         }
+        if let Some(wait) = window {
+            return Ok(Walked::WaitingForWindow(wait));
+        }
         if goal >= Phase::Contract && !self.stop.load(std::sync::atomic::Ordering::Acquire) {
             self.drop_removed_indexes().await?;
         }
-        Ok(())
+        Ok(Walked::Done)
     }
 
     /// Runs one phase of one step. Kinds with phases that are not a plain transaction of
@@ -354,8 +369,7 @@ impl Inner {
     /// After a phase that retires a shape (retire, abort): waits until no accessor call in this
     /// process still runs SQL from before it, and every other live instance acknowledged it.
     pub(super) async fn settle(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
-        let registry = crate::registry::registry();
-        registry.drained(registry.generation()).await;
+        self.registry.drained(self.registry.generation()).await;
         let outcome = wait_for_acks(
             &self.evolver.pool,
             &self.store.schema,

@@ -197,11 +197,12 @@ pub(crate) fn contract_filled_column(
     column: &ColumnSpec,
     helpers: &Helpers,
 ) -> Vec<Statement> {
-    let mut out = vec![Statement::always(format!(
+    let mut out = require_validated(model, &helpers.check);
+    out.push(Statement::always(format!(
         "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
         table(model),
         Ident(column.name)
-    ))];
+    )));
     out.extend(drop_fill_helpers(model, column, helpers));
     out
 }
@@ -239,6 +240,34 @@ pub(crate) fn abort_filled_column(
         Ident(column.name)
     )));
     out
+}
+
+/// Before a `SET NOT NULL`, in its transaction: the table's lock first (the one `SET NOT NULL`
+/// takes anyway, under the same lock_timeout), then proof that the helper check is still
+/// validated. Without a validated check, `SET NOT NULL` scans the whole table under ACCESS
+/// EXCLUSIVE; with the lock held, nobody can drop or replace the check between the proof and the
+/// `SET NOT NULL`. A missing or unvalidated check fails the transaction, which changes nothing.
+pub(crate) fn require_validated(model: &ModelSpec, check: &str) -> Vec<Statement> {
+    let t = table(model);
+    let message = format!(
+        "check {check} on {t} is not validated (dropped, or re-added NOT VALID, since validate): \
+         SET NOT NULL would scan the table under ACCESS EXCLUSIVE, so contract refuses. Abort the \
+         step, or re-add the check NOT VALID and VALIDATE it, then contract again"
+    );
+    vec![
+        Statement::always(format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE")),
+        Statement::always(format!(
+            "DO $pgevolve$ BEGIN\n\
+             \x20 IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint WHERE conrelid = {}::regclass \
+             AND conname = {} AND contype = 'c' AND convalidated) THEN\n\
+             \x20   RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE = {};\n\
+             \x20 END IF;\n\
+             END $pgevolve$",
+            Literal(&t.to_string()),
+            Literal(check),
+            Literal(&message)
+        )),
+    ]
 }
 
 /// A literal for state-store SQL that runs in the same transaction as a step's DDL.

@@ -164,6 +164,7 @@ pub(crate) fn contract(
     let t = table(model);
     let mut out = Vec::new();
     if !column.nullable {
+        out.extend(super::require_validated(model, &h.check));
         out.push(Statement::always(format!(
             "ALTER TABLE {t} ALTER COLUMN {} SET NOT NULL",
             Ident(column.name)

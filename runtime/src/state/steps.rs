@@ -121,7 +121,8 @@ impl Steps<'_> {
         format!("{} ON CONFLICT (id) DO NOTHING", &upsert[..cut])
     }
 
-    /// Starts a backfill: records the upper bound and estimate once (a resume keeps the first).
+    /// Starts a backfill: records the upper bound and estimate. Called for every step of a pass
+    /// in one transaction, and only when their bounds differ, so a pass's steps always share one.
     pub async fn start_backfill(
         &self,
         conn: &mut PgConnection,
@@ -130,8 +131,7 @@ impl Steps<'_> {
         estimate: i64,
     ) -> sqlx::Result<()> {
         sqlx::query(AssertSqlSafe(&*format!(
-            "UPDATE {} SET upper_bound = COALESCE(upper_bound, $2), rows_estimated = COALESCE(rows_estimated, $3), \
-             updated_at = now() WHERE id = $1",
+            "UPDATE {} SET upper_bound = $2, rows_estimated = $3, updated_at = now() WHERE id = $1",
             self.store.table("steps")
         )))
         .bind(id.as_str())

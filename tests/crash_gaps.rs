@@ -10,11 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pgevolve::{BackfillOptions, DeployWindow, Evolve, Evolver};
+use pgevolve::{BackfillOptions, DdlOptions, DeployWindow, Evolve, Evolver};
 use sqlx::PgPool;
 use support::database;
 
-/// Set in the child process: the database url.
+/// Set in the child process: `<scenario> <database url>`.
 const ENV: &str = "PGEVOLVE_CRASH_CHILD";
 const ROWS: i64 = 30_000;
 
@@ -32,6 +32,46 @@ struct Event {
     name_upper: String,
 }
 
+/// A table whose check takes about 1 ms a row to prove (a function that sleeps, declared
+/// immutable as a check needs): its VALIDATE runs for a while.
+#[derive(Evolve)]
+#[evolve(table = "readings")]
+#[evolve(check(name = "readings_slow", expr = "slow_true(id)"))]
+#[allow(dead_code)]
+struct Reading {
+    #[evolve(primary_key)]
+    id: i64,
+    value: i64,
+}
+
+const READINGS: i64 = 20_000;
+
+async fn seed_readings(pool: &PgPool) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION slow_true(bigint) RETURNS boolean IMMUTABLE LANGUAGE sql
+           AS 'SELECT pg_sleep(0.001) IS NOT NULL';
+         CREATE TABLE readings (id bigint PRIMARY KEY, value bigint NOT NULL);
+         INSERT INTO readings SELECT g, g * 10 FROM generate_series(1, {READINGS}) g;"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Short lock waits and few attempts: a VALIDATE left running would make this boot's own
+/// VALIDATE give up within a few seconds.
+fn impatient(pool: &PgPool) -> Evolver {
+    Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .ddl_options(DdlOptions {
+            lock_timeout: Duration::from_millis(500),
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_millis(500),
+        })
+        .model::<Reading>()
+}
+
 fn evolver(pool: &PgPool) -> Evolver {
     Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
@@ -47,26 +87,37 @@ fn evolver(pool: &PgPool) -> Evolver {
 /// normal run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child_process() {
-    let Ok(url) = std::env::var(ENV) else { return };
-    let pool = PgPool::connect(&url).await.unwrap();
-    let evolution = evolver(&pool).boot().await.unwrap();
+    let Ok(spec) = std::env::var(ENV) else { return };
+    let (scenario, url) = spec.split_once(' ').unwrap();
+    let pool = PgPool::connect(url).await.unwrap();
+    let evolver = match scenario {
+        "validate" => impatient(&pool),
+        _ => evolver(&pool),
+    };
+    let evolution = evolver.boot().await.unwrap();
     // Paused for ever at the point; the parent kills this process.
     let _ = evolution.wait().await;
 }
 
-/// Starts the child with the pause point, and returns it once it has paused there.
-fn child_paused_at(url: &str, point: &str) -> Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+fn child_command(scenario: &str, url: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args([
             "crash_child_process",
             "--exact",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(ENV, url)
-        .env("PGEVOLVE_PAUSE_AT", point)
+        .env(ENV, format!("{scenario} {url}"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Starts the child with the pause point, and returns it once it has paused there.
+fn child_paused_at(url: &str, point: &str) -> Child {
+    let mut child = child_command("pass", url)
+        .env("PGEVOLVE_PAUSE_AT", point)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -144,4 +195,51 @@ async fn a_kill_between_the_upper_bounds_of_a_pass_leaves_none_and_the_next_boot
         .await
         .unwrap();
     assert_eq!(total, ROWS);
+}
+
+/// A VALIDATE whose process was killed goes on in the server, holding its lock, until the server
+/// notices the client is gone: pgevolve's long statements ask the server to look every second,
+/// so the next leader's VALIDATE gets the lock within its few attempts instead of timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validate_left_running_by_a_killed_process_stops_and_the_next_boot_validates() {
+    if std::env::var(ENV).is_ok() {
+        return;
+    }
+    let (db, pool) = database(10).await;
+    seed_readings(&pool).await;
+    let mut child = child_command("validate", db.url()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let validating = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                      AND state = 'active' AND query LIKE 'ALTER TABLE%VALIDATE CONSTRAINT%'";
+    loop {
+        let running: i64 = sqlx::query_scalar(validating)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if running > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the child never started its VALIDATE"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, in the middle of a VALIDATE of about 20 s
+    child.wait().unwrap();
+
+    let evolution = impatient(&pool).boot().await.unwrap();
+    evolution.wait().await.unwrap();
+    let validated: bool = sqlx::query_scalar(
+        "SELECT convalidated FROM pg_constraint WHERE conname = 'readings_slow'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(validated);
+    let left: i64 = sqlx::query_scalar(validating)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "no VALIDATE left running");
 }

@@ -68,6 +68,9 @@ pub(crate) async fn session(pool: &PgPool) -> sqlx::Result<PgConnection> {
     sqlx::raw_sql("SET lock_timeout = 0; SET statement_timeout = 0")
         .execute(&mut conn)
         .await?;
+    sqlx::query(AssertSqlSafe(crate::sql::watch_client(false)))
+        .execute(&mut conn)
+        .await?;
     Ok(conn)
 }
 

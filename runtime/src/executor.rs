@@ -112,6 +112,9 @@ impl Executor {
             sqlx::query("SET LOCAL statement_timeout = 0")
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query(AssertSqlSafe(crate::sql::watch_client(true)))
+                .execute(&mut *tx)
+                .await?;
         }
         for statement in statements {
             if let Some(Exists::Constraint(name)) = &statement.unless {

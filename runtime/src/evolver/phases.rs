@@ -216,6 +216,9 @@ impl Inner {
         sqlx::query("SET LOCAL statement_timeout = 0")
             .execute(&mut *tx)
             .await?;
+        sqlx::query(AssertSqlSafe(sql::watch_client(true)))
+            .execute(&mut *tx)
+            .await?;
         let count = sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_one(&mut *tx)
             .await?;

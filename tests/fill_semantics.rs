@@ -7,8 +7,15 @@
 
 mod support;
 
-use pgevolve::{DeployWindow, Evolver};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgevolve::{BackfillOptions, DeployWindow, Evolver};
+use sqlx::PgPool;
 use support::database;
+use tokio::task::JoinHandle;
 
 mod plans {
     use pgevolve::Evolve;
@@ -84,4 +91,295 @@ async fn a_value_the_new_build_wrote_survives_its_own_updates_that_write_it_agai
             .await
             .unwrap();
     assert_eq!(plans, [(7, "pro".to_string()), (1_000, "pro".to_string())]);
+}
+
+mod members {
+    use pgevolve::Evolve;
+
+    /// The new build of `members`: `email_key` is new, `lower(email)` for rows old builds write.
+    /// This build writes values the expression can never produce (`N:...`, upper case).
+    #[derive(Evolve, Debug, Clone, PartialEq)]
+    #[evolve(table = "members")]
+    pub struct Member {
+        #[evolve(primary_key)]
+        pub id: i64,
+        pub email: String,
+        pub name: String,
+        #[evolve(backfill = "lower(email)")]
+        pub email_key: String,
+    }
+}
+
+const MEMBERS: i64 = 30_000;
+/// Rows both kinds of writers update, spread over the whole key range so that the pass meets
+/// them all along its walk.
+const HOT: i64 = 3_000;
+
+/// What the writers did to one row, in commit order (a row's writes are serialized by the
+/// test's row locks, held across the statement and the record).
+#[derive(Debug, Clone, Default)]
+struct RowRecord {
+    /// The value the last writer that knows the column wrote, if any wrote.
+    known: Option<String>,
+    /// An old build updated the expression's input after a knowing writer set the value.
+    old_after_known: bool,
+    /// An old build updated the expression's input.
+    old_updates: u32,
+}
+
+type Record = Arc<Mutex<HashMap<i64, RowRecord>>>;
+type RowLocks = Arc<Vec<tokio::sync::Mutex<()>>>;
+
+fn row_lock(locks: &RowLocks, id: i64) -> &tokio::sync::Mutex<()> {
+    &locks[(id as usize) % locks.len()]
+}
+
+fn hot_id(n: i64, lane: i64) -> i64 {
+    1 + ((n * 7919 + lane * 104_729) % HOT) * (MEMBERS / HOT)
+}
+
+/// An old build: plain SQL that never names `email_key`. Changes emails (the expression's
+/// input) of hot rows, sometimes only names, and inserts rows of its own.
+fn old_member_writer(
+    pool: &PgPool,
+    lane: i64,
+    record: Record,
+    locks: RowLocks,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<(u64, Vec<String>)> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let (mut ok, mut errors, mut n) = (0u64, Vec::new(), 0i64);
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let email = format!("Old{lane}.{n}@Example.ORG");
+            let (id, result, input_changed) = match n % 5 {
+                0 => {
+                    let id = 10_000_000 * (lane + 1) + n;
+                    let r = sqlx::query(
+                        "INSERT INTO members (id, email, name) VALUES ($1, $2, 'old insert')",
+                    )
+                    .bind(id)
+                    .bind(&email)
+                    .execute(&pool)
+                    .await;
+                    (id, r, false)
+                }
+                1 => {
+                    let id = hot_id(n, lane);
+                    let _row = row_lock(&locks, id).lock().await;
+                    let r = sqlx::query("UPDATE members SET name = $1 WHERE id = $2")
+                        .bind(format!("old name {lane}.{n}"))
+                        .bind(id)
+                        .execute(&pool)
+                        .await;
+                    (id, r, false)
+                }
+                _ => {
+                    let id = hot_id(n, lane);
+                    let _row = row_lock(&locks, id).lock().await;
+                    let r = sqlx::query("UPDATE members SET email = $1 WHERE id = $2")
+                        .bind(&email)
+                        .bind(id)
+                        .execute(&pool)
+                        .await;
+                    if r.is_ok() {
+                        let mut record = record.lock().unwrap();
+                        let row = record.entry(id).or_default();
+                        row.old_after_known |= row.known.is_some();
+                        row.old_updates += 1;
+                    }
+                    (id, r, true)
+                }
+            };
+            match result {
+                Ok(done) if done.rows_affected() == 1 => {
+                    ok += 1;
+                    if !input_changed {
+                        record.lock().unwrap().entry(id).or_default();
+                    }
+                }
+                Ok(_) => errors.push(format!("row {id} missing")),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (ok, errors)
+    })
+}
+
+/// A new build: the generated accessors only. Inserts rows with its own `email_key`, sets
+/// `email` and `email_key` of hot rows, and (the bug's scenario) changes only the name of a
+/// hot row, which writes back the `email_key` it read.
+fn new_member_writer(
+    pool: &PgPool,
+    lane: i64,
+    record: Record,
+    locks: RowLocks,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<(u64, Vec<String>)> {
+    use members::Member;
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let (mut ok, mut errors, mut n) = (0u64, Vec::new(), 0i64);
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let key = format!("N:{lane}:{n}");
+            let result: pgevolve::Result<(i64, String)> = if n % 4 == 0 {
+                let member = Member {
+                    id: 100_000_000 * (lane + 1) + n,
+                    email: format!("New{lane}.{n}@Example.ORG"),
+                    name: "new insert".into(),
+                    email_key: key,
+                };
+                member
+                    .insert(&pool)
+                    .await
+                    .map(|_| (member.id, member.email_key))
+            } else {
+                let id = hot_id(n, lane + 7);
+                let _row = row_lock(&locks, id).lock().await;
+                match Member::find(&id, &pool).await {
+                    Ok(Some(mut member)) => {
+                        if n % 4 == 1 {
+                            member.name = format!("new name {lane}.{n}");
+                        } else {
+                            member.email = format!("New{lane}.{n}@Example.ORG");
+                            member.email_key = key;
+                        }
+                        let written = member.email_key.clone();
+                        let r = member.update(&pool).await.map(|_| (id, written));
+                        if let Ok((id, written)) = &r {
+                            let mut record = record.lock().unwrap();
+                            let row = record.entry(*id).or_default();
+                            row.known = Some(written.clone());
+                            row.old_after_known = false;
+                        }
+                        r
+                    }
+                    Ok(None) => {
+                        errors.push(format!("row {id} missing"));
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match result {
+                Ok((id, written)) => {
+                    ok += 1;
+                    record.lock().unwrap().entry(id).or_default().known = Some(written);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (ok, errors)
+    })
+}
+
+/// Old and new builds write the same rows concurrently while the backfill pass runs. At the
+/// end every row of the table is compared with what must be there: the value the last
+/// knowing writer wrote (even after later old-build changes of `email`), else `lower(email)`
+/// of the row's current email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interleaved_old_and_new_writers_during_the_pass_leave_every_row_as_its_last_knowing_writer_or_the_expression_says()
+ {
+    use members::Member;
+    let (_db, pool) = database(20).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE members (id bigint PRIMARY KEY, email text NOT NULL, name text NOT NULL);
+         INSERT INTO members SELECT g, 'Member' || g || '@Example.COM', 'name ' || g
+           FROM generate_series(1, {MEMBERS}) g;
+         ANALYZE members;"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let record: Record = Arc::default();
+    let locks: RowLocks = Arc::new((0..1024).map(|_| tokio::sync::Mutex::new(())).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Old builds write before, during and after expand.
+    let mut writers: Vec<_> = (0..2)
+        .map(|lane| old_member_writer(&pool, lane, record.clone(), locks.clone(), stop.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Member>()
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 300,
+            max_batch_size: 300,
+            pause: Duration::from_millis(20),
+            ..BackfillOptions::default()
+        })
+        .boot()
+        .await
+        .unwrap();
+    // Expand is done: new builds start next to the old ones, on the same rows.
+    writers.extend(
+        (0..2).map(|lane| new_member_writer(&pool, lane, record.clone(), locks.clone(), stop.clone())),
+    );
+    evolution.wait().await.unwrap();
+    let filled = evolution
+        .progress()
+        .iter()
+        .map(|p| p.rows_done)
+        .max()
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut writes = 0;
+    for writer in writers {
+        let (ok, errors) = writer.await.unwrap();
+        assert!(errors.is_empty(), "writes failed: {:?}", errors.first());
+        writes += ok;
+    }
+    assert!(filled > 1_000, "the pass filled {filled} rows while writers ran");
+
+    let record = record.lock().unwrap().clone();
+    let known = record.values().filter(|r| r.known.is_some()).count();
+    let overwritten = record.values().filter(|r| r.old_after_known).count();
+    let old_only = record
+        .values()
+        .filter(|r| r.known.is_none() && r.old_updates > 0)
+        .count();
+    println!(
+        "{writes} writes; rows set by the new build: {known}, of which later changed by an old build: {overwritten}; \
+         rows only old builds changed: {old_only}; rows the pass filled: {filled}"
+    );
+    assert!(
+        known > 200 && overwritten > 50 && old_only > 200,
+        "too few interleavings: {known} known, {overwritten} changed after, {old_only} old only"
+    );
+    assert_every_row(&pool, &record, "members").await;
+
+    // Validated; contract keeps every value.
+    evolution.contract().await.unwrap();
+    assert_every_row(&pool, &record, "members").await;
+}
+
+/// Every row of `table`: `email_key` is the value the last knowing writer wrote, else
+/// `lower(email)`; and every row a writer inserted is there.
+async fn assert_every_row(pool: &PgPool, record: &HashMap<i64, RowRecord>, table: &str) {
+    let (ids, values): (Vec<i64>, Vec<Option<String>>) =
+        record.iter().map(|(id, r)| (*id, r.known.clone())).unzip();
+    let (rows, missing, wrong, sample): (i64, i64, i64, Option<String>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH r AS (SELECT * FROM unnest($1::int8[], $2::text[]) AS r(id, known)),
+                  w AS (SELECT m.id, m.email, m.email_key, coalesce(r.known, lower(m.email)) AS expected
+                          FROM {table} m LEFT JOIN r ON r.id = m.id
+                         WHERE m.email_key IS DISTINCT FROM coalesce(r.known, lower(m.email)))
+             SELECT (SELECT count(*) FROM {table}),
+                    (SELECT count(*) FROM r WHERE NOT EXISTS (SELECT FROM {table} m WHERE m.id = r.id)),
+                    (SELECT count(*) FROM w),
+                    (SELECT format('row %s: email %s, email_key %s, expected %s', id, email, email_key, expected)
+                       FROM w ORDER BY id LIMIT 1)"
+        )))
+        .bind(&ids)
+        .bind(&values)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(missing, 0, "rows the writers wrote are missing");
+    assert!(rows >= MEMBERS, "{rows} rows");
+    assert_eq!(wrong, 0, "rows whose email_key is wrong, first: {sample:?}");
 }

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pgevolve::{BackfillOptions, DeployWindow, Evolver};
+use pgevolve::{BackfillOptions, DeployWindow, Evolver, Phase, StepKind};
 use sqlx::PgPool;
-use support::database;
+use support::{catalog_snapshot, database};
 use tokio::task::JoinHandle;
 
 mod plans {
@@ -316,7 +316,9 @@ async fn interleaved_old_and_new_writers_during_the_pass_leave_every_row_as_its_
         .unwrap();
     // Expand is done: new builds start next to the old ones, on the same rows.
     writers.extend(
-        (0..2).map(|lane| new_member_writer(&pool, lane, record.clone(), locks.clone(), stop.clone())),
+        (0..2).map(|lane| {
+            new_member_writer(&pool, lane, record.clone(), locks.clone(), stop.clone())
+        }),
     );
     evolution.wait().await.unwrap();
     let filled = evolution
@@ -333,7 +335,10 @@ async fn interleaved_old_and_new_writers_during_the_pass_leave_every_row_as_its_
         assert!(errors.is_empty(), "writes failed: {:?}", errors.first());
         writes += ok;
     }
-    assert!(filled > 1_000, "the pass filled {filled} rows while writers ran");
+    assert!(
+        filled > 1_000,
+        "the pass filled {filled} rows while writers ran"
+    );
 
     let record = record.lock().unwrap().clone();
     let known = record.values().filter(|r| r.known.is_some()).count();
@@ -382,4 +387,188 @@ async fn assert_every_row(pool: &PgPool, record: &HashMap<i64, RowRecord>, table
     assert_eq!(missing, 0, "rows the writers wrote are missing");
     assert!(rows >= MEMBERS, "{rows} rows");
     assert_eq!(wrong, 0, "rows whose email_key is wrong, first: {sample:?}");
+}
+
+mod teams {
+    use pgevolve::Evolve;
+
+    #[derive(Evolve, Debug, Clone, PartialEq)]
+    #[evolve(table = "teams")]
+    pub struct Team {
+        #[evolve(primary_key)]
+        pub id: i64,
+        pub name: String,
+        #[evolve(backfill = "upper(name)")]
+        pub label: String,
+    }
+}
+
+/// `(schema.)table` with `rows` rows `(id, name)`.
+async fn seed_named(pool: &PgPool, table: &str, rows: i64) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL);
+         INSERT INTO {table} SELECT g, 'name ' || g FROM generate_series(1, {rows}) g;
+         ANALYZE {table};"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// pgevolve's helper columns, triggers and functions left on `table`.
+async fn helpers_left(pool: &PgPool, table: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT 'column ' || attname FROM pg_attribute
+          WHERE attrelid = $1::regclass AND attname LIKE 'pgevolve%' AND NOT attisdropped
+         UNION ALL
+         SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal
+         UNION ALL
+         SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'pgevolve%'
+         UNION ALL
+         SELECT 'constraint ' || conname FROM pg_constraint WHERE conrelid = $1::regclass AND conname LIKE 'pgevolve%'",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Validate and contract keep every value (known or computed) and remove the marker column,
+/// both triggers and both functions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_removes_the_marker_and_both_triggers_and_keeps_every_value() {
+    use teams::Team;
+    let (_db, pool) = database(10).await;
+    seed_named(&pool, "teams", 2_000).await;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Team>()
+        .boot()
+        .await
+        .unwrap();
+    assert_eq!(
+        helpers_left(&pool, "teams").await.len(),
+        6,
+        "marker, two triggers, two functions, check: {:?}",
+        helpers_left(&pool, "teams").await
+    );
+    for id in (1..=2_000).step_by(7) {
+        let mut team = Team::find(&id, &pool).await.unwrap().unwrap();
+        team.label = format!("Custom {id}");
+        team.update(&pool).await.unwrap();
+    }
+    // An old build renames every team: computed labels follow, custom ones stay.
+    sqlx::raw_sql("UPDATE teams SET name = 'team ' || id")
+        .execute(&pool)
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    let data = || async {
+        sqlx::query_as::<_, (i64, String, String)>("SELECT id, name, label FROM teams ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    let before = data().await;
+    for (id, name, label) in &before {
+        let expected = if id % 7 == 1 {
+            format!("Custom {id}")
+        } else {
+            name.to_uppercase()
+        };
+        assert_eq!(label, &expected, "row {id}");
+    }
+    evolution.contract().await.unwrap();
+    assert_eq!(data().await, before, "contract changed data");
+    assert_eq!(helpers_left(&pool, "teams").await, Vec::<String>::new());
+    let not_null: bool = sqlx::query_scalar(
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'teams'::regclass AND attname = 'label'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(not_null);
+}
+
+mod trials {
+    use pgevolve::Evolve;
+
+    #[derive(Evolve, Debug, Clone, PartialEq)]
+    #[evolve(table = "trials")]
+    pub struct Trial {
+        #[evolve(primary_key)]
+        pub id: i64,
+        pub name: String,
+        #[evolve(backfill = "upper(name)")]
+        pub label: String,
+    }
+}
+
+async fn abort_at(mid_backfill: bool) {
+    use trials::Trial;
+    let (_db, pool) = database(10).await;
+    seed_named(&pool, "trials", 20_000).await;
+    let before = catalog_snapshot(&pool, "trials").await;
+    let evolution = Evolver::new(pool.clone())
+        .model::<Trial>()
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 100,
+            max_batch_size: 100,
+            pause: Duration::from_millis(20),
+            ..BackfillOptions::default()
+        })
+        .boot()
+        .await
+        .unwrap();
+    let step = evolution
+        .plans()
+        .into_iter()
+        .flat_map(|p| p.steps)
+        .find(|s| matches!(s.kind, StepKind::AddFilledColumn(_)))
+        .unwrap()
+        .id;
+    // Writers of both builds, so the marker holds both kinds of rows.
+    let mut trial = Trial::find(&5, &pool).await.unwrap().unwrap();
+    trial.label = "known".into();
+    trial.update(&pool).await.unwrap();
+    sqlx::raw_sql("UPDATE trials SET name = 'renamed' WHERE id IN (5, 6)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    if mid_backfill {
+        loop {
+            let p = evolution
+                .progress()
+                .into_iter()
+                .find(|p| p.step == step)
+                .unwrap();
+            if p.rows_done > 1_000 {
+                assert!(p.phase < Phase::Backfill, "still backfilling");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    evolution.abort(&step).await.unwrap();
+    assert_eq!(
+        catalog_snapshot(&pool, "trials").await,
+        before,
+        "abort (mid backfill: {mid_backfill}) left the catalog changed"
+    );
+    assert_eq!(helpers_left(&pool, "trials").await, Vec::<String>::new());
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM trials WHERE id IN (5, 6) ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(names, ["renamed", "renamed"]);
+}
+
+/// Abort right after expand and in the middle of the pass: the catalog is exactly as before
+/// expand (marker column, triggers, functions, check and column gone). One test, in sequence:
+/// the accessors' phase registry is per process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_at_expand_and_mid_backfill_restores_the_catalog_exactly() {
+    abort_at(false).await;
+    abort_at(true).await;
 }

@@ -730,3 +730,116 @@ fn a_restarted_pass_does_not_mark_computed_rows_as_known() {
         assert_eq!(wrong, 0, "rows not recomputed after the old build's update");
     });
 }
+
+mod legacy {
+    use pgevolve::Evolve;
+
+    #[derive(Evolve, Debug, Clone, PartialEq)]
+    #[evolve(table = "legacy")]
+    pub struct Legacy {
+        #[evolve(primary_key)]
+        pub id: i64,
+        pub name: String,
+        #[evolve(backfill = "upper(name)")]
+        pub label: String,
+    }
+}
+
+/// A step expanded by an earlier pgevolve (fill trigger of the old kind, no marker column, no
+/// mark trigger) and recorded at expand: the next boot completes its expand before the pass
+/// (which writes the marker) runs, and the new semantics hold from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_expanded_by_an_earlier_version_gets_its_marker_at_boot() {
+    use legacy::Legacy;
+    let (_db, pool) = database(10).await;
+    seed_named(&pool, "legacy", 1_000).await;
+    // Run to validate, then put back the state an earlier version leaves at expand: the old
+    // fill trigger, no marker column or mark trigger, the check not validated, half the rows
+    // not filled, the step recorded at expand.
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Legacy>()
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    let step = evolution
+        .plans()
+        .into_iter()
+        .flat_map(|p| p.steps)
+        .find(|s| matches!(s.kind, StepKind::AddFilledColumn(_)))
+        .unwrap();
+    let helpers = helpers_left(&pool, "legacy").await;
+    let name = |prefix: &str| {
+        helpers
+            .iter()
+            .find_map(|h| h.split(' ').nth(1).filter(|n| n.starts_with(prefix)))
+            .unwrap()
+            .to_string()
+    };
+    let (marker, mark, fill, check) = (
+        name("pgevolve_set"),
+        name("pgevolve_explicit"),
+        name("pgevolve_fill"),
+        name("pgevolve_nn"),
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TRIGGER {mark} ON legacy; DROP FUNCTION {mark}();
+         ALTER TABLE legacy DROP COLUMN {marker};
+         CREATE OR REPLACE FUNCTION {fill}() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF TG_OP = 'INSERT' THEN
+             IF NEW.label IS NULL THEN NEW.label := upper(NEW.name); END IF;
+           ELSIF NEW.label IS NOT DISTINCT FROM OLD.label THEN
+             NEW.label := upper(NEW.name);
+           END IF;
+           RETURN NEW;
+         END $$;
+         ALTER TABLE legacy DROP CONSTRAINT {check};
+         UPDATE legacy SET label = NULL WHERE id > 500;
+         ALTER TABLE legacy ADD CONSTRAINT {check} CHECK (label IS NOT NULL) NOT VALID;
+         UPDATE pgevolve.steps SET phase = 'expand', checkpoint = NULL, upper_bound = NULL, rows_done = 0
+          WHERE id = '{}';",
+        step.id
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Legacy>()
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    assert_eq!(
+        helpers_left(&pool, "legacy").await,
+        helpers,
+        "helpers restored"
+    );
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT event FROM pgevolve.journal WHERE step_id = $1 ORDER BY id")
+            .bind(step.id.as_str())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(events.iter().any(|e| e == "expand completed"), "{events:?}");
+    let mut row = Legacy::find(&700, &pool).await.unwrap().unwrap();
+    row.label = "kept".into();
+    row.update(&pool).await.unwrap();
+    row.name = "other".into();
+    row.update(&pool).await.unwrap();
+    sqlx::raw_sql("UPDATE legacy SET name = name || ' x'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM legacy WHERE label IS DISTINCT FROM \
+         CASE WHEN id = 700 THEN 'kept' ELSE upper(name) END",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0);
+}

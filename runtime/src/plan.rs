@@ -164,15 +164,8 @@ impl PlannedStep {
                     note: "one short transaction under lock_timeout, retried with backoff",
                     statements: sql::expand_filled_column(&model, c, &helpers),
                 }];
-                if let Fill::Backfill(e) = c.fill {
-                    phases.push(backfill_phase(
-                        &model,
-                        &[FillColumn {
-                            step: id.clone(),
-                            column: c,
-                            expr: e.to_string(),
-                        }],
-                    ));
+                if let Some(fill) = FillColumn::backfill(&model, &id, c) {
+                    phases.push(backfill_phase(&model, &[fill]));
                 }
                 phases.push(PlannedPhase {
                     phase: Phase::Validate,
@@ -201,6 +194,7 @@ impl PlannedStep {
                             step: id.clone(),
                             column: c,
                             expr: crate::ident::Ident(old).to_string(),
+                            marker: None,
                         }],
                     ),
                     PlannedPhase {

@@ -30,6 +30,10 @@ pub(crate) struct Resolved {
     pub abort_leftovers: bool,
     /// The phase the state store has for the step, if it has a row.
     pub recorded: Option<Phase>,
+    /// Expanded and not contracted, but a helper its expand creates is missing: a backfilled
+    /// column expanded by a pgevolve from before the marker column. Boot runs the expand's
+    /// statements again (each is idempotent), without changing the recorded phase.
+    pub expand_incomplete: bool,
 }
 
 impl Resolved {
@@ -66,6 +70,7 @@ pub(crate) async fn resolve_model(
                 step,
                 table_missing: true,
                 abort_leftovers: false,
+                expand_incomplete: false,
             })
             .collect());
     }
@@ -175,16 +180,35 @@ pub(crate) async fn resolve_model(
                 .is_some_and(|c| live.column(c.name).is_some());
         let abort_leftovers = abort_leftovers
             || (done == Phase::Aborted && indexes::abort_leftovers(conn, model, &step).await?);
+        let expand_incomplete = expand_incomplete(model, &live, &step, done);
         resolved.push(Resolved {
             recorded: recorded.get(&step.id).map(|r| r.phase),
             step,
             done,
             table_missing: false,
             abort_leftovers,
+            expand_incomplete,
         });
     }
     unfilled_reads(&resolved, &mut problem);
     Ok(resolved)
+}
+
+/// Whether a backfilled column between expand and contract lacks its marker column (see
+/// `sql::Helpers`): its expand ran under an earlier pgevolve. The marker is what the backfill
+/// pass and the triggers read, so the expand must run again before anything else.
+fn expand_incomplete(model: &ModelSpec, live: &LiveTable, step: &PlannedStep, done: Phase) -> bool {
+    let StepKind::AddFilledColumn(column) = step.kind else {
+        return false;
+    };
+    if !matches!(column.fill, Fill::Backfill(_))
+        || !(Phase::Expand..Phase::Contract).contains(&done)
+        || live.column(column.name).is_none()
+    {
+        return false;
+    }
+    let helpers = crate::sql::Helpers::new(model, column, &step.id);
+    live.column(&helpers.marker).is_none()
 }
 
 /// A backfill that has not run yet must not read a column another step of the model is still

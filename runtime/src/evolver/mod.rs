@@ -533,6 +533,9 @@ impl Inner {
             if r.abort_leftovers {
                 self.finish_abort(&r.step).await?;
             }
+            if r.expand_incomplete {
+                self.complete_expand(&r.step).await?;
+            }
         }
         let resolved: Vec<Resolved> = resolved
             .into_iter()
@@ -575,6 +578,27 @@ impl Inner {
             tx.commit().await?;
         }
         Ok(resolved)
+    }
+
+    /// Runs an expanded step's expand statements again (each is idempotent) to create the
+    /// helpers an earlier pgevolve's expand did not, keeping the recorded phase.
+    async fn complete_expand(&self, step: &PlannedStep) -> Result<()> {
+        let record = [self.store.journal().insert_sql(
+            Some(step.id.as_str()),
+            "expand completed",
+            &format!("helpers added: {}", step.describe()),
+            &self.instance,
+        )];
+        self.executor
+            .run(
+                target(step, Phase::Expand),
+                step.statements(Phase::Expand),
+                &record,
+                false,
+            )
+            .await?;
+        info!(step = %step.id, table = %step.model.qualified_name(), "expand completed with the helpers this version adds");
+        Ok(())
     }
 
     /// Creates a missing table; every column step of the model is complete with it.

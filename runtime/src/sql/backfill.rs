@@ -16,24 +16,46 @@ pub(crate) struct FillColumn {
     pub step: StepId,
     pub column: &'static ColumnSpec,
     pub expr: String,
+    /// The marker column of a backfilled column (see `sql::Helpers`); `None` for a rename's new
+    /// column, which has none.
+    pub marker: Option<String>,
 }
 
 impl FillColumn {
     /// The fill of a step with a backfill phase: a `backfill = "..."` column, or the new column
     /// of a rename (copied from the old one).
     pub(crate) fn of(step: &PlannedStep) -> Option<FillColumn> {
-        let (column, expr) = match step.kind {
-            StepKind::RenameColumn(c) => (c, Ident(c.renamed_from?).to_string()),
-            StepKind::AddFilledColumn(c) => match c.fill {
-                Fill::Backfill(e) => (c, e.to_string()),
-                _ => return None,
-            },
+        Some(match step.kind {
+            StepKind::RenameColumn(c) => FillColumn::rename(&step.id, c)?,
+            StepKind::AddFilledColumn(c) => FillColumn::backfill(&step.model, &step.id, c)?,
             _ => return None,
+        })
+    }
+
+    /// The fill of a `backfill = "..."` column, with its marker column.
+    pub(crate) fn backfill(
+        model: &ModelSpec,
+        id: &StepId,
+        column: &'static ColumnSpec,
+    ) -> Option<FillColumn> {
+        let Fill::Backfill(e) = column.fill else {
+            return None;
         };
         Some(FillColumn {
-            step: step.id.clone(),
+            step: id.clone(),
             column,
-            expr,
+            expr: e.to_string(),
+            marker: Some(super::Helpers::new(model, column, id).marker),
+        })
+    }
+
+    /// The fill of a rename's new column: copied from the old one.
+    pub(crate) fn rename(id: &StepId, column: &'static ColumnSpec) -> Option<FillColumn> {
+        Some(FillColumn {
+            step: id.clone(),
+            column,
+            expr: Ident(column.renamed_from?).to_string(),
+            marker: None,
         })
     }
 }
@@ -196,11 +218,22 @@ pub(crate) fn batch(
         .collect::<Vec<_>>()
         .join(", ");
     let order = aliases.join(" DESC, ") + " DESC";
+    // The pass fills only NULLs, and marks what it computes with minus its transaction id: the
+    // mark trigger, which fires because the SET list names the column, recognises its own
+    // transaction and leaves the row computed (a later update naming the column is marked).
+    // A value a writer that knows the column set (marker 1) stays marked.
     let set = fills
         .iter()
-        .map(|f| {
+        .flat_map(|f| {
             let col = Ident(f.column.name);
-            format!("{col} = COALESCE({alias}.{col}, ({}))", f.expr)
+            let mut set = vec![format!("{col} = COALESCE({alias}.{col}, ({}))", f.expr)];
+            if let Some(marker) = &f.marker {
+                let marker = Ident(marker);
+                set.push(format!(
+                    "{marker} = CASE WHEN {alias}.{marker} = 1 THEN 1 ELSE -txid_current() END"
+                ));
+            }
+            set
         })
         .collect::<Vec<_>>()
         .join(",\n\x20     ");

@@ -35,11 +35,31 @@ impl Statement {
 }
 
 /// Names of the helper objects a filled-column step creates.
+///
+/// A backfilled column gets, besides the `CHECK (col IS NOT NULL) NOT VALID` helper:
+/// - the **marker column** (`pgevolve_set_...`, nullable `bigint`): `1` when a writer that knows
+///   the column set the row's value, `NULL` or a negative number when the value was computed
+///   (by the fill trigger, or by the backfill pass, which writes minus its transaction id);
+/// - the **mark trigger** (`pgevolve_explicit_...`, `BEFORE UPDATE OF col`): PostgreSQL fires it
+///   only for statements whose `SET` list names the column, so it marks exactly the rows of
+///   writers that know the column, from the statement itself and never from session state;
+/// - the **fill trigger** (`pgevolve_fill_...`, `BEFORE INSERT OR UPDATE`): computes the
+///   expression for rows the marker does not protect.
+///
+/// Triggers of one event fire in name order: `pgevolve_explicit_...` sorts before
+/// `pgevolve_fill_...` whatever the table and column, so the mark is set before the fill
+/// trigger reads it.
 #[derive(Debug, Clone)]
 pub(crate) struct Helpers {
     pub check: String,
     pub function: String,
     pub trigger: String,
+    /// The marker column (backfilled columns only).
+    pub marker: String,
+    /// The mark trigger's function.
+    pub mark_function: String,
+    /// The mark trigger.
+    pub mark_trigger: String,
 }
 
 impl Helpers {
@@ -49,6 +69,9 @@ impl Helpers {
             check: object_name("pgevolve_nn", model.table, column.name, id),
             function: object_name("pgevolve_fill", model.table, column.name, id),
             trigger: object_name("pgevolve_fill", model.table, column.name, id),
+            marker: object_name("pgevolve_set", model.table, column.name, id),
+            mark_function: object_name("pgevolve_explicit", model.table, column.name, id),
+            mark_trigger: object_name("pgevolve_explicit", model.table, column.name, id),
         }
     }
 }
@@ -117,8 +140,9 @@ pub(crate) fn add_nullable_column(model: &ModelSpec, column: &ColumnSpec) -> Vec
 }
 
 /// Expand of a filled column: the column (nullable; a non-volatile default is metadata only), a
-/// `CHECK (col IS NOT NULL) NOT VALID` that new writes must already satisfy, and for a backfill a
-/// trigger that computes the value for writers that do not set it.
+/// `CHECK (col IS NOT NULL) NOT VALID` that new writes must already satisfy, and for a backfill
+/// the marker column, the mark trigger and the fill trigger (see [`Helpers`]), which compute the
+/// value for rows written by code that does not know the column, and only for those.
 pub(crate) fn expand_filled_column(
     model: &ModelSpec,
     column: &ColumnSpec,
@@ -136,7 +160,28 @@ pub(crate) fn expand_filled_column(
         column.sql_type
     )));
     if let Fill::Backfill(expr) = column.fill {
+        let marker = Ident(&helpers.marker);
         let function = Qualified(model.schema, &helpers.function);
+        let mark_function = Qualified(model.schema, &helpers.mark_function);
+        out.push(Statement::always(format!(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {marker} bigint"
+        )));
+        // No session state (search_path, settings) decides anything: whether the writer knows
+        // the column is a property of its statement (`UPDATE OF` fires only when the SET list
+        // names the column), so poolers and proxies cannot confuse it.
+        out.push(Statement::always(format!(
+            "CREATE OR REPLACE FUNCTION {mark_function}() RETURNS trigger LANGUAGE plpgsql AS $pgevolve$\n\
+             BEGIN\n\
+             \x20 -- Fires only for statements that name {col}: the writer knows the column. The\n\
+             \x20 -- backfill pass names it too, and is told apart by the marker it writes, minus\n\
+             \x20 -- its own transaction id (no other transaction can produce that value).\n\
+             \x20 IF NEW.{marker} IS NULL OR NEW.{marker} >= 0 OR NEW.{marker} <> -txid_current() THEN\n\
+             \x20   NEW.{marker} := 1;\n\
+             \x20 END IF;\n\
+             \x20 RETURN NEW;\n\
+             END\n\
+             $pgevolve$"
+        )));
         // `SELECT NEW.*` exposes the row under the table's own name, so the expression reads
         // exactly as it does in the backfill's UPDATE.
         let compute = format!(
@@ -150,13 +195,23 @@ pub(crate) fn expand_filled_column(
              \x20 IF TG_OP = 'INSERT' THEN\n\
              \x20   IF NEW.{col} IS NULL THEN\n\
              \x20     {compute}\n\
+             \x20   ELSE\n\
+             \x20     NEW.{marker} := 1;\n\
              \x20   END IF;\n\
-             \x20 ELSIF NEW.{col} IS NOT DISTINCT FROM OLD.{col} THEN\n\
+             \x20 ELSIF NEW.{marker} = 1 THEN\n\
+             \x20   NULL; -- set by a writer that knows the column: never replaced\n\
+             \x20 ELSIF NEW.{col} IS DISTINCT FROM OLD.{col} THEN\n\
+             \x20   NULL; -- written explicitly (the backfill pass)\n\
+             \x20 ELSE\n\
              \x20   {compute}\n\
              \x20 END IF;\n\
              \x20 RETURN NEW;\n\
              END\n\
              $pgevolve$"
+        )));
+        out.push(Statement::always(format!(
+            "CREATE OR REPLACE TRIGGER {} BEFORE UPDATE OF {col} ON {t} FOR EACH ROW EXECUTE FUNCTION {mark_function}()",
+            Ident(&helpers.mark_trigger)
         )));
         out.push(Statement::always(format!(
             "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {function}()",
@@ -207,7 +262,8 @@ pub(crate) fn contract_filled_column(
     out
 }
 
-/// The check, and for a backfill the trigger and its function.
+/// The check, and for a backfill both triggers, their functions and the marker column (no
+/// accessor of any build names the marker, so it goes without waiting for anyone).
 fn drop_fill_helpers(model: &ModelSpec, column: &ColumnSpec, helpers: &Helpers) -> Vec<Statement> {
     let t = table(model);
     let mut out = vec![Statement::always(format!(
@@ -215,13 +271,22 @@ fn drop_fill_helpers(model: &ModelSpec, column: &ColumnSpec, helpers: &Helpers) 
         Ident(&helpers.check)
     ))];
     if let Fill::Backfill(_) = column.fill {
+        for (trigger, function) in [
+            (&helpers.trigger, &helpers.function),
+            (&helpers.mark_trigger, &helpers.mark_function),
+        ] {
+            out.push(Statement::always(format!(
+                "DROP TRIGGER IF EXISTS {} ON {t}",
+                Ident(trigger)
+            )));
+            out.push(Statement::always(format!(
+                "DROP FUNCTION IF EXISTS {}()",
+                Qualified(model.schema, function)
+            )));
+        }
         out.push(Statement::always(format!(
-            "DROP TRIGGER IF EXISTS {} ON {t}",
-            Ident(&helpers.trigger)
-        )));
-        out.push(Statement::always(format!(
-            "DROP FUNCTION IF EXISTS {}()",
-            Qualified(model.schema, &helpers.function)
+            "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
+            Ident(&helpers.marker)
         )));
     }
     out
@@ -285,4 +350,86 @@ pub(crate) fn watch_client(is_local: bool) -> String {
 /// A literal for state-store SQL that runs in the same transaction as a step's DDL.
 pub(crate) fn lit(s: &str) -> String {
     Literal(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static PLAN: ColumnSpec = ColumnSpec {
+        field: "plan",
+        name: "plan",
+        sql_type: "text",
+        fill: Fill::Backfill("'free'"),
+        ..ColumnSpec::DEFAULT
+    };
+
+    /// Triggers of one event fire in name order (PostgreSQL compares names bytewise, as `str`
+    /// does): the mark trigger must run before the fill trigger that reads its mark, whatever
+    /// the table and column are called, including names cut to the 63-byte limit.
+    #[test]
+    fn the_mark_trigger_fires_before_the_fill_trigger() {
+        let long = "z".repeat(80);
+        for table in ["a", "accounts", "zzzz", long.as_str()] {
+            for column in ["a", "plan", "~~~", long.as_str()] {
+                let model = ModelSpec {
+                    table: Box::leak(table.to_string().into_boxed_str()),
+                    ..ModelSpec::DEFAULT
+                };
+                let column = ColumnSpec {
+                    name: Box::leak(column.to_string().into_boxed_str()),
+                    ..PLAN
+                };
+                let id = StepId::for_step(&model, &crate::step::StepKind::AddFilledColumn(&PLAN));
+                let h = Helpers::new(&model, &column, &id);
+                assert!(
+                    h.mark_trigger < h.trigger,
+                    "{} must sort before {}",
+                    h.mark_trigger,
+                    h.trigger
+                );
+                for name in [&h.mark_trigger, &h.trigger, &h.marker, &h.check] {
+                    assert!(name.len() <= 63, "{name}");
+                }
+                assert_ne!(h.marker, column.name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_backfill_expands_with_a_marker_and_a_mark_trigger_on_the_column() {
+        let model = ModelSpec {
+            table: "accounts",
+            ..ModelSpec::DEFAULT
+        };
+        let id = StepId::for_step(&model, &crate::step::StepKind::AddFilledColumn(&PLAN));
+        let h = Helpers::new(&model, &PLAN, &id);
+        let sql: Vec<String> = expand_filled_column(&model, &PLAN, &h)
+            .into_iter()
+            .map(|s| s.sql)
+            .collect();
+        let marker = format!("ADD COLUMN IF NOT EXISTS \"{}\" bigint", h.marker);
+        assert!(sql.iter().any(|s| s.contains(&marker)), "{sql:#?}");
+        let mark = format!("\"{}\" BEFORE UPDATE OF \"plan\" ON", h.mark_trigger);
+        assert!(sql.iter().any(|s| s.contains(&mark)), "{sql:#?}");
+        // Contract and abort drop the marker and both triggers.
+        for drops in [
+            contract_filled_column(&model, &PLAN, &h),
+            abort_filled_column(&model, &PLAN, &h),
+        ] {
+            let drops: Vec<&str> = drops.iter().map(|s| s.sql.as_str()).collect();
+            for name in [
+                &h.marker,
+                &h.mark_trigger,
+                &h.mark_function,
+                &h.trigger,
+                &h.check,
+            ] {
+                assert!(
+                    drops.iter().any(|s| s.contains(name.as_str())),
+                    "{name} in {drops:#?}"
+                );
+            }
+        }
+    }
 }

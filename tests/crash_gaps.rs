@@ -10,9 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pgevolve::{BackfillOptions, DdlOptions, DeployWindow, Evolve, Evolver};
+use pgevolve::{BackfillOptions, DdlOptions, DeployWindow, Evolve, Evolver, StepId, StepKind};
 use sqlx::PgPool;
-use support::database;
+use support::people::{
+    Person, WriteLog, assert_log_matches, column_exists, new_writer, old_writer, seed,
+};
+use support::{catalog_snapshot, database};
 
 /// Set in the child process: `<scenario> <database url>`.
 const ENV: &str = "PGEVOLVE_CRASH_CHILD";
@@ -72,6 +75,24 @@ fn impatient(pool: &PgPool) -> Evolver {
         .model::<Reading>()
 }
 
+/// The rename of `people.name` to `full_name`, with a short heartbeat timeout so that a killed
+/// instance is not waited for long.
+fn people_evolver(pool: &PgPool) -> Evolver {
+    Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .acknowledgements(Duration::from_secs(3), Duration::from_secs(60))
+        .model::<Person>()
+}
+
+fn rename_step() -> StepId {
+    Person::plan()
+        .steps
+        .into_iter()
+        .find(|s| matches!(s.kind, StepKind::RenameColumn(_)))
+        .unwrap()
+        .id
+}
+
 fn evolver(pool: &PgPool) -> Evolver {
     Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
@@ -90,6 +111,13 @@ async fn crash_child_process() {
     let Ok(spec) = std::env::var(ENV) else { return };
     let (scenario, url) = spec.split_once(' ').unwrap();
     let pool = PgPool::connect(url).await.unwrap();
+    if scenario == "abort" {
+        let evolution = people_evolver(&pool).boot().await.unwrap();
+        evolution.wait().await.unwrap();
+        // Paused for ever between recording the abort and its DDL; the parent kills this.
+        let _ = evolution.abort(&rename_step()).await;
+        return;
+    }
     let evolver = match scenario {
         "validate" => impatient(&pool),
         _ => evolver(&pool),
@@ -116,7 +144,11 @@ fn child_command(scenario: &str, url: &str) -> Command {
 
 /// Starts the child with the pause point, and returns it once it has paused there.
 fn child_paused_at(url: &str, point: &str) -> Child {
-    let mut child = child_command("pass", url)
+    child_paused_in("pass", url, point)
+}
+
+fn child_paused_in(scenario: &str, url: &str, point: &str) -> Child {
+    let mut child = child_command(scenario, url)
         .env("PGEVOLVE_PAUSE_AT", point)
         .spawn()
         .unwrap();
@@ -242,4 +274,55 @@ async fn a_validate_left_running_by_a_killed_process_stops_and_the_next_boot_val
         .await
         .unwrap();
     assert_eq!(left, 0, "no VALIDATE left running");
+}
+
+/// An abort recorded (every instance's accessors go back to the old name) whose process was
+/// killed before its DDL: the next boot does not drop the new column at once, while another
+/// instance may still write it; the leader's background work waits until every live instance
+/// has acknowledged the abort, then drops it. Old and new writers run throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_killed_before_its_ddl_is_finished_after_every_instance_acknowledged_it() {
+    if std::env::var(ENV).is_ok() {
+        return;
+    }
+    let (db, pool) = database(20).await;
+    seed(&pool, "people").await;
+    let before = catalog_snapshot(&pool, "people").await;
+    let first = people_evolver(&pool).boot().await.unwrap();
+    first.wait().await.unwrap();
+    let log: WriteLog = std::sync::Arc::default();
+    let old = old_writer(&pool, 0, log.clone());
+    let new = new_writer(&pool, 2, log.clone());
+
+    let mut child = child_paused_in("abort", db.url(), "abort-recorded");
+    child.kill().unwrap(); // SIGKILL: the abort is recorded, its DDL has not run
+    child.wait().unwrap();
+    assert!(column_exists(&pool, "full_name").await);
+
+    let second = people_evolver(&pool).boot().await.unwrap();
+    second.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut failures = Vec::new();
+    for w in [old, new] {
+        failures.extend(w.finish().await.1);
+    }
+    assert!(failures.is_empty(), "failed writes: {:?}", failures.first());
+
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT event FROM pgevolve.journal WHERE step_id = $1 AND id > \
+           (SELECT max(id) FROM pgevolve.journal WHERE step_id = $1 AND event = 'abort started') \
+         ORDER BY id",
+    )
+    .bind(rename_step().as_str())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        ["aborted acknowledged", "abort done"],
+        "the DDL ran only once every live instance had acknowledged the abort"
+    );
+    assert_eq!(catalog_snapshot(&pool, "people").await, before);
+    assert_log_matches(&pool, &log, "name").await;
+    drop(first);
 }

@@ -530,9 +530,9 @@ impl Inner {
             if r.next_phase() == Some(Phase::Expand) && r.step.kind.expands_at_boot() {
                 self.run_phase(&r.step, Phase::Expand, false).await?;
             }
-            if r.abort_leftovers {
-                self.finish_abort(&r.step).await?;
-            }
+            // An abort interrupted after it was recorded is finished by the background work,
+            // once every live instance has acknowledged it (`finish_interrupted_aborts`), never
+            // here: an instance may still use the shape the abort drops.
             if r.expand_incomplete {
                 self.complete_expand(&r.step).await?;
             }

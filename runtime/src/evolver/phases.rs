@@ -32,6 +32,7 @@ impl Inner {
     /// on; the walk then says how long until the window opens, so the caller can wait without
     /// holding the leader lock.
     pub(super) async fn walk(&self, goal: Phase) -> Result<Walked> {
+        self.finish_interrupted_aborts().await?;
         let mut window: Option<Duration> = None;
         'steps: for step in self.background_steps() {
             loop {
@@ -308,6 +309,7 @@ impl Inner {
             .run(target(step, Phase::Aborted), &[], &record, false)
             .await?;
         self.set_phase(&step.id, Phase::Aborted);
+        crate::failpoint::pause_at("abort-recorded").await;
         // Only steps that change what accessors read or write need every instance to follow.
         if matches!(
             step.kind,
@@ -317,6 +319,24 @@ impl Inner {
         }
         self.finish_abort(step).await?;
         info!(step = %step.id, table = %step.model.qualified_name(), "aborted from phase {done}");
+        Ok(())
+    }
+
+    /// Aborts recorded whose DDL did not run (the process that aborted died in between): as
+    /// [`Inner::abort`] would have, wait until every live instance follows the abort, then drop
+    /// what it drops. Run by the leader before its walk.
+    async fn finish_interrupted_aborts(&self) -> Result<()> {
+        let (resolved, _) = self.resolve_all().await?;
+        for r in resolved.iter().filter(|r| r.abort_leftovers) {
+            info!(step = %r.step.id, "finishing an abort that was interrupted after it was recorded");
+            if matches!(
+                r.step.kind,
+                StepKind::RenameColumn(_) | StepKind::AddFilledColumn(_)
+            ) {
+                self.settle(&r.step, Phase::Aborted).await?;
+            }
+            self.finish_abort(&r.step).await?;
+        }
         Ok(())
     }
 

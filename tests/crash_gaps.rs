@@ -326,3 +326,110 @@ async fn an_abort_killed_before_its_ddl_is_finished_after_every_instance_acknowl
     assert_log_matches(&pool, &log, "name").await;
     drop(first);
 }
+
+/// A pool whose sessions carry `name` as their application name, so the test can tell the two
+/// instances' statements apart in `pg_stat_activity`.
+async fn named_pool(url: &str, name: &str) -> PgPool {
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(options.application_name(name))
+        .await
+        .unwrap()
+}
+
+/// The leader's lock lives on an idle session: if that session ends without the leader noticing
+/// (terminated here with `pg_terminate_backend`, as a proxy or a network failure would), another
+/// instance takes the lock. The leader checks its lease before every batch, so the two never
+/// run batches at the same time, and the pass still fills every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_whose_lock_session_was_terminated_stops_before_its_next_batch() {
+    if std::env::var(ENV).is_ok() {
+        return;
+    }
+    const EVENTS: i64 = 100_000;
+    let (db, pool) = database(10).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE events (id bigint PRIMARY KEY, name text NOT NULL);
+         INSERT INTO events SELECT g, 'Event ' || g FROM generate_series(1, {EVENTS}) g;"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (first_pool, second_pool) = (
+        named_pool(db.url(), "first").await,
+        named_pool(db.url(), "second").await,
+    );
+    let first = evolver(&first_pool).boot().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.progress().iter().all(|p| p.rows_done == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the first instance never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = evolver(&second_pool).boot().await.unwrap();
+
+    // Watch the batches: never two instances at once.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (pool, watching) = (pool.clone(), watching.clone());
+        tokio::spawn(async move {
+            let mut overlaps = 0u32;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let running: i64 = sqlx::query_scalar(
+                    "SELECT count(DISTINCT application_name) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND state = 'active' \
+                     AND query LIKE '%WITH batch AS%' AND pid <> pg_backend_pid()",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                overlaps += u32::from(running > 1);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            overlaps
+        })
+    };
+    let terminated: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l \
+         JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'first'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(terminated, 1, "the first instance held the leader lock");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lost: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgevolve.journal WHERE event = 'leader lock lost' AND instance = $1",
+        )
+        .bind(first.instance_id())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if lost == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first instance did not notice it lost the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.wait().await.unwrap();
+    first.wait().await.unwrap();
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(watcher.await.unwrap(), 0, "two leaders ran batches at once");
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE name_lower IS DISTINCT FROM lower(name) \
+         OR name_upper IS DISTINCT FROM upper(name)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0);
+}

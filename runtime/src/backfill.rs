@@ -32,6 +32,8 @@ pub(crate) struct Backfill<'a> {
     pub progress: &'a Arc<Mutex<Vec<StepProgress>>>,
     /// Set to stop after the current batch (an abort is waiting for the leader lock).
     pub stop: &'a AtomicBool,
+    /// The leader lock, checked before every batch: a leader that lost it stops.
+    pub lease: &'a crate::lease::Lease,
 }
 
 impl Backfill<'_> {
@@ -75,6 +77,7 @@ impl Backfill<'_> {
                     );
                     return Ok(false);
                 }
+                self.lease.check().await?;
                 let sql = sql::backfill::batch(
                     model,
                     self.fills,

@@ -47,6 +47,17 @@ pub enum ErrorKind {
     #[error("the database does not match the models; nothing was changed:\n{}", list(.0))]
     Drift(Vec<DriftProblem>),
 
+    /// The leader lock was lost while this instance led the background work: it stopped before
+    /// its next batch or phase, so that no work runs twice.
+    #[error(
+        "this instance lost the leader lock: {reason}. It stopped its background work before the \
+         next batch; the instance that holds the lock now goes on from the checkpoint"
+    )]
+    LeadershipLost {
+        /// What was found.
+        reason: String,
+    },
+
     /// A statement could not get its lock within `lock_timeout` on any attempt.
     #[error(
         "step {step} ({phase}) on table {table}: could not get a lock within lock_timeout after {attempts} attempts; \

@@ -18,6 +18,7 @@ mod evolver;
 mod executor;
 mod failpoint;
 mod ident;
+mod lease;
 mod model;
 mod options;
 mod plan;

@@ -202,6 +202,7 @@ impl Evolver {
             coordinator: std::sync::OnceLock::new(),
             window_override: Mutex::new(None),
             _live: registry.live(),
+            lease: crate::lease::Lease::new(advisory_key(&self.state_schema)),
             registry,
             evolver: self,
         });
@@ -475,6 +476,8 @@ struct Inner {
     registry: Arc<PhaseRegistry>,
     /// Marks the database as evolved by a live evolution while this is alive.
     _live: crate::registry::Live,
+    /// The leader lock's session while this instance walks the background work.
+    lease: crate::lease::Lease,
 }
 
 impl Inner {
@@ -747,11 +750,23 @@ impl Inner {
         let mut candidate: Option<PgConnection> = None;
         loop {
             if let Some(conn) = lock.take() {
+                self.lease.hold(conn).await;
                 let result = self.walk(goal).await;
+                if let Err(e) = &result
+                    && let ErrorKind::LeadershipLost { .. } = e.kind()
+                {
+                    // Another instance leads now: follow it, as after a boot without the lock.
+                    warn!(error = %e, "leader lock lost; following the instance that holds it");
+                    self.journal_leadership_lost(e).await;
+                    continue;
+                }
+                let conn = self.lease.release().await;
                 if let Ok(Walked::WaitingForWindow(wait)) = result {
                     // Waiting for the deploy window holds nothing: another build's background
                     // work may run meanwhile, and this instance takes the lock back after.
-                    let _ = conn.close().await;
+                    if let Some(conn) = conn {
+                        let _ = conn.close().await;
+                    }
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -760,7 +775,9 @@ impl Inner {
                     self.record_verified_if_done().await;
                 }
                 // Closing the session releases the leader lock for the next boot or contract.
-                let _ = conn.close().await;
+                if let Some(conn) = conn {
+                    let _ = conn.close().await;
+                }
                 return result.map(|_| ());
             }
             let mut conn = self.evolver.pool.acquire().await?;
@@ -799,6 +816,22 @@ fn target(step: &PlannedStep, phase: Phase) -> Target<'_> {
         phase,
         schema: step.model.schema,
         table: step.model.table,
+    }
+}
+
+impl Inner {
+    /// Journals that this instance lost the leader lock (best effort: the database may be the
+    /// reason it was lost).
+    async fn journal_leadership_lost(&self, error: &Error) {
+        let sql = self.store.journal().insert_sql(
+            None,
+            "leader lock lost",
+            &error.to_string(),
+            &self.instance,
+        );
+        if let Ok(mut conn) = self.evolver.pool.acquire().await {
+            let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await;
+        }
     }
 }
 

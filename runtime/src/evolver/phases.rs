@@ -46,6 +46,7 @@ impl Inner {
                 let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
                     break;
                 };
+                self.lease.check().await?;
                 let result = self.advance(&step, next).await;
                 if let Err(e) = &result
                     && let ErrorKind::OutsideDeployWindow { closed, .. } = e.kind()
@@ -85,6 +86,7 @@ impl Inner {
                     ddl: &self.evolver.ddl,
                     progress: &self.progress,
                     stop: &self.stop,
+                    lease: &self.lease,
                 }
                 .run()
                 .await?;

@@ -77,7 +77,14 @@ impl Backfill<'_> {
                     );
                     return Ok(false);
                 }
-                self.lease.check().await?;
+                let pass: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
+                if self.lease.check(&pass).await? {
+                    info!(
+                        rows = done,
+                        "a step of this pass was aborted by another instance; the pass stops"
+                    );
+                    return Ok(false);
+                }
                 let sql = sql::backfill::batch(
                     model,
                     self.fills,

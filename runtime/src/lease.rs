@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use crate::error::{ErrorKind, Result};
 
 /// Whether this session holds the session-level advisory lock of a 64-bit key.
-const HELD: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' \
+const HELD: &str = "EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' \
                     AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
                     AND ((classid::int8 << 32) | objid::int8) = $1)";
 
@@ -19,13 +19,16 @@ const HELD: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktyp
 #[derive(Debug)]
 pub(crate) struct Lease {
     key: i64,
+    /// The state store's steps table, where an abort by another instance shows.
+    steps: String,
     conn: Mutex<Option<PgConnection>>,
 }
 
 impl Lease {
-    pub(crate) fn new(key: i64) -> Lease {
+    pub(crate) fn new(key: i64, steps: String) -> Lease {
         Lease {
             key,
+            steps,
             conn: Mutex::new(None),
         }
     }
@@ -41,22 +44,30 @@ impl Lease {
     }
 
     /// `Ok` while this instance does not lead (nothing to check) or its session still holds the
-    /// lock; otherwise [`ErrorKind::LeadershipLost`], and the session is dropped.
-    pub(crate) async fn check(&self) -> Result<()> {
+    /// lock, otherwise [`ErrorKind::LeadershipLost`] (and the session is dropped); in the same
+    /// round trip, whether another instance aborted one of `steps` (the leader then stops
+    /// working on them): `Ok(true)` when one was.
+    pub(crate) async fn check(&self, steps: &[&str]) -> Result<bool> {
         let mut guard = self.conn.lock().await;
         let Some(conn) = guard.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
-        let held: std::result::Result<bool, sqlx::Error> = sqlx::query_scalar(HELD)
-            .bind(self.key)
-            .fetch_one(&mut *conn)
-            .await;
-        match held {
-            Ok(true) => Ok(()),
-            Ok(false) | Err(_) => {
+        let sql = format!(
+            "SELECT {HELD}, EXISTS (SELECT FROM {} WHERE id = ANY($2) AND phase = 'aborted')",
+            self.steps
+        );
+        let answer: std::result::Result<(bool, bool), sqlx::Error> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(self.key)
+                .bind(steps)
+                .fetch_one(&mut *conn)
+                .await;
+        match answer {
+            Ok((true, aborted)) => Ok(aborted),
+            Ok((false, _)) | Err(_) => {
                 *guard = None;
                 Err(ErrorKind::LeadershipLost {
-                    reason: match held {
+                    reason: match answer {
                         Err(e) => format!("its session is gone ({e})"),
                         _ => "its session no longer holds it".into(),
                     },

@@ -202,7 +202,10 @@ impl Evolver {
             coordinator: std::sync::OnceLock::new(),
             window_override: Mutex::new(None),
             _live: registry.live(),
-            lease: crate::lease::Lease::new(advisory_key(&self.state_schema)),
+            lease: crate::lease::Lease::new(
+                advisory_key(&self.state_schema),
+                StateStore::new(&self.state_schema).table("steps"),
+            ),
             registry,
             evolver: self,
         });
@@ -402,13 +405,24 @@ impl Evolution {
     ///
     /// The background work of this evolution stops first (a backfill after its current batch,
     /// with its checkpoint kept); boot again to carry on with the other steps.
+    ///
+    /// When another instance leads the background work, this does not wait for its walk: the
+    /// abort is recorded at once (every instance's accessors go back to the old shape, and
+    /// this waits until every live instance has acknowledged it), and the leader, which looks
+    /// for aborts before every backfill batch and phase, drops what the step added; this
+    /// returns once it has.
     pub async fn abort(&self, id: &StepId) -> Result<()> {
         let step = self.inner.step(id)?;
         self.inner
             .stop
             .store(true, std::sync::atomic::Ordering::Release);
         self.wait().await?;
-        let lock = self.inner.lead().await?;
+        let mut lock = self.inner.leader_connection().await?;
+        if !try_lock(&mut lock, self.inner.lock_key()).await? {
+            // Another instance leads: do not wait for its whole walk.
+            drop(lock);
+            return self.inner.request_abort(&step).await;
+        }
         self.inner.abort(&step).await?;
         self.inner.record_verified_if_done().await;
         lock.close().await?;
@@ -779,6 +793,10 @@ impl Inner {
                     let _ = conn.close().await;
                 }
                 return result.map(|_| ());
+            }
+            if self.stop.load(std::sync::atomic::Ordering::Acquire) {
+                // Stopped (an abort of this instance's): nothing to follow any more.
+                return Ok(());
             }
             let mut conn = self.evolver.pool.acquire().await?;
             let recorded = self.store.steps().rows(&mut conn).await?;

@@ -34,7 +34,10 @@ impl Inner {
     pub(super) async fn walk(&self, goal: Phase) -> Result<Walked> {
         self.finish_interrupted_aborts().await?;
         let mut window: Option<Duration> = None;
-        'steps: for step in self.background_steps() {
+        let steps = self.background_steps();
+        // The steps an abort by another instance would concern: those not aborted yet.
+        let mut watched = self.not_aborted(&steps).await?;
+        'steps: for step in steps.iter() {
             loop {
                 if self.stop.load(std::sync::atomic::Ordering::Acquire) {
                     return Ok(Walked::Done);
@@ -46,7 +49,13 @@ impl Inner {
                 let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
                     break;
                 };
-                self.lease.check().await?;
+                let ids: Vec<&str> = watched.iter().map(String::as_str).collect();
+                if self.lease.check(&ids).await? {
+                    // Another instance aborted a step: drop what it added before going on.
+                    self.finish_interrupted_aborts().await?;
+                    watched = self.not_aborted(&steps).await?;
+                    continue;
+                }
                 let result = self.advance(&step, next).await;
                 if let Err(e) = &result
                     && let ErrorKind::OutsideDeployWindow { closed, .. } = e.kind()
@@ -61,6 +70,8 @@ impl Inner {
                 result?;
             }
         }
+        // Steps another instance aborted while this walk ran.
+        self.finish_interrupted_aborts().await?;
         if let Some(wait) = window {
             return Ok(Walked::WaitingForWindow(wait));
         }
@@ -91,6 +102,10 @@ impl Inner {
                 .run()
                 .await?;
                 if !finished {
+                    if !self.stop.load(std::sync::atomic::Ordering::Acquire) {
+                        // Stopped because another instance aborted a step of the pass.
+                        self.finish_interrupted_aborts().await?;
+                    }
                     return Ok(());
                 }
                 for member in &pass {
@@ -289,13 +304,7 @@ impl Inner {
             return Ok(());
         }
         if done >= Phase::Retire || step.abort.is_empty() {
-            return Err(ErrorKind::NotReady {
-                step: step.id.to_string(),
-                table: step.model.qualified_name(),
-                phase: done.to_string(),
-                message: "only a step that has not started its contract can be aborted".into(),
-            }
-            .into());
+            return Err(not_abortable(step, done));
         }
         let record = [
             self.store.steps().record_phase_sql(step, Phase::Aborted),
@@ -324,6 +333,17 @@ impl Inner {
         Ok(())
     }
 
+    /// The ids of `steps` not recorded as aborted.
+    async fn not_aborted(&self, steps: &[PlannedStep]) -> Result<Vec<String>> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let recorded = self.store.steps().rows(&mut conn).await?;
+        Ok(steps
+            .iter()
+            .filter(|s| recorded.get(&s.id).map(|r| r.phase) != Some(Phase::Aborted))
+            .map(|s| s.id.to_string())
+            .collect())
+    }
+
     /// Aborts recorded whose DDL did not run (the process that aborted died in between): as
     /// [`Inner::abort`] would have, wait until every live instance follows the abort, then drop
     /// what it drops. Run by the leader before its walk.
@@ -340,6 +360,104 @@ impl Inner {
             self.finish_abort(&r.step).await?;
         }
         Ok(())
+    }
+
+    /// The abort of a step while another instance leads the background work (so this one
+    /// cannot take the leader lock without waiting for that whole walk): records the abort,
+    /// waits until every live instance follows it, then until the leader, which checks for
+    /// aborts before every batch and phase, has run its DDL (see `finish_interrupted_aborts`).
+    pub(super) async fn request_abort(&self, step: &PlannedStep) -> Result<()> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let done = self.recorded_phase(&mut conn, step).await?;
+        if done == Phase::Aborted {
+            return Ok(());
+        }
+        if done >= Phase::Retire || step.abort.is_empty() {
+            return Err(not_abortable(step, done));
+        }
+        let mut tx = conn.begin().await?;
+        // Only before retire, decided in the same statement that records it: the leader may be
+        // moving the step on meanwhile.
+        let recorded = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {} SET phase = 'aborted', updated_at = now() WHERE id = $1 \
+             AND phase NOT IN ('retire', 'contract', 'aborted')",
+            self.store.table("steps")
+        )))
+        .bind(step.id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if recorded == 0 {
+            drop(tx);
+            let done = self.recorded_phase(&mut conn, step).await?;
+            return if done == Phase::Aborted {
+                Ok(())
+            } else {
+                Err(not_abortable(step, done))
+            };
+        }
+        let started: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "{} RETURNING id",
+            self.store.journal().insert_sql(
+                Some(step.id.as_str()),
+                "abort started",
+                &format!(
+                    "from phase {done}, while another instance leads: {}",
+                    step.describe()
+                ),
+                &self.instance,
+            )
+        )))
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(Coordinator::notify_sql(
+            &self.store.schema,
+            &step.id,
+            Phase::Aborted,
+        )))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        drop(conn);
+        self.set_phase(&step.id, Phase::Aborted);
+        info!(step = %step.id, "abort recorded; the leader drops what it added before its next batch");
+        let deadline = tokio::time::Instant::now() + self.evolver.ack_deadline;
+        loop {
+            let mut conn = self.evolver.pool.acquire().await?;
+            let finished: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT EXISTS (SELECT FROM {} WHERE step_id = $1 AND event = 'abort done' AND id > $2)",
+                self.store.table("journal")
+            )))
+            .bind(step.id.as_str())
+            .bind(started)
+            .fetch_one(&mut *conn)
+            .await?;
+            if finished {
+                return Ok(());
+            }
+            drop(conn);
+            // The leader may have gone away meanwhile: then this instance finishes it.
+            let mut lock = self.leader_connection().await?;
+            if try_lock(&mut lock, self.lock_key()).await? {
+                self.finish_interrupted_aborts().await?;
+                let _ = lock.close().await;
+                return Ok(());
+            }
+            drop(lock);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ErrorKind::NotReady {
+                    step: step.id.to_string(),
+                    table: step.model.qualified_name(),
+                    phase: Phase::Aborted.to_string(),
+                    message: "the abort is recorded and every instance follows it, but the leader \
+                              has not dropped what the step added yet; it does so before its next \
+                              batch or phase, or the next leader does"
+                        .into(),
+                }
+                .into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// The DDL of an abort, once no instance uses the new shape. Idempotent: also run at boot
@@ -499,6 +617,16 @@ fn verifications(step: &PlannedStep) -> Vec<(String, String)> {
         }
         _ => Vec::new(),
     }
+}
+
+fn not_abortable(step: &PlannedStep, done: Phase) -> Error {
+    ErrorKind::NotReady {
+        step: step.id.to_string(),
+        table: step.model.qualified_name(),
+        phase: done.to_string(),
+        message: "only a step that has not started its contract can be aborted".into(),
+    }
+    .into()
 }
 
 /// Whether a data check is implied by the step's validated NOT NULL check constraint.

@@ -90,11 +90,14 @@ impl Steps<'_> {
     }
 
     /// Upsert that records `phase` as completed; SQL text so it commits with the phase's DDL.
+    /// An aborted step stays aborted: a leader that finished a phase of a step another instance
+    /// aborted meanwhile records nothing.
     pub fn record_phase_sql(&self, step: &PlannedStep, phase: Phase) -> String {
         format!(
-            "INSERT INTO {} (id, model, table_schema, table_name, column_name, kind, description, phase, object_name) \
+            "INSERT INTO {} AS s (id, model, table_schema, table_name, column_name, kind, description, phase, object_name) \
              VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}) \
-             ON CONFLICT (id) DO UPDATE SET phase = EXCLUDED.phase, object_name = EXCLUDED.object_name, updated_at = now()",
+             ON CONFLICT (id) DO UPDATE SET phase = EXCLUDED.phase, object_name = EXCLUDED.object_name, updated_at = now() \
+             WHERE s.phase <> 'aborted' OR EXCLUDED.phase = 'aborted'",
             self.store.table("steps"),
             lit(step.id.as_str()),
             lit(step.model.rust_name),

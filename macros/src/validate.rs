@@ -437,6 +437,10 @@ fn check_field(cx: &Ctxt, field: &Field) {
                 ),
             );
         }
+        if attrs.generated.is_some() {
+            // `check_generated` reports the combination, saying what `generated` means for it.
+            continue;
+        }
         if attrs.primary_key.is_some() {
             let msg = match kind {
                 symbol::BACKFILL => {
@@ -538,7 +542,8 @@ fn check_renamed_from(cx: &Ctxt, field: &Field, old: &crate::attr::Setting) {
             ),
         );
     }
-    if attrs.primary_key.is_some() {
+    // With `generated`, `check_generated` reports `renamed_from` itself.
+    if attrs.primary_key.is_some() && attrs.generated.is_none() {
         cx.error_spanned_by(
             &old.key,
             "renaming a primary key column is not supported yet: its new column would need its \

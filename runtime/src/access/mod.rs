@@ -9,6 +9,10 @@
 //! | backfilled column | read the expression, do not write | read `COALESCE(col, expression)`, write | | read and write |
 //! | defaulted column | read the default, do not write | read `COALESCE(col, default)`, write | | read and write |
 //! | nullable column | read `NULL`, do not write | read and write | | |
+//!
+//! A generated column (`#[evolve(generated)]`, an identity or serial) is read and written like
+//! any column, except that `insert_returning` leaves it to the database and `update` never
+//! writes it.
 
 mod select;
 

@@ -75,3 +75,63 @@ fn rename_reads_and_writes_follow_the_phase() {
     assert!(!at(Phase::Contract).insert.contains("\"name\""));
     assert!(!at(Phase::Pending).insert.contains("full_name"));
 }
+
+#[derive(Evolve)]
+#[evolve(table = "orders")]
+#[allow(dead_code)]
+struct Order {
+    #[evolve(primary_key)]
+    tenant_id: i32,
+    #[evolve(primary_key, generated)]
+    id: i64,
+    #[evolve(renamed_from = "amount")]
+    total: i64,
+    #[evolve(generated)]
+    number: Option<i32>,
+    #[evolve(backfill = "'#' || id")]
+    label: String,
+}
+
+/// `insert_returning` leaves the generated columns out, numbers its parameters over the other
+/// fields, and returns the select list of the phase; `update` never writes a generated column.
+#[test]
+fn generated_columns_in_every_phase() {
+    for phase in [Phase::Pending, Phase::Backfill, Phase::Contract] {
+        let sql = ModelSql::build(Order::model(), |_| Some(phase));
+        assert!(
+            sql.insert_returning
+                .ends_with(&format!("RETURNING {}", sql.select_list)),
+            "{phase}: {}",
+            sql.insert_returning
+        );
+        assert!(
+            !sql.update.contains("\"number\" ="),
+            "{phase}: {}",
+            sql.update
+        );
+        insta::assert_snapshot!(
+            format!("generated_{phase}"),
+            format!(
+                "insert: {}\ninsert_returning: {}\nupdate: {}",
+                sql.insert, sql.insert_returning, sql.update
+            )
+        );
+    }
+}
+
+#[derive(Evolve)]
+#[evolve(table = "tokens")]
+#[allow(dead_code)]
+struct Token {
+    #[evolve(primary_key, generated)]
+    id: i64,
+}
+
+#[test]
+fn nothing_left_to_write_inserts_default_values() {
+    let sql = ModelSql::build(Token::model(), |_| Some(Phase::Contract));
+    assert_eq!(
+        sql.insert_returning,
+        "INSERT INTO \"public\".\"tokens\" DEFAULT VALUES RETURNING \"id\" AS \"id\""
+    );
+}

@@ -14,7 +14,7 @@ use support::{Writers, database, seed_users};
 #[evolve(table = "users")]
 #[allow(dead_code)]
 struct User {
-    #[evolve(primary_key)]
+    #[evolve(primary_key, generated)]
     id: i64,
     name: String,
     email: String,

@@ -35,7 +35,7 @@ mod with_fk {
     #[evolve(table = "users")]
     #[allow(dead_code)]
     pub struct User {
-        #[evolve(primary_key)]
+        #[evolve(primary_key, generated)]
         pub id: i64,
         pub name: String,
         pub email: String,
@@ -52,7 +52,7 @@ mod with_check {
     #[evolve(check(name = "users_name_not_blank", expr = "name <> ''"))]
     #[allow(dead_code)]
     pub struct User {
-        #[evolve(primary_key)]
+        #[evolve(primary_key, generated)]
         pub id: i64,
         pub name: String,
         #[evolve(check = "position('@' in email) > 1")]

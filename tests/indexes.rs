@@ -35,7 +35,7 @@ mod plain {
     #[evolve(table = "users")]
     #[allow(dead_code)]
     pub struct User {
-        #[evolve(primary_key)]
+        #[evolve(primary_key, generated)]
         pub id: i64,
         pub name: String,
         pub email: String,

@@ -127,7 +127,7 @@ async fn create_then_evolve_a_composite_key_table_and_reboot_idempotently() {
 #[evolve(table = "users")]
 #[allow(dead_code)]
 struct User {
-    #[evolve(primary_key)]
+    #[evolve(primary_key, generated)]
     id: i64,
     name: String,
     email: String,

@@ -16,7 +16,7 @@ use support::{catalog_snapshot, database, seed_users};
 #[evolve(table = "users")]
 #[allow(dead_code)]
 struct User {
-    #[evolve(primary_key)]
+    #[evolve(primary_key, generated)]
     id: i64,
     name: String,
     email: String,

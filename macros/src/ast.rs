@@ -144,6 +144,61 @@ impl<'a> Field<'a> {
     pub fn is_option(&self) -> bool {
         is_option(self.ty)
     }
+
+    /// Whether the type is `i16`, `i32` or `i64`, or an `Option` of one: the types a sequence
+    /// can fill (`#[evolve(generated)]`). Judged on the syntax, like [`Field::is_option`].
+    pub fn is_sequence_integer(&self) -> bool {
+        let ty = option_argument(self.ty).unwrap_or(self.ty);
+        is_small_integer(ty)
+    }
+}
+
+/// `T` of `Option<T>` (as [`is_option`] recognises it).
+fn option_argument(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Group(group) => return option_argument(&group.elem),
+        Type::Paren(paren) => return option_argument(&paren.elem),
+        _ => {}
+    }
+    if !is_option(ty) {
+        return None;
+    }
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    match &path.path.segments.last()?.arguments {
+        PathArguments::AngleBracketed(args) => match args.args.first()? {
+            GenericArgument::Type(inner) => Some(inner),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `i16`, `i32` or `i64`, also as `core::primitive::i64` / `std::primitive::i64`.
+fn is_small_integer(ty: &Type) -> bool {
+    let path = match ty {
+        Type::Group(group) => return is_small_integer(&group.elem),
+        Type::Paren(paren) => return is_small_integer(&paren.elem),
+        Type::Path(ty) if ty.qself.is_none() => &ty.path,
+        _ => return false,
+    };
+    if path
+        .segments
+        .iter()
+        .any(|s| !matches!(s.arguments, PathArguments::None))
+    {
+        return false;
+    }
+    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let integer = |name: &str| matches!(name, "i16" | "i32" | "i64");
+    match segments.as_slice() {
+        [name] => path.leading_colon.is_none() && integer(name),
+        [krate, module, name] => {
+            (krate == "core" || krate == "std") && module == "primitive" && integer(name)
+        }
+        _ => false,
+    }
 }
 
 fn is_option(ty: &Type) -> bool {

@@ -204,6 +204,8 @@ impl Container {
 pub struct Field {
     /// The `primary_key` keyword, for spans.
     pub primary_key: Option<Path>,
+    /// The `generated` keyword (the database assigns the value), for spans.
+    pub generated: Option<Path>,
     pub column: Option<Setting>,
     pub sql_type: Option<Setting>,
     pub backfill: Option<Setting>,
@@ -222,6 +224,7 @@ impl Field {
     pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
         let level = Level::Field;
         let mut primary_key = Attr::none(cx, symbol::PRIMARY_KEY, level);
+        let mut generated = Attr::none(cx, symbol::GENERATED, level);
         let mut column = Attr::none(cx, symbol::COLUMN, level);
         let mut sql_type = Attr::none(cx, symbol::SQL_TYPE, level);
         let mut backfill = Attr::none(cx, symbol::BACKFILL, level);
@@ -237,6 +240,9 @@ impl Field {
             if meta.path == symbol::PRIMARY_KEY {
                 flag(cx, meta)?;
                 primary_key.set(&meta.path, meta.path.clone());
+            } else if meta.path == symbol::GENERATED {
+                flag(cx, meta)?;
+                generated.set(&meta.path, meta.path.clone());
             } else if meta.path == symbol::COLUMN {
                 column.set(&meta.path, setting(meta, "name")?);
             } else if meta.path == symbol::SQL_TYPE {
@@ -266,6 +272,7 @@ impl Field {
 
         Field {
             primary_key: primary_key.get(),
+            generated: generated.get(),
             column: column.get(),
             sql_type: sql_type.get(),
             backfill: backfill.get(),

@@ -22,6 +22,7 @@ pub const SQL_TYPE: Symbol = Symbol("sql_type");
 pub const BACKFILL: Symbol = Symbol("backfill");
 pub const DEFAULT: Symbol = Symbol("default");
 pub const RENAMED_FROM: Symbol = Symbol("renamed_from");
+pub const GENERATED: Symbol = Symbol("generated");
 
 // Indexes and constraints: `index` and `check` on both levels, the rest on fields.
 pub const INDEX: Symbol = Symbol("index");
@@ -44,6 +45,7 @@ pub const STRUCT_KEYS: &[Symbol] = &[TABLE, SCHEMA, CRATE, INDEX, CHECK];
 /// Keys accepted on a field, in the order error messages list them.
 pub const FIELD_KEYS: &[Symbol] = &[
     PRIMARY_KEY,
+    GENERATED,
     COLUMN,
     SQL_TYPE,
     BACKFILL,

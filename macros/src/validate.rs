@@ -437,6 +437,10 @@ fn check_field(cx: &Ctxt, field: &Field) {
                 ),
             );
         }
+        if attrs.generated.is_some() {
+            // `check_generated` reports the combination, saying what `generated` means for it.
+            continue;
+        }
         if attrs.primary_key.is_some() {
             let msg = match kind {
                 symbol::BACKFILL => {
@@ -467,6 +471,10 @@ fn check_field(cx: &Ctxt, field: &Field) {
         check_renamed_from(cx, field, old);
     }
 
+    if attrs.generated.is_some() {
+        check_generated(cx, field);
+    }
+
     if attrs.primary_key.is_some() && field.is_option() {
         cx.error_spanned_by(
             field.ty,
@@ -474,6 +482,49 @@ fn check_field(cx: &Ctxt, field: &Field) {
                 "primary key field `{name}` cannot be an `Option`: primary key columns are NOT NULL; \
                  remove `Option` from its type",
             ),
+        );
+    }
+}
+
+/// `generated`: an integer the database assigns, so nothing else may give it a value.
+fn check_generated(cx: &Ctxt, field: &Field) {
+    let attrs = &field.attrs;
+    let name = field.rust_name();
+    if !field.is_sequence_integer() {
+        cx.error_spanned_by(
+            field.ty,
+            format!(
+                "`generated` needs an integer field: the database assigns `{name}` from a sequence (an identity \
+                 or `serial` column), which gives `smallint`, `integer` or `bigint` values; make its type `i16`, \
+                 `i32` or `i64` (or an `Option` of one), or remove `generated` and choose the values in the \
+                 application",
+            ),
+        );
+    }
+    if let Some(backfill) = &attrs.backfill {
+        cx.error_spanned_by(
+            &backfill.key,
+            format!(
+                "`backfill` cannot be combined with `generated`: the database assigns `{name}` from its sequence, \
+                 for new rows only; remove `backfill`, or remove `generated` to compute the column from the row",
+            ),
+        );
+    }
+    if let Some(default) = &attrs.default {
+        cx.error_spanned_by(
+            &default.key,
+            format!(
+                "`default` cannot be combined with `generated`: the sequence is the default of `{name}`; remove \
+                 `default`, or remove `generated` to give every row one constant",
+            ),
+        );
+    }
+    if let Some(old) = &attrs.renamed_from {
+        cx.error_spanned_by(
+            &old.key,
+            "`renamed_from` cannot be combined with `generated`: pgevolve creates identity columns only with \
+             their table, and a rename adds a new column; keep the old name with \
+             `#[evolve(column = \"old_name\", generated)]` instead",
         );
     }
 }
@@ -491,7 +542,8 @@ fn check_renamed_from(cx: &Ctxt, field: &Field, old: &crate::attr::Setting) {
             ),
         );
     }
-    if attrs.primary_key.is_some() {
+    // With `generated`, `check_generated` reports `renamed_from` itself.
+    if attrs.primary_key.is_some() && attrs.generated.is_none() {
         cx.error_spanned_by(
             &old.key,
             "renaming a primary key column is not supported yet: its new column would need its \

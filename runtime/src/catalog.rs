@@ -14,6 +14,29 @@ pub(crate) struct LiveColumn {
     pub type_oid: i64,
     pub type_name: String,
     pub not_null: bool,
+    /// `pg_attribute.attidentity`: `a` (`GENERATED ALWAYS AS IDENTITY`), `d` (`BY DEFAULT`), or
+    /// empty.
+    pub identity: String,
+    /// The column default as PostgreSQL prints it (`nextval('t_id_seq'::regclass)` for a
+    /// `serial`), if any.
+    pub default: Option<String>,
+}
+
+impl LiveColumn {
+    /// `GENERATED ALWAYS AS IDENTITY`: an insert that gives the column a value fails (`428C9`).
+    pub fn is_identity_always(&self) -> bool {
+        self.identity == "a"
+    }
+
+    /// Whether the database assigns a value when an insert leaves the column out: an identity
+    /// column, or a default that draws from a sequence (`serial`, `bigserial`).
+    pub fn database_assigns(&self) -> bool {
+        matches!(self.identity.as_str(), "a" | "d")
+            || self
+                .default
+                .as_deref()
+                .is_some_and(|d| d.starts_with("nextval("))
+    }
 }
 
 /// A table as the catalog has it.
@@ -47,8 +70,10 @@ pub(crate) async fn read_table(
         return Ok(LiveTable::default());
     };
     let columns = sqlx::query(
-        "SELECT attname::text, atttypid::int8, format_type(atttypid, atttypmod), attnotnull \
-         FROM pg_attribute WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+         a.attidentity::text, pg_get_expr(d.adbin, d.adrelid) \
+         FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+         WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
     )
     .bind(oid)
     .fetch_all(&mut *conn)
@@ -59,6 +84,8 @@ pub(crate) async fn read_table(
         type_oid: r.get(1),
         type_name: r.get(2),
         not_null: r.get(3),
+        identity: r.get(4),
+        default: r.get(5),
     })
     .collect();
     let primary_key = sqlx::query_scalar(

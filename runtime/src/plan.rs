@@ -45,7 +45,13 @@ pub struct PlannedPhase {
 /// The kinds of the steps a model declares, in plan order, without building any SQL.
 pub(crate) fn step_kinds(model: &ModelSpec) -> Vec<StepKind> {
     let mut kinds = vec![StepKind::CreateTable];
-    for column in model.columns.iter().filter(|c| !c.primary_key) {
+    // A generated column is created with its table only: adding an identity to a live table
+    // fills every row under an exclusive lock, so a missing one is drift (see `resolve`).
+    for column in model
+        .columns
+        .iter()
+        .filter(|c| !c.primary_key && !c.generated)
+    {
         if column.renamed_from.is_some() {
             kinds.push(StepKind::RenameColumn(column));
         } else if column.nullable {

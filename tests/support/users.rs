@@ -9,7 +9,7 @@ pub mod indexed {
     #[evolve(table = "users")]
     #[allow(dead_code)]
     pub struct User {
-        #[evolve(primary_key)]
+        #[evolve(primary_key, generated)]
         pub id: i64,
         pub name: String,
         #[evolve(index)]
@@ -24,7 +24,7 @@ pub mod unique {
     #[evolve(table = "users")]
     #[allow(dead_code)]
     pub struct User {
-        #[evolve(primary_key)]
+        #[evolve(primary_key, generated)]
         pub id: i64,
         pub name: String,
         #[evolve(unique)]

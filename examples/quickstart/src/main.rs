@@ -17,7 +17,7 @@ use sqlx::PgPool;
 #[evolve(table = "users")]
 #[allow(dead_code)]
 struct User {
-    #[evolve(primary_key)]
+    #[evolve(primary_key, generated)]
     id: i64,
     name: String,
     email: String,

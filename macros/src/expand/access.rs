@@ -1,7 +1,8 @@
-//! The accessors: `insert`, `insert_many`, `update`, `delete`, `find`, `fetch_all`, `select` and
-//! the column helpers. They carry no SQL: each asks the runtime for the statement that is right
-//! in the current phases of the database it runs on (`model_sql_in`, with the scope the executor
-//! gives: a pool's database, or an evolution's handle) and binds the fields by position.
+//! The accessors: `insert`, `insert_returning` (models with a generated field), `insert_many`,
+//! `update`, `delete`, `find`, `fetch_all`, `select` and the column helpers. They carry no SQL:
+//! each asks the runtime for the statement that is right in the current phases of the database
+//! it runs on (`model_sql_in`, with the scope the executor gives: a pool's database, or an
+//! evolution's handle) and binds the fields by position.
 
 use super::Private;
 use crate::ast::Model;
@@ -24,7 +25,51 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             })
             .collect()
     };
+    let row = format_ident!("__pgevolve_row");
     let self_binds = binds(quote!(self));
+    let generated: Vec<String> = model
+        .fields
+        .iter()
+        .filter(|f| f.attrs.generated.is_some())
+        .map(|f| format!("`{}`", f.rust_name()))
+        .collect();
+    // Only for models with a generated field: elsewhere `insert` already does all it would.
+    let insert_returning = if generated.is_empty() {
+        quote! {}
+    } else {
+        let written: Vec<TokenStream> = model
+            .fields
+            .iter()
+            .filter(|f| f.attrs.generated.is_none())
+            .map(|f| {
+                let (name, ty) = (f.ident, f.ty);
+                let private = private.spanned(ty.span());
+                quote_spanned!(ty.span()=> query = <#ty as #private::BindField>::bind_to(&self.#name, query);)
+            })
+            .collect();
+        let doc = format!(
+            "Inserts this row and lets the database assign {} (`#[evolve(generated)]`): the value in `self` \
+             is not sent. Returns the row as stored, read like `find` reads it, so the result carries the \
+             assigned value. Every other column that must be written in the current phases is written, as \
+             `insert` does. To choose the value yourself (e.g. copying rows), use `insert`; a `GENERATED \
+             ALWAYS` identity column refuses that.",
+            generated.join(", ")
+        );
+        quote! {
+            #[doc = #doc]
+            pub async fn insert_returning<'e, E>(&self, executor: E) -> #private::Result<Self, #private::Error>
+            where
+                E: #private::EvolvedExecutor<'e>,
+            {
+                let (__pgevolve_scope, executor) = #private::EvolvedExecutor::into_parts(executor);
+                let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
+                let mut query = #private::query(&sql.insert_returning);
+                #( #written )*
+                let #row = query.fetch_one(executor).await?;
+                #private::Ok(<Self as #private::FromEvolvedRow>::from_evolved_row(&#row)?)
+            }
+        }
+    };
     let row_binds = binds(quote!(r));
     let reads: Vec<TokenStream> = model
         .fields
@@ -54,7 +99,6 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
         .map(|f| format!("`{}`", f.rust_name()))
         .collect::<Vec<_>>()
         .join(", ");
-    let row = format_ident!("__pgevolve_row");
     let by_key = if keys.is_empty() {
         quote! {}
     } else {
@@ -138,6 +182,8 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 query.execute(executor).await?;
                 #private::Ok(())
             }
+
+            #insert_returning
 
             #[doc = "Inserts the rows in one statement; returns the rows inserted. Errors, inserting nothing, when the slice needs more than PostgreSQL's 65,535 bind parameters: split it with `chunks`."]
             pub async fn insert_many<'e, E>(rows: &[Self], executor: E) -> #private::Result<u64, #private::Error>

@@ -73,7 +73,8 @@ impl ToTokens for QuoteModel<'_> {
     }
 }
 
-/// `ColumnSpec { field, name, sql_type, nullable, primary_key, fill, ..ColumnSpec::DEFAULT }`.
+/// `ColumnSpec { field, name, sql_type, nullable, primary_key, fill, renamed_from, ..ColumnSpec::DEFAULT }`,
+/// plus `unique`, `references` and `generated` when set.
 struct QuoteColumn<'a> {
     field: &'a Field<'a>,
     private: &'a Private<'a>,
@@ -96,6 +97,11 @@ impl ToTokens for QuoteColumn<'_> {
             None => quote!(#private::Option::None),
         };
         let unique = field.attrs.unique.is_some().then(|| quote!(unique: true,));
+        let generated = field
+            .attrs
+            .generated
+            .is_some()
+            .then(|| quote!(generated: true,));
         let references = field
             .attrs
             .references
@@ -138,6 +144,7 @@ impl ToTokens for QuoteColumn<'_> {
                 renamed_from: #renamed_from,
                 #unique
                 #references
+                #generated
                 ..#private::ColumnSpec::DEFAULT
             }
         });

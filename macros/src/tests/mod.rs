@@ -89,3 +89,19 @@ expansion_snapshot!(
         }
     }
 );
+
+expansion_snapshot!(
+    /// `generated` on one part of a composite key: `generated: true` in the spec, and
+    /// `insert_returning` binding every field but that one.
+    generated_key_part,
+    {
+        #[evolve(table = "orders")]
+        pub struct Order {
+            #[evolve(primary_key)]
+            pub tenant_id: i32,
+            #[evolve(primary_key, generated)]
+            pub id: i64,
+            pub total: i64,
+        }
+    }
+);

@@ -9,6 +9,10 @@
 //! | backfilled column | read the expression, do not write | read `COALESCE(col, expression)`, write | | read and write |
 //! | defaulted column | read the default, do not write | read `COALESCE(col, default)`, write | | read and write |
 //! | nullable column | read `NULL`, do not write | read and write | | |
+//!
+//! A generated column (`#[evolve(generated)]`, an identity or serial) is read and written like
+//! any column, except that `insert_returning` leaves it to the database and `update` never
+//! writes it.
 
 mod scope;
 mod select;
@@ -34,7 +38,12 @@ pub struct ModelSql {
     pub select_list: String,
     /// `INSERT` of one row.
     pub insert: String,
-    /// `UPDATE` of the non-key fields by primary key.
+    /// `INSERT` of one row that leaves the generated columns (`#[evolve(generated)]`) to the
+    /// database and returns the stored row with the select list, so the caller gets the keys
+    /// the database assigned. Here `$n` is the n-th field that is *not* generated, in
+    /// declaration order; with nothing left to write it is `INSERT ... DEFAULT VALUES`.
+    pub insert_returning: String,
+    /// `UPDATE` of the non-key fields by primary key (generated fields are never written).
     pub update: String,
     /// `DELETE` by primary key; `$n` is the n-th primary key field.
     pub delete: String,
@@ -82,12 +91,23 @@ impl ModelSql {
 
         let mut insert_cols = Vec::new();
         let mut insert_vals = Vec::new();
+        let mut returning_cols = Vec::new();
+        let mut returning_vals = Vec::new();
         let mut sets = Vec::new();
+        // Position of each non-generated field among the non-generated fields.
+        let mut written = 0;
         for (i, (c, f)) in model.columns.iter().zip(&fields).enumerate() {
+            if !c.generated {
+                written += 1;
+            }
             for col in &f.writes {
                 insert_cols.push(Ident(col).to_string());
                 insert_vals.push(format!("${}", i + 1));
-                if !c.primary_key {
+                if !c.generated {
+                    returning_cols.push(Ident(col).to_string());
+                    returning_vals.push(format!("${written}"));
+                }
+                if !c.primary_key && !c.generated {
                     sets.push(format!("{} = ${}", Ident(col), i + 1));
                 }
             }
@@ -109,6 +129,15 @@ impl ModelSql {
             insert_cols.join(", "),
             insert_vals.join(", ")
         );
+        let insert_returning = if returning_cols.is_empty() {
+            format!("INSERT INTO {table} DEFAULT VALUES RETURNING {select_list}")
+        } else {
+            format!(
+                "INSERT INTO {table} ({}) VALUES ({}) RETURNING {select_list}",
+                returning_cols.join(", "),
+                returning_vals.join(", ")
+            )
+        };
         let update = if sets.is_empty() {
             // Nothing but the key: an update changes nothing, but still says whether the row exists.
             format!(
@@ -130,6 +159,7 @@ impl ModelSql {
             reads,
             select_list,
             insert,
+            insert_returning,
             update,
             delete,
             find,

@@ -244,6 +244,7 @@ async fn kill_during_build(url: &str, pool: &PgPool) -> i32 {
     let url_owned = url.to_string();
     let process = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
+        let rt_handle = rt.handle().clone();
         rt.block_on(async {
             let pool = PgPool::connect(&url_owned).await.unwrap();
             let evolution = Evolver::new(pool)
@@ -252,8 +253,12 @@ async fn kill_during_build(url: &str, pool: &PgPool) -> i32 {
                 .await
                 .unwrap();
             booted_tx.send(()).unwrap();
-            // Keep the evolution (and its background build) alive until killed.
-            std::mem::forget(evolution);
+            // Keep the evolution (and its background build) alive until killed: held by a task
+            // of this runtime, so that the shutdown drops it with every session it holds.
+            rt_handle.spawn(async move {
+                let _evolution = evolution;
+                std::future::pending::<()>().await;
+            });
         });
         kill_rx.recv().unwrap();
         rt.shutdown_background();

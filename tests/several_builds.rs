@@ -163,7 +163,9 @@ fn build_n_writer(pool: &PgPool, rows: i64, stop: Arc<AtomicBool>) -> WriterHand
         let mut n = 0i64;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
-            let id = 1 + (n * 7_919) % rows;
+            // Even ids: a row a knowing writer set keeps its value against old writers' updates
+            // (fill semantics), so the two kinds of writers keep to their own rows.
+            let id = 2 + 2 * ((n * 7_919) % (rows / 2 - 1));
             let email = format!("Writer{n}@Example.ORG");
             let account = build_n::Account {
                 id,
@@ -190,7 +192,8 @@ fn old_writer(pool: &PgPool, rows: i64, stop: Arc<AtomicBool>) -> WriterHandle {
         let mut n = 0i64;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
-            let id = 2 + (n * 104_729) % (rows - 1);
+            // Odd ids (see `build_n_writer`).
+            let id = 1 + 2 * ((n * 104_729) % (rows / 2));
             let email = format!("Old{n}@Example.NET");
             sqlx::query("UPDATE accounts SET email = $1 WHERE id = $2")
                 .bind(&email)

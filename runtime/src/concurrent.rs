@@ -68,9 +68,8 @@ pub(crate) async fn session(pool: &PgPool) -> sqlx::Result<PgConnection> {
     sqlx::raw_sql("SET lock_timeout = 0; SET statement_timeout = 0")
         .execute(&mut conn)
         .await?;
-    sqlx::query(AssertSqlSafe(crate::sql::watch_client(false)))
-        .execute(&mut conn)
-        .await?;
+    // No `client_connection_check_interval` here (see `sql::watch_client`): a build whose
+    // process died keeps running, and the next leader adopts it instead of building again.
     Ok(conn)
 }
 

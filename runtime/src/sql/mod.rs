@@ -341,11 +341,12 @@ pub(crate) fn require_validated(model: &ModelSpec, check: &str) -> Vec<Statement
     ]
 }
 
-/// For a session about to run a statement that may last minutes (VALIDATE, a count, a
-/// concurrent index build): the server checks every second that the client is still there
-/// (`client_connection_check_interval`, PostgreSQL 14 and later), so a statement whose process
-/// was killed stops within a second instead of running on with its locks, and the next leader
-/// does not time out behind it. `is_local`: for this transaction only.
+/// For a session about to run a statement that may last minutes (VALIDATE, a count): the
+/// server checks every second that the client is still there (`client_connection_check_interval`,
+/// PostgreSQL 14 and later), so a statement whose process was killed stops within a second
+/// instead of running on with its locks, and the next leader does not time out behind it.
+/// Concurrent index builds are left running instead: the next leader adopts them (see
+/// `concurrent`). `is_local`: for this transaction only.
 pub(crate) fn watch_client(is_local: bool) -> String {
     format!(
         "SELECT set_config('client_connection_check_interval', '1000', {is_local}) \

@@ -6,12 +6,16 @@ use std::process::{Command, Stdio};
 use crate::Error;
 
 /// Programs the cluster needs, all from the same installation.
-const REQUIRED: [&str; 4] = ["initdb", "postgres", "pg_ctl", "pg_isready"];
+const REQUIRED: [&str; 3] = ["initdb", "postgres", "pg_ctl"];
+
+/// A directory with the server binaries to use instead of the installed ones, e.g. another
+/// major version fetched by `scripts/pg-binaries`.
+pub const BINDIR_ENV: &str = "PGEVOLVE_PG_BINDIR";
 
 /// Where Debian and Ubuntu install one directory per major version.
 const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
 
-/// The directory holding `initdb`, `postgres`, `pg_ctl` and `pg_isready`.
+/// The directory holding `initdb`, `postgres` and `pg_ctl`.
 #[derive(Debug, Clone)]
 pub(crate) struct Binaries {
     /// E.g. `/usr/lib/postgresql/15/bin`.
@@ -19,8 +23,17 @@ pub(crate) struct Binaries {
 }
 
 impl Binaries {
-    /// Looks at `pg_config --bindir` first, then at the newest `/usr/lib/postgresql/<version>/bin`.
+    /// `PGEVOLVE_PG_BINDIR` when set (an error if it lacks a program), else `pg_config --bindir`,
+    /// then the newest `/usr/lib/postgresql/<version>/bin`.
     pub(crate) fn find() -> Result<Binaries, Error> {
+        if let Some(dir) = std::env::var_os(BINDIR_ENV) {
+            let dir = PathBuf::from(dir);
+            return if is_complete(&dir) {
+                Ok(Binaries { dir })
+            } else {
+                Err(Error::BinariesIncomplete { dir })
+            };
+        }
         pg_config_bindir()
             .into_iter()
             .chain(newest_debian_bindir(Path::new(DEBIAN_ROOT)))

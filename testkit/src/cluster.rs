@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -183,7 +183,7 @@ impl Cluster {
                 .spawn()
                 .map_err(Error::io("starting postgres"))?;
             let server = self.server.insert(server);
-            let reason = match wait_ready(server, binaries, self.port) {
+            let reason = match wait_ready(server, &self.data, self.port) {
                 Ok(()) => return Ok(()),
                 Err(reason) => reason,
             };
@@ -235,8 +235,10 @@ impl Drop for Cluster {
     }
 }
 
-/// Polls with `pg_isready` until the server accepts connections; the error is a reason.
-fn wait_ready(server: &mut Child, binaries: &Binaries, port: u16) -> Result<(), String> {
+/// Polls until the server accepts connections: `postmaster.pid` says `ready` (PostgreSQL 10 and
+/// later write the postmaster's status on its eighth line) and its port takes a TCP connection.
+/// No client program is needed, so server-only installations work too. The error is a reason.
+fn wait_ready(server: &mut Child, data: &Path, port: u16) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match server.try_wait() {
@@ -244,25 +246,14 @@ fn wait_ready(server: &mut Child, binaries: &Binaries, port: u16) -> Result<(), 
             Ok(None) => {}
             Err(error) => return Err(format!("could not check the server process: {error}")),
         }
-        let ready = std::process::Command::new(binaries.path("pg_isready"))
-            .args([
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-t",
-                "2",
-            ])
-            .arg("-p")
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
+        let status_ready = std::fs::read_to_string(data.join("postmaster.pid"))
+            .is_ok_and(|pid| pid.lines().nth(7).is_some_and(|l| l.trim() == "ready"));
+        let ready = status_ready
+            && std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(2),
+            )
+            .is_ok();
         if ready {
             return Ok(());
         }

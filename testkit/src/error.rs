@@ -8,13 +8,23 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No PostgreSQL server binaries (`initdb`, `postgres`, `pg_ctl`, `pg_isready`) were found.
+    /// No PostgreSQL server binaries (`initdb`, `postgres`, `pg_ctl`) were found.
     #[error(
         "PostgreSQL server binaries not found (looked at `pg_config --bindir` and \
          /usr/lib/postgresql/*/bin); install them with `apt-get install -y postgresql` \
          or set DATABASE_URL to an existing server"
     )]
     BinariesNotFound,
+
+    /// `PGEVOLVE_PG_BINDIR` names a directory without `initdb`, `postgres` and `pg_ctl`.
+    #[error(
+        "PGEVOLVE_PG_BINDIR is {dir:?}, which lacks `initdb`, `postgres` or `pg_ctl`; point it at a \
+         server's bin directory (`scripts/pg-binaries 13` prints one) or unset it"
+    )]
+    BinariesIncomplete {
+        /// The directory named.
+        dir: PathBuf,
+    },
 
     /// The process runs as root, PostgreSQL refuses to, and there is no way to switch to the
     /// `postgres` user.

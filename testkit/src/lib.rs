@@ -47,6 +47,7 @@ mod guardian;
 mod server;
 mod user;
 
+pub use binaries::BINDIR_ENV;
 pub use cluster::Cluster;
 pub use database::TestDatabase;
 pub use error::Error;

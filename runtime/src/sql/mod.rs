@@ -215,14 +215,18 @@ pub(crate) fn expand_filled_column(
              END\n\
              $pgevolve$"
         )));
-        out.push(Statement::always(format!(
-            "CREATE OR REPLACE TRIGGER {} BEFORE UPDATE OF {col} ON {t} FOR EACH ROW EXECUTE FUNCTION {mark_function}()",
-            Ident(&helpers.mark_trigger)
-        )));
-        out.push(Statement::always(format!(
-            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {function}()",
-            Ident(&helpers.trigger)
-        )));
+        out.extend(create_trigger(
+            &t,
+            &helpers.mark_trigger,
+            &format!("BEFORE UPDATE OF {col}"),
+            &mark_function,
+        ));
+        out.extend(create_trigger(
+            &t,
+            &helpers.trigger,
+            "BEFORE INSERT OR UPDATE",
+            &function,
+        ));
     }
     out.push(Statement {
         sql: format!(
@@ -352,6 +356,25 @@ pub(crate) fn watch_client(is_local: bool) -> String {
         "SELECT set_config('client_connection_check_interval', '1000', {is_local}) \
          WHERE current_setting('server_version_num')::int >= 140000"
     )
+}
+
+/// A row trigger, created again if it exists (an interrupted expand runs again): `DROP TRIGGER
+/// IF EXISTS` then `CREATE TRIGGER`, in the phase's one transaction, rather than `CREATE OR
+/// REPLACE TRIGGER`, which PostgreSQL 13 does not have. The table's lock is the one the phase's
+/// `ALTER TABLE` takes anyway.
+pub(crate) fn create_trigger(
+    table: &impl std::fmt::Display,
+    name: &str,
+    when: &str,
+    function: &impl std::fmt::Display,
+) -> [Statement; 2] {
+    [
+        Statement::always(format!("DROP TRIGGER IF EXISTS {} ON {table}", Ident(name))),
+        Statement::always(format!(
+            "CREATE TRIGGER {} {when} ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()",
+            Ident(name)
+        )),
+    ]
 }
 
 /// A literal for state-store SQL that runs in the same transaction as a step's DDL.

@@ -64,16 +64,18 @@ pub(crate) fn expand(model: &ModelSpec, column: &ColumnSpec, h: &RenameHelpers) 
              END\n\
              $pgevolve$"
         )),
-        Statement::always(format!(
-            "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {function}()",
-            Ident(&h.trigger)
-        )),
-        Statement::always(format!(
-            "CREATE OR REPLACE VIEW {} AS SELECT {} FROM {t}",
-            Qualified(model.schema, &h.view),
-            view_columns(model, column).join(", ")
-        )),
     ];
+    out.extend(super::create_trigger(
+        &t,
+        &h.trigger,
+        "BEFORE INSERT OR UPDATE",
+        &function,
+    ));
+    out.push(Statement::always(format!(
+        "CREATE OR REPLACE VIEW {} AS SELECT {} FROM {t}",
+        Qualified(model.schema, &h.view),
+        view_columns(model, column).join(", ")
+    )));
     if !column.nullable {
         out.push(Statement {
             sql: format!(

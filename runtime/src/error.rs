@@ -58,6 +58,17 @@ pub enum ErrorKind {
         reason: String,
     },
 
+    /// The server is older than PostgreSQL 13; nothing was changed.
+    #[error(
+        "PostgreSQL {} is not supported: pgevolve needs PostgreSQL 13 or later (13 to 18 are tested). \
+         Nothing was changed; upgrade the server",
+        version_text(*version)
+    )]
+    UnsupportedServer {
+        /// `server_version_num`, e.g. `120015`.
+        version: i32,
+    },
+
     /// A statement could not get its lock within `lock_timeout` on any attempt.
     #[error(
         "step {step} ({phase}) on table {table}: could not get a lock within lock_timeout after {attempts} attempts; \
@@ -228,4 +239,9 @@ fn list(problems: &[DriftProblem]) -> String {
         .map(|p| format!("  - {p}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `120015` as `12.15`.
+fn version_text(version: i32) -> String {
+    format!("{}.{}", version / 10_000, version % 10_000)
 }

@@ -31,6 +31,9 @@ use crate::window::DeployWindow;
 /// How often a waiting instance looks again (leader lock, the leader's progress).
 const POLL: Duration = Duration::from_millis(100);
 
+/// The oldest PostgreSQL pgevolve runs on (13.0), as `server_version_num`.
+const MIN_SERVER_VERSION: i32 = 130_000;
+
 /// Builds and boots an evolution of one or more models.
 ///
 /// ```no_run
@@ -508,6 +511,12 @@ impl Inner {
     /// Also says whether the state store is current (then boot need not bootstrap it).
     async fn resolve_all(&self) -> Result<(Vec<Resolved>, bool)> {
         let mut conn = self.evolver.pool.acquire().await?;
+        let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+            .fetch_one(&mut *conn)
+            .await?;
+        if version < MIN_SERVER_VERSION {
+            return Err(ErrorKind::UnsupportedServer { version }.into());
+        }
         let shape = self.store.exists(&mut conn).await?;
         let recorded = if shape.exists {
             self.store.steps().rows(&mut conn).await?

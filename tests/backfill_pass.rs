@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use pgevolve::{BackfillOptions, DeployWindow, Evolve, Evolver, Phase};
 use sqlx::PgPool;
+use support::child::{self, ChildProcess};
 use support::database;
 use support::people::{ROWS, WriteLog, assert_log_matches, old_writer, seed};
 
@@ -143,76 +144,70 @@ async fn one_pass_fills_a_rename_and_a_backfill_under_old_writers() {
     assert_log_matches(&pool, &log, "full_name").await;
 }
 
-#[test]
-fn a_pass_killed_midway_resumes_from_its_shared_checkpoint() {
-    let url = {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let (db, pool) = database(10).await;
-            seed(&pool, "people").await;
-            let url = db.url().to_string();
-            std::mem::forget(db); // the database outlives this runtime
-            url
+/// The child of the kill test: boots, fills in small batches and reports its progress until
+/// killed. Not a test in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_child_process() {
+    let Some((_, url)) = child::child_spec() else {
+        return;
+    };
+    let pool = PgPool::connect(&url).await.unwrap();
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Person>()
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 200,
+            max_batch_size: 200,
+            pause: Duration::from_millis(10),
+            ..BackfillOptions::default()
         })
-    };
-    let slow = BackfillOptions {
-        initial_batch_size: 200,
-        max_batch_size: 200,
-        pause: Duration::from_millis(10),
-        ..BackfillOptions::default()
-    };
+        .boot()
+        .await
+        .unwrap();
+    child::report_progress_forever(&evolution).await;
+}
 
-    // First process: boots, fills for a while, then dies without any cleanup (as kill -9).
-    let crashed = tokio::runtime::Runtime::new().unwrap();
-    crashed.block_on(async {
-        let pool = PgPool::connect(&url).await.unwrap();
-        let evolution = Evolver::new(pool.clone())
-            .deploy_window(DeployWindow::always())
-            .model::<Person>()
-            .backfill_options(slow)
-            .boot()
-            .await
-            .unwrap();
-        while evolution
-            .progress()
-            .iter()
-            .map(|p| p.rows_done)
-            .max()
-            .unwrap_or(0)
-            < 2_000
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    crashed.shutdown_background();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_killed_midway_resumes_from_its_shared_checkpoint() {
+    if child::in_child() {
+        return;
+    }
+    let (db, pool) = database(10).await;
+    seed(&pool, "people").await;
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let pool = PgPool::connect(&url).await.unwrap();
-        let state = pass_state(&pool).await;
-        assert_eq!(state[0], state[1], "one checkpoint for the whole pass");
-        let at_crash = state[0].1;
-        let checkpoint = state[0].0.clone().expect("a checkpoint was committed");
-        assert!(checkpoint[0].parse::<i64>().unwrap() >= 2_000 - 200);
-        assert!(wrong_rows(&pool).await > 0, "the crash left rows to fill");
+    // First process: a real child that fills for a while, then is SIGKILLed mid-pass.
+    let mut first = ChildProcess::start("pass_child_process", "pass", db.url(), None);
+    let reported = first.progress_at_least(2_000);
+    first.kill();
+    child::until_no_advisory_lock(&pool).await;
 
-        // Second process: the leader lock died with the first session, so this one resumes.
-        let evolution = Evolver::new(pool.clone())
-            .deploy_window(DeployWindow::always())
-            .model::<Person>()
-            .boot()
-            .await
-            .unwrap();
-        evolution.wait().await.unwrap();
-        let state = pass_state(&pool).await;
-        assert_eq!(state[0], state[1]);
-        assert!(at_crash <= state[0].1);
-        assert_eq!(
-            state[0].1, ROWS,
-            "every row filled exactly once across both runs"
-        );
-        assert_eq!(wrong_rows(&pool).await, 0);
-    });
+    let state = pass_state(&pool).await;
+    assert_eq!(state[0], state[1], "one checkpoint for the whole pass");
+    let at_crash = state[0].1;
+    assert!(
+        reported <= at_crash && at_crash < ROWS,
+        "killed midway: {reported} reported, {at_crash} committed"
+    );
+    let checkpoint = state[0].0.clone().expect("a checkpoint was committed");
+    assert!(checkpoint[0].parse::<i64>().unwrap() >= 2_000 - 200);
+    assert!(wrong_rows(&pool).await > 0, "the crash left rows to fill");
+
+    // Second process: the leader lock died with the first one's session, so this one resumes.
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Person>()
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    let state = pass_state(&pool).await;
+    assert_eq!(state[0], state[1]);
+    assert!(at_crash <= state[0].1);
+    assert_eq!(
+        state[0].1, ROWS,
+        "every row filled exactly once across both runs"
+    );
+    assert_eq!(wrong_rows(&pool).await, 0);
 }
 
 /// Every batch must be an index range scan whatever the planner thinks of the cursor: the

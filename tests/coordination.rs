@@ -13,6 +13,9 @@ use pgevolve::{
 };
 use pgevolve_testkit::TestDatabase;
 use sqlx::{AssertSqlSafe, PgPool};
+use support::child::{self, ChildProcess};
+
+mod support;
 
 const SCHEMA: &str = "pgevolve";
 
@@ -320,11 +323,23 @@ async fn the_leader_waits_until_every_instance_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_instance_is_not_waited_for_once_its_heartbeat_expires() {
-    let (_db, pool) = database().await;
+    if child::in_child() {
+        return;
+    }
+    let (db, pool) = database().await;
     let (fill, _) = steps();
     let (a, _) = instance(&pool, "a", &fill).await;
-    let crashed = CrashingInstance::start(&pool, "b", vec![fill.clone()]);
-    crashed.crash();
+    // Instance b is a real process, SIGKILLed once registered: it never deregisters and its
+    // heartbeat simply stops.
+    let mut crashed = ChildProcess::start("coordinator_child_process", "b", db.url(), None);
+    crashed.expect("READY");
+    let registered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pgevolve.instances WHERE id = 'b'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(registered, 1, "b registered before it was killed");
+    crashed.kill();
 
     set_phase(&pool, &fill, Phase::Retire, true).await;
     let timeout = Duration::from_secs(2);
@@ -382,42 +397,23 @@ async fn the_coordinator_waits_for_the_state_tables() {
     a.stop().await;
 }
 
-/// A coordinator on a runtime of its own, which can be torn down as a crash would: its task is
-/// dropped mid-flight, so the instance never deregisters and its heartbeat simply stops.
-struct CrashingInstance {
-    runtime: tokio::runtime::Runtime,
-    coordinator: Coordinator,
-}
-
-impl CrashingInstance {
-    fn start(pool: &PgPool, id: &str, steps: Vec<StepId>) -> CrashingInstance {
-        let pool = pool.clone();
-        let id = id.to_string();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let coordinator = runtime.block_on(Coordinator::start(
-                &pool,
-                SCHEMA,
-                id,
-                steps,
-                CoordinatorOptions::default().registry(Arc::default()),
-            ));
-            CrashingInstance {
-                runtime,
-                coordinator,
-            }
-        })
-        .join()
-        .unwrap()
-    }
-
-    fn crash(self) {
-        // Not stopped or dropped: a crashed process runs no cleanup.
-        std::mem::forget(self.coordinator);
-        self.runtime.shutdown_background();
-    }
+/// The child of the crash test: instance `b` registered on the fill step, its heartbeat
+/// running, until the parent kills it. Not a test in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_child_process() {
+    let Some((id, url)) = child::child_spec() else {
+        return;
+    };
+    let pool = PgPool::connect(&url).await.unwrap();
+    let (fill, _) = steps();
+    let _coordinator = Coordinator::start(
+        &pool,
+        SCHEMA,
+        id,
+        vec![fill],
+        CoordinatorOptions::default().registry(Arc::default()),
+    )
+    .await;
+    child::report("READY");
+    std::future::pending::<()>().await;
 }

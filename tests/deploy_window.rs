@@ -91,7 +91,7 @@ fn an_emergency_override_expires_by_itself() {
 }
 
 #[test]
-fn weekdays_parse_from_configuration() {
+fn weekdays_parse_from_configuration_and_the_system_clock_reads_a_window() {
     let days: Vec<Weekday> = "mon,Tue,wednesday"
         .split(',')
         .map(|d| d.parse().unwrap())
@@ -102,8 +102,18 @@ fn weekdays_parse_from_configuration() {
     );
     let error = "someday".parse::<Weekday>().unwrap_err();
     assert!(error.to_string().contains("Monday .. Sunday"), "{error}");
-    // The system clock works with any window.
-    let _ = DeployWindow::default().check_now(&SystemClock);
+    // The system clock works with any window: `always` is open on it, and the default window
+    // (Monday to Thursday, UTC) is either open or closed on a Friday, Saturday or Sunday.
+    assert!(DeployWindow::always().check_now(&SystemClock).is_ok());
+    if let Err(closed) = DeployWindow::default().check_now(&SystemClock) {
+        assert!(
+            ["Friday ", "Saturday ", "Sunday "]
+                .iter()
+                .any(|day| closed.now.starts_with(day)),
+            "closed on the system clock at {}",
+            closed.now
+        );
+    }
 }
 
 /// The guard that keeps the suite calendar-free: with the `test-util` feature (on for the whole

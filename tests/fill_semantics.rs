@@ -607,128 +607,123 @@ mod ledger_v2 {
     }
 }
 
-/// A pass killed midway, then a second pass over the same rows: the next build adds a second
-/// backfilled column, so its pass (both columns, no shared checkpoint) starts again from the
-/// first key and rewrites `email_key` of the rows the first pass filled (`COALESCE` keeps the
-/// value). Neither pass may mark what it computed as written by a knowing writer: afterwards,
-/// an old build changing the inputs of every row still has both columns recomputed.
-#[test]
-fn a_restarted_pass_does_not_mark_computed_rows_as_known() {
-    const ROWS: i64 = 20_000;
-    let url = {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let (db, pool) = database(10).await;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "CREATE TABLE ledger (id bigint PRIMARY KEY, email text NOT NULL, name text NOT NULL);
-                 INSERT INTO ledger SELECT g, 'Entry' || g || '@Example.COM', 'name ' || g
-                   FROM generate_series(1, {ROWS}) g;
-                 ANALYZE ledger;"
-            )))
-            .execute(&pool)
-            .await
-            .unwrap();
-            let url = db.url().to_string();
-            std::mem::forget(db); // the database outlives this runtime
-            url
-        })
+const LEDGER_ROWS: i64 = 20_000;
+
+/// The child of the kill test: the first build's pass fills in small batches, reporting its
+/// progress, until killed. Not a test in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_pass_child_process() {
+    let Some((_, url)) = support::child::child_spec() else {
+        return;
     };
+    let pool = PgPool::connect(&url).await.unwrap();
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<ledger_v1::Entry>()
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 200,
+            max_batch_size: 200,
+            pause: Duration::from_millis(10),
+            ..BackfillOptions::default()
+        })
+        .boot()
+        .await
+        .unwrap();
+    support::child::report_progress_forever(&evolution).await;
+}
 
-    // First process: the first pass fills a few thousand rows, then the process dies.
-    let crashed = tokio::runtime::Runtime::new().unwrap();
-    crashed.block_on(async {
-        let pool = PgPool::connect(&url).await.unwrap();
-        let evolution = Evolver::new(pool.clone())
-            .deploy_window(DeployWindow::always())
-            .model::<ledger_v1::Entry>()
-            .backfill_options(BackfillOptions {
-                initial_batch_size: 200,
-                max_batch_size: 200,
-                pause: Duration::from_millis(10),
-                ..BackfillOptions::default()
-            })
-            .boot()
+/// A pass killed midway (a real child process, SIGKILLed), then a second pass over the same
+/// rows: the next build adds a second backfilled column, so its pass (both columns, no shared
+/// checkpoint) starts again from the first key and rewrites `email_key` of the rows the first
+/// pass filled (`COALESCE` keeps the value). Neither pass may mark what it computed as written
+/// by a knowing writer: afterwards, an old build changing the inputs of every row still has
+/// both columns recomputed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_pass_does_not_mark_computed_rows_as_known() {
+    use support::child::{self, ChildProcess};
+    if child::in_child() {
+        return;
+    }
+    const ROWS: i64 = LEDGER_ROWS;
+    let (db, pool) = database(10).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, email text NOT NULL, name text NOT NULL);
+         INSERT INTO ledger SELECT g, 'Entry' || g || '@Example.COM', 'name ' || g
+           FROM generate_series(1, {ROWS}) g;
+         ANALYZE ledger;"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // First process: a real child whose first pass fills a few thousand rows, SIGKILLed then.
+    let mut first = ChildProcess::start("ledger_pass_child_process", "ledger", db.url(), None);
+    first.progress_at_least(4_000);
+    first.kill();
+    child::until_no_advisory_lock(&pool).await;
+
+    let half_filled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger WHERE email_key IS NOT NULL")
+            .fetch_one(&pool)
             .await
             .unwrap();
-        while evolution
-            .progress()
+    assert!(
+        (4_000..ROWS).contains(&half_filled),
+        "{half_filled} rows filled at the crash"
+    );
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<ledger_v2::Entry>()
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    let rows_done: Vec<i64> = sqlx::query_scalar(
+        "SELECT rows_done FROM pgevolve.steps WHERE kind = 'add_backfilled_column' ORDER BY rows_done",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // The second pass filled every row (`name_key` was NULL everywhere), rewriting the
+    // `email_key` the first one had computed. (The first step's `rows_done` also keeps
+    // the first pass's count: rows are counted per pass.)
+    assert_eq!(rows_done[0], ROWS, "the second pass walked every row");
+
+    // No row is marked as set by a writer that knows a column.
+    let markers: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(attname) FROM pg_attribute
+          WHERE attrelid = 'ledger'::regclass AND attname LIKE 'pgevolve_set%' AND NOT attisdropped",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(markers.len(), 2, "{markers:?}");
+    let marked: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM ledger WHERE {}",
+        markers
             .iter()
-            .map(|p| p.rows_done)
-            .max()
-            .unwrap_or(0)
-            < 4_000
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    crashed.shutdown_background();
+            .map(|m| format!("{m} = 1"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(marked, 0, "rows marked as known by a pass");
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let pool = PgPool::connect(&url).await.unwrap();
-        let half_filled: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM ledger WHERE email_key IS NOT NULL")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        assert!(
-            (4_000..ROWS).contains(&half_filled),
-            "{half_filled} rows filled at the crash"
-        );
-        let evolution = Evolver::new(pool.clone())
-            .deploy_window(DeployWindow::always())
-            .model::<ledger_v2::Entry>()
-            .boot()
-            .await
-            .unwrap();
-        evolution.wait().await.unwrap();
-        let rows_done: Vec<i64> = sqlx::query_scalar(
-            "SELECT rows_done FROM pgevolve.steps WHERE kind = 'add_backfilled_column' ORDER BY rows_done",
-        )
-        .fetch_all(&pool)
+    // An old build changes the inputs of every row: both columns follow.
+    sqlx::raw_sql("UPDATE ledger SET email = 'X' || email, name = name || ' changed'")
+        .execute(&pool)
         .await
         .unwrap();
-        // The second pass filled every row (`name_key` was NULL everywhere), rewriting the
-        // `email_key` the first one had computed. (The first step's `rows_done` also keeps
-        // the first pass's count: rows are counted per pass.)
-        assert_eq!(rows_done[0], ROWS, "the second pass walked every row");
-
-        // No row is marked as set by a writer that knows a column.
-        let markers: Vec<String> = sqlx::query_scalar(
-            "SELECT quote_ident(attname) FROM pg_attribute
-              WHERE attrelid = 'ledger'::regclass AND attname LIKE 'pgevolve_set%' AND NOT attisdropped",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        assert_eq!(markers.len(), 2, "{markers:?}");
-        let marked: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM ledger WHERE {}",
-            markers
-                .iter()
-                .map(|m| format!("{m} = 1"))
-                .collect::<Vec<_>>()
-                .join(" OR ")
-        )))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(marked, 0, "rows marked as known by a pass");
-
-        // An old build changes the inputs of every row: both columns follow.
-        sqlx::raw_sql("UPDATE ledger SET email = 'X' || email, name = name || ' changed'")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let wrong: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM ledger WHERE email_key IS DISTINCT FROM lower(email) \
-             OR name_key IS DISTINCT FROM upper(name)",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(wrong, 0, "rows not recomputed after the old build's update");
-    });
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledger WHERE email_key IS DISTINCT FROM lower(email) \
+         OR name_key IS DISTINCT FROM upper(name)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0, "rows not recomputed after the old build's update");
 }
 
 mod legacy {

@@ -6,11 +6,11 @@
 
 mod support;
 
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pgevolve::{ErrorKind, Evolver, Phase};
 use sqlx::{Connection, PgConnection, PgPool};
+use support::child::{self, ChildProcess};
 use support::{catalog_snapshot, constraints, database, indexes, seed_users};
 
 use support::users::{indexed, unique};
@@ -234,70 +234,93 @@ async fn an_invalid_index_left_by_another_build_is_dropped_and_built_again() {
     assert_eq!(phase, Phase::Expand.as_str());
 }
 
-/// Boots in a runtime of its own on another thread, as a separate process would, until the
-/// build waits for the old snapshot; then that runtime is shut down without any cleanup (its
-/// tasks and connections vanish, as in `kill -9`). Returns the pid of the build's backend,
-/// which PostgreSQL keeps running: the statement does not talk to its client until it ends.
-async fn kill_during_build(url: &str, pool: &PgPool) -> i32 {
-    let (booted_tx, booted_rx) = mpsc::channel();
-    let (kill_tx, kill_rx) = mpsc::channel::<()>();
-    let url_owned = url.to_string();
-    let process = std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let rt_handle = rt.handle().clone();
-        rt.block_on(async {
-            let pool = PgPool::connect(&url_owned).await.unwrap();
-            let evolution = Evolver::new(pool)
-                .model::<indexed::User>()
-                .boot()
-                .await
-                .unwrap();
-            booted_tx.send(()).unwrap();
-            // Keep the evolution (and its background build) alive until killed: held by a task
-            // of this runtime, so that the shutdown drops it with every session it holds.
-            rt_handle.spawn(async move {
-                let _evolution = evolution;
-                std::future::pending::<()>().await;
-            });
-        });
-        kill_rx.recv().unwrap();
-        rt.shutdown_background();
-    });
-    booted_rx.recv().unwrap();
-    let pid = build_waiting(pool, INDEX).await;
-    kill_tx.send(()).unwrap();
-    process.join().unwrap();
-    // The leader lock died with the process's sessions.
-    let started = Instant::now();
-    loop {
-        let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(pool)
+/// The child of the kill tests: boots and leaves its background build running until killed.
+/// Not a test in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_child_process() {
+    let Some((_, url)) = child::child_spec() else {
+        return;
+    };
+    let pool = PgPool::connect(&url).await.unwrap();
+    let _evolution = Evolver::new(pool)
+        .model::<indexed::User>()
+        .boot()
         .await
         .unwrap();
-        if held == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "leader lock still held"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    child::report("BOOTED");
+    std::future::pending::<()>().await;
+}
+
+/// Boots a real child process, waits until its build waits for the old snapshot, and kills it
+/// with SIGKILL there. Returns the pid of the build's backend.
+async fn kill_during_build(url: &str, pool: &PgPool) -> i32 {
+    let mut process = ChildProcess::start("build_child_process", "build", url, None);
+    process.expect("BOOTED");
+    let pid = build_waiting(pool, INDEX).await;
+    process.kill();
+    // The leader lock died with the process's sessions.
+    child::until_no_advisory_lock(pool).await;
     pid
 }
 
+/// A build still running in another session when the next process boots (a process whose
+/// host vanished without closing its connection, or someone's own build under the planned
+/// name): the boot waits for it instead of starting another, and adopts the index it makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_running_in_another_session_is_waited_for_and_adopted_by_the_next_boot() {
+    if child::in_child() {
+        return;
+    }
+    let (db, pool) = database(10).await;
+    seed_users(&pool, 20_000).await;
+    let mut snapshot = old_snapshot(db.url()).await;
+    let running = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            sqlx::raw_sql("CREATE INDEX CONCURRENTLY users_email_idx ON users (email)")
+                .execute(&pool)
+                .await
+        }
+    });
+    let other = build_waiting(&pool, INDEX).await;
+
+    let evolution = Evolver::new(pool.clone())
+        .model::<indexed::User>()
+        .boot()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!evolution.is_finished(), "waits for the running build");
+    let builds: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_progress_create_index WHERE datname = current_database()",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(builds, [other], "no second build was started");
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut snapshot)
+        .await
+        .unwrap();
+    running.await.unwrap().unwrap();
+    evolution.wait().await.unwrap();
+    assert_one_valid_index(&pool).await;
+}
+
+/// A real process SIGKILLed while its build waits: its connection is closed, but the build's
+/// statement runs on in the server (pgevolve's build sessions do not ask the server to check the
+/// client, so that a build is not lost with its process). The next boot waits for that build
+/// instead of starting another, and adopts the index it makes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_during_a_build_leaves_it_running_and_the_next_boot_adopts_it() {
+    if child::in_child() {
+        return;
+    }
     let (db, pool) = database(10).await;
     seed_users(&pool, 20_000).await;
     let mut snapshot = old_snapshot(db.url()).await;
     let orphan = kill_during_build(db.url(), &pool).await;
 
-    // The next process boots while the orphaned build still waits: it waits for that build
-    // instead of starting another.
     let evolution = Evolver::new(pool.clone())
         .model::<indexed::User>()
         .boot()
@@ -322,6 +345,9 @@ async fn a_process_killed_during_a_build_leaves_it_running_and_the_next_boot_ado
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_during_a_build_whose_statement_died_too_is_rebuilt_from_scratch() {
+    if child::in_child() {
+        return;
+    }
     let (db, pool) = database(10).await;
     seed_users(&pool, 20_000).await;
     let mut snapshot = old_snapshot(db.url()).await;

@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use pgevolve::{BackfillOptions, DeployWindow, Evolve, Evolver, Phase};
+use support::child::{self, ChildProcess};
 use support::{catalog_snapshot, database, seed_users};
 
 mod v1 {
@@ -168,90 +169,111 @@ async fn five_instances_booting_at_once_expand_once_and_all_serve() {
             .await
             .unwrap();
     assert_eq!(nulls, 0);
+    // Every instance serves: a read through each one's accessors returns the filled column.
+    for (i, evolution) in evolutions.iter().enumerate() {
+        let mut conn = pool.acquire().await.unwrap();
+        let id = 1 + i as i64 * 1_000;
+        let user = User::find(&id, evolution.on(&mut *conn))
+            .await
+            .unwrap_or_else(|e| panic!("instance {i} does not serve: {e}"))
+            .unwrap_or_else(|| panic!("instance {i} does not find user {id}"));
+        assert_eq!(
+            user.email_normalized,
+            user.email.to_lowercase(),
+            "instance {i}"
+        );
+    }
 }
 
-#[test]
-fn a_backfill_killed_midway_resumes_from_its_checkpoint() {
-    let url = {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let (db, pool) = database(10).await;
-            seed_users(&pool, 50_000).await;
-            let url = db.url().to_string();
-            std::mem::forget(db); // the database outlives this runtime
-            url
-        })
-    };
-    let slow = BackfillOptions {
+fn slow_backfill() -> BackfillOptions {
+    BackfillOptions {
         initial_batch_size: 500,
         max_batch_size: 500,
         pause: Duration::from_millis(10),
         ..BackfillOptions::default()
+    }
+}
+
+/// The child of the kill test: boots, backfills and reports its progress until killed. Not a
+/// test in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_child_process() {
+    let Some((_, url)) = child::child_spec() else {
+        return;
     };
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<User>()
+        .backfill_options(slow_backfill())
+        .boot()
+        .await
+        .unwrap();
+    child::report_progress_forever(&evolution).await;
+}
 
-    // First process: boots, backfills for a while, then dies without any cleanup.
-    let crashed = tokio::runtime::Runtime::new().unwrap();
-    let done_at_crash: i64 = crashed.block_on(async {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let evolution = Evolver::new(pool.clone())
-            .deploy_window(DeployWindow::always())
-            .model::<User>()
-            .backfill_options(slow.clone())
-            .boot()
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_killed_midway_resumes_from_its_checkpoint() {
+    if child::in_child() {
+        return;
+    }
+    let (db, pool) = database(10).await;
+    seed_users(&pool, 50_000).await;
+
+    // First process: a real child that boots and backfills; SIGKILLed once it has filled 5,000
+    // rows, in the middle of its pass (with a batch possibly open).
+    let mut first = ChildProcess::start("backfill_child_process", "backfill", db.url(), None);
+    let done_at_crash = first.progress_at_least(5_000);
+    first.kill();
+    child::until_no_advisory_lock(&pool).await;
+
+    let (checkpoint, committed): (Option<Vec<String>>, i64) = sqlx::query_as(
+        "SELECT checkpoint, rows_done FROM pgevolve.steps WHERE kind = 'add_backfilled_column'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let checkpoint = checkpoint.expect("a checkpoint was committed with the batches");
+    assert!(checkpoint[0].parse::<i64>().unwrap() >= 5_000 - 500);
+    assert!(
+        done_at_crash <= committed && committed < 50_000,
+        "the kill came midway: {done_at_crash} reported, {committed} committed"
+    );
+    let filled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE email_normalized IS NOT NULL")
+            .fetch_one(&pool)
             .await
             .unwrap();
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let done = evolution
-                .progress()
-                .iter()
-                .map(|p| p.rows_done)
-                .max()
-                .unwrap_or(0);
-            if done >= 5_000 {
-                return done;
-            }
-        }
-    });
-    crashed.shutdown_background(); // tasks and connections vanish, as in kill -9
+    assert_eq!(
+        filled, committed,
+        "the rows filled are exactly those the committed checkpoint counts"
+    );
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let checkpoint: Option<Vec<String>> = sqlx::query_scalar(
-            "SELECT checkpoint FROM pgevolve.steps WHERE kind = 'add_backfilled_column'",
-        )
-        .fetch_one(&pool)
+    // Second process: the leader lock died with the first one's session, so this one takes
+    // over from the checkpoint.
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<User>()
+        .boot()
         .await
         .unwrap();
-        let checkpoint = checkpoint.expect("a checkpoint was committed with the batches");
-        assert!(checkpoint[0].parse::<i64>().unwrap() >= 5_000 - 500);
-
-        // Second process: the leader lock died with the first session, so this one takes over.
-        let evolution = Evolver::new(pool.clone())
-            .deploy_window(DeployWindow::always())
-            .model::<User>()
-            .boot()
-            .await
-            .unwrap();
-        evolution.wait().await.unwrap();
-        let rows_done: i64 = sqlx::query_scalar(
-            "SELECT rows_done FROM pgevolve.steps WHERE kind = 'add_backfilled_column'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert!(done_at_crash <= rows_done);
-        assert_eq!(
-            rows_done, 50_000,
-            "every row filled exactly once across both runs"
-        );
-        let wrong: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM users WHERE email_normalized IS DISTINCT FROM lower(email)",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(wrong, 0);
-    });
+    evolution.wait().await.unwrap();
+    let rows_done: i64 = sqlx::query_scalar(
+        "SELECT rows_done FROM pgevolve.steps WHERE kind = 'add_backfilled_column'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(done_at_crash <= rows_done);
+    assert_eq!(
+        rows_done, 50_000,
+        "every row filled exactly once across both runs"
+    );
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM users WHERE email_normalized IS DISTINCT FROM lower(email)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0);
 }

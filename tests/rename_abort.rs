@@ -25,7 +25,8 @@ async fn abort_at(at: AbortAt) {
     let log: WriteLog = Default::default();
     let old = old_writer(&pool, 0, log.clone());
 
-    let slow = matches!(at, AbortAt::MidBackfill);
+    // Slow batches when the abort must land before the pass ends (after expand, mid-backfill).
+    let slow = matches!(at, AbortAt::AfterExpand | AbortAt::MidBackfill);
     let evolution = Evolver::new(pool.clone())
         .model::<Person>()
         .backfill_options(BackfillOptions {
@@ -45,8 +46,11 @@ async fn abort_at(at: AbortAt) {
         .find(|s| matches!(s.kind, StepKind::RenameColumn(_)))
         .unwrap()
         .id;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    if !matches!(at, AbortAt::AfterExpand) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     match at {
+        // Boot returns once expand is done: abort right away, before the slow pass can end.
         AbortAt::AfterExpand => {}
         AbortAt::MidBackfill => loop {
             let p = evolution
@@ -66,7 +70,25 @@ async fn abort_at(at: AbortAt) {
         AbortAt::AfterValidate => evolution.wait().await.unwrap(),
         AbortAt::AfterSwitch => evolution.switch().await.unwrap(),
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The phase the abort is named after, read back from the state store just before it.
+    let expected = match at {
+        AbortAt::AfterExpand | AbortAt::MidBackfill => Phase::Expand,
+        AbortAt::AfterValidate => Phase::Validate,
+        AbortAt::AfterSwitch => Phase::Switch,
+    };
+    let recorded = evolution.status().await.unwrap();
+    let recorded = recorded.iter().find(|s| s.id == step).unwrap();
+    assert_eq!(
+        recorded.phase, expected,
+        "{at:?}: aborted in the wrong phase"
+    );
+    if matches!(at, AbortAt::AfterExpand | AbortAt::MidBackfill) {
+        assert!(
+            recorded.rows_done < ROWS && !evolution.is_finished(),
+            "{at:?}: the pass was over before the abort ({} rows)",
+            recorded.rows_done
+        );
+    }
 
     evolution.abort(&step).await.unwrap();
     // Both kinds of writers keep going after the abort: new binaries fall back to the old name.

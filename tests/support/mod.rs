@@ -2,6 +2,7 @@
 //! long each statement waited, and catalog snapshots.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod people;
 pub mod users;
 
@@ -147,7 +148,10 @@ pub async fn assert_reboot_changes_nothing<T: pgevolve::Evolve>(pool: &PgPool, t
 }
 
 /// Everything about a table that a migration could change: columns, types, nullability,
-/// defaults, indexes, constraints, triggers. Compared before and after to prove nothing changed.
+/// defaults, indexes, constraints, triggers (with their definitions), pgevolve's helper
+/// functions (with their bodies), and every view of the database outside the system and state
+/// schemas (a rename's compatibility view is a view of the table's schema, not of the table).
+/// Compared before and after to prove nothing changed.
 pub async fn catalog_snapshot(pool: &PgPool, table: &str) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT 'column ' || attname || ' ' || format_type(atttypid, atttypmod) || ' notnull=' || attnotnull
@@ -160,9 +164,12 @@ pub async fn catalog_snapshot(pool: &PgPool, table: &str) -> Vec<String> {
          SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(oid) || ' validated=' || convalidated
            FROM pg_constraint WHERE conrelid = $1::regclass
          UNION ALL
-         SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal
+         SELECT 'trigger ' || pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal
          UNION ALL
-         SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'pgevolve%'
+         SELECT 'function ' || proname || ' ' || md5(prosrc) FROM pg_proc WHERE proname LIKE 'pgevolve%'
+         UNION ALL
+         SELECT 'view ' || schemaname || '.' || viewname || ' ' || definition FROM pg_views
+          WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'pgevolve')
          ORDER BY 1",
     )
     .bind(table)

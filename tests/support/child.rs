@@ -1,0 +1,171 @@
+//! Real child processes for the kill tests: the test binary runs itself again
+//! (`std::env::current_exe()`) on one entry point, with [`CHILD_ENV`] set to a scenario and a
+//! database URL, and the parent kills it with SIGKILL ([`ChildProcess::kill`]) once it has
+//! reported (a line on its standard output) or paused (`PGEVOLVE_PAUSE_AT`) where the test wants
+//! it to die. See `tests/README.md`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Set in a child: `<scenario> <database url>`. Unset in a normal run, where the entry point
+/// returns at once.
+pub const CHILD_ENV: &str = "PGEVOLVE_TEST_CHILD";
+
+/// In an entry point: `(scenario, url)` when this process is a child, `None` in a normal run.
+pub fn child_spec() -> Option<(String, String)> {
+    let spec = std::env::var(CHILD_ENV).ok()?;
+    let (scenario, url) = spec.split_once(' ').expect("<scenario> <url>");
+    Some((scenario.to_string(), url.to_string()))
+}
+
+/// True in a child process: the parent tests return at once there (the child runs only its
+/// entry point, but a filter mistake must not run a parent inside a child).
+pub fn in_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
+}
+
+/// In a child: one line for the parent.
+pub fn report(line: &str) {
+    println!("\n{line}");
+    std::io::stdout().flush().unwrap();
+}
+
+/// In a child: reports `PROGRESS <rows>` (the most rows any step of `evolution` has filled)
+/// every 10 ms, for ever; the parent kills the process.
+pub async fn report_progress_forever(evolution: &pgevolve::Evolution) -> ! {
+    loop {
+        let done = evolution
+            .progress()
+            .iter()
+            .map(|p| p.rows_done)
+            .max()
+            .unwrap_or(0);
+        report(&format!("PROGRESS {done}"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A child process; killed with SIGKILL when dropped (a failing test leaves none behind).
+pub struct ChildProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ChildProcess {
+    /// Runs this test binary again on the test `entry` with `scenario` and `url`, pausing at
+    /// `pause_at` (the runtime's `PGEVOLVE_PAUSE_AT`) when given.
+    pub fn start(entry: &str, scenario: &str, url: &str, pause_at: Option<&str>) -> ChildProcess {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([entry, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, format!("{scenario} {url}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(point) = pause_at {
+            command.env("PGEVOLVE_PAUSE_AT", point);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildProcess { child, lines }
+    }
+
+    /// Starts the child with `PGEVOLVE_PAUSE_AT=point` and returns once it has paused there.
+    pub fn paused_at(entry: &str, scenario: &str, url: &str, point: &str) -> ChildProcess {
+        let mut child = ChildProcess::start(entry, scenario, url, Some(point));
+        child.expect(&format!("PAUSED {point}"));
+        child
+    }
+
+    /// The OS process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first line (from its start) that contains `prefix`, waiting at most 60 s; panics if
+    /// the child exits or stays silent.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        self.wait_for(prefix, |_| true)
+    }
+
+    /// The first line `<prefix><rest>` whose `rest` satisfies `done`, waiting at most 60 s.
+    pub fn wait_for(&mut self, prefix: &str, mut done: impl FnMut(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| {
+                panic!(
+                    "no {prefix:?} line from the child ({e}; exit status {:?})",
+                    self.child.try_wait()
+                )
+            });
+            if let Some(at) = line.find(prefix) {
+                let found = &line[at..];
+                if done(&found[prefix.len()..]) {
+                    return found.to_string();
+                }
+            }
+        }
+    }
+
+    /// Waits for `PROGRESS <rows>` with at least `rows` (see [`report_progress_forever`]) and
+    /// returns the number reported.
+    pub fn progress_at_least(&mut self, rows: i64) -> i64 {
+        let line = self.wait_for("PROGRESS ", |n| n.trim().parse::<i64>().unwrap() >= rows);
+        line["PROGRESS ".len()..].trim().parse().unwrap()
+    }
+
+    /// SIGKILL (`Child::kill` on Unix): no destructor, no deregistration, no `COMMIT`; waits for
+    /// the process to be gone and checks that the signal is what ended it.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the child ended by SIGKILL, not on its own ({status})"
+        );
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until no session of the current database holds an advisory lock (the leader lock of a
+/// killed process is released when the server sees its session end).
+pub async fn until_no_advisory_lock(pool: &sqlx::PgPool) {
+    let started = Instant::now();
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if held == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the killed process's leader lock is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

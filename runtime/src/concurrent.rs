@@ -301,9 +301,7 @@ impl Build<'_> {
                         name
                     );
                     sqlx::query(AssertSqlSafe(
-                        index::drop_concurrently(self.model(), name)
-                            .sql
-                            .as_str(),
+                        index::drop_concurrently(self.model(), name).sql.as_str(),
                     ))
                     .execute(&mut *conn)
                     .await?;
@@ -432,9 +430,7 @@ impl Build<'_> {
             Ok(None) => "no index was left behind".to_string(),
             Ok(Some(ix)) if ix.on_table && !ix.valid && !ix.building => {
                 match sqlx::query(AssertSqlSafe(
-                    index::drop_concurrently(self.model(), name)
-                        .sql
-                        .as_str(),
+                    index::drop_concurrently(self.model(), name).sql.as_str(),
                 ))
                 .execute(&mut conn)
                 .await

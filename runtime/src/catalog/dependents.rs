@@ -280,7 +280,8 @@ async fn read_in(
                             .split_once(" USING ")
                             .map(|(_, b)| b.to_string())
                             .unwrap_or_default();
-                        let columns = rename(c.get::<Option<Vec<String>>, _>(7).unwrap_or_default());
+                        let columns =
+                            rename(c.get::<Option<Vec<String>>, _>(7).unwrap_or_default());
                         probe_uniques.push((name.clone(), validated, body, deferrable.to_string()));
                         out.constraints.push(DependentConstraint {
                             name,
@@ -305,7 +306,8 @@ async fn read_in(
                     Some("f") => {
                         let conrelid: i64 = c.get(5);
                         let confrelid: i64 = c.get(6);
-                        let local: Vec<String> = c.get::<Option<Vec<String>>, _>(7).unwrap_or_default();
+                        let local: Vec<String> =
+                            c.get::<Option<Vec<String>>, _>(7).unwrap_or_default();
                         let referenced: Vec<String> =
                             c.get::<Option<Vec<String>>, _>(8).unwrap_or_default();
                         let from_column = conrelid == relid && local.iter().any(|c| c == old);
@@ -317,7 +319,11 @@ async fn read_in(
                             ));
                         } else {
                             let local = if from_column { rename(local) } else { local };
-                            let referenced = if to_column { rename(referenced) } else { referenced };
+                            let referenced = if to_column {
+                                rename(referenced)
+                            } else {
+                                referenced
+                            };
                             let list = |cols: &[String]| {
                                 cols.iter()
                                     .map(|c| Ident(c).to_string())
@@ -437,7 +443,16 @@ async fn read_in(
     if probe_indexes.is_empty() && probe_uniques.is_empty() && probe_checks.is_empty() {
         return Ok(out);
     }
-    let over_new = probe(conn, model, old, new, &probe_indexes, &probe_uniques, &probe_checks).await?;
+    let over_new = probe(
+        conn,
+        model,
+        old,
+        new,
+        &probe_indexes,
+        &probe_uniques,
+        &probe_checks,
+    )
+    .await?;
     let (index_bodies, rest) = over_new.split_at(probe_indexes.len());
     let (unique_bodies, check_defs) = rest.split_at(probe_uniques.len());
     for ((name, unique, columns, _), body) in probe_indexes.into_iter().zip(index_bodies) {

@@ -17,7 +17,11 @@ use crate::step::{Phase, StepKind};
 impl Inner {
     /// What the rename step carries over, read from the catalog now. Something that cannot be
     /// carried (created since boot checked) is drift: nothing is done.
-    pub(super) async fn read_carry(&self, step: &PlannedStep, column: &ColumnSpec) -> Result<Carry> {
+    pub(super) async fn read_carry(
+        &self,
+        step: &PlannedStep,
+        column: &ColumnSpec,
+    ) -> Result<Carry> {
         let mut conn = self.evolver.pool.acquire().await?;
         let carry = carry::read(&mut conn, &step.model, column, &step.id).await?;
         if !carry.blockers.is_empty() {
@@ -71,7 +75,9 @@ impl Inner {
                 schema: &constraint.schema,
                 table: &constraint.table,
             };
-            self.executor.run(on, &[constraint.add()], &[], false).await?;
+            self.executor
+                .run(on, &[constraint.add()], &[], false)
+                .await?;
             if constraint.validate {
                 self.executor
                     .run(on, &[constraint.validate()], &[], true)
@@ -108,7 +114,10 @@ impl Inner {
         column: &ColumnSpec,
     ) -> Result<()> {
         let carry = self.read_carry(step, column).await?;
-        if !self.carry_before_switch(step, Phase::Contract, &carry).await? {
+        if !self
+            .carry_before_switch(step, Phase::Contract, &carry)
+            .await?
+        {
             return Ok(());
         }
         let h = RenameHelpers::new(&step.model, column, &step.id);
@@ -131,13 +140,7 @@ impl Inner {
         if statements.is_empty() {
             return Ok(());
         }
-        crate::concurrent::run_abort(
-            &self.evolver.pool,
-            &self.executor,
-            step,
-            &statements,
-            &[],
-        )
-        .await
+        crate::concurrent::run_abort(&self.evolver.pool, &self.executor, step, &statements, &[])
+            .await
     }
 }

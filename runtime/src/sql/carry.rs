@@ -131,10 +131,16 @@ fn names(
 ) -> (String, String) {
     let final_name = match columns {
         Some((old_cols, new_cols))
-            if old_cols != new_cols && *old == format!("{owner}_{}_{suffix}", old_cols.join("_")) =>
+            if old_cols != new_cols
+                && *old == format!("{owner}_{}_{suffix}", old_cols.join("_")) =>
         {
             let new_cols: Vec<&str> = new_cols.iter().map(String::as_str).collect();
-            conventional_name(owner, &new_cols, suffix, &StepId::from_stored(hashed(id, old)))
+            conventional_name(
+                owner,
+                &new_cols,
+                suffix,
+                &StepId::from_stored(hashed(id, old)),
+            )
         }
         _ => old.to_string(),
     };
@@ -401,11 +407,12 @@ impl Carry {
                 )
             })
             .collect();
-        out.extend(
-            self.constraints
-                .iter()
-                .map(|c| format!("constraint {} as {} ({})", c.old, c.final_name, c.definition)),
-        );
+        out.extend(self.constraints.iter().map(|c| {
+            format!(
+                "constraint {} as {} ({})",
+                c.old, c.final_name, c.definition
+            )
+        }));
         out.extend(self.grants.iter().map(|g| g.sql.clone()));
         out
     }
@@ -424,9 +431,9 @@ pub(crate) async fn read(
     let views: Vec<String> = crate::plan::step_kinds(model)
         .into_iter()
         .filter_map(|kind| match kind {
-            crate::step::StepKind::RenameColumn(c) => Some(
-                super::RenameHelpers::new(model, c, &StepId::for_step(model, &kind)).view,
-            ),
+            crate::step::StepKind::RenameColumn(c) => {
+                Some(super::RenameHelpers::new(model, c, &StepId::for_step(model, &kind)).view)
+            }
             _ => None,
         })
         .collect();
@@ -564,7 +571,8 @@ mod tests {
                     table: "orders".into(),
                     validated: true,
                     kind: DependentKind::ForeignKey {
-                        definition: "FOREIGN KEY (buyer) REFERENCES public.people (full_name)".into(),
+                        definition: "FOREIGN KEY (buyer) REFERENCES public.people (full_name)"
+                            .into(),
                         columns: vec!["buyer".into()],
                         incoming: true,
                     },
@@ -588,18 +596,32 @@ mod tests {
         assert_eq!(names[1].1, "by_lower_name");
         assert_eq!(names[2], ("people_full_name_key", "people_full_name_key"));
         let fk = &carry.constraints[0];
-        assert!(fk.incoming && fk.name.starts_with("pgevolve_carry_") && fk.final_name == "orders_buyer_fkey");
+        assert!(
+            fk.incoming
+                && fk.name.starts_with("pgevolve_carry_")
+                && fk.final_name == "orders_buyer_fkey"
+        );
         let contract: Vec<&str> = carry
             .before_drop
             .iter()
             .chain(&carry.after_drop)
             .map(|s| s.sql.as_str())
             .collect();
-        assert!(contract.contains(&"GRANT SELECT (\"full_name\") ON \"public\".\"people\" TO \"reporting\""));
-        assert!(contract.contains(&"ALTER TABLE \"public\".\"orders\" DROP CONSTRAINT IF EXISTS \"orders_buyer_fkey\""));
+        assert!(
+            contract.contains(
+                &"GRANT SELECT (\"full_name\") ON \"public\".\"people\" TO \"reporting\""
+            )
+        );
+        assert!(contract.contains(
+            &"ALTER TABLE \"public\".\"orders\" DROP CONSTRAINT IF EXISTS \"orders_buyer_fkey\""
+        ));
         assert!(contract.contains(
             &"ALTER TABLE \"public\".\"people\" ADD CONSTRAINT \"people_full_name_key\" UNIQUE USING INDEX \"people_full_name_key\""
         ));
-        assert!(contract.iter().any(|s| s.starts_with("ALTER INDEX") && s.ends_with("TO \"by_lower_name\"")));
+        assert!(
+            contract
+                .iter()
+                .any(|s| s.starts_with("ALTER INDEX") && s.ends_with("TO \"by_lower_name\""))
+        );
     }
 }

@@ -179,11 +179,7 @@ impl Carry {
         };
         for ix in &deps.indexes {
             let new_cols = ix.columns.as_deref().map(rename);
-            let cols = ix
-                .columns
-                .as_deref()
-                .zip(new_cols.as_deref())
-                .map(|(o, n)| (o, n));
+            let cols = ix.columns.as_deref().zip(new_cols.as_deref());
             let (name, final_name) = names(model, column, id, model.table, &ix.name, cols, "idx");
             carry.indexes.push(CarriedIndex {
                 old: ix.name.clone(),

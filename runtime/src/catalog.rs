@@ -5,6 +5,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::spec::ModelSpec;
 
+pub(crate) mod dependents;
 pub(crate) mod indexes;
 
 /// A column as the catalog has it.

@@ -48,6 +48,7 @@ use crate::options::DdlOptions;
 use crate::plan::{Plan, PlannedStep};
 use crate::spec::ModelSpec;
 use crate::sql::Statement;
+use crate::sql::carry::CarriedIndex;
 use crate::sql::index::{self, IndexDef};
 use crate::state::StateStore;
 use crate::step::{Phase, StepKind};
@@ -141,6 +142,12 @@ pub(crate) struct Build<'a> {
     /// Set when the build should stop (an abort is waiting): the build is cancelled and its
     /// INVALID index dropped.
     pub stop: &'a AtomicBool,
+    /// An index a rename carries over from its old column (see `sql::carry`), built instead of
+    /// the step's own: same recovery, no duplicate listing, no progress counts (the rename's
+    /// are its backfill's).
+    pub carried: Option<&'a CarriedIndex>,
+    /// The phase the build belongs to (expand for index steps, validate for a rename's).
+    pub phase: Phase,
 }
 
 /// How a build ended without an error.
@@ -162,32 +169,41 @@ impl Build<'_> {
     }
 
     pub async fn run(&self) -> Result<Built> {
-        let Some(def) = self.def() else {
-            return Ok(Built::Done);
-        };
         let model = self.model();
-        let span = info_span!("ddl", step = %self.step.id, phase = "expand", table = %model.qualified_name(), index = %def.name);
+        let (name, create, def) = match self.carried {
+            Some(carried) => (carried.name.clone(), carried.create(model), None),
+            None => match self.def() {
+                Some(def) => (
+                    def.name.clone(),
+                    index::create_concurrently(model, &def),
+                    Some(def),
+                ),
+                None => return Ok(Built::Done),
+            },
+        };
+        let span = info_span!("ddl", step = %self.step.id, phase = %self.phase, table = %model.qualified_name(), index = %name);
         async {
-            let create = index::create_concurrently(model, &def);
             let mut attempt = 0;
             loop {
                 attempt += 1;
                 let mut conn = session(self.pool)
                     .await
-                    .map_err(|e| statement_error(self.step, Phase::Expand, e))?;
-                match self.clear(&mut conn, &def).await {
+                    .map_err(|e| statement_error(self.step, self.phase, e))?;
+                match self.clear(&mut conn, &name).await {
                     Ok(Some(existing)) if existing.valid => {
-                        info!("index {} is already valid: adopted", def.name);
+                        info!("index {name} is already valid: adopted");
                         return Ok(Built::Done);
                     }
                     Ok(_) => {}
-                    Err(e) => return Err(statement_error(self.step, Phase::Expand, e)),
+                    Err(e) => return Err(statement_error(self.step, self.phase, e)),
                 }
                 if self.stop.load(Ordering::Acquire) {
                     return Ok(Built::Stopped);
                 }
-                self.point_out_equivalent(&mut conn, &def).await;
-                info!("building index {} concurrently", def.name);
+                if let Some(def) = &def {
+                    self.point_out_equivalent(&mut conn, def).await;
+                }
+                info!("building index {name} concurrently");
                 let started = Instant::now();
                 let result = self.create(&mut conn, &create).await;
                 let _ = conn.close().await;
@@ -195,26 +211,26 @@ impl Build<'_> {
                     Ok(()) => {
                         let mut check = session(self.pool)
                             .await
-                            .map_err(|e| statement_error(self.step, Phase::Expand, e))?;
-                        let state = indexes::read_index(&mut check, model, &def.name)
+                            .map_err(|e| statement_error(self.step, self.phase, e))?;
+                        let state = indexes::read_index(&mut check, model, &name)
                             .await
-                            .map_err(|e| statement_error(self.step, Phase::Expand, e))?;
+                            .map_err(|e| statement_error(self.step, self.phase, e))?;
                         let _ = check.close().await;
                         match state {
                             Some(ix) if ix.valid => {
                                 info!(
                                     seconds = started.elapsed().as_secs_f64(),
-                                    "index {} built and valid", def.name
+                                    "index {name} built and valid"
                                 );
                                 return Ok(Built::Done);
                             }
                             _ => {
-                                let outcome = self.cleanup(&def).await;
+                                let outcome = self.cleanup(&name).await;
                                 return Err(ErrorKind::IndexBuild {
                                     step: self.step.id.to_string(),
-                                    phase: Phase::Expand.to_string(),
+                                    phase: self.phase.to_string(),
                                     table: model.qualified_name(),
-                                    index: def.name.clone(),
+                                    index: name.clone(),
                                     message: format!(
                                         "the build ended but pg_index.indisvalid is false; {outcome}; boot again to retry"
                                     ),
@@ -224,26 +240,28 @@ impl Build<'_> {
                         }
                     }
                     Err(e) if self.stop.load(Ordering::Acquire) => {
-                        let outcome = self.cleanup(&def).await;
+                        let outcome = self.cleanup(&name).await;
                         info!("index build stopped on request ({e}); {outcome}");
                         return Ok(Built::Stopped);
                     }
                     Err(e) if is_retryable(&e) && attempt < self.options.max_attempts => {
-                        let outcome = self.cleanup(&def).await;
+                        let outcome = self.cleanup(&name).await;
                         warn!(attempt, "index build failed ({e}); {outcome}; retrying");
                         tokio::time::sleep(self.options.initial_backoff * attempt).await;
                     }
                     Err(e) => {
-                        let outcome = self.cleanup(&def).await;
+                        let outcome = self.cleanup(&name).await;
                         let code = e.as_database_error().and_then(|d| d.code());
-                        if code.as_deref() == Some(UNIQUE_VIOLATION) {
-                            return Err(self.duplicates_error(&def, &e, &outcome).await);
+                        if let Some(def) = &def
+                            && code.as_deref() == Some(UNIQUE_VIOLATION)
+                        {
+                            return Err(self.duplicates_error(def, &e, &outcome).await);
                         }
                         return Err(ErrorKind::IndexBuild {
                             step: self.step.id.to_string(),
-                            phase: Phase::Expand.to_string(),
+                            phase: self.phase.to_string(),
                             table: model.qualified_name(),
-                            index: def.name.clone(),
+                            index: name.clone(),
                             message: format!("{e}; {outcome}; boot again to retry"),
                         }
                         .into());
@@ -258,20 +276,16 @@ impl Build<'_> {
     /// Makes room for the build: waits while another session builds the index (a process that
     /// died mid-build leaves its statement running), then drops it if it is INVALID. Returns
     /// what is left under the name (`None`, or a valid index).
-    async fn clear(
-        &self,
-        conn: &mut PgConnection,
-        def: &IndexDef,
-    ) -> sqlx::Result<Option<LiveIndex>> {
+    async fn clear(&self, conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<LiveIndex>> {
         let mut last_log: Option<Instant> = None;
         loop {
-            let existing = indexes::read_index(conn, self.model(), &def.name).await?;
+            let existing = indexes::read_index(conn, self.model(), name).await?;
             match existing {
                 Some(ix) if ix.on_table && !ix.valid && ix.building => {
                     if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                         info!(
                             "index {} is being built by another session (an earlier process that died?); waiting for it to end",
-                            def.name
+                            name
                         );
                         last_log = Some(Instant::now());
                     }
@@ -283,12 +297,10 @@ impl Build<'_> {
                 Some(ix) if ix.on_table && !ix.valid => {
                     warn!(
                         "dropping the INVALID index {} left by an earlier build before building it again",
-                        def.name
+                        name
                     );
                     sqlx::query(AssertSqlSafe(
-                        index::drop_concurrently(self.model(), &def.name)
-                            .sql
-                            .as_str(),
+                        index::drop_concurrently(self.model(), name).sql.as_str(),
                     ))
                     .execute(&mut *conn)
                     .await?;
@@ -371,10 +383,13 @@ impl Build<'_> {
         let Ok(Some(row)) = row else {
             return;
         };
+        let tuples_total: i64 = row.get(2);
+        if self.carried.is_some() && !log {
+            return;
+        }
         let phase: String = row.get(0);
         let tuples_done: i64 = row.get(1);
-        let tuples_total: i64 = row.get(2);
-        if tuples_total > 0 {
+        if tuples_total > 0 && self.carried.is_none() {
             let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(p) = all.iter_mut().find(|p| p.step == self.step.id) {
                 p.rows_done = tuples_done;
@@ -401,7 +416,7 @@ impl Build<'_> {
     }
 
     /// After a failed build: drops the INVALID index it left, and says what happened.
-    async fn cleanup(&self, def: &IndexDef) -> String {
+    async fn cleanup(&self, name: &str) -> String {
         let mut conn = match session(self.pool).await {
             Ok(conn) => conn,
             Err(e) => {
@@ -410,32 +425,30 @@ impl Build<'_> {
                 );
             }
         };
-        let outcome = match indexes::read_index(&mut conn, self.model(), &def.name).await {
+        let outcome = match indexes::read_index(&mut conn, self.model(), name).await {
             Ok(None) => "no index was left behind".to_string(),
             Ok(Some(ix)) if ix.on_table && !ix.valid && !ix.building => {
                 match sqlx::query(AssertSqlSafe(
-                    index::drop_concurrently(self.model(), &def.name)
-                        .sql
-                        .as_str(),
+                    index::drop_concurrently(self.model(), name).sql.as_str(),
                 ))
                 .execute(&mut conn)
                 .await
                 {
                     Ok(_) => format!(
                         "the INVALID index {} it left was dropped (DROP INDEX CONCURRENTLY)",
-                        def.name
+                        name
                     ),
                     Err(e) => format!(
                         "the INVALID index {} it left could not be dropped ({e}); the next build drops it first",
-                        def.name
+                        name
                     ),
                 }
             }
             Ok(Some(ix)) if ix.building => format!(
                 "index {} is still being built by another session; the next build waits for it",
-                def.name
+                name
             ),
-            Ok(Some(_)) => format!("index {} is left as it is", def.name),
+            Ok(Some(_)) => format!("index {} is left as it is", name),
             Err(e) => format!(
                 "the INVALID index it may have left could not be looked up ({e}); the next build drops it first"
             ),

@@ -312,6 +312,15 @@ impl fmt::Display for PlannedStep {
                 }
             }
         }
+        if let StepKind::RenameColumn(column) = self.kind {
+            let mut lines = sql::carry::plan_lines(&self.model, column).into_iter();
+            if let Some(first) = lines.next() {
+                writeln!(f, "  {first}:")?;
+            }
+            for line in lines {
+                writeln!(f, "    {line}")?;
+            }
+        }
         if self.abort.iter().any(sql::index::is_concurrent) {
             let note = if self.abort.iter().all(sql::index::is_concurrent) {
                 "outside any transaction, lock_timeout = 0 (SHARE UPDATE EXCLUSIVE)"

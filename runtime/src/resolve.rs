@@ -181,6 +181,18 @@ pub(crate) async fn resolve_model(
     let mut resolved = Vec::new();
     for step in plan.steps {
         let done = step_progress(conn, recorded, model, &live, &step, &mut problem).await?;
+        if let StepKind::RenameColumn(column) = step.kind
+            && done < Phase::Contract
+            && let Some(old) = column.renamed_from
+            && live.column(old).is_some()
+        {
+            // Contract drops the old column: whatever depends on it must be carried over to
+            // the new one, and what cannot be is reported now, before anything runs.
+            let carry = crate::sql::carry::read(conn, model, column, &step.id).await?;
+            for blocker in carry.blockers {
+                problem(Some(old), blocker);
+            }
+        }
         let abort_leftovers = done == Phase::Aborted
             && matches!(
                 step.kind,

@@ -9,6 +9,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+mod carry;
 mod fast_boot;
 mod phases;
 use phases::Walked;
@@ -665,13 +666,25 @@ impl Inner {
     /// Runs one phase's statements and records it, in one transaction. The backfill phase's
     /// statement is the batch the engine runs itself, so only its completion is recorded here.
     async fn run_phase(&self, step: &PlannedStep, phase: Phase, long_running: bool) -> Result<()> {
-        let statements = match phase {
+        let statements: &[crate::sql::Statement] = match phase {
             // Run by the backfill engine and by validate() themselves; only recorded here.
             Phase::Backfill | Phase::Validate => &[],
             // A concurrent build, run by `concurrent::Build` outside any transaction.
             Phase::Expand if !step.kind.expands_at_boot() => &[],
             _ => step.statements(phase),
         };
+        self.run_phase_with(step, phase, statements, long_running)
+            .await
+    }
+
+    /// Runs `statements` as the phase and records it, in one transaction (see [`Self::run_phase`]).
+    async fn run_phase_with(
+        &self,
+        step: &PlannedStep,
+        phase: Phase,
+        statements: &[crate::sql::Statement],
+        long_running: bool,
+    ) -> Result<()> {
         let record = [
             self.store.steps().record_phase_sql(step, phase),
             self.store.journal().insert_sql(

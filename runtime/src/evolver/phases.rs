@@ -120,6 +120,8 @@ impl Inner {
                     step,
                     progress: &self.progress,
                     stop: &self.stop,
+                    carried: None,
+                    phase: Phase::Expand,
                 }
                 .run()
                 .await?;
@@ -140,6 +142,18 @@ impl Inner {
                 .await?;
                 self.run_phase(step, Phase::Validate, false).await
             }
+            (StepKind::RenameColumn(column), Phase::Validate) => {
+                // After the backfill, before switch: every object of the old column over the
+                // new one, valid before reads move there.
+                let carry = self.read_carry(step, column).await?;
+                if !self
+                    .carry_before_switch(step, Phase::Validate, &carry)
+                    .await?
+                {
+                    return Ok(());
+                }
+                self.validate(step).await
+            }
             (_, Phase::Validate) => self.validate(step).await,
             (_, Phase::Retire) => {
                 self.check_window(step, Phase::Retire).await?;
@@ -150,6 +164,9 @@ impl Inner {
                 if step.kind.phases().contains(&Phase::Retire) {
                     // Nothing that still writes the retired shape may be running when it goes.
                     self.settle(step, Phase::Retire).await?;
+                }
+                if let StepKind::RenameColumn(column) = step.kind {
+                    return self.contract_rename(step, column).await;
                 }
                 self.run_phase(step, Phase::Contract, false).await
             }
@@ -463,6 +480,7 @@ impl Inner {
     /// The DDL of an abort, once no instance uses the new shape. Idempotent: also run at boot
     /// when an abort was interrupted.
     pub(super) async fn finish_abort(&self, step: &PlannedStep) -> Result<()> {
+        self.abort_carried(step).await?;
         let record = [self.store.journal().insert_sql(
             Some(step.id.as_str()),
             "abort done",

@@ -2,6 +2,7 @@
 //! the executor all use these, so what `plan()` shows is exactly what runs.
 
 pub(crate) mod backfill;
+pub(crate) mod carry;
 pub(crate) mod constraint;
 pub(crate) mod index;
 pub(crate) mod rename;

@@ -184,6 +184,22 @@ pub(crate) fn contract(
     out
 }
 
+/// Contract with what the rename carries over (see `sql::carry`): the table locked and the
+/// guard first, default, sequences, comment and grants moved and foreign keys to the old column
+/// dropped, then [`contract`], then the unique constraints attached and the carried objects
+/// given their final names. One transaction.
+pub(crate) fn contract_carrying(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    h: &RenameHelpers,
+    carry: &super::carry::Carry,
+) -> Vec<Statement> {
+    let mut out = carry.before_drop.clone();
+    out.extend(contract(model, column, h));
+    out.extend(carry.after_drop.iter().cloned());
+    out
+}
+
 /// Abort: view, trigger, check and the new column go; the old column kept every write.
 pub(crate) fn abort(model: &ModelSpec, column: &ColumnSpec, h: &RenameHelpers) -> Vec<Statement> {
     let t = table(model);

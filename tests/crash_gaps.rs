@@ -5,20 +5,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pgevolve::{BackfillOptions, DdlOptions, DeployWindow, Evolve, Evolver, StepId, StepKind};
 use sqlx::PgPool;
+use support::child::{self, ChildProcess};
 use support::people::{
     Person, WriteLog, assert_log_matches, column_exists, new_writer, old_writer, seed,
 };
 use support::{catalog_snapshot, database};
 
-/// Set in the child process: `<scenario> <database url>`.
-const ENV: &str = "PGEVOLVE_CRASH_CHILD";
 const ROWS: i64 = 30_000;
 
 /// Two fills of one table, independent of each other: one backfill pass writes both.
@@ -108,9 +104,11 @@ fn evolver(pool: &PgPool) -> Evolver {
 /// normal run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child_process() {
-    let Ok(spec) = std::env::var(ENV) else { return };
-    let (scenario, url) = spec.split_once(' ').unwrap();
-    let pool = PgPool::connect(url).await.unwrap();
+    let Some((scenario, url)) = child::child_spec() else {
+        return;
+    };
+    let scenario = scenario.as_str();
+    let pool = PgPool::connect(&url).await.unwrap();
     if scenario == "abort" {
         let evolution = people_evolver(&pool).boot().await.unwrap();
         evolution.wait().await.unwrap();
@@ -127,52 +125,6 @@ async fn crash_child_process() {
     let _ = evolution.wait().await;
 }
 
-fn child_command(scenario: &str, url: &str) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "crash_child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ENV, format!("{scenario} {url}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    command
-}
-
-/// Starts the child with the pause point, and returns it once it has paused there.
-fn child_paused_at(url: &str, point: &str) -> Child {
-    child_paused_in("pass", url, point)
-}
-
-fn child_paused_in(scenario: &str, url: &str, point: &str) -> Child {
-    let mut child = child_command(scenario, url)
-        .env("PGEVOLVE_PAUSE_AT", point)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("the child never paused at {point}"));
-        if line.contains(&format!("PAUSED {point}")) {
-            return child;
-        }
-    }
-}
-
 async fn bounds(pool: &PgPool) -> Vec<Option<Vec<String>>> {
     sqlx::query_scalar(
         "SELECT upper_bound FROM pgevolve.steps WHERE kind = 'add_backfilled_column' ORDER BY id",
@@ -184,7 +136,7 @@ async fn bounds(pool: &PgPool) -> Vec<Option<Vec<String>>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_the_upper_bounds_of_a_pass_leaves_none_and_the_next_boot_fills_every_row() {
-    if std::env::var(ENV).is_ok() {
+    if child::in_child() {
         return;
     }
     let (db, pool) = database(10).await;
@@ -197,9 +149,7 @@ async fn a_kill_between_the_upper_bounds_of_a_pass_leaves_none_and_the_next_boot
     .unwrap();
 
     // The first step's bound is written, the second's not yet: the child is killed there.
-    let mut child = child_paused_at(db.url(), "backfill-bounds");
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    ChildProcess::paused_at("crash_child_process", "pass", db.url(), "backfill-bounds").kill();
     assert_eq!(
         bounds(&pool).await,
         [None, None],
@@ -234,12 +184,12 @@ async fn a_kill_between_the_upper_bounds_of_a_pass_leaves_none_and_the_next_boot
 /// so the next leader's VALIDATE gets the lock within its few attempts instead of timing out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validate_left_running_by_a_killed_process_stops_and_the_next_boot_validates() {
-    if std::env::var(ENV).is_ok() {
+    if child::in_child() {
         return;
     }
     let (db, pool) = database(10).await;
     seed_readings(&pool).await;
-    let mut child = child_command("validate", db.url()).spawn().unwrap();
+    let child = ChildProcess::start("crash_child_process", "validate", db.url(), None);
     let deadline = Instant::now() + Duration::from_secs(60);
     let validating = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
                       AND state = 'active' AND query LIKE 'ALTER TABLE%VALIDATE CONSTRAINT%'";
@@ -257,8 +207,7 @@ async fn a_validate_left_running_by_a_killed_process_stops_and_the_next_boot_val
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().unwrap(); // SIGKILL, in the middle of a VALIDATE of about 20 s
-    child.wait().unwrap();
+    child.kill(); // SIGKILL, in the middle of a VALIDATE of about 20 s
 
     let evolution = impatient(&pool).boot().await.unwrap();
     evolution.wait().await.unwrap();
@@ -282,7 +231,7 @@ async fn a_validate_left_running_by_a_killed_process_stops_and_the_next_boot_val
 /// has acknowledged the abort, then drops it. Old and new writers run throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abort_killed_before_its_ddl_is_finished_after_every_instance_acknowledged_it() {
-    if std::env::var(ENV).is_ok() {
+    if child::in_child() {
         return;
     }
     let (db, pool) = database(20).await;
@@ -294,9 +243,8 @@ async fn an_abort_killed_before_its_ddl_is_finished_after_every_instance_acknowl
     let old = old_writer(&pool, 0, log.clone());
     let new = new_writer(&pool, 2, log.clone());
 
-    let mut child = child_paused_in("abort", db.url(), "abort-recorded");
-    child.kill().unwrap(); // SIGKILL: the abort is recorded, its DDL has not run
-    child.wait().unwrap();
+    // SIGKILL: the abort is recorded, its DDL has not run.
+    ChildProcess::paused_at("crash_child_process", "abort", db.url(), "abort-recorded").kill();
     assert!(column_exists(&pool, "full_name").await);
 
     let second = people_evolver(&pool).boot().await.unwrap();
@@ -344,7 +292,7 @@ async fn named_pool(url: &str, name: &str) -> PgPool {
 /// run batches at the same time, and the pass still fills every row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_whose_lock_session_was_terminated_stops_before_its_next_batch() {
-    if std::env::var(ENV).is_ok() {
+    if child::in_child() {
         return;
     }
     const EVENTS: i64 = 100_000;

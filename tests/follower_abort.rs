@@ -33,13 +33,11 @@ fn evolver(pool: &PgPool) -> Evolver {
         .model::<Event>()
 }
 
+/// A writer's task: the last name it wrote to each row, and its errors.
+type Writer = tokio::task::JoinHandle<(Vec<(i64, String)>, Vec<String>)>;
+
 /// Writes until stopped; returns the last name written to each row it wrote, and its errors.
-fn writer(
-    pool: &PgPool,
-    lane: i64,
-    through_accessors: bool,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Vec<(i64, String)>, Vec<String>)> {
+fn writer(pool: &PgPool, lane: i64, through_accessors: bool, stop: Arc<AtomicBool>) -> Writer {
     let pool = pool.clone();
     tokio::spawn(async move {
         let (mut log, mut errors, mut n) = (Vec::new(), Vec::new(), 0i64);

@@ -5,18 +5,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use pgevolve::{DeployWindow, Evolution, Evolver, Phase, PinnedClock, Weekday};
 use sqlx::PgPool;
+use support::child::{self, ChildProcess};
 use support::database;
 
-/// Set in the child process: `<scenario> <database url>`.
-const ENV: &str = "PGEVOLVE_NEXT_BUILD";
 const BOOT_BOUND: Duration = Duration::from_secs(5);
 
 /// Build N: a backfilled column.
@@ -58,9 +56,10 @@ const CHILD_IDS: std::ops::Range<i64> = 5_000_000..5_000_020;
 /// accessors), waits for its background work and reports that too. Not a test in a normal run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_build_process() {
-    let Ok(spec) = std::env::var(ENV) else { return };
-    let (_, url) = spec.split_once(' ').unwrap();
-    let pool = PgPool::connect(url).await.unwrap();
+    let Some((_, url)) = child::child_spec() else {
+        return;
+    };
+    let pool = PgPool::connect(&url).await.unwrap();
     let started = Instant::now();
     let evolution = Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
@@ -87,63 +86,23 @@ async fn next_build_process() {
     std::io::stdout().flush().unwrap();
 }
 
-struct NextBuild {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// Build N+1's process.
+struct NextBuild(ChildProcess);
 
 impl NextBuild {
     fn start(scenario: &str, url: &str) -> NextBuild {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "next_build_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ENV, format!("{scenario} {url}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        NextBuild { child, lines }
-    }
-
-    /// The next line starting with `prefix`, waiting at most `limit`.
-    fn expect(&mut self, prefix: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {prefix:?} from build N+1 within {limit:?}"));
-            if let Some(at) = line.find(prefix) {
-                return line[at..].to_string();
-            }
-        }
+        NextBuild(ChildProcess::start(
+            "next_build_process",
+            scenario,
+            url,
+            None,
+        ))
     }
 
     /// Boot time reported by the child.
     fn booted(&mut self) -> Duration {
-        let line = self.expect("BOOTED ", Duration::from_secs(60));
+        let line = self.0.expect("BOOTED ");
         Duration::from_millis(line["BOOTED ".len()..].trim().parse().unwrap())
-    }
-}
-
-impl Drop for NextBuild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -292,7 +251,7 @@ async fn stop_writers(stop: &AtomicBool, writers: Vec<WriterHandle>) -> Vec<Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_newer_build_boots_within_5_s_while_an_older_build_backfills_a_million_rows() {
-    if std::env::var(ENV).is_ok() {
+    if child::in_child() {
         return;
     }
     const ROWS: i64 = 1_000_000;
@@ -334,11 +293,11 @@ async fn a_newer_build_boots_within_5_s_while_an_older_build_backfills_a_million
         "build N's backfill was still running when N+1 had booted"
     );
     assert!(!first.is_finished());
-    next.expect("SERVED", Duration::from_secs(30));
+    next.0.expect("SERVED");
 
     // Both builds' steps finish; nothing runs twice.
     first.wait().await.unwrap();
-    next.expect("FINISHED", Duration::from_secs(120));
+    next.0.expect("FINISHED");
     let logs = stop_writers(&stop, vec![old, writer]).await;
     assert_eq!(
         phase(&pool, "add_backfilled_column").await.as_deref(),
@@ -363,7 +322,7 @@ async fn a_newer_build_boots_within_5_s_while_an_older_build_backfills_a_million
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_newer_build_boots_and_finishes_while_an_older_build_waits_for_a_closed_deploy_window() {
-    if std::env::var(ENV).is_ok() {
+    if child::in_child() {
         return;
     }
     const ROWS: i64 = 20_000;
@@ -391,9 +350,9 @@ async fn a_newer_build_boots_and_finishes_while_an_older_build_waits_for_a_close
     let mut next = NextBuild::start("window", db.url());
     let booted = next.booted();
     assert!(booted < BOOT_BOUND, "build N+1 took {booted:?} to boot");
-    next.expect("SERVED", Duration::from_secs(30));
+    next.0.expect("SERVED");
     // N+1's own background work (a concurrent index build) runs while N waits for the window.
-    next.expect("FINISHED", Duration::from_secs(60));
+    next.0.expect("FINISHED");
     let logs = stop_writers(&stop, vec![old, writer]).await;
     assert_eq!(
         phase(&pool, "create_index").await.as_deref(),

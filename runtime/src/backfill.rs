@@ -251,7 +251,7 @@ impl Backfill<'_> {
                 crate::failpoint::pause_at("backfill-bounds").await;
             }
             steps
-                .start_backfill(&mut *tx, &fill.step, &bound, estimate)
+                .start_backfill(&mut tx, &fill.step, &bound, estimate)
                 .await?;
         }
         tx.commit().await?;

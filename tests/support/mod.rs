@@ -454,10 +454,12 @@ pub async fn indexes(pool: &PgPool, table: &str) -> Vec<(String, bool, String)> 
 }
 
 /// The constraints of a table: (name, type, validated), by name.
+/// The table's constraints (name, kind, validated), without PostgreSQL 18's NOT NULL
+/// constraints (`contype = 'n'`), which older majors keep in `pg_attribute` only.
 pub async fn constraints(pool: &PgPool, table: &str) -> Vec<(String, String, bool)> {
     sqlx::query_as(
         "SELECT conname::text, contype::text, convalidated FROM pg_constraint \
-         WHERE conrelid = $1::regclass ORDER BY 1",
+         WHERE conrelid = $1::regclass AND contype <> 'n' ORDER BY 1",
     )
     .bind(table)
     .fetch_all(pool)

@@ -43,7 +43,7 @@ impl Inner {
                     return Ok(Walked::Done);
                 }
                 let mut conn = self.evolver.pool.acquire().await?;
-                let done = self.recorded_phase(&mut conn, &step).await?;
+                let done = self.recorded_phase(&mut conn, step).await?;
                 drop(conn);
                 self.set_phase(&step.id, done);
                 let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
@@ -56,7 +56,7 @@ impl Inner {
                     watched = self.not_aborted(&steps).await?;
                     continue;
                 }
-                let result = self.advance(&step, next).await;
+                let result = self.advance(step, next).await;
                 if let Err(e) = &result
                     && let ErrorKind::OutsideDeployWindow { closed, .. } = e.kind()
                 {

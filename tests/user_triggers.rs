@@ -327,7 +327,10 @@ async fn with_skip_user_triggers_batches_fire_none_while_application_writes_stil
     let record = record.lock().unwrap().clone();
     let writes: i64 = record.values().map(|r| r.writes).sum();
     let known = record.values().filter(|r| r.known.is_some()).count();
-    println!("{writes} application writes on {} rows, {known} with a key the new build set; the pass filled {filled}", record.len());
+    println!(
+        "{writes} application writes on {} rows, {known} with a key the new build set; the pass filled {filled}",
+        record.len()
+    );
     assert!(
         filled > ROWS / 2,
         "the pass filled {filled} rows while the writers ran"
@@ -395,7 +398,11 @@ async fn with_skip_user_triggers_batches_fire_none_while_application_writes_stil
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((wrong, sample), (0, None), "rows whose customer_key is wrong");
+    assert_eq!(
+        (wrong, sample),
+        (0, None),
+        "rows whose customer_key is wrong"
+    );
     assert!(rows >= ROWS);
 
     let status = evolution.status().await.unwrap();
@@ -404,8 +411,12 @@ async fn with_skip_user_triggers_batches_fire_none_while_application_writes_stil
         .find(|s| s.description.contains("customer_key"))
         .unwrap();
     assert!(
-        step.history.iter().any(|e| e.event == "backfill skips user triggers"
-            && e.detail.as_deref().is_some_and(|d| d.contains("orders_audit"))),
+        step.history
+            .iter()
+            .any(|e| e.event == "backfill skips user triggers"
+                && e.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("orders_audit"))),
         "{:#?}",
         step.history
     );

@@ -227,7 +227,9 @@ impl Backfill<'_> {
             .map(|f| journal.insert_sql(Some(f.step.as_str()), event, &detail, self.instance))
             .collect::<Vec<_>>()
             .join(";\n");
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 

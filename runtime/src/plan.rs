@@ -123,12 +123,17 @@ impl BatchTriggers {
                 "D" => Some("disabled"),
                 "R" if !replica => Some("ENABLE REPLICA: fires only in replica mode"),
                 "O" if replica && skip => Some("skipped: skip_user_triggers"),
-                "O" if replica => Some("skipped: the session's session_replication_role is replica"),
+                "O" if replica => {
+                    Some("skipped: the session's session_replication_role is replica")
+                }
                 _ => None,
             };
             let why = why.or_else(|| {
                 (!trigger.columns.is_empty()
-                    && !trigger.columns.iter().any(|c| set_columns.contains(&c.as_str())))
+                    && !trigger
+                        .columns
+                        .iter()
+                        .any(|c| set_columns.contains(&c.as_str())))
                 .then_some("UPDATE OF columns the batch does not set")
             });
             match why {

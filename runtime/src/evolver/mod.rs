@@ -671,11 +671,10 @@ impl Inner {
         let Err(reason) = crate::catalog::may_set_replication_role(&mut conn).await? else {
             return Ok(());
         };
-        let (role, version): (String, i32) = sqlx::query_as(
-            "SELECT current_user::text, current_setting('server_version_num')::int",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
+        let (role, version): (String, i32) =
+            sqlx::query_as("SELECT current_user::text, current_setting('server_version_num')::int")
+                .fetch_one(&mut *conn)
+                .await?;
         let remedy = if version >= 150_000 {
             format!(
                 "Grant it as a superuser: GRANT SET ON PARAMETER session_replication_role TO {}; \

@@ -34,6 +34,8 @@ pub(crate) struct Backfill<'a> {
     pub stop: &'a AtomicBool,
     /// The leader lock, checked before every batch: a leader that lost it stops.
     pub lease: &'a crate::lease::Lease,
+    /// This instance, for the journal.
+    pub instance: &'a str,
 }
 
 impl Backfill<'_> {
@@ -59,6 +61,7 @@ impl Backfill<'_> {
             let Some((mut cursor, upper, mut done)) = self.start().await? else {
                 return Ok(true); // empty table: the triggers cover every row from now on
             };
+            self.announce_triggers().await?;
             let steps_table = self.store.table("steps");
             // Consecutive cancelled batches at the smallest size (see below).
             let mut too_slow = 0u32;
@@ -91,6 +94,7 @@ impl Backfill<'_> {
                     &steps_table,
                     self.ddl.lock_timeout,
                     self.options.batch_timeout,
+                    self.options.skip_user_triggers,
                     Bounds::Values {
                         cursor: cursor.as_deref(),
                         upper: &upper,
@@ -183,6 +187,50 @@ impl Backfill<'_> {
         }
         .instrument(span)
         .await
+    }
+
+    /// Logs and journals (for every step of the pass, so `Evolution::status()` shows it) the
+    /// application's own triggers on the table: those every batch fires, or, with
+    /// `skip_user_triggers`, those it skips. Nothing is recorded for a table without any.
+    async fn announce_triggers(&self) -> Result<()> {
+        let skip = self.options.skip_user_triggers;
+        let mut conn = self.pool.acquire().await?;
+        let triggers =
+            crate::plan::read_batch_triggers(&mut conn, self.model, self.fills, skip).await?;
+        if triggers.fired.is_empty() && triggers.not_fired.is_empty() {
+            return Ok(());
+        }
+        let (fired, not_fired) = (triggers.fired_list(), triggers.not_fired_list());
+        let (event, detail) = if skip {
+            info!(skipped = %not_fired, still_fired = %fired, "backfill batches run with session_replication_role = replica: user triggers skipped");
+            (
+                "backfill skips user triggers",
+                format!(
+                    "batches run with session_replication_role = replica (skip_user_triggers);                      not fired: {not_fired}; still fired (ENABLE ALWAYS or REPLICA): {fired}"
+                ),
+            )
+        } else {
+            if !triggers.fired.is_empty() {
+                warn!(triggers = %fired, "every backfill batch fires these user triggers for the rows it fills; BackfillOptions::skip_user_triggers skips them");
+            }
+            (
+                "backfill fires user triggers",
+                format!(
+                    "every batch fires: {fired}; not fired: {not_fired};                      BackfillOptions::skip_user_triggers skips them"
+                ),
+            )
+        };
+        let journal = self.store.journal();
+        let sql = self
+            .fills
+            .iter()
+            .map(|f| journal.insert_sql(Some(f.step.as_str()), event, &detail, self.instance))
+            .collect::<Vec<_>>()
+            .join(";\n");
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 
     /// Where the pass starts: the recorded checkpoint and upper bound when every step of the

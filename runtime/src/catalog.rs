@@ -151,3 +151,83 @@ pub(crate) async fn default_is_metadata_only(
         Err(e) => Err(e),
     }
 }
+
+/// The prefixes of the triggers pgevolve creates (`sql::Helpers`, `sql::RenameHelpers`): they are
+/// not the application's.
+pub(crate) const HELPER_TRIGGER_PREFIXES: [&str; 3] =
+    ["pgevolve_fill_", "pgevolve_explicit_", "pgevolve_sync_"];
+
+/// A trigger of the application on a table, fired by `UPDATE`, as `pg_trigger` has it.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveTrigger {
+    pub name: String,
+    /// `pg_trigger.tgtype`: bit 0 row, bit 1 before, bit 6 instead of.
+    pub tgtype: i32,
+    /// `pg_trigger.tgenabled`: `O` (origin and local), `R` (replica only), `A` (always), `D`.
+    pub enabled: String,
+    /// Has a `WHEN` condition.
+    pub conditional: bool,
+    /// The columns of `UPDATE OF`, empty for every update.
+    pub columns: Vec<String>,
+}
+
+/// The `UPDATE` triggers of a model's table that are not pgevolve's own (internal triggers,
+/// the ones foreign keys use, excluded), by name; and the session's `session_replication_role`.
+pub(crate) async fn update_triggers(
+    conn: &mut PgConnection,
+    model: &ModelSpec,
+) -> sqlx::Result<(Vec<LiveTrigger>, String)> {
+    let role: String = sqlx::query_scalar("SELECT current_setting('session_replication_role')")
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows = sqlx::query(
+        "SELECT t.tgname::text, t.tgtype::int4, t.tgenabled::text, t.tgqual IS NOT NULL, \
+                ARRAY(SELECT a.attname::text FROM unnest(t.tgattr::int2[]) AS k(attnum) \
+                        JOIN pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = k.attnum \
+                       ORDER BY a.attnum) \
+           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND c.relname = $2 AND NOT t.tgisinternal \
+            AND t.tgtype::int4 & 16 <> 0 \
+          ORDER BY t.tgname",
+    )
+    .bind(model.schema)
+    .bind(model.table)
+    .fetch_all(&mut *conn)
+    .await?;
+    let triggers = rows
+        .into_iter()
+        .map(|r| LiveTrigger {
+            name: r.get(0),
+            tgtype: r.get(1),
+            enabled: r.get(2),
+            conditional: r.get(3),
+            columns: r.get(4),
+        })
+        .filter(|t| {
+            !HELPER_TRIGGER_PREFIXES
+                .iter()
+                .any(|p| t.name.starts_with(p))
+        })
+        .collect();
+    Ok((triggers, role))
+}
+
+/// Whether this session's role may set `session_replication_role` (what
+/// `BackfillOptions::skip_user_triggers` needs): tried with `SET LOCAL` in a transaction that is
+/// rolled back. `Err` carries PostgreSQL's message when it may not.
+pub(crate) async fn may_set_replication_role(
+    conn: &mut PgConnection,
+) -> sqlx::Result<std::result::Result<(), String>> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let tried = sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await;
+    tx.rollback().await?;
+    match tried {
+        Ok(_) => Ok(Ok(())),
+        // 42501 insufficient_privilege; any other refusal is reported the same way.
+        Err(sqlx::Error::Database(e)) => Ok(Err(e.message().to_string())),
+        Err(e) => Err(e),
+    }
+}

@@ -114,6 +114,24 @@ pub enum ErrorKind {
         message: String,
     },
 
+    /// [`BackfillOptions::skip_user_triggers`](crate::BackfillOptions::skip_user_triggers) is on
+    /// and a backfill is to run, but the role may not set `session_replication_role`. Checked at
+    /// boot before any DDL: nothing was changed.
+    #[error(
+        "BackfillOptions::skip_user_triggers is on and {tables} has a backfill to run, but role {role} \
+         may not set session_replication_role ({reason}); nothing was changed. {remedy}"
+    )]
+    TriggerSkipDenied {
+        /// The role the pool connects as.
+        role: String,
+        /// The tables with a pending backfill (`schema.table`, comma-separated).
+        tables: String,
+        /// What PostgreSQL said.
+        reason: String,
+        /// What to grant, or to turn the option off.
+        remedy: String,
+    },
+
     /// A statement failed for another reason.
     #[error("step {step} ({phase}) on table {table}: {source}")]
     Statement {

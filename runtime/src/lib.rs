@@ -47,7 +47,7 @@ pub use error::{DriftProblem, Error, ErrorKind, Result};
 pub use evolver::{Evolution, Evolver, StepProgress};
 pub use model::Evolve;
 pub use options::{BackfillOptions, DdlOptions};
-pub use plan::{Plan, PlannedPhase, PlannedStep};
+pub use plan::{BatchTriggers, Plan, PlannedPhase, PlannedStep, UserTrigger};
 pub use registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,

@@ -62,6 +62,27 @@ pub struct BackfillOptions {
     /// about a quarter; see BENCHMARKS.md). 1.0 with a zero `pause` runs it unthrottled
     /// ([`BackfillOptions::unthrottled`]).
     pub duty_cycle: f64,
+    /// Run every batch with `SET LOCAL session_replication_role = replica`, so that it fires
+    /// none of the table's own triggers (an `updated_at` trigger, an audit trigger). Default
+    /// `false`: a batch is an `UPDATE` of a key range and fires every `UPDATE` trigger of the
+    /// table once per row it fills (see [`Evolver::plans_for_database`], which names them).
+    ///
+    /// Only the batch's own transaction is in `replica` mode: the application's writes during
+    /// the pass still fire every trigger, pgevolve's fill, mark and sync triggers included. The
+    /// batch does not need those: it writes every column they maintain itself (the filled
+    /// value, the marker, a rename's new column). In `replica` mode triggers declared
+    /// `ENABLE ALWAYS` still fire, and `ENABLE REPLICA` ones fire *only* then. Foreign-key
+    /// checks are triggers too and are skipped: the batch writes only new columns, and a
+    /// foreign key on one of them is added `NOT VALID` and proved by its `VALIDATE`, which
+    /// does not depend on the batches.
+    ///
+    /// Setting the parameter needs a superuser, or on PostgreSQL 15 and later a role granted
+    /// `SET ON PARAMETER session_replication_role`; a boot with a backfill to run checks this
+    /// before any DDL and fails with [`ErrorKind::TriggerSkipDenied`], changing nothing.
+    ///
+    /// [`Evolver::plans_for_database`]: crate::Evolver::plans_for_database
+    /// [`ErrorKind::TriggerSkipDenied`]: crate::ErrorKind::TriggerSkipDenied
+    pub skip_user_triggers: bool,
 }
 
 impl BackfillOptions {
@@ -93,6 +114,7 @@ impl Default for BackfillOptions {
             batch_timeout: Duration::from_millis(80),
             pause: Duration::from_millis(20),
             duty_cycle: 1.0 / 3.0,
+            skip_user_triggers: false,
         }
     }
 }

@@ -29,7 +29,203 @@ pub struct PlannedStep {
     pub phases: Vec<PlannedPhase>,
     /// What undoes the step before its contract (empty: the step cannot be aborted).
     pub abort: Vec<Statement>,
+    /// For a step with a backfill phase, the application's own triggers its batches fire, as
+    /// the live catalog shows them ([`Evolver::plans_for_database`]); `None` in a plan made
+    /// without a database ([`Plan::for_model`]), which shows a fixed note instead.
+    ///
+    /// [`Evolver::plans_for_database`]: crate::Evolver::plans_for_database
+    pub batch_triggers: Option<BatchTriggers>,
 }
+
+/// The application's own `UPDATE` triggers on a backfilled table, as one batch meets them. A
+/// batch is an `UPDATE` of a key range: it fires every enabled `UPDATE` trigger of the table,
+/// per row it fills (row triggers) or once (statement triggers), unless
+/// [`BackfillOptions::skip_user_triggers`](crate::BackfillOptions::skip_user_triggers) is set.
+/// pgevolve's own helper triggers and PostgreSQL's internal ones (foreign keys) are not listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchTriggers {
+    /// Batches run with `session_replication_role = replica`.
+    pub skip_user_triggers: bool,
+    /// The triggers every batch fires, by name.
+    pub fired: Vec<UserTrigger>,
+    /// The triggers it does not fire, by name, each with why.
+    pub not_fired: Vec<(UserTrigger, &'static str)>,
+}
+
+/// One of the application's own `UPDATE` triggers on a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserTrigger {
+    /// The trigger's name.
+    pub name: String,
+    /// `BEFORE` or `AFTER`.
+    pub timing: &'static str,
+    /// `FOR EACH ROW`: fires once per row a batch fills; otherwise once per batch.
+    pub per_row: bool,
+    /// The columns of `UPDATE OF ...`; empty: every update.
+    pub columns: Vec<String>,
+    /// Has a `WHEN` condition: fires only for the rows it holds for.
+    pub conditional: bool,
+}
+
+impl UserTrigger {
+    /// `name (AFTER UPDATE, per row)`, with `why` appended inside the parentheses.
+    fn describe(&self, why: Option<&str>) -> String {
+        let mut out = format!("{} ({} UPDATE", self.name, self.timing);
+        if !self.columns.is_empty() {
+            out.push_str(&format!(" OF {}", self.columns.join(", ")));
+        }
+        out.push_str(if self.per_row {
+            ", per row"
+        } else {
+            ", once per batch"
+        });
+        if self.conditional {
+            out.push_str(", when its WHEN condition holds");
+        }
+        if let Some(why) = why {
+            out.push_str(&format!("; {why}"));
+        }
+        out.push(')');
+        out
+    }
+}
+
+impl fmt::Display for UserTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(None))
+    }
+}
+
+impl BatchTriggers {
+    /// Which of the table's `UPDATE` triggers a batch fires: it runs in `session_role` (or in
+    /// `replica` with `skip`) and its `SET` list names `set_columns`.
+    pub(crate) fn classify(
+        live: Vec<crate::catalog::LiveTrigger>,
+        session_role: &str,
+        skip: bool,
+        set_columns: &[&str],
+    ) -> BatchTriggers {
+        let replica = skip || session_role == "replica";
+        let mut out = BatchTriggers {
+            skip_user_triggers: skip,
+            fired: Vec::new(),
+            not_fired: Vec::new(),
+        };
+        for t in live {
+            let trigger = UserTrigger {
+                timing: if t.tgtype & 2 != 0 { "BEFORE" } else { "AFTER" },
+                per_row: t.tgtype & 1 != 0,
+                name: t.name,
+                columns: t.columns,
+                conditional: t.conditional,
+            };
+            let why = match t.enabled.as_str() {
+                "D" => Some("disabled"),
+                "R" if !replica => Some("ENABLE REPLICA: fires only in replica mode"),
+                "O" if replica && skip => Some("skipped: skip_user_triggers"),
+                "O" if replica => {
+                    Some("skipped: the session's session_replication_role is replica")
+                }
+                _ => None,
+            };
+            let why = why.or_else(|| {
+                (!trigger.columns.is_empty()
+                    && !trigger
+                        .columns
+                        .iter()
+                        .any(|c| set_columns.contains(&c.as_str())))
+                .then_some("UPDATE OF columns the batch does not set")
+            });
+            match why {
+                Some(why) => out.not_fired.push((trigger, why)),
+                None => out.fired.push(trigger),
+            }
+        }
+        out
+    }
+
+    /// The triggers every batch fires, as one line (`none` when there is none).
+    pub fn fired_list(&self) -> String {
+        if self.fired.is_empty() {
+            return "none".into();
+        }
+        let names: Vec<String> = self.fired.iter().map(|t| t.describe(None)).collect();
+        names.join(", ")
+    }
+
+    /// The triggers the batches do not fire, with why, as one line (`none` when there is none).
+    pub fn not_fired_list(&self) -> String {
+        if self.not_fired.is_empty() {
+            return "none".into();
+        }
+        let names: Vec<String> = self
+            .not_fired
+            .iter()
+            .map(|(t, why)| t.describe(Some(why)))
+            .collect();
+        names.join(", ")
+    }
+
+    /// The lines a plan shows under a backfill phase.
+    fn lines(&self) -> Vec<String> {
+        let mut out = vec![if self.fired.is_empty() {
+            "each batch fires no user trigger".to_string()
+        } else {
+            format!("each batch fires user triggers: {}", self.fired_list())
+        }];
+        if !self.not_fired.is_empty() {
+            out.push(format!(
+                "not fired by the batches: {}",
+                self.not_fired_list()
+            ));
+        }
+        out
+    }
+}
+
+/// The user triggers a batch filling `fills` on `model`'s table meets, from the live catalog.
+pub(crate) async fn read_batch_triggers(
+    conn: &mut sqlx::PgConnection,
+    model: &ModelSpec,
+    fills: &[FillColumn],
+    skip_user_triggers: bool,
+) -> sqlx::Result<BatchTriggers> {
+    let (live, role) = crate::catalog::update_triggers(conn, model).await?;
+    let set: Vec<&str> = fills
+        .iter()
+        .flat_map(|f| std::iter::once(f.column.name).chain(f.marker.as_deref()))
+        .collect();
+    Ok(BatchTriggers::classify(
+        live,
+        &role,
+        skip_user_triggers,
+        &set,
+    ))
+}
+
+/// What a plan's backfill phases show: the defaults (a plan made without an evolver), or the
+/// options an evolver runs them with.
+#[derive(Debug, Clone)]
+pub(crate) struct Shown {
+    pub steps_table: String,
+    pub lock_timeout: std::time::Duration,
+    pub batch_timeout: std::time::Duration,
+    pub skip_user_triggers: bool,
+}
+
+impl Default for Shown {
+    fn default() -> Shown {
+        Shown {
+            steps_table: SHOWN_STATE_TABLE.to_string(),
+            lock_timeout: crate::options::DdlOptions::default().lock_timeout,
+            batch_timeout: crate::options::BackfillOptions::default().batch_timeout,
+            skip_user_triggers: false,
+        }
+    }
+}
+
+/// The fixed note of a plan made without a database, under every backfill phase.
+const TRIGGERS_NOTE: &str = "user triggers on the table fire for every batch unless BackfillOptions::skip_user_triggers is set";
 
 /// One phase of a step.
 #[derive(Debug, Clone)]
@@ -68,11 +264,16 @@ pub(crate) fn step_kinds(model: &ModelSpec) -> Vec<StepKind> {
 impl Plan {
     /// The steps the model declares. At boot, steps the live catalog already satisfies are skipped.
     pub fn for_model(model: &ModelSpec) -> Plan {
+        Plan::shown(model, &Shown::default())
+    }
+
+    /// The plan with its backfill batches as an evolver runs them.
+    pub(crate) fn shown(model: &ModelSpec, shown: &Shown) -> Plan {
         let mut steps: Vec<PlannedStep> = step_kinds(model)
             .into_iter()
-            .map(|kind| PlannedStep::new(*model, kind))
+            .map(|kind| PlannedStep::shown(*model, kind, shown))
             .collect();
-        show_passes(model, &mut steps);
+        show_passes(model, &mut steps, shown);
         Plan {
             model: *model,
             steps,
@@ -90,7 +291,7 @@ const SHOWN_STATE_TABLE: &str = "\"pgevolve\".\"steps\"";
 
 /// A backfill phase whose batch fills `fills` in one pass (as shown in plans: placeholders, the
 /// default timeouts and state schema).
-fn backfill_phase(model: &ModelSpec, fills: &[FillColumn]) -> PlannedPhase {
+fn backfill_phase(model: &ModelSpec, fills: &[FillColumn], shown: &Shown) -> PlannedPhase {
     PlannedPhase {
         phase: Phase::Backfill,
         note: "one pass over the table for every column it backfills: keyset batches up to the highest key at start, \
@@ -99,9 +300,10 @@ fn backfill_phase(model: &ModelSpec, fills: &[FillColumn]) -> PlannedPhase {
         statements: vec![Statement::always(sql::backfill::batch(
             model,
             fills,
-            SHOWN_STATE_TABLE,
-            crate::options::DdlOptions::default().lock_timeout,
-            crate::options::BackfillOptions::default().batch_timeout,
+            &shown.steps_table,
+            shown.lock_timeout,
+            shown.batch_timeout,
+            shown.skip_user_triggers,
             Bounds::Placeholders,
         ))],
     }
@@ -109,7 +311,7 @@ fn backfill_phase(model: &ModelSpec, fills: &[FillColumn]) -> PlannedPhase {
 
 /// Steps whose backfills share a pass show the pass's batch (what runs when they are pending
 /// together, e.g. on a first deploy).
-fn show_passes(model: &ModelSpec, steps: &mut [PlannedStep]) {
+fn show_passes(model: &ModelSpec, steps: &mut [PlannedStep], shown: &Shown) {
     let mut pending: Vec<FillColumn> = steps.iter().filter_map(FillColumn::of).collect();
     while !pending.is_empty() {
         let pass = sql::backfill::pass(&pending);
@@ -122,7 +324,7 @@ fn show_passes(model: &ModelSpec, steps: &mut [PlannedStep]) {
             .filter(|s| pass.iter().any(|p| p.step == s.id))
         {
             if let Some(phase) = step.phases.iter_mut().find(|p| p.phase == Phase::Backfill) {
-                *phase = backfill_phase(model, &pass);
+                *phase = backfill_phase(model, &pass, shown);
             }
         }
     }
@@ -130,6 +332,10 @@ fn show_passes(model: &ModelSpec, steps: &mut [PlannedStep]) {
 
 impl PlannedStep {
     pub(crate) fn new(model: ModelSpec, kind: StepKind) -> PlannedStep {
+        PlannedStep::shown(model, kind, &Shown::default())
+    }
+
+    fn shown(model: ModelSpec, kind: StepKind, shown: &Shown) -> PlannedStep {
         let id = StepId::for_step(&model, &kind);
         let abort = match kind {
             StepKind::AddFilledColumn(c) => {
@@ -171,7 +377,7 @@ impl PlannedStep {
                     statements: sql::expand_filled_column(&model, c, &helpers),
                 }];
                 if let Some(fill) = FillColumn::backfill(&model, &id, c) {
-                    phases.push(backfill_phase(&model, &[fill]));
+                    phases.push(backfill_phase(&model, &[fill], shown));
                 }
                 phases.push(PlannedPhase {
                     phase: Phase::Validate,
@@ -202,6 +408,7 @@ impl PlannedStep {
                             expr: crate::ident::Ident(old).to_string(),
                             marker: None,
                         }],
+                        shown,
                     ),
                     PlannedPhase {
                         phase: Phase::Validate,
@@ -232,6 +439,7 @@ impl PlannedStep {
             model,
             phases,
             abort,
+            batch_triggers: None,
         }
     }
 
@@ -309,6 +517,16 @@ impl fmt::Display for PlannedStep {
                 }
                 if let Some(sql::Exists::Constraint(name)) = &statement.unless {
                     writeln!(f, "    -- skipped when constraint {name} exists")?;
+                }
+            }
+            if phase.phase == Phase::Backfill {
+                match &self.batch_triggers {
+                    None => writeln!(f, "    -- {TRIGGERS_NOTE}")?,
+                    Some(triggers) => {
+                        for line in triggers.lines() {
+                            writeln!(f, "    -- {line}")?;
+                        }
+                    }
                 }
             }
         }

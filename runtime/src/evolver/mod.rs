@@ -150,6 +150,46 @@ impl Evolver {
         self.models.iter().map(Plan::for_model).collect()
     }
 
+    /// The plans of every model as this evolver runs them against its database: every backfill
+    /// batch with the evolver's options (timeouts, state schema,
+    /// [`BackfillOptions::skip_user_triggers`]), and under each backfill phase the application's
+    /// own triggers every batch fires ([`PlannedStep::batch_triggers`]), read from the live
+    /// catalog. Reads only; the state store need not exist. A table that does not exist yet has
+    /// no trigger.
+    pub async fn plans_for_database(&self) -> Result<Vec<Plan>> {
+        let shown = self.shown();
+        let mut conn = self.pool.acquire().await?;
+        let mut plans = Vec::new();
+        for model in &self.models {
+            let mut plan = Plan::shown(model, &shown);
+            for step in &mut plan.steps {
+                if let Some(fill) = crate::sql::backfill::FillColumn::of(step) {
+                    step.batch_triggers = Some(
+                        crate::plan::read_batch_triggers(
+                            &mut conn,
+                            model,
+                            &[fill],
+                            self.backfill.skip_user_triggers,
+                        )
+                        .await?,
+                    );
+                }
+            }
+            plans.push(plan);
+        }
+        Ok(plans)
+    }
+
+    /// What plans show of this evolver's options.
+    fn shown(&self) -> crate::plan::Shown {
+        crate::plan::Shown {
+            steps_table: StateStore::new(&self.state_schema).table("steps"),
+            lock_timeout: self.ddl.lock_timeout,
+            batch_timeout: self.backfill.batch_timeout,
+            skip_user_triggers: self.backfill.skip_user_triggers,
+        }
+    }
+
     /// Checks every model against the database, runs what must happen before the new code
     /// serves (create tables, add columns, install fill triggers), and returns while backfill and
     /// validation go on in the background.
@@ -234,6 +274,8 @@ impl Inner {
                 break resolved;
             }
             if let Some(resolved) = inner.expanded_by_leader().await? {
+                // This instance may lead the backfill later: it needs the same right.
+                inner.check_trigger_skip(&resolved).await?;
                 break resolved;
             }
             tokio::time::sleep(POLL).await;
@@ -454,6 +496,12 @@ impl Evolution {
         self.inner.evolver.plans()
     }
 
+    /// The plans as this evolution runs them, with the user triggers each backfill batch fires
+    /// (see [`Evolver::plans_for_database`]).
+    pub async fn plans_for_database(&self) -> Result<Vec<Plan>> {
+        self.inner.evolver.plans_for_database().await
+    }
+
     /// Ties an executor (a connection, a transaction, a pool) to this evolution, so the
     /// accessors called with it read and write this evolution's database in its phases:
     /// `User::find(&id, evolution.on(&mut *tx))`. A pool alone already says which database it
@@ -540,6 +588,7 @@ impl Inner {
     /// steps with the phase each has completed now.
     async fn expand(&self) -> Result<Vec<Resolved>> {
         let (resolved, state_current) = self.resolve_all().await?;
+        self.check_trigger_skip(&resolved).await?;
         if !state_current {
             let mut conn = self.evolver.pool.acquire().await?;
             self.store.bootstrap(&mut conn).await?;
@@ -605,6 +654,55 @@ impl Inner {
             tx.commit().await?;
         }
         Ok(resolved)
+    }
+
+    /// With [`BackfillOptions::skip_user_triggers`] and a backfill still to run, whether this
+    /// role may set `session_replication_role` (tried in a transaction that is rolled back).
+    /// Checked before any DDL, so a refused boot changes nothing.
+    async fn check_trigger_skip(&self, resolved: &[Resolved]) -> Result<()> {
+        if !self.evolver.backfill.skip_user_triggers {
+            return Ok(());
+        }
+        let mut tables: Vec<String> = resolved
+            .iter()
+            .filter(|r| {
+                !r.table_missing
+                    && r.step.kind.phases().contains(&Phase::Backfill)
+                    && r.done < Phase::Backfill
+            })
+            .map(|r| r.step.model.qualified_name())
+            .collect();
+        tables.sort();
+        tables.dedup();
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.evolver.pool.acquire().await?;
+        let Err(reason) = crate::catalog::may_set_replication_role(&mut conn).await? else {
+            return Ok(());
+        };
+        let (role, version): (String, i32) =
+            sqlx::query_as("SELECT current_user::text, current_setting('server_version_num')::int")
+                .fetch_one(&mut *conn)
+                .await?;
+        let remedy = if version >= 150_000 {
+            format!(
+                "Grant it as a superuser: GRANT SET ON PARAMETER session_replication_role TO {}; \
+                 or turn BackfillOptions::skip_user_triggers off (the batches then fire the table's triggers)",
+                crate::ident::Ident(&role)
+            )
+        } else {
+            "Before PostgreSQL 15 only a superuser may set it: run the evolution as a superuser, \
+             or turn BackfillOptions::skip_user_triggers off (the batches then fire the table's triggers)"
+                .to_string()
+        };
+        Err(ErrorKind::TriggerSkipDenied {
+            role,
+            tables: tables.join(", "),
+            reason,
+            remedy,
+        }
+        .into())
     }
 
     /// Runs an expanded step's expand statements again (each is idempotent) to create the

@@ -98,6 +98,7 @@ impl Inner {
                     progress: &self.progress,
                     stop: &self.stop,
                     lease: &self.lease,
+                    instance: &self.instance,
                 }
                 .run()
                 .await?;

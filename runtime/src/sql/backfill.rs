@@ -150,12 +150,19 @@ pub(crate) enum Bounds<'a> {
 /// the batch's last key), writes the checkpoint of every step of the pass, and returns the rows
 /// filled and the batch's last key as text (no row left: `NULL`). A multi-statement simple query
 /// is one implicit transaction, so the row locks last exactly as long as the statement.
+///
+/// With `skip_user_triggers`, the batch also sets `session_replication_role = replica` for its
+/// own transaction (`SET LOCAL`, gone when the batch commits or fails): it fires none of the
+/// table's ordinary triggers, pgevolve's included, which it does not need since it writes
+/// every column they maintain itself: the filled value, the marker (minus its transaction id,
+/// which is what the mark trigger leaves), a rename's new column (copied from the old one).
 pub(crate) fn batch(
     model: &ModelSpec,
     fills: &[FillColumn],
     steps_table: &str,
     lock_timeout: Duration,
     batch_timeout: Duration,
+    skip_user_triggers: bool,
     bounds: Bounds<'_>,
 ) -> String {
     let pk: Vec<&ColumnSpec> = model.primary_key().collect();
@@ -252,9 +259,15 @@ pub(crate) fn batch(
     // whole table. The batch's end is a scalar subquery (an InitPlan), not a join with `last`:
     // with the cursor as a literal, a join made the planner expect every row above the cursor
     // and, on a 5,000,000-row table, pick a sequential scan per batch (1.3 s instead of 30 ms).
+    let replica = if skip_user_triggers {
+        "SET LOCAL session_replication_role = replica;\n"
+    } else {
+        ""
+    };
     format!(
         "SET LOCAL lock_timeout = '{lock_ms}ms';\n\
          SET LOCAL statement_timeout = '{batch_ms}ms';\n\
+         {replica}\
          WITH batch AS (\n\
          \x20 SELECT {select_keys} FROM {t}\n\
          \x20 WHERE {lower_plain}({keys}) <= ({upper})\n\
@@ -320,6 +333,56 @@ pub(crate) fn count_rows(model: &ModelSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipping_user_triggers_puts_only_the_batch_in_replica_mode() {
+        static COLUMNS: [ColumnSpec; 2] = [
+            ColumnSpec {
+                name: "id",
+                sql_type: "bigint",
+                primary_key: true,
+                ..ColumnSpec::DEFAULT
+            },
+            ColumnSpec {
+                name: "label",
+                sql_type: "text",
+                fill: Fill::Backfill("upper(name)"),
+                ..ColumnSpec::DEFAULT
+            },
+        ];
+        let model = ModelSpec {
+            table: "teams",
+            columns: &COLUMNS,
+            ..ModelSpec::DEFAULT
+        };
+        let id = StepId::for_step(&model, &StepKind::AddFilledColumn(&COLUMNS[1]));
+        let fill = FillColumn::backfill(&model, &id, &COLUMNS[1]).unwrap();
+        let ms = Duration::from_millis;
+        let sql = |skip| {
+            batch(
+                &model,
+                std::slice::from_ref(&fill),
+                "\"pgevolve\".\"steps\"",
+                ms(2000),
+                ms(80),
+                skip,
+                Bounds::Placeholders,
+            )
+        };
+        let (plain, skipping) = (sql(false), sql(true));
+        assert!(!plain.contains("session_replication_role"));
+        // SET LOCAL, before the statement, in the batch's one implicit transaction.
+        assert_eq!(
+            skipping,
+            plain.replacen(
+                "WITH batch AS",
+                "SET LOCAL session_replication_role = replica;\nWITH batch AS",
+                1
+            )
+        );
+        // The batch writes the marker itself, as the (skipped) mark trigger would leave it.
+        assert!(skipping.contains("ELSE -txid_current() END"));
+    }
 
     #[test]
     fn references_sees_identifiers_not_literals() {

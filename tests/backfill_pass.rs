@@ -127,7 +127,7 @@ async fn one_pass_fills_a_rename_and_a_backfill_under_old_writers() {
             assert_eq!(step.phase, Phase::Validate, "{}", step.description);
         }
     }
-    // One pass: both steps carry the same checkpoint, and each row was filled once.
+    // One pass: both steps carry the same checkpoint, and no row was counted twice.
     let state = pass_state(&pool).await;
     assert_eq!(state.len(), 2);
     assert_eq!(

@@ -26,7 +26,8 @@ const ROWS: i64 = 200_000;
 const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn backfilled_not_null_column_under_concurrent_writers() {
+async fn a_backfilled_not_null_column_under_four_writers_fails_no_write_blocks_none_past_lock_timeout_and_fills_every_row()
+ {
     let (_db, pool) = database(20).await;
     seed_users(&pool, ROWS).await;
     let writers = Writers::start(&pool, 4, ROWS);

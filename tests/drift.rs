@@ -86,7 +86,7 @@ struct Event {
 }
 
 #[tokio::test]
-async fn backfill_on_a_table_without_primary_key() {
+async fn a_backfill_on_a_table_without_a_primary_key_is_drift_and_nothing_changes() {
     let (_db, pool) = database(5).await;
     sqlx::raw_sql("CREATE TABLE events (id bigint NOT NULL, kind text NOT NULL)")
         .execute(&pool)

@@ -32,11 +32,11 @@ async fn index_defs(pool: &PgPool, table: &str, column: &str) -> Vec<String> {
     .unwrap()
 }
 
-/// The constraints of `table` whose definition mentions `column` (by `pg_get_constraintdef`).
+/// The constraints of `table` but its primary key and (PostgreSQL 18) NOT NULL constraints.
 async fn constraint_defs(pool: &PgPool, table: &str) -> Vec<(String, String)> {
     sqlx::query_as(
         "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
-          WHERE conrelid = $1::regclass AND contype <> 'p' ORDER BY 1",
+          WHERE conrelid = $1::regclass AND contype NOT IN ('p', 'n') ORDER BY 1",
     )
     .bind(table)
     .fetch_all(pool)

@@ -5,10 +5,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgevolve::{DeployWindow, ErrorKind, Evolver, StepKind};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgPool};
+use support::builds::{build_waiting, old_snapshot};
 use support::people::*;
 use support::{catalog_snapshot, database};
 
@@ -438,41 +439,6 @@ async fn abort_after_the_carried_indexes_were_built_restores_the_catalog() {
         ),
         before
     );
-}
-
-/// A session holding a snapshot older than any build started after it: a concurrent build
-/// waits for it, with its INVALID index already in the catalog.
-async fn old_snapshot(url: &str) -> PgConnection {
-    let mut conn = PgConnection::connect(url).await.unwrap();
-    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1;")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn
-}
-
-/// Waits until a build of `index` waits for old snapshots, and returns its backend's pid.
-async fn build_waiting(pool: &PgPool, index: &str) -> i32 {
-    let started = Instant::now();
-    loop {
-        let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_progress_create_index \
-             WHERE index_relid = to_regclass($1) AND phase = 'waiting for old snapshots' \
-               AND datname = current_database()",
-        )
-        .bind(index)
-        .fetch_optional(pool)
-        .await
-        .unwrap();
-        if let Some(pid) = pid {
-            return pid;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the build never reached its wait"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! long each statement waited, and catalog snapshots.
 #![allow(dead_code)]
 
+pub mod builds;
 pub mod child;
 pub mod people;
 pub mod users;

@@ -316,10 +316,11 @@ async fn named_pool(url: &str, name: &str) -> PgPool {
 
 /// The leader's lock lives on an idle session: if that session ends without the leader noticing
 /// (terminated here with `pg_terminate_backend`, as a proxy or a network failure would), another
-/// instance takes the lock. The leader checks its lease before every batch, so the two never
-/// run batches at the same time, and the pass still fills every row.
+/// instance takes the lock. The leader runs its batches on that very session, so a batch under
+/// way ends with it: the two never run batches at the same time, the first journals that it
+/// lost the lock, and the pass still fills every row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leader_whose_lock_session_was_terminated_stops_before_its_next_batch() {
+async fn a_leader_whose_lock_session_was_terminated_stops_and_never_fills_beside_the_next_leader() {
     if child::in_child() {
         return;
     }

@@ -70,7 +70,7 @@ impl Backfill<'_> {
             let mut filled_this_run = 0i64;
             let mut attempts = 0u32;
             let mut last_log = Instant::now();
-            // One connection for the whole pass: no pool round trip per batch.
+            // One connection for the whole pass when not leading: no pool round trip per batch.
             let mut conn: Option<PoolConnection<Postgres>> = None;
             loop {
                 if self.stop.load(Ordering::Acquire) {
@@ -81,7 +81,8 @@ impl Backfill<'_> {
                     return Ok(false);
                 }
                 let pass: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
-                if self.lease.check(&pass).await? {
+                let mut session = self.lease.session().await;
+                if self.lease.check_session(&mut session, &pass).await? {
                     info!(
                         rows = done,
                         "a step of this pass was aborted by another instance; the pass stops"
@@ -102,13 +103,24 @@ impl Backfill<'_> {
                     },
                 );
                 let t0 = Instant::now();
-                let outcome = match conn.as_mut() {
-                    Some(c) => batch(c, &sql).await,
-                    None => match self.pool.acquire().await {
+                // A leader runs the batch on the session that holds the leader lock: if that
+                // session ends, the batch under way ends with it, and the next leader cannot
+                // fill beside it.
+                let leading = session.is_some();
+                let outcome = match (session.as_mut(), conn.as_mut()) {
+                    (Some(c), _) => batch(c, &sql).await,
+                    (None, Some(c)) => batch(c, &sql).await,
+                    (None, None) => match self.pool.acquire().await {
                         Ok(c) => batch(conn.insert(c), &sql).await,
                         Err(e) => Err(e),
                     },
                 };
+                drop(session);
+                if leading && outcome.is_err() {
+                    // A session that ended under the batch (terminated, its connection lost) is a
+                    // lost leadership, not a failed batch.
+                    self.lease.check(&pass).await?;
+                }
                 match outcome {
                     Ok(None) => break,
                     Ok(Some((filled, last))) => {

@@ -2,11 +2,12 @@
 //! background work. A session advisory lock lives exactly as long as its session, and a session
 //! can end without its client noticing (terminated, a proxy or network failure, an idle
 //! connection nobody reads): another instance then takes the lock, and two leaders would work at
-//! once. Checking that the session still holds the lock before every batch and phase bounds
-//! that overlap to the one batch under way.
+//! once. Checking that the session still holds the lock before every phase, and running every
+//! backfill batch on that very session, rules the overlap out: a batch under way when the
+//! session ends ends with it (rolled back), so the next leader never writes beside it.
 
 use sqlx::PgConnection;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::{ErrorKind, Result};
 
@@ -48,24 +49,47 @@ impl Lease {
     /// round trip, whether another instance aborted one of `steps` (the leader then stops
     /// working on them): `Ok(true)` when one was.
     pub(crate) async fn check(&self, steps: &[&str]) -> Result<bool> {
-        let mut guard = self.conn.lock().await;
+        let mut session = self.session().await;
+        Self::check_on(&mut session, self.key, &self.steps, steps).await
+    }
+
+    /// The leader lock's session (`None` while this instance does not lead), held until the
+    /// guard drops: the backfill runs its batches on it (see the module comment).
+    pub(crate) async fn session(&self) -> MutexGuard<'_, Option<PgConnection>> {
+        self.conn.lock().await
+    }
+
+    /// [`Lease::check`] on a session already taken with [`Lease::session`].
+    pub(crate) async fn check_session(
+        &self,
+        session: &mut MutexGuard<'_, Option<PgConnection>>,
+        steps: &[&str],
+    ) -> Result<bool> {
+        Self::check_on(session, self.key, &self.steps, steps).await
+    }
+
+    async fn check_on(
+        guard: &mut MutexGuard<'_, Option<PgConnection>>,
+        key: i64,
+        steps_table: &str,
+        steps: &[&str],
+    ) -> Result<bool> {
         let Some(conn) = guard.as_mut() else {
             return Ok(false);
         };
         let sql = format!(
-            "SELECT {HELD}, EXISTS (SELECT FROM {} WHERE id = ANY($2) AND phase = 'aborted')",
-            self.steps
+            "SELECT {HELD}, EXISTS (SELECT FROM {steps_table} WHERE id = ANY($2) AND phase = 'aborted')"
         );
         let answer: std::result::Result<(bool, bool), sqlx::Error> =
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(self.key)
+                .bind(key)
                 .bind(steps)
                 .fetch_one(&mut *conn)
                 .await;
         match answer {
             Ok((true, aborted)) => Ok(aborted),
             Ok((false, _)) | Err(_) => {
-                *guard = None;
+                **guard = None;
                 Err(ErrorKind::LeadershipLost {
                     reason: match answer {
                         Err(e) => format!("its session is gone ({e})"),

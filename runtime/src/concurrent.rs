@@ -112,8 +112,10 @@ pub(crate) async fn run_abort(
     statements: &[Statement],
     record: &[String],
 ) -> Result<()> {
-    let (outside, inside): (Vec<Statement>, Vec<Statement>) =
-        statements.iter().cloned().partition(index::is_concurrent);
+    let (outside, inside): (Vec<Statement>, Vec<Statement>) = statements
+        .iter()
+        .cloned()
+        .partition(Statement::is_concurrent);
     let target = target(step, Phase::Aborted);
     if !inside.is_empty() {
         executor.run(target, &inside, &[], false).await?;
@@ -128,7 +130,7 @@ pub(crate) async fn run_abort(
 
 /// Whether a step's statements include one that must run outside a transaction.
 pub(crate) fn has_concurrent(statements: &[Statement]) -> bool {
-    statements.iter().any(index::is_concurrent)
+    statements.iter().any(Statement::is_concurrent)
 }
 
 /// The expand phase of an index step (`CreateIndex`, `AddUnique`): the concurrent build, with
@@ -165,7 +167,7 @@ impl Build<'_> {
     }
 
     fn def(&self) -> Option<IndexDef> {
-        IndexDef::for_step(self.model(), &self.step.kind, &self.step.id)
+        self.step.index()
     }
 
     pub async fn run(&self) -> Result<Built> {
@@ -333,7 +335,16 @@ impl Build<'_> {
         def: &IndexDef,
     ) -> sqlx::Result<std::result::Result<String, String>> {
         let live = crate::catalog::read_table(conn, self.model()).await?;
-        indexes::probe(conn, self.model(), &live, indexes::Probe::Index(def)).await
+        indexes::probe(
+            conn,
+            self.model(),
+            &live,
+            indexes::Probe::Index {
+                unique: def.unique,
+                body: &def.body(),
+            },
+        )
+        .await
     }
 
     /// Runs the build, looking at its progress every second (and cancelling it when asked to

@@ -18,6 +18,7 @@ mod evolver;
 mod executor;
 mod failpoint;
 mod ident;
+mod kinds;
 mod lease;
 mod model;
 mod options;
@@ -27,6 +28,7 @@ mod resolve;
 mod spec;
 mod sql;
 mod state;
+mod statement;
 mod step;
 mod window;
 

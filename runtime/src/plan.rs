@@ -2,9 +2,13 @@
 
 use std::fmt;
 
-use crate::spec::{Fill, ModelSpec};
-use crate::sql::backfill::{Bounds, FillColumn};
-use crate::sql::{self, Helpers, RenameHelpers, Statement, rename};
+pub use crate::kinds::PlannedPhase;
+pub(crate) use crate::kinds::Shown;
+
+use crate::kinds;
+use crate::spec::ModelSpec;
+use crate::sql::backfill::FillColumn;
+use crate::sql::{self, Statement};
 use crate::step::{Phase, StepId, StepKind};
 
 /// Every step of one model, in the order they run.
@@ -203,63 +207,8 @@ pub(crate) async fn read_batch_triggers(
     ))
 }
 
-/// What a plan's backfill phases show: the defaults (a plan made without an evolver), or the
-/// options an evolver runs them with.
-#[derive(Debug, Clone)]
-pub(crate) struct Shown {
-    pub steps_table: String,
-    pub lock_timeout: std::time::Duration,
-    pub batch_timeout: std::time::Duration,
-    pub skip_user_triggers: bool,
-}
-
-impl Default for Shown {
-    fn default() -> Shown {
-        Shown {
-            steps_table: SHOWN_STATE_TABLE.to_string(),
-            lock_timeout: crate::options::DdlOptions::default().lock_timeout,
-            batch_timeout: crate::options::BackfillOptions::default().batch_timeout,
-            skip_user_triggers: false,
-        }
-    }
-}
-
 /// The fixed note of a plan made without a database, under every backfill phase.
 const TRIGGERS_NOTE: &str = "user triggers on the table fire for every batch unless BackfillOptions::skip_user_triggers is set";
-
-/// One phase of a step.
-#[derive(Debug, Clone)]
-pub struct PlannedPhase {
-    /// Which phase.
-    pub phase: Phase,
-    /// How it runs, for reviewers.
-    pub note: &'static str,
-    /// The statements, in order.
-    pub statements: Vec<Statement>,
-}
-
-/// The kinds of the steps a model declares, in plan order, without building any SQL.
-pub(crate) fn step_kinds(model: &ModelSpec) -> Vec<StepKind> {
-    let mut kinds = vec![StepKind::CreateTable];
-    // A generated column is created with its table only: adding an identity to a live table
-    // fills every row under an exclusive lock, so a missing one is drift (see `resolve`).
-    for column in model
-        .columns
-        .iter()
-        .filter(|c| !c.primary_key && !c.generated)
-    {
-        if column.renamed_from.is_some() {
-            kinds.push(StepKind::RenameColumn(column));
-        } else if column.nullable {
-            kinds.push(StepKind::AddNullableColumn(column));
-        } else if column.fill != Fill::None {
-            kinds.push(StepKind::AddFilledColumn(column));
-        }
-    }
-    kinds.extend(model.indexes.iter().map(StepKind::CreateIndex));
-    kinds.extend(sql::constraint::constraint_kinds(model));
-    kinds
-}
 
 impl Plan {
     /// The steps the model declares. At boot, steps the live catalog already satisfies are skipped.
@@ -269,7 +218,7 @@ impl Plan {
 
     /// The plan with its backfill batches as an evolver runs them.
     pub(crate) fn shown(model: &ModelSpec, shown: &Shown) -> Plan {
-        let mut steps: Vec<PlannedStep> = step_kinds(model)
+        let mut steps: Vec<PlannedStep> = kinds::of_model(model)
             .into_iter()
             .map(|kind| PlannedStep::shown(*model, kind, shown))
             .collect();
@@ -286,33 +235,10 @@ impl Plan {
     }
 }
 
-/// The state schema a plan's batches show (the runtime uses the evolver's).
-const SHOWN_STATE_TABLE: &str = "\"pgevolve\".\"steps\"";
-
-/// A backfill phase whose batch fills `fills` in one pass (as shown in plans: placeholders, the
-/// default timeouts and state schema).
-fn backfill_phase(model: &ModelSpec, fills: &[FillColumn], shown: &Shown) -> PlannedPhase {
-    PlannedPhase {
-        phase: Phase::Backfill,
-        note: "one pass over the table for every column it backfills: keyset batches up to the highest key at start, \
-               each batch one statement that also writes its checkpoint, cancelled and retried smaller past the batch timeout; \
-               later rows are filled by the triggers",
-        statements: vec![Statement::always(sql::backfill::batch(
-            model,
-            fills,
-            &shown.steps_table,
-            shown.lock_timeout,
-            shown.batch_timeout,
-            shown.skip_user_triggers,
-            Bounds::Placeholders,
-        ))],
-    }
-}
-
 /// Steps whose backfills share a pass show the pass's batch (what runs when they are pending
 /// together, e.g. on a first deploy).
 fn show_passes(model: &ModelSpec, steps: &mut [PlannedStep], shown: &Shown) {
-    let mut pending: Vec<FillColumn> = steps.iter().filter_map(FillColumn::of).collect();
+    let mut pending: Vec<FillColumn> = steps.iter().filter_map(PlannedStep::fill).collect();
     while !pending.is_empty() {
         let pass = sql::backfill::pass(&pending);
         pending.retain(|f| !pass.iter().any(|p| p.step == f.step));
@@ -324,7 +250,7 @@ fn show_passes(model: &ModelSpec, steps: &mut [PlannedStep], shown: &Shown) {
             .filter(|s| pass.iter().any(|p| p.step == s.id))
         {
             if let Some(phase) = step.phases.iter_mut().find(|p| p.phase == Phase::Backfill) {
-                *phase = backfill_phase(model, &pass, shown);
+                *phase = kinds::backfill_phase(model, &pass, shown);
             }
         }
     }
@@ -337,110 +263,30 @@ impl PlannedStep {
 
     fn shown(model: ModelSpec, kind: StepKind, shown: &Shown) -> PlannedStep {
         let id = StepId::for_step(&model, &kind);
-        let abort = match kind {
-            StepKind::AddFilledColumn(c) => {
-                sql::abort_filled_column(&model, c, &Helpers::new(&model, c, &id))
-            }
-            StepKind::RenameColumn(c) => {
-                rename::abort(&model, c, &RenameHelpers::new(&model, c, &id))
-            }
-            StepKind::CreateIndex(_) | StepKind::AddUnique(_) => {
-                sql::index::abort(&model, &kind, &id)
-            }
-            StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
-                sql::constraint::abort(&model, &kind, &id)
-            }
-            _ => Vec::new(),
-        };
-        let phases = match kind {
-            StepKind::CreateIndex(_) | StepKind::AddUnique(_) | StepKind::DropIndex(_) => {
-                sql::index::phases(&model, &kind, &id)
-            }
-            StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
-                sql::constraint::phases(&model, &kind, &id)
-            }
-            StepKind::CreateTable => vec![PlannedPhase {
-                phase: Phase::Expand,
-                note: "only when the table does not exist; the column steps below are then already satisfied",
-                statements: sql::create_table(&model),
-            }],
-            StepKind::AddNullableColumn(c) => vec![PlannedPhase {
-                phase: Phase::Expand,
-                note: "metadata only, one short transaction under lock_timeout",
-                statements: sql::add_nullable_column(&model, c),
-            }],
-            StepKind::AddFilledColumn(c) => {
-                let helpers = Helpers::new(&model, c, &id);
-                let mut phases = vec![PlannedPhase {
-                    phase: Phase::Expand,
-                    note: "one short transaction under lock_timeout, retried with backoff",
-                    statements: sql::expand_filled_column(&model, c, &helpers),
-                }];
-                if let Some(fill) = FillColumn::backfill(&model, &id, c) {
-                    phases.push(backfill_phase(&model, &[fill], shown));
-                }
-                phases.push(PlannedPhase {
-                    phase: Phase::Validate,
-                    note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; the validated check proves no NULL is left",
-                    statements: sql::validate_filled_column(&model, &helpers),
-                });
-                phases.push(PlannedPhase {
-                    phase: Phase::Contract,
-                    note: "gated (explicit contract() or auto_contract); one short transaction, SET NOT NULL uses the validated check and does not scan",
-                    statements: sql::contract_filled_column(&model, c, &helpers),
-                });
-                phases
-            }
-            StepKind::RenameColumn(c) => {
-                let h = RenameHelpers::new(&model, c, &id);
-                let old = c.renamed_from.unwrap_or(c.name);
-                vec![
-                    PlannedPhase {
-                        phase: Phase::Expand,
-                        note: "one short transaction under lock_timeout: new column, sync trigger (both names stay equal for writers that set one), compatibility view with the new names",
-                        statements: rename::expand(&model, c, &h),
-                    },
-                    backfill_phase(
-                        &model,
-                        &[FillColumn {
-                            step: id.clone(),
-                            column: c,
-                            expr: crate::ident::Ident(old).to_string(),
-                            marker: None,
-                        }],
-                        shown,
-                    ),
-                    PlannedPhase {
-                        phase: Phase::Validate,
-                        note: "the NOT NULL check is validated (writes go on), then no row may differ between the two columns",
-                        statements: rename::validate(&model, c, &h),
-                    },
-                    PlannedPhase {
-                        phase: Phase::Switch,
-                        note: "no DDL: accessors of every instance read the new column; writes still go to both",
-                        statements: Vec::new(),
-                    },
-                    PlannedPhase {
-                        phase: Phase::Retire,
-                        note: "no DDL: accessors stop writing the old column; contract waits until every live instance acknowledged",
-                        statements: Vec::new(),
-                    },
-                    PlannedPhase {
-                        phase: Phase::Contract,
-                        note: "gated, one short transaction: NOT NULL through the validated check, view, trigger and old column dropped",
-                        statements: rename::contract(&model, c, &h),
-                    },
-                ]
-            }
-        };
+        let room = kinds::room(&kind);
         PlannedStep {
+            phases: room.plan(&model, &id, shown),
+            abort: room.abort(&model, &id),
             id,
             kind,
             model,
-            phases,
-            abort,
             batch_triggers: None,
         }
+    }
+
+    /// Everything about the step's kind (see `kinds`).
+    pub(crate) fn room(&self) -> Box<dyn kinds::Kind> {
+        kinds::room(&self.kind)
+    }
+
+    /// The column the step's backfill fills, if it has a backfill phase.
+    pub(crate) fn fill(&self) -> Option<FillColumn> {
+        self.room().fill(&self.model, &self.id)
+    }
+
+    /// The index the step builds, if it builds one.
+    pub(crate) fn index(&self) -> Option<crate::sql::index::IndexDef> {
+        self.room().index(&self.model, &self.id)
     }
 
     /// The SQL of one phase, empty when the step has no such phase.
@@ -454,40 +300,12 @@ impl PlannedStep {
 
     /// A one-line description: kind, table and column.
     pub fn describe(&self) -> String {
-        let table = self.model.qualified_name();
-        match self.kind {
-            StepKind::CreateTable => format!("create table {table}"),
-            StepKind::AddNullableColumn(c) => {
-                format!("add nullable column {table}.{} {}", c.name, c.sql_type)
-            }
-            StepKind::AddFilledColumn(c) => match c.fill {
-                Fill::Default(e) => format!(
-                    "add column {table}.{} {} NOT NULL DEFAULT {e}",
-                    c.name, c.sql_type
-                ),
-                Fill::Backfill(e) => format!(
-                    "add column {table}.{} {} NOT NULL, backfilled from {e}",
-                    c.name, c.sql_type
-                ),
-                Fill::None => format!("add column {table}.{}", c.name),
-            },
-            StepKind::RenameColumn(c) => format!(
-                "rename column {table}.{} to {}",
-                c.renamed_from.unwrap_or(c.name),
-                c.name
-            ),
-            StepKind::CreateIndex(_) | StepKind::AddUnique(_) | StepKind::DropIndex(_) => {
-                sql::index::describe(&self.model, &self.kind, &self.id)
-            }
-            StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
-                sql::constraint::describe(&self.model, &self.kind, &self.id)
-            }
-        }
+        self.room().describe(&self.model, &self.id)
     }
 
     /// The index or constraint the step creates, if any: the name recorded in the state store.
     pub(crate) fn object_name(&self) -> Option<String> {
-        sql::index::object_name(&self.model, &self.kind, &self.id)
+        self.room().object_name(&self.model, &self.id)
     }
 }
 
@@ -539,8 +357,8 @@ impl fmt::Display for PlannedStep {
                 writeln!(f, "    {line}")?;
             }
         }
-        if self.abort.iter().any(sql::index::is_concurrent) {
-            let note = if self.abort.iter().all(sql::index::is_concurrent) {
+        if self.abort.iter().any(sql::Statement::is_concurrent) {
+            let note = if self.abort.iter().all(sql::Statement::is_concurrent) {
                 "outside any transaction, lock_timeout = 0 (SHARE UPDATE EXCLUSIVE)"
             } else {
                 "the constraint in one short transaction under lock_timeout, then the index outside any transaction"

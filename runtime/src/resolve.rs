@@ -188,7 +188,14 @@ pub(crate) async fn resolve_model(
         {
             // Contract drops the old column: whatever depends on it must be carried over to
             // the new one, and what cannot be is reported now, before anything runs.
-            let carry = crate::sql::carry::read(conn, model, column, &step.id).await?;
+            let carry = crate::sql::carry::read(
+                conn,
+                model,
+                column,
+                &step.id,
+                &crate::kinds::rename_views(model),
+            )
+            .await?;
             for blocker in carry.blockers {
                 problem(Some(old), blocker);
             }
@@ -287,7 +294,7 @@ fn unfilled_reads(resolved: &[Resolved], problem: &mut impl FnMut(Option<&str>, 
             continue; // filled already, or aborted
         }
         for other in resolved {
-            let Some(fill) = crate::sql::backfill::FillColumn::of(&other.step) else {
+            let Some(fill) = other.step.fill() else {
                 continue;
             };
             if other.step.id == r.step.id

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::spec::{CheckSpec, ColumnSpec, Fill, IndexSpec, ModelSpec};
+use crate::spec::{CheckSpec, ColumnSpec, IndexSpec};
 
 /// A phase of a step. Recorded in the state store as the last phase a step completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -96,154 +96,12 @@ pub enum StepKind {
     DropIndex(&'static str),
 }
 
-impl StepKind {
-    /// The kind's name in the state store.
-    pub fn name(&self) -> &'static str {
-        match self {
-            StepKind::CreateTable => "create_table",
-            StepKind::AddNullableColumn(_) => "add_nullable_column",
-            StepKind::AddFilledColumn(c) => match c.fill {
-                Fill::Default(_) => "add_column_with_default",
-                _ => "add_backfilled_column",
-            },
-            StepKind::RenameColumn(_) => "rename_column",
-            StepKind::CreateIndex(_) => "create_index",
-            StepKind::AddUnique(_) => "add_unique",
-            StepKind::AddForeignKey(_) => "add_foreign_key",
-            StepKind::AddCheck(_) => "add_check",
-            StepKind::DropIndex(_) => "drop_index",
-        }
-    }
-
-    /// The column the step adds, if any (index and constraint steps add none).
-    pub fn column(&self) -> Option<&'static ColumnSpec> {
-        match self {
-            StepKind::CreateTable
-            | StepKind::CreateIndex(_)
-            | StepKind::AddUnique(_)
-            | StepKind::AddForeignKey(_)
-            | StepKind::AddCheck(_)
-            | StepKind::DropIndex(_) => None,
-            StepKind::AddNullableColumn(c)
-            | StepKind::AddFilledColumn(c)
-            | StepKind::RenameColumn(c) => Some(c),
-        }
-    }
-
-    /// The phases this kind goes through, in order (without `Pending`).
-    pub fn phases(&self) -> &'static [Phase] {
-        match self {
-            StepKind::CreateTable | StepKind::AddNullableColumn(_) => &[Phase::Expand],
-            StepKind::AddFilledColumn(c) => match c.fill {
-                Fill::Default(_) => &[Phase::Expand, Phase::Validate, Phase::Contract],
-                _ => &[
-                    Phase::Expand,
-                    Phase::Backfill,
-                    Phase::Validate,
-                    Phase::Contract,
-                ],
-            },
-            StepKind::RenameColumn(_) => &[
-                Phase::Expand,
-                Phase::Backfill,
-                Phase::Validate,
-                Phase::Switch,
-                Phase::Retire,
-                Phase::Contract,
-            ],
-            StepKind::CreateIndex(_) => &[Phase::Expand],
-            StepKind::AddUnique(_) | StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
-                &[Phase::Expand, Phase::Validate]
-            }
-            StepKind::DropIndex(_) => &[Phase::Contract],
-        }
-    }
-
-    /// The phase after `done`, if any (none once aborted).
-    pub fn next_phase(&self, done: Phase) -> Option<Phase> {
-        if done == Phase::Aborted {
-            return None;
-        }
-        self.phases().iter().copied().find(|p| *p > done)
-    }
-
-    /// Whether boot runs this kind's expand before returning (additive, metadata-only DDL). Kinds
-    /// whose expand takes long (a concurrent index build) run it in the background instead.
-    pub fn expands_at_boot(&self) -> bool {
-        !matches!(
-            self,
-            StepKind::CreateIndex(_) | StepKind::AddUnique(_) | StepKind::DropIndex(_)
-        )
-    }
-
-    /// Whether the step still has work after expand (it is walked by the background task).
-    pub fn has_background_work(&self) -> bool {
-        self.phases().iter().any(|p| *p > Phase::Expand) || !self.expands_at_boot()
-    }
-
-    /// The phase that completes the step.
-    pub fn last_phase(&self) -> Phase {
-        *self.phases().last().unwrap_or(&Phase::Expand)
-    }
-}
-
 /// A stable id derived from a step's content: table, column, kind and parameters. The same
 /// declaration gives the same id in every build, so any instance can find a step's state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StepId(String);
 
 impl StepId {
-    pub(crate) fn for_step(model: &ModelSpec, kind: &StepKind) -> StepId {
-        let mut parts: Vec<&str> = vec!["v1", kind.name(), model.schema, model.table];
-        match kind {
-            StepKind::CreateTable => {}
-            StepKind::RenameColumn(c) => {
-                parts.extend([c.renamed_from.unwrap_or_default(), c.name, c.sql_type]);
-            }
-            StepKind::AddNullableColumn(c) | StepKind::AddFilledColumn(c) => {
-                parts.extend([c.name, c.sql_type]);
-                match c.fill {
-                    Fill::None => {}
-                    Fill::Backfill(e) => parts.extend(["backfill", e]),
-                    Fill::Default(e) => parts.extend(["default", e]),
-                }
-            }
-            StepKind::CreateIndex(ix) => {
-                parts.extend([
-                    ix.name.unwrap_or_default(),
-                    ix.method.as_str(),
-                    if ix.unique { "unique" } else { "" },
-                    ix.predicate.unwrap_or_default(),
-                    "columns",
-                ]);
-                parts.extend(ix.columns.iter().copied());
-                parts.push("include");
-                parts.extend(ix.include.iter().copied());
-            }
-            StepKind::AddUnique(c) => parts.push(c.name),
-            StepKind::AddForeignKey(c) => {
-                parts.push(c.name);
-                if let Some(fk) = &c.references {
-                    parts.extend([
-                        fk.schema.unwrap_or_default(),
-                        fk.table,
-                        fk.column,
-                        fk.on_delete.as_sql(),
-                    ]);
-                }
-            }
-            StepKind::AddCheck(ck) => {
-                parts.extend([
-                    ck.name.unwrap_or_default(),
-                    ck.column.unwrap_or_default(),
-                    ck.expr,
-                ]);
-            }
-            StepKind::DropIndex(name) => parts.push(name),
-        }
-        StepId(format!("{:016x}", fnv1a(&parts)))
-    }
-
     /// The id as stored (16 hex digits).
     pub fn as_str(&self) -> &str {
         &self.0
@@ -281,47 +139,4 @@ pub(crate) fn advisory_key(state_schema: &str) -> i64 {
 /// several builds serialize their DDL on it, and never wait for the leader's background work.
 pub(crate) fn boot_key(state_schema: &str) -> i64 {
     fnv1a(&["pgevolve boot", state_schema]) as i64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    static EMAIL: ColumnSpec = ColumnSpec {
-        field: "email_normalized",
-        name: "email_normalized",
-        sql_type: "text",
-        fill: Fill::Backfill("lower(email)"),
-        ..ColumnSpec::DEFAULT
-    };
-    const MODEL: ModelSpec = ModelSpec {
-        rust_name: "User",
-        table: "users",
-        ..ModelSpec::DEFAULT
-    };
-
-    #[test]
-    fn ids_are_stable_and_content_derived() {
-        let id = StepId::for_step(&MODEL, &StepKind::AddFilledColumn(&EMAIL));
-        // Pinned: changing the derivation would orphan every recorded step.
-        assert_eq!(id.as_str(), "fa463a16ec1dcfaa");
-        let other = ColumnSpec {
-            fill: Fill::Backfill("upper(email)"),
-            ..EMAIL
-        };
-        let other: &'static ColumnSpec = Box::leak(Box::new(other));
-        assert_ne!(
-            id,
-            StepId::for_step(&MODEL, &StepKind::AddFilledColumn(other))
-        );
-    }
-
-    #[test]
-    fn phases_follow_the_fill() {
-        let kind = StepKind::AddFilledColumn(&EMAIL);
-        assert_eq!(kind.next_phase(Phase::Pending), Some(Phase::Expand));
-        assert_eq!(kind.next_phase(Phase::Expand), Some(Phase::Backfill));
-        assert_eq!(kind.next_phase(Phase::Contract), None);
-        assert_eq!(Phase::parse("validate"), Some(Phase::Validate));
-    }
 }

@@ -23,9 +23,10 @@ pub use select::Select;
 use std::sync::Arc;
 
 use crate::error::{ErrorKind, Result};
+use crate::kinds::FieldAccess;
 use crate::ident::{Ident, Qualified};
 use crate::registry::{self, InFlight, PhaseRegistry};
-use crate::spec::{ColumnSpec, Fill, ModelSpec};
+use crate::spec::ModelSpec;
 use crate::step::{Phase, StepId, StepKind};
 
 /// The SQL of every accessor of one model, for one combination of phases. Parameters are
@@ -56,12 +57,6 @@ pub struct ModelSql {
     table: String,
 }
 
-/// How one field is read and written in the current phase.
-struct FieldAccess {
-    read: String,
-    writes: Vec<&'static str>,
-}
-
 impl ModelSql {
     /// Builds the SQL for the phases `phase_of` gives (`None`: the step is not known).
     pub fn build(model: &ModelSpec, phase_of: impl Fn(&StepId) -> Option<Phase>) -> ModelSql {
@@ -76,7 +71,8 @@ impl ModelSql {
                 let phase = step
                     .and_then(|(id, _)| phase_of(id))
                     .unwrap_or(Phase::Contract);
-                field_access(c, step.map(|(_, k)| *k), phase)
+                step.and_then(|(_, k)| crate::kinds::room(k).access(phase))
+                    .unwrap_or_else(|| FieldAccess::plain(c))
             })
             .collect();
         let table = Qualified(model.schema, model.table).to_string();
@@ -211,70 +207,10 @@ fn pk_set(model: &ModelSpec) -> String {
 
 /// The step that concerns each column, without building any SQL.
 fn step_kinds(model: &ModelSpec) -> Vec<(StepId, StepKind)> {
-    crate::plan::step_kinds(model)
+    crate::kinds::of_model(model)
         .into_iter()
         .map(|k| (StepId::for_step(model, &k), k))
         .collect()
-}
-
-fn field_access(c: &'static ColumnSpec, step: Option<StepKind>, phase: Phase) -> FieldAccess {
-    let col = Ident(c.name).to_string();
-    let cast = |expr: &str| format!("CAST(({expr}) AS {})", c.sql_type);
-    let before = matches!(phase, Phase::Pending | Phase::Aborted);
-    match step {
-        Some(StepKind::RenameColumn(_)) => {
-            let old = c.renamed_from.unwrap_or(c.name);
-            let old_col = Ident(old).to_string();
-            match phase {
-                Phase::Pending | Phase::Aborted => FieldAccess {
-                    read: old_col,
-                    writes: vec![old],
-                },
-                Phase::Expand | Phase::Backfill | Phase::Validate => FieldAccess {
-                    read: format!("COALESCE({col}, {old_col})"),
-                    writes: vec![c.name, old],
-                },
-                Phase::Switch => FieldAccess {
-                    read: col,
-                    writes: vec![c.name, old],
-                },
-                Phase::Retire | Phase::Contract => FieldAccess {
-                    read: col,
-                    writes: vec![c.name],
-                },
-            }
-        }
-        Some(StepKind::AddFilledColumn(_)) => {
-            let expr = match c.fill {
-                Fill::Backfill(e) | Fill::Default(e) => e,
-                Fill::None => "NULL",
-            };
-            if before {
-                FieldAccess {
-                    read: cast(expr),
-                    writes: vec![],
-                }
-            } else if phase == Phase::Contract {
-                FieldAccess {
-                    read: col,
-                    writes: vec![c.name],
-                }
-            } else {
-                FieldAccess {
-                    read: format!("COALESCE({col}, {})", cast(expr)),
-                    writes: vec![c.name],
-                }
-            }
-        }
-        Some(StepKind::AddNullableColumn(_)) if before => FieldAccess {
-            read: format!("CAST(NULL AS {})", c.sql_type),
-            writes: vec![],
-        },
-        _ => FieldAccess {
-            read: col,
-            writes: vec![c.name],
-        },
-    }
 }
 
 /// The SQL of a model for one accessor call. While it is alive the call counts as under way, so

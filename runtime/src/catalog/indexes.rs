@@ -6,7 +6,6 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use super::LiveTable;
 use crate::ident::{Ident, Qualified};
 use crate::spec::ModelSpec;
-use crate::sql::index::IndexDef;
 
 /// A relation found under an index's planned name.
 #[derive(Debug, Clone)]
@@ -231,8 +230,9 @@ fn r_get(row: &sqlx::postgres::PgRow, i: usize) -> bool {
 
 /// What a probe builds on an empty copy of the table.
 pub(crate) enum Probe<'a> {
-    /// An index: the result is its [`index_key`].
-    Index(&'a IndexDef),
+    /// An index, `UNIQUE` or not, with everything after `ON <table>` (see
+    /// `sql::index::IndexDef::body`): the result is its [`index_key`].
+    Index { unique: bool, body: &'a str },
     /// A CHECK expression: the result is its `pg_get_constraintdef` (without ` NOT VALID`).
     Check(&'a str),
 }
@@ -270,11 +270,10 @@ pub(crate) async fn probe(
             .await?;
         }
         match what {
-            Probe::Index(index) => {
+            Probe::Index { unique, body } => {
                 sqlx::query(AssertSqlSafe(format!(
-                    "CREATE {}INDEX pgevolve_probe ON {temp} {}",
-                    if index.unique { "UNIQUE " } else { "" },
-                    index.body()
+                    "CREATE {}INDEX pgevolve_probe ON {temp} {body}",
+                    if unique { "UNIQUE " } else { "" },
                 )))
                 .execute(&mut *tx)
                 .await?;

@@ -23,7 +23,14 @@ impl Inner {
         column: &ColumnSpec,
     ) -> Result<Carry> {
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = carry::read(&mut conn, &step.model, column, &step.id).await?;
+        let carry = carry::read(
+            &mut conn,
+            &step.model,
+            column,
+            &step.id,
+            &crate::kinds::rename_views(&step.model),
+        )
+        .await?;
         if !carry.blockers.is_empty() {
             let old = column.renamed_from.unwrap_or(column.name);
             return Err(ErrorKind::Drift(
@@ -133,7 +140,14 @@ impl Inner {
             return Ok(());
         };
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = carry::read(&mut conn, &step.model, column, &step.id).await?;
+        let carry = carry::read(
+            &mut conn,
+            &step.model,
+            column,
+            &step.id,
+            &crate::kinds::rename_views(&step.model),
+        )
+        .await?;
         drop(conn);
         let mut statements = carry.abort_constraints();
         statements.extend(carry.abort_indexes(&step.model));

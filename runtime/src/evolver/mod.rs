@@ -163,7 +163,7 @@ impl Evolver {
         for model in &self.models {
             let mut plan = Plan::shown(model, &shown);
             for step in &mut plan.steps {
-                if let Some(fill) = crate::sql::backfill::FillColumn::of(step) {
+                if let Some(fill) = step.fill() {
                     step.batch_triggers = Some(
                         crate::plan::read_batch_triggers(
                             &mut conn,
@@ -764,12 +764,11 @@ impl Inner {
     /// Runs one phase's statements and records it, in one transaction. The backfill phase's
     /// statement is the batch the engine runs itself, so only its completion is recorded here.
     async fn run_phase(&self, step: &PlannedStep, phase: Phase, long_running: bool) -> Result<()> {
-        let statements: &[crate::sql::Statement] = match phase {
-            // Run by the backfill engine and by validate() themselves; only recorded here.
-            Phase::Backfill | Phase::Validate => &[],
-            // A concurrent build, run by `concurrent::Build` outside any transaction.
-            Phase::Expand if !step.kind.expands_at_boot() => &[],
-            _ => step.statements(phase),
+        // Other runners (the backfill engine, validations, concurrent builds) ran the phase's
+        // statements themselves; it is only recorded here.
+        let statements: &[crate::sql::Statement] = match step.room().runner(phase) {
+            crate::kinds::Runner::Statements => step.statements(phase),
+            _ => &[],
         };
         self.run_phase_with(step, phase, statements, long_running)
             .await

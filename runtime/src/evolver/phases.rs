@@ -11,11 +11,12 @@ use sqlx::PgConnection;
 use super::{Inner, POLL, target, try_lock};
 use crate::backfill::Backfill;
 use crate::coordinator::{Coordinator, wait_for_acks};
+use crate::kinds::Runner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::PlannedStep;
 use crate::sql;
 use crate::sql::backfill::FillColumn;
-use crate::step::{Phase, StepId, StepKind};
+use crate::step::{Phase, StepId};
 
 /// How a walk of the background steps ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +85,18 @@ impl Inner {
     /// Runs one phase of one step. Kinds with phases that are not a plain transaction of
     /// statements (batches, checks, concurrent builds) are dispatched here.
     pub(super) async fn advance(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
-        match (step.kind, phase) {
-            (StepKind::AddFilledColumn(_) | StepKind::RenameColumn(_), Phase::Backfill) => {
+        // Gates of the phases that change what old builds see, whatever the kind.
+        if matches!(phase, Phase::Retire | Phase::Contract) {
+            self.check_window(step, phase).await?;
+        }
+        if phase == Phase::Contract && step.kind.phases().contains(&Phase::Retire) {
+            // Nothing that still writes the retired shape may be running when it goes.
+            self.settle(step, Phase::Retire).await?;
+        }
+        match step.room().runner(phase) {
+            Runner::Backfill => {
                 let pass = self.backfill_pass(step).await?;
-                let fills: Vec<FillColumn> = pass.iter().filter_map(FillColumn::of).collect();
+                let fills: Vec<FillColumn> = pass.iter().filter_map(PlannedStep::fill).collect();
                 let finished = Backfill {
                     pool: &self.evolver.pool,
                     store: &self.store,
@@ -114,7 +123,7 @@ impl Inner {
                 }
                 Ok(())
             }
-            (StepKind::CreateIndex(_) | StepKind::AddUnique(_), Phase::Expand) => {
+            Runner::ConcurrentBuild => {
                 let built = crate::concurrent::Build {
                     pool: &self.evolver.pool,
                     options: &self.evolver.ddl,
@@ -122,16 +131,16 @@ impl Inner {
                     progress: &self.progress,
                     stop: &self.stop,
                     carried: None,
-                    phase: Phase::Expand,
+                    phase,
                 }
                 .run()
                 .await?;
                 if built == crate::concurrent::Built::Stopped {
                     return Ok(());
                 }
-                self.run_phase(step, Phase::Expand, false).await
+                self.run_phase(step, phase, false).await
             }
-            (StepKind::AddForeignKey(_) | StepKind::AddCheck(_), Phase::Validate) => {
+            Runner::ValidateConstraint => {
                 crate::constraints::Validate {
                     pool: &self.evolver.pool,
                     executor: &self.executor,
@@ -143,9 +152,10 @@ impl Inner {
                 .await?;
                 self.run_phase(step, Phase::Validate, false).await
             }
-            (StepKind::RenameColumn(column), Phase::Validate) => {
+            Runner::CarryThenValidate => {
                 // After the backfill, before switch: every object of the old column over the
                 // new one, valid before reads move there.
+                let column = step.kind.column().ok_or_else(|| not_a_column(step))?;
                 let carry = self.read_carry(step, column).await?;
                 if !self
                     .carry_before_switch(step, Phase::Validate, &carry)
@@ -155,23 +165,12 @@ impl Inner {
                 }
                 self.validate(step).await
             }
-            (_, Phase::Validate) => self.validate(step).await,
-            (_, Phase::Retire) => {
-                self.check_window(step, Phase::Retire).await?;
-                self.run_phase(step, Phase::Retire, false).await
+            Runner::ValidateData => self.validate(step).await,
+            Runner::ContractCarrying => {
+                let column = step.kind.column().ok_or_else(|| not_a_column(step))?;
+                self.contract_rename(step, column).await
             }
-            (_, Phase::Contract) => {
-                self.check_window(step, Phase::Contract).await?;
-                if step.kind.phases().contains(&Phase::Retire) {
-                    // Nothing that still writes the retired shape may be running when it goes.
-                    self.settle(step, Phase::Retire).await?;
-                }
-                if let StepKind::RenameColumn(column) = step.kind {
-                    return self.contract_rename(step, column).await;
-                }
-                self.run_phase(step, Phase::Contract, false).await
-            }
-            _ => self.run_phase(step, phase, false).await,
+            Runner::Statements => self.run_phase(step, phase, false).await,
         }
     }
 
@@ -195,7 +194,7 @@ impl Inner {
                 && s.model.table == step.model.table
                 && s.kind.next_phase(phase(s)) == Some(Phase::Backfill)
         }));
-        let fills: Vec<FillColumn> = candidates.iter().filter_map(FillColumn::of).collect();
+        let fills: Vec<FillColumn> = candidates.iter().filter_map(PlannedStep::fill).collect();
         let chosen = sql::backfill::pass(&fills);
         Ok(candidates
             .into_iter()
@@ -206,7 +205,7 @@ impl Inner {
     /// Validate: the phase's statements (VALIDATE CONSTRAINT: writes go on), then the step's
     /// data checks, each a count that must be zero.
     pub(super) async fn validate(&self, step: &PlannedStep) -> Result<()> {
-        let checks = verifications(step);
+        let checks = step.room().verifications(&step.model);
         let verification = |message: String| -> Error {
             ErrorKind::Verification {
                 step: step.id.to_string(),
@@ -224,10 +223,10 @@ impl Inner {
         {
             Ok(()) => {}
             Err(e) if is_check_violation(&e) => {
-                for (sql, message) in &checks {
-                    let count = self.count(sql).await?;
+                for check in &checks {
+                    let count = self.count(&check.sql).await?;
                     if count != 0 {
-                        return Err(verification(format!("{count} {message}")));
+                        return Err(verification(format!("{count} {}", check.message)));
                     }
                 }
                 return Err(e);
@@ -236,10 +235,10 @@ impl Inner {
         }
         // A validated `CHECK (col IS NOT NULL)` already proves there is no NULL: only the
         // checks it does not cover scan the table again.
-        for (sql, message) in checks.iter().filter(|(sql, _)| !proven_by(step, sql)) {
-            let count = self.count(sql).await?;
+        for check in checks.iter().filter(|c| !c.proven_by_not_null_check) {
+            let count = self.count(&check.sql).await?;
             if count != 0 {
-                return Err(verification(format!("{count} {message}")));
+                return Err(verification(format!("{count} {}", check.message)));
             }
         }
         self.run_phase(step, Phase::Validate, false).await
@@ -340,10 +339,7 @@ impl Inner {
         self.set_phase(&step.id, Phase::Aborted);
         crate::failpoint::pause_at("abort-recorded").await;
         // Only steps that change what accessors read or write need every instance to follow.
-        if matches!(
-            step.kind,
-            StepKind::RenameColumn(_) | StepKind::AddFilledColumn(_)
-        ) {
+        if step.room().changes_accessors() {
             self.settle(step, Phase::Aborted).await?;
         }
         self.finish_abort(step).await?;
@@ -369,10 +365,7 @@ impl Inner {
         let (resolved, _) = self.resolve_all().await?;
         for r in resolved.iter().filter(|r| r.abort_leftovers) {
             info!(step = %r.step.id, "finishing an abort that was interrupted after it was recorded");
-            if matches!(
-                r.step.kind,
-                StepKind::RenameColumn(_) | StepKind::AddFilledColumn(_)
-            ) {
+            if r.step.room().changes_accessors() {
                 self.settle(&r.step, Phase::Aborted).await?;
             }
             self.finish_abort(&r.step).await?;
@@ -601,41 +594,18 @@ impl Inner {
     }
 }
 
-/// The data checks of a step's validate phase: a count that must be zero, and what a non-zero
-/// count means and what to do.
-fn verifications(step: &PlannedStep) -> Vec<(String, String)> {
-    let model = &step.model;
-    match step.kind {
-        StepKind::AddFilledColumn(c) => vec![(
-            sql::count_nulls(model, c),
-            format!(
-                "rows still have NULL in column {}: the fill expression gives NULL for them; fix those rows or the expression, then boot again",
-                c.name
-            ),
-        )],
-        StepKind::RenameColumn(c) => {
-            let old = c.renamed_from.unwrap_or(c.name);
-            let mut checks = Vec::new();
-            if !c.nullable {
-                checks.push((
-                    sql::count_nulls(model, c),
-                    format!(
-                        "rows have NULL in {} (copied from {old}): make the field an `Option`, or fill those rows, then boot again",
-                        c.name
-                    ),
-                ));
-            }
-            checks.push((
-                sql::rename::count_differences(model, c),
-                format!(
-                    "rows differ between {old} and {}: a writer bypassed the sync trigger (session_replication_role?); boot again to re-run the backfill check",
-                    c.name
-                ),
-            ));
-            checks
-        }
-        _ => Vec::new(),
+/// A runner for a kind with a column that found none: a kind file wired wrong.
+fn not_a_column(step: &PlannedStep) -> Error {
+    ErrorKind::NotReady {
+        step: step.id.to_string(),
+        table: step.model.qualified_name(),
+        phase: "plan".into(),
+        message: format!(
+            "step kind {} has no column for its phase runner (a bug in its kind file)",
+            step.kind.name()
+        ),
     }
+    .into()
 }
 
 fn not_abortable(step: &PlannedStep, done: Phase) -> Error {
@@ -646,15 +616,6 @@ fn not_abortable(step: &PlannedStep, done: Phase) -> Error {
         message: "only a step that has not started its contract can be aborted".into(),
     }
     .into()
-}
-
-/// Whether a data check is implied by the step's validated NOT NULL check constraint.
-fn proven_by(step: &PlannedStep, check: &str) -> bool {
-    match step.kind {
-        StepKind::AddFilledColumn(c) => check == sql::count_nulls(&step.model, c),
-        StepKind::RenameColumn(c) => !c.nullable && check == sql::count_nulls(&step.model, c),
-        _ => false,
-    }
 }
 
 fn is_check_violation(e: &Error) -> bool {

@@ -12,7 +12,6 @@ use crate::error::Result;
 use crate::plan::{Plan, PlannedStep};
 use crate::spec::ModelSpec;
 use crate::sql::constraint;
-use crate::sql::index::IndexDef;
 use crate::step::{Phase, StepKind};
 
 /// The last phase an index or constraint step completed, judged on the catalog.
@@ -101,7 +100,7 @@ async fn index_progress(
     name: &str,
     problem: &mut impl FnMut(Option<&str>, String),
 ) -> Result<Phase> {
-    let Some(def) = IndexDef::for_step(model, &step.kind, &step.id) else {
+    let Some(def) = step.index() else {
         return Ok(Phase::Pending);
     };
     let column = match step.kind {
@@ -128,7 +127,7 @@ async fn index_progress(
             return Ok(Phase::Pending);
         }
     }
-    let planned = match indexes::probe(conn, model, live, Probe::Index(&def)).await? {
+    let planned = match indexes::probe(conn, model, live, Probe::Index { unique: def.unique, body: &def.body() }).await? {
         Ok(key) => Some(key),
         Err(message) => {
             problem(

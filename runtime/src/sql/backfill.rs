@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use super::table;
 use crate::ident::{Ident, Literal};
-use crate::plan::PlannedStep;
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
-use crate::step::{StepId, StepKind};
+use crate::step::StepId;
 
 /// One column a backfill pass fills, and the SQL expression over the row that gives its value.
 #[derive(Debug, Clone)]
@@ -22,16 +21,6 @@ pub(crate) struct FillColumn {
 }
 
 impl FillColumn {
-    /// The fill of a step with a backfill phase: a `backfill = "..."` column, or the new column
-    /// of a rename (copied from the old one).
-    pub(crate) fn of(step: &PlannedStep) -> Option<FillColumn> {
-        Some(match step.kind {
-            StepKind::RenameColumn(c) => FillColumn::rename(&step.id, c)?,
-            StepKind::AddFilledColumn(c) => FillColumn::backfill(&step.model, &step.id, c)?,
-            _ => return None,
-        })
-    }
-
     /// The fill of a `backfill = "..."` column, with its marker column.
     pub(crate) fn backfill(
         model: &ModelSpec,
@@ -333,6 +322,7 @@ pub(crate) fn count_rows(model: &ModelSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::step::StepKind;
 
     #[test]
     fn skipping_user_triggers_puts_only_the_batch_in_replica_mode() {

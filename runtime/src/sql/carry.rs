@@ -79,15 +79,15 @@ impl CarriedConstraint {
 
     /// `ADD CONSTRAINT ... NOT VALID`: brief lock, no scan; skipped when it exists.
     pub fn add(&self) -> Statement {
-        Statement {
-            sql: format!(
+        Statement::unless(
+            format!(
                 "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
                 self.owner(),
                 Ident(&self.name),
                 self.definition
             ),
-            unless: Some(Exists::Constraint(self.name.clone())),
-        }
+            Exists::Constraint(self.name.clone()),
+        )
     }
 
     /// `VALIDATE CONSTRAINT`: SHARE UPDATE EXCLUSIVE, reads and writes go on.
@@ -321,14 +321,14 @@ impl Carry {
         }
         for ix in &carry.indexes {
             match &ix.constraint {
-                Some(deferrable) => carry.after_drop.push(Statement {
-                    sql: format!(
+                Some(deferrable) => carry.after_drop.push(Statement::unless(
+                    format!(
                         "ALTER TABLE {t} ADD CONSTRAINT {} UNIQUE USING INDEX {}{deferrable}",
                         Ident(&ix.final_name),
                         Ident(&ix.name)
                     ),
-                    unless: Some(Exists::Constraint(ix.final_name.clone())),
-                }),
+                    Exists::Constraint(ix.final_name.clone()),
+                )),
                 None if ix.name != ix.final_name => {
                     carry.after_drop.push(Statement::always(format!(
                         "ALTER INDEX {} RENAME TO {}",
@@ -416,24 +416,16 @@ impl Carry {
 
 /// Reads the dependents of the old column of a rename step and what carrying them takes. The
 /// rename's own compatibility views (of every rename of the model) depend on old columns too,
-/// and are dropped by contract before the column: they need no carrying.
+/// and are dropped by contract before the column: they need no carrying (`views`).
 pub(crate) async fn read(
     conn: &mut sqlx::PgConnection,
     model: &ModelSpec,
     column: &ColumnSpec,
     id: &StepId,
+    views: &[String],
 ) -> sqlx::Result<Carry> {
     let old = column.renamed_from.unwrap_or(column.name);
-    let views: Vec<String> = crate::plan::step_kinds(model)
-        .into_iter()
-        .filter_map(|kind| match kind {
-            crate::step::StepKind::RenameColumn(c) => {
-                Some(super::RenameHelpers::new(model, c, &StepId::for_step(model, &kind)).view)
-            }
-            _ => None,
-        })
-        .collect();
-    let deps = crate::catalog::dependents::read(conn, model, old, column.name, &views).await?;
+    let deps = crate::catalog::dependents::read(conn, model, old, column.name, views).await?;
     Ok(Carry::new(model, column, id, old, &deps))
 }
 

@@ -4,9 +4,8 @@
 
 use super::{Exists, Statement, table};
 use crate::ident::{Ident, Qualified};
-use crate::plan::PlannedPhase;
 use crate::spec::{ColumnSpec, IndexMethod, IndexSpec, ModelSpec};
-use crate::step::{Phase, StepId, StepKind};
+use crate::step::StepId;
 
 /// An index as pgevolve builds it: from an [`IndexSpec`], or the unique index behind
 /// `#[evolve(unique)]`.
@@ -45,15 +44,6 @@ impl IndexDef {
             columns: vec![column.name],
             include: Vec::new(),
             predicate: None,
-        }
-    }
-
-    /// The index a step builds, if it builds one.
-    pub fn for_step(model: &ModelSpec, kind: &StepKind, id: &StepId) -> Option<IndexDef> {
-        match *kind {
-            StepKind::CreateIndex(index) => Some(IndexDef::for_index(model, index, id)),
-            StepKind::AddUnique(column) => Some(IndexDef::for_unique(model, column, id)),
-            _ => None,
         }
     }
 
@@ -123,7 +113,7 @@ pub(crate) fn unique_name(model: &ModelSpec, column: &ColumnSpec, id: &StepId) -
 /// `CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS`: outside any transaction, on a dedicated
 /// connection (see `crate::concurrent`).
 pub(crate) fn create_concurrently(model: &ModelSpec, index: &IndexDef) -> Statement {
-    Statement::always(format!(
+    Statement::concurrently(format!(
         "{} CONCURRENTLY IF NOT EXISTS {} ON {} {}",
         index.create_keyword(),
         Ident(&index.name),
@@ -146,7 +136,7 @@ pub(crate) fn create_with_table(model: &ModelSpec, index: &IndexDef) -> Statemen
 
 /// `DROP INDEX CONCURRENTLY IF EXISTS`: outside any transaction.
 pub(crate) fn drop_concurrently(model: &ModelSpec, name: &str) -> Statement {
-    Statement::always(format!(
+    Statement::concurrently(format!(
         "DROP INDEX CONCURRENTLY IF EXISTS {}",
         Qualified(model.schema, name)
     ))
@@ -154,15 +144,15 @@ pub(crate) fn drop_concurrently(model: &ModelSpec, name: &str) -> Statement {
 
 /// Attaches a valid unique index as a constraint: brief ACCESS EXCLUSIVE, no scan.
 pub(crate) fn attach_unique(model: &ModelSpec, name: &str) -> Statement {
-    Statement {
-        sql: format!(
+    Statement::unless(
+        format!(
             "ALTER TABLE {} ADD CONSTRAINT {} UNIQUE USING INDEX {}",
             table(model),
             Ident(name),
             Ident(name)
         ),
-        unless: Some(Exists::Constraint(name.to_string())),
-    }
+        Exists::Constraint(name.to_string()),
+    )
 }
 
 /// `ALTER TABLE ... DROP CONSTRAINT IF EXISTS`.
@@ -172,17 +162,6 @@ pub(crate) fn drop_constraint(model: &ModelSpec, name: &str) -> Statement {
         table(model),
         Ident(name)
     ))
-}
-
-/// Whether a statement must run outside any transaction block.
-pub(crate) fn is_concurrent(statement: &Statement) -> bool {
-    [
-        "CREATE INDEX CONCURRENTLY",
-        "CREATE UNIQUE INDEX CONCURRENTLY",
-        "DROP INDEX CONCURRENTLY",
-    ]
-    .iter()
-    .any(|p| statement.sql.starts_with(p))
 }
 
 /// Up to `limit` key values that appear more than once (where the index's predicate holds and
@@ -206,132 +185,6 @@ pub(crate) fn duplicates(model: &ModelSpec, index: &IndexDef, limit: u32) -> Str
         filter.join(" AND "),
         cols.join(", ")
     )
-}
-
-/// How a concurrent phase runs, for reviewers of `plan()`.
-const BUILD_NOTE: &str = "in the background, not at boot: outside any transaction, on a dedicated connection with \
-lock_timeout = 0 and statement_timeout = 0 (SHARE UPDATE EXCLUSIVE blocks neither reads nor writes, and the build \
-waits for older transactions by design); an INVALID index of this name is dropped CONCURRENTLY first, \
-pg_index.indisvalid is checked after";
-
-const UNIQUE_BUILD_NOTE: &str = "in the background, not at boot: outside any transaction, on a dedicated connection \
-with lock_timeout = 0 and statement_timeout = 0 (SHARE UPDATE EXCLUSIVE blocks neither reads nor writes); an INVALID \
-index of this name is dropped CONCURRENTLY first; on duplicates the INVALID index is dropped and the error lists them";
-
-/// The phases of an index step (`CreateIndex`, `AddUnique`, `DropIndex`).
-pub(crate) fn phases(model: &ModelSpec, kind: &StepKind, id: &StepId) -> Vec<PlannedPhase> {
-    match *kind {
-        StepKind::CreateIndex(index) => vec![PlannedPhase {
-            phase: Phase::Expand,
-            note: BUILD_NOTE,
-            statements: vec![create_concurrently(
-                model,
-                &IndexDef::for_index(model, index, id),
-            )],
-        }],
-        StepKind::AddUnique(column) => {
-            let index = IndexDef::for_unique(model, column, id);
-            vec![
-                PlannedPhase {
-                    phase: Phase::Expand,
-                    note: UNIQUE_BUILD_NOTE,
-                    statements: vec![create_concurrently(model, &index)],
-                },
-                PlannedPhase {
-                    phase: Phase::Validate,
-                    note: "one short transaction under lock_timeout, retried: the valid index becomes the \
-                           constraint (ACCESS EXCLUSIVE for an instant, no scan)",
-                    statements: vec![attach_unique(model, &index.name)],
-                },
-            ]
-        }
-        StepKind::DropIndex(name) => vec![PlannedPhase {
-            phase: Phase::Contract,
-            note: "gated; outside any transaction, lock_timeout = 0: SHARE UPDATE EXCLUSIVE, waits for the \
-                   transactions that may use the index, blocks neither reads nor writes",
-            statements: vec![drop_concurrently(model, name)],
-        }],
-        _ => Vec::new(),
-    }
-}
-
-/// What undoes an index step: the constraint (if attached), then the index, concurrently.
-pub(crate) fn abort(model: &ModelSpec, kind: &StepKind, id: &StepId) -> Vec<Statement> {
-    match *kind {
-        StepKind::CreateIndex(index) => {
-            vec![drop_concurrently(
-                model,
-                &IndexDef::for_index(model, index, id).name,
-            )]
-        }
-        StepKind::AddUnique(column) => {
-            let name = unique_name(model, column, id);
-            vec![
-                drop_constraint(model, &name),
-                drop_concurrently(model, &name),
-            ]
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// One line for an index step.
-pub(crate) fn describe(model: &ModelSpec, kind: &StepKind, id: &StepId) -> String {
-    let table = model.qualified_name();
-    match *kind {
-        StepKind::CreateIndex(index) => {
-            let def = IndexDef::for_index(model, index, id);
-            let mut line = format!(
-                "create {}index {} on {table} using {} {}",
-                if def.unique { "unique " } else { "" },
-                def.name,
-                def.method.as_str(),
-                def.describe_columns()
-            );
-            if !def.include.is_empty() {
-                line.push_str(&format!(" include ({})", def.include.join(", ")));
-            }
-            if let Some(predicate) = def.predicate {
-                line.push_str(&format!(" where {predicate}"));
-            }
-            line
-        }
-        StepKind::AddUnique(column) => format!(
-            "add unique constraint {} on {table} ({})",
-            unique_name(model, column, id),
-            column.name
-        ),
-        StepKind::DropIndex(name) => {
-            format!("drop index {name} on {table} (no longer declared)")
-        }
-        _ => String::new(),
-    }
-}
-
-/// The name of the index or constraint a step creates (recorded in the state store, so that an
-/// index removed from the struct can still be found and dropped).
-pub(crate) fn object_name(model: &ModelSpec, kind: &StepKind, id: &StepId) -> Option<String> {
-    match *kind {
-        StepKind::CreateIndex(_) | StepKind::AddUnique(_) => {
-            IndexDef::for_step(model, kind, id).map(|d| d.name)
-        }
-        StepKind::AddForeignKey(column) => Some(super::constraint::fk_name(model, column, id)),
-        StepKind::AddCheck(check) => Some(super::constraint::check_name(model, check, id)),
-        StepKind::DropIndex(name) => Some(name.to_string()),
-        _ => None,
-    }
-}
-
-/// The statements of every index of a model, to run in the transaction that creates its table.
-pub(crate) fn with_new_table(model: &ModelSpec) -> Vec<Statement> {
-    model
-        .indexes
-        .iter()
-        .map(|index| {
-            let id = StepId::for_step(model, &StepKind::CreateIndex(index));
-            create_with_table(model, &IndexDef::for_index(model, index, &id))
-        })
-        .collect()
 }
 
 #[cfg(test)]

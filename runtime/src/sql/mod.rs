@@ -7,33 +7,12 @@ pub(crate) mod constraint;
 pub(crate) mod index;
 pub(crate) mod rename;
 
+pub(crate) use crate::statement::{Exists, Statement};
 pub(crate) use rename::RenameHelpers;
 
 use crate::ident::{Ident, Literal, Qualified, object_name};
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
 use crate::step::StepId;
-
-/// One statement, optionally skipped when the live catalog shows its effect is already there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Statement {
-    /// The SQL text, identifiers quoted.
-    pub sql: String,
-    /// Skip the statement when this object exists (idempotent re-runs after a crash).
-    pub unless: Option<Exists>,
-}
-
-/// A catalog object whose presence makes a statement unnecessary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exists {
-    /// A constraint of that name on the step's table.
-    Constraint(String),
-}
-
-impl Statement {
-    pub(crate) fn always(sql: String) -> Statement {
-        Statement { sql, unless: None }
-    }
-}
 
 /// Names of the helper objects a filled-column step creates.
 ///
@@ -100,8 +79,8 @@ fn column_definition(column: &ColumnSpec, with_constraints: bool) -> String {
     def
 }
 
-/// `CREATE TABLE` with every column and the primary key.
-pub(crate) fn create_table(model: &ModelSpec) -> Vec<Statement> {
+/// `CREATE TABLE` with every column, the primary key and `constraints` (lines of the definition).
+pub(crate) fn create_table(model: &ModelSpec, constraints: &[String]) -> Vec<Statement> {
     let mut lines: Vec<String> = model
         .columns
         .iter()
@@ -116,11 +95,7 @@ pub(crate) fn create_table(model: &ModelSpec) -> Vec<Statement> {
     }
     // Unique, foreign key and CHECK constraints, and indexes: the table is new and empty, so
     // they are created with it, valid at once, in the same transaction.
-    lines.extend(
-        constraint::table_constraints(model)
-            .into_iter()
-            .map(|c| format!("  {c}")),
-    );
+    lines.extend(constraints.iter().map(|c| format!("  {c}")));
     let mut out = Vec::new();
     if model.schema != "public" {
         out.push(Statement::always(format!(
@@ -133,7 +108,6 @@ pub(crate) fn create_table(model: &ModelSpec) -> Vec<Statement> {
         table(model),
         lines.join(",\n")
     )));
-    out.extend(index::with_new_table(model));
     out
 }
 
@@ -229,13 +203,13 @@ pub(crate) fn expand_filled_column(
             &function,
         ));
     }
-    out.push(Statement {
-        sql: format!(
+    out.push(Statement::unless(
+        format!(
             "ALTER TABLE {t} ADD CONSTRAINT {} CHECK ({col} IS NOT NULL) NOT VALID",
             Ident(&helpers.check)
         ),
-        unless: Some(Exists::Constraint(helpers.check.clone())),
-    });
+        Exists::Constraint(helpers.check.clone()),
+    ));
     out
 }
 

@@ -4,7 +4,7 @@
 use super::{Statement, table};
 use crate::ident::{Ident, Qualified, object_name};
 use crate::spec::{ColumnSpec, ModelSpec};
-use crate::step::{StepId, StepKind};
+use crate::step::StepId;
 
 /// Names of the objects a rename creates.
 #[derive(Debug, Clone)]
@@ -32,8 +32,15 @@ fn old_name(column: &ColumnSpec) -> &'static str {
 }
 
 /// Expand: the new column (nullable until contract, with a `NOT VALID` check when the field is
-/// not an `Option`), the sync trigger and the compatibility view, in one transaction.
-pub(crate) fn expand(model: &ModelSpec, column: &ColumnSpec, h: &RenameHelpers) -> Vec<Statement> {
+/// not an `Option`), the sync trigger and the compatibility view, in one transaction. `later`:
+/// the columns steps after this one in the plan add (they do not exist yet when the view is
+/// created, so it does not list them).
+pub(crate) fn expand(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    h: &RenameHelpers,
+    later: &[&str],
+) -> Vec<Statement> {
     let t = table(model);
     let new = Ident(column.name);
     let old = Ident(old_name(column));
@@ -74,47 +81,29 @@ pub(crate) fn expand(model: &ModelSpec, column: &ColumnSpec, h: &RenameHelpers) 
     out.push(Statement::always(format!(
         "CREATE OR REPLACE VIEW {} AS SELECT {} FROM {t}",
         Qualified(model.schema, &h.view),
-        view_columns(model, column).join(", ")
+        view_columns(model, column, later).join(", ")
     )));
     if !column.nullable {
-        out.push(Statement {
-            sql: format!(
+        out.push(Statement::unless(
+            format!(
                 "ALTER TABLE {t} ADD CONSTRAINT {} CHECK ({new} IS NOT NULL) NOT VALID",
                 Ident(&h.check)
             ),
-            unless: Some(super::Exists::Constraint(h.check.clone())),
-        });
+            super::Exists::Constraint(h.check.clone()),
+        ));
     }
     out
 }
 
 /// The view's columns: the model's columns under their new names, the renamed one read as
-/// `COALESCE(new, old)` so it is right before the backfill ends. Columns other steps add are
-/// listed only when their step runs earlier in the plan (they exist when the view is created).
-fn view_columns(model: &ModelSpec, renamed: &ColumnSpec) -> Vec<String> {
-    let mut added_before = Vec::new();
-    let mut adding_later = Vec::new();
-    let mut seen_self = false;
-    for kind in crate::plan::step_kinds(model) {
-        match kind {
-            StepKind::RenameColumn(c) if c.name == renamed.name => seen_self = true,
-            StepKind::AddNullableColumn(c)
-            | StepKind::AddFilledColumn(c)
-            | StepKind::RenameColumn(c) => {
-                if seen_self {
-                    adding_later.push(c.name)
-                } else {
-                    added_before.push(c.name)
-                }
-            }
-            _ => {}
-        }
-    }
+/// `COALESCE(new, old)` so it is right before the backfill ends, without the columns `later`
+/// steps add.
+fn view_columns(model: &ModelSpec, renamed: &ColumnSpec, later: &[&str]) -> Vec<String> {
     model
         .columns
         .iter()
         .filter(|c| {
-            !adding_later.contains(&c.name) && (c.renamed_from.is_none() || c.name == renamed.name)
+            !later.contains(&c.name) && (c.renamed_from.is_none() || c.name == renamed.name)
         })
         .map(|c| {
             if c.name == renamed.name {

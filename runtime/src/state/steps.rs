@@ -1,6 +1,7 @@
 //! Rows of the `steps` table.
 
 use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::StateStore;
@@ -57,19 +58,9 @@ impl Steps<'_> {
         )))
         .fetch_all(conn)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let row = StepRow {
-                    phase: Phase::parse(r.get::<String, _>(1).as_str()).unwrap_or(Phase::Pending),
-                    checkpoint: r.get(2),
-                    upper_bound: r.get(3),
-                    rows_done: r.get(4),
-                    rows_estimated: r.get(5),
-                };
-                (StepId::from_stored(r.get(0)), row)
-            })
-            .collect())
+        rows.iter()
+            .map(|r| Ok((StepId::from_stored(r.try_get("id")?), StepRow::read(r)?)))
+            .collect()
     }
 
     pub async fn get(&self, conn: &mut PgConnection, id: &StepId) -> sqlx::Result<Option<StepRow>> {
@@ -80,13 +71,7 @@ impl Steps<'_> {
         .bind(id.as_str())
         .fetch_optional(conn)
         .await?;
-        Ok(row.map(|r| StepRow {
-            phase: Phase::parse(r.get::<String, _>(0).as_str()).unwrap_or(Phase::Pending),
-            checkpoint: r.get(1),
-            upper_bound: r.get(2),
-            rows_done: r.get(3),
-            rows_estimated: r.get(4),
-        }))
+        row.as_ref().map(StepRow::read).transpose()
     }
 
     /// Upsert that records `phase` as completed; SQL text so it commits with the phase's DDL.
@@ -94,10 +79,26 @@ impl Steps<'_> {
     /// aborted meanwhile records nothing.
     pub fn record_phase_sql(&self, step: &PlannedStep, phase: Phase) -> String {
         format!(
-            "INSERT INTO {} AS s (id, model, table_schema, table_name, column_name, kind, description, phase, object_name) \
-             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}) \
-             ON CONFLICT (id) DO UPDATE SET phase = EXCLUDED.phase, object_name = EXCLUDED.object_name, updated_at = now() \
+            "{} ON CONFLICT (id) DO UPDATE SET phase = EXCLUDED.phase, object_name = EXCLUDED.object_name, updated_at = now() \
              WHERE s.phase <> 'aborted' OR EXCLUDED.phase = 'aborted'",
+            self.insert_sql(step, phase)
+        )
+    }
+
+    /// Records `phase` for a step the state store does not know yet (satisfied by the catalog
+    /// before pgevolve ran it), so every instance reads the same phases from the store.
+    pub fn record_if_missing_sql(&self, step: &PlannedStep, phase: Phase) -> String {
+        format!(
+            "{} ON CONFLICT (id) DO NOTHING",
+            self.insert_sql(step, phase)
+        )
+    }
+
+    /// The `INSERT` of a step's row at `phase`, without its conflict clause.
+    fn insert_sql(&self, step: &PlannedStep, phase: Phase) -> String {
+        format!(
+            "INSERT INTO {} AS s (id, model, table_schema, table_name, column_name, kind, description, phase, object_name) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {})",
             self.store.table("steps"),
             lit(step.id.as_str()),
             lit(step.model.rust_name),
@@ -114,14 +115,6 @@ impl Steps<'_> {
                 .map(|n| lit(&n))
                 .unwrap_or_else(|| "NULL".into()),
         )
-    }
-
-    /// Records `phase` for a step the state store does not know yet (satisfied by the catalog
-    /// before pgevolve ran it), so every instance reads the same phases from the store.
-    pub fn record_if_missing_sql(&self, step: &PlannedStep, phase: Phase) -> String {
-        let upsert = self.record_phase_sql(step, phase);
-        let cut = upsert.find(" ON CONFLICT").unwrap_or(upsert.len());
-        format!("{} ON CONFLICT (id) DO NOTHING", &upsert[..cut])
     }
 
     /// Starts a backfill: records the upper bound and estimate. Called for every step of a pass
@@ -147,25 +140,51 @@ impl Steps<'_> {
 
     pub async fn all(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<StepStatus>> {
         let rows = sqlx::query(AssertSqlSafe(&*format!(
-            "SELECT id, model, table_schema || '.' || table_name, description, phase, rows_done, rows_estimated, \
-             updated_at::text FROM {} ORDER BY created_at, id",
+            "SELECT id, model, table_schema || '.' || table_name AS qualified, description, phase, rows_done, \
+             rows_estimated, updated_at::text AS updated_at FROM {} ORDER BY created_at, id",
             self.store.table("steps")
         )))
         .fetch_all(conn)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StepStatus {
-                id: StepId::from_stored(r.get(0)),
-                model: r.get(1),
-                table: r.get(2),
-                description: r.get(3),
-                phase: Phase::parse(r.get::<String, _>(4).as_str()).unwrap_or(Phase::Pending),
-                rows_done: r.get(5),
-                rows_estimated: r.get(6),
-                updated_at: r.get(7),
-                history: Vec::new(),
+        rows.iter()
+            .map(|r| {
+                Ok(StepStatus {
+                    id: StepId::from_stored(r.try_get("id")?),
+                    model: r.try_get("model")?,
+                    table: r.try_get("qualified")?,
+                    description: r.try_get("description")?,
+                    phase: stored_phase(r)?,
+                    rows_done: r.try_get("rows_done")?,
+                    rows_estimated: r.try_get("rows_estimated")?,
+                    updated_at: r.try_get("updated_at")?,
+                    history: Vec::new(),
+                })
             })
-            .collect())
+            .collect()
     }
+}
+
+impl StepRow {
+    fn read(r: &PgRow) -> sqlx::Result<StepRow> {
+        Ok(StepRow {
+            phase: stored_phase(r)?,
+            checkpoint: r.try_get("checkpoint")?,
+            upper_bound: r.try_get("upper_bound")?,
+            rows_done: r.try_get("rows_done")?,
+            rows_estimated: r.try_get("rows_estimated")?,
+        })
+    }
+}
+
+/// The `phase` column of a row: a value this build does not know (written by a newer build, or
+/// by hand) is an error that names it, never read as some other phase.
+fn stored_phase(r: &PgRow) -> sqlx::Result<Phase> {
+    let text: String = r.try_get("phase")?;
+    Phase::parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: "phase".into(),
+        source: format!(
+            "unknown phase {text:?} in the state store (written by a newer pgevolve, or by hand?)"
+        )
+        .into(),
+    })
 }

@@ -1,0 +1,49 @@
+//! An index an earlier build declared and the struct no longer does: dropped with `DROP INDEX
+//! CONCURRENTLY` at contract. The name comes from the state store; these steps are found at
+//! contract time and are never part of a model's static plan.
+
+use super::{Kind, PlannedPhase, Shown};
+use crate::spec::ModelSpec;
+use crate::sql::index;
+use crate::step::{Phase, StepId};
+
+pub(crate) struct DropIndex(pub &'static str);
+
+impl Kind for DropIndex {
+    fn name(&self) -> &'static str {
+        "drop_index"
+    }
+
+    fn identity(&self) -> Vec<&'static str> {
+        vec![self.0]
+    }
+
+    fn phases(&self) -> &'static [Phase] {
+        &[Phase::Contract]
+    }
+
+    fn expands_at_boot(&self) -> bool {
+        false
+    }
+
+    fn plan(&self, model: &ModelSpec, _id: &StepId, _shown: &Shown) -> Vec<PlannedPhase> {
+        vec![PlannedPhase {
+            phase: Phase::Contract,
+            note: "gated; outside any transaction, lock_timeout = 0: SHARE UPDATE EXCLUSIVE, waits for the \
+                   transactions that may use the index, blocks neither reads nor writes",
+            statements: vec![index::drop_concurrently(model, self.0)],
+        }]
+    }
+
+    fn describe(&self, model: &ModelSpec, _id: &StepId) -> String {
+        format!(
+            "drop index {} on {} (no longer declared)",
+            self.0,
+            model.qualified_name()
+        )
+    }
+
+    fn object_name(&self, _model: &ModelSpec, _id: &StepId) -> Option<String> {
+        Some(self.0.to_string())
+    }
+}

@@ -1,0 +1,144 @@
+//! A NOT NULL column filled from `backfill = "..."` or `default = "..."`: added nullable with a
+//! `CHECK (col IS NOT NULL) NOT VALID` (and, for a backfill, the fill and mark triggers), filled
+//! by the backfill pass, the check validated, then `SET NOT NULL` at contract without a scan.
+
+use super::{FieldAccess, Kind, PlannedPhase, Runner, Shown, Verification, backfill_phase};
+use crate::spec::{ColumnSpec, Fill, ModelSpec};
+use crate::sql::backfill::FillColumn;
+use crate::sql::{self, Helpers, Statement};
+use crate::step::{Phase, StepId};
+
+pub(crate) struct FilledColumn(pub &'static ColumnSpec);
+
+/// The id parameters of a column step (nullable or filled): name, type and fill.
+pub(super) fn column_identity(c: &'static ColumnSpec) -> Vec<&'static str> {
+    let mut parts = vec![c.name, c.sql_type];
+    match c.fill {
+        Fill::None => {}
+        Fill::Backfill(e) => parts.extend(["backfill", e]),
+        Fill::Default(e) => parts.extend(["default", e]),
+    }
+    parts
+}
+
+impl Kind for FilledColumn {
+    fn name(&self) -> &'static str {
+        match self.0.fill {
+            Fill::Default(_) => "add_column_with_default",
+            _ => "add_backfilled_column",
+        }
+    }
+
+    fn identity(&self) -> Vec<&'static str> {
+        column_identity(self.0)
+    }
+
+    fn phases(&self) -> &'static [Phase] {
+        match self.0.fill {
+            Fill::Default(_) => &[Phase::Expand, Phase::Validate, Phase::Contract],
+            _ => &[
+                Phase::Expand,
+                Phase::Backfill,
+                Phase::Validate,
+                Phase::Contract,
+            ],
+        }
+    }
+
+    fn plan(&self, model: &ModelSpec, id: &StepId, shown: &Shown) -> Vec<PlannedPhase> {
+        let c = self.0;
+        let helpers = Helpers::new(model, c, id);
+        let mut phases = vec![PlannedPhase {
+            phase: Phase::Expand,
+            note: "one short transaction under lock_timeout, retried with backoff",
+            statements: sql::expand_filled_column(model, c, &helpers),
+        }];
+        if let Some(fill) = FillColumn::backfill(model, id, c) {
+            phases.push(backfill_phase(model, &[fill], shown));
+        }
+        phases.push(PlannedPhase {
+            phase: Phase::Validate,
+            note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; the validated check proves no NULL is left",
+            statements: sql::validate_filled_column(model, &helpers),
+        });
+        phases.push(PlannedPhase {
+            phase: Phase::Contract,
+            note: "gated (explicit contract() or auto_contract); one short transaction, SET NOT NULL uses the validated check and does not scan",
+            statements: sql::contract_filled_column(model, c, &helpers),
+        });
+        phases
+    }
+
+    fn describe(&self, model: &ModelSpec, _id: &StepId) -> String {
+        let (table, c) = (model.qualified_name(), self.0);
+        match c.fill {
+            Fill::Default(e) => format!(
+                "add column {table}.{} {} NOT NULL DEFAULT {e}",
+                c.name, c.sql_type
+            ),
+            Fill::Backfill(e) => format!(
+                "add column {table}.{} {} NOT NULL, backfilled from {e}",
+                c.name, c.sql_type
+            ),
+            Fill::None => format!("add column {table}.{}", c.name),
+        }
+    }
+
+    fn column(&self) -> Option<&'static ColumnSpec> {
+        Some(self.0)
+    }
+
+    fn abort(&self, model: &ModelSpec, id: &StepId) -> Vec<Statement> {
+        sql::abort_filled_column(model, self.0, &Helpers::new(model, self.0, id))
+    }
+
+    fn fill(&self, model: &ModelSpec, id: &StepId) -> Option<FillColumn> {
+        FillColumn::backfill(model, id, self.0)
+    }
+
+    /// Before expand the column does not exist: read the expression, write nothing. Until
+    /// contract a row may still be unfilled: read `COALESCE(col, expression)`.
+    fn access(&self, phase: Phase) -> Option<FieldAccess> {
+        let c = self.0;
+        let col = crate::ident::Ident(c.name).to_string();
+        let expr = match c.fill {
+            Fill::Backfill(e) | Fill::Default(e) => e,
+            Fill::None => "NULL",
+        };
+        let cast = format!("CAST(({expr}) AS {})", c.sql_type);
+        Some(match phase {
+            Phase::Pending | Phase::Aborted => FieldAccess {
+                read: cast,
+                writes: vec![],
+            },
+            Phase::Contract => FieldAccess::plain(c),
+            _ => FieldAccess {
+                read: format!("COALESCE({col}, {cast})"),
+                writes: vec![c.name],
+            },
+        })
+    }
+
+    fn verifications(&self, model: &ModelSpec) -> Vec<Verification> {
+        vec![Verification {
+            sql: sql::count_nulls(model, self.0),
+            message: format!(
+                "rows still have NULL in column {}: the fill expression gives NULL for them; fix those rows or the expression, then boot again",
+                self.0.name
+            ),
+            proven_by_not_null_check: true,
+        }]
+    }
+
+    fn runner(&self, phase: Phase) -> Runner {
+        match phase {
+            Phase::Backfill => Runner::Backfill,
+            Phase::Validate => Runner::ValidateData,
+            _ => Runner::Statements,
+        }
+    }
+
+    fn changes_accessors(&self) -> bool {
+        true
+    }
+}

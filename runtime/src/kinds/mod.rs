@@ -1,0 +1,386 @@
+//! One room per step kind. Everything a kind of step *is* lives in its own file here, behind
+//! the [`Kind`] trait: its phases and their statements, what undoes it, its id parameters, the
+//! line that describes it, how accessors read and write its column in each phase, what its
+//! backfill fills and its validation counts, and which engine runs each of its phases.
+//!
+//! Adding a kind: a variant of [`StepKind`] (the data a step of that kind carries), a file here
+//! implementing [`Kind`], and one line in [`room`]. Nothing else in the runtime matches on the
+//! kind. The renderers in `sql/` are leaves these files call; the planner, the engine and the
+//! accessors sit above and ask the room.
+
+mod check;
+mod create_table;
+mod drop_index;
+mod filled_column;
+mod foreign_key;
+mod index;
+mod nullable_column;
+mod rename_column;
+mod unique;
+
+use crate::spec::{ColumnSpec, Fill, ModelSpec};
+use crate::sql::backfill::{Bounds, FillColumn};
+use crate::sql::index::IndexDef;
+use crate::sql::{self, Statement};
+use crate::step::{Phase, StepId, StepKind, fnv1a};
+
+/// Everything about one kind of step. Defaults describe a kind without that aspect (no column,
+/// no abort, no backfill, no data check, plain statement phases).
+pub(crate) trait Kind: Send + Sync {
+    /// The kind's name in the state store.
+    fn name(&self) -> &'static str;
+
+    /// The kind's parameters that make a step's id (with its name, schema and table). Pinned:
+    /// changing them would orphan every recorded step of the kind.
+    fn identity(&self) -> Vec<&'static str>;
+
+    /// The phases the kind goes through, in order (without `Pending`).
+    fn phases(&self) -> &'static [Phase];
+
+    /// The phases with their statements and notes, as plans show them and the engine runs them.
+    fn plan(&self, model: &ModelSpec, id: &StepId, shown: &Shown) -> Vec<PlannedPhase>;
+
+    /// One line for plans and status.
+    fn describe(&self, model: &ModelSpec, id: &StepId) -> String;
+
+    /// The column the step adds or renames, if any.
+    fn column(&self) -> Option<&'static ColumnSpec> {
+        None
+    }
+
+    /// Whether boot runs the expand before returning (additive, metadata-only DDL). Kinds whose
+    /// expand takes long (a concurrent index build) run it in the background instead.
+    fn expands_at_boot(&self) -> bool {
+        true
+    }
+
+    /// What undoes the step before its contract, in order.
+    fn abort(&self, _model: &ModelSpec, _id: &StepId) -> Vec<Statement> {
+        Vec::new()
+    }
+
+    /// The index or constraint the step creates: the name recorded in the state store.
+    fn object_name(&self, _model: &ModelSpec, _id: &StepId) -> Option<String> {
+        None
+    }
+
+    /// What the step contributes to the `CREATE TABLE` of a new table (which is empty and
+    /// invisible until it commits, so everything is created valid at once).
+    fn in_new_table(&self, _model: &ModelSpec, _id: &StepId) -> Option<NewTablePart> {
+        None
+    }
+
+    /// The index the step builds, if it builds one.
+    fn index(&self, _model: &ModelSpec, _id: &StepId) -> Option<IndexDef> {
+        None
+    }
+
+    /// The column its backfill fills, if it has a backfill phase.
+    fn fill(&self, _model: &ModelSpec, _id: &StepId) -> Option<FillColumn> {
+        None
+    }
+
+    /// How accessors read and write the step's column in `phase`; `None`: as a plain column.
+    fn access(&self, _phase: Phase) -> Option<FieldAccess> {
+        None
+    }
+
+    /// The data checks of the validate phase.
+    fn verifications(&self, _model: &ModelSpec) -> Vec<Verification> {
+        Vec::new()
+    }
+
+    /// Which engine runs `phase`: by default a validate phase runs its statements and then the
+    /// kind's data checks, every other phase its statements in one transaction.
+    fn runner(&self, phase: Phase) -> Runner {
+        match phase {
+            Phase::Validate => Runner::ValidateData,
+            _ => Runner::Statements,
+        }
+    }
+
+    /// Whether the step changes what accessors read or write, so that an abort waits until
+    /// every live instance follows it before dropping anything.
+    fn changes_accessors(&self) -> bool {
+        false
+    }
+}
+
+/// The room of a kind: the one place where a [`StepKind`] meets its implementation.
+pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
+    match *kind {
+        StepKind::CreateTable => Box::new(create_table::CreateTable),
+        StepKind::AddNullableColumn(c) => Box::new(nullable_column::NullableColumn(c)),
+        StepKind::AddFilledColumn(c) => Box::new(filled_column::FilledColumn(c)),
+        StepKind::RenameColumn(c) => Box::new(rename_column::RenameColumn(c)),
+        StepKind::CreateIndex(ix) => Box::new(index::CreateIndex(ix)),
+        StepKind::AddUnique(c) => Box::new(unique::AddUnique(c)),
+        StepKind::AddForeignKey(c) => Box::new(foreign_key::AddForeignKey(c)),
+        StepKind::AddCheck(ck) => Box::new(check::AddCheck(ck)),
+        StepKind::DropIndex(name) => Box::new(drop_index::DropIndex(name)),
+    }
+}
+
+/// The kinds of the steps a model declares, in plan order, without building any SQL.
+pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
+    let mut kinds = vec![StepKind::CreateTable];
+    // A generated column is created with its table only: adding an identity to a live table
+    // fills every row under an exclusive lock, so a missing one is drift (see `resolve`).
+    for column in model
+        .columns
+        .iter()
+        .filter(|c| !c.primary_key && !c.generated)
+    {
+        if column.renamed_from.is_some() {
+            kinds.push(StepKind::RenameColumn(column));
+        } else if column.nullable {
+            kinds.push(StepKind::AddNullableColumn(column));
+        } else if column.fill != Fill::None {
+            kinds.push(StepKind::AddFilledColumn(column));
+        }
+    }
+    kinds.extend(model.indexes.iter().map(StepKind::CreateIndex));
+    kinds.extend(
+        model
+            .columns
+            .iter()
+            .filter(|c| c.unique)
+            .map(StepKind::AddUnique),
+    );
+    kinds.extend(
+        model
+            .columns
+            .iter()
+            .filter(|c| c.references.is_some())
+            .map(StepKind::AddForeignKey),
+    );
+    kinds.extend(model.checks.iter().map(StepKind::AddCheck));
+    kinds
+}
+
+/// The compatibility views of every rename of a model (see `rename_column`).
+pub(crate) fn rename_views(model: &ModelSpec) -> Vec<String> {
+    of_model(model)
+        .into_iter()
+        .filter_map(|kind| match kind {
+            StepKind::RenameColumn(c) => {
+                Some(sql::RenameHelpers::new(model, c, &StepId::for_step(model, &kind)).view)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+impl StepKind {
+    /// The kind's name in the state store.
+    pub fn name(&self) -> &'static str {
+        room(self).name()
+    }
+
+    /// The column the step adds or renames, if any (index and constraint steps add none).
+    pub fn column(&self) -> Option<&'static ColumnSpec> {
+        room(self).column()
+    }
+
+    /// The phases this kind goes through, in order (without `Pending`).
+    pub fn phases(&self) -> &'static [Phase] {
+        room(self).phases()
+    }
+
+    /// The phase after `done`, if any (none once aborted).
+    pub fn next_phase(&self, done: Phase) -> Option<Phase> {
+        if done == Phase::Aborted {
+            return None;
+        }
+        self.phases().iter().copied().find(|p| *p > done)
+    }
+
+    /// Whether boot runs this kind's expand before returning (additive, metadata-only DDL). Kinds
+    /// whose expand takes long (a concurrent index build) run it in the background instead.
+    pub fn expands_at_boot(&self) -> bool {
+        room(self).expands_at_boot()
+    }
+
+    /// Whether the step still has work after expand (it is walked by the background task).
+    pub fn has_background_work(&self) -> bool {
+        self.phases().iter().any(|p| *p > Phase::Expand) || !self.expands_at_boot()
+    }
+
+    /// The phase that completes the step.
+    pub fn last_phase(&self) -> Phase {
+        *self.phases().last().unwrap_or(&Phase::Expand)
+    }
+}
+
+impl StepId {
+    /// The id of a step: a hash of its kind's name, the table and the kind's parameters. The
+    /// same declaration gives the same id in every build.
+    pub(crate) fn for_step(model: &ModelSpec, kind: &StepKind) -> StepId {
+        let room = room(kind);
+        let mut parts: Vec<&str> = vec!["v1", room.name(), model.schema, model.table];
+        parts.extend(room.identity());
+        StepId::from_stored(format!("{:016x}", fnv1a(&parts)))
+    }
+}
+
+/// One phase of a step.
+#[derive(Debug, Clone)]
+pub struct PlannedPhase {
+    /// Which phase.
+    pub phase: Phase,
+    /// How it runs, for reviewers.
+    pub note: &'static str,
+    /// The statements, in order.
+    pub statements: Vec<Statement>,
+}
+
+/// What a step adds to the `CREATE TABLE` of a new table.
+pub(crate) enum NewTablePart {
+    /// A line of the table's definition (`CONSTRAINT ... UNIQUE (...)`).
+    Constraint(String),
+    /// A statement after it, in the same transaction (`CREATE INDEX`).
+    Statement(Statement),
+}
+
+/// How one field is read and written in one phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldAccess {
+    /// The read expression.
+    pub read: String,
+    /// The columns a write sets (empty: not written in this phase).
+    pub writes: Vec<&'static str>,
+}
+
+impl FieldAccess {
+    /// A column read and written as it is.
+    pub(crate) fn plain(column: &'static ColumnSpec) -> FieldAccess {
+        FieldAccess {
+            read: crate::ident::Ident(column.name).to_string(),
+            writes: vec![column.name],
+        }
+    }
+}
+
+/// A data check of a validate phase: a count that must be zero.
+#[derive(Debug, Clone)]
+pub(crate) struct Verification {
+    /// The count.
+    pub sql: String,
+    /// What a non-zero count means and what to do, after the count.
+    pub message: String,
+    /// Whether the step's validated `CHECK (col IS NOT NULL)` already proves it (then the
+    /// engine does not scan the table again for it).
+    pub proven_by_not_null_check: bool,
+}
+
+/// The engine that runs a phase of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Runner {
+    /// The phase's statements in one transaction, recorded with them. Every other runner runs
+    /// the statements itself (or has none to run) and then records the phase.
+    Statements,
+    /// The backfill pass over the table, then the phase's record.
+    Backfill,
+    /// A concurrent index build on a dedicated connection, then the phase's statements.
+    ConcurrentBuild,
+    /// `VALIDATE CONSTRAINT`, reporting the rows that violate it.
+    ValidateConstraint,
+    /// The phase's statements, then the kind's data checks.
+    ValidateData,
+    /// A rename's validate: every object of the old column built over the new one first.
+    CarryThenValidate,
+    /// A rename's contract, carrying every object of the old column.
+    ContractCarrying,
+}
+
+/// What a plan's backfill phases show: the defaults (a plan made without an evolver), or the
+/// options an evolver runs them with.
+#[derive(Debug, Clone)]
+pub(crate) struct Shown {
+    pub steps_table: String,
+    pub lock_timeout: std::time::Duration,
+    pub batch_timeout: std::time::Duration,
+    pub skip_user_triggers: bool,
+}
+
+/// The state schema a plan's batches show (the runtime uses the evolver's).
+const SHOWN_STATE_TABLE: &str = "\"pgevolve\".\"steps\"";
+
+impl Default for Shown {
+    fn default() -> Shown {
+        Shown {
+            steps_table: SHOWN_STATE_TABLE.to_string(),
+            lock_timeout: crate::options::DdlOptions::default().lock_timeout,
+            batch_timeout: crate::options::BackfillOptions::default().batch_timeout,
+            skip_user_triggers: false,
+        }
+    }
+}
+
+/// A backfill phase whose batch fills `fills` in one pass (as shown in plans: placeholders, the
+/// default timeouts and state schema).
+pub(crate) fn backfill_phase(
+    model: &ModelSpec,
+    fills: &[FillColumn],
+    shown: &Shown,
+) -> PlannedPhase {
+    PlannedPhase {
+        phase: Phase::Backfill,
+        note: "one pass over the table for every column it backfills: keyset batches up to the highest key at start, \
+               each batch one statement that also writes its checkpoint, cancelled and retried smaller past the batch timeout; \
+               later rows are filled by the triggers",
+        statements: vec![Statement::always(sql::backfill::batch(
+            model,
+            fills,
+            &shown.steps_table,
+            shown.lock_timeout,
+            shown.batch_timeout,
+            shown.skip_user_triggers,
+            Bounds::Placeholders,
+        ))],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ColumnSpec, Fill, ModelSpec};
+
+    static EMAIL: ColumnSpec = ColumnSpec {
+        field: "email_normalized",
+        name: "email_normalized",
+        sql_type: "text",
+        fill: Fill::Backfill("lower(email)"),
+        ..ColumnSpec::DEFAULT
+    };
+    const MODEL: ModelSpec = ModelSpec {
+        rust_name: "User",
+        table: "users",
+        ..ModelSpec::DEFAULT
+    };
+
+    #[test]
+    fn ids_are_stable_and_content_derived() {
+        let id = StepId::for_step(&MODEL, &StepKind::AddFilledColumn(&EMAIL));
+        // Pinned: changing the derivation would orphan every recorded step.
+        assert_eq!(id.as_str(), "fa463a16ec1dcfaa");
+        let other = ColumnSpec {
+            fill: Fill::Backfill("upper(email)"),
+            ..EMAIL
+        };
+        let other: &'static ColumnSpec = Box::leak(Box::new(other));
+        assert_ne!(
+            id,
+            StepId::for_step(&MODEL, &StepKind::AddFilledColumn(other))
+        );
+    }
+
+    #[test]
+    fn phases_follow_the_fill() {
+        let kind = StepKind::AddFilledColumn(&EMAIL);
+        assert_eq!(kind.next_phase(Phase::Pending), Some(Phase::Expand));
+        assert_eq!(kind.next_phase(Phase::Expand), Some(Phase::Backfill));
+        assert_eq!(kind.next_phase(Phase::Contract), None);
+        assert_eq!(Phase::parse("validate"), Some(Phase::Validate));
+    }
+}

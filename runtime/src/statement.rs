@@ -1,0 +1,65 @@
+//! A statement of a plan, typed: its SQL, how it runs (in the phase's transaction, or alone
+//! outside any transaction), and what makes it unnecessary. The engine decides from these
+//! fields, never from the SQL text.
+
+/// One statement, optionally skipped when the live catalog shows its effect is already there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The SQL text, identifiers quoted.
+    pub sql: String,
+    /// Skip the statement when this object exists (idempotent re-runs after a crash).
+    pub unless: Option<Exists>,
+    /// How the statement runs.
+    pub run: Run,
+}
+
+/// How a statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// In the phase's transaction, under `lock_timeout`, retried with backoff.
+    InTransaction,
+    /// Alone, outside any transaction block, on a dedicated connection (`CREATE INDEX
+    /// CONCURRENTLY`, `DROP INDEX CONCURRENTLY`): PostgreSQL refuses these inside one.
+    Concurrently,
+}
+
+/// A catalog object whose presence makes a statement unnecessary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exists {
+    /// A constraint of that name on the step's table.
+    Constraint(String),
+}
+
+impl Statement {
+    /// A statement of the phase's transaction, always run.
+    pub(crate) fn always(sql: String) -> Statement {
+        Statement {
+            sql,
+            unless: None,
+            run: Run::InTransaction,
+        }
+    }
+
+    /// A statement of the phase's transaction, skipped when `exists` is there.
+    pub(crate) fn unless(sql: String, exists: Exists) -> Statement {
+        Statement {
+            sql,
+            unless: Some(exists),
+            run: Run::InTransaction,
+        }
+    }
+
+    /// A statement that runs alone, outside any transaction.
+    pub(crate) fn concurrently(sql: String) -> Statement {
+        Statement {
+            sql,
+            unless: None,
+            run: Run::Concurrently,
+        }
+    }
+
+    /// Whether it must run outside any transaction block.
+    pub(crate) fn is_concurrent(&self) -> bool {
+        self.run == Run::Concurrently
+    }
+}

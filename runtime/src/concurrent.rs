@@ -553,16 +553,16 @@ fn intern(name: String) -> &'static str {
 pub(crate) async fn removed_indexes(
     pool: &PgPool,
     store: &StateStore,
-    models: &[ModelSpec],
+    plans: &[Plan],
 ) -> Result<Vec<(String, PlannedStep)>> {
     let mut removed = Vec::new();
-    for model in models {
-        let plan = Plan::for_model(model);
+    for plan in plans {
+        let model = &plan.model;
         // Every model of this build on the same table counts as declaring.
-        let declared: Vec<String> = models
+        let declared: Vec<String> = plans
             .iter()
-            .filter(|m| m.schema == model.schema && m.table == model.table)
-            .flat_map(|m| Plan::for_model(m).steps)
+            .filter(|p| p.model.schema == model.schema && p.model.table == model.table)
+            .flat_map(|p| &p.steps)
             .filter_map(|s| s.object_name())
             .collect();
         let mut conn = pool.acquire().await?;

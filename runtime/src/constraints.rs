@@ -10,9 +10,9 @@ use crate::concurrent::EXAMPLES;
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Executor, Target};
 use crate::plan::PlannedStep;
-use crate::sql::{constraint, index};
+use crate::sql::index;
 use crate::state::StateStore;
-use crate::step::{Phase, StepKind};
+use crate::step::Phase;
 
 /// SQLSTATEs of a failed validation: `check_violation`, `foreign_key_violation`.
 const VIOLATIONS: [&str; 2] = ["23514", "23503"];
@@ -54,26 +54,10 @@ impl Validate<'_> {
         let step = self.step;
         let model = &step.model;
         let name = step.object_name().unwrap_or_default();
-        let (what, query) = match step.kind {
-            StepKind::AddForeignKey(column) => match constraint::foreign_key(column) {
-                Some(fk) => (
-                    format!(
-                        "foreign key {name} ({} references {}.{} ({}))",
-                        column.name,
-                        fk.schema.unwrap_or(model.schema),
-                        fk.table,
-                        fk.column
-                    ),
-                    constraint::fk_violations(model, column, fk, EXAMPLES),
-                ),
-                None => return failure,
-            },
-            StepKind::AddCheck(check) => (
-                format!("check {name} ({})", check.expr),
-                constraint::check_violations(model, check, EXAMPLES),
-            ),
-            _ => return failure,
+        let Some(violations) = step.room().violations(model, &step.id, EXAMPLES) else {
+            return failure;
         };
+        let (what, query) = (violations.what, violations.query);
         let examples = match self.examples(&query).await {
             Ok(rows) if !rows.is_empty() => format!("e.g. {}", rows.join(", ")),
             Ok(_) => format!("none remain now ({failure})"),
@@ -136,10 +120,11 @@ impl Validate<'_> {
         tx.commit().await?;
         let keys: Vec<&str> = model.primary_key().map(|c| c.name).collect();
         let keys = if keys.is_empty() { vec!["ctid"] } else { keys };
-        let column = match self.step.kind {
-            StepKind::AddForeignKey(c) => Some(c.name),
-            _ => None,
-        };
+        let column = self
+            .step
+            .room()
+            .violations(model, &self.step.id, EXAMPLES)
+            .and_then(|v| v.column);
         Ok(rows
             .iter()
             .map(|r| {

@@ -348,8 +348,8 @@ impl fmt::Display for PlannedStep {
                 }
             }
         }
-        if let StepKind::RenameColumn(column) = self.kind {
-            let mut lines = sql::carry::plan_lines(&self.model, column).into_iter();
+        {
+            let mut lines = self.room().plan_notes(&self.model).into_iter();
             if let Some(first) = lines.next() {
                 writeln!(f, "  {first}:")?;
             }

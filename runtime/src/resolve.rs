@@ -2,21 +2,17 @@
 //! satisfied, where each pending one resumes, and every way the database differs from what the
 //! models expect (drift), all found before any DDL runs.
 
-mod indexes;
-
-use sqlx::AssertSqlSafe;
 use sqlx::PgConnection;
 
-use crate::catalog::{self, LiveColumn, LiveTable};
+use crate::catalog::{self, LiveColumn};
 use crate::error::{DriftProblem, Result};
 use crate::ident::{Ident, Qualified};
 use crate::plan::{Plan, PlannedStep};
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
-use crate::state::StepRow;
 
-/// The recorded steps, by id.
-pub(crate) type Recorded = std::collections::HashMap<crate::step::StepId, StepRow>;
-use crate::step::{Phase, StepKind};
+pub(crate) use crate::kinds::Recorded;
+use crate::kinds::{Problems, Resolving};
+use crate::step::Phase;
 
 /// A step and the last phase it completed, as the database shows it.
 #[derive(Debug, Clone)]
@@ -46,24 +42,18 @@ impl Resolved {
 pub(crate) async fn resolve_model(
     conn: &mut PgConnection,
     recorded: &Recorded,
-    model: &ModelSpec,
+    plan: &Plan,
     problems: &mut Vec<DriftProblem>,
 ) -> Result<Vec<Resolved>> {
-    let plan = Plan::for_model(model);
+    let model = &plan.model;
     let live = catalog::read_table(conn, model).await?;
-    let table = model.qualified_name();
-    let mut problem = |column: Option<&str>, message: String| {
-        problems.push(DriftProblem {
-            table: table.clone(),
-            column: column.map(str::to_string),
-            message,
-        })
-    };
+    let mut problems = Problems::new(model, problems);
 
     if !live.exists {
         return Ok(plan
             .steps
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|step| Resolved {
                 recorded: recorded.get(&step.id).map(|r| r.phase),
                 done: Phase::Pending,
@@ -79,7 +69,7 @@ pub(crate) async fn resolve_model(
     let oids = catalog::type_oids(conn, &types).await?;
     for (column, oid) in model.columns.iter().zip(&oids) {
         let Some(oid) = oid else {
-            problem(
+            problems.add(
                 Some(column.name),
                 format!(
                     "PostgreSQL has no type `{}` (field `{}`); fix `sql_type` or the field's type",
@@ -89,10 +79,10 @@ pub(crate) async fn resolve_model(
             continue;
         };
         if let Some(live_col) = live.column(column.name) {
-            generated_drift(model, column, live_col, &mut problem);
+            generated_drift(model, column, live_col, &mut problems);
         }
         match live.column(column.name) {
-            Some(live_col) if live_col.type_oid != *oid => problem(
+            Some(live_col) if live_col.type_oid != *oid => problems.add(
                 Some(column.name),
                 format!(
                     "the column has type `{}` but field `{}` declares `{}`; change the field's type (or `sql_type`) to match. \
@@ -106,7 +96,7 @@ pub(crate) async fn resolve_model(
                     && column.fill == Fill::None
                     && column.renamed_from.is_none() =>
             {
-                problem(
+                problems.add(
                     Some(column.name),
                     format!(
                         "the column is nullable but field `{}` is not an `Option`; make the field `Option<_>`, \
@@ -116,7 +106,7 @@ pub(crate) async fn resolve_model(
                 )
             }
             Some(_) => {}
-            None if column.primary_key => problem(
+            None if column.primary_key => problems.add(
                 Some(column.name),
                 format!(
                     "primary key column is missing (field `{}`); adding a primary key to a live table is not supported: \
@@ -124,7 +114,7 @@ pub(crate) async fn resolve_model(
                     column.field
                 ),
             ),
-            None if column.generated => problem(
+            None if column.generated => problems.add(
                 Some(column.name),
                 format!(
                     "the column does not exist and field `{}` is declared `generated`; pgevolve gives a table an \
@@ -136,7 +126,7 @@ pub(crate) async fn resolve_model(
             None if column.renamed_from.is_some() => {
                 let old = column.renamed_from.unwrap_or_default();
                 match live.column(old) {
-                    Some(old_col) if old_col.type_oid != *oid => problem(
+                    Some(old_col) if old_col.type_oid != *oid => problems.add(
                         Some(old),
                         format!(
                             "the column has type `{}` but field `{}` (renamed from it) declares `{}`; a rename keeps the type:                              change the field's type (or `sql_type`) to match",
@@ -144,7 +134,7 @@ pub(crate) async fn resolve_model(
                         ),
                     ),
                     Some(_) => {}
-                    None => problem(
+                    None => problems.add(
                         Some(column.name),
                         format!(
                             "neither the old column `{old}` nor the new column `{}` exists (field `{}`);                              fix `renamed_from`, or drop it if the rename is long done",
@@ -153,7 +143,7 @@ pub(crate) async fn resolve_model(
                     ),
                 }
             }
-            None if !column.nullable && column.fill == Fill::None => problem(
+            None if !column.nullable && column.fill == Fill::None => problems.add(
                 Some(column.name),
                 format!(
                     "the column does not exist and field `{}` gives no way to fill it; add \
@@ -168,7 +158,7 @@ pub(crate) async fn resolve_model(
 
     let spec_pk: Vec<&str> = model.primary_key().map(|c| c.name).collect();
     if !spec_pk.is_empty() && spec_pk != live.primary_key {
-        problem(
+        problems.add(
             None,
             format!(
                 "the primary key is ({}) in the database but the struct declares ({}); fix the `#[evolve(primary_key)]` fields",
@@ -179,39 +169,23 @@ pub(crate) async fn resolve_model(
     }
 
     let mut resolved = Vec::new();
-    for step in plan.steps {
-        let done = step_progress(conn, recorded, model, &live, &step, &mut problem).await?;
-        if let StepKind::RenameColumn(column) = step.kind
-            && done < Phase::Contract
-            && let Some(old) = column.renamed_from
-            && live.column(old).is_some()
-        {
-            // Contract drops the old column: whatever depends on it must be carried over to
-            // the new one, and what cannot be is reported now, before anything runs.
-            let carry = crate::sql::carry::read(
-                conn,
-                model,
-                column,
-                &step.id,
-                &crate::kinds::rename_views(model),
-            )
-            .await?;
-            for blocker in carry.blockers {
-                problem(Some(old), blocker);
-            }
-        }
-        let abort_leftovers = done == Phase::Aborted
-            && matches!(
-                step.kind,
-                StepKind::AddFilledColumn(_) | StepKind::RenameColumn(_)
-            )
-            && step
-                .kind
-                .column()
-                .is_some_and(|c| live.column(c.name).is_some());
-        let abort_leftovers = abort_leftovers
-            || (done == Phase::Aborted && indexes::abort_leftovers(conn, model, &step).await?);
-        let expand_incomplete = expand_incomplete(model, &live, &step, done);
+    // The objects of the steps resolved so far: two declarations may not take one name.
+    let mut earlier: Vec<(Option<String>, String)> = Vec::new();
+    for step in plan.steps.iter().cloned() {
+        let room = step.room();
+        let mut cx = Resolving {
+            conn: &mut *conn,
+            recorded,
+            model,
+            live: &live,
+            id: &step.id,
+            earlier: &earlier,
+            problems: &mut problems,
+        };
+        let done = room.progress(&mut cx).await?;
+        let abort_leftovers = done == Phase::Aborted && room.abort_leftovers(&mut cx).await?;
+        let expand_incomplete = room.expand_incomplete(&cx, done);
+        earlier.push((step.object_name(), step.describe()));
         resolved.push(Resolved {
             recorded: recorded.get(&step.id).map(|r| r.phase),
             step,
@@ -221,25 +195,8 @@ pub(crate) async fn resolve_model(
             expand_incomplete,
         });
     }
-    unfilled_reads(&resolved, &mut problem);
+    unfilled_reads(&resolved, &mut problems);
     Ok(resolved)
-}
-
-/// Whether a backfilled column between expand and contract lacks its marker column (see
-/// `sql::Helpers`): its expand ran under an earlier pgevolve. The marker is what the backfill
-/// pass and the triggers read, so the expand must run again before anything else.
-fn expand_incomplete(model: &ModelSpec, live: &LiveTable, step: &PlannedStep, done: Phase) -> bool {
-    let StepKind::AddFilledColumn(column) = step.kind else {
-        return false;
-    };
-    if !matches!(column.fill, Fill::Backfill(_))
-        || !(Phase::Expand..Phase::Contract).contains(&done)
-        || live.column(column.name).is_none()
-    {
-        return false;
-    }
-    let helpers = crate::sql::Helpers::new(model, column, &step.id);
-    live.column(&helpers.marker).is_none()
 }
 
 /// `#[evolve(generated)]` against what the column is: the database must assign a value when
@@ -249,10 +206,10 @@ fn generated_drift(
     model: &ModelSpec,
     column: &ColumnSpec,
     live: &LiveColumn,
-    problem: &mut impl FnMut(Option<&str>, String),
+    problems: &mut Problems<'_>,
 ) {
     if column.generated && !live.database_assigns() {
-        problem(
+        problems.add(
             Some(column.name),
             format!(
                 "field `{}` is declared `generated` but the column is neither an identity column nor a serial one \
@@ -266,7 +223,7 @@ fn generated_drift(
             ),
         );
     } else if !column.generated && live.is_identity_always() {
-        problem(
+        problems.add(
             Some(column.name),
             format!(
                 "the column is `GENERATED ALWAYS AS IDENTITY` but field `{0}` is not declared `generated`, so the \
@@ -282,14 +239,14 @@ fn generated_drift(
 /// A backfill that has not run yet must not read a column another step of the model is still
 /// filling: its batches and its fill trigger would compute from `NULL` wherever that step has
 /// not reached yet, and validation would not notice a non-`NULL` wrong value.
-fn unfilled_reads(resolved: &[Resolved], problem: &mut impl FnMut(Option<&str>, String)) {
+fn unfilled_reads(resolved: &[Resolved], problems: &mut Problems<'_>) {
     for r in resolved {
-        let StepKind::AddFilledColumn(column) = r.step.kind else {
+        // A `backfill = "..."` expression (with its marker column); a rename's fill copies its
+        // old column and reads nothing else.
+        let Some(own) = r.step.fill().filter(|f| f.marker.is_some()) else {
             continue;
         };
-        let Fill::Backfill(expr) = column.fill else {
-            continue;
-        };
+        let (column, expr) = (own.column, own.expr.as_str());
         if r.done >= Phase::Backfill {
             continue; // filled already, or aborted
         }
@@ -313,7 +270,7 @@ fn unfilled_reads(resolved: &[Resolved], problem: &mut impl FnMut(Option<&str>, 
                     fill.column.name, column.name
                 ),
             };
-            problem(
+            problems.add(
                 Some(column.name),
                 format!(
                     "the backfill `{expr}` reads `{}`, which step {} ({}) is still filling: rows it has not reached \
@@ -325,148 +282,4 @@ fn unfilled_reads(resolved: &[Resolved], problem: &mut impl FnMut(Option<&str>, 
             );
         }
     }
-}
-
-async fn step_progress(
-    conn: &mut PgConnection,
-    recorded: &Recorded,
-    model: &ModelSpec,
-    live: &LiveTable,
-    step: &PlannedStep,
-    problem: &mut impl FnMut(Option<&str>, String),
-) -> Result<Phase> {
-    let column = match step.kind {
-        StepKind::CreateTable => return Ok(Phase::Expand),
-        StepKind::CreateIndex(_)
-        | StepKind::AddUnique(_)
-        | StepKind::AddForeignKey(_)
-        | StepKind::AddCheck(_)
-        | StepKind::DropIndex(_) => {
-            return indexes::progress(conn, recorded, model, live, step, problem).await;
-        }
-        StepKind::AddNullableColumn(c) => {
-            return Ok(if live.column(c.name).is_some() {
-                Phase::Expand
-            } else {
-                Phase::Pending
-            });
-        }
-        StepKind::AddFilledColumn(c) => c,
-        StepKind::RenameColumn(c) => {
-            return rename_progress(recorded, live, step, c, problem);
-        }
-    };
-    let recorded = recorded.get(&step.id).map(|r| r.phase);
-    let live_col = live.column(column.name);
-    let done = match (recorded, live_col) {
-        (Some(Phase::Contract), _) => return Ok(Phase::Contract),
-        (Some(Phase::Aborted), _) => return Ok(Phase::Aborted),
-        (Some(phase), None) if phase >= Phase::Expand => {
-            problem(
-                Some(column.name),
-                format!(
-                    "step {} is recorded at phase {phase} but the column is gone (dropped by hand?); \
-                     restore the column, or abort the step",
-                    step.id
-                ),
-            );
-            return Ok(phase);
-        }
-        (Some(phase), _) => phase,
-        // Already NOT NULL with no record: nothing to do (created with the table, or by hand).
-        (None, Some(c)) if c.not_null => return Ok(Phase::Contract),
-        // A nullable column with no record: expand is idempotent, so adopt it from the start.
-        (None, _) => Phase::Pending,
-    };
-
-    if done < Phase::Backfill {
-        match column.fill {
-            Fill::Backfill(expr) => {
-                if live.primary_key.is_empty() {
-                    problem(
-                        Some(column.name),
-                        "a backfill walks the primary key in batches but the table has none; add a primary key to the table first"
-                            .into(),
-                    );
-                }
-                let probe = format!(
-                    "SELECT ({expr}) FROM {} AS {} LIMIT 0",
-                    Qualified(model.schema, model.table),
-                    crate::ident::Ident(model.table)
-                );
-                if let Err(sqlx::Error::Database(e)) = sqlx::query(AssertSqlSafe(&*probe))
-                    .execute(&mut *conn)
-                    .await
-                {
-                    problem(
-                        Some(column.name),
-                        format!(
-                            "`backfill = \"{expr}\"` is not a valid expression over the table: {}; fix the expression",
-                            e.message()
-                        ),
-                    );
-                }
-            }
-            Fill::Default(expr) if done == Phase::Pending && live_col.is_none() => {
-                match catalog::default_is_metadata_only(conn, column.sql_type, expr).await? {
-                    Ok(true) => {}
-                    Ok(false) => problem(
-                        Some(column.name),
-                        format!(
-                            "`default = \"{expr}\"` is volatile: adding it would rewrite the whole table under an exclusive lock; \
-                             use `backfill = \"{expr}\"` instead, which fills existing rows in batches"
-                        ),
-                    ),
-                    Err(message) => problem(
-                        Some(column.name),
-                        format!(
-                            "`default = \"{expr}\"` is not a valid default: {message}; fix the expression"
-                        ),
-                    ),
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(done)
-}
-
-fn rename_progress(
-    recorded: &Recorded,
-    live: &LiveTable,
-    step: &PlannedStep,
-    column: &'static crate::spec::ColumnSpec,
-    problem: &mut impl FnMut(Option<&str>, String),
-) -> Result<Phase> {
-    let recorded = recorded.get(&step.id).map(|r| r.phase);
-    let old = live.column(column.renamed_from.unwrap_or_default());
-    let new = live.column(column.name);
-    Ok(match (recorded, old, new) {
-        (Some(p @ (Phase::Contract | Phase::Aborted)), _, _) => p,
-        (Some(p), _, None) if p >= Phase::Expand => {
-            problem(
-                Some(column.name),
-                format!(
-                    "step {} is recorded at phase {p} but the new column is gone (dropped by hand?); restore it, or abort the step",
-                    step.id
-                ),
-            );
-            p
-        }
-        (Some(p), None, _) if p >= Phase::Expand => {
-            problem(
-                Some(column.renamed_from.unwrap_or_default()),
-                format!(
-                    "step {} is recorded at phase {p} but the old column is gone before contract (dropped by hand?); restore it",
-                    step.id
-                ),
-            );
-            p
-        }
-        (Some(p), _, _) => p,
-        // The rename is long done: only the new column is left.
-        (None, None, Some(_)) => Phase::Contract,
-        // Not started, or started by hand: expand is idempotent, so run it.
-        (None, _, _) => Phase::Pending,
-    })
 }

@@ -23,8 +23,8 @@ pub use select::Select;
 use std::sync::Arc;
 
 use crate::error::{ErrorKind, Result};
-use crate::kinds::FieldAccess;
 use crate::ident::{Ident, Qualified};
+use crate::kinds::FieldAccess;
 use crate::registry::{self, InFlight, PhaseRegistry};
 use crate::spec::ModelSpec;
 use crate::step::{Phase, StepId, StepKind};

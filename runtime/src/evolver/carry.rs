@@ -12,7 +12,7 @@ use crate::plan::PlannedStep;
 use crate::spec::ColumnSpec;
 use crate::sql::carry::{self, Carry};
 use crate::sql::{RenameHelpers, rename};
-use crate::step::{Phase, StepKind};
+use crate::step::Phase;
 
 impl Inner {
     /// What the rename step carries over, read from the catalog now. Something that cannot be
@@ -136,7 +136,11 @@ impl Inner {
     /// The abort of what a rename carried over, before its own abort drops the new column:
     /// the constraints, then the indexes `CONCURRENTLY`.
     pub(super) async fn abort_carried(&self, step: &PlannedStep) -> Result<()> {
-        let StepKind::RenameColumn(column) = step.kind else {
+        let Some(column) = step
+            .kind
+            .column()
+            .filter(|_| step.room().carries_dependents())
+        else {
             return Ok(());
         };
         let mut conn = self.evolver.pool.acquire().await?;

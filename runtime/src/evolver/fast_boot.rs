@@ -67,9 +67,10 @@ pub(super) struct FastBoot<'a> {
 }
 
 impl<'a> FastBoot<'a> {
-    pub fn new(store: &'a StateStore, models: &[ModelSpec]) -> FastBoot<'a> {
+    pub fn new(store: &'a StateStore, plans: &[Plan]) -> FastBoot<'a> {
+        let models: Vec<ModelSpec> = plans.iter().map(|p| p.model).collect();
         let mut tables = Vec::new();
-        for m in models {
+        for m in &models {
             if !tables.contains(&(m.schema, m.table)) {
                 tables.push((m.schema, m.table));
             }
@@ -77,11 +78,8 @@ impl<'a> FastBoot<'a> {
         FastBoot {
             store,
             tables,
-            steps: models
-                .iter()
-                .flat_map(|m| Plan::for_model(m).steps)
-                .collect(),
-            build: build_key(models),
+            steps: plans.iter().flat_map(|p| p.steps.iter().cloned()).collect(),
+            build: build_key(&models),
         }
     }
 
@@ -256,7 +254,7 @@ impl Inner {
     /// store missing or older, a permission) is not taken either: the slow path meets it again
     /// and reports it as it always did. Only a connection error fails.
     pub(super) async fn fast_boot(self: &Arc<Self>) -> Result<Option<Evolution>> {
-        let fast = FastBoot::new(&self.store, &self.evolver.models);
+        let fast = FastBoot::new(&self.store, self.evolver.planned());
         let taken = match self.fast_check(&fast).await? {
             Ok(text) => fast.terminal_phases(&text).ok_or("a step is not terminal"),
             Err(why) => Err(why),
@@ -368,7 +366,7 @@ impl Inner {
     fn all_terminal_here(&self) -> bool {
         let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         self.evolver
-            .plans()
+            .planned()
             .iter()
             .flat_map(|p| &p.steps)
             .all(|step| {
@@ -398,7 +396,7 @@ impl Inner {
     /// recorded, no removed index left to drop), then the row, written only if the fingerprint
     /// has not changed meanwhile: what is recorded is a state the checks accepted.
     async fn try_record_verified(&self) -> Result<std::result::Result<(), &'static str>> {
-        let fast = FastBoot::new(&self.store, &self.evolver.models);
+        let fast = FastBoot::new(&self.store, self.evolver.planned());
         let mut conn = self.evolver.pool.acquire().await?;
         let before: String = sqlx::raw_sql(AssertSqlSafe(fast.current_sql()))
             .fetch_one(&mut *conn)
@@ -418,7 +416,7 @@ impl Inner {
         let removed = crate::concurrent::removed_indexes(
             &self.evolver.pool,
             &self.store,
-            &self.evolver.models,
+            self.evolver.planned(),
         )
         .await?;
         if !removed.is_empty() {
@@ -492,7 +490,7 @@ mod tests {
     #[test]
     fn the_message_registers_before_it_reads() {
         let store = StateStore::new("my state");
-        let fast = FastBoot::new(&store, &[USERS, USERS]);
+        let fast = FastBoot::new(&store, &[Plan::for_model(&USERS), Plan::for_model(&USERS)]);
         assert_eq!(fast.tables, [("public", "users")], "each table once");
         let sql = fast.check_sql("web-1");
         let register = sql.find("INSERT INTO \"my state\".\"instances\"").unwrap();
@@ -506,7 +504,7 @@ mod tests {
     #[test]
     fn phases_must_all_be_terminal() {
         let store = StateStore::new("pgevolve");
-        let fast = FastBoot::new(&store, &[USERS]);
+        let fast = FastBoot::new(&store, &[Plan::for_model(&USERS)]);
         let id = fast.steps[0].id.clone();
         let last = fast.steps[0].kind.last_phase();
         let ok = format!("{id}={last},ffff=pending");

@@ -56,6 +56,9 @@ const MIN_SERVER_VERSION: i32 = 130_000;
 pub struct Evolver {
     pool: PgPool,
     models: Vec<ModelSpec>,
+    /// The plan of each model, built once when the model is added and handed to everything
+    /// that needs it (resolution, the walk, fast boot, removed indexes).
+    plans: Vec<Plan>,
     ddl: DdlOptions,
     backfill: BackfillOptions,
     state_schema: String,
@@ -72,6 +75,7 @@ impl Evolver {
         Evolver {
             pool,
             models: Vec::new(),
+            plans: Vec::new(),
             ddl: DdlOptions::default(),
             backfill: BackfillOptions::default(),
             state_schema: "pgevolve".into(),
@@ -86,6 +90,7 @@ impl Evolver {
     /// Adds a model (a struct deriving `Evolve`).
     pub fn model<T: Evolve>(mut self) -> Evolver {
         self.models.push(T::MODEL);
+        self.plans.push(Plan::for_model(&T::MODEL));
         self
     }
 
@@ -147,7 +152,12 @@ impl Evolver {
 
     /// The plans of every model, without looking at the database.
     pub fn plans(&self) -> Vec<Plan> {
-        self.models.iter().map(Plan::for_model).collect()
+        self.plans.clone()
+    }
+
+    /// The plans of every model, built once (see [`Evolver::plans`]).
+    pub(crate) fn planned(&self) -> &[Plan] {
+        &self.plans
     }
 
     /// The plans of every model as this evolver runs them against its database: every backfill
@@ -286,10 +296,10 @@ impl Inner {
         inner.init_progress(&resolved).await?;
         let steps = inner
             .evolver
-            .plans()
-            .into_iter()
-            .flat_map(|p| p.steps)
-            .map(|s| s.id)
+            .planned()
+            .iter()
+            .flat_map(|p| &p.steps)
+            .map(|s| s.id.clone())
             .collect();
         let coordinator = Coordinator::start(
             &inner.evolver.pool,
@@ -574,8 +584,8 @@ impl Inner {
         };
         let mut problems = Vec::new();
         let mut all = Vec::new();
-        for model in &self.evolver.models {
-            all.extend(resolve_model(&mut conn, &recorded, model, &mut problems).await?);
+        for plan in self.evolver.planned() {
+            all.extend(resolve_model(&mut conn, &recorded, plan, &mut problems).await?);
         }
         if problems.is_empty() {
             Ok((all, shape.current))
@@ -631,18 +641,17 @@ impl Inner {
         // (and their accessors) read.
         let missing: Vec<String> = resolved
             .iter()
-            .filter_map(|r| match r.step.kind {
-                // Judged on the catalog alone: an index or constraint dropped by hand since its
-                // phase was recorded is built or added again.
-                StepKind::CreateIndex(_)
-                | StepKind::AddUnique(_)
-                | StepKind::AddForeignKey(_)
-                | StepKind::AddCheck(_) => (r.recorded != Some(r.done))
-                    .then(|| self.store.steps().record_phase_sql(&r.step, r.done)),
-                _ => r
-                    .recorded
-                    .is_none()
-                    .then(|| self.store.steps().record_if_missing_sql(&r.step, r.done)),
+            .filter_map(|r| {
+                if r.step.room().judged_on_catalog() {
+                    // An index or constraint dropped by hand since its phase was recorded is
+                    // built or added again.
+                    (r.recorded != Some(r.done))
+                        .then(|| self.store.steps().record_phase_sql(&r.step, r.done))
+                } else {
+                    r.recorded
+                        .is_none()
+                        .then(|| self.store.steps().record_if_missing_sql(&r.step, r.done))
+                }
             })
             .collect();
         if !missing.is_empty() {
@@ -817,10 +826,11 @@ impl Inner {
     /// Steps with work after boot, in plan order.
     fn background_steps(&self) -> Vec<PlannedStep> {
         self.evolver
-            .plans()
-            .into_iter()
-            .flat_map(|p| p.steps)
+            .planned()
+            .iter()
+            .flat_map(|p| &p.steps)
             .filter(|s| s.kind.has_background_work())
+            .cloned()
             .collect()
     }
 

@@ -11,8 +11,8 @@ use sqlx::PgConnection;
 use super::{Inner, POLL, target, try_lock};
 use crate::backfill::Backfill;
 use crate::coordinator::{Coordinator, wait_for_acks};
-use crate::kinds::Runner;
 use crate::error::{Error, ErrorKind, Result};
+use crate::kinds::Runner;
 use crate::plan::PlannedStep;
 use crate::sql;
 use crate::sql::backfill::FillColumn;
@@ -264,10 +264,11 @@ impl Inner {
     /// The planned step with this id, among this evolution's models.
     pub(super) fn step(&self, id: &StepId) -> Result<PlannedStep> {
         self.evolver
-            .plans()
-            .into_iter()
-            .flat_map(|p| p.steps)
+            .planned()
+            .iter()
+            .flat_map(|p| &p.steps)
             .find(|s| &s.id == id)
+            .cloned()
             .ok_or_else(|| {
                 ErrorKind::UnknownStep {
                     step: id.to_string(),
@@ -503,7 +504,7 @@ impl Inner {
         let removed = crate::concurrent::removed_indexes(
             &self.evolver.pool,
             &self.store,
-            &self.evolver.models,
+            self.evolver.planned(),
         )
         .await?;
         for (declared_by, step) in removed {

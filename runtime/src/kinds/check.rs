@@ -1,7 +1,11 @@
 //! A CHECK constraint (`check = "..."` on a field or the struct): added `NOT VALID` at boot (no
 //! scan; new writes are checked from then on), validated in the background.
 
-use super::{Kind, NewTablePart, PlannedPhase, Runner, Shown};
+use super::resolving::BoxFuture;
+use super::{
+    Kind, NewTablePart, PlannedPhase, Resolving, Runner, Shown, Violations, catalog_object,
+};
+use crate::error::Result;
 use crate::ident::Ident;
 use crate::spec::{CheckSpec, ModelSpec};
 use crate::sql::constraint::{self, check_name};
@@ -56,7 +60,10 @@ impl Kind for AddCheck {
     }
 
     fn abort(&self, model: &ModelSpec, id: &StepId) -> Vec<Statement> {
-        vec![index::drop_constraint(model, &check_name(model, self.0, id))]
+        vec![index::drop_constraint(
+            model,
+            &check_name(model, self.0, id),
+        )]
     }
 
     fn object_name(&self, model: &ModelSpec, id: &StepId) -> Option<String> {
@@ -76,5 +83,35 @@ impl Kind for AddCheck {
             Phase::Validate => Runner::ValidateConstraint,
             _ => Runner::Statements,
         }
+    }
+
+    fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {
+        Box::pin(async move {
+            let name = self.object_name(cx.model, cx.id).unwrap_or_default();
+            if let Some(phase) = catalog_object::settled(cx, &name, &self.describe(cx.model, cx.id))
+            {
+                return Ok(phase);
+            }
+            catalog_object::check_progress(cx, self.0, &name).await
+        })
+    }
+
+    fn abort_leftovers<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let name = self.object_name(cx.model, cx.id).unwrap_or_default();
+            catalog_object::constraint_left(cx, &name).await
+        })
+    }
+
+    fn judged_on_catalog(&self) -> bool {
+        true
+    }
+
+    fn violations(&self, model: &ModelSpec, id: &StepId, limit: u32) -> Option<Violations> {
+        Some(Violations {
+            what: format!("check {} ({})", check_name(model, self.0, id), self.0.expr),
+            query: constraint::check_violations(model, self.0, limit),
+            column: None,
+        })
     }
 }

@@ -1,7 +1,9 @@
 //! A table the struct declares and the database does not have: created with every column,
 //! constraint and index at once (it is empty and invisible until its transaction commits).
 
-use super::{Kind, NewTablePart, PlannedPhase, Shown, of_model, room};
+use super::resolving::BoxFuture;
+use super::{Kind, NewTablePart, PlannedPhase, Resolving, Shown, of_model, room};
+use crate::error::Result;
 use crate::spec::ModelSpec;
 use crate::sql::{self, Statement};
 use crate::step::{Phase, StepId};
@@ -43,5 +45,10 @@ impl Kind for CreateTable {
 
     fn describe(&self, model: &ModelSpec, _id: &StepId) -> String {
         format!("create table {}", model.qualified_name())
+    }
+
+    /// The table exists (resolving a missing table never asks the steps).
+    fn progress<'a>(&'a self, _cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {
+        Box::pin(async { Ok(Phase::Expand) })
     }
 }

@@ -2,7 +2,9 @@
 //! CONCURRENTLY` at contract. The name comes from the state store; these steps are found at
 //! contract time and are never part of a model's static plan.
 
-use super::{Kind, PlannedPhase, Shown};
+use super::resolving::BoxFuture;
+use super::{Kind, PlannedPhase, Resolving, Shown, catalog_object};
+use crate::error::Result;
 use crate::spec::ModelSpec;
 use crate::sql::index;
 use crate::step::{Phase, StepId};
@@ -45,5 +47,16 @@ impl Kind for DropIndex {
 
     fn object_name(&self, _model: &ModelSpec, _id: &StepId) -> Option<String> {
         Some(self.0.to_string())
+    }
+
+    fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {
+        Box::pin(async move {
+            let name = self.object_name(cx.model, cx.id).unwrap_or_default();
+            if let Some(phase) = catalog_object::settled(cx, &name, &self.describe(cx.model, cx.id))
+            {
+                return Ok(phase);
+            }
+            Ok(Phase::Pending)
+        })
     }
 }

@@ -2,7 +2,14 @@
 //! `CHECK (col IS NOT NULL) NOT VALID` (and, for a backfill, the fill and mark triggers), filled
 //! by the backfill pass, the check validated, then `SET NOT NULL` at contract without a scan.
 
-use super::{FieldAccess, Kind, PlannedPhase, Runner, Shown, Verification, backfill_phase};
+use sqlx::AssertSqlSafe;
+
+use super::resolving::BoxFuture;
+use super::{
+    FieldAccess, Kind, PlannedPhase, Resolving, Runner, Shown, Verification, backfill_phase,
+};
+use crate::error::Result;
+use crate::ident::Qualified;
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
 use crate::sql::backfill::FillColumn;
 use crate::sql::{self, Helpers, Statement};
@@ -140,5 +147,111 @@ impl Kind for FilledColumn {
 
     fn changes_accessors(&self) -> bool {
         true
+    }
+
+    fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {
+        Box::pin(async move {
+            let recorded = cx.recorded_phase();
+            let column = self.0;
+            let Resolving {
+                conn,
+                model,
+                live,
+                problems,
+                id,
+                ..
+            } = cx;
+            let live_col = live.column(column.name);
+            let done = match (recorded, live_col) {
+                (Some(Phase::Contract), _) => return Ok(Phase::Contract),
+                (Some(Phase::Aborted), _) => return Ok(Phase::Aborted),
+                (Some(phase), None) if phase >= Phase::Expand => {
+                    problems.add(
+                        Some(column.name),
+                        format!(
+                            "step {} is recorded at phase {phase} but the column is gone (dropped by hand?); \
+                             restore the column, or abort the step",
+                            id
+                        ),
+                    );
+                    return Ok(phase);
+                }
+                (Some(phase), _) => phase,
+                // Already NOT NULL with no record: nothing to do (created with the table, or by hand).
+                (None, Some(c)) if c.not_null => return Ok(Phase::Contract),
+                // A nullable column with no record: expand is idempotent, so adopt it from the start.
+                (None, _) => Phase::Pending,
+            };
+
+            if done < Phase::Backfill {
+                match column.fill {
+                    Fill::Backfill(expr) => {
+                        if live.primary_key.is_empty() {
+                            problems.add(
+                                Some(column.name),
+                                "a backfill walks the primary key in batches but the table has none; add a primary key to the table first"
+                                    .into(),
+                            );
+                        }
+                        let probe = format!(
+                            "SELECT ({expr}) FROM {} AS {} LIMIT 0",
+                            Qualified(model.schema, model.table),
+                            crate::ident::Ident(model.table)
+                        );
+                        if let Err(sqlx::Error::Database(e)) = sqlx::query(AssertSqlSafe(&*probe))
+                            .execute(&mut **conn)
+                            .await
+                        {
+                            problems.add(
+                                Some(column.name),
+                                format!(
+                                    "`backfill = \"{expr}\"` is not a valid expression over the table: {}; fix the expression",
+                                    e.message()
+                                ),
+                            );
+                        }
+                    }
+                    Fill::Default(expr) if done == Phase::Pending && live_col.is_none() => {
+                        match crate::catalog::default_is_metadata_only(conn, column.sql_type, expr).await? {
+                            Ok(true) => {}
+                            Ok(false) => problems.add(
+                                Some(column.name),
+                                format!(
+                                    "`default = \"{expr}\"` is volatile: adding it would rewrite the whole table under an exclusive lock; \
+                                     use `backfill = \"{expr}\"` instead, which fills existing rows in batches"
+                                ),
+                            ),
+                            Err(message) => problems.add(
+                                Some(column.name),
+                                format!(
+                                    "`default = \"{expr}\"` is not a valid default: {message}; fix the expression"
+                                ),
+                            ),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(done)
+        })
+    }
+
+    fn abort_leftovers<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<bool>> {
+        let left = cx.live.column(self.0.name).is_some();
+        Box::pin(async move { Ok(left) })
+    }
+
+    /// A backfilled column expanded by a pgevolve from before the marker column: the marker is
+    /// what the backfill pass and the triggers read, so the expand must run again first.
+    fn expand_incomplete(&self, cx: &Resolving<'_, '_>, done: Phase) -> bool {
+        let column = self.0;
+        if !matches!(column.fill, Fill::Backfill(_))
+            || !(Phase::Expand..Phase::Contract).contains(&done)
+            || cx.live.column(column.name).is_none()
+        {
+            return false;
+        }
+        let helpers = Helpers::new(cx.model, column, cx.id);
+        cx.live.column(&helpers.marker).is_none()
     }
 }

@@ -1,7 +1,11 @@
 //! A foreign key from one column (`references = "table(column)"`): added `NOT VALID` at boot
 //! (new writes are checked from then on), validated in the background.
 
-use super::{Kind, NewTablePart, PlannedPhase, Runner, Shown};
+use super::resolving::BoxFuture;
+use super::{
+    Kind, NewTablePart, PlannedPhase, Resolving, Runner, Shown, Violations, catalog_object,
+};
+use crate::error::Result;
 use crate::ident::Ident;
 use crate::spec::{ColumnSpec, ModelSpec};
 use crate::sql::constraint::{self, fk_name, foreign_key};
@@ -93,5 +97,43 @@ impl Kind for AddForeignKey {
             Phase::Validate => Runner::ValidateConstraint,
             _ => Runner::Statements,
         }
+    }
+
+    fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {
+        Box::pin(async move {
+            let name = self.object_name(cx.model, cx.id).unwrap_or_default();
+            if let Some(phase) = catalog_object::settled(cx, &name, &self.describe(cx.model, cx.id))
+            {
+                return Ok(phase);
+            }
+            catalog_object::fk_progress(cx, self.0, &name).await
+        })
+    }
+
+    fn abort_leftovers<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let name = self.object_name(cx.model, cx.id).unwrap_or_default();
+            catalog_object::constraint_left(cx, &name).await
+        })
+    }
+
+    fn judged_on_catalog(&self) -> bool {
+        true
+    }
+
+    fn violations(&self, model: &ModelSpec, id: &StepId, limit: u32) -> Option<Violations> {
+        let (column, fk) = (self.0, foreign_key(self.0)?);
+        Some(Violations {
+            what: format!(
+                "foreign key {} ({} references {}.{} ({}))",
+                fk_name(model, column, id),
+                column.name,
+                fk.schema.unwrap_or(model.schema),
+                fk.table,
+                fk.column
+            ),
+            query: constraint::fk_violations(model, column, fk, limit),
+            column: Some(column.name),
+        })
     }
 }

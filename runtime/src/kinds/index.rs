@@ -3,7 +3,9 @@
 //! transaction; an INVALID index of the same name is dropped first, a valid one with the same
 //! definition adopted.
 
-use super::{Kind, NewTablePart, PlannedPhase, Runner, Shown};
+use super::resolving::BoxFuture;
+use super::{Kind, NewTablePart, PlannedPhase, Resolving, Runner, Shown, catalog_object};
+use crate::error::Result;
 use crate::spec::{IndexSpec, ModelSpec};
 use crate::sql::Statement;
 use crate::sql::index::{self, IndexDef};
@@ -102,5 +104,28 @@ impl Kind for CreateIndex {
             Phase::Expand => Runner::ConcurrentBuild,
             _ => Runner::Statements,
         }
+    }
+
+    fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {
+        Box::pin(async move {
+            let name = self.object_name(cx.model, cx.id).unwrap_or_default();
+            if let Some(phase) = catalog_object::settled(cx, &name, &self.describe(cx.model, cx.id))
+            {
+                return Ok(phase);
+            }
+            let def = IndexDef::for_index(cx.model, self.0, cx.id);
+            catalog_object::index_progress(cx, &def, None, &name).await
+        })
+    }
+
+    fn abort_leftovers<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let name = self.object_name(cx.model, cx.id).unwrap_or_default();
+            catalog_object::index_left(cx, &name, false).await
+        })
+    }
+
+    fn judged_on_catalog(&self) -> bool {
+        true
     }
 }

@@ -8,6 +8,7 @@
 //! kind. The renderers in `sql/` are leaves these files call; the planner, the engine and the
 //! accessors sit above and ask the room.
 
+mod catalog_object;
 mod check;
 mod create_table;
 mod drop_index;
@@ -16,13 +17,18 @@ mod foreign_key;
 mod index;
 mod nullable_column;
 mod rename_column;
+mod resolving;
 mod unique;
 
+pub(crate) use resolving::{Problems, Recorded, Resolving};
+
+use crate::error::Result;
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
 use crate::sql::backfill::{Bounds, FillColumn};
 use crate::sql::index::IndexDef;
 use crate::sql::{self, Statement};
 use crate::step::{Phase, StepId, StepKind, fnv1a};
+use resolving::BoxFuture;
 
 /// Everything about one kind of step. Defaults describe a kind without that aspect (no column,
 /// no abort, no backfill, no data check, plain statement phases).
@@ -70,6 +76,26 @@ pub(crate) trait Kind: Send + Sync {
         None
     }
 
+    /// The last phase the step completed, judged on the live catalog and the state store (the
+    /// catalog wins where the store cannot know: work done by hand, or by a process that died
+    /// before recording it). Drift goes to `cx.problems`. Runs before any DDL: reads only.
+    fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>>;
+
+    /// Whether an aborted step left behind what its abort drops (the abort was interrupted):
+    /// then the abort's statements run again.
+    fn abort_leftovers<'a>(
+        &'a self,
+        _cx: &'a mut Resolving<'_, '_>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Whether a step between expand and contract lacks a helper its expand creates (expanded by
+    /// an older pgevolve): boot runs the expand's statements again, each idempotent.
+    fn expand_incomplete(&self, _cx: &Resolving<'_, '_>, _done: Phase) -> bool {
+        false
+    }
+
     /// The index the step builds, if it builds one.
     fn index(&self, _model: &ModelSpec, _id: &StepId) -> Option<IndexDef> {
         None
@@ -97,6 +123,29 @@ pub(crate) trait Kind: Send + Sync {
             Phase::Validate => Runner::ValidateData,
             _ => Runner::Statements,
         }
+    }
+
+    /// Whether the catalog alone says how far the step is (an index or constraint): the state
+    /// store follows it, so one dropped by hand since its phase was recorded is built again.
+    fn judged_on_catalog(&self) -> bool {
+        false
+    }
+
+    /// The rows that violate the constraint the step validates, for the error when its
+    /// validation fails: at most `limit`.
+    fn violations(&self, _model: &ModelSpec, _id: &StepId, _limit: u32) -> Option<Violations> {
+        None
+    }
+
+    /// Whether contract drops a column whose dependents (indexes, constraints, defaults, grants)
+    /// the step carries over to another one first, and its abort drops what it carried.
+    fn carries_dependents(&self) -> bool {
+        false
+    }
+
+    /// Extra lines under the step in a printed plan.
+    fn plan_notes(&self, _model: &ModelSpec) -> Vec<String> {
+        Vec::new()
     }
 
     /// Whether the step changes what accessors read or write, so that an abort waits until
@@ -271,6 +320,17 @@ pub(crate) struct Verification {
     /// Whether the step's validated `CHECK (col IS NOT NULL)` already proves it (then the
     /// engine does not scan the table again for it).
     pub proven_by_not_null_check: bool,
+}
+
+/// The query that lists the rows violating a constraint, and how to name them.
+#[derive(Debug, Clone)]
+pub(crate) struct Violations {
+    /// The constraint, for messages: `foreign key posts_author_fkey (author_id references ...)`.
+    pub what: String,
+    /// Rows: the key as a text array, the offending value as text.
+    pub query: String,
+    /// The column whose value is shown, if one.
+    pub column: Option<&'static str>,
 }
 
 /// The engine that runs a phase of a step.

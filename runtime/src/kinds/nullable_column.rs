@@ -1,6 +1,8 @@
 //! An `Option<T>` field missing from the table: `ADD COLUMN`, metadata only.
 
-use super::{FieldAccess, Kind, PlannedPhase, Shown};
+use super::resolving::BoxFuture;
+use super::{FieldAccess, Kind, PlannedPhase, Resolving, Shown};
+use crate::error::Result;
 use crate::spec::{ColumnSpec, ModelSpec};
 use crate::sql;
 use crate::step::{Phase, StepId};
@@ -46,6 +48,17 @@ impl Kind for NullableColumn {
         matches!(phase, Phase::Pending | Phase::Aborted).then(|| FieldAccess {
             read: format!("CAST(NULL AS {})", self.0.sql_type),
             writes: vec![],
+        })
+    }
+
+    fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {
+        let present = cx.live.column(self.0.name).is_some();
+        Box::pin(async move {
+            Ok(if present {
+                Phase::Expand
+            } else {
+                Phase::Pending
+            })
         })
     }
 }

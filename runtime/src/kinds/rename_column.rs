@@ -3,7 +3,11 @@
 //! retired, then the old column dropped at contract with every object that depended on it
 //! carried over to the new one.
 
-use super::{FieldAccess, Kind, PlannedPhase, Runner, Shown, Verification, backfill_phase};
+use super::resolving::BoxFuture;
+use super::{
+    FieldAccess, Kind, PlannedPhase, Resolving, Runner, Shown, Verification, backfill_phase,
+};
+use crate::error::Result;
 use crate::ident::Ident;
 use crate::spec::{ColumnSpec, ModelSpec};
 use crate::sql::backfill::FillColumn;
@@ -176,5 +180,75 @@ impl Kind for RenameColumn {
 
     fn changes_accessors(&self) -> bool {
         true
+    }
+
+    fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {
+        Box::pin(async move {
+            let recorded = cx.recorded_phase();
+            let (column, live, id) = (self.0, cx.live, cx.id);
+            let old = live.column(column.renamed_from.unwrap_or_default());
+            let new = live.column(column.name);
+            let done = match (recorded, old, new) {
+                (Some(p @ (Phase::Contract | Phase::Aborted)), _, _) => p,
+                (Some(p), _, None) if p >= Phase::Expand => {
+                    cx.problems.add(
+                        Some(column.name),
+                        format!(
+                            "step {} is recorded at phase {p} but the new column is gone (dropped by hand?); restore it, or abort the step",
+                            id
+                        ),
+                    );
+                    p
+                }
+                (Some(p), None, _) if p >= Phase::Expand => {
+                    cx.problems.add(
+                        Some(column.renamed_from.unwrap_or_default()),
+                        format!(
+                            "step {} is recorded at phase {p} but the old column is gone before contract (dropped by hand?); restore it",
+                            id
+                        ),
+                    );
+                    p
+                }
+                (Some(p), _, _) => p,
+                // The rename is long done: only the new column is left.
+                (None, None, Some(_)) => Phase::Contract,
+                // Not started, or started by hand: expand is idempotent, so run it.
+                (None, _, _) => Phase::Pending,
+            };
+            if done < Phase::Contract
+                && let Some(old) = column.renamed_from
+                && live.column(old).is_some()
+            {
+                // Contract drops the old column: whatever depends on it must be carried over to
+                // the new one, and what cannot be is reported now, before anything runs.
+                let carry = crate::sql::carry::read(
+                    cx.conn,
+                    cx.model,
+                    column,
+                    id,
+                    &super::rename_views(cx.model),
+                )
+                .await?;
+                for blocker in carry.blockers {
+                    cx.problems.add(Some(old), blocker);
+                }
+            }
+            Ok(done)
+        })
+    }
+
+    fn abort_leftovers<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<bool>> {
+        let left = cx.live.column(self.0.name).is_some();
+        Box::pin(async move { Ok(left) })
+    }
+
+    fn carries_dependents(&self) -> bool {
+        true
+    }
+
+    /// What contract carries from the old column to the new one.
+    fn plan_notes(&self, model: &ModelSpec) -> Vec<String> {
+        sql::carry::plan_lines(model, self.0)
     }
 }

@@ -2,7 +2,9 @@
 //! in the background, then attached with `ADD CONSTRAINT ... UNIQUE USING INDEX` (an instant
 //! under ACCESS EXCLUSIVE, no scan).
 
-use super::{Kind, NewTablePart, PlannedPhase, Runner, Shown};
+use super::resolving::BoxFuture;
+use super::{Kind, NewTablePart, PlannedPhase, Resolving, Runner, Shown, catalog_object};
+use crate::error::Result;
 use crate::ident::Ident;
 use crate::spec::{ColumnSpec, ModelSpec};
 use crate::sql::Statement;
@@ -89,5 +91,28 @@ impl Kind for AddUnique {
             Phase::Validate => Runner::ValidateData,
             _ => Runner::Statements,
         }
+    }
+
+    fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {
+        Box::pin(async move {
+            let name = self.object_name(cx.model, cx.id).unwrap_or_default();
+            if let Some(phase) = catalog_object::settled(cx, &name, &self.describe(cx.model, cx.id))
+            {
+                return Ok(phase);
+            }
+            let def = IndexDef::for_unique(cx.model, self.0, cx.id);
+            catalog_object::index_progress(cx, &def, Some(self.0), &name).await
+        })
+    }
+
+    fn abort_leftovers<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let name = self.object_name(cx.model, cx.id).unwrap_or_default();
+            catalog_object::index_left(cx, &name, true).await
+        })
+    }
+
+    fn judged_on_catalog(&self) -> bool {
+        true
     }
 }

@@ -1,113 +1,106 @@
-//! Index and constraint steps against the live catalog. The catalog is the truth for these
-//! steps (the state store only says whether one was aborted): a valid index with the planned
-//! name and definition is adopted, an INVALID one is left for the build to drop and redo, and
-//! anything else under the planned name is drift, reported before any DDL runs.
+//! Index and constraint steps against the live catalog, shared by the rooms of the index,
+//! unique, foreign key, check and drop-index kinds. The catalog is the truth for these steps
+//! (the state store only says whether one was aborted): a valid index with the planned name and
+//! definition is adopted, an INVALID one is left for the build to drop and redo, and anything
+//! else under the planned name is drift, reported before any DDL runs.
 
-use sqlx::PgConnection;
-
-use super::Recorded;
-use crate::catalog::LiveTable;
+use super::resolving::Resolving;
 use crate::catalog::indexes::{self, Probe, Referenced};
 use crate::error::Result;
-use crate::plan::{Plan, PlannedStep};
-use crate::spec::ModelSpec;
+use crate::spec::{CheckSpec, ColumnSpec};
 use crate::sql::constraint;
-use crate::step::{Phase, StepKind};
+use crate::sql::index::IndexDef;
+use crate::step::Phase;
 
-/// The last phase an index or constraint step completed, judged on the catalog.
-pub(super) async fn progress(
-    conn: &mut PgConnection,
-    recorded: &Recorded,
-    model: &ModelSpec,
-    live: &LiveTable,
-    step: &PlannedStep,
-    problem: &mut impl FnMut(Option<&str>, String),
-) -> Result<Phase> {
-    let recorded = recorded.get(&step.id).map(|r| r.phase);
-    if recorded == Some(Phase::Aborted) {
-        return Ok(Phase::Aborted);
+/// What every index and constraint step checks first: an aborted step stays aborted, and two
+/// declarations may not take one name. `Some`: the step's phase is decided.
+pub(super) fn settled(cx: &mut Resolving<'_, '_>, name: &str, describe: &str) -> Option<Phase> {
+    if cx.recorded_phase() == Some(Phase::Aborted) {
+        return Some(Phase::Aborted);
     }
-    let Some(name) = step.object_name() else {
-        return Ok(Phase::Pending);
-    };
-    if let Some(other) = Plan::for_model(model)
-        .steps
+    if let Some((_, other)) = cx
+        .earlier
         .iter()
-        .take_while(|s| s.id != step.id)
-        .find(|s| s.object_name().as_deref() == Some(name.as_str()))
+        .find(|(object, _)| object.as_deref() == Some(name))
     {
-        problem(
+        cx.problems.add(
             None,
             format!(
-                "two declarations would both be named `{name}` ({}; {}); give one of them another `name = \"...\"`",
-                other.describe(),
-                step.describe()
+                "two declarations would both be named `{name}` ({other}; {describe}); give one of them another `name = \"...\"`"
             ),
         );
-        return Ok(Phase::Pending);
+        return Some(Phase::Pending);
     }
-    match step.kind {
-        StepKind::CreateIndex(_) | StepKind::AddUnique(_) => {
-            index_progress(conn, model, live, step, &name, problem).await
-        }
-        StepKind::AddForeignKey(column) => fk_progress(conn, model, column, &name, problem).await,
-        StepKind::AddCheck(check) => {
-            let planned = match indexes::probe(conn, model, live, Probe::Check(check.expr)).await? {
-                Ok(definition) => Some(definition),
-                Err(message) => {
-                    problem(
-                        check.column,
-                        format!(
-                            "`check = \"{}\"` is not a valid CHECK expression on the table: {message}; fix the expression",
-                            check.expr
-                        ),
-                    );
-                    None
-                }
-            };
-            Ok(match indexes::constraint_named(conn, model, &name).await? {
-                None => Phase::Pending,
-                Some(c) if c.kind == "c" && Some(&c.definition) == planned.as_ref() => {
-                    if c.validated {
-                        Phase::Validate
-                    } else {
-                        Phase::Expand
-                    }
-                }
-                Some(_) if planned.is_none() => Phase::Pending,
-                Some(c) => {
-                    problem(
-                        check.column,
-                        format!(
-                            "a constraint `{name}` already exists with a different definition (`{}`) but the struct declares \
-                             `CHECK ({})`; give the check another `name = \"...\"`, or drop the existing constraint by hand",
-                            c.definition, check.expr
-                        ),
-                    );
-                    Phase::Pending
-                }
-            })
-        }
-        _ => Ok(Phase::Pending),
-    }
+    None
 }
 
-async fn index_progress(
-    conn: &mut PgConnection,
-    model: &ModelSpec,
-    live: &LiveTable,
-    step: &PlannedStep,
+/// A CHECK: adopted when a constraint of its name has the same definition.
+pub(super) async fn check_progress(
+    cx: &mut Resolving<'_, '_>,
+    check: &'static CheckSpec,
     name: &str,
-    problem: &mut impl FnMut(Option<&str>, String),
 ) -> Result<Phase> {
-    let Some(def) = step.index() else {
-        return Ok(Phase::Pending);
+    let Resolving {
+        conn,
+        model,
+        live,
+        problems,
+        ..
+    } = cx;
+    let planned = match indexes::probe(conn, model, live, Probe::Check(check.expr)).await? {
+        Ok(definition) => Some(definition),
+        Err(message) => {
+            problems.add(
+                check.column,
+                format!(
+                    "`check = \"{}\"` is not a valid CHECK expression on the table: {message}; fix the expression",
+                    check.expr
+                ),
+            );
+            None
+        }
     };
-    let column = match step.kind {
-        StepKind::AddUnique(c) => Some(c.name),
-        _ => None,
-    };
-    if let StepKind::AddUnique(c) = step.kind {
+    Ok(match indexes::constraint_named(conn, model, name).await? {
+        None => Phase::Pending,
+        Some(c) if c.kind == "c" && Some(&c.definition) == planned.as_ref() => {
+            if c.validated {
+                Phase::Validate
+            } else {
+                Phase::Expand
+            }
+        }
+        Some(_) if planned.is_none() => Phase::Pending,
+        Some(c) => {
+            problems.add(
+                check.column,
+                format!(
+                    "a constraint `{name}` already exists with a different definition (`{}`) but the struct declares \
+                     `CHECK ({})`; give the check another `name = \"...\"`, or drop the existing constraint by hand",
+                    c.definition, check.expr
+                ),
+            );
+            Phase::Pending
+        }
+    })
+}
+
+/// An index, or the index of a unique constraint on `unique` (then any unique or primary key
+/// constraint on exactly that column satisfies the step).
+pub(super) async fn index_progress(
+    cx: &mut Resolving<'_, '_>,
+    def: &IndexDef,
+    unique: Option<&'static ColumnSpec>,
+    name: &str,
+) -> Result<Phase> {
+    let Resolving {
+        conn,
+        model,
+        live,
+        problems,
+        ..
+    } = cx;
+    let column = unique.map(|c| c.name);
+    if let Some(c) = unique {
         // Any unique or primary key constraint on exactly this column satisfies the step.
         if indexes::unique_constraint(conn, model, c.name)
             .await?
@@ -116,7 +109,7 @@ async fn index_progress(
             return Ok(Phase::Validate);
         }
         if let Some(other) = indexes::constraint_named(conn, model, name).await? {
-            problem(
+            problems.add(
                 column,
                 format!(
                     "a constraint `{name}` already exists (`{}`), so the unique constraint of `{}` cannot take that name; \
@@ -127,10 +120,20 @@ async fn index_progress(
             return Ok(Phase::Pending);
         }
     }
-    let planned = match indexes::probe(conn, model, live, Probe::Index { unique: def.unique, body: &def.body() }).await? {
+    let planned = match indexes::probe(
+        conn,
+        model,
+        live,
+        Probe::Index {
+            unique: def.unique,
+            body: &def.body(),
+        },
+    )
+    .await?
+    {
         Ok(key) => Some(key),
         Err(message) => {
-            problem(
+            problems.add(
                 column,
                 format!(
                     "index `{name}` cannot be built: PostgreSQL rejects `{}`: {message}; fix the index attribute",
@@ -144,7 +147,7 @@ async fn index_progress(
         return Ok(Phase::Pending);
     };
     if !existing.on_table {
-        problem(
+        problems.add(
             column,
             format!(
                 "`{name}` already exists in schema `{}` and is not an index of this table; give the index another \
@@ -163,7 +166,7 @@ async fn index_progress(
         // The declared index is there: adopt it (for `unique`, attaching it is what is left).
         Some(key) if key == existing.key => Ok(Phase::Expand),
         Some(_) => {
-            problem(
+            problems.add(
                 column,
                 format!(
                     "index `{name}` already exists with a different definition (`{}`) but the struct declares `{}`; \
@@ -180,13 +183,19 @@ async fn index_progress(
     }
 }
 
-async fn fk_progress(
-    conn: &mut PgConnection,
-    model: &ModelSpec,
-    column: &'static crate::spec::ColumnSpec,
+/// A foreign key: adopted when one from the column to the same target with the same
+/// `ON DELETE` exists, whatever its name.
+pub(super) async fn fk_progress(
+    cx: &mut Resolving<'_, '_>,
+    column: &'static ColumnSpec,
     name: &str,
-    problem: &mut impl FnMut(Option<&str>, String),
 ) -> Result<Phase> {
+    let Resolving {
+        conn,
+        model,
+        problems,
+        ..
+    } = cx;
     let Some(fk) = constraint::foreign_key(column) else {
         return Ok(Phase::Pending);
     };
@@ -213,7 +222,7 @@ async fn fk_progress(
                 Phase::Expand
             });
         }
-        problem(
+        problems.add(
             Some(column.name),
             format!(
                 "foreign key `{}` already references {target} but as `{}`, and field `{}` declares ON DELETE {}; \
@@ -227,7 +236,7 @@ async fn fk_progress(
         return Ok(Phase::Pending);
     }
     if let Some(other) = indexes::constraint_named(conn, model, name).await? {
-        problem(
+        problems.add(
             Some(column.name),
             format!(
                 "a constraint `{name}` already exists with a different definition (`{}`), so the foreign key of \
@@ -240,14 +249,14 @@ async fn fk_progress(
     match indexes::referenced(conn, &referenced, fk.column).await? {
         // Possibly created by another model of this evolution; if not, expand says so.
         Referenced::NoTable | Referenced::Ok => {}
-        Referenced::NoColumn => problem(
+        Referenced::NoColumn => problems.add(
             Some(column.name),
             format!(
                 "field `{}` references {target}, but that table has no column `{}`; fix `references`",
                 column.field, fk.column
             ),
         ),
-        Referenced::NotUnique => problem(
+        Referenced::NotUnique => problems.add(
             Some(column.name),
             format!(
                 "field `{}` references {target}, but `{}` has no primary key or unique constraint, which PostgreSQL \
@@ -260,33 +269,22 @@ async fn fk_progress(
     Ok(Phase::Pending)
 }
 
-/// Whether an aborted index or constraint step left its object behind (the abort was
-/// interrupted): then boot runs the abort's statements again.
-pub(super) async fn abort_leftovers(
-    conn: &mut PgConnection,
-    model: &ModelSpec,
-    step: &PlannedStep,
+/// Whether an aborted index step left its index (or, for `constraint`, its constraint) behind:
+/// the abort was interrupted, and boot runs its statements again.
+pub(super) async fn index_left(
+    cx: &mut Resolving<'_, '_>,
+    name: &str,
+    constraint: bool,
 ) -> Result<bool> {
-    let Some(name) = step.object_name() else {
-        return Ok(false);
-    };
-    Ok(match step.kind {
-        StepKind::CreateIndex(_) => indexes::read_index(conn, model, &name)
-            .await?
-            .is_some_and(|ix| ix.on_table),
-        StepKind::AddUnique(_) => {
-            indexes::read_index(conn, model, &name)
-                .await?
-                .is_some_and(|ix| ix.on_table)
-                || indexes::constraint_named(conn, model, &name)
-                    .await?
-                    .is_some()
-        }
-        StepKind::AddForeignKey(_) | StepKind::AddCheck(_) => {
-            indexes::constraint_named(conn, model, &name)
-                .await?
-                .is_some()
-        }
-        _ => false,
-    })
+    Ok(indexes::read_index(cx.conn, cx.model, name)
+        .await?
+        .is_some_and(|ix| ix.on_table)
+        || (constraint && constraint_left(cx, name).await?))
+}
+
+/// Whether an aborted constraint step left its constraint behind.
+pub(super) async fn constraint_left(cx: &mut Resolving<'_, '_>, name: &str) -> Result<bool> {
+    Ok(indexes::constraint_named(cx.conn, cx.model, name)
+        .await?
+        .is_some())
 }

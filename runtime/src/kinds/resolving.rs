@@ -1,0 +1,64 @@
+//! What a kind reads to tell how far its step has come: the live table, the state store's
+//! records, a connection for catalog queries, and where drift goes. Every kind's `progress`
+//! runs before any DDL, so it only reads.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::PgConnection;
+
+use crate::catalog::LiveTable;
+use crate::error::DriftProblem;
+use crate::spec::ModelSpec;
+use crate::state::StepRow;
+use crate::step::{Phase, StepId};
+
+/// The recorded steps, by id.
+pub(crate) type Recorded = std::collections::HashMap<StepId, StepRow>;
+
+/// A boxed future: the `Kind` trait is used as `dyn Kind`, so its async methods return these.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where drift found while resolving goes, with the table it concerns.
+pub(crate) struct Problems<'p> {
+    table: String,
+    found: &'p mut Vec<DriftProblem>,
+}
+
+impl<'p> Problems<'p> {
+    pub(crate) fn new(model: &ModelSpec, found: &'p mut Vec<DriftProblem>) -> Problems<'p> {
+        Problems {
+            table: model.qualified_name(),
+            found,
+        }
+    }
+
+    /// One way the database differs from what the model expects.
+    pub(crate) fn add(&mut self, column: Option<&str>, message: String) {
+        self.found.push(DriftProblem {
+            table: self.table.clone(),
+            column: column.map(str::to_string),
+            message,
+        });
+    }
+}
+
+/// One step being resolved.
+pub(crate) struct Resolving<'c, 'p> {
+    pub conn: &'c mut PgConnection,
+    pub recorded: &'c Recorded,
+    pub model: &'c ModelSpec,
+    pub live: &'c LiveTable,
+    pub id: &'c StepId,
+    /// The names and descriptions of the objects of the model's steps before this one (two
+    /// declarations may not take one name).
+    pub earlier: &'c [(Option<String>, String)],
+    pub problems: &'c mut Problems<'p>,
+}
+
+impl Resolving<'_, '_> {
+    /// The phase the state store has for the step.
+    pub(crate) fn recorded_phase(&self) -> Option<Phase> {
+        self.recorded.get(self.id).map(|r| r.phase)
+    }
+}

@@ -8,12 +8,10 @@ use crate::attr::{Check, Index, Setting, Typed};
 use crate::ctxt::Ctxt;
 use crate::symbol;
 use crate::value::{IndexMethod, OnDelete, References};
+use pgevolve_naming::MAX_IDENTIFIER_BYTES;
 use quote::ToTokens;
 use std::collections::{HashMap, HashSet};
 use syn::{GenericParam, LitStr};
-
-/// PostgreSQL silently truncates longer identifiers (`NAMEDATALEN - 1`).
-const MAX_IDENTIFIER_BYTES: usize = 63;
 
 pub fn check(cx: &Ctxt, model: &Model) {
     if model.style != Style::Named {
@@ -621,8 +619,8 @@ fn check_identifier(cx: &Ctxt, what: &str, setting: &Setting) {
     }
 }
 
-/// `None` for a name matching `^[A-Za-z_][A-Za-z0-9_]*$` within 63 bytes; otherwise what is
-/// wrong with it and what to write instead.
+/// `None` for a name matching `^[A-Za-z_][A-Za-z0-9_]*$` within [`MAX_IDENTIFIER_BYTES`];
+/// otherwise what is wrong with it and what to write instead.
 fn identifier_problem(name: &str) -> Option<String> {
     let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let starts_well = name
@@ -659,11 +657,11 @@ fn identifier_problem(name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::identifier_problem;
+    use super::{MAX_IDENTIFIER_BYTES, identifier_problem};
 
     #[test]
     fn identifiers() {
-        for ok in ["users", "_x", "User_2", &"a".repeat(63)] {
+        for ok in ["users", "_x", "User_2", &"a".repeat(MAX_IDENTIFIER_BYTES)] {
             assert_eq!(identifier_problem(ok), None, "{ok}");
         }
         for bad in [
@@ -673,7 +671,7 @@ mod tests {
             "e mail",
             "café",
             "a.b",
-            &"a".repeat(64),
+            &"a".repeat(MAX_IDENTIFIER_BYTES + 1),
         ] {
             assert!(identifier_problem(bad).is_some(), "{bad}");
         }

@@ -5,6 +5,7 @@
 
 use crate::ctxt::Ctxt;
 use crate::symbol::{self, Symbol};
+use crate::value::{IndexMethod, OnDelete, References};
 use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
@@ -17,6 +18,33 @@ use syn::{Attribute, LitStr, Path, Token};
 pub struct Setting {
     pub key: Path,
     pub value: LitStr,
+}
+
+/// A setting whose string has a syntax of its own ([`crate::value`]), parsed once when the
+/// attribute is read.
+pub struct Typed<T> {
+    pub key: Path,
+    pub value: LitStr,
+    /// The value, or the error at `value` saying what is wrong with it. `validate` reports it in
+    /// its turn, so errors come out in rule order like every other.
+    pub parsed: syn::Result<T>,
+}
+
+impl<T> Typed<T> {
+    fn parse(setting: Setting, parse: fn(&str) -> Result<T, String>) -> Self {
+        let parsed =
+            parse(&setting.value.value()).map_err(|msg| syn::Error::new(setting.value.span(), msg));
+        Typed {
+            key: setting.key,
+            value: setting.value,
+            parsed,
+        }
+    }
+
+    /// The value, if it parsed.
+    pub fn get(&self) -> Option<&T> {
+        self.parsed.as_ref().ok()
+    }
 }
 
 /// Holds one attribute's value and rejects a second occurrence.
@@ -110,7 +138,7 @@ pub struct Index {
     pub columns: Option<Columns>,
     /// The `unique` keyword, for spans.
     pub unique: Option<Path>,
-    pub method: Option<Setting>,
+    pub method: Option<Typed<IndexMethod>>,
     /// `where = ".."`.
     pub predicate: Option<Setting>,
     pub include: Option<Columns>,
@@ -215,8 +243,8 @@ pub struct Field {
     /// The `unique` keyword, for spans.
     pub unique: Option<Path>,
     /// `references = "table(column)"`.
-    pub references: Option<Setting>,
-    pub on_delete: Option<Setting>,
+    pub references: Option<Typed<References>>,
+    pub on_delete: Option<Typed<OnDelete>>,
     pub check: Option<Check>,
 }
 
@@ -259,9 +287,15 @@ impl Field {
                 flag(cx, meta)?;
                 unique.set(&meta.path, meta.path.clone());
             } else if meta.path == symbol::REFERENCES {
-                references.set(&meta.path, setting(meta, "table(column)")?);
+                references.set(
+                    &meta.path,
+                    Typed::parse(setting(meta, "table(column)")?, References::parse),
+                );
             } else if meta.path == symbol::ON_DELETE {
-                on_delete.set(&meta.path, setting(meta, "cascade")?);
+                on_delete.set(
+                    &meta.path,
+                    Typed::parse(setting(meta, "cascade")?, OnDelete::parse),
+                );
             } else if meta.path == symbol::CHECK {
                 check_attr.set(&meta.path, check(cx, meta)?);
             } else {
@@ -312,7 +346,10 @@ fn index(cx: &Ctxt, meta: &ParseNestedMeta, level: Level) -> syn::Result<Index> 
                 flag(cx, inner)?;
                 unique.set(&inner.path, inner.path.clone());
             } else if inner.path == symbol::METHOD {
-                method.set(&inner.path, setting(inner, "btree")?);
+                method.set(
+                    &inner.path,
+                    Typed::parse(setting(inner, "btree")?, IndexMethod::parse),
+                );
             } else if inner.path == symbol::WHERE {
                 predicate.set(&inner.path, setting(inner, "SQL predicate")?);
             } else if inner.path == symbol::INCLUDE {
@@ -418,32 +455,6 @@ fn unknown_option(meta: &ParseNestedMeta, level: Level) -> syn::Error {
         msg.push_str(&format!("; did you mean `{near}`?"));
     }
     syn::Error::new_spanned(&meta.path, msg)
-}
-
-/// Splits `references = "table(column)"` or `"schema.table(column)"` into its parts; `None`
-/// when it has another shape (`validate` reports it).
-pub fn split_references(value: &str) -> Option<(Option<String>, String, String)> {
-    let value = value.trim();
-    let (target, rest) = value.split_once('(')?;
-    let column = rest.strip_suffix(')')?.trim();
-    let target = target.trim();
-    let (schema, table) = match target.split_once('.') {
-        Some((schema, table)) => (Some(schema.trim().to_owned()), table.trim()),
-        None => (None, target),
-    };
-    if table.is_empty() || column.is_empty() || column.contains([',', '(', ')']) {
-        return None;
-    }
-    Some((schema, table.to_owned(), column.to_owned()))
-}
-
-/// `on_delete` as written, lowercase with single spaces: `"SET  NULL"` → `"set null"`.
-pub fn normalize_action(value: &str) -> String {
-    value
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
 }
 
 /// Runs `each` on every key of every `#[evolve(..)]` in `attrs`; `false` if any failed.

@@ -1,7 +1,8 @@
 //! The `#[derive(Evolve)]` macro of [pgevolve](https://docs.rs/pgevolve). Use it through the
 //! `pgevolve` crate, which re-exports it next to the runtime the generated code calls into.
 //!
-//! Pipeline: `ast` (typed view of the input, attributes parsed by `attr`) → `validate`
+//! Pipeline: `ast` (typed view of the input, attributes parsed by `attr`, the values with a
+//! syntax of their own by `value`) → `validate`
 //! (compile-time rules) → `expand` (tokens). Errors go to a `ctxt::Ctxt` so that one build
 //! reports all of them; on error `fallback` emits them with a stub impl.
 
@@ -12,6 +13,7 @@ mod expand;
 mod fallback;
 mod symbol;
 mod validate;
+mod value;
 
 #[cfg(test)]
 mod tests;

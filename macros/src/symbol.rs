@@ -67,12 +67,6 @@ pub const FIELD_INDEX_KEYS: &[Symbol] = &[NAME, UNIQUE, METHOD, WHERE, INCLUDE];
 /// Keys of `check(..)`.
 pub const CHECK_KEYS: &[Symbol] = &[NAME, EXPR];
 
-/// Index methods `method = ".."` accepts, as the runtime's `IndexMethod` names them.
-pub const INDEX_METHODS: &[&str] = &["btree", "hash", "gin", "gist", "brin"];
-
-/// `on_delete` actions, lowercase, single-spaced.
-pub const ON_DELETE_ACTIONS: &[&str] = &["cascade", "restrict", "set null", "no action"];
-
 impl Symbol {
     pub fn as_str(self) -> &'static str {
         self.0

@@ -4,15 +4,14 @@
 //! run, so the user sees every mistake of the struct in one build.
 
 use crate::ast::{Field, Model, Style};
-use crate::attr::{Check, Index, Setting};
+use crate::attr::{Check, Index, Setting, Typed};
 use crate::ctxt::Ctxt;
 use crate::symbol;
+use crate::value::{IndexMethod, OnDelete, References};
+use pgevolve_naming::MAX_IDENTIFIER_BYTES;
 use quote::ToTokens;
 use std::collections::{HashMap, HashSet};
 use syn::{GenericParam, LitStr};
-
-/// PostgreSQL silently truncates longer identifiers (`NAMEDATALEN - 1`).
-const MAX_IDENTIFIER_BYTES: usize = 63;
 
 pub fn check(cx: &Ctxt, model: &Model) {
     if model.style != Style::Named {
@@ -104,44 +103,33 @@ fn check_indexes(cx: &Ctxt, model: &Model) {
 
 /// The options of one index that do not depend on its columns.
 fn check_index_options(cx: &Ctxt, model: &Model, index: &Index) {
-    let method = match &index.method {
-        Some(method) => {
-            let value = method.value.value();
-            if !symbol::INDEX_METHODS.contains(&value.as_str()) {
-                let quoted: Vec<String> = symbol::INDEX_METHODS
-                    .iter()
-                    .map(|m| format!("`{m}`"))
-                    .collect();
-                cx.error_spanned_by(
-                    &method.value,
-                    format!(
-                        "unknown index method `{value}`, expected one of {}",
-                        quoted.join(", ")
-                    ),
-                );
-                return;
-            }
-            value
+    let method = match index.method.as_ref().map(|m| &m.parsed) {
+        Some(Ok(method)) => *method,
+        Some(Err(err)) => {
+            cx.syn_error(err.clone());
+            return;
         }
-        None => "btree".to_owned(),
+        None => IndexMethod::Btree,
     };
     if let Some(unique) = &index.unique
-        && method != "btree"
+        && method != IndexMethod::Btree
     {
         cx.error_spanned_by(
             unique,
             format!(
-                "PostgreSQL builds unique indexes only with `btree`, not `{method}`; remove `method` or `unique`"
+                "PostgreSQL builds unique indexes only with `btree`, not `{}`; remove `method` or `unique`",
+                method.as_str()
             ),
         );
     }
     if let Some(include) = &index.include {
-        if method != "btree" && method != "gist" {
+        if !matches!(method, IndexMethod::Btree | IndexMethod::Gist) {
             cx.error_spanned_by(
                 &include.key,
                 format!(
-                    "`include` needs a `btree` or `gist` index, and this one is `{method}`; remove `include` or \
-                     `method`"
+                    "`include` needs a `btree` or `gist` index, and this one is `{}`; remove `include` or \
+                     `method`",
+                    method.as_str()
                 ),
             );
         }
@@ -276,22 +264,22 @@ fn check_constraints(cx: &Ctxt, model: &Model) {
     }
 }
 
-fn check_references(cx: &Ctxt, references: &Setting) {
-    let value = references.value.value();
-    let Some((schema, table, column)) = crate::attr::split_references(&value) else {
-        cx.error_spanned_by(
-            &references.value,
-            format!(
-                "malformed `references = \"{value}\"`; write the referenced table and its column, like \
-                 `references = \"users(id)\"` or `references = \"app.users(id)\"`"
-            ),
-        );
-        return;
+fn check_references(cx: &Ctxt, references: &Typed<References>) {
+    let References {
+        schema,
+        table,
+        column,
+    } = match &references.parsed {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            cx.syn_error(err.clone());
+            return;
+        }
     };
     for (what, name) in [
         ("schema", schema.as_deref()),
-        ("table", Some(&*table)),
-        ("column", Some(&*column)),
+        ("table", Some(&**table)),
+        ("column", Some(&**column)),
     ] {
         if let Some(name) = name
             && let Some(problem) = identifier_problem(name)
@@ -304,32 +292,18 @@ fn check_references(cx: &Ctxt, references: &Setting) {
     }
 }
 
-fn check_on_delete(cx: &Ctxt, field: &Field, on_delete: &Setting) {
-    let action = crate::attr::normalize_action(&on_delete.value.value());
-    if !symbol::ON_DELETE_ACTIONS.contains(&action.as_str()) {
-        let quoted: Vec<String> = symbol::ON_DELETE_ACTIONS
-            .iter()
-            .map(|a| format!("`{a}`"))
-            .collect();
-        let mut msg = format!(
-            "unknown `on_delete` action `{}`, expected one of {}",
-            on_delete.value.value(),
-            quoted.join(", ")
-        );
-        let spaced = action.replace('_', " ");
-        if symbol::ON_DELETE_ACTIONS.contains(&spaced.as_str()) {
-            msg.push_str(&format!("; did you mean `{spaced}`?"));
-        }
-        cx.error_spanned_by(&on_delete.value, msg);
-    } else if action == "set null" && !field.is_option() {
-        cx.error_spanned_by(
+fn check_on_delete(cx: &Ctxt, field: &Field, on_delete: &Typed<OnDelete>) {
+    match &on_delete.parsed {
+        Err(err) => cx.syn_error(err.clone()),
+        Ok(OnDelete::SetNull) if !field.is_option() => cx.error_spanned_by(
             &on_delete.value,
             format!(
                 "`on_delete = \"set null\"` sets `{}` to NULL when the referenced row is deleted, but the field is \
                  not an `Option`; make it `Option<_>`, or use `cascade` or `restrict`",
                 field.rust_name()
             ),
-        );
+        ),
+        Ok(_) => {}
     }
 }
 
@@ -645,8 +619,8 @@ fn check_identifier(cx: &Ctxt, what: &str, setting: &Setting) {
     }
 }
 
-/// `None` for a name matching `^[A-Za-z_][A-Za-z0-9_]*$` within 63 bytes; otherwise what is
-/// wrong with it and what to write instead.
+/// `None` for a name matching `^[A-Za-z_][A-Za-z0-9_]*$` within [`MAX_IDENTIFIER_BYTES`];
+/// otherwise what is wrong with it and what to write instead.
 fn identifier_problem(name: &str) -> Option<String> {
     let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let starts_well = name
@@ -683,11 +657,11 @@ fn identifier_problem(name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::identifier_problem;
+    use super::{MAX_IDENTIFIER_BYTES, identifier_problem};
 
     #[test]
     fn identifiers() {
-        for ok in ["users", "_x", "User_2", &"a".repeat(63)] {
+        for ok in ["users", "_x", "User_2", &"a".repeat(MAX_IDENTIFIER_BYTES)] {
             assert_eq!(identifier_problem(ok), None, "{ok}");
         }
         for bad in [
@@ -697,7 +671,7 @@ mod tests {
             "e mail",
             "café",
             "a.b",
-            &"a".repeat(64),
+            &"a".repeat(MAX_IDENTIFIER_BYTES + 1),
         ] {
             assert!(identifier_problem(bad).is_some(), "{bad}");
         }

@@ -33,21 +33,6 @@ impl fmt::Display for Literal<'_> {
     }
 }
 
-/// Names pgevolve gives the objects it creates, kept within PostgreSQL's 63-byte limit.
-pub(crate) fn object_name(prefix: &str, table: &str, column: &str, id: &str) -> String {
-    // The step id suffix keeps the name unique even when table and column are truncated.
-    let mut base = format!("{prefix}_{table}_{column}");
-    let max = 63 - 1 - 8;
-    if base.len() > max {
-        let mut cut = max;
-        while !base.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        base.truncate(cut);
-    }
-    format!("{base}_{}", &id[..8])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,13 +45,5 @@ mod tests {
             Qualified("public", "users").to_string(),
             "\"public\".\"users\""
         );
-    }
-
-    #[test]
-    fn object_names_fit_the_identifier_limit() {
-        let long = "x".repeat(80);
-        let name = object_name("pgevolve_fill", &long, &long, "0123456789abcdef");
-        assert_eq!(name.len(), 63);
-        assert!(name.ends_with("_01234567"));
     }
 }

@@ -2,7 +2,8 @@
 
 use super::Private;
 use crate::ast::{Field, Model};
-use crate::attr::{Check, Index, normalize_action, split_references};
+use crate::attr::{Check, Index, Typed};
+use crate::value::{IndexMethod, OnDelete, References};
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -102,26 +103,18 @@ impl ToTokens for QuoteColumn<'_> {
             .generated
             .is_some()
             .then(|| quote!(generated: true,));
-        let references = field
-            .attrs
-            .references
-            .as_ref()
-            .and_then(|r| split_references(&r.value.value()))
-            .map(|(schema, table, column)| {
-                let schema = match schema {
-                    Some(schema) => quote!(#private::Option::Some(#schema)),
-                    None => quote!(#private::Option::None),
-                };
-                let on_delete = match field
-                    .attrs
-                    .on_delete
-                    .as_ref()
-                    .map(|a| normalize_action(&a.value.value()))
-                {
-                    Some(a) if a == "cascade" => quote!(Cascade),
-                    Some(a) if a == "restrict" => quote!(Restrict),
-                    Some(a) if a == "set null" => quote!(SetNull),
-                    _ => quote!(NoAction),
+        let references = field.attrs.references.as_ref().and_then(Typed::get).map(
+            |References {
+                 schema,
+                 table,
+                 column,
+             }| {
+                let schema = optional(private, schema.as_deref());
+                let on_delete = match field.attrs.on_delete.as_ref().and_then(Typed::get) {
+                    Some(OnDelete::Cascade) => quote!(Cascade),
+                    Some(OnDelete::Restrict) => quote!(Restrict),
+                    Some(OnDelete::SetNull) => quote!(SetNull),
+                    Some(OnDelete::NoAction) | None => quote!(NoAction),
                 };
                 quote! {
                     references: #private::Option::Some(#private::ForeignKeySpec {
@@ -132,7 +125,8 @@ impl ToTokens for QuoteColumn<'_> {
                         ..#private::ForeignKeySpec::DEFAULT
                     }),
                 }
-            });
+            },
+        );
         tokens.extend(quote! {
             #private::ColumnSpec {
                 field: #rust_name,
@@ -227,12 +221,12 @@ impl ToTokens for QuoteIndex<'_> {
             .flat_map(|c| c.list.iter().map(|c| c.value()))
             .collect();
         let unique = index.unique.is_some();
-        let method = match index.method.as_ref().map(|m| m.value.value()).as_deref() {
-            Some("hash") => quote!(Hash),
-            Some("gin") => quote!(Gin),
-            Some("gist") => quote!(Gist),
-            Some("brin") => quote!(Brin),
-            _ => quote!(Btree),
+        let method = match index.method.as_ref().and_then(Typed::get) {
+            Some(IndexMethod::Hash) => quote!(Hash),
+            Some(IndexMethod::Gin) => quote!(Gin),
+            Some(IndexMethod::Gist) => quote!(Gist),
+            Some(IndexMethod::Brin) => quote!(Brin),
+            Some(IndexMethod::Btree) | None => quote!(Btree),
         };
         let predicate = optional(private, index.predicate.as_ref().map(|p| p.value.value()));
         tokens.extend(quote! {
@@ -282,7 +276,7 @@ impl ToTokens for QuoteCheck<'_> {
 }
 
 /// `Option::Some("..")` or `Option::None`.
-fn optional(private: &Private, value: Option<String>) -> TokenStream {
+fn optional(private: &Private, value: Option<impl ToTokens>) -> TokenStream {
     match value {
         Some(value) => quote!(#private::Option::Some(#value)),
         None => quote!(#private::Option::None),

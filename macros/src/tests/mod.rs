@@ -105,3 +105,53 @@ expansion_snapshot!(
         }
     }
 );
+
+expansion_snapshot!(
+    /// Every index method and `on_delete` action, `references` with and without a schema:
+    /// the typed values the spec carries.
+    indexes_and_foreign_keys,
+    {
+        #[evolve(table = "posts", schema = "blog")]
+        #[evolve(index(columns("tags"), method = "gin"))]
+        #[evolve(index(columns("body"), method = "hash"))]
+        #[evolve(index(name = "posts_area", columns("area"), method = "gist", include("id")))]
+        #[evolve(index(columns("created"), method = "brin"))]
+        #[evolve(index(columns("id", "created"), method = "btree", unique))]
+        pub struct Post {
+            #[evolve(primary_key)]
+            pub id: i64,
+            #[evolve(references = " authors ( id ) ", on_delete = "CASCADE")]
+            pub author_id: i64,
+            #[evolve(references = "app.users(id)", on_delete = "Set  Null")]
+            pub editor_id: Option<i64>,
+            #[evolve(references = "app . teams(id)", on_delete = "restrict")]
+            pub team_id: i64,
+            #[evolve(references = "labels(id)", on_delete = "no action")]
+            pub label_id: i64,
+            #[evolve(references = "series(id)", index(method = "hash"))]
+            pub series_id: i64,
+            pub tags: Vec<String>,
+            pub body: String,
+            pub area: String,
+            pub created: i64,
+        }
+    }
+);
+
+expansion_snapshot!(
+    /// Value errors come out in rule order among the others, each at its literal.
+    value_errors_in_order,
+    {
+        #[evolve(index(columns("a"), method = "bitmap", unique))]
+        pub struct Post {
+            #[evolve(primary_key)]
+            pub id: i64,
+            #[evolve(references = "authors.id", on_delete = "set_null")]
+            pub a: i64,
+            #[evolve(references = "1st(id)", on_delete = "set null")]
+            pub b: i64,
+            #[evolve(on_delete = "drop", index(method = "gin", unique, include("a")))]
+            pub c: Option<i64>,
+        }
+    }
+);

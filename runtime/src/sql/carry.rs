@@ -20,10 +20,10 @@
 
 use super::{Exists, Statement, table};
 use crate::catalog::dependents::{ColumnDependents, DependentKind};
-use crate::ident::{Ident, Literal, Qualified, object_name};
+use crate::ident::{Ident, Literal, Qualified};
 use crate::spec::{ColumnSpec, ModelSpec};
-use crate::sql::index::conventional_name;
 use crate::step::{StepId, fnv1a};
+use pgevolve_naming::{self as naming, conventional_name, object_name, plain_name};
 
 /// An index built over the new column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,16 +131,9 @@ fn names(
 ) -> (String, String) {
     let final_name = match columns {
         Some((old_cols, new_cols))
-            if old_cols != new_cols
-                && *old == format!("{owner}_{}_{suffix}", old_cols.join("_")) =>
+            if old_cols != new_cols && *old == plain_name(owner, old_cols, suffix) =>
         {
-            let new_cols: Vec<&str> = new_cols.iter().map(String::as_str).collect();
-            conventional_name(
-                owner,
-                &new_cols,
-                suffix,
-                &StepId::from_stored(hashed(id, old)),
-            )
+            conventional_name(owner, new_cols, suffix, &hashed(id, old))
         }
         _ => old.to_string(),
     };
@@ -180,7 +173,15 @@ impl Carry {
         for ix in &deps.indexes {
             let new_cols = ix.columns.as_deref().map(rename);
             let cols = ix.columns.as_deref().zip(new_cols.as_deref());
-            let (name, final_name) = names(model, column, id, model.table, &ix.name, cols, "idx");
+            let (name, final_name) = names(
+                model,
+                column,
+                id,
+                model.table,
+                &ix.name,
+                cols,
+                naming::INDEX,
+            );
             carry.indexes.push(CarriedIndex {
                 old: ix.name.clone(),
                 name,
@@ -205,7 +206,7 @@ impl Carry {
                         model.table,
                         &c.name,
                         Some((&old_cols, columns)),
-                        "key",
+                        naming::UNIQUE,
                     );
                     carry.indexes.push(CarriedIndex {
                         old: c.name.clone(),
@@ -224,7 +225,7 @@ impl Carry {
                         model.table,
                         &c.name,
                         Some((&[old.to_string()], &[new.to_string()])),
-                        "check",
+                        naming::CHECK,
                     );
                     carry.constraints.push(CarriedConstraint {
                         old: c.name.clone(),
@@ -254,7 +255,7 @@ impl Carry {
                         &c.table,
                         &c.name,
                         Some((&old_cols, columns)),
-                        "fkey",
+                        naming::FOREIGN_KEY,
                     );
                     carry.constraints.push(CarriedConstraint {
                         old: c.name.clone(),

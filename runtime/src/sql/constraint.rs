@@ -2,11 +2,11 @@
 //! new writes are checked from then on), then `VALIDATE CONSTRAINT` (SHARE UPDATE EXCLUSIVE:
 //! reads and writes go on), and the queries that show the rows violating one.
 
-use super::index::conventional_name;
 use super::{Exists, Statement, table};
 use crate::ident::{Ident, Qualified};
 use crate::spec::{CheckSpec, ColumnSpec, ForeignKeySpec, ModelSpec};
 use crate::step::StepId;
+use pgevolve_naming::{self as naming, conventional_name};
 
 /// The foreign key of a column (`None` when the column has no `references`).
 pub(crate) fn foreign_key(column: &ColumnSpec) -> Option<&ForeignKeySpec> {
@@ -15,7 +15,12 @@ pub(crate) fn foreign_key(column: &ColumnSpec) -> Option<&ForeignKeySpec> {
 
 /// The name of a column's foreign key: `<table>_<column>_fkey`.
 pub(crate) fn fk_name(model: &ModelSpec, column: &ColumnSpec, id: &StepId) -> String {
-    conventional_name(model.table, &[column.name], "fkey", id)
+    conventional_name(
+        model.table,
+        &[column.name],
+        naming::FOREIGN_KEY,
+        id.as_str(),
+    )
 }
 
 /// The name of a CHECK: its `name`, else `<table>_<column>_check` for one declared on a field,
@@ -23,8 +28,15 @@ pub(crate) fn fk_name(model: &ModelSpec, column: &ColumnSpec, id: &StepId) -> St
 pub(crate) fn check_name(model: &ModelSpec, check: &CheckSpec, id: &StepId) -> String {
     match (check.name, check.column) {
         (Some(name), _) => name.to_string(),
-        (None, Some(column)) => conventional_name(model.table, &[column], "check", id),
-        (None, None) => conventional_name(model.table, &["check"], &id.as_str()[..8], id),
+        (None, Some(column)) => {
+            conventional_name(model.table, &[column], naming::CHECK, id.as_str())
+        }
+        (None, None) => conventional_name(
+            model.table,
+            &[naming::CHECK],
+            &id.as_str()[..8],
+            id.as_str(),
+        ),
     }
 }
 

@@ -6,6 +6,7 @@ use super::{Exists, Statement, table};
 use crate::ident::{Ident, Qualified};
 use crate::spec::{ColumnSpec, IndexMethod, IndexSpec, ModelSpec};
 use crate::step::StepId;
+use pgevolve_naming::{self as naming, conventional_name};
 
 /// An index as pgevolve builds it: from an [`IndexSpec`], or the unique index behind
 /// `#[evolve(unique)]`.
@@ -25,7 +26,7 @@ impl IndexDef {
         IndexDef {
             name: match index.name {
                 Some(name) => name.to_string(),
-                None => conventional_name(model.table, index.columns, "idx", id),
+                None => conventional_name(model.table, index.columns, naming::INDEX, id.as_str()),
             },
             unique: index.unique,
             method: index.method,
@@ -79,35 +80,9 @@ impl IndexDef {
     }
 }
 
-/// `<table>_<columns>_<suffix>`, as PostgreSQL names an index or constraint it is not given a
-/// name for. When that exceeds 63 bytes, the table and column part is cut and the step id's
-/// first 8 digits keep the name unique.
-pub(crate) fn conventional_name(
-    table: &str,
-    columns: &[&str],
-    suffix: &str,
-    id: &StepId,
-) -> String {
-    let base = std::iter::once(table)
-        .chain(columns.iter().copied())
-        .collect::<Vec<_>>()
-        .join("_");
-    let plain = format!("{base}_{suffix}");
-    if plain.len() <= 63 {
-        return plain;
-    }
-    let mut cut = 63 - suffix.len() - 10;
-    let mut base = base;
-    while !base.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    base.truncate(cut);
-    format!("{base}_{}_{suffix}", &id.as_str()[..8])
-}
-
 /// The name of the unique constraint (and of its index) of `#[evolve(unique)]`.
 pub(crate) fn unique_name(model: &ModelSpec, column: &ColumnSpec, id: &StepId) -> String {
-    conventional_name(model.table, &[column.name], "key", id)
+    conventional_name(model.table, &[column.name], naming::UNIQUE, id.as_str())
 }
 
 /// `CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS`: outside any transaction, on a dedicated
@@ -185,22 +160,4 @@ pub(crate) fn duplicates(model: &ModelSpec, index: &IndexDef, limit: u32) -> Str
         filter.join(" AND "),
         cols.join(", ")
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conventional_names_fit_the_identifier_limit() {
-        let id = StepId::from_stored("0123456789abcdef".into());
-        assert_eq!(
-            conventional_name("users", &["email"], "idx", &id),
-            "users_email_idx"
-        );
-        let long = "c".repeat(40);
-        let name = conventional_name("users", &[&long, &long], "key", &id);
-        assert_eq!(name.len(), 63);
-        assert!(name.ends_with("_01234567_key"), "{name}");
-    }
 }

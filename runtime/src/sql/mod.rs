@@ -10,9 +10,10 @@ pub(crate) mod rename;
 pub(crate) use crate::statement::{Exists, Statement};
 pub(crate) use rename::RenameHelpers;
 
-use crate::ident::{Ident, Literal, Qualified, object_name};
+use crate::ident::{Ident, Literal, Qualified};
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
 use crate::step::StepId;
+use pgevolve_naming::object_name;
 
 /// Names of the helper objects a filled-column step creates.
 ///
@@ -394,7 +395,10 @@ mod tests {
                     h.trigger
                 );
                 for name in [&h.mark_trigger, &h.trigger, &h.marker, &h.check] {
-                    assert!(name.len() <= 63, "{name}");
+                    assert!(
+                        name.len() <= pgevolve_naming::MAX_IDENTIFIER_BYTES,
+                        "{name}"
+                    );
                 }
                 assert_ne!(h.marker, column.name);
             }

@@ -2,9 +2,10 @@
 //! names for readers outside the application, then the old column dropped at contract.
 
 use super::{Statement, table};
-use crate::ident::{Ident, Qualified, object_name};
+use crate::ident::{Ident, Qualified};
 use crate::spec::{ColumnSpec, ModelSpec};
 use crate::step::StepId;
+use pgevolve_naming::object_name;
 
 /// Names of the objects a rename creates.
 #[derive(Debug, Clone)]

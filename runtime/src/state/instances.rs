@@ -35,7 +35,7 @@ pub(crate) fn is_missing_table(e: &sqlx::Error) -> bool {
 /// `pg_notify` enforces).
 pub(crate) fn channel(schema: &str) -> String {
     let plain = format!("pgevolve_{schema}");
-    if plain.len() <= 63 {
+    if plain.len() <= pgevolve_naming::MAX_IDENTIFIER_BYTES {
         plain
     } else {
         format!("pgevolve_{:016x}", advisory_key(schema) as u64)

@@ -117,17 +117,28 @@ impl Executor {
                 .await?;
         }
         for statement in statements {
-            if let Some(Exists::Constraint(name)) = &statement.unless {
-                let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
-                )
-                .bind(Qualified(target.schema, target.table).to_string())
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
-                if exists {
-                    continue;
+            let exists = match &statement.unless {
+                None => false,
+                Some(Exists::Constraint(name)) => {
+                    sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+                    )
+                    .bind(Qualified(target.schema, target.table).to_string())
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?
                 }
+                Some(Exists::Schema(name)) => {
+                    sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                    )
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
+            };
+            if exists {
+                continue;
             }
             sqlx::query(AssertSqlSafe(&*statement.sql))
                 .execute(&mut *tx)

@@ -27,6 +27,11 @@ pub struct Statement {
 pub enum Exists {
     /// A constraint of that name on the step's table.
     Constraint(String),
+    /// A schema of that name. `CREATE SCHEMA IF NOT EXISTS` checks `CREATE` on the database
+    /// before it looks for the schema, so a role that may not create schemas fails on one that
+    /// exists; the executor skips the statement instead. Not shown in plans: the statement
+    /// does the same thing either way.
+    Schema(String),
 }
 
 impl Statement {
@@ -123,10 +128,10 @@ pub(crate) fn create_table(model: &ModelSpec) -> Vec<Statement> {
     );
     let mut out = Vec::new();
     if model.schema != "public" {
-        out.push(Statement::always(format!(
-            "CREATE SCHEMA IF NOT EXISTS {}",
-            Ident(model.schema)
-        )));
+        out.push(Statement {
+            sql: format!("CREATE SCHEMA IF NOT EXISTS {}", Ident(model.schema)),
+            unless: Some(Exists::Schema(model.schema.to_string())),
+        });
     }
     out.push(Statement::always(format!(
         "CREATE TABLE IF NOT EXISTS {} (\n{}\n)",

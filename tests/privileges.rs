@@ -245,3 +245,188 @@ async fn a_role_owning_only_its_tables_runs_every_phase_of_every_step_kind() {
     assert!(!may_create_schemas);
     run_the_whole_lifecycle(&owner, &admin).await;
 }
+
+/// The missing privileges of a refused boot, as the statements that grant them.
+fn grants_of(error: &pgevolve::Error) -> Vec<String> {
+    let pgevolve::ErrorKind::PrivilegesMissing { missing, .. } = error.kind() else {
+        panic!("expected missing privileges, got: {error}");
+    };
+    missing.iter().map(|m| m.grant.clone()).collect()
+}
+
+/// Runs `statements` as the superuser.
+async fn run_as_admin(admin: &PgPool, statements: &[String]) {
+    for statement in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(admin)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+/// The schemas of the database outside the system ones.
+async fn schemas(admin: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY 1",
+    )
+    .fetch_all(admin)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_lacking_privileges_is_refused_with_the_grants_to_run_and_nothing_changes() {
+    let (db, admin) = database(5).await;
+    // The tables belong to the superuser; the role may use `public` and create nothing.
+    seed(&admin).await;
+    sqlx::raw_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let app = roles::app_user(&db, &admin).await;
+    let before = (
+        catalog_snapshot(&admin, "posts").await,
+        catalog_snapshot(&admin, "authors").await,
+        schemas(&admin).await,
+    );
+
+    let error = Evolver::new(app.pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<model::Post>()
+        .model::<model::Tag>()
+        .boot()
+        .await
+        .expect_err("the role owns nothing and may create nothing");
+    println!("{error}");
+    let role = app.quoted();
+    let mut grants = grants_of(&error);
+    grants.sort();
+    let mut expected = vec![
+        format!("CREATE SCHEMA \"pgevolve\" AUTHORIZATION {role};"),
+        format!("ALTER TABLE \"public\".\"posts\" OWNER TO {role};"),
+        format!("GRANT CREATE ON SCHEMA \"public\" TO {role};"),
+        format!("CREATE SCHEMA \"shop\" AUTHORIZATION {role};"),
+        format!("GRANT REFERENCES ON TABLE \"public\".\"authors\" TO {role};"),
+        format!("GRANT REFERENCES ON TABLE \"public\".\"posts\" TO {role};"),
+    ];
+    expected.sort();
+    assert_eq!(grants, expected, "{error}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "role {role} lacks privileges this evolution needs; nothing was changed."
+        )),
+        "{message}"
+    );
+    for (grant, reason) in [
+        (
+            format!("ALTER TABLE \"public\".\"posts\" OWNER TO {role};"),
+            "-- ownership on table \"public\".\"posts\": pgevolve alters it (",
+        ),
+        (
+            format!("CREATE SCHEMA \"pgevolve\" AUTHORIZATION {role};"),
+            "-- CREATE on database",
+        ),
+    ] {
+        assert!(
+            message.lines().any(|l| l.contains(&grant) && l.contains(reason)),
+            "{grant} with {reason} in:\n{message}"
+        );
+    }
+    assert_eq!(
+        (
+            catalog_snapshot(&admin, "posts").await,
+            catalog_snapshot(&admin, "authors").await,
+            schemas(&admin).await,
+        ),
+        before,
+        "a refused boot changes nothing, and creates no state schema"
+    );
+
+    // The statements the error gives are exactly what the role needs.
+    run_as_admin(&admin, &grants).await;
+    let evolution = Evolver::new(app.pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<model::Post>()
+        .model::<model::Tag>()
+        .boot()
+        .await
+        .unwrap_or_else(|e| panic!("boot after the grants: {e}"));
+    evolution.wait().await.unwrap();
+    evolution.switch().await.unwrap();
+    evolution.contract().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_taking_over_from_a_superuser_is_told_the_grants_on_the_state_store_and_helpers() {
+    let (db, admin) = database(5).await;
+    seed(&admin).await;
+    // A superuser expanded and backfilled: the state store and the helpers are its own.
+    let first = Evolver::new(admin.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<model::Post>()
+        .boot()
+        .await
+        .unwrap();
+    first.wait().await.unwrap();
+    // The tables are handed over to a role that owns nothing else.
+    let owner = Role::create(
+        &db,
+        &admin,
+        "owner",
+        "NOSUPERUSER NOCREATEDB NOCREATEROLE",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+         GRANT USAGE, CREATE ON SCHEMA public TO {role};",
+    )
+    .await;
+    let role = owner.quoted();
+    run_as_admin(
+        &admin,
+        &[
+            format!("ALTER TABLE posts OWNER TO {role}"),
+            format!("ALTER TABLE authors OWNER TO {role}"),
+        ],
+    )
+    .await;
+    let before = catalog_snapshot(&admin, "posts").await;
+
+    let error = Evolver::new(owner.pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<model::Post>()
+        .boot()
+        .await
+        .expect_err("the state store and the helpers are the superuser's");
+    println!("{error}");
+    let grants = grants_of(&error);
+    for table in ["acks", "instances", "journal", "steps", "verified_builds"] {
+        let grant =
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE \"pgevolve\".\"{table}\" TO {role};");
+        assert!(grants.contains(&grant), "{grant} in {grants:#?}");
+    }
+    assert!(
+        grants.contains(&format!(
+            "GRANT USAGE ON SEQUENCE \"pgevolve\".\"journal_id_seq\" TO {role};"
+        )),
+        "{grants:#?}"
+    );
+    let helpers: Vec<&String> = grants
+        .iter()
+        .filter(|g| g.starts_with("ALTER FUNCTION \"public\".\"pgevolve_") || g.starts_with("ALTER VIEW \"public\".\"pgevolve_view_"))
+        .collect();
+    // The fill and mark functions of the backfilled column, the sync function and the view of
+    // the rename.
+    assert_eq!(helpers.len(), 4, "{grants:#?}");
+    assert_eq!(catalog_snapshot(&admin, "posts").await, before);
+
+    run_as_admin(&admin, &grants).await;
+    let evolution = Evolver::new(owner.pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<model::Post>()
+        .boot()
+        .await
+        .unwrap_or_else(|e| panic!("boot after the grants: {e}"));
+    evolution.wait().await.unwrap();
+    evolution.switch().await.unwrap();
+    evolution.contract().await.unwrap();
+    drop(first);
+}

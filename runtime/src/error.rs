@@ -132,6 +132,23 @@ pub enum ErrorKind {
         remedy: String,
     },
 
+    /// The role the pool connects as lacks privileges the plan needs. Checked at boot before
+    /// any DDL: nothing was changed. Each entry says which privilege, on what, what for, and
+    /// the statement that gives it; the message lists those statements, ready to run in `psql`
+    /// as the objects' owner or a superuser.
+    #[error(
+        "role {} lacks privileges this evolution needs; nothing was changed. Run these statements \
+         as the objects' owner or a superuser, then boot again:\n{}",
+        crate::ident::Ident(role),
+        statements(missing)
+    )]
+    PrivilegesMissing {
+        /// The role the pool connects as.
+        role: String,
+        /// What it lacks, in the order pgevolve would need it.
+        missing: Vec<crate::privileges::MissingPrivilege>,
+    },
+
     /// A statement failed for another reason.
     #[error("step {step} ({phase}) on table {table}: {source}")]
     Statement {
@@ -249,6 +266,15 @@ impl fmt::Display for DriftProblem {
             None => write!(f, "{}: {}", self.table, self.message),
         }
     }
+}
+
+/// One statement a line, indented, with no list marker: the block pastes into `psql` as it is.
+fn statements(missing: &[crate::privileges::MissingPrivilege]) -> String {
+    missing
+        .iter()
+        .map(|m| format!("  {m}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn list(problems: &[DriftProblem]) -> String {

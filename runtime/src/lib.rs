@@ -22,6 +22,7 @@ mod lease;
 mod model;
 mod options;
 mod plan;
+mod privileges;
 mod registry;
 mod resolve;
 mod spec;
@@ -47,6 +48,7 @@ pub use error::{DriftProblem, Error, ErrorKind, Result};
 pub use evolver::{Evolution, Evolver, StepProgress};
 pub use model::Evolve;
 pub use options::{BackfillOptions, DdlOptions};
+pub use privileges::{MissingPrivilege, ObjectKind, Privilege};
 pub use plan::{BatchTriggers, Plan, PlannedPhase, PlannedStep, UserTrigger};
 pub use registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use spec::{

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use crate::ident::{Ident, Qualified};
+use crate::ident::Qualified;
 use crate::sql::lit;
 use crate::step::{Phase, StepId, advisory_key};
 

@@ -84,7 +84,10 @@ pub enum ErrorKind {
         table: String,
         /// Attempts made.
         attempts: u32,
-        /// The sessions holding locks on the table at the last attempt (pid, query start, query).
+        /// The sessions holding locks on the table at the last attempt: pid, role and lock
+        /// modes always; state, transaction and query start and query text when this role may
+        /// see them (its own sessions, or membership in `pg_read_all_stats`), else a note that
+        /// they are hidden.
         blockers: String,
     },
 

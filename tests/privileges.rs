@@ -116,7 +116,11 @@ async fn run_the_whole_lifecycle(role: &Role, admin: &PgPool) {
             role.name
         );
     }
-    let kinds: Vec<&str> = plans.iter().flat_map(|p| &p.steps).map(|s| s.kind.name()).collect();
+    let kinds: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| &p.steps)
+        .map(|s| s.kind.name())
+        .collect();
     for kind in [
         "rename_column",
         "add_backfilled_column",
@@ -194,7 +198,12 @@ async fn run_the_whole_lifecycle(role: &Role, admin: &PgPool) {
         .unwrap_or_else(|e| panic!("second boot as {}: {e}", role.name));
     again.wait().await.unwrap();
     assert!(
-        again.status().await.unwrap().iter().all(|s| s.phase >= Phase::Expand),
+        again
+            .status()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.phase >= Phase::Expand),
         "every step still recorded"
     );
     assert_eq!(
@@ -220,7 +229,10 @@ async fn an_rds_like_master_user_runs_every_phase_of_every_step_kind() {
     .fetch_one(&admin)
     .await
     .unwrap();
-    assert_eq!(state_owner, master.name, "the master user created the state schema");
+    assert_eq!(
+        state_owner, master.name,
+        "the master user created the state schema"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,7 +341,9 @@ async fn a_role_lacking_privileges_is_refused_with_the_grants_to_run_and_nothing
         ),
     ] {
         assert!(
-            message.lines().any(|l| l.contains(&grant) && l.contains(reason)),
+            message
+                .lines()
+                .any(|l| l.contains(&grant) && l.contains(reason)),
             "{grant} with {reason} in:\n{message}"
         );
     }
@@ -399,8 +413,9 @@ async fn a_role_taking_over_from_a_superuser_is_told_the_grants_on_the_state_sto
     println!("{error}");
     let grants = grants_of(&error);
     for table in ["acks", "instances", "journal", "steps", "verified_builds"] {
-        let grant =
-            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE \"pgevolve\".\"{table}\" TO {role};");
+        let grant = format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE \"pgevolve\".\"{table}\" TO {role};"
+        );
         assert!(grants.contains(&grant), "{grant} in {grants:#?}");
     }
     assert!(
@@ -411,7 +426,10 @@ async fn a_role_taking_over_from_a_superuser_is_told_the_grants_on_the_state_sto
     );
     let helpers: Vec<&String> = grants
         .iter()
-        .filter(|g| g.starts_with("ALTER FUNCTION \"public\".\"pgevolve_") || g.starts_with("ALTER VIEW \"public\".\"pgevolve_view_"))
+        .filter(|g| {
+            g.starts_with("ALTER FUNCTION \"public\".\"pgevolve_")
+                || g.starts_with("ALTER VIEW \"public\".\"pgevolve_view_")
+        })
         .collect();
     // The fill and mark functions of the backfilled column, the sync function and the view of
     // the rename.

@@ -207,7 +207,11 @@ impl Session {
                 Ident(&self.database),
                 self.role()
             ),
-            grant: format!("CREATE SCHEMA {} AUTHORIZATION {};", Ident(schema), self.role()),
+            grant: format!(
+                "CREATE SCHEMA {} AUTHORIZATION {};",
+                Ident(schema),
+                self.role()
+            ),
         }
     }
 }
@@ -356,13 +360,8 @@ async fn state_store(
     .fetch_all(&mut *conn)
     .await?;
     for row in relations {
-        let (name, kind, owned, owner, rights): (String, String, bool, String, Vec<bool>) = (
-            row.get(0),
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-        );
+        let (name, kind, owned, owner, rights): (String, String, bool, String, Vec<bool>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
         let object = Qualified(schema, &name).to_string();
         if kind == "S" {
             // Owned with its table when bootstrap needs ownership (ALTER TABLE ... OWNER TO
@@ -553,14 +552,22 @@ async fn tables(
                 if !live.schema_create {
                     privileges.push(Privilege::Create);
                 }
-                missing.push(grant_on_schema(session, model.schema, &privileges, needed_for));
+                missing.push(grant_on_schema(
+                    session,
+                    model.schema,
+                    &privileges,
+                    needed_for,
+                ));
             }
             for column in model.columns {
                 if let Some(fk) = &column.references {
                     references.push((
                         fk.schema.unwrap_or(model.schema),
                         fk.table,
-                        format!("the foreign key of {table}.{} points to it", Ident(column.name)),
+                        format!(
+                            "the foreign key of {table}.{} points to it",
+                            Ident(column.name)
+                        ),
                     ));
                 }
             }
@@ -625,7 +632,10 @@ async fn tables(
                 references.push((
                     fk.schema.unwrap_or(model.schema),
                     fk.table,
-                    format!("the foreign key of {table}.{} points to it", Ident(column.name)),
+                    format!(
+                        "the foreign key of {table}.{} points to it",
+                        Ident(column.name)
+                    ),
                 ));
             }
         }
@@ -644,7 +654,10 @@ async fn tables(
         // A table that does not exist yet is created by an earlier model, owned by this role.
         if found == Some(false) {
             let object = Qualified(schema, table).to_string();
-            if missing.iter().any(|m| m.privilege == Privilege::References && m.object == object) {
+            if missing
+                .iter()
+                .any(|m| m.privilege == Privilege::References && m.object == object)
+            {
                 continue;
             }
             missing.push(MissingPrivilege {
@@ -710,7 +723,11 @@ async fn helpers(
                 Qualified(model.schema, model.table),
                 Ident(&owner)
             ),
-            grant: format!("ALTER {} {object} OWNER TO {};", kind.as_str(), session.role()),
+            grant: format!(
+                "ALTER {} {object} OWNER TO {};",
+                kind.as_str(),
+                session.role()
+            ),
             object,
         });
     }

@@ -148,7 +148,9 @@ fn with_user(url: &str, user: &str, password: Option<&str>) -> Result<String, Er
         .ok_or_else(|| Error::BadUrl(url.to_owned()))?;
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let credentials = match password {
         Some(password) => format!("{}:{}", percent_encode(user), percent_encode(password)),
         None => percent_encode(user),
@@ -195,7 +197,12 @@ mod tests {
                 Some("s3cr@t/"),
                 "postgres://app:s3cr%40t%2F@h/db?sslmode=disable",
             ),
-            ("postgresql://h:5432/db", "a b", None, "postgresql://a%20b@h:5432/db"),
+            (
+                "postgresql://h:5432/db",
+                "a b",
+                None,
+                "postgresql://a%20b@h:5432/db",
+            ),
         ];
         for (url, user, password, expected) in cases {
             assert_eq!(with_user(url, user, password).unwrap(), expected, "{url}");

@@ -1,7 +1,8 @@
 //! pgevolve without a superuser: the whole lifecycle (expand, backfill, validate, switch,
 //! contract) of a backfilled column, a rename, a concurrent index, a unique constraint, a
-//! foreign key, a check and a new table, run as a role like the master user of Amazon RDS and
-//! as a role that only owns the tables; and the privilege check at boot, which names what is
+//! foreign key, a check and a new table, run as a role like the master user of Amazon RDS, as a
+//! role that only owns the tables, and as a member of the role that owns them; and the
+//! privilege check at boot, which names what is
 //! missing with the statement that grants it, before anything is changed.
 
 mod support;
@@ -172,11 +173,11 @@ async fn run_the_whole_lifecycle(role: &Role, admin: &PgPool) {
         "{tags:#?}"
     );
 
-    // Everything pgevolve made belongs to the role.
+    // Everything pgevolve made belongs to the role (or to a role it is a member of).
     let foreign: Vec<String> = sqlx::query_scalar(
         "SELECT c.oid::regclass::text || ' owned by ' || pg_get_userbyid(c.relowner) FROM pg_class c \
            JOIN pg_namespace n ON n.oid = c.relnamespace \
-          WHERE n.nspname IN ('public', 'shop', 'pgevolve') AND pg_get_userbyid(c.relowner) <> $1 \
+          WHERE n.nspname IN ('public', 'shop', 'pgevolve') AND NOT pg_has_role($1, c.relowner, 'USAGE') \
           ORDER BY 1",
     )
     .bind(&role.name)
@@ -256,6 +257,34 @@ async fn a_role_owning_only_its_tables_runs_every_phase_of_every_step_kind() {
             .unwrap();
     assert!(!may_create_schemas);
     run_the_whole_lifecycle(&owner, &admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_the_role_owning_the_tables_runs_every_phase_of_every_step_kind() {
+    let (db, admin) = database(5).await;
+    seed(&admin).await;
+    // The tables, the state schema and the new table's schema belong to a group role nobody
+    // logs in as; the deploying role is a member of it.
+    let group = format!("{}_owners", db.name());
+    let deployer = Role::create(
+        &db,
+        &admin,
+        "deployer",
+        "NOSUPERUSER NOCREATEDB NOCREATEROLE",
+        &format!(
+            "CREATE ROLE {group} NOLOGIN;
+             GRANT {group} TO {{role}};
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+             GRANT USAGE, CREATE ON SCHEMA public TO {group};
+             ALTER TABLE posts OWNER TO {group};
+             ALTER TABLE authors OWNER TO {group};
+             CREATE SCHEMA pgevolve AUTHORIZATION {group};
+             CREATE SCHEMA shop AUTHORIZATION {group};",
+            group = roles::quoted(&group)
+        ),
+    )
+    .await;
+    run_the_whole_lifecycle(&deployer, &admin).await;
 }
 
 /// The missing privileges of a refused boot, as the statements that grant them.

@@ -605,8 +605,8 @@ async fn tables(
                 object: table.clone(),
             });
         }
-        if working.iter().any(|w| creates_in_schema(w))
-            && (!live.schema_usage || !live.schema_create)
+        let creates = working.iter().any(|w| creates_in_schema(w));
+        if (!live.schema_usage || (creates && !live.schema_create))
             && !schemas_reported.contains(&model.schema)
         {
             schemas_reported.push(model.schema);
@@ -614,14 +614,18 @@ async fn tables(
             if !live.schema_usage {
                 privileges.push(Privilege::Usage);
             }
-            if !live.schema_create {
+            if creates && !live.schema_create {
                 privileges.push(Privilege::Create);
             }
             missing.push(grant_on_schema(
                 session,
                 model.schema,
                 &privileges,
-                format!("pgevolve creates helper functions and views for {table} there"),
+                if creates {
+                    format!("pgevolve creates helper functions and views for {table} there")
+                } else {
+                    format!("pgevolve alters {table}, which is there")
+                },
             ));
         }
         for w in &working {
@@ -732,4 +736,29 @@ async fn helpers(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_privilege_reads_as_its_statement_then_the_reason_as_a_comment() {
+        let missing = MissingPrivilege {
+            privilege: Privilege::Ownership,
+            kind: ObjectKind::Table,
+            object: Qualified("public", "my \"users\"").to_string(),
+            needed_for: "pgevolve alters it".into(),
+            grant: format!(
+                "ALTER TABLE {} OWNER TO {};",
+                Qualified("public", "my \"users\""),
+                Ident("app")
+            ),
+        };
+        assert_eq!(
+            missing.to_string(),
+            "ALTER TABLE \"public\".\"my \"\"users\"\"\" OWNER TO \"app\";  \
+             -- ownership on table \"public\".\"my \"\"users\"\"\": pgevolve alters it"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pgevolve::{DdlOptions, ErrorKind, Evolve, Evolver};
 use sqlx::{Connection, PgPool};
-use support::{catalog_snapshot, database, seed_users};
+use support::{catalog_snapshot, database, roles, seed_users};
 
 #[derive(Evolve)]
 #[evolve(table = "users")]
@@ -168,4 +168,51 @@ async fn a_blocker_that_never_ends_is_named_and_nothing_is_left_half_done() {
         before,
         "the table is exactly as it was"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_without_pg_read_all_stats_is_told_the_blocker_pid_role_and_lock_mode() {
+    let (db, admin) = database(5).await;
+    let owner = roles::table_owner(&db, &admin).await;
+    seed_users(&owner.pool, 1_000).await;
+    let reads_all_stats: bool =
+        sqlx::query_scalar("SELECT pg_has_role('pg_read_all_stats', 'USAGE')")
+            .fetch_one(&owner.pool)
+            .await
+            .unwrap();
+    assert!(!reads_all_stats);
+    let before = catalog_snapshot(&admin, "users").await;
+    // Another role's session (the superuser's): its query text is hidden from the owner.
+    let (mut blocking, blocker_pid) = blocker(db.url()).await;
+
+    let err = Evolver::new(owner.pool.clone())
+        .model::<User>()
+        .ddl_options(DdlOptions {
+            lock_timeout: LOCK_TIMEOUT,
+            max_attempts: 2,
+            ..DdlOptions::default()
+        })
+        .boot()
+        .await
+        .expect_err("the lock is never granted");
+    let ErrorKind::LockTimeout { blockers, .. } = err.kind() else {
+        panic!("expected a lock timeout, got {err}");
+    };
+    println!("{err}");
+    for expected in [
+        format!("pid {blocker_pid} (role \"postgres\", holds AccessShareLock;"),
+        format!(
+            "hidden from role {}, which is not a member of pg_read_all_stats",
+            owner.quoted()
+        ),
+        format!("SELECT pg_terminate_backend({blocker_pid})"),
+    ] {
+        assert!(blockers.contains(&expected), "{expected} in {blockers}");
+    }
+    assert!(!blockers.contains("long report"), "{blockers}");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocking)
+        .await
+        .unwrap();
+    assert_eq!(catalog_snapshot(&admin, "users").await, before);
 }

@@ -84,7 +84,10 @@ pub enum ErrorKind {
         table: String,
         /// Attempts made.
         attempts: u32,
-        /// The sessions holding locks on the table at the last attempt (pid, query start, query).
+        /// The sessions holding locks on the table at the last attempt: pid, role and lock
+        /// modes always; state, transaction and query start and query text when this role may
+        /// see them (its own sessions, or membership in `pg_read_all_stats`), else a note that
+        /// they are hidden.
         blockers: String,
     },
 
@@ -130,6 +133,23 @@ pub enum ErrorKind {
         reason: String,
         /// What to grant, or to turn the option off.
         remedy: String,
+    },
+
+    /// The role the pool connects as lacks privileges the plan needs. Checked at boot before
+    /// any DDL: nothing was changed. Each entry says which privilege, on what, what for, and
+    /// the statement that gives it; the message lists those statements, ready to run in `psql`
+    /// as the objects' owner or a superuser.
+    #[error(
+        "role {} lacks privileges this evolution needs; nothing was changed. Run these statements \
+         as the objects' owner or a superuser, then boot again:\n{}",
+        crate::ident::Ident(role),
+        statements(missing)
+    )]
+    PrivilegesMissing {
+        /// The role the pool connects as.
+        role: String,
+        /// What it lacks, in the order pgevolve would need it.
+        missing: Vec<crate::privileges::MissingPrivilege>,
     },
 
     /// A statement failed for another reason.
@@ -249,6 +269,15 @@ impl fmt::Display for DriftProblem {
             None => write!(f, "{}: {}", self.table, self.message),
         }
     }
+}
+
+/// One statement a line, indented, with no list marker: the block pastes into `psql` as it is.
+fn statements(missing: &[crate::privileges::MissingPrivilege]) -> String {
+    missing
+        .iter()
+        .map(|m| format!("  {m}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn list(problems: &[DriftProblem]) -> String {

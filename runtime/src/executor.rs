@@ -9,7 +9,7 @@ use sqlx::{Connection, PgPool, Row};
 use tracing::{Instrument, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
-use crate::ident::Qualified;
+use crate::ident::{Ident, Qualified};
 use crate::options::DdlOptions;
 use crate::sql::{Exists, Statement};
 use crate::step::Phase;
@@ -117,17 +117,28 @@ impl Executor {
                 .await?;
         }
         for statement in statements {
-            if let Some(Exists::Constraint(name)) = &statement.unless {
-                let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
-                )
-                .bind(Qualified(target.schema, target.table).to_string())
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
-                if exists {
-                    continue;
+            let exists = match &statement.unless {
+                None => false,
+                Some(Exists::Constraint(name)) => {
+                    sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+                    )
+                    .bind(Qualified(target.schema, target.table).to_string())
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?
                 }
+                Some(Exists::Schema(name)) => {
+                    sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                    )
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
+            };
+            if exists {
+                continue;
             }
             sqlx::query(AssertSqlSafe(&*statement.sql))
                 .execute(&mut *tx)
@@ -152,13 +163,20 @@ impl Executor {
         capped.mul_f64(rand::random_range(0.5..=1.0))
     }
 
-    /// The sessions holding locks on the target table, for the error when retries run out.
+    /// The sessions holding locks on the target table, for the error when retries run out:
+    /// pid, role and lock modes from `pg_locks` and `pg_stat_activity`, which every role may
+    /// read; state, times and query text when the role may see them (its own sessions, or
+    /// membership in `pg_read_all_stats`), and otherwise a note saying why they are hidden.
     async fn blockers(&self, target: Target<'_>) -> String {
         let rows = sqlx::query(
-            "SELECT DISTINCT a.pid, a.xact_start::text, a.state, left(a.query, 300), a.query_start::text \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.relation = to_regclass($1) AND l.granted AND a.pid <> pg_backend_pid() \
-             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            "SELECT l.pid, string_agg(DISTINCT l.mode, ', ' ORDER BY l.mode), a.usename::text, a.state, \
+                    a.xact_start::text, a.query_start::text, left(a.query, 300), \
+                    coalesce(a.query = '<insufficient privilege>', false), current_user::text \
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.relation = to_regclass($1) AND l.granted AND l.pid <> pg_backend_pid() \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             GROUP BY l.pid, a.usename, a.state, a.xact_start, a.query_start, a.query \
+             ORDER BY l.pid",
         )
         .bind(Qualified(target.schema, target.table).to_string())
         .fetch_all(&self.pool)
@@ -168,14 +186,27 @@ impl Executor {
             Ok(rows) => rows
                 .iter()
                 .map(|r| {
-                    format!(
-                        "pid {} ({}, transaction started {}, query started {}): {}",
-                        r.get::<i32, _>(0),
-                        r.get::<Option<String>, _>(2).unwrap_or_default(),
-                        r.get::<Option<String>, _>(1).unwrap_or_default(),
-                        r.get::<Option<String>, _>(4).unwrap_or_default(),
-                        r.get::<Option<String>, _>(3).unwrap_or_default()
-                    )
+                    let pid = r.get::<i32, _>(0);
+                    let modes = r.get::<Option<String>, _>(1).unwrap_or_default();
+                    let holder = match r.get::<Option<String>, _>(2) {
+                        Some(role) => format!("role {}, ", Ident(&role)),
+                        None => String::new(),
+                    };
+                    if r.get::<bool, _>(7) {
+                        format!(
+                            "pid {pid} ({holder}holds {modes}; its state and query are hidden from role {}, \
+                             which is not a member of pg_read_all_stats; end it with SELECT pg_terminate_backend({pid}))",
+                            Ident(&r.get::<String, _>(8))
+                        )
+                    } else {
+                        format!(
+                            "pid {pid} ({holder}holds {modes}; {}, transaction started {}, query started {}): {}",
+                            r.get::<Option<String>, _>(3).unwrap_or_default(),
+                            r.get::<Option<String>, _>(4).unwrap_or_default(),
+                            r.get::<Option<String>, _>(5).unwrap_or_default(),
+                            r.get::<Option<String>, _>(6).unwrap_or_default()
+                        )
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join("; "),

@@ -23,6 +23,7 @@ mod lease;
 mod model;
 mod options;
 mod plan;
+mod privileges;
 mod registry;
 mod resolve;
 mod spec;
@@ -50,6 +51,7 @@ pub use evolver::{Evolution, Evolver, StepProgress};
 pub use model::Evolve;
 pub use options::{BackfillOptions, DdlOptions};
 pub use plan::{BatchTriggers, Plan, PlannedPhase, PlannedStep, UserTrigger};
+pub use privileges::{MissingPrivilege, ObjectKind, Privilege};
 pub use registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,

@@ -28,6 +28,11 @@ pub enum Run {
 pub enum Exists {
     /// A constraint of that name on the step's table.
     Constraint(String),
+    /// A schema of that name. `CREATE SCHEMA IF NOT EXISTS` checks `CREATE` on the database
+    /// before it looks for the schema, so a role that may not create schemas fails on one that
+    /// exists; the executor skips the statement instead. Not shown in plans: the statement
+    /// does the same thing either way.
+    Schema(String),
 }
 
 impl Statement {

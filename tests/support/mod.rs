@@ -5,6 +5,7 @@
 pub mod builds;
 pub mod child;
 pub mod people;
+pub mod roles;
 pub mod users;
 
 use std::sync::Arc;

@@ -273,6 +273,8 @@ impl Evolver {
 impl Inner {
     /// Boot without the fast path: leader lock, drift check, expand, coordinator, background.
     async fn boot_slow(inner: &Arc<Inner>) -> Result<Evolution> {
+        // Before anything: every instance may lead, and resolving needs some of the rights.
+        inner.check_privileges_before_resolve().await?;
         let mut lock = inner.leader_connection().await?;
         // Expand under the boot lock, held for seconds: a boot never waits for the background
         // work (backfills, index builds, a deploy window) another instance or build leads.
@@ -284,7 +286,9 @@ impl Inner {
                 break resolved;
             }
             if let Some(resolved) = inner.expanded_by_leader().await? {
-                // This instance may lead the backfill later: it needs the same right.
+                // This instance may lead the background work and the contract later: it needs
+                // the same rights.
+                inner.check_privileges(&resolved, true).await?;
                 inner.check_trigger_skip(&resolved).await?;
                 break resolved;
             }
@@ -598,6 +602,7 @@ impl Inner {
     /// steps with the phase each has completed now.
     async fn expand(&self) -> Result<Vec<Resolved>> {
         let (resolved, state_current) = self.resolve_all().await?;
+        self.check_privileges(&resolved, state_current).await?;
         self.check_trigger_skip(&resolved).await?;
         if !state_current {
             let mut conn = self.evolver.pool.acquire().await?;
@@ -663,6 +668,42 @@ impl Inner {
             tx.commit().await?;
         }
         Ok(resolved)
+    }
+
+    /// Every privilege the plan needs, checked before the models are resolved (see
+    /// [`crate::privileges::check_before_resolve`]): resolving itself reads the state store
+    /// and the tables. Nothing is changed.
+    async fn check_privileges_before_resolve(&self) -> Result<()> {
+        let steps: Vec<PlannedStep> = self
+            .evolver
+            .plans()
+            .into_iter()
+            .flat_map(|p| p.steps)
+            .collect();
+        let mut conn = self.evolver.pool.acquire().await?;
+        let (role, missing) =
+            crate::privileges::check_before_resolve(&mut conn, &self.store.schema, &steps).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ErrorKind::PrivilegesMissing { role, missing }.into())
+    }
+
+    /// Every privilege the plan needs on the state schema, the models' tables and the tables
+    /// their foreign keys reference (see [`crate::privileges`]). Checked before any DDL, so a
+    /// refused boot changes nothing.
+    async fn check_privileges(&self, resolved: &[Resolved], state_current: bool) -> Result<()> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let needs = crate::privileges::Needs {
+            state_schema: &self.store.schema,
+            state_current,
+            steps: resolved.iter().map(Into::into).collect(),
+        };
+        let (role, missing) = crate::privileges::check(&mut conn, &needs).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ErrorKind::PrivilegesMissing { role, missing }.into())
     }
 
     /// With [`BackfillOptions::skip_user_triggers`] and a backfill still to run, whether this

@@ -99,10 +99,10 @@ pub(crate) fn create_table(model: &ModelSpec, constraints: &[String]) -> Vec<Sta
     lines.extend(constraints.iter().map(|c| format!("  {c}")));
     let mut out = Vec::new();
     if model.schema != "public" {
-        out.push(Statement::always(format!(
-            "CREATE SCHEMA IF NOT EXISTS {}",
-            Ident(model.schema)
-        )));
+        out.push(Statement::unless(
+            format!("CREATE SCHEMA IF NOT EXISTS {}", Ident(model.schema)),
+            Exists::Schema(model.schema.to_string()),
+        ));
     }
     out.push(Statement::always(format!(
         "CREATE TABLE IF NOT EXISTS {} (\n{}\n)",

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use crate::ident::{Ident, Qualified};
+use crate::ident::Qualified;
 use crate::sql::lit;
 use crate::step::{Phase, StepId, advisory_key};
 
@@ -77,7 +77,7 @@ impl Instances {
     /// leader lock (concurrent `CREATE TABLE IF NOT EXISTS` can fail with a unique violation).
     pub fn bootstrap_sql(&self) -> Vec<String> {
         vec![
-            format!("CREATE SCHEMA IF NOT EXISTS {}", Ident(&self.schema)),
+            super::create_schema_if_missing_sql(&self.schema),
             format!(
                 "CREATE TABLE IF NOT EXISTS {} (
                     id text PRIMARY KEY,
@@ -333,7 +333,12 @@ mod tests {
     #[test]
     fn bootstrap_quotes_the_schema() {
         let sql = Instances::new("my \"state\"").bootstrap_sql();
-        assert_eq!(sql[0], "CREATE SCHEMA IF NOT EXISTS \"my \"\"state\"\"\"");
+        assert!(
+            sql[0].contains("nspname = 'my \"state\"'")
+                && sql[0].contains("CREATE SCHEMA \"my \"\"state\"\"\";"),
+            "{}",
+            sql[0]
+        );
         assert!(sql[1].contains("\"my \"\"state\"\"\".\"instances\""));
         assert!(sql[2].contains("\"my \"\"state\"\"\".\"acks\""));
     }

@@ -21,6 +21,20 @@ use crate::ident::Ident;
 /// a fast path recorded by this one.
 pub(crate) const VERSION: &str = "pgevolve state 3";
 
+/// Creates `schema` when there is none, as a `DO` block: `CREATE SCHEMA IF NOT EXISTS` checks
+/// `CREATE` on the database before it looks for the schema, so it fails for a role that may not
+/// create schemas even when an administrator has created the state schema for it.
+pub(crate) fn create_schema_if_missing_sql(schema: &str) -> String {
+    format!(
+        "DO $pgevolve$ BEGIN \
+         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = {}) THEN \
+         CREATE SCHEMA {}; \
+         END IF; END $pgevolve$",
+        crate::sql::lit(schema),
+        Ident(schema)
+    )
+}
+
 /// What [`StateStore::exists`] found.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StateShape {
@@ -72,9 +86,8 @@ impl StateStore {
     /// Creates the schema and tables when missing. Runs only under the leader lock, so two
     /// instances never race on `CREATE ... IF NOT EXISTS`.
     pub async fn bootstrap(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        let schema = Ident(&self.schema);
         let statements = [
-            format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+            create_schema_if_missing_sql(&self.schema),
             format!(
                 "CREATE TABLE IF NOT EXISTS {} (
                     id text PRIMARY KEY,

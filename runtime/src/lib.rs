@@ -22,6 +22,7 @@ mod lease;
 mod model;
 mod options;
 mod plan;
+mod pooler;
 mod registry;
 mod resolve;
 mod spec;
@@ -35,7 +36,7 @@ mod window;
 pub mod __private;
 
 pub use access::{
-    Access, EvolvedExecutor, FromEvolvedRow, ModelSql, On, Scope, Select, model_sql, model_sql_in,
+    Access, EvolvedExecutor, FromEvolvedRow, RunStatement, ModelSql, On, Scope, Select, model_sql, model_sql_in,
 };
 pub use clock::{Clock, NOW_ENV, ParseClockError, PinnedClock, SystemClock, default_clock};
 pub use column_type::ColumnType;

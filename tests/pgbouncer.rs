@@ -91,7 +91,7 @@ async fn setup() -> Setup {
     let bouncer = tokio::task::spawn_blocking(move || PgBouncer::start(&url, SERVER_CONNECTIONS))
         .await
         .unwrap()
-        .expect("pgbouncer");
+        .unwrap_or_else(|e| panic!("{e}"));
     let pooled_options = PgConnectOptions::from_str(&bouncer.url_for(db.url()).unwrap())
         .unwrap()
         .statement_cache_capacity(0);

@@ -254,6 +254,58 @@ fn new_writer(pool: &PgPool, lane: i64, log: Log, evolution: pgevolve::Evolution
     Writer { stop, handle }
 }
 
+/// A session that listens (its last query is a `LISTEN`) or holds an advisory lock.
+#[derive(Debug, PartialEq)]
+struct RuntimeSession {
+    pid: i32,
+    /// Its last query, cut to 60 characters.
+    query: String,
+    advisory_lock: bool,
+    /// One of PgBouncer's server sessions when seen.
+    pgbouncer: bool,
+}
+
+/// Until the background work ends, every 20 ms: the sessions that listen or hold an advisory
+/// lock, and whether each is one of PgBouncer's server sessions.
+async fn sessions_of_the_runtime(
+    direct: &PgPool,
+    bouncer: &PgBouncer,
+    evolution: &pgevolve::Evolution,
+) -> Vec<RuntimeSession> {
+    let mut seen: Vec<RuntimeSession> = Vec::new();
+    loop {
+        let finished = evolution.is_finished();
+        let servers = bouncer.server_pids().await.unwrap();
+        let now: Vec<(i32, String, bool)> = sqlx::query_as(
+            "SELECT a.pid, left(a.query, 60),
+                    EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory')
+               FROM pg_stat_activity a
+              WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()",
+        )
+        .fetch_all(direct)
+        .await
+        .unwrap();
+        for (pid, query, advisory_lock) in now {
+            if !(advisory_lock || query.starts_with("LISTEN")) {
+                continue;
+            }
+            let session = RuntimeSession {
+                pid,
+                query,
+                advisory_lock,
+                pgbouncer: servers.contains(&pid),
+            };
+            if !seen.contains(&session) {
+                seen.push(session);
+            }
+        }
+        if finished {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn assert_no_errors(who: &str, (ok, errors): (u64, Vec<String>)) {
     assert!(
         errors.is_empty(),
@@ -289,6 +341,21 @@ async fn every_step_kind_runs_its_whole_lifecycle_while_writers_go_through_pgbou
     let new: Vec<Writer> = (2..4)
         .map(|l| new_writer(&pooled, l, log.clone(), evolution.clone()))
         .collect();
+    // The runtime's sessions are not PgBouncer's: its LISTEN, and every advisory lock seen
+    // while the background work runs.
+    let sessions = sessions_of_the_runtime(&direct, &bouncer, &evolution).await;
+    assert!(
+        sessions.iter().any(|s| s.query.starts_with("LISTEN")),
+        "the coordinator listens: {sessions:?}"
+    );
+    assert!(
+        sessions.iter().any(|s| s.advisory_lock),
+        "an advisory lock was seen: {sessions:?}"
+    );
+    assert!(
+        sessions.iter().all(|s| !s.pgbouncer),
+        "a session of the runtime is one of PgBouncer's: {sessions:?}"
+    );
     tokio::time::timeout(Duration::from_secs(60), evolution.wait())
         .await
         .expect("backfill, index builds and validations within 60 s")

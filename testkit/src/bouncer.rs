@@ -76,6 +76,8 @@ pub struct PgBouncer {
     /// `ini`, `userlist.txt`, the log and the pid file; removed by the watcher.
     root: PathBuf,
     port: u16,
+    /// The server's user, PgBouncer's admin.
+    user: String,
     /// The watcher script; closing its stdin stops PgBouncer.
     watcher: Option<Child>,
 }
@@ -143,6 +145,7 @@ impl PgBouncer {
                     return Ok(PgBouncer {
                         root: root.to_owned(),
                         port,
+                        user: user.clone(),
                         watcher: Some(watcher),
                     });
                 }
@@ -166,6 +169,31 @@ impl PgBouncer {
     /// The TCP port PgBouncer listens on (on `127.0.0.1`).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process ids (`pg_backend_pid()`) of the server sessions PgBouncer holds now, from
+    /// `SHOW SERVERS` on its admin console (as the server's user): the sessions its clients'
+    /// transactions run on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] when the admin console cannot be reached.
+    pub async fn server_pids(&self) -> Result<Vec<i32>, Error> {
+        use sqlx::{Connection, Row};
+        let options = PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username(&self.user)
+            .database("pgbouncer")
+            .statement_cache_capacity(0);
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        let rows = sqlx::raw_sql("SHOW SERVERS").fetch_all(&mut conn).await?;
+        let _ = conn.close().await;
+        let mut pids = Vec::with_capacity(rows.len());
+        for row in rows {
+            pids.push(row.try_get::<i32, _>("remote_pid")?);
+        }
+        Ok(pids)
     }
 
     /// `database_url` (a database of the server PgBouncer stands in front of) with its host and
@@ -251,6 +279,8 @@ fn config(
         // sqlx sends it at startup; PgBouncer 1.18 refuses unknown startup parameters.
         ("ignore_startup_parameters", "extra_float_digits".to_owned()),
         ("server_login_retry", "1".to_owned()),
+        // For [`PgBouncer::server_pids`]: `SHOW SERVERS` on the admin console.
+        ("admin_users", server.get_username().to_owned()),
     ];
     for (key, value) in settings {
         let _ = writeln!(text, "{key} = {value}");

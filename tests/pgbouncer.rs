@@ -494,6 +494,47 @@ async fn boot_through_pgbouncer_without_a_direct_connection_fails_naming_evolver
     assert!(!state_schema, "no state store created");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_whose_direct_connections_reach_another_database_fails_naming_both_and_changes_nothing()
+ {
+    let Setup {
+        db,
+        bouncer: _bouncer,
+        pooled,
+        direct,
+    } = setup().await;
+    seed(&direct).await;
+    let before = catalog_snapshot(&direct, "orders").await;
+    let elsewhere = TestDatabase::new().await.unwrap();
+
+    let error = Evolver::new(pooled.clone())
+        .direct(PgConnectOptions::from_str(elsewhere.url()).unwrap())
+        .model::<Order>()
+        .deploy_window(DeployWindow::always())
+        .boot()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::DirectElsewhere { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    for part in [elsewhere.name(), db.name(), "Nothing was changed"] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+
+    assert_eq!(catalog_snapshot(&direct, "orders").await, before);
+    for pool in [&direct, &elsewhere.pool(1).await.unwrap()] {
+        let state_schema: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'pgevolve')",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert!(!state_schema, "no state store created");
+    }
+}
+
 /// The pooler check runs at every slow boot without `Evolver::direct`: a pool of direct
 /// connections passes it and the evolution runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,6 +85,20 @@ pub enum ErrorKind {
         evidence: String,
     },
 
+    /// [`Evolver::direct`](crate::Evolver::direct)'s connections reach another database than
+    /// the application's pool. Found before anything was changed.
+    #[error(
+        "Evolver::direct's connections reach database {direct}, but the application's pool \
+         reaches {pooled}: give Evolver::direct the direct address of the pool's database. \
+         Nothing was changed"
+    )]
+    DirectElsewhere {
+        /// The application's pool's database and its server's start time.
+        pooled: String,
+        /// The direct connections' database and their server's start time.
+        direct: String,
+    },
+
     /// A statement could not get its lock within `lock_timeout` on any attempt.
     #[error(
         "step {step} ({phase}) on table {table}: could not get a lock within lock_timeout after {attempts} attempts; \

@@ -275,7 +275,12 @@ impl Evolver {
     pub async fn boot(mut self) -> Result<Evolution> {
         // The accessors find the phases by the application's pool; the runtime works on its own.
         let registry = crate::registry::registry_for(&self.pool);
-        registry.set_transaction_pooled(self.direct.is_some());
+        // Never reset: an evolver without `direct` booting later in this process (by the fast
+        // path, which does not check) does not make the pooled pool direct.
+        if self.direct.is_some() {
+            registry.set_transaction_pooled(true);
+        }
+        let app_pool = self.pool.clone();
         if let Some(direct) = &self.direct {
             self.pool = PgPoolOptions::new()
                 .max_connections(DIRECT_POOL_SIZE)
@@ -295,6 +300,7 @@ impl Evolver {
             window_override: Mutex::new(None),
             _live: registry.live(),
             pooler_checked: tokio::sync::OnceCell::new(),
+            app_pool,
             lease: crate::lease::Lease::new(
                 advisory_key(&self.state_schema),
                 StateStore::new(&self.state_schema).table("steps"),
@@ -596,6 +602,9 @@ struct Inner {
     /// Set once the pool was found not to be behind a transaction pooler (or
     /// [`Evolver::direct`] was given).
     pooler_checked: tokio::sync::OnceCell<()>,
+    /// The pool given to [`Evolver::new`] (the same as `evolver.pool` without
+    /// [`Evolver::direct`]).
+    app_pool: PgPool,
 }
 
 impl Inner {
@@ -610,7 +619,7 @@ impl Inner {
         self.pooler_checked
             .get_or_try_init(|| async {
                 if self.evolver.direct.is_some() {
-                    return Ok(());
+                    return self.check_same_database().await;
                 }
                 match crate::pooler::shares_sessions(&self.evolver.pool.connect_options()).await? {
                     None => Ok(()),
@@ -619,6 +628,30 @@ impl Inner {
             })
             .await?;
         Ok(PgConnection::connect_with(&self.evolver.pool.connect_options()).await?)
+    }
+
+    /// With [`Evolver::direct`]: the direct connections reach the database the application's
+    /// pool does (same database name on a server started at the same instant), else
+    /// [`ErrorKind::DirectElsewhere`]. A simple query on the pooled side, which any pooler
+    /// passes.
+    async fn check_same_database(&self) -> Result<()> {
+        const WHERE: &str = "SELECT current_database() || ' on the server started at ' \
+                             || pg_postmaster_start_time()::text";
+        let pooled: String = {
+            use sqlx::Row;
+            let row = sqlx::raw_sql(WHERE).fetch_one(&self.app_pool).await?;
+            row.try_get(0)?
+        };
+        let direct: String = {
+            use sqlx::Row;
+            let row = sqlx::raw_sql(WHERE).fetch_one(&self.evolver.pool).await?;
+            row.try_get(0)?
+        };
+        if pooled == direct {
+            Ok(())
+        } else {
+            Err(ErrorKind::DirectElsewhere { pooled, direct }.into())
+        }
     }
 
     /// Resolves every model; drift is an error here, before anything is changed.

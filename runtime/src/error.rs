@@ -69,6 +69,36 @@ pub enum ErrorKind {
         version: i32,
     },
 
+    /// The pool's connections go through a transaction pooler, and no direct connection was
+    /// given for the runtime's session work ([`Evolver::direct`](crate::Evolver::direct)).
+    /// Found before anything was changed.
+    #[error(
+        "the pool's connections go through a transaction pooler (PgBouncer with pool_mode = \
+         transaction or statement, RDS Proxy, ...): {evidence}. The runtime's leader and boot \
+         locks, LISTEN and concurrent index builds need server sessions of their own: give it a \
+         direct connection to the same database with Evolver::direct(<connect options with the \
+         server's own host and port, not the pooler's>), or boot on a pool with direct \
+         connections. Nothing was changed"
+    )]
+    TransactionPooler {
+        /// What showed that client connections do not keep their server session.
+        evidence: String,
+    },
+
+    /// [`Evolver::direct`](crate::Evolver::direct)'s connections reach another database than
+    /// the application's pool. Found before anything was changed.
+    #[error(
+        "Evolver::direct's connections reach database {direct}, but the application's pool \
+         reaches {pooled}: give Evolver::direct the direct address of the pool's database. \
+         Nothing was changed"
+    )]
+    DirectElsewhere {
+        /// The application's pool's database and its server's start time.
+        pooled: String,
+        /// The direct connections' database and their server's start time.
+        direct: String,
+    },
+
     /// A statement could not get its lock within `lock_timeout` on any attempt.
     #[error(
         "step {step} ({phase}) on table {table}: could not get a lock within lock_timeout after {attempts} attempts; \

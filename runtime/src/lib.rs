@@ -23,6 +23,7 @@ mod lease;
 mod model;
 mod options;
 mod plan;
+mod pooler;
 mod privileges;
 mod registry;
 mod resolve;
@@ -38,7 +39,7 @@ mod window;
 pub mod __private;
 
 pub use access::{
-    Access, EvolvedExecutor, FromEvolvedRow, ModelSql, On, Scope, Select, model_sql, model_sql_in,
+    Access, EvolvedExecutor, FromEvolvedRow, RunStatement, ModelSql, On, Scope, Select, model_sql, model_sql_in,
 };
 pub use clock::{Clock, NOW_ENV, ParseClockError, PinnedClock, SystemClock, default_clock};
 pub use column_type::ColumnType;

@@ -36,6 +36,10 @@ pub struct PhaseRegistry {
     sql: Mutex<SqlCache>,
     /// Evolutions of this process alive on this database ([`Live`] guards).
     live: Arc<std::sync::atomic::AtomicUsize>,
+    /// The application's pool to this database goes through a transaction pooler (an evolution
+    /// booted with [`Evolver::direct`](crate::Evolver::direct)): accessors run each statement
+    /// unprepared, in a transaction.
+    transaction_pooled: std::sync::atomic::AtomicBool,
 }
 
 /// Held by an evolution while it is alive: a call that does not say its database looks only
@@ -70,6 +74,21 @@ impl Drop for InFlight {
 }
 
 impl PhaseRegistry {
+    /// Whether the application's pool to this database goes through a transaction pooler, as
+    /// the last evolution booted on it declared ([`Evolver::direct`](crate::Evolver::direct)).
+    /// The accessors then run each statement unprepared, in a transaction of its own unless
+    /// called inside one: behind a transaction pooler, a statement prepared in one round trip
+    /// and executed in the next may meet another client's statement on another session.
+    pub fn transaction_pooled(&self) -> bool {
+        self.transaction_pooled
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set_transaction_pooled(&self, pooled: bool) {
+        self.transaction_pooled
+            .store(pooled, std::sync::atomic::Ordering::Release);
+    }
+
     /// The phase of a step, if an evolution of its model was booted here.
     pub fn get(&self, step: &StepId) -> Option<Phase> {
         self.phases

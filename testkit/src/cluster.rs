@@ -268,7 +268,7 @@ fn wait_ready(server: &mut Child, data: &Path, port: u16) -> Result<(), String> 
 }
 
 /// A new directory `pgevolve-testkit-<pid>-<n>` under the system temporary directory, mode 0700.
-fn create_temp_dir() -> Result<PathBuf, Error> {
+pub(crate) fn create_temp_dir() -> Result<PathBuf, Error> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let parent = std::env::temp_dir();
     loop {
@@ -293,7 +293,7 @@ fn create_temp_dir() -> Result<PathBuf, Error> {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> Result<u16, Error> {
+pub(crate) fn free_port() -> Result<u16, Error> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(Error::io("looking for a free TCP port"))?;
     let address = listener

@@ -54,6 +54,22 @@ pub enum Error {
         log_tail: String,
     },
 
+    /// `pgbouncer` is neither on `PATH` nor in `/usr/sbin`.
+    #[error(
+        "pgbouncer not found (looked on PATH and in /usr/sbin); install it with \
+         `apt-get install -y pgbouncer`"
+    )]
+    BouncerNotFound,
+
+    /// PgBouncer did not start, or did not accept connections in time.
+    #[error("PgBouncer did not start: {reason}; end of its log:\n{log_tail}")]
+    BouncerStart {
+        /// What went wrong (exit status or timeout).
+        reason: String,
+        /// The last lines of its log.
+        log_tail: String,
+    },
+
     /// `DATABASE_URL` is not a URL this crate can put another database name into.
     #[error("DATABASE_URL `{0}` is not a `postgres://` or `postgresql://` URL")]
     BadUrl(String),

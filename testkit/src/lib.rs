@@ -36,10 +36,14 @@
 //! # }
 //! ```
 //!
+//! [`PgBouncer::start`] puts a throwaway PgBouncer in transaction pooling mode in front of the
+//! server, for tests of what an application behind a transaction pooler sees.
+//!
 //! Programs that want a server of their own, stopped at a point of their choosing, can own a
 //! [`Cluster`] instead.
 
 mod binaries;
+mod bouncer;
 mod cluster;
 mod database;
 mod error;
@@ -48,6 +52,7 @@ mod server;
 mod user;
 
 pub use binaries::BINDIR_ENV;
+pub use bouncer::PgBouncer;
 pub use cluster::Cluster;
 pub use database::TestDatabase;
 pub use error::Error;

@@ -131,7 +131,7 @@ fn user_exists(user: &str) -> bool {
 }
 
 /// Looks for `name` on `PATH`, then in the sbin directories root's `PATH` usually has.
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))

@@ -65,7 +65,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let mut query = #private::query(&sql.insert_returning);
                 #( #written )*
-                let #row = query.fetch_one(executor).await?;
+                let #row = sql.fetch_one(query, executor).await?;
                 #private::Ok(<Self as #private::FromEvolvedRow>::from_evolved_row(&#row)?)
             }
         }
@@ -118,7 +118,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let mut query = #private::query(&sql.update);
                 #( #self_binds )*
-                let done = query.execute(executor).await?;
+                let done = sql.execute(query, executor).await?;
                 #private::Ok(done.rows_affected())
             }
 
@@ -129,10 +129,9 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             {
                 let (__pgevolve_scope, executor) = #private::EvolvedExecutor::into_parts(executor);
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
-                let done = #private::query(&sql.delete)
-                    #( .bind(#key_names) )*
-                    .execute(executor)
-                    .await?;
+                let query = #private::query(&sql.delete)
+                    #( .bind(#key_names) )*;
+                let done = sql.execute(query, executor).await?;
                 #private::Ok(done.rows_affected())
             }
 
@@ -143,10 +142,9 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             {
                 let (__pgevolve_scope, executor) = #private::EvolvedExecutor::into_parts(executor);
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
-                let #row = #private::query(&sql.find)
-                    #( .bind(#key_names) )*
-                    .fetch_optional(executor)
-                    .await?;
+                let query = #private::query(&sql.find)
+                    #( .bind(#key_names) )*;
+                let #row = sql.fetch_optional(query, executor).await?;
                 match #row {
                     #private::Some(#row) => #private::Ok(#private::Some(
                         <Self as #private::FromEvolvedRow>::from_evolved_row(&#row)?,
@@ -179,7 +177,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let mut query = #private::query(&sql.insert);
                 #( #self_binds )*
-                query.execute(executor).await?;
+                sql.execute(query, executor).await?;
                 #private::Ok(())
             }
 
@@ -200,7 +198,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 for r in rows {
                     #( #row_binds )*
                 }
-                let done = query.execute(executor).await?;
+                let done = sql.execute(query, executor).await?;
                 #private::Ok(done.rows_affected())
             }
 

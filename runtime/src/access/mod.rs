@@ -17,7 +17,7 @@
 mod scope;
 mod select;
 
-pub use scope::{EvolvedExecutor, On, Scope};
+pub use scope::{EvolvedExecutor, On, RunStatement, Scope};
 pub use select::Select;
 
 use std::sync::Arc;
@@ -220,7 +220,50 @@ fn step_kinds(model: &ModelSpec) -> Vec<(StepId, StepKind)> {
 #[derive(Debug)]
 pub struct Access {
     sql: Arc<ModelSql>,
+    /// The database's application pool goes through a transaction pooler.
+    pooled: bool,
     _in_flight: InFlight,
+}
+
+impl Access {
+    /// Runs `query` (one of this access's statements, bound) on `executor`: see
+    /// [`RunStatement`].
+    pub async fn execute<'q, X: RunStatement + 'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        executor: X,
+    ) -> Result<sqlx::postgres::PgQueryResult> {
+        Ok(executor.execute(query, self.pooled).await?)
+    }
+
+    /// Runs `query` and returns its rows: see [`RunStatement`].
+    pub async fn fetch_all<'q, X: RunStatement + 'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        executor: X,
+    ) -> Result<Vec<sqlx::postgres::PgRow>> {
+        Ok(executor.fetch_all(query, self.pooled).await?)
+    }
+
+    /// Runs `query` and returns its one row, or `None`.
+    pub async fn fetch_optional<'q, X: RunStatement + 'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        executor: X,
+    ) -> Result<Option<sqlx::postgres::PgRow>> {
+        Ok(self.fetch_all(query, executor).await?.into_iter().next())
+    }
+
+    /// Runs `query` and returns its one row (`RowNotFound` without one).
+    pub async fn fetch_one<'q, X: RunStatement + 'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        executor: X,
+    ) -> Result<sqlx::postgres::PgRow> {
+        self.fetch_optional(query, executor)
+            .await?
+            .ok_or_else(|| sqlx::Error::RowNotFound.into())
+    }
 }
 
 impl std::ops::Deref for Access {
@@ -283,6 +326,7 @@ pub fn model_sql_in(model: &'static ModelSpec, scope: &Scope) -> Result<Access> 
     });
     Ok(Access {
         sql,
+        pooled: registry.transaction_pooled(),
         _in_flight: in_flight,
     })
 }

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnection, PgExecutor};
-use sqlx::{PgPool, Postgres};
+use sqlx::postgres::{PgArguments, PgConnection, PgQueryResult, PgRow};
+use sqlx::query::Query;
+use sqlx::{Connection, PgPool, Postgres};
 
 use crate::registry::{DatabaseKey, PhaseRegistry};
 
@@ -25,8 +26,8 @@ pub enum Scope {
 /// database), a `&mut PgConnection` (also `&mut *transaction` and `&mut *pooled_connection`),
 /// or [`On`], an executor tied to an evolution with [`Evolution::on`](crate::Evolution::on).
 pub trait EvolvedExecutor<'e>: Sized {
-    /// The sqlx executor the statement runs on.
-    type Executor: PgExecutor<'e>;
+    /// The executor the statement runs on.
+    type Executor: RunStatement;
 
     /// Where the phases are looked up, and the executor.
     fn into_parts(self) -> (Scope, Self::Executor);
@@ -65,11 +66,127 @@ impl<E> On<E> {
 
 impl<'e, E> EvolvedExecutor<'e> for On<E>
 where
-    E: sqlx::Executor<'e, Database = Postgres>,
+    E: RunStatement,
 {
     type Executor = E;
 
     fn into_parts(self) -> (Scope, E) {
         (Scope::Registry(self.registry), self.executor)
+    }
+}
+
+/// Runs one accessor statement on a pool or a connection. `pooled`: the application's
+/// connections go through a transaction pooler ([`PhaseRegistry::transaction_pooled`]), so the
+/// statement runs unprepared (sqlx's unnamed statement, never its named cache) and inside a
+/// transaction, one of its own unless the connection is already in one: sqlx sends a
+/// parameterized statement's `Parse` and its `Bind` in two round trips, and a transaction pooler
+/// may run the second on another server session, where a `Bind` finds no statement or another
+/// client's (measured behind PgBouncer 1.18: errors `26000`/`42P05`, and wrong rows).
+pub trait RunStatement: Send {
+    /// `query.execute(self)`.
+    fn execute<'a>(
+        self,
+        query: Query<'a, Postgres, PgArguments>,
+        pooled: bool,
+    ) -> BoxFuture<'a, sqlx::Result<PgQueryResult>>
+    where
+        Self: 'a;
+
+    /// `query.fetch_all(self)`.
+    fn fetch_all<'a>(
+        self,
+        query: Query<'a, Postgres, PgArguments>,
+        pooled: bool,
+    ) -> BoxFuture<'a, sqlx::Result<Vec<PgRow>>>
+    where
+        Self: 'a;
+}
+
+/// A boxed, sendable future (as sqlx's executors return).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl RunStatement for &PgPool {
+    fn execute<'a>(
+        self,
+        query: Query<'a, Postgres, PgArguments>,
+        pooled: bool,
+    ) -> BoxFuture<'a, sqlx::Result<PgQueryResult>>
+    where
+        Self: 'a,
+    {
+        Box::pin(async move {
+            if !pooled {
+                return query.execute(self).await;
+            }
+            let mut tx = self.begin().await?;
+            let done = query.persistent(false).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+
+    fn fetch_all<'a>(
+        self,
+        query: Query<'a, Postgres, PgArguments>,
+        pooled: bool,
+    ) -> BoxFuture<'a, sqlx::Result<Vec<PgRow>>>
+    where
+        Self: 'a,
+    {
+        Box::pin(async move {
+            if !pooled {
+                return query.fetch_all(self).await;
+            }
+            let mut tx = self.begin().await?;
+            let rows = query.persistent(false).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
+    }
+}
+
+impl RunStatement for &mut PgConnection {
+    fn execute<'a>(
+        self,
+        query: Query<'a, Postgres, PgArguments>,
+        pooled: bool,
+    ) -> BoxFuture<'a, sqlx::Result<PgQueryResult>>
+    where
+        Self: 'a,
+    {
+        Box::pin(async move {
+            if !pooled {
+                return query.execute(self).await;
+            }
+            if self.is_in_transaction() {
+                return query.persistent(false).execute(self).await;
+            }
+            let mut tx = self.begin().await?;
+            let done = query.persistent(false).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+
+    fn fetch_all<'a>(
+        self,
+        query: Query<'a, Postgres, PgArguments>,
+        pooled: bool,
+    ) -> BoxFuture<'a, sqlx::Result<Vec<PgRow>>>
+    where
+        Self: 'a,
+    {
+        Box::pin(async move {
+            if !pooled {
+                return query.fetch_all(self).await;
+            }
+            if self.is_in_transaction() {
+                return query.persistent(false).fetch_all(self).await;
+            }
+            let mut tx = self.begin().await?;
+            let rows = query.persistent(false).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
     }
 }

@@ -117,8 +117,8 @@ impl<T: Evolve + FromEvolvedRow> Select<T> {
         if let Some(e) = self.bind_error {
             return Err(sqlx::Error::Encode(e.into()).into());
         }
-        let rows = sqlx::query_with(AssertSqlSafe(sql), self.args)
-            .fetch_all(executor)
+        let rows = access
+            .fetch_all(sqlx::query_with(AssertSqlSafe(sql), self.args), executor)
             .await?;
         Ok(rows
             .iter()

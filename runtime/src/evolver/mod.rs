@@ -5,6 +5,7 @@ use sqlx::AssertSqlSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -31,6 +32,9 @@ use crate::window::DeployWindow;
 
 /// How often a waiting instance looks again (leader lock, the leader's progress).
 const POLL: Duration = Duration::from_millis(100);
+
+/// Connections of the runtime's own pool over [`Evolver::direct`]'s options.
+const DIRECT_POOL_SIZE: u32 = 5;
 
 /// The oldest PostgreSQL pgevolve runs on (13.0), as `server_version_num`.
 const MIN_SERVER_VERSION: i32 = 130_000;
@@ -67,6 +71,9 @@ pub struct Evolver {
     clock: Arc<dyn Clock>,
     heartbeat_timeout: Duration,
     ack_deadline: Duration,
+    /// [`Evolver::direct`]: the runtime's own connections when the pool goes through a
+    /// transaction pooler.
+    direct: Option<PgConnectOptions>,
 }
 
 impl Evolver {
@@ -84,7 +91,29 @@ impl Evolver {
             clock: default_clock(),
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             ack_deadline: Duration::from_secs(600),
+            direct: None,
         }
+    }
+
+    /// Says that the pool given to [`Evolver::new`] goes through a transaction pooler
+    /// (PgBouncer with `pool_mode = transaction`, RDS Proxy, ...), and gives the runtime
+    /// `options` that reach the same database directly (the server's own host and port, or a
+    /// session pooler) for its own work.
+    ///
+    /// Everything the runtime does then runs on a small pool of its own over `options` (at
+    /// most 5 connections, opened when needed) and on dedicated connections with them: the
+    /// leader and boot locks (session advisory locks), `LISTEN`, concurrent index builds in
+    /// autocommit, the expand DDL, the backfill, the state store. The application's pool is
+    /// used only to name the database whose phases the accessors read, and the accessors
+    /// called with it (or with one of its connections) run each statement unprepared, in a
+    /// transaction of its own unless called inside one, since a transaction pooler keeps no
+    /// prepared statement between two transactions (see the README, "Poolers").
+    ///
+    /// Without it, a boot whose pool goes through a transaction pooler fails before any DDL
+    /// with [`ErrorKind::TransactionPooler`].
+    pub fn direct(mut self, options: PgConnectOptions) -> Evolver {
+        self.direct = Some(options);
+        self
     }
 
     /// Adds a model (a struct deriving `Evolve`).
@@ -168,7 +197,18 @@ impl Evolver {
     /// no trigger.
     pub async fn plans_for_database(&self) -> Result<Vec<Plan>> {
         let shown = self.shown();
-        let mut conn = self.pool.acquire().await?;
+        // Catalog reads with bind parameters: on a direct connection when the pool is pooled.
+        let (mut direct, mut pooled);
+        let conn: &mut PgConnection = match &self.direct {
+            Some(options) => {
+                direct = PgConnection::connect_with(options).await?;
+                &mut direct
+            }
+            None => {
+                pooled = self.pool.acquire().await?;
+                &mut pooled
+            }
+        };
         let mut plans = Vec::new();
         for model in &self.models {
             let mut plan = Plan::shown(model, &shown);
@@ -176,7 +216,7 @@ impl Evolver {
                 if let Some(fill) = step.fill() {
                     step.batch_triggers = Some(
                         crate::plan::read_batch_triggers(
-                            &mut conn,
+                            &mut *conn,
                             model,
                             &[fill],
                             self.backfill.skip_user_triggers,
@@ -242,8 +282,21 @@ impl Evolver {
     /// Errors before any DDL when the database does not match the models
     /// ([`ErrorKind::Drift`]); with [`ErrorKind::LockTimeout`] naming the blocking session when a
     /// lock cannot be had within the retries, in which case that phase left nothing behind.
-    pub async fn boot(self) -> Result<Evolution> {
+    pub async fn boot(mut self) -> Result<Evolution> {
+        // The accessors find the phases by the application's pool; the runtime works on its own.
         let registry = crate::registry::registry_for(&self.pool);
+        // Never reset: an evolver without `direct` booting later in this process (by the fast
+        // path, which does not check) does not make the pooled pool direct.
+        if self.direct.is_some() {
+            registry.set_transaction_pooled(true);
+        }
+        let app_pool = self.pool.clone();
+        if let Some(direct) = &self.direct {
+            self.pool = PgPoolOptions::new()
+                .max_connections(DIRECT_POOL_SIZE)
+                .min_connections(0)
+                .connect_lazy_with(direct.clone());
+        }
         let inner = Arc::new(Inner {
             executor: Executor {
                 pool: self.pool.clone(),
@@ -256,6 +309,8 @@ impl Evolver {
             coordinator: std::sync::OnceLock::new(),
             window_override: Mutex::new(None),
             _live: registry.live(),
+            pooler_checked: tokio::sync::OnceCell::new(),
+            app_pool,
             lease: crate::lease::Lease::new(
                 advisory_key(&self.state_schema),
                 StateStore::new(&self.state_schema).table("steps"),
@@ -558,6 +613,12 @@ struct Inner {
     _live: crate::registry::Live,
     /// The leader lock's session while this instance walks the background work.
     lease: crate::lease::Lease,
+    /// Set once the pool was found not to be behind a transaction pooler (or
+    /// [`Evolver::direct`] was given).
+    pooler_checked: tokio::sync::OnceCell<()>,
+    /// The pool given to [`Evolver::new`] (the same as `evolver.pool` without
+    /// [`Evolver::direct`]).
+    app_pool: PgPool,
 }
 
 impl Inner {
@@ -566,8 +627,45 @@ impl Inner {
     }
 
     /// A connection outside the pool, so the session-level lock lives exactly as long as it.
+    /// The first call checks that the pool keeps its sessions (no transaction pooler in between,
+    /// see `pooler`), unless [`Evolver::direct`] was given; every lock and DDL comes after one.
     async fn leader_connection(&self) -> Result<PgConnection> {
+        self.pooler_checked
+            .get_or_try_init(|| async {
+                if self.evolver.direct.is_some() {
+                    return self.check_same_database().await;
+                }
+                match crate::pooler::shares_sessions(&self.evolver.pool.connect_options()).await? {
+                    None => Ok(()),
+                    Some(evidence) => Err(Error::from(ErrorKind::TransactionPooler { evidence })),
+                }
+            })
+            .await?;
         Ok(PgConnection::connect_with(&self.evolver.pool.connect_options()).await?)
+    }
+
+    /// With [`Evolver::direct`]: the direct connections reach the database the application's
+    /// pool does (same database name on a server started at the same instant), else
+    /// [`ErrorKind::DirectElsewhere`]. A simple query on the pooled side, which any pooler
+    /// passes.
+    async fn check_same_database(&self) -> Result<()> {
+        const WHERE: &str = "SELECT current_database() || ' on the server started at ' \
+                             || pg_postmaster_start_time()::text";
+        let pooled: String = {
+            use sqlx::Row;
+            let row = sqlx::raw_sql(WHERE).fetch_one(&self.app_pool).await?;
+            row.try_get(0)?
+        };
+        let direct: String = {
+            use sqlx::Row;
+            let row = sqlx::raw_sql(WHERE).fetch_one(&self.evolver.pool).await?;
+            row.try_get(0)?
+        };
+        if pooled == direct {
+            Ok(())
+        } else {
+            Err(ErrorKind::DirectElsewhere { pooled, direct }.into())
+        }
     }
 
     /// Resolves every model; drift is an error here, before anything is changed.

@@ -438,3 +438,37 @@ async fn not_null_column_missing_from_the_struct_is_drift_until_marked_dropped()
         "a column missing from a struct is never dropped"
     );
 }
+
+#[tokio::test]
+async fn boot_relaxes_again_a_not_null_restored_by_hand_after_expand() {
+    let (_db, pool) = database(5).await;
+    seed(&pool).await;
+    let evolution = Evolver::new(pool.clone())
+        .model::<Account>()
+        .boot()
+        .await
+        .unwrap();
+    assert!(!legacy_not_null(&pool).await, "expand relaxed NOT NULL");
+    let expanded = catalog_snapshot(&pool, "accounts").await;
+    drop(evolution);
+    sqlx::query("ALTER TABLE accounts ALTER COLUMN legacy_flag SET NOT NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let evolution = Evolver::new(pool.clone())
+        .model::<Account>()
+        .boot()
+        .await
+        .unwrap();
+    assert!(!legacy_not_null(&pool).await, "boot relaxed NOT NULL again");
+    assert_eq!(catalog_snapshot(&pool, "accounts").await, expanded);
+    assert_eq!(drop_step(&evolution).await.phase, Phase::Expand);
+    Account {
+        id: ROWS + 1,
+        name: "new".into(),
+    }
+    .insert(&pool)
+    .await
+    .unwrap();
+}

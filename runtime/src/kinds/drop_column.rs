@@ -110,6 +110,16 @@ impl Kind for DropColumn {
         })
     }
 
+    /// Expanded, not contracted, and the column is NOT NULL without a default again (restored by
+    /// hand): the new build's inserts would fail, so boot runs the expand again (idempotent).
+    fn expand_incomplete(&self, cx: &Resolving<'_, '_>, done: Phase) -> bool {
+        (Phase::Expand..Phase::Contract).contains(&done)
+            && cx
+                .live
+                .column(self.0)
+                .is_some_and(|c| c.not_null && c.default.is_none() && !c.database_assigns())
+    }
+
     /// An interrupted abort left the marker (NOT NULL not restored yet).
     fn abort_leftovers<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {

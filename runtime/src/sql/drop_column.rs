@@ -36,16 +36,19 @@ impl DropHelpers {
 pub(crate) fn expand(model: &ModelSpec, column: &str, h: &DropHelpers) -> Vec<Statement> {
     let t = table(model);
     let c = Ident(column);
+    let regclass = Literal(&t.to_string()).to_string();
     vec![Statement::always(format!(
         "DO $pgevolve$ BEGIN\n\
-         \x20 IF EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = {}::regclass AND attname = {} \
+         \x20 IF EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = {regclass}::regclass AND attname = {} \
          AND NOT attisdropped AND attnotnull AND NOT atthasdef AND attidentity = '' AND attgenerated = '') THEN\n\
          \x20   ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL;\n\
-         \x20   ALTER TABLE {t} ADD CONSTRAINT {} CHECK ({c} IS NULL OR {c} IS NOT NULL) NOT VALID;\n\
+         \x20   IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint WHERE conrelid = {regclass}::regclass AND conname = {}) THEN\n\
+         \x20     ALTER TABLE {t} ADD CONSTRAINT {} CHECK ({c} IS NULL OR {c} IS NOT NULL) NOT VALID;\n\
+         \x20   END IF;\n\
          \x20 END IF;\n\
          END $pgevolve$",
-        Literal(&t.to_string()),
         Literal(column),
+        Literal(&h.relaxed),
         Ident(&h.relaxed),
     ))]
 }

@@ -229,10 +229,10 @@ async fn assert_rows_match(pool: &PgPool, expected: &Expected, while_new_build_w
                     }
                 }
                 // Inserted by the new build, not logged yet.
-                None => assert!(id >= &3_000_000 && flag.is_none(), "unexpected row {id}"),
+                None => assert!(*id >= 3_000_000 && flag.is_none(), "unexpected row {id}"),
             }
         }
-        for id in expected.keys().filter(|id| !(**id >= 3_000_000)) {
+        for id in expected.keys().filter(|id| **id < 3_000_000) {
             assert!(actual.contains_key(id), "row {id} missing");
         }
     } else {

@@ -472,3 +472,37 @@ async fn boot_relaxes_again_a_not_null_restored_by_hand_after_expand() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_view_reading_a_dropped_column_or_an_index_over_it_and_another_is_drift() {
+    let (_db, pool) = database(5).await;
+    seed(&pool).await;
+    sqlx::raw_sql(
+        "CREATE VIEW flagged AS SELECT id FROM accounts WHERE legacy_flag;
+         CREATE INDEX accounts_name_flag ON accounts (name, legacy_flag);
+         CREATE INDEX accounts_flag ON accounts (legacy_flag);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = catalog_snapshot(&pool, "accounts").await;
+    let err = Evolver::new(pool.clone())
+        .model::<Account>()
+        .boot()
+        .await
+        .expect_err("drift must stop the boot");
+    let ErrorKind::Drift(problems) = err.kind() else {
+        panic!("expected drift, got {err}")
+    };
+    let messages: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].contains("index accounts_name_flag covers other columns too"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("view flagged reads it: DROP COLUMN would fail"),
+        "{messages:?}"
+    );
+    assert_eq!(catalog_snapshot(&pool, "accounts").await, before);
+}

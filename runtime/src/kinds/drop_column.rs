@@ -101,12 +101,27 @@ impl Kind for DropColumn {
                 sqlx::query_scalar(AssertSqlSafe(drop_column::relaxed_exists(cx.model, &h)))
                     .fetch_one(&mut *cx.conn)
                     .await?;
-            Ok(match recorded {
+            let done = match recorded {
                 Some(Phase::Contract) => Phase::Contract,
                 Some(p) => p,
                 None if relaxed => Phase::Expand,
                 None => Phase::Pending,
-            })
+            };
+            if done < Phase::Contract {
+                // What would make the contract fail, or take more than the column, is reported
+                // now, before anything runs.
+                let blockers: Vec<String> =
+                    sqlx::query_scalar(AssertSqlSafe(drop_column::blockers(cx.model, self.0, &h)))
+                        .fetch_all(&mut *cx.conn)
+                        .await?;
+                for blocker in blockers {
+                    cx.problems.add(
+                        Some(self.0),
+                        format!("column {} is declared dropped, but {blocker}", self.0),
+                    );
+                }
+            }
+            Ok(done)
         })
     }
 

@@ -149,3 +149,39 @@ pub(crate) fn abort(model: &ModelSpec, column: &str, h: &DropHelpers) -> Vec<Sta
         Ident(&h.relaxed),
     ))]
 }
+
+/// The objects that stop `DROP COLUMN` (a view or rule reading the column, a foreign key from
+/// another table referencing it) or that it would take along besides the column itself (an
+/// index or constraint over other columns too), one line each, naming the object.
+pub(crate) fn blockers(model: &ModelSpec, column: &str, h: &DropHelpers) -> String {
+    let t = Literal(&table(model).to_string()).to_string();
+    let c = Literal(column);
+    let marker = Literal(&h.relaxed);
+    format!(
+        "WITH col AS (SELECT attrelid, attnum FROM pg_catalog.pg_attribute \
+                      WHERE attrelid = {t}::regclass AND attname = {c} AND NOT attisdropped) \
+         SELECT DISTINCT format('%s %s reads it: DROP COLUMN would fail; change it not to read the column, or drop it, first', \
+                CASE v.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' ELSE 'rule on' END, v.oid::regclass) \
+           FROM col JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass \
+                AND d.refobjid = col.attrelid AND d.refobjsubid = col.attnum AND d.classid = 'pg_catalog.pg_rewrite'::regclass \
+           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid JOIN pg_catalog.pg_class v ON v.oid = r.ev_class \
+          WHERE r.ev_class <> col.attrelid \
+         UNION ALL \
+         SELECT format('foreign key %s of %s references it: DROP COLUMN would fail; drop the foreign key first', \
+                k.conname, k.conrelid::regclass) \
+           FROM col JOIN pg_catalog.pg_constraint k ON k.contype = 'f' AND k.confrelid = col.attrelid \
+                AND col.attnum = ANY (k.confkey) AND k.conrelid <> col.attrelid \
+         UNION ALL \
+         SELECT format('index %s covers other columns too: DROP COLUMN would drop it with the column; drop it, \
+                        or create the index you want without the column, first', i.indexrelid::regclass) \
+           FROM col JOIN pg_catalog.pg_index i ON i.indrelid = col.attrelid \
+          WHERE col.attnum = ANY (i.indkey::int2[]) AND i.indnatts > 1 \
+            AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = col.attrelid) \
+         UNION ALL \
+         SELECT format('constraint %s covers other columns too: DROP COLUMN would drop it with the column; drop it, \
+                        or add the constraint you want without the column, first', k.conname) \
+           FROM col JOIN pg_catalog.pg_constraint k ON k.conrelid = col.attrelid \
+          WHERE col.attnum = ANY (k.conkey) AND cardinality(k.conkey) > 1 AND k.conname <> {marker} \
+         ORDER BY 1"
+    )
+}

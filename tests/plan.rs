@@ -230,3 +230,32 @@ fn generated_columns_are_identities_of_the_new_table() {
     );
     insta::assert_snapshot!(plan.to_string());
 }
+
+#[derive(Evolve)]
+#[evolve(table = "accounts", dropped("legacy_flag"), dropped("OldName"))]
+#[allow(dead_code)]
+struct Account {
+    #[evolve(primary_key)]
+    id: i64,
+    name: String,
+}
+
+#[test]
+fn plan_of_dropped_columns() {
+    let plan = Account::plan();
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    let drop = vec![Phase::Expand, Phase::Retire, Phase::Contract];
+    assert_eq!(
+        phases,
+        [
+            ("create_table", vec![Phase::Expand]),
+            ("drop_column", drop.clone()),
+            ("drop_column", drop),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}

@@ -177,6 +177,9 @@ pub struct Container {
     pub indexes: Vec<Index>,
     /// `check = ".."` / `check(..)`, any number.
     pub checks: Vec<Check>,
+    /// `dropped("a", "b")`, any number: columns the table has and the struct no longer maps,
+    /// which pgevolve drops (never a column merely missing from the struct).
+    pub dropped: Vec<Columns>,
     /// `crate = "path"`: where generated code finds pgevolve (default `::pgevolve`).
     pub krate: Option<Path>,
     /// Some struct-level key could not be parsed (unknown or malformed). The table may be the
@@ -192,6 +195,7 @@ impl Container {
         let mut krate = Attr::none(cx, symbol::CRATE, level);
         let mut indexes = Vec::new();
         let mut checks = Vec::new();
+        let mut dropped = Vec::new();
 
         let parsed = for_each_key(cx, attrs, level, |meta| {
             if meta.path == symbol::TABLE {
@@ -211,6 +215,8 @@ impl Container {
                 indexes.push(index(cx, meta, Level::StructIndex)?);
             } else if meta.path == symbol::CHECK {
                 checks.push(check(cx, meta)?);
+            } else if meta.path == symbol::DROPPED {
+                dropped.push(column_list(meta)?);
             } else {
                 return Err(unknown_key(meta, level));
             }
@@ -222,6 +228,7 @@ impl Container {
             schema: schema.get(),
             indexes,
             checks,
+            dropped,
             krate: krate.get(),
             malformed: !parsed,
         }

@@ -22,6 +22,13 @@ use proc_macro::TokenStream;
 
 /// Derives `pgevolve::Evolve`: the table a struct maps to, as a `const` spec the runtime plans
 /// from. See the `pgevolve` crate for the attribute reference.
+///
+/// `#[evolve(dropped("legacy_flag", ...))]` on the struct (repeatable) names columns the table
+/// has and the struct no longer maps, to drop: NOT NULL is relaxed at boot (so inserts that
+/// leave the column out work), the column is dropped at contract once every live instance runs
+/// a build without it. Removing a field alone never drops its column. A dropped name must be a
+/// valid identifier of at most 63 bytes, and neither a field's column nor the old column of a
+/// rename.
 #[proc_macro_derive(Evolve, attributes(evolve))]
 pub fn derive_evolve(input: TokenStream) -> TokenStream {
     derive_evolve_inner(input.into()).into()

@@ -14,6 +14,7 @@ pub const EVOLVE: Symbol = Symbol("evolve");
 pub const TABLE: Symbol = Symbol("table");
 pub const SCHEMA: Symbol = Symbol("schema");
 pub const CRATE: Symbol = Symbol("crate");
+pub const DROPPED: Symbol = Symbol("dropped");
 
 // Field level.
 pub const PRIMARY_KEY: Symbol = Symbol("primary_key");
@@ -40,7 +41,7 @@ pub const INCLUDE: Symbol = Symbol("include");
 pub const EXPR: Symbol = Symbol("expr");
 
 /// Keys accepted on the struct, in the order error messages list them.
-pub const STRUCT_KEYS: &[Symbol] = &[TABLE, SCHEMA, CRATE, INDEX, CHECK];
+pub const STRUCT_KEYS: &[Symbol] = &[TABLE, SCHEMA, CRATE, INDEX, CHECK, DROPPED];
 
 /// Keys accepted on a field, in the order error messages list them.
 pub const FIELD_KEYS: &[Symbol] = &[

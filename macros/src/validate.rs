@@ -27,6 +27,71 @@ pub fn check(cx: &Ctxt, model: &Model) {
     check_renamed_twice(cx, model);
     check_indexes(cx, model);
     check_constraints(cx, model);
+    check_dropped(cx, model);
+}
+
+/// `dropped(..)`: each name a valid column name, listed once, and not a column the struct still
+/// maps (a field's column, or the old column of a rename, which the rename itself drops).
+fn check_dropped(cx: &Ctxt, model: &Model) {
+    let mut seen: HashSet<String> = HashSet::new();
+    for dropped in &model.attrs.dropped {
+        if dropped.list.is_empty() {
+            cx.error_spanned_by(
+                dropped.tokens(),
+                "`dropped()` is empty; list the columns to drop, like `dropped(\"legacy_flag\")`, or remove it",
+            );
+        }
+        for name_lit in &dropped.list {
+            let name = name_lit.value();
+            if name.is_empty() {
+                cx.error_spanned_by(
+                    name_lit,
+                    "dropped column name is empty; write the name of the column to drop, like `dropped(\"legacy_flag\")`",
+                );
+                continue;
+            }
+            if let Some(problem) = identifier_problem(&name) {
+                cx.error_spanned_by(
+                    name_lit,
+                    format!("invalid dropped column name `{name}`: {problem}"),
+                );
+                continue;
+            }
+            if let Some(field) = model.fields.iter().find(|f| f.column_name() == name) {
+                cx.error_spanned_by(
+                    name_lit,
+                    format!(
+                        "column `{name}` is marked dropped but field `{}` maps to it; remove the field \
+                         to drop the column, or remove `{name}` from `dropped`",
+                        field.rust_name()
+                    ),
+                );
+                continue;
+            }
+            if let Some(field) = model.fields.iter().find(|f| {
+                f.attrs
+                    .renamed_from
+                    .as_ref()
+                    .is_some_and(|old| old.value.value() == name)
+            }) {
+                cx.error_spanned_by(
+                    name_lit,
+                    format!(
+                        "column `{name}` is marked dropped but field `{}` is renamed from it, and the \
+                         rename drops it at its contract; remove `{name}` from `dropped`",
+                        field.rust_name()
+                    ),
+                );
+                continue;
+            }
+            if !seen.insert(name.clone()) {
+                cx.error_spanned_by(
+                    name_lit,
+                    format!("column `{name}` is marked dropped twice; list it once"),
+                );
+            }
+        }
+    }
 }
 
 /// Every index: options that PostgreSQL would reject, columns that are not columns of the

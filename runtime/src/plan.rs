@@ -367,6 +367,33 @@ impl fmt::Display for PlannedStep {
             for statement in &self.abort {
                 writeln!(f, "    {}", statement.sql)?;
             }
+        } else if let Some(prep) = self.room().abort_preparation(&self.model, &self.id) {
+            writeln!(
+                f,
+                "  abort (before contract, on request): when this is true (otherwise only the last transaction, which then does nothing)"
+            )?;
+            writeln!(f, "    {}", prep.needed)?;
+            writeln!(
+                f,
+                "  it is refused, changing nothing, while this count is not zero:"
+            )?;
+            writeln!(f, "    {}", prep.count)?;
+            writeln!(
+                f,
+                "  then a short transaction under lock_timeout, and the validation in one of its own (SHARE UPDATE EXCLUSIVE: writes go on; the check is dropped again if it fails):"
+            )?;
+            for statement in [&prep.add, &prep.validate] {
+                writeln!(f, "    {}", statement.sql)?;
+            }
+            writeln!(
+                f,
+                "  then one short transaction under lock_timeout (no scan: the check is validated):"
+            )?;
+            for statement in &self.abort {
+                for line in statement.sql.lines() {
+                    writeln!(f, "    {line}")?;
+                }
+            }
         } else if !self.abort.is_empty() {
             writeln!(
                 f,

@@ -156,6 +156,8 @@ pub(crate) async fn resolve_model(
         }
     }
 
+    undeclared_columns(model, &live, &mut problems);
+
     let spec_pk: Vec<&str> = model.primary_key().map(|c| c.name).collect();
     if !spec_pk.is_empty() && spec_pk != live.primary_key {
         problems.add(
@@ -233,6 +235,33 @@ fn generated_drift(
                 column.field
             ),
         );
+    }
+}
+
+/// A column the table has and the struct neither maps nor marks dropped, NOT NULL with nothing
+/// the database would assign: every insert of this build, which never names it, would fail.
+/// pgevolve never drops a column only because a field is gone (a removed field may be a
+/// mistake); the fix is to say so.
+fn undeclared_columns(model: &ModelSpec, live: &catalog::LiveTable, problems: &mut Problems<'_>) {
+    let known = |name: &str| {
+        model.columns.iter().any(|c| c.name == name || c.renamed_from == Some(name))
+            || model.dropped.contains(&name)
+            // pgevolve's own helper columns (a backfill's marker column).
+            || name.starts_with("pgevolve_")
+    };
+    for column in live.columns.iter().filter(|c| !known(&c.name)) {
+        if column.not_null && column.default.is_none() && !column.database_assigns() {
+            problems.add(
+                Some(&column.name),
+                format!(
+                    "the column is NOT NULL without a default and struct `{}` has no field for it, so every insert \
+                     of this build (which never names it) would fail; if the column is meant to go, add \
+                     `#[evolve(dropped(\"{}\"))]` to the struct (NOT NULL is relaxed at expand, the column dropped \
+                     at contract); if the field was removed by mistake, restore it",
+                    model.rust_name, column.name
+                ),
+            );
+        }
     }
 }
 

@@ -19,6 +19,10 @@ pub struct ModelSpec {
     pub indexes: &'static [IndexSpec],
     /// CHECK constraints: field-level `check = "..."` and struct-level ones.
     pub checks: &'static [CheckSpec],
+    /// Columns the table has and the struct no longer maps, declared with
+    /// `#[evolve(dropped("..."))]`: each one is dropped by a step of its own (see
+    /// `StepKind::DropColumn`). A column merely missing from the struct is never dropped.
+    pub dropped: &'static [&'static str],
 }
 
 impl ModelSpec {
@@ -30,6 +34,7 @@ impl ModelSpec {
         columns: &[],
         indexes: &[],
         checks: &[],
+        dropped: &[],
     };
 
     /// The primary key columns, in field order.

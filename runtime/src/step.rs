@@ -94,6 +94,10 @@ pub enum StepKind {
     /// the struct no longer does. The name comes from the state store; these steps are found at
     /// contract time and are never part of a model's static plan.
     DropIndex(&'static str),
+    /// Drop a column the table has and the struct no longer maps, declared with
+    /// `#[evolve(dropped("..."))]`: NOT NULL relaxed at expand (when the column has no default),
+    /// retired once every live instance acknowledged, dropped at contract.
+    DropColumn(&'static str),
 }
 
 /// A stable id derived from a step's content: table, column, kind and parameters. The same

@@ -60,6 +60,13 @@ impl ToTokens for QuoteModel<'_> {
         // Emitted only when present, so expansions of structs without them stay as they were.
         let indexes = (!indexes.is_empty()).then(|| quote!(indexes: &[#(#indexes),*],));
         let checks = (!checks.is_empty()).then(|| quote!(checks: &[#(#checks),*],));
+        let dropped: Vec<String> = model
+            .attrs
+            .dropped
+            .iter()
+            .flat_map(|d| d.list.iter().map(syn::LitStr::value))
+            .collect();
+        let dropped = (!dropped.is_empty()).then(|| quote!(dropped: &[#(#dropped),*],));
         tokens.extend(quote! {
             #private::ModelSpec {
                 rust_name: #rust_name,
@@ -68,6 +75,7 @@ impl ToTokens for QuoteModel<'_> {
                 columns: &[#(#columns),*],
                 #indexes
                 #checks
+                #dropped
                 ..#private::ModelSpec::DEFAULT
             }
         });

@@ -297,7 +297,10 @@ impl Inner {
             let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
                 return Ok(());
             };
-            if next > Phase::Validate && done < Phase::Validate {
+            if next > Phase::Validate
+                && done < Phase::Validate
+                && step.kind.phases().contains(&Phase::Validate)
+            {
                 return Err(ErrorKind::NotReady {
                     step: step.id.to_string(),
                     table: step.model.qualified_name(),
@@ -324,6 +327,7 @@ impl Inner {
         if done >= Phase::Retire || step.abort.is_empty() {
             return Err(not_abortable(step, done));
         }
+        self.prepare_abort(step, done).await?;
         let record = [
             self.store.steps().record_phase_sql(step, Phase::Aborted),
             self.store.journal().insert_sql(
@@ -366,6 +370,7 @@ impl Inner {
         let (resolved, _) = self.resolve_all().await?;
         for r in resolved.iter().filter(|r| r.abort_leftovers) {
             info!(step = %r.step.id, "finishing an abort that was interrupted after it was recorded");
+            self.prepare_abort(&r.step, Phase::Aborted).await?;
             if r.step.room().changes_accessors() {
                 self.settle(&r.step, Phase::Aborted).await?;
             }
@@ -387,6 +392,7 @@ impl Inner {
         if done >= Phase::Retire || step.abort.is_empty() {
             return Err(not_abortable(step, done));
         }
+        self.prepare_abort(step, done).await?;
         let mut tx = conn.begin().await?;
         // Only before retire, decided in the same statement that records it: the leader may be
         // moving the step on meanwhile.
@@ -607,6 +613,62 @@ fn not_a_column(step: &PlannedStep) -> Error {
         ),
     }
     .into()
+}
+
+impl Inner {
+    /// What the kind needs before its abort (see `Kind::abort_preparation`): a count that must be
+    /// zero, then a helper constraint added and validated. A refusal leaves the table as it was.
+    async fn prepare_abort(&self, step: &PlannedStep, done: Phase) -> Result<()> {
+        let Some(prep) = step.room().abort_preparation(&step.model, &step.id) else {
+            return Ok(());
+        };
+        let refuse = |rows: i64| -> Error {
+            ErrorKind::NotReady {
+                step: step.id.to_string(),
+                table: step.model.qualified_name(),
+                phase: done.to_string(),
+                message: format!("cannot abort: {rows} {}", prep.refusal),
+            }
+            .into()
+        };
+        let count = |sql: String| async move {
+            let mut conn = self.evolver.pool.acquire().await?;
+            let rows: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok::<i64, Error>(rows)
+        };
+        let mut conn = self.evolver.pool.acquire().await?;
+        let needed: bool = sqlx::query_scalar(AssertSqlSafe(prep.needed.clone()))
+            .fetch_one(&mut *conn)
+            .await?;
+        drop(conn);
+        if !needed {
+            return Ok(());
+        }
+        let rows = count(prep.count.clone()).await?;
+        if rows > 0 {
+            return Err(refuse(rows));
+        }
+        let target = target(step, Phase::Aborted);
+        self.executor
+            .run(target, std::slice::from_ref(&prep.add), &[], false)
+            .await?;
+        if let Err(e) = self
+            .executor
+            .run(target, std::slice::from_ref(&prep.validate), &[], true)
+            .await
+        {
+            self.executor
+                .run(target, std::slice::from_ref(&prep.undo), &[], false)
+                .await?;
+            if is_check_violation(&e) {
+                return Err(refuse(count(prep.count.clone()).await?));
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
 fn not_abortable(step: &PlannedStep, done: Phase) -> Error {

@@ -11,6 +11,7 @@
 mod catalog_object;
 mod check;
 mod create_table;
+mod drop_column;
 mod drop_index;
 mod filled_column;
 mod foreign_key;
@@ -63,6 +64,12 @@ pub(crate) trait Kind: Send + Sync {
     /// What undoes the step before its contract, in order.
     fn abort(&self, _model: &ModelSpec, _id: &StepId) -> Vec<Statement> {
         Vec::new()
+    }
+
+    /// What must hold before an abort is recorded, and the scans that prepare its DDL: run by
+    /// the engine first, so an abort it refuses changes nothing.
+    fn abort_preparation(&self, _model: &ModelSpec, _id: &StepId) -> Option<AbortPreparation> {
+        None
     }
 
     /// The index or constraint the step creates: the name recorded in the state store.
@@ -167,6 +174,7 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::AddForeignKey(c) => Box::new(foreign_key::AddForeignKey(c)),
         StepKind::AddCheck(ck) => Box::new(check::AddCheck(ck)),
         StepKind::DropIndex(name) => Box::new(drop_index::DropIndex(name)),
+        StepKind::DropColumn(name) => Box::new(drop_column::DropColumn(name)),
     }
 }
 
@@ -204,6 +212,7 @@ pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
             .map(StepKind::AddForeignKey),
     );
     kinds.extend(model.checks.iter().map(StepKind::AddCheck));
+    kinds.extend(model.dropped.iter().copied().map(StepKind::DropColumn));
     kinds
 }
 
@@ -308,6 +317,21 @@ impl FieldAccess {
             writes: vec![column.name],
         }
     }
+}
+
+/// What an abort needs before it is recorded (see [`Kind::abort_preparation`]): when `needed`
+/// (a query giving a boolean) is true, `count` must give zero (otherwise the abort is refused
+/// with the count and `refusal`), then `add` runs in a short transaction and `validate` in one
+/// of its own (a scan that lets writes go on); a failed validation runs `undo` and is refused the
+/// same way.
+#[derive(Debug, Clone)]
+pub(crate) struct AbortPreparation {
+    pub needed: String,
+    pub count: String,
+    pub refusal: String,
+    pub add: Statement,
+    pub validate: Statement,
+    pub undo: Statement,
 }
 
 /// A data check of a validate phase: a count that must be zero.

@@ -4,6 +4,7 @@
 pub(crate) mod backfill;
 pub(crate) mod carry;
 pub(crate) mod constraint;
+pub(crate) mod drop_column;
 pub(crate) mod index;
 pub(crate) mod rename;
 

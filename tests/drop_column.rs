@@ -1,0 +1,508 @@
+//! A column dropped with `#[evolve(dropped("legacy_flag"))]` while an "old build" (raw SQL that
+//! writes the column, always NOT NULL) and the "new build" (the generated accessors of a struct
+//! without the field) keep writing: NOT NULL is relaxed at expand, the column dropped at
+//! contract, and every row keeps every value written. An abort after expand restores NOT NULL
+//! (catalog equal to before), and refuses, changing nothing, while rows have NULL. A NOT NULL
+//! column missing from a struct that does not mark it dropped is drift.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgevolve::{DeployWindow, ErrorKind, Evolve, Evolver, Phase};
+use sqlx::PgPool;
+use support::{catalog_snapshot, database};
+
+const ROWS: i64 = 4_000;
+
+/// The new build: `legacy_flag` is gone from the struct and declared dropped.
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "accounts", dropped("legacy_flag"))]
+pub struct Account {
+    #[evolve(primary_key)]
+    pub id: i64,
+    pub name: String,
+}
+
+/// A build whose author removed the field and forgot to say the column goes.
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "accounts")]
+pub struct AccountForgotten {
+    #[evolve(primary_key)]
+    pub id: i64,
+    pub name: String,
+}
+
+/// `accounts` as the old build created it: `legacy_flag` NOT NULL without a default.
+async fn seed(pool: &PgPool) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL, legacy_flag boolean NOT NULL);
+         INSERT INTO accounts SELECT g, 'Name ' || g, g % 2 = 0 FROM generate_series(1, {ROWS}) g;
+         ANALYZE accounts;"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// What each row must hold: name and (while the column exists) the flag.
+type Expected = Arc<Mutex<HashMap<i64, (String, Option<bool>)>>>;
+
+fn seeded_expectation() -> Expected {
+    Arc::new(Mutex::new(
+        (1..=ROWS)
+            .map(|g| (g, (format!("Name {g}"), Some(g % 2 == 0))))
+            .collect(),
+    ))
+}
+
+struct Writer {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Writer {
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.unwrap()
+    }
+}
+
+/// The old build: raw SQL naming `legacy_flag` with NOT NULL values, updating ids `≡ lane (mod
+/// 4)` and inserting ids of its own.
+fn old_writer(pool: &PgPool, lane: i64, expected: Expected) -> Writer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (pool, flag) = (pool.clone(), stop.clone());
+    let handle = tokio::spawn(async move {
+        let (mut ok, mut errors, mut n) = (0u64, Vec::new(), 0i64);
+        while !flag.load(Ordering::Relaxed) {
+            n += 1;
+            let name = format!("old{lane}-{n}");
+            let legacy = n % 2 == 1;
+            let id = if n % 3 == 0 {
+                1_000_000 * (lane + 1) + n
+            } else {
+                lane + 4 * (1 + n % (ROWS / 4 - 1))
+            };
+            let result = if n % 3 == 0 {
+                sqlx::query("INSERT INTO accounts (id, name, legacy_flag) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(&name)
+                    .bind(legacy)
+                    .execute(&pool)
+                    .await
+            } else {
+                sqlx::query("UPDATE accounts SET name = $2, legacy_flag = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(&name)
+                    .bind(legacy)
+                    .execute(&pool)
+                    .await
+            };
+            match result {
+                Ok(_) => {
+                    expected.lock().unwrap().insert(id, (name, Some(legacy)));
+                    ok += 1;
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (ok, errors)
+    });
+    Writer { stop, handle }
+}
+
+/// The new build: the generated accessors, which never name `legacy_flag`. Inserts leave it
+/// NULL; updates keep whatever it holds.
+fn new_writer(pool: &PgPool, lane: i64, expected: Expected) -> Writer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (pool, flag) = (pool.clone(), stop.clone());
+    let handle = tokio::spawn(async move {
+        let (mut ok, mut errors, mut n) = (0u64, Vec::new(), 0i64);
+        while !flag.load(Ordering::Relaxed) {
+            n += 1;
+            let name = format!("new{lane}-{n}");
+            let result = if n % 3 == 0 {
+                let account = Account {
+                    id: 1_000_000 * (lane + 1) + n,
+                    name: name.clone(),
+                };
+                account.insert(&pool).await.map(|_| (account.id, true))
+            } else {
+                let id = lane + 4 * (1 + n % (ROWS / 4 - 1));
+                match Account::find(&id, &pool).await {
+                    Ok(Some(mut account)) => {
+                        account.name = name.clone();
+                        account.update(&pool).await.map(|_| (id, false))
+                    }
+                    Ok(None) => Err(ErrorKind::UnknownStep {
+                        step: format!("row {id} missing"),
+                    }
+                    .into()),
+                    Err(e) => Err(e),
+                }
+            };
+            match result {
+                Ok((id, inserted)) => {
+                    let mut expected = expected.lock().unwrap();
+                    let flag = if inserted {
+                        None
+                    } else {
+                        expected.get(&id).and_then(|e| e.1)
+                    };
+                    expected.insert(id, (name, flag));
+                    ok += 1;
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (ok, errors)
+    });
+    Writer { stop, handle }
+}
+
+async fn column_exists(pool: &PgPool) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'accounts'::regclass \
+         AND attname = 'legacy_flag' AND NOT attisdropped)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn legacy_not_null(pool: &PgPool) -> bool {
+    sqlx::query_scalar(
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'legacy_flag'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn drop_step(evolution: &pgevolve::Evolution) -> pgevolve::StepStatus {
+    evolution
+        .status()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.description.starts_with("drop column"))
+        .expect("the drop column step is recorded")
+}
+
+/// Whether the new build (lanes 2 and 3) writes this row.
+fn new_lane(id: i64) -> bool {
+    id >= 3_000_000 || (id < 1_000_000 && id % 4 >= 2)
+}
+
+/// Every row of the table against what the writers last wrote: with the column, every flag and
+/// the old build's rows in full while the new build still writes (its rows' names and its
+/// latest inserts move on after the read); without it, after every writer stopped, every row
+/// with its name.
+async fn assert_rows_match(pool: &PgPool, expected: &Expected, while_new_build_writes: bool) {
+    let rows: Vec<(i64, String, Option<bool>)> = if while_new_build_writes {
+        sqlx::query_as("SELECT id, name, legacy_flag FROM accounts")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    } else {
+        sqlx::query_as("SELECT id, name, NULL::boolean FROM accounts")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    };
+    let actual: HashMap<i64, (String, Option<bool>)> = rows
+        .into_iter()
+        .map(|(id, name, flag)| (id, (name, flag)))
+        .collect();
+    let expected = expected.lock().unwrap().clone();
+    if while_new_build_writes {
+        for (id, (name, flag)) in &actual {
+            match expected.get(id) {
+                Some((want_name, want_flag)) => {
+                    assert_eq!(flag, want_flag, "flag of row {id}");
+                    if !new_lane(*id) {
+                        assert_eq!(name, want_name, "name of row {id}");
+                    }
+                }
+                // Inserted by the new build, not logged yet.
+                None => assert!(*id >= 3_000_000 && flag.is_none(), "unexpected row {id}"),
+            }
+        }
+        for id in expected.keys().filter(|id| **id < 3_000_000) {
+            assert!(actual.contains_key(id), "row {id} missing");
+        }
+    } else {
+        let mut missing: Vec<&i64> = expected
+            .keys()
+            .filter(|id| !actual.contains_key(id))
+            .collect();
+        missing.sort();
+        assert!(
+            missing.is_empty(),
+            "rows missing: {:?}",
+            &missing[..missing.len().min(20)]
+        );
+        assert_eq!(actual.len(), expected.len(), "row count");
+        for (id, (name, _)) in &expected {
+            assert_eq!(actual.get(id).map(|a| &a.0), Some(name), "row {id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drop_column_with_old_and_new_writers_keeps_every_row_and_value() {
+    let (_db, pool) = database(20).await;
+    seed(&pool).await;
+    let expected = seeded_expectation();
+    let old: Vec<Writer> = (0..2)
+        .map(|lane| old_writer(&pool, lane, expected.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Account>()
+        .boot()
+        .await
+        .unwrap();
+    assert!(!legacy_not_null(&pool).await, "expand relaxed NOT NULL");
+    // Expand is done: the new build starts next to the old one.
+    let new: Vec<Writer> = (2..4)
+        .map(|lane| new_writer(&pool, lane, expected.clone()))
+        .collect();
+    evolution.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(drop_step(&evolution).await.phase, Phase::Expand);
+    assert!(
+        column_exists(&pool).await,
+        "nothing dropped before contract"
+    );
+
+    // The old build is gone: that is what contract is gated on.
+    let mut failures = Vec::new();
+    let mut ok = 0;
+    for w in old {
+        let (n, errors) = w.finish().await;
+        ok += n;
+        failures.extend(errors);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_rows_match(&pool, &expected, true).await;
+
+    evolution.contract().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for w in new {
+        let (n, errors) = w.finish().await;
+        ok += n;
+        failures.extend(errors);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed statements, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(ok > 200, "only {ok} writes");
+    assert!(!column_exists(&pool).await, "column dropped at contract");
+    assert_rows_match(&pool, &expected, false).await;
+
+    let step = drop_step(&evolution).await;
+    assert_eq!(step.phase, Phase::Contract);
+    let events: Vec<&str> = step.history.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "expand done",
+            "retire done",
+            "retire acknowledged",
+            "contract done"
+        ]
+    );
+    let helpers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'accounts'::regclass AND contype = 'c'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(helpers, 0, "no helper constraint left");
+    support::assert_reboot_changes_nothing::<Account>(&pool, "accounts").await;
+}
+
+#[tokio::test]
+async fn abort_after_expand_restores_not_null_and_the_catalog() {
+    let (_db, pool) = database(5).await;
+    seed(&pool).await;
+    let before = catalog_snapshot(&pool, "accounts").await;
+    let evolution = Evolver::new(pool.clone())
+        .model::<Account>()
+        .boot()
+        .await
+        .unwrap();
+    assert!(!legacy_not_null(&pool).await, "expand relaxed NOT NULL");
+    assert_ne!(catalog_snapshot(&pool, "accounts").await, before);
+
+    let step = drop_step(&evolution).await;
+    evolution.abort(&step.id).await.unwrap();
+    assert_eq!(drop_step(&evolution).await.phase, Phase::Aborted);
+    assert!(legacy_not_null(&pool).await, "NOT NULL restored");
+    assert_eq!(catalog_snapshot(&pool, "accounts").await, before);
+    let no_nulls: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(no_nulls, ROWS, "every row kept");
+}
+
+#[tokio::test]
+async fn abort_refuses_while_rows_have_null_and_changes_nothing_until_they_are_filled() {
+    let (_db, pool) = database(5).await;
+    seed(&pool).await;
+    let before = catalog_snapshot(&pool, "accounts").await;
+    let evolution = Evolver::new(pool.clone())
+        .model::<Account>()
+        .boot()
+        .await
+        .unwrap();
+    for id in [ROWS + 1, ROWS + 2] {
+        Account {
+            id,
+            name: format!("new {id}"),
+        }
+        .insert(&pool)
+        .await
+        .unwrap();
+    }
+    let expanded = catalog_snapshot(&pool, "accounts").await;
+    let step = drop_step(&evolution).await;
+
+    let err = evolution
+        .abort(&step.id)
+        .await
+        .expect_err("abort must refuse while rows have NULL");
+    let message = err.to_string();
+    assert!(
+        message.contains("2 rows have NULL in column legacy_flag"),
+        "{message}"
+    );
+    assert!(message.contains("fill them"), "{message}");
+    assert_eq!(catalog_snapshot(&pool, "accounts").await, expanded);
+    assert_eq!(drop_step(&evolution).await.phase, Phase::Expand);
+
+    sqlx::query("UPDATE accounts SET legacy_flag = false WHERE legacy_flag IS NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    evolution.abort(&step.id).await.unwrap();
+    assert_eq!(drop_step(&evolution).await.phase, Phase::Aborted);
+    assert_eq!(catalog_snapshot(&pool, "accounts").await, before);
+}
+
+#[tokio::test]
+async fn not_null_column_missing_from_the_struct_is_drift_until_marked_dropped() {
+    let (_db, pool) = database(5).await;
+    seed(&pool).await;
+    let before = catalog_snapshot(&pool, "accounts").await;
+    let err = Evolver::new(pool.clone())
+        .model::<AccountForgotten>()
+        .boot()
+        .await
+        .expect_err("drift must stop the boot");
+    let ErrorKind::Drift(problems) = err.kind() else {
+        panic!("expected drift, got {err}")
+    };
+    let messages: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].contains("legacy_flag")
+            && messages[0].contains("#[evolve(dropped(\"legacy_flag\"))]"),
+        "{messages:?}"
+    );
+    assert_eq!(catalog_snapshot(&pool, "accounts").await, before);
+
+    // Nullable, it breaks no insert: not drift.
+    sqlx::query("ALTER TABLE accounts ALTER COLUMN legacy_flag DROP NOT NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    Evolver::new(pool.clone())
+        .model::<AccountForgotten>()
+        .boot()
+        .await
+        .unwrap();
+    assert!(
+        column_exists(&pool).await,
+        "a column missing from a struct is never dropped"
+    );
+}
+
+#[tokio::test]
+async fn boot_relaxes_again_a_not_null_restored_by_hand_after_expand() {
+    let (_db, pool) = database(5).await;
+    seed(&pool).await;
+    let evolution = Evolver::new(pool.clone())
+        .model::<Account>()
+        .boot()
+        .await
+        .unwrap();
+    assert!(!legacy_not_null(&pool).await, "expand relaxed NOT NULL");
+    let expanded = catalog_snapshot(&pool, "accounts").await;
+    drop(evolution);
+    sqlx::query("ALTER TABLE accounts ALTER COLUMN legacy_flag SET NOT NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let evolution = Evolver::new(pool.clone())
+        .model::<Account>()
+        .boot()
+        .await
+        .unwrap();
+    assert!(!legacy_not_null(&pool).await, "boot relaxed NOT NULL again");
+    assert_eq!(catalog_snapshot(&pool, "accounts").await, expanded);
+    assert_eq!(drop_step(&evolution).await.phase, Phase::Expand);
+    Account {
+        id: ROWS + 1,
+        name: "new".into(),
+    }
+    .insert(&pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_view_reading_a_dropped_column_or_an_index_over_it_and_another_is_drift() {
+    let (_db, pool) = database(5).await;
+    seed(&pool).await;
+    sqlx::raw_sql(
+        "CREATE VIEW flagged AS SELECT id FROM accounts WHERE legacy_flag;
+         CREATE INDEX accounts_name_flag ON accounts (name, legacy_flag);
+         CREATE INDEX accounts_flag ON accounts (legacy_flag);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = catalog_snapshot(&pool, "accounts").await;
+    let err = Evolver::new(pool.clone())
+        .model::<Account>()
+        .boot()
+        .await
+        .expect_err("drift must stop the boot");
+    let ErrorKind::Drift(problems) = err.kind() else {
+        panic!("expected drift, got {err}")
+    };
+    let messages: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].contains("index accounts_name_flag covers other columns too"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("view flagged reads it: DROP COLUMN would fail"),
+        "{messages:?}"
+    );
+    assert_eq!(catalog_snapshot(&pool, "accounts").await, before);
+}

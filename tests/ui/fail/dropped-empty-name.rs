@@ -1,0 +1,13 @@
+use pgevolve::Evolve;
+
+#[derive(Evolve)]
+#[evolve(table = "users", dropped(""))]
+pub struct User {
+    #[evolve(primary_key)]
+    pub id: i64,
+    pub email: String,
+    #[evolve(renamed_from = "name")]
+    pub full_name: String,
+}
+
+fn main() {}

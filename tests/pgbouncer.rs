@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use pgevolve::{DeployWindow, ErrorKind, Evolve, Evolver, Phase};
 use pgevolve_testkit::{PgBouncer, TestDatabase};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use support::catalog_snapshot;
 
 /// Rows in the table before the evolution.
@@ -29,7 +29,10 @@ const SERVER_CONNECTIONS: u32 = 3;
 /// The new build: every step kind on one table. A backfilled NOT NULL column, a rename, an
 /// index, a unique constraint, a foreign key and a check.
 #[derive(Evolve, Debug, Clone, PartialEq)]
-#[evolve(table = "orders", check(name = "orders_score_check", expr = "score >= 0"))]
+#[evolve(
+    table = "orders",
+    check(name = "orders_score_check", expr = "score >= 0")
+)]
 pub struct Order {
     #[evolve(primary_key)]
     pub id: i64,
@@ -328,7 +331,9 @@ async fn every_step_kind_runs_its_whole_lifecycle_while_writers_go_through_pgbou
     assert_eq!(pooled.connect_options().get_port(), bouncer.port());
     seed(&direct).await;
     let log: Log = Arc::default();
-    let old: Vec<Writer> = (0..2).map(|l| old_writer(&pooled, l, log.clone())).collect();
+    let old: Vec<Writer> = (0..2)
+        .map(|l| old_writer(&pooled, l, log.clone()))
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let evolution = Evolver::new(pooled.clone())
@@ -407,7 +412,10 @@ async fn every_step_kind_runs_its_whole_lifecycle_while_writers_go_through_pgbou
     .fetch_all(&direct)
     .await
     .unwrap();
-    assert!(indexes.contains(&("orders_score_idx".to_string(), true)), "{indexes:?}");
+    assert!(
+        indexes.contains(&("orders_score_idx".to_string(), true)),
+        "{indexes:?}"
+    );
     let not_null: bool = sqlx::query_scalar(
         "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'email_normalized'",
     )
@@ -481,7 +489,11 @@ async fn boot_through_pgbouncer_without_a_direct_connection_fails_naming_evolver
         "{error}"
     );
     let message = error.to_string();
-    for part in ["transaction pooler", "Evolver::direct", "Nothing was changed"] {
+    for part in [
+        "transaction pooler",
+        "Evolver::direct",
+        "Nothing was changed",
+    ] {
         assert!(message.contains(part), "{part:?} missing from: {message}");
     }
 
@@ -561,7 +573,7 @@ async fn boot_on_direct_connections_passes_the_pooler_check_and_validates_every_
 /// run another client's statement; unnamed statements inside a transaction are always right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn behind_pgbouncer_only_unprepared_statements_inside_a_transaction_return_their_own_results()
- {
+{
     let Setup { bouncer, db, .. } = setup().await;
     let url = bouncer.url_for(db.url()).unwrap();
     // (statement cache, in a transaction, persistent) -> (right, wrong or failed)
@@ -625,5 +637,8 @@ async fn behind_pgbouncer_only_unprepared_statements_inside_a_transaction_return
     for (setting, (right, bad)) in &outcomes[..3] {
         assert!(*bad > 0, "{setting:?} was always right ({right})");
     }
-    assert_eq!(outcomes[3].1.1, 0, "unprepared in a transaction: {outcomes:?}");
+    assert_eq!(
+        outcomes[3].1.1, 0,
+        "unprepared in a transaction: {outcomes:?}"
+    );
 }

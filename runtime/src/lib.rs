@@ -39,7 +39,8 @@ mod window;
 pub mod __private;
 
 pub use access::{
-    Access, EvolvedExecutor, FromEvolvedRow, RunStatement, ModelSql, On, Scope, Select, model_sql, model_sql_in,
+    Access, EvolvedExecutor, FromEvolvedRow, ModelSql, On, RunStatement, Scope, Select, model_sql,
+    model_sql_in,
 };
 pub use clock::{Clock, NOW_ENV, ParseClockError, PinnedClock, SystemClock, default_clock};
 pub use column_type::ColumnType;

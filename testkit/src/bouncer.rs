@@ -136,7 +136,10 @@ impl PgBouncer {
                 .args(words)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
-                .stderr(File::create(root.join("watcher.log")).map_err(Error::io("creating watcher.log"))?)
+                .stderr(
+                    File::create(root.join("watcher.log"))
+                        .map_err(Error::io("creating watcher.log"))?,
+                )
                 .process_group(0)
                 .spawn()
                 .map_err(Error::io("starting pgbouncer"))?;
@@ -210,9 +213,11 @@ impl PgBouncer {
             Some((userinfo, _)) => format!("{userinfo}@"),
             None => String::new(),
         };
-        Ok(format!("{scheme}://{userinfo}127.0.0.1:{}{path}", self.port))
+        Ok(format!(
+            "{scheme}://{userinfo}127.0.0.1:{}{path}",
+            self.port
+        ))
     }
-
 }
 
 impl Drop for PgBouncer {

@@ -4,7 +4,6 @@
 
 use sqlx::AssertSqlSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -12,9 +11,9 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
-use crate::evolver::StepProgress;
 use crate::executor::is_retryable;
 use crate::options::{BackfillOptions, DdlOptions};
+use crate::progress::Progress;
 use crate::spec::ModelSpec;
 use crate::sql;
 use crate::sql::backfill::{Bounds, FillColumn};
@@ -29,7 +28,7 @@ pub(crate) struct Backfill<'a> {
     pub fills: &'a [FillColumn],
     pub options: &'a BackfillOptions,
     pub ddl: &'a DdlOptions,
-    pub progress: &'a Arc<Mutex<Vec<StepProgress>>>,
+    pub progress: &'a Progress,
     /// Set to stop after the current batch (an abort is waiting for the leader lock).
     pub stop: &'a AtomicBool,
     /// The leader lock, checked before every batch: a leader that lost it stops.
@@ -329,25 +328,16 @@ impl Backfill<'_> {
     }
 
     fn set_estimate(&self, estimate: i64) {
-        let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        for p in all
-            .iter_mut()
-            .filter(|p| self.fills.iter().any(|f| f.step == p.step))
-        {
-            p.rows_estimated = estimate;
-        }
+        self.progress.set_estimate(|id| self.in_pass(id), estimate);
     }
 
     /// Every step of the pass reports the rows the pass filled.
     fn report(&self, done: i64, rate: f64) {
-        let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        for p in all
-            .iter_mut()
-            .filter(|p| self.fills.iter().any(|f| f.step == p.step))
-        {
-            p.rows_done = done;
-            p.rows_per_second = rate;
-        }
+        self.progress.set_rows(|id| self.in_pass(id), done, rate);
+    }
+
+    fn in_pass(&self, step: &crate::step::StepId) -> bool {
+        self.fills.iter().any(|f| &f.step == step)
     }
 }
 

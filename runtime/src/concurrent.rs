@@ -34,7 +34,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
@@ -42,10 +42,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::catalog::indexes::{self, LiveIndex};
 use crate::error::{ErrorKind, Result};
-use crate::evolver::StepProgress;
 use crate::executor::{Executor, Target, is_retryable};
 use crate::options::DdlOptions;
 use crate::plan::{Plan, PlannedStep};
+use crate::progress::Progress;
 use crate::spec::ModelSpec;
 use crate::sql::Statement;
 use crate::sql::carry::CarriedIndex;
@@ -140,7 +140,7 @@ pub(crate) struct Build<'a> {
     pub pool: &'a PgPool,
     pub options: &'a DdlOptions,
     pub step: &'a PlannedStep,
-    pub progress: &'a Arc<Mutex<Vec<StepProgress>>>,
+    pub progress: &'a Progress,
     /// Set when the build should stop (an abort is waiting): the build is cancelled and its
     /// INVALID index dropped.
     pub stop: &'a AtomicBool,
@@ -401,11 +401,8 @@ impl Build<'_> {
         let phase: String = row.get(0);
         let tuples_done: i64 = row.get(1);
         if tuples_total > 0 && self.carried.is_none() {
-            let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(p) = all.iter_mut().find(|p| p.step == self.step.id) {
-                p.rows_done = tuples_done;
-                p.rows_estimated = tuples_total;
-            }
+            self.progress
+                .set_build(&self.step.id, tuples_done, tuples_total);
         }
         if log {
             let blocks_done: i64 = row.get(3);

@@ -25,6 +25,7 @@ mod options;
 mod plan;
 mod pooler;
 mod privileges;
+mod progress;
 mod registry;
 mod resolve;
 mod spec;
@@ -49,11 +50,12 @@ pub use coordinator::{
     wait_for_acks,
 };
 pub use error::{DriftProblem, Error, ErrorKind, Result};
-pub use evolver::{Evolution, Evolver, StepProgress};
+pub use evolver::{Evolution, Evolver};
 pub use model::Evolve;
 pub use options::{BackfillOptions, DdlOptions};
 pub use plan::{BatchTriggers, Plan, PlannedPhase, PlannedStep, UserTrigger};
 pub use privileges::{MissingPrivilege, ObjectKind, Privilege};
+pub use progress::StepProgress;
 pub use registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,

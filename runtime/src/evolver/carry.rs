@@ -4,7 +4,7 @@
 use sqlx::AssertSqlSafe;
 use tracing::info;
 
-use super::{Inner, target};
+use super::{Engine, target};
 use crate::concurrent::{Build, Built};
 use crate::error::{DriftProblem, ErrorKind, Result};
 use crate::executor::Target;
@@ -14,7 +14,7 @@ use crate::sql::carry::{self, Carry};
 use crate::sql::{RenameHelpers, rename};
 use crate::step::Phase;
 
-impl Inner {
+impl Engine {
     /// What the rename step carries over, read from the catalog now. Something that cannot be
     /// carried (created since boot checked) is drift: nothing is done.
     pub(super) async fn read_carry(

@@ -17,6 +17,7 @@ use crate::progress::Progress;
 use crate::spec::ModelSpec;
 use crate::sql;
 use crate::sql::backfill::{Bounds, FillColumn};
+use crate::state::Event;
 use crate::state::{StateStore, StepRow};
 use crate::step::Phase;
 
@@ -212,30 +213,21 @@ impl Backfill<'_> {
             return Ok(());
         }
         let (fired, not_fired) = (triggers.fired_list(), triggers.not_fired_list());
-        let (event, detail) = if skip {
+        let (fired, not_fired) = (fired.as_str(), not_fired.as_str());
+        let event = if skip {
             info!(skipped = %not_fired, still_fired = %fired, "backfill batches run with session_replication_role = replica: user triggers skipped");
-            (
-                "backfill skips user triggers",
-                format!(
-                    "batches run with session_replication_role = replica (skip_user_triggers);                      not fired: {not_fired}; still fired (ENABLE ALWAYS or REPLICA): {fired}"
-                ),
-            )
+            Event::BackfillSkipsTriggers { fired, not_fired }
         } else {
             if !triggers.fired.is_empty() {
                 warn!(triggers = %fired, "every backfill batch fires these user triggers for the rows it fills; BackfillOptions::skip_user_triggers skips them");
             }
-            (
-                "backfill fires user triggers",
-                format!(
-                    "every batch fires: {fired}; not fired: {not_fired};                      BackfillOptions::skip_user_triggers skips them"
-                ),
-            )
+            Event::BackfillFiresTriggers { fired, not_fired }
         };
         let journal = self.store.journal();
         let sql = self
             .fills
             .iter()
-            .map(|f| journal.insert_sql(Some(f.step.as_str()), event, &detail, self.instance))
+            .map(|f| journal.insert_sql(Some(f.step.as_str()), &event, self.instance))
             .collect::<Vec<_>>()
             .join(";\n");
         sqlx::raw_sql(AssertSqlSafe(sql))

@@ -9,6 +9,7 @@ use super::{Engine, POLL, target, try_lock};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::PlannedStep;
+use crate::state::Event;
 use crate::step::Phase;
 impl Engine {
     /// The abort of one step, under the leader lock: first every instance stops using the new
@@ -28,8 +29,11 @@ impl Engine {
             self.store.steps().record_phase_sql(step, Phase::Aborted),
             self.store.journal().insert_sql(
                 Some(step.id.as_str()),
-                "abort started",
-                &format!("from phase {done}: {}", step.describe()),
+                &Event::AbortStarted {
+                    from: done,
+                    step: &step.describe(),
+                    elsewhere: false,
+                },
                 &self.instance,
             ),
             Coordinator::notify_sql(&self.store.schema, &step.id, Phase::Aborted),
@@ -114,11 +118,11 @@ impl Engine {
             "{} RETURNING id",
             self.store.journal().insert_sql(
                 Some(step.id.as_str()),
-                "abort started",
-                &format!(
-                    "from phase {done}, while another instance leads: {}",
-                    step.describe()
-                ),
+                &Event::AbortStarted {
+                    from: done,
+                    step: &step.describe(),
+                    elsewhere: true,
+                },
                 &self.instance,
             )
         )))
@@ -180,8 +184,9 @@ impl Engine {
         self.abort_carried(step).await?;
         let record = [self.store.journal().insert_sql(
             Some(step.id.as_str()),
-            "abort done",
-            &step.describe(),
+            &Event::AbortDone {
+                step: &step.describe(),
+            },
             &self.instance,
         )];
         if crate::concurrent::has_concurrent(&step.abort) {

@@ -12,6 +12,7 @@ use crate::kinds::Runner;
 use crate::plan::PlannedStep;
 use crate::sql;
 use crate::sql::backfill::FillColumn;
+use crate::state::Event;
 use crate::step::Phase;
 impl Engine {
     /// Runs one phase of one step. Kinds with phases that are not a plain transaction of
@@ -233,8 +234,10 @@ impl Engine {
             self.store.steps().record_phase_sql(step, phase),
             self.store.journal().insert_sql(
                 Some(step.id.as_str()),
-                &format!("{phase} done"),
-                &step.describe(),
+                &Event::PhaseDone {
+                    phase,
+                    step: &step.describe(),
+                },
                 &self.instance,
             ),
             Coordinator::notify_sql(&self.store.schema, &step.id, phase),

@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::plan::PlannedStep;
 use crate::sql;
 use crate::sql::backfill::FillColumn;
+use crate::state::Event;
 use crate::step::Phase;
 /// How a walk of the background steps ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,8 +198,9 @@ impl Engine {
     pub(super) async fn journal_leadership_lost(&self, error: &Error) {
         let sql = self.store.journal().insert_sql(
             None,
-            "leader lock lost",
-            &error.to_string(),
+            &Event::LeaderLockLost {
+                error: &error.to_string(),
+            },
             &self.instance,
         );
         if let Ok(mut conn) = self.evolver.pool.acquire().await {

@@ -14,7 +14,8 @@ use crate::plan::PlannedStep;
 use crate::progress::StepProgress;
 use crate::resolve::{Resolved, resolve_model};
 use crate::spec::ModelSpec;
-use crate::step::{Phase, StepKind, boot_key};
+use crate::state::Event;
+use crate::step::{Phase, boot_key};
 impl Engine {
     /// Boot without the fast path: leader lock, drift check, expand, coordinator, background.
     pub(super) async fn boot_slow(inner: &Arc<Engine>) -> Result<Evolution> {
@@ -272,8 +273,9 @@ impl Engine {
     pub(super) async fn complete_expand(&self, step: &PlannedStep) -> Result<()> {
         let record = [self.store.journal().insert_sql(
             Some(step.id.as_str()),
-            "expand completed",
-            &format!("helpers added: {}", step.describe()),
+            &Event::ExpandCompleted {
+                step: &step.describe(),
+            },
             &self.instance,
         )];
         self.executor
@@ -299,10 +301,7 @@ impl Engine {
             .filter(|r| r.step.model.table == model.table && r.step.model.schema == model.schema)
             .map(|r| &r.step)
             .collect();
-        let Some(create) = steps
-            .iter()
-            .find(|s| matches!(s.kind, StepKind::CreateTable))
-        else {
+        let Some(create) = steps.iter().find(|s| s.kind.creates_table()) else {
             return Ok(());
         };
         let mut record: Vec<String> = steps
@@ -311,8 +310,9 @@ impl Engine {
             .collect();
         record.push(self.store.journal().insert_sql(
             Some(create.id.as_str()),
-            "expand done",
-            &format!("created table {}", model.qualified_name()),
+            &Event::TableCreated {
+                table: &model.qualified_name(),
+            },
             &self.instance,
         ));
         self.executor

@@ -12,6 +12,7 @@ use crate::plan::PlannedStep;
 use crate::spec::ColumnSpec;
 use crate::sql::carry::{self, Carry};
 use crate::sql::{RenameHelpers, rename};
+use crate::state::Event;
 use crate::step::Phase;
 
 impl Engine {
@@ -102,8 +103,7 @@ impl Engine {
             let mut conn = self.evolver.pool.acquire().await?;
             sqlx::query(AssertSqlSafe(self.store.journal().insert_sql(
                 Some(step.id.as_str()),
-                "carried over",
-                &lines.join("; "),
+                &Event::CarriedOver { lines: &lines },
                 &self.instance,
             )))
             .execute(&mut *conn)

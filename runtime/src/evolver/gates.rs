@@ -8,6 +8,7 @@ use super::Engine;
 use crate::coordinator::wait_for_acks;
 use crate::error::{ErrorKind, Result};
 use crate::plan::PlannedStep;
+use crate::state::Event;
 use crate::step::Phase;
 impl Engine {
     /// After a phase that retires a shape (retire, abort): waits until no accessor call in this
@@ -26,22 +27,17 @@ impl Engine {
         for gone in &outcome.expired {
             warn!(instance = %gone.id, step = %step.id, "not waiting for an instance whose heartbeat expired");
         }
-        let ids = |acks: &[crate::coordinator::InstanceAck]| {
-            acks.iter()
-                .map(|a| a.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let acknowledged: Vec<&str> = outcome.acknowledged.iter().map(|a| a.id.as_str()).collect();
+        let expired: Vec<&str> = outcome.expired.iter().map(|a| a.id.as_str()).collect();
         let mut conn = self.evolver.pool.acquire().await?;
         sqlx::query(AssertSqlSafe(self.store.journal().insert_sql(
             Some(step.id.as_str()),
-            &format!("{phase} acknowledged"),
-            &format!(
-                "acknowledged by [{}]; not waited for, heartbeat expired: [{}]; waited {:?}",
-                ids(&outcome.acknowledged),
-                ids(&outcome.expired),
-                outcome.waited
-            ),
+            &Event::Acknowledged {
+                phase,
+                acknowledged: &acknowledged,
+                expired: &expired,
+                waited: outcome.waited,
+            },
             &self.instance,
         )))
         .execute(&mut *conn)
@@ -67,8 +63,12 @@ impl Engine {
                 let mut conn = self.evolver.pool.acquire().await?;
                 sqlx::query(AssertSqlSafe(self.store.journal().insert_sql(
                     Some(step.id.as_str()),
-                    "deploy window overridden",
-                    &format!("{phase} at {} ({}): {reason}", closed.now, closed.window),
+                    &Event::WindowOverridden {
+                        phase,
+                        now: &closed.now,
+                        window: &closed.window,
+                        reason,
+                    },
                     &self.instance,
                 )))
                 .execute(&mut *conn)

@@ -39,7 +39,7 @@ pub(crate) trait Kind: Send + Sync {
 
     /// The kind's parameters that make a step's id (with its name, schema and table). Pinned:
     /// changing them would orphan every recorded step of the kind.
-    fn identity(&self) -> Vec<&'static str>;
+    fn identity(&self) -> Vec<&str>;
 
     /// The phases the kind goes through, in order (without `Pending`).
     fn phases(&self) -> &'static [Phase];
@@ -52,6 +52,18 @@ pub(crate) trait Kind: Send + Sync {
 
     /// The column the step adds or renames, if any.
     fn column(&self) -> Option<&'static ColumnSpec> {
+        None
+    }
+
+    /// Whether the step creates its whole table (then every other step of the model is complete
+    /// with it, and a table that exists is no work).
+    fn creates_table(&self) -> bool {
+        false
+    }
+
+    /// The table a constraint the step adds points to (`schema`, `table`): the role needs
+    /// `REFERENCES` on it.
+    fn referenced_table(&self, _model: &ModelSpec) -> Option<(&'static str, &'static str)> {
         None
     }
 
@@ -164,7 +176,7 @@ pub(crate) trait Kind: Send + Sync {
 
 /// The room of a kind: the one place where a [`StepKind`] meets its implementation.
 pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
-    match *kind {
+    match kind {
         StepKind::CreateTable => Box::new(create_table::CreateTable),
         StepKind::AddNullableColumn(c) => Box::new(nullable_column::NullableColumn(c)),
         StepKind::AddFilledColumn(c) => Box::new(filled_column::FilledColumn(c)),
@@ -173,7 +185,7 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::AddUnique(c) => Box::new(unique::AddUnique(c)),
         StepKind::AddForeignKey(c) => Box::new(foreign_key::AddForeignKey(c)),
         StepKind::AddCheck(ck) => Box::new(check::AddCheck(ck)),
-        StepKind::DropIndex(name) => Box::new(drop_index::DropIndex(name)),
+        StepKind::DropIndex(name) => Box::new(drop_index::DropIndex(name.clone())),
         StepKind::DropColumn(name) => Box::new(drop_column::DropColumn(name)),
     }
 }
@@ -243,6 +255,19 @@ impl StepKind {
     /// The phases this kind goes through, in order (without `Pending`).
     pub fn phases(&self) -> &'static [Phase] {
         room(self).phases()
+    }
+
+    /// Whether the step creates its whole table.
+    pub(crate) fn creates_table(&self) -> bool {
+        room(self).creates_table()
+    }
+
+    /// The table a constraint the step adds points to (`schema`, `table`), if any.
+    pub(crate) fn referenced_table(
+        &self,
+        model: &ModelSpec,
+    ) -> Option<(&'static str, &'static str)> {
+        room(self).referenced_table(model)
     }
 
     /// The phase after `done`, if any (none once aborted).

@@ -241,7 +241,7 @@ impl Evolver {
     /// after the checks a boot runs (drift, phases, indexes to drop) accepted that state.
     ///
     /// Every boot first sends one message on a pooled connection (simple protocol, one round
-    /// trip): it registers the instance in `<state schema>.instances`, as the [`Coordinator`](crate::Coordinator)'s
+    /// trip): it registers the instance in `<state schema>.instances`, as the coordinator's
     /// heartbeat does, then compares the recorded fingerprint with a fresh one. When they are
     /// equal, boot fills the phase registry from the same answer, starts the coordinator in
     /// the background and returns an evolution whose background work is already finished
@@ -252,8 +252,8 @@ impl Evolver {
     /// build again once nothing is left to do.
     ///
     /// The registration is part of that one message, and committed before the check reads,
-    /// because a later build's contract waits only for the instances it can see (see
-    /// [`wait_for_acks`](crate::wait_for_acks)): an instance serving this build must be visible
+    /// because a later build's contract waits only for the instances it can see: an instance
+    /// serving this build must be visible
     /// from the moment it serves, and a leader that could not see it yet has committed its
     /// phase change before the check read, which then fails.
     ///

@@ -324,7 +324,7 @@ impl Inner {
         if done == Phase::Aborted {
             return Ok(());
         }
-        if done >= Phase::Retire || step.abort.is_empty() {
+        if done >= Phase::Retire || (step.abort.is_empty() && !step.room().aborts_without_ddl()) {
             return Err(not_abortable(step, done));
         }
         self.prepare_abort(step, done).await?;
@@ -389,7 +389,7 @@ impl Inner {
         if done == Phase::Aborted {
             return Ok(());
         }
-        if done >= Phase::Retire || step.abort.is_empty() {
+        if done >= Phase::Retire || (step.abort.is_empty() && !step.room().aborts_without_ddl()) {
             return Err(not_abortable(step, done));
         }
         self.prepare_abort(step, done).await?;

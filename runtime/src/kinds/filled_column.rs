@@ -2,14 +2,11 @@
 //! `CHECK (col IS NOT NULL) NOT VALID` (and, for a backfill, the fill and mark triggers), filled
 //! by the backfill pass, the check validated, then `SET NOT NULL` at contract without a scan.
 
-use sqlx::AssertSqlSafe;
-
 use super::resolving::BoxFuture;
 use super::{
     FieldAccess, Kind, PlannedPhase, Resolving, Runner, Shown, Verification, backfill_phase,
 };
 use crate::error::Result;
-use crate::ident::Qualified;
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
 use crate::sql::backfill::FillColumn;
 use crate::sql::{self, Helpers, Statement};
@@ -153,20 +150,13 @@ impl Kind for FilledColumn {
         Box::pin(async move {
             let recorded = cx.recorded_phase();
             let column = self.0;
-            let Resolving {
-                conn,
-                model,
-                live,
-                problems,
-                id,
-                ..
-            } = cx;
+            let (live, id) = (cx.live, cx.id);
             let live_col = live.column(column.name);
             let done = match (recorded, live_col) {
                 (Some(Phase::Contract), _) => return Ok(Phase::Contract),
                 (Some(Phase::Aborted), _) => return Ok(Phase::Aborted),
                 (Some(phase), None) if phase >= Phase::Expand => {
-                    problems.add(
+                    cx.problems.add(
                         Some(column.name),
                         format!(
                             "step {} is recorded at phase {phase} but the column is gone (dropped by hand?); \
@@ -186,42 +176,19 @@ impl Kind for FilledColumn {
             if done < Phase::Backfill {
                 match column.fill {
                     Fill::Backfill(expr) => {
-                        if live.primary_key.is_empty() {
-                            problems.add(
-                                Some(column.name),
-                                "a backfill walks the primary key in batches but the table has none; add a primary key to the table first"
-                                    .into(),
-                            );
-                        }
-                        let probe = format!(
-                            "SELECT ({expr}) FROM {} AS {} LIMIT 0",
-                            Qualified(model.schema, model.table),
-                            crate::ident::Ident(model.table)
-                        );
-                        if let Err(sqlx::Error::Database(e)) = sqlx::query(AssertSqlSafe(&*probe))
-                            .execute(&mut **conn)
-                            .await
-                        {
-                            problems.add(
-                                Some(column.name),
-                                format!(
-                                    "`backfill = \"{expr}\"` is not a valid expression over the table: {}; fix the expression",
-                                    e.message()
-                                ),
-                            );
-                        }
+                        cx.check_backfill(column.name, expr).await?;
                     }
                     Fill::Default(expr) if done == Phase::Pending && live_col.is_none() => {
-                        match crate::catalog::default_is_metadata_only(conn, column.sql_type, expr).await? {
+                        match crate::catalog::default_is_metadata_only(&mut *cx.conn, column.sql_type, expr).await? {
                             Ok(true) => {}
-                            Ok(false) => problems.add(
+                            Ok(false) => cx.problems.add(
                                 Some(column.name),
                                 format!(
                                     "`default = \"{expr}\"` is volatile: adding it would rewrite the whole table under an exclusive lock; \
                                      use `backfill = \"{expr}\"` instead, which fills existing rows in batches"
                                 ),
                             ),
-                            Err(message) => problems.add(
+                            Err(message) => cx.problems.add(
                                 Some(column.name),
                                 format!(
                                     "`default = \"{expr}\"` is not a valid default: {message}; fix the expression"

@@ -533,6 +533,14 @@ fn check_field(cx: &Ctxt, field: &Field) {
 fn check_column_changes(cx: &Ctxt, field: &Field) {
     let attrs = &field.attrs;
     let name = field.rust_name();
+    if let (Some(_), Some(second)) = (&attrs.drop_not_null, &attrs.set_not_null) {
+        cx.error_spanned_by(
+            second,
+            "`set_not_null` and `drop_not_null` contradict each other; keep the one that matches the field's type \
+             (`set_not_null` on a `T`, `drop_not_null` on an `Option<T>`)",
+        );
+        return;
+    }
     if let Some(key) = &attrs.set_not_null {
         if field.is_option() {
             cx.error_spanned_by(
@@ -559,12 +567,6 @@ fn check_column_changes(cx: &Ctxt, field: &Field) {
                     "`drop_not_null` makes the column nullable, but `{name}` is not an `Option`; make its type \
                      `Option<_>`, or remove `drop_not_null`",
                 ),
-            );
-        }
-        if let Some(other) = &attrs.set_not_null {
-            cx.error_spanned_by(
-                other,
-                "`set_not_null` and `drop_not_null` contradict each other; keep the one that matches the field's type",
             );
         }
     }

@@ -757,3 +757,48 @@ async fn a_process_killed_at_expand_backfill_validate_or_contract_is_recovered_b
         killed_at(scenario).await;
     }
 }
+
+/// The contract's `SET NOT NULL` does not scan the table: the validated check is PostgreSQL's
+/// proof. Shown on the server at hand by a check marked validated by hand (a superuser's
+/// catalog update) over a table that still has NULL rows: a scan would find them and fail.
+#[tokio::test]
+async fn contract_sets_not_null_through_the_validated_check_without_a_scan() {
+    if child::in_child() {
+        return;
+    }
+    #[derive(Evolve, Debug)]
+    #[evolve(table = "tickets")]
+    #[allow(dead_code)]
+    struct Promised {
+        #[evolve(primary_key)]
+        id: i64,
+        #[evolve(set_not_null)]
+        priority: String,
+        assignee: String,
+    }
+    let (_db, pool) = database(5).await;
+    seed(&pool).await;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Promised>()
+        .boot()
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE pg_constraint SET convalidated = true \
+         WHERE conrelid = 'tickets'::regclass AND conname LIKE 'pgevolve_nn_%'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    evolution.wait().await.unwrap();
+    evolution.contract().await.unwrap();
+    assert!(column(&pool, "priority").await.0, "NOT NULL on");
+    // `num_nulls`, not `IS NULL`: PostgreSQL 17 and later drop `IS NULL` on a NOT NULL column.
+    let nulls: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tickets WHERE num_nulls(priority) = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(nulls, ROWS / 3, "no scan saw the NULL rows");
+}

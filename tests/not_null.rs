@@ -48,6 +48,18 @@ pub struct TicketNoDefault {
     pub state: String,
 }
 
+/// `priority` required with no backfill: the struct promises that no row is NULL.
+#[derive(Evolve, Debug)]
+#[evolve(table = "tickets")]
+#[allow(dead_code)]
+struct PromisedOnly {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(set_not_null)]
+    priority: String,
+    assignee: String,
+}
+
 /// `tickets` as the old build made it: every third `priority` NULL.
 async fn seed(pool: &PgPool) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -360,12 +372,7 @@ async fn not_null_on_off_and_a_new_default_with_old_and_new_writers_keep_every_v
     let evolution = Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
         .model::<Ticket>()
-        .backfill_options(BackfillOptions {
-            initial_batch_size: 200,
-            max_batch_size: 200,
-            pause: Duration::from_millis(10),
-            ..BackfillOptions::default()
-        })
+        .backfill_options(slow_backfill())
         .boot()
         .await
         .unwrap();
@@ -551,16 +558,6 @@ async fn set_not_null_on_a_missing_column_and_nulls_without_a_backfill_are_refus
         #[evolve(set_not_null, backfill = "0")]
         missing: i64,
     }
-    #[derive(Evolve, Debug)]
-    #[evolve(table = "tickets")]
-    #[allow(dead_code)]
-    struct PromisedOnly {
-        #[evolve(primary_key)]
-        id: i64,
-        #[evolve(set_not_null)]
-        priority: String,
-        assignee: String,
-    }
     let (_db, pool) = database(5).await;
     seed(&pool).await;
     let before = catalog_snapshot(&pool, "tickets").await;
@@ -637,11 +634,10 @@ async fn not_null_child_process() {
             child::report("VALIDATED");
             // The parent takes a lock on the table first, then says go: the contract retries
             // behind the lock until the process is killed.
-            while sqlx::query_scalar::<_, bool>("SELECT to_regclass('go_contract') IS NOT NULL")
+            while !sqlx::query_scalar::<_, bool>("SELECT to_regclass('go_contract') IS NOT NULL")
                 .fetch_one(&pool)
                 .await
                 .unwrap()
-                == false
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -766,21 +762,11 @@ async fn contract_sets_not_null_through_the_validated_check_without_a_scan() {
     if child::in_child() {
         return;
     }
-    #[derive(Evolve, Debug)]
-    #[evolve(table = "tickets")]
-    #[allow(dead_code)]
-    struct Promised {
-        #[evolve(primary_key)]
-        id: i64,
-        #[evolve(set_not_null)]
-        priority: String,
-        assignee: String,
-    }
     let (_db, pool) = database(5).await;
     seed(&pool).await;
     let evolution = Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
-        .model::<Promised>()
+        .model::<PromisedOnly>()
         .boot()
         .await
         .unwrap();

@@ -559,16 +559,16 @@ fn check_column_changes(cx: &Ctxt, field: &Field) {
             );
         }
     }
-    if let Some(key) = &attrs.drop_not_null {
-        if !field.is_option() {
-            cx.error_spanned_by(
-                key,
-                format!(
-                    "`drop_not_null` makes the column nullable, but `{name}` is not an `Option`; make its type \
-                     `Option<_>`, or remove `drop_not_null`",
-                ),
-            );
-        }
+    if let Some(key) = &attrs.drop_not_null
+        && !field.is_option()
+    {
+        cx.error_spanned_by(
+            key,
+            format!(
+                "`drop_not_null` makes the column nullable, but `{name}` is not an `Option`; make its type \
+                 `Option<_>`, or remove `drop_not_null`",
+            ),
+        );
     }
     if let Some(set_default) = &attrs.set_default {
         if set_default.value.value().trim().is_empty() {

@@ -69,13 +69,11 @@ impl Kind for DropNotNull {
         let done = match (recorded, cx.live.column(c.name)) {
             (Some(p @ (Phase::Contract | Phase::Aborted)), _) => p,
             (_, None) => {
-                cx.problems.add(
-                    Some(c.name),
-                    format!(
-                        "the column does not exist and field `{}` is declared `drop_not_null`, which makes an \
-                         existing column nullable; remove `drop_not_null` to add the column nullable",
-                        c.field
-                    ),
+                cx.missing_column(
+                    c.name,
+                    c.field,
+                    "drop_not_null",
+                    "remove `drop_not_null` to add the column nullable",
                 );
                 recorded.unwrap_or(Phase::Pending)
             }

@@ -25,6 +25,15 @@ pub(super) fn column_identity(c: &'static ColumnSpec) -> Vec<&'static str> {
     parts
 }
 
+/// The validate phase of a `CHECK (col IS NOT NULL)` helper (a filled column, NOT NULL on).
+pub(super) fn validate_phase(model: &ModelSpec, helpers: &Helpers) -> PlannedPhase {
+    PlannedPhase {
+        phase: Phase::Validate,
+        note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; the validated check proves no NULL is left",
+        statements: sql::validate_filled_column(model, helpers),
+    }
+}
+
 impl Kind for FilledColumn {
     fn name(&self) -> &'static str {
         match self.0.fill {
@@ -60,11 +69,7 @@ impl Kind for FilledColumn {
         if let Some(fill) = FillColumn::backfill(model, id, c) {
             phases.push(backfill_phase(model, &[fill], shown));
         }
-        phases.push(PlannedPhase {
-            phase: Phase::Validate,
-            note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; the validated check proves no NULL is left",
-            statements: sql::validate_filled_column(model, &helpers),
-        });
+        phases.push(validate_phase(model, &helpers));
         phases.push(PlannedPhase {
             phase: Phase::Contract,
             note: "gated (explicit contract() or auto_contract); one short transaction, SET NOT NULL uses the validated check and does not scan",

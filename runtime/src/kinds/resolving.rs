@@ -64,6 +64,24 @@ impl Resolving<'_, '_> {
 }
 
 impl Resolving<'_, '_> {
+    /// Drift for a step that changes an existing column (`attribute` on field `field`) when
+    /// the column is missing; `instead` says what adds one.
+    pub(crate) fn missing_column(
+        &mut self,
+        column: &str,
+        field: &str,
+        attribute: &str,
+        instead: &str,
+    ) {
+        self.problems.add(
+            Some(column),
+            format!(
+                "the column does not exist and field `{field}` is declared `{attribute}`, which changes an existing \
+                 column; {instead}"
+            ),
+        );
+    }
+
     /// Drift when a `backfill = "..."` of `column` cannot run: the table has no primary key for
     /// the batches to walk, or `expr` is not a valid expression over the table.
     pub(crate) async fn check_backfill(

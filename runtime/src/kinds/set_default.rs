@@ -60,13 +60,11 @@ impl Kind for SetDefault {
                 return Ok(p);
             }
             let Some(live) = cx.live.column(c.name) else {
-                cx.problems.add(
-                    Some(c.name),
-                    format!(
-                        "the column does not exist and field `{}` is declared `set_default`, which changes the default \
-                         of an existing column; to add the column with a default write `default = \"...\"` instead",
-                        c.field
-                    ),
+                cx.missing_column(
+                    c.name,
+                    c.field,
+                    "set_default",
+                    "to add the column with a default write `default = \"...\"` instead",
                 );
                 return Ok(Phase::Pending);
             };

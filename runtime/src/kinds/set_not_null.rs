@@ -80,11 +80,7 @@ impl Kind for SetNotNull {
         if let Some(fill) = self.fill(model, id) {
             phases.push(backfill_phase(model, &[fill], shown));
         }
-        phases.push(PlannedPhase {
-            phase: Phase::Validate,
-            note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; the validated check proves no NULL is left",
-            statements: sql::validate_filled_column(model, &h),
-        });
+        phases.push(super::filled_column::validate_phase(model, &h));
         phases.push(PlannedPhase {
             phase: Phase::Retire,
             note: "no DDL: contract waits until every live instance acknowledged, so no build that may write NULL \
@@ -184,14 +180,12 @@ impl Kind for SetNotNull {
                 return Ok(p);
             }
             let Some(live) = cx.live.column(c.name) else {
-                cx.problems.add(
-                    Some(c.name),
-                    format!(
-                        "the column does not exist and field `{}` is declared `set_not_null`, which makes an existing \
-                         column NOT NULL; to add a new NOT NULL column remove `set_not_null` and keep \
-                         `backfill = \"...\"` (or write `default = \"...\"`)",
-                        c.field
-                    ),
+                cx.missing_column(
+                    c.name,
+                    c.field,
+                    "set_not_null",
+                    "to add a new NOT NULL column remove `set_not_null` and keep `backfill = \"...\"` \
+                     (or write `default = \"...\"`)",
                 );
                 return Ok(recorded.unwrap_or(Phase::Pending));
             };

@@ -204,14 +204,22 @@ pub(crate) fn expand_filled_column(
             &function,
         ));
     }
-    out.push(Statement::unless(
-        format!(
-            "ALTER TABLE {t} ADD CONSTRAINT {} CHECK ({col} IS NOT NULL) NOT VALID",
-            Ident(&helpers.check)
-        ),
-        Exists::Constraint(helpers.check.clone()),
-    ));
+    out.push(add_not_null_check(model, column.name, &helpers.check));
     out
+}
+
+/// `CHECK (col IS NOT NULL) NOT VALID`: a brief lock and no scan; every later write must
+/// satisfy it, and once validated it spares `SET NOT NULL` its scan. Skipped when it exists.
+pub(crate) fn add_not_null_check(model: &ModelSpec, column: &str, check: &str) -> Statement {
+    Statement::unless(
+        format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
+            table(model),
+            Ident(check),
+            Ident(column)
+        ),
+        Exists::Constraint(check.to_string()),
+    )
 }
 
 /// Validate: the helper check is proved for every row (SHARE UPDATE EXCLUSIVE: writes go on).
@@ -238,13 +246,19 @@ pub(crate) fn contract_filled_column(
     column: &ColumnSpec,
     helpers: &Helpers,
 ) -> Vec<Statement> {
-    let mut out = require_validated(model, &helpers.check);
+    let mut out = set_not_null(model, column, &helpers.check);
+    out.extend(drop_fill_helpers(model, column, helpers));
+    out
+}
+
+/// [`require_validated`], then `SET NOT NULL`, which the validated check spares its scan.
+pub(crate) fn set_not_null(model: &ModelSpec, column: &ColumnSpec, check: &str) -> Vec<Statement> {
+    let mut out = require_validated(model, check);
     out.push(Statement::always(format!(
         "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
         table(model),
         Ident(column.name)
     )));
-    out.extend(drop_fill_helpers(model, column, helpers));
     out
 }
 

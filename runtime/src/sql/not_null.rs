@@ -6,7 +6,6 @@
 use super::{Helpers, Statement, compute_into_new, create_trigger, drop_trigger, table};
 use crate::ident::{Ident, Literal, Qualified};
 use crate::spec::{ColumnSpec, ModelSpec};
-use crate::statement::Exists;
 
 /// Expand of NOT NULL on: with a backfill, the fill trigger (`BEFORE INSERT OR UPDATE`), which
 /// gives the backfill's value to every NULL written, whoever writes it (a build that still has
@@ -44,30 +43,19 @@ pub(crate) fn expand_set(
             &function,
         ));
     }
-    out.push(Statement::unless(
-        format!(
-            "ALTER TABLE {t} ADD CONSTRAINT {} CHECK ({col} IS NOT NULL) NOT VALID",
-            Ident(&h.check)
-        ),
-        Exists::Constraint(h.check.clone()),
-    ));
+    out.push(super::add_not_null_check(model, column.name, &h.check));
     out
 }
 
-/// Contract of NOT NULL on, after [`super::require_validated`]: `SET NOT NULL` (the validated
-/// check proves it: no scan), then the helpers go.
+/// Contract of NOT NULL on: `SET NOT NULL` behind the guard that the check is validated (it
+/// proves there is no NULL: no scan), then the helpers go.
 pub(crate) fn contract_set(
     model: &ModelSpec,
     column: &ColumnSpec,
     backfill: bool,
     h: &Helpers,
 ) -> Vec<Statement> {
-    let mut out = super::require_validated(model, &h.check);
-    out.push(Statement::always(format!(
-        "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
-        table(model),
-        Ident(column.name)
-    )));
+    let mut out = super::set_not_null(model, column, &h.check);
     out.extend(abort_set(model, h, backfill));
     out
 }

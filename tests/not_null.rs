@@ -60,6 +60,18 @@ struct PromisedOnly {
     assignee: String,
 }
 
+/// `priority` declared as a new column by mistake (`backfill` without `set_not_null`).
+#[derive(Evolve, Debug)]
+#[evolve(table = "tickets")]
+#[allow(dead_code)]
+struct NewColumnByMistake {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(backfill = "'p' || id")]
+    priority: String,
+    assignee: String,
+}
+
 /// `tickets` as the old build made it: every third `priority` NULL.
 async fn seed(pool: &PgPool) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -542,7 +554,8 @@ async fn abort_after_expand_mid_backfill_and_after_validate_restores_the_catalog
 }
 
 #[tokio::test]
-async fn set_not_null_on_a_missing_column_and_nulls_without_a_backfill_are_refused() {
+async fn a_missing_column_or_an_existing_one_declared_new_is_drift_and_nulls_without_a_backfill_are_refused()
+ {
     if child::in_child() {
         return;
     }
@@ -573,6 +586,24 @@ async fn set_not_null_on_a_missing_column_and_nulls_without_a_backfill_are_refus
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert!(
         messages[0].contains("`set_not_null`") && messages[0].contains("missing"),
+        "{messages:?}"
+    );
+    assert_eq!(catalog_snapshot(&pool, "tickets").await, before);
+
+    // `backfill` alone declares a new column: over an existing one with values it is drift,
+    // which names `set_not_null` (a new column's abort would drop it).
+    let err = Evolver::new(pool.clone())
+        .model::<NewColumnByMistake>()
+        .boot()
+        .await
+        .expect_err("an existing column declared as a new one is drift");
+    let ErrorKind::Drift(problems) = err.kind() else {
+        panic!("expected drift, got {err}")
+    };
+    let messages: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].contains("#[evolve(set_not_null, backfill"),
         "{messages:?}"
     );
     assert_eq!(catalog_snapshot(&pool, "tickets").await, before);

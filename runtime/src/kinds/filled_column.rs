@@ -174,8 +174,30 @@ impl Kind for FilledColumn {
                 (Some(phase), _) => phase,
                 // Already NOT NULL with no record: nothing to do (created with the table, or by hand).
                 (None, Some(c)) if c.not_null => return Ok(Phase::Contract),
-                // A nullable column with no record: expand is idempotent, so adopt it from the start.
-                (None, _) => Phase::Pending,
+                // A nullable column with no record: expand is idempotent, so adopt it from the start,
+                // unless it holds values: then it is an existing column, which this kind would
+                // treat as its own (its fill trigger recomputing written values, its abort
+                // dropping the column); `set_not_null` is the declaration that keeps them.
+                (None, Some(_)) => {
+                    let has_values: bool =
+                        sqlx::query_scalar(sqlx::AssertSqlSafe(sql::has_values(cx.model, column)))
+                            .fetch_one(&mut *cx.conn)
+                            .await?;
+                    if has_values {
+                        cx.problems.add(
+                            Some(column.name),
+                            format!(
+                                "the column exists, nullable and with values, but field `{}` declares it as a new \
+                                 column (`backfill`/`default`), whose abort would drop it; to make the existing column \
+                                 NOT NULL and keep its values, write `#[evolve(set_not_null, backfill = \"...\")]` \
+                                 (`backfill` then gives the NULL rows their value)",
+                                column.field
+                            ),
+                        );
+                    }
+                    Phase::Pending
+                }
+                (None, None) => Phase::Pending,
             };
 
             if done < Phase::Backfill {

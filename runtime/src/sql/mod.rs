@@ -240,6 +240,15 @@ pub(crate) fn count_nulls(model: &ModelSpec, column: &ColumnSpec) -> String {
     )
 }
 
+/// Whether any row has a value in the column (a scan up to the first one, ACCESS SHARE only).
+pub(crate) fn has_values(model: &ModelSpec, column: &ColumnSpec) -> String {
+    format!(
+        "SELECT EXISTS (SELECT FROM {} WHERE {} IS NOT NULL)",
+        table(model),
+        Ident(column.name)
+    )
+}
+
 /// Contract: `SET NOT NULL` (no scan: the validated check proves it), then the helpers go.
 pub(crate) fn contract_filled_column(
     model: &ModelSpec,

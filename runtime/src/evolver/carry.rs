@@ -4,17 +4,19 @@
 use sqlx::AssertSqlSafe;
 use tracing::info;
 
-use super::{Inner, target};
+use super::{Engine, target};
 use crate::concurrent::{Build, Built};
 use crate::error::{DriftProblem, ErrorKind, Result};
 use crate::executor::Target;
+use crate::kinds::read_carry;
 use crate::plan::PlannedStep;
 use crate::spec::ColumnSpec;
-use crate::sql::carry::{self, Carry};
+use crate::sql::carry::Carry;
 use crate::sql::{RenameHelpers, rename};
+use crate::state::Event;
 use crate::step::Phase;
 
-impl Inner {
+impl Engine {
     /// What the rename step carries over, read from the catalog now. Something that cannot be
     /// carried (created since boot checked) is drift: nothing is done.
     pub(super) async fn read_carry(
@@ -23,14 +25,7 @@ impl Inner {
         column: &ColumnSpec,
     ) -> Result<Carry> {
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = carry::read(
-            &mut conn,
-            &step.model,
-            column,
-            &step.id,
-            &crate::kinds::rename_views(&step.model),
-        )
-        .await?;
+        let carry = read_carry(&mut conn, &step.model, column, &step.id).await?;
         if !carry.blockers.is_empty() {
             let old = column.renamed_from.unwrap_or(column.name);
             return Err(ErrorKind::Drift(
@@ -102,8 +97,7 @@ impl Inner {
             let mut conn = self.evolver.pool.acquire().await?;
             sqlx::query(AssertSqlSafe(self.store.journal().insert_sql(
                 Some(step.id.as_str()),
-                "carried over",
-                &lines.join("; "),
+                &Event::CarriedOver { lines: &lines },
                 &self.instance,
             )))
             .execute(&mut *conn)
@@ -144,14 +138,7 @@ impl Inner {
             return Ok(());
         };
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = carry::read(
-            &mut conn,
-            &step.model,
-            column,
-            &step.id,
-            &crate::kinds::rename_views(&step.model),
-        )
-        .await?;
+        let carry = read_carry(&mut conn, &step.model, column, &step.id).await?;
         drop(conn);
         let mut statements = carry.abort_constraints();
         statements.extend(carry.abort_indexes(&step.model));

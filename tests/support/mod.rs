@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod builds;
+pub mod campaign;
 pub mod child;
+pub mod orders;
 pub mod people;
 pub mod roles;
 pub mod users;

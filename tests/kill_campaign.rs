@@ -14,14 +14,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pgevolve::{BackfillOptions, Coordinator, CoordinatorOptions, DeployWindow, Evolver, Plan};
+use pgevolve::{Coordinator, CoordinatorOptions, Plan};
 use sqlx::PgPool;
 use support::campaign::{self, Goal, Rng, Strike, Tally};
 use support::child::{self, ChildProcess};
-use support::orders::{self, Order, OrderNote};
+use support::orders;
 
-/// Rows seeded: a backfill of 200 batches of 15 rows, each followed by 20 ms, 4 to 5 s.
-const ROWS: i64 = 3_000;
+/// Rows seeded (see [`orders::evolver`] for the backfill's pace).
+const ROWS: i64 = orders::ROWS;
 
 /// The issue's floor.
 const KILLS_WANTED: u64 = 20;
@@ -29,29 +29,7 @@ const KILLS_WANTED: u64 = 20;
 /// Kills at most, per stage; then a last child runs the stage to its end.
 const MAX_KILLS: [u64; 2] = [24, 12];
 
-/// The index of the build before the change, which the new build drops at contract.
-const REMOVED_INDEX: &str = "orders_email_idx";
-
-const TABLES: [&str; 2] = ["orders", "order_notes"];
-
-/// Both processes evolve with this: small batches with a pause, so the backfill lasts seconds;
-/// a 3 s heartbeat timeout, so a contract does not wait long for the instances of killed
-/// processes; the window always open (the suite's clock says Saturday).
-fn evolver(pool: &PgPool) -> Evolver {
-    Evolver::new(pool.clone())
-        .deploy_window(DeployWindow::always())
-        .acknowledgements(Duration::from_secs(3), Duration::from_secs(60))
-        .backfill_options(BackfillOptions {
-            initial_batch_size: 15,
-            min_batch_size: 15,
-            max_batch_size: 15,
-            pause: Duration::from_millis(20),
-            duty_cycle: 1.0,
-            ..BackfillOptions::default()
-        })
-        .model::<Order>()
-        .model::<OrderNote>()
-}
+use orders::REMOVED_INDEX;
 
 /// The child: boots, waits for the background work, switches, and with the scenario `end`
 /// contracts; prints `DONE`, or `FAILED <error>`. Not a test in a normal run.
@@ -63,7 +41,7 @@ async fn kill_campaign_child_process() {
     let pool = PgPool::connect(&url).await.unwrap();
     child::report("STARTING");
     let outcome: pgevolve::Result<()> = async {
-        let evolution = evolver(&pool).boot().await?;
+        let evolution = orders::evolver(&pool).boot().await?;
         child::report("BOOTED");
         evolution.wait().await?;
         evolution.switch().await?;
@@ -104,7 +82,8 @@ impl Campaign {
             Goal::Switch => "switch",
             Goal::End => "end",
         };
-        let mut child = ChildProcess::start("kill_campaign_child_process", scenario, &self.url, None);
+        let mut child =
+            ChildProcess::start("kill_campaign_child_process", scenario, &self.url, None);
         child.expect("STARTING");
         let mut seen: Vec<String> = Vec::new();
         let mut finished = |child: &mut ChildProcess| {
@@ -119,7 +98,10 @@ impl Campaign {
             None => {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 while !finished(&mut child) {
-                    assert!(Instant::now() < deadline, "the stage did not end within 120 s");
+                    assert!(
+                        Instant::now() < deadline,
+                        "the stage did not end within 120 s"
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 false
@@ -141,7 +123,7 @@ impl Campaign {
     async fn stage(&mut self, goal: Goal, max_kills: u64, mut after_each: impl AsyncFnMut(&Self)) {
         let mut kills = 0;
         loop {
-            let strike = (kills < max_kills).then(|| Strike::draw(&mut self.rng, 600));
+            let strike = (kills < max_kills).then(|| Strike::draw(&mut self.rng, 500));
             let ended = self.child(goal, strike).await;
             after_each(self).await;
             match ended {
@@ -165,7 +147,7 @@ async fn sigkill_at_random_points_of_every_phase_loses_no_row_runs_no_phase_twic
     let started = Instant::now();
     let (db, pool) = support::database(20).await;
     orders::seed(&pool, ROWS).await;
-    let plans = evolver(&pool).plans();
+    let plans = orders::evolver(&pool).plans();
     let mut campaign = Campaign {
         url: db.url().to_string(),
         pool: pool.clone(),
@@ -215,10 +197,7 @@ async fn sigkill_at_random_points_of_every_phase_loses_no_row_runs_no_phase_twic
     campaign.stage(Goal::End, MAX_KILLS[1], async |_| {}).await;
 
     // Finished here: nothing may be left to do.
-    let evolution = evolver(&pool).boot().await.unwrap();
-    evolution.wait().await.unwrap();
-    evolution.switch().await.unwrap();
-    evolution.contract().await.unwrap();
+    orders::evolve_to_the_end(orders::evolver(&pool)).await;
     for (lane, writer) in new.into_iter().enumerate() {
         writes += writer
             .assert_no_errors(&format!("new writer {}", lane + 2))
@@ -234,26 +213,7 @@ async fn sigkill_at_random_points_of_every_phase_loses_no_row_runs_no_phase_twic
         kills >= KILLS_WANTED,
         "only {kills} kills landed before the evolution ended"
     );
-    campaign::assert_every_step_at_its_last_phase(&pool, &plans).await;
-    campaign::assert_each_phase_done_once(&pool, &plans, orders::existed).await;
-    campaign::assert_no_invalid_index(&pool).await;
-    let compared = orders::assert_every_row(&pool, ROWS, &log).await;
-    let reference = campaign::reference_catalog(
-        &TABLES,
-        async |p| orders::seed(p, 100).await,
-        async |p| {
-            let evolution = evolver(p).boot().await.unwrap();
-            evolution.wait().await.unwrap();
-            evolution.switch().await.unwrap();
-            evolution.contract().await.unwrap();
-        },
-    )
-    .await;
-    assert_eq!(
-        campaign::catalog_of(&pool, &TABLES).await,
-        reference,
-        "the catalog differs from a database evolved without crashes"
-    );
+    let compared = orders::assert_evolved_as_planned(&pool, &plans, &log).await;
     println!(
         "{kills} kills in {} phases survived; {compared} rows compared, 0 lost or different; \
          {writes} writes by the old and new builds; {:.1} s",

@@ -7,8 +7,40 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pgevolve::{DeployWindow, Evolver};
+use std::time::Duration;
+
+use pgevolve::{BackfillOptions, DeployWindow, Evolver};
 use sqlx::PgPool;
+
+/// Rows seeded by the campaigns: with [`evolver`]'s batches, a backfill of 200 batches of 15
+/// rows, each followed by 20 ms, 4 to 5 s, long enough to be struck several times.
+pub const ROWS: i64 = 3_000;
+
+/// The index of the build before the change, which the new build drops at contract.
+pub const REMOVED_INDEX: &str = "orders_email_idx";
+
+/// The tables the new build evolves.
+pub const TABLES: [&str; 2] = ["orders", "order_notes"];
+
+/// The new build's evolution as the campaigns run it: small batches with a pause, so the
+/// backfill lasts seconds; a 3 s heartbeat timeout, so a contract does not wait long for the
+/// instances of killed processes; the deploy window always open (the suite's clock says
+/// Saturday).
+pub fn evolver(pool: &PgPool) -> Evolver {
+    Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .acknowledgements(Duration::from_secs(3), Duration::from_secs(60))
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 15,
+            min_batch_size: 15,
+            max_batch_size: 15,
+            pause: Duration::from_millis(20),
+            duty_cycle: 1.0,
+            ..BackfillOptions::default()
+        })
+        .model::<Order>()
+        .model::<OrderNote>()
+}
 
 /// Accounts the orders reference.
 pub const ACCOUNTS: i64 = 50;
@@ -366,4 +398,39 @@ pub async fn assert_every_row(pool: &PgPool, rows: i64, log: &Log) -> usize {
         wrong.first()
     );
     stored.len()
+}
+
+/// The whole evolution through, in this process: boot, the background work, switch, contract.
+pub async fn evolve_to_the_end(evolver: Evolver) {
+    let evolution = evolver.boot().await.unwrap();
+    evolution.wait().await.unwrap();
+    evolution.switch().await.unwrap();
+    evolution.contract().await.unwrap();
+}
+
+/// The end state a campaign must reach, whatever struck it: every step at its last phase, each
+/// phase done once, no INVALID index, every row as written last, and the catalog of
+/// [`TABLES`] as on a database evolved without any failure. Returns the rows compared.
+pub async fn assert_evolved_as_planned(
+    pool: &PgPool,
+    plans: &[pgevolve::Plan],
+    log: &Log,
+) -> usize {
+    use super::campaign;
+    campaign::assert_every_step_at_its_last_phase(pool, plans).await;
+    campaign::assert_each_phase_done_once(pool, plans, existed).await;
+    campaign::assert_no_invalid_index(pool).await;
+    let compared = assert_every_row(pool, ROWS, log).await;
+    let reference = campaign::reference_catalog(
+        &TABLES,
+        async |p| seed(p, 100).await,
+        async |p| evolve_to_the_end(evolver(p)).await,
+    )
+    .await;
+    assert_eq!(
+        campaign::catalog_of(pool, &TABLES).await,
+        reference,
+        "the catalog differs from a database evolved without failures"
+    );
+    compared
 }

@@ -742,21 +742,35 @@ impl Inner {
             .collect();
         // Steps the catalog already satisfied get a row too: the store is what other instances
         // (and their accessors) read.
-        let missing: Vec<String> = resolved
-            .iter()
-            .filter_map(|r| {
-                if r.step.room().judged_on_catalog() {
-                    // An index or constraint dropped by hand since its phase was recorded is
-                    // built or added again.
-                    (r.recorded != Some(r.done))
-                        .then(|| self.store.steps().record_phase_sql(&r.step, r.done))
-                } else {
-                    r.recorded
-                        .is_none()
-                        .then(|| self.store.steps().record_if_missing_sql(&r.step, r.done))
+        let mut missing: Vec<String> = Vec::new();
+        for r in &resolved {
+            if r.step.room().judged_on_catalog() {
+                // An index or constraint dropped by hand since its phase was recorded is built
+                // or added again.
+                if r.recorded != Some(r.done) {
+                    missing.push(self.store.steps().record_phase_sql(&r.step, r.done));
                 }
-            })
-            .collect();
+                // Phases whose DDL committed without their record (a process that died or lost
+                // its connection in between): journaled now, once, like any phase done.
+                if let Some(recorded) = r.recorded {
+                    for phase in r.step.kind.phases() {
+                        if recorded < *phase && *phase <= r.done {
+                            missing.push(self.store.journal().insert_sql(
+                                Some(r.step.id.as_str()),
+                                &format!("{phase} done"),
+                                &format!(
+                                    "found done on the catalog at boot, not recorded by the instance that ran it: {}",
+                                    r.step.describe()
+                                ),
+                                &self.instance,
+                            ));
+                        }
+                    }
+                }
+            } else if r.recorded.is_none() {
+                missing.push(self.store.steps().record_if_missing_sql(&r.step, r.done));
+            }
+        }
         if !missing.is_empty() {
             let mut conn = self.evolver.pool.acquire().await?;
             let mut tx = conn.begin().await?;

@@ -79,7 +79,7 @@ impl Campaign {
     /// its end without one).
     async fn child(&mut self, goal: Goal, strike: Option<Strike>) -> Ended {
         let scenario = match goal {
-            Goal::Switch => "switch",
+            Goal::Validate | Goal::Switch => "switch",
             Goal::End => "end",
         };
         let mut child =

@@ -24,14 +24,12 @@ const DEADLINE: Duration = Duration::from_secs(90);
 
 /// The campaigns' evolution with a backfill of 60 batches of 50 rows, each followed by 120 ms
 /// (8 s on an idle machine, half a minute on a loaded one, where 16 processes share 2 cores),
-/// so that the newer build's wave lands while it runs; `next` adds the newer build's nullable
-/// column.
+/// so that the newer build's wave lands while it runs; `next` adds the newer build's table.
 fn evolver(pool: &PgPool, next: bool) -> Evolver {
-    let evolver = if next {
-        orders::evolver_of::<orders::next::Order>(pool)
-    } else {
-        orders::evolver(pool)
-    };
+    let mut evolver = orders::evolver(pool);
+    if next {
+        evolver = evolver.model::<orders::OrderTag>();
+    }
     evolver.backfill_options(BackfillOptions {
         initial_batch_size: 50,
         min_batch_size: 50,
@@ -161,7 +159,7 @@ async fn eight_processes_boot_at_once_then_eight_of_a_newer_build_during_the_bac
             break;
         }
         let activity: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT coalesce(application_name, ''), coalesce(wait_event_type || ' ' || wait_event, state), left(query, 100)              FROM pg_stat_activity WHERE datname = current_database() AND query NOT LIKE 'SELECT 1%' ORDER BY query",
+            "SELECT coalesce(application_name, ''), coalesce(wait_event_type || ' ' || wait_event, state, ''), coalesce(left(query, 100), '')              FROM pg_stat_activity WHERE datname = current_database() AND query NOT LIKE 'SELECT 1%' ORDER BY query",
         )
         .fetch_all(&pool)
         .await

@@ -43,10 +43,14 @@ impl Service {
     }
 
     fn failed(&mut self, e: pgevolve::Error) {
+        let kind = match e.kind() {
+            ErrorKind::Background(inner) => inner.kind(),
+            kind => kind,
+        };
         assert!(
             !matches!(
-                e.kind(),
-                ErrorKind::Drift(_) | ErrorKind::Verification { .. }
+                kind,
+                ErrorKind::Drift(_) | ErrorKind::Verification { .. } | ErrorKind::NotReady { .. }
             ),
             "a lost connection reported as something else: {e}"
         );

@@ -131,6 +131,33 @@ impl Writers {
     }
 }
 
+/// A writer task that counts its writes and keeps its errors until stopped.
+pub struct TaskWriter {
+    pub stop: Arc<AtomicBool>,
+    pub handle: JoinHandle<(u64, Vec<String>)>,
+}
+
+impl TaskWriter {
+    /// Stops it: (writes, errors).
+    pub async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.unwrap()
+    }
+
+    /// Stops it and asserts that it wrote more than 20 times and never failed; the writes.
+    pub async fn assert_no_errors(self, who: &str) -> u64 {
+        let (ok, errors) = self.finish().await;
+        assert!(
+            errors.is_empty(),
+            "{who}: {} failed writes, first: {}",
+            errors.len(),
+            errors.first().map(String::as_str).unwrap_or("")
+        );
+        assert!(ok > 20, "{who}: only {ok} writes");
+        ok
+    }
+}
+
 /// Boots `T` again and waits for its background work: a model whose steps are all done must
 /// change nothing in the table's catalog (idempotent boot).
 pub async fn assert_reboot_changes_nothing<T: pgevolve::Evolve>(pool: &PgPool, table: &str) {

@@ -27,16 +27,11 @@ pub const TABLES: [&str; 2] = ["orders", "order_notes"];
 /// instances of killed processes; the deploy window always open (the suite's clock says
 /// Saturday).
 pub fn evolver(pool: &PgPool) -> Evolver {
-    evolver_of::<Order>(pool)
-}
-
-/// [`evolver`] with another build of `orders` (and [`OrderNote`]).
-pub fn evolver_of<T: pgevolve::Evolve>(pool: &PgPool) -> Evolver {
     Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
         .acknowledgements(Duration::from_secs(3), Duration::from_secs(60))
         .backfill_options(backfill_options())
-        .model::<T>()
+        .model::<Order>()
         .model::<OrderNote>()
 }
 
@@ -114,32 +109,14 @@ pub struct OrderNote {
     pub note: String,
 }
 
-/// A build newer than [`Order`]'s: the same declarations plus one nullable column.
-pub mod next {
-    use pgevolve::Evolve;
-
-    #[derive(Evolve, Debug, Clone, PartialEq)]
-    #[evolve(
-        table = "orders",
-        dropped("legacy"),
-        check(name = "orders_score_check", expr = "score >= 0")
-    )]
-    pub struct Order {
-        #[evolve(primary_key)]
-        pub id: i64,
-        #[evolve(references = "accounts(id)")]
-        pub account_id: i64,
-        #[evolve(renamed_from = "name")]
-        pub full_name: String,
-        pub email: String,
-        #[evolve(backfill = "lower(email)")]
-        pub email_normalized: String,
-        #[evolve(index)]
-        pub score: i32,
-        #[evolve(unique)]
-        pub slug: String,
-        pub note: Option<String>,
-    }
+/// A table only a newer build declares: the newer build is [`evolver`]'s models plus this one
+/// (one more step).
+#[derive(pgevolve::Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "order_tags")]
+pub struct OrderTag {
+    #[evolve(primary_key)]
+    pub id: i64,
+    pub tag: String,
 }
 
 /// The seeded row `id`, as the new build reads it (`email_normalized` as the fill computes it).
@@ -191,31 +168,7 @@ pub fn existed(step: &pgevolve::PlannedStep) -> bool {
 /// The last values each writer wrote, by id (writers own disjoint ids).
 pub type Log = Arc<Mutex<BTreeMap<i64, Order>>>;
 
-/// A writer task; [`Writer::finish`] stops it and returns (writes, errors).
-pub struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Writer {
-    pub async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.unwrap()
-    }
-
-    /// Stops it and asserts that it wrote and never failed.
-    pub async fn assert_no_errors(self, who: &str) -> u64 {
-        let (ok, errors) = self.finish().await;
-        assert!(
-            errors.is_empty(),
-            "{who}: {} failed writes, first: {}",
-            errors.len(),
-            errors.first().map(String::as_str).unwrap_or("")
-        );
-        assert!(ok > 20, "{who}: only {ok} writes");
-        ok
-    }
-}
+pub use super::TaskWriter as Writer;
 
 /// The id a writer of `lane` (0..8) writes at its `n`th write: one write in three inserts a row
 /// of its own, the others update a seeded row `≡ lane (mod 8)`.
@@ -272,36 +225,34 @@ pub fn old_writer(pool: &PgPool, lane: i64, rows: i64, log: Log) -> Writer {
 }
 
 async fn old_write(pool: PgPool, from: Log, lane: i64, rows: i64, n: i64) -> Result<Order, String> {
-    {
-        let (id, insert) = target(lane, n, rows);
-        let mut row = last(&from, id);
-        row.full_name = format!("old{lane}-{n}");
-        row.email = format!("Old{lane}.{n}@Example.COM");
-        row.email_normalized = row.email.to_lowercase();
-        row.score = (n % 1000) as i32;
-        if insert {
-            row.account_id = n % ACCOUNTS + 1;
-            row.slug = format!("old{lane}-{n}");
-        }
-        let sql = if insert {
-            "INSERT INTO orders (id, account_id, name, email, score, slug, legacy) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'old')"
-        } else {
-            "UPDATE orders SET account_id = $2, name = $3, email = $4, score = $5, slug = $6, \
-             legacy = 'old' WHERE id = $1"
-        };
-        sqlx::query(sql)
-            .bind(row.id)
-            .bind(row.account_id)
-            .bind(&row.full_name)
-            .bind(&row.email)
-            .bind(row.score)
-            .bind(&row.slug)
-            .execute(&pool)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(row)
+    let (id, insert) = target(lane, n, rows);
+    let mut row = last(&from, id);
+    row.full_name = format!("old{lane}-{n}");
+    row.email = format!("Old{lane}.{n}@Example.COM");
+    row.email_normalized = row.email.to_lowercase();
+    row.score = (n % 1000) as i32;
+    if insert {
+        row.account_id = n % ACCOUNTS + 1;
+        row.slug = format!("old{lane}-{n}");
     }
+    let sql = if insert {
+        "INSERT INTO orders (id, account_id, name, email, score, slug, legacy) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'old')"
+    } else {
+        "UPDATE orders SET account_id = $2, name = $3, email = $4, score = $5, slug = $6, \
+         legacy = 'old' WHERE id = $1"
+    };
+    sqlx::query(sql)
+        .bind(row.id)
+        .bind(row.account_id)
+        .bind(&row.full_name)
+        .bind(&row.email)
+        .bind(row.score)
+        .bind(&row.slug)
+        .execute(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row)
 }
 
 /// A binary built after the change: the generated accessors only. Writes `email_normalized`
@@ -317,42 +268,40 @@ pub fn new_writer(pool: &PgPool, lane: i64, rows: i64, log: Log) -> Writer {
 }
 
 async fn new_write(pool: PgPool, from: Log, lane: i64, rows: i64, n: i64) -> Result<Order, String> {
-    {
-        let (id, insert) = target(lane, n, rows);
-        let mut row = if insert {
-            Order {
-                id,
-                account_id: n % ACCOUNTS + 1,
-                full_name: String::new(),
-                email: String::new(),
-                email_normalized: String::new(),
-                score: 0,
-                slug: format!("new{lane}-{n}"),
-            }
-        } else {
-            let found = Order::find(&id, &pool).await.map_err(|e| e.to_string())?;
-            let expected = last(&from, id);
-            if found.as_ref() != Some(&expected) {
-                return Err(format!(
-                    "row {id} read back as {found:?}, where {expected:?} was written"
-                ));
-            }
-            expected
-        };
-        row.full_name = format!("new{lane}-{n}");
-        row.email = format!("New{lane}.{n}@Example.COM");
-        row.email_normalized = format!("set by new{lane}-{n}");
-        row.score = (n % 1000) as i32;
-        if insert {
-            row.insert(&pool).await.map_err(|e| e.to_string())?;
-        } else {
-            let updated = row.update(&pool).await.map_err(|e| e.to_string())?;
-            if updated != 1 {
-                return Err(format!("the update of row {id} touched {updated} rows"));
-            }
+    let (id, insert) = target(lane, n, rows);
+    let mut row = if insert {
+        Order {
+            id,
+            account_id: n % ACCOUNTS + 1,
+            full_name: String::new(),
+            email: String::new(),
+            email_normalized: String::new(),
+            score: 0,
+            slug: format!("new{lane}-{n}"),
         }
-        Ok(row)
+    } else {
+        let found = Order::find(&id, &pool).await.map_err(|e| e.to_string())?;
+        let expected = last(&from, id);
+        if found.as_ref() != Some(&expected) {
+            return Err(format!(
+                "row {id} read back as {found:?}, where {expected:?} was written"
+            ));
+        }
+        expected
+    };
+    row.full_name = format!("new{lane}-{n}");
+    row.email = format!("New{lane}.{n}@Example.COM");
+    row.email_normalized = format!("set by new{lane}-{n}");
+    row.score = (n % 1000) as i32;
+    if insert {
+        row.insert(&pool).await.map_err(|e| e.to_string())?;
+    } else {
+        let updated = row.update(&pool).await.map_err(|e| e.to_string())?;
+        if updated != 1 {
+            return Err(format!("the update of row {id} touched {updated} rows"));
+        }
     }
+    Ok(row)
 }
 
 /// Every row of `orders` holds what was written last (the seed for rows nobody wrote): none

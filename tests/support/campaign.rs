@@ -141,12 +141,11 @@ impl Goal {
 }
 
 /// The last of `phases` not past `cap`.
-fn up_to(phases: &[Phase], cap: Phase) -> Phase {
+pub fn up_to(phases: &[Phase], cap: Phase) -> Phase {
     phases
         .iter()
         .copied()
-        .filter(|p| *p <= cap)
-        .last()
+        .rfind(|p| *p <= cap)
         .unwrap_or(Phase::Pending)
 }
 

@@ -328,9 +328,12 @@ impl Evolver {
 impl Inner {
     /// Boot without the fast path: leader lock, drift check, expand, coordinator, background.
     async fn boot_slow(inner: &Arc<Inner>) -> Result<Evolution> {
-        // Before anything: every instance may lead, and resolving needs some of the rights.
-        inner.check_privileges_before_resolve().await?;
+        // First the pooler check (in `leader_connection`): the privilege check runs prepared
+        // statements on the pool, which behind a transaction pooler fail at random with
+        // "prepared statement ... does not exist" instead of the error that says what to do.
         let mut lock = inner.leader_connection().await?;
+        // Before anything else: every instance may lead, and resolving needs some of the rights.
+        inner.check_privileges_before_resolve().await?;
         // Expand under the boot lock, held for seconds: a boot never waits for the background
         // work (backfills, index builds, a deploy window) another instance or build leads.
         let resolved = loop {

@@ -400,3 +400,39 @@ async fn a_build_in_progress_can_be_aborted() {
         .await
         .unwrap();
 }
+
+/// The gap between a unique constraint's attach (its validate phase's DDL) and the record of
+/// the phase, two transactions: the state store is put back to what a process that died, or
+/// lost its connection, in between leaves (phase `expand`, no `validate done` in the journal).
+/// The next boot finds the constraint on the catalog, records the phase and journals it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_constraint_attached_but_not_recorded_is_recorded_and_journaled_once_by_the_next_boot()
+ {
+    let (_db, pool) = database(10).await;
+    seed_users(&pool, 2_000).await;
+    let evolver = || Evolver::new(pool.clone()).model::<unique::User>();
+    evolver().boot().await.unwrap().wait().await.unwrap();
+    sqlx::raw_sql(
+        "UPDATE pgevolve.steps SET phase = 'expand' WHERE kind = 'add_unique';
+         DELETE FROM pgevolve.journal WHERE event = 'validate done'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    evolver().boot().await.unwrap().wait().await.unwrap();
+    let phase: String =
+        sqlx::query_scalar("SELECT phase FROM pgevolve.steps WHERE kind = 'add_unique'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(phase, "validate");
+    let done: Vec<String> =
+        sqlx::query_scalar("SELECT detail FROM pgevolve.journal WHERE event = 'validate done'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].contains("found done on the catalog"), "{done:?}");
+    support::campaign::assert_no_invalid_index(&pool).await;
+}

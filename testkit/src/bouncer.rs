@@ -206,17 +206,7 @@ impl PgBouncer {
     ///
     /// [`Error::BadUrl`] when `database_url` is not a `postgres://` URL with a host.
     pub fn url_for(&self, database_url: &str) -> Result<String, Error> {
-        let bad_url = || Error::BadUrl(database_url.to_owned());
-        let (scheme, rest) = database_url.split_once("://").ok_or_else(bad_url)?;
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let userinfo = match authority.rsplit_once('@') {
-            Some((userinfo, _)) => format!("{userinfo}@"),
-            None => String::new(),
-        };
-        Ok(format!(
-            "{scheme}://{userinfo}127.0.0.1:{}{path}",
-            self.port
-        ))
+        crate::url::with_port(database_url, self.port)
     }
 }
 

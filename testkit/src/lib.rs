@@ -39,6 +39,9 @@
 //! [`PgBouncer::start`] puts a throwaway PgBouncer in transaction pooling mode in front of the
 //! server, for tests of what an application behind a transaction pooler sees.
 //!
+//! [`TcpProxy::start`] puts a TCP proxy in front of it whose connections can all be cut at once
+//! ([`TcpProxy::cut_all`]), for tests of what a lost connection does.
+//!
 //! Programs that want a server of their own, stopped at a point of their choosing, can own a
 //! [`Cluster`] instead.
 
@@ -48,7 +51,9 @@ mod cluster;
 mod database;
 mod error;
 mod guardian;
+mod proxy;
 mod server;
+mod url;
 mod user;
 
 pub use binaries::BINDIR_ENV;
@@ -56,4 +61,5 @@ pub use bouncer::PgBouncer;
 pub use cluster::Cluster;
 pub use database::TestDatabase;
 pub use error::Error;
+pub use proxy::TcpProxy;
 pub use server::server_url;

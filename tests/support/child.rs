@@ -127,6 +127,16 @@ impl ChildProcess {
         line["PROGRESS ".len()..].trim().parse().unwrap()
     }
 
+    /// The lines printed since the last call (or since the start), without waiting.
+    pub fn new_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    /// Whether the process has ended by itself, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// SIGKILL (`Child::kill` on Unix): no destructor, no deregistration, no `COMMIT`; waits for
     /// the process to be gone and checks that the signal is what ended it.
     pub fn kill(mut self) {

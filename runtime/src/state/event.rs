@@ -50,6 +50,21 @@ pub(crate) enum Event<'a> {
     BackfillFiresTriggers { fired: &'a str, not_fired: &'a str },
     /// The backfill's batches skip the application's own triggers (`skip_user_triggers`).
     BackfillSkipsTriggers { fired: &'a str, not_fired: &'a str },
+    /// The leader stopped at an operator's pause: before a backfill batch (`rows` filled so
+    /// far) or before a phase.
+    /// `before` says where it stopped (`backfill batch, 1200 of ~20000 rows filled`).
+    Paused { before: &'a str },
+    /// The pause was lifted and the leader went on.
+    Resumed { before: &'a str },
+    /// An operator's request (`pgevolve switch`, ...) was carried out, or failed.
+    Request {
+        id: i64,
+        action: &'a str,
+        by: &'a str,
+        reason: Option<&'a str>,
+        outcome: &'a str,
+        message: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -69,6 +84,11 @@ impl Event<'_> {
             Event::RemovedIndexDropped { .. } => "contract done".into(),
             Event::BackfillFiresTriggers { .. } => "backfill fires user triggers".into(),
             Event::BackfillSkipsTriggers { .. } => "backfill skips user triggers".into(),
+            Event::Paused { .. } => "paused".into(),
+            Event::Resumed { .. } => "resumed".into(),
+            Event::Request {
+                action, outcome, ..
+            } => format!("request {action} {outcome}"),
         }
     }
 }
@@ -125,6 +145,20 @@ impl fmt::Display for Event<'_> {
                 "batches run with session_replication_role = replica (skip_user_triggers); \
                  not fired: {not_fired}; still fired (ENABLE ALWAYS or REPLICA): {fired}"
             ),
+            Event::Paused { before } | Event::Resumed { before } => write!(f, "before {before}"),
+            Event::Request {
+                id,
+                by,
+                reason,
+                message,
+                ..
+            } => {
+                write!(f, "#{id} by {by}")?;
+                if let Some(reason) = reason {
+                    write!(f, " ({reason})")?;
+                }
+                write!(f, ": {message}")
+            }
         }
     }
 }

@@ -103,7 +103,7 @@ impl Evolver {
         self
     }
 
-    /// Sets the `lock_timeout` of every statement that takes a lock queries need (default 2 s).
+    /// Sets the `lock_timeout` of every statement that takes a lock queries need (default 100 ms; see [`DdlOptions`](crate::DdlOptions)).
     pub fn lock_timeout(mut self, timeout: Duration) -> Evolver {
         self.ddl.lock_timeout = timeout;
         self

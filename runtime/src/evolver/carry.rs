@@ -8,9 +8,10 @@ use super::{Engine, target};
 use crate::concurrent::{Build, Built};
 use crate::error::{DriftProblem, ErrorKind, Result};
 use crate::executor::Target;
+use crate::kinds::read_carry;
 use crate::plan::PlannedStep;
 use crate::spec::ColumnSpec;
-use crate::sql::carry::{self, Carry};
+use crate::sql::carry::Carry;
 use crate::sql::{RenameHelpers, rename};
 use crate::state::Event;
 use crate::step::Phase;
@@ -24,14 +25,7 @@ impl Engine {
         column: &ColumnSpec,
     ) -> Result<Carry> {
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = carry::read(
-            &mut conn,
-            &step.model,
-            column,
-            &step.id,
-            &crate::kinds::rename_views(&step.model),
-        )
-        .await?;
+        let carry = read_carry(&mut conn, &step.model, column, &step.id).await?;
         if !carry.blockers.is_empty() {
             let old = column.renamed_from.unwrap_or(column.name);
             return Err(ErrorKind::Drift(
@@ -144,14 +138,7 @@ impl Engine {
             return Ok(());
         };
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = carry::read(
-            &mut conn,
-            &step.model,
-            column,
-            &step.id,
-            &crate::kinds::rename_views(&step.model),
-        )
-        .await?;
+        let carry = read_carry(&mut conn, &step.model, column, &step.id).await?;
         drop(conn);
         let mut statements = carry.abort_constraints();
         statements.extend(carry.abort_indexes(&step.model));

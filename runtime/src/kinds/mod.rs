@@ -21,6 +21,7 @@ mod rename_column;
 mod resolving;
 mod unique;
 
+pub(crate) use rename_column::read_carry;
 pub(crate) use resolving::{Problems, Recorded, Resolving};
 
 use crate::error::Result;

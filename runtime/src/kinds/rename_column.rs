@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::ident::Ident;
 use crate::spec::{ColumnSpec, ModelSpec};
 use crate::sql::backfill::FillColumn;
+use crate::sql::carry::Carry;
 use crate::sql::{self, RenameHelpers, Statement, rename};
 use crate::step::{Phase, StepId, StepKind};
 
@@ -222,14 +223,7 @@ impl Kind for RenameColumn {
             {
                 // Contract drops the old column: whatever depends on it must be carried over to
                 // the new one, and what cannot be is reported now, before anything runs.
-                let carry = crate::sql::carry::read(
-                    cx.conn,
-                    cx.model,
-                    column,
-                    id,
-                    &super::rename_views(cx.model),
-                )
-                .await?;
+                let carry = read_carry(cx.conn, cx.model, column, id).await?;
                 for blocker in carry.blockers {
                     cx.problems.add(Some(old), blocker);
                 }
@@ -251,4 +245,20 @@ impl Kind for RenameColumn {
     fn plan_notes(&self, model: &ModelSpec) -> Vec<String> {
         sql::carry::plan_lines(model, self.0)
     }
+}
+
+/// Reads what depends on the old column of a rename (`catalog::dependents`) and what carrying
+/// it over takes (`sql::carry`). The rename's own compatibility views (of every rename of the
+/// model) depend on old columns too, and are dropped by contract before the column: they need
+/// no carrying.
+pub(crate) async fn read_carry(
+    conn: &mut sqlx::PgConnection,
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    id: &StepId,
+) -> sqlx::Result<Carry> {
+    let old = column.renamed_from.unwrap_or(column.name);
+    let views = super::rename_views(model);
+    let deps = crate::catalog::dependents::read(conn, model, old, column.name, &views).await?;
+    Ok(Carry::new(model, column, id, old, &deps))
 }

@@ -45,8 +45,7 @@ impl Journal<'_> {
         )))
         .fetch_all(conn)
         .await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
                 Ok(JournalEntry {
                     at: r.try_get("at")?,
@@ -56,6 +55,6 @@ impl Journal<'_> {
                     instance: r.try_get("instance")?,
                 })
             })
-            .collect::<sqlx::Result<_>>()?)
+            .collect()
     }
 }

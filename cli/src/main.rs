@@ -157,10 +157,18 @@ fn main() -> ExitCode {
             return ExitCode::from(error::FAILED);
         }
     };
+    let json = cli.json;
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(error::OK),
         Err(e) => {
             eprintln!("error: {e}");
+            // A failed request printed its outcome already.
+            if json && !matches!(e, CliError::RequestFailed { .. }) {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": e.to_string(), "exit_code": e.exit_code()})
+                );
+            }
             ExitCode::from(e.exit_code())
         }
     }
@@ -198,47 +206,28 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             doctor::doctor(&mut store, options, *long_transaction, *max_lag, json).await
         }
         Command::Pause { step, reason, wait } => {
-            request::request(
-                &mut store,
-                request::Asked::pause(step.as_deref(), reason.as_deref()),
-                wait,
-                json,
-            )
-            .await
+            let asked = request::Asked::pause(step.as_deref(), reason.as_deref());
+            request::request(&mut store, asked, wait, json).await
         }
         Command::Resume { step, wait } => {
-            request::request(
-                &mut store,
-                request::Asked::resume(step.as_deref()),
-                wait,
-                json,
-            )
-            .await
+            let asked = request::Asked::resume(step.as_deref());
+            request::request(&mut store, asked, wait, json).await
         }
         Command::Switch { step, wait } => {
-            request::request(
-                &mut store,
-                request::Asked::switch(step.as_deref()),
-                wait,
-                json,
-            )
-            .await
+            let asked = request::Asked::switch(step.as_deref());
+            request::request(&mut store, asked, wait, json).await
         }
         Command::Contract {
             step,
             override_window,
             wait,
         } => {
-            request::request(
-                &mut store,
-                request::Asked::contract(step.as_deref(), override_window.as_deref()),
-                wait,
-                json,
-            )
-            .await
+            let asked = request::Asked::contract(step.as_deref(), override_window.as_deref());
+            request::request(&mut store, asked, wait, json).await
         }
         Command::Abort { step, wait } => {
-            request::request(&mut store, request::Asked::abort(step), wait, json).await
+            let asked = request::Asked::abort(step);
+            request::request(&mut store, asked, wait, json).await
         }
     }
 }

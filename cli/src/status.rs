@@ -82,7 +82,7 @@ impl Snapshot {
             let mut line = format!(
                 "paused: {} (by {} at {}",
                 render::scope(&p.scope),
-                p.by,
+                p.requested_by,
                 p.at
             );
             if let Some(reason) = &p.reason {
@@ -108,8 +108,7 @@ impl Snapshot {
                 w.blocker_query
             ));
         }
-        for r in &self.requests {
-            let row = &r.row;
+        for (row, done_ago) in &self.requests {
             let what = format!(
                 "request #{} ({}{})",
                 row.id,
@@ -122,7 +121,7 @@ impl Snapshot {
             match (&row.outcome, &row.picked_by) {
                 (Some(_), _) => out.push(format!(
                     "{what} failed {} ago: {}",
-                    render::duration(r.done_secs_ago.unwrap_or(0.0)),
+                    render::duration(done_ago.unwrap_or(0.0)),
                     row.message.as_deref().unwrap_or("")
                 )),
                 (None, Some(instance)) => out.push(format!(
@@ -143,7 +142,7 @@ impl Snapshot {
                 "pid": l.pid, "application": l.application, "client": l.client, "since": l.since,
             })),
             "paused": self.pauses.iter().map(|p| json!({
-                "scope": p.scope, "reason": p.reason, "requested_by": p.by, "at": p.at,
+                "scope": p.scope, "reason": p.reason, "requested_by": p.requested_by, "at": p.at,
             })).collect::<Vec<_>>(),
             "steps": self.steps.iter().map(|s| {
                 let rate = self.rates.get(&s.id).copied();
@@ -322,8 +321,8 @@ pub async fn plan(store: &mut Store, step: Option<&str>, json: bool) -> Result<(
                     });
                     match last {
                         Some(p) => {
-                            if let Some(st) = statement {
-                                p["statements"].as_array_mut().map(|a| a.push(st));
+                            if let (Some(st), Some(all)) = (statement, p["statements"].as_array_mut()) {
+                                all.push(st);
                             }
                         }
                         None => phases.push(json!({

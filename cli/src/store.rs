@@ -4,7 +4,9 @@
 //! schema's name comes from the user.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use pgevolve_runtime::__private::{RequestRow, Requests};
 use pgevolve_runtime::Phase;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
@@ -134,21 +136,10 @@ pub struct LockWait {
     pub blocker_query: String,
 }
 
-/// A pause in force.
-#[derive(Debug, Clone)]
-pub struct Pause {
-    pub scope: String,
-    pub reason: Option<String>,
-    pub by: String,
-    pub at: String,
-}
+pub use pgevolve_runtime::__private::PauseRow as Pause;
 
-/// A request, with when it finished.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub row: pgevolve_runtime::__private::RequestRow,
-    pub done_secs_ago: Option<f64>,
-}
+/// A request, with the seconds since it finished.
+pub type Request = (RequestRow, Option<f64>);
 
 impl Store {
     /// `<schema>.<name>`, quoted.
@@ -420,23 +411,9 @@ impl Store {
         if !self.has_table("pauses").await? {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT scope, reason, requested_by, at::text AS at FROM {} ORDER BY at, scope",
-            self.table("pauses")
-        )))
-        .fetch_all(&mut self.conn)
-        .await
-        .reading("the pauses")?;
-        rows.iter()
-            .map(|r| {
-                Ok(Pause {
-                    scope: r.try_get("scope")?,
-                    reason: r.try_get("reason")?,
-                    by: r.try_get("requested_by")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
+        Requests::new(&self.schema)
+            .pauses(&mut self.conn)
+            .await
             .reading("the pauses")
     }
 
@@ -445,35 +422,9 @@ impl Store {
         if !self.has_table("requests").await? {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT id, action, step_id, reason, requested_by, requested_at::text AS requested_at, picked_by, \
-             outcome, message, extract(epoch FROM now() - done_at)::float8 AS done_ago FROM {} \
-             WHERE done_at IS NULL OR (outcome = 'failed' AND done_at > now() - make_interval(secs => $1)) \
-             ORDER BY id",
-            self.table("requests")
-        )))
-        .bind(recent_secs)
-        .fetch_all(&mut self.conn)
-        .await
-        .reading("the requests")?;
-        rows.iter()
-            .map(|r| {
-                Ok(Request {
-                    row: pgevolve_runtime::__private::RequestRow {
-                        id: r.try_get("id")?,
-                        action: r.try_get("action")?,
-                        step: r.try_get("step_id")?,
-                        reason: r.try_get("reason")?,
-                        requested_by: r.try_get("requested_by")?,
-                        requested_at: r.try_get("requested_at")?,
-                        picked_by: r.try_get("picked_by")?,
-                        outcome: r.try_get("outcome")?,
-                        message: r.try_get("message")?,
-                    },
-                    done_secs_ago: r.try_get("done_ago")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
+        Requests::new(&self.schema)
+            .unfinished_or_failed(&mut self.conn, Duration::from_secs_f64(recent_secs))
+            .await
             .reading("the requests")
     }
 }

@@ -16,7 +16,7 @@ pub use crate::registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use crate::spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
 };
-pub use crate::state::{Action, RequestRow, Requests};
+pub use crate::state::{Action, PauseRow, RequestRow, Requests};
 pub use ::core::option::Option::{self, None, Some};
 pub use ::core::result::Result::{self, Ok};
 pub use ::std::string::String;

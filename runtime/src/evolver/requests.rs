@@ -156,7 +156,12 @@ async fn pause_message(
     action: Action,
     request: &RequestRow,
 ) -> std::result::Result<String, sqlx::Error> {
-    let paused = requests.pauses(conn).await?;
+    let paused: Vec<String> = requests
+        .pauses(conn)
+        .await?
+        .into_iter()
+        .map(|p| p.scope)
+        .collect();
     let what = |scope: &str| {
         if scope == "*" {
             "every step".to_string()

@@ -13,7 +13,7 @@ pub(crate) use instances::Instances;
 pub(crate) use journal::Journal;
 pub use journal::JournalEntry;
 pub(crate) use plan_record::PlanRecord;
-pub use requests::{Action, RequestRow, Requests};
+pub use requests::{Action, PauseRow, RequestRow, Requests};
 pub use steps::StepStatus;
 pub(crate) use steps::{StepRow, Steps};
 

@@ -106,6 +106,19 @@ pub struct RequestRow {
     pub message: Option<String>,
 }
 
+/// A pause in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseRow {
+    /// `*`: every step; otherwise a step id.
+    pub scope: String,
+    /// Why, as the operator said.
+    pub reason: Option<String>,
+    /// Who paused.
+    pub requested_by: String,
+    /// Since when, as PostgreSQL formats a `timestamptz`.
+    pub at: String,
+}
+
 /// The statements on `requests` and `pauses` of one state schema.
 #[derive(Debug, Clone)]
 pub struct Requests {
@@ -252,14 +265,45 @@ impl Requests {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The scopes paused now (`*`: every step), oldest first.
-    pub async fn pauses(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT scope FROM {} ORDER BY at, scope",
+    /// The pauses in force, oldest first.
+    pub async fn pauses(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<PauseRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT scope, reason, requested_by, at::text AS at FROM {} ORDER BY at, scope",
             self.store.table("pauses")
         )))
         .fetch_all(conn)
-        .await
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PauseRow {
+                    scope: r.try_get("scope")?,
+                    reason: r.try_get("reason")?,
+                    requested_by: r.try_get("requested_by")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Requests not finished, and those that failed within `within`, oldest first, each with
+    /// the seconds since it finished (what `pgevolve status` shows as blocking).
+    pub async fn unfinished_or_failed(
+        &self,
+        conn: &mut PgConnection,
+        within: Duration,
+    ) -> sqlx::Result<Vec<(RequestRow, Option<f64>)>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, extract(epoch FROM now() - done_at)::float8 AS done_ago FROM {} \
+             WHERE done_at IS NULL OR (outcome = 'failed' AND done_at > now() - make_interval(secs => $1)) \
+             ORDER BY id",
+            self.store.table("requests")
+        )))
+        .bind(within.as_secs_f64())
+        .fetch_all(conn)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((RequestRow::read(r)?, r.try_get("done_ago")?)))
+            .collect()
     }
 
     /// Requests not done that no live instance holds: never taken, or taken by an instance

@@ -139,7 +139,7 @@ impl Snapshot {
     fn json(&self) -> Value {
         json!({
             "leader": self.leader.as_ref().map(|l| json!({
-                "pid": l.pid, "application": l.application, "client": l.client, "since": l.since,
+                "instance": l.instance, "pid": l.pid, "application": l.application, "client": l.client, "since": l.since,
             })),
             "paused": self.pauses.iter().map(|p| json!({
                 "scope": p.scope, "reason": p.reason, "requested_by": p.requested_by, "at": p.at,
@@ -169,6 +169,7 @@ impl Snapshot {
             }).collect::<Vec<_>>(),
             "instances": self.instances.iter().map(|i| json!({
                 "id": i.id,
+                "leads": self.leader.as_ref().is_some_and(|l| l.instance.as_ref() == Some(&i.id)),
                 "started_at": i.started_at,
                 "heartbeat_age_seconds": i.heartbeat_age,
                 "steps": i.steps.len(),
@@ -198,7 +199,11 @@ impl Snapshot {
         let mut out = format!("state store: schema \"{schema}\"\n");
         match &self.leader {
             Some(l) => out.push_str(&format!(
-                "leader: session {} (application \"{}\"{}{}) holds the leader lock\n",
+                "leader: {}session {} (application \"{}\"{}{}) holds the leader lock\n",
+                l.instance
+                    .as_ref()
+                    .map(|i| format!("instance {i}, "))
+                    .unwrap_or_default(),
                 l.pid,
                 l.application,
                 l.client
@@ -255,9 +260,14 @@ impl Snapshot {
                         .join(", ")
                 )
             };
+            let leads = self
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.instance.as_ref() == Some(&i.id));
             out.push_str(&format!(
-                "  {}  heartbeat {:.1} s ago, up since {}, knows {} step(s); {}\n",
+                "  {}{}  heartbeat {:.1} s ago, up since {}, knows {} step(s); {}\n",
                 i.id,
+                if leads { " (leads)" } else { "" },
                 i.heartbeat_age,
                 i.started_at,
                 i.steps.len(),

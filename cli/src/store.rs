@@ -119,6 +119,8 @@ pub struct Leader {
     pub application: String,
     pub client: Option<String>,
     pub since: Option<String>,
+    /// The instance it leads for, when the store records it.
+    pub instance: Option<String>,
 }
 
 /// A session waiting for a lock on an evolved table, and who holds it up.
@@ -343,14 +345,18 @@ impl Store {
     /// The session holding the leader lock, if any.
     pub async fn leader(&mut self) -> Result<Option<Leader>, CliError> {
         let key = pgevolve_runtime::__private::leader_lock_key(&self.schema);
-        let row = sqlx::query(
+        // `leader_pid` read through to_jsonb, so a store without the column reads NULL.
+        let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT a.pid, coalesce(a.application_name, '') AS app, a.client_addr::text AS client, \
-             a.backend_start::text AS since FROM pg_catalog.pg_locks l \
+             a.backend_start::text AS since, \
+             (SELECT i.id FROM {} i WHERE (to_jsonb(i) ->> 'leader_pid')::int = a.pid LIMIT 1) AS instance \
+             FROM pg_catalog.pg_locks l \
              JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
              AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
              AND ((l.classid::int8 << 32) | l.objid::int8) = $1",
-        )
+            self.table("instances")
+        )))
         .bind(key)
         .fetch_optional(&mut self.conn)
         .await
@@ -361,6 +367,7 @@ impl Store {
                 application: r.try_get("app")?,
                 client: r.try_get("client")?,
                 since: r.try_get("since")?,
+                instance: r.try_get("instance")?,
             })
         })
         .transpose()

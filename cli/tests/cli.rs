@@ -191,6 +191,12 @@ async fn status_plan_pause_resume_history_and_contract_through_the_binary() {
     assert_eq!(s["rows_estimated"], ROWS);
     assert!(s["rows_per_second"].as_f64().unwrap() > 0.0, "{s}");
     assert!(status["leader"]["pid"].as_i64().is_some(), "{status}");
+    assert_eq!(
+        status["leader"]["instance"],
+        evolution.instance_id(),
+        "{status}"
+    );
+    assert_eq!(status["instances"][0]["leads"], true, "{status}");
     assert_eq!(status["instances"][0]["id"], evolution.instance_id());
 
     // plan: the SQL the runtime recorded at boot, every statement of every phase.

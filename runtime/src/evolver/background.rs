@@ -35,7 +35,11 @@ impl Engine {
         // A follower polls on one connection of its own, opened once.
         let mut candidate: Option<PgConnection> = None;
         loop {
-            if let Some(conn) = lock.take() {
+            if let Some(mut conn) = lock.take() {
+                // Which instance leads, for `pgevolve status` (best effort).
+                let _ = crate::state::Instances::new(&self.store.schema)
+                    .record_leader(&mut conn, &self.instance)
+                    .await;
                 self.lease.hold(conn).await;
                 let result = self.walk(goal).await;
                 if let Err(e) = &result

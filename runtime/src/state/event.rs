@@ -178,6 +178,30 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_request_is_named_after_its_action_and_outcome() {
+        let e = Event::Request {
+            id: 7,
+            action: "contract",
+            by: "alice via role app",
+            reason: Some("incident 42"),
+            outcome: "failed",
+            message: "outside the deploy window",
+        };
+        assert_eq!(e.name(), "request contract failed");
+        assert_eq!(
+            e.to_string(),
+            "#7 by alice via role app (incident 42): outside the deploy window"
+        );
+        let p = Event::Paused {
+            before: "phase validate",
+        };
+        assert_eq!(
+            (p.name(), p.to_string()),
+            ("paused".into(), "before phase validate".into())
+        );
+    }
+
+    #[test]
     fn trigger_details_have_no_run_of_spaces() {
         let e = Event::BackfillSkipsTriggers {
             fired: "a",

@@ -409,3 +409,25 @@ impl RequestRow {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_reads_back_from_its_column_and_nothing_else_does() {
+        for action in Action::ALL {
+            assert_eq!(Action::parse(action.as_str()), Some(action));
+        }
+        assert_eq!(Action::parse("drop"), None);
+        assert!(Action::Pause.is_pause() && Action::Resume.is_pause());
+        assert!(!Action::Contract.is_pause());
+    }
+
+    #[test]
+    fn the_statements_quote_the_state_schema() {
+        let sql = Requests::new("Ops \"state\"").bootstrap_sql().join("\n");
+        assert!(sql.contains("\"Ops \"\"state\"\"\".\"requests\""), "{sql}");
+        assert!(sql.contains("\"Ops \"\"state\"\"\".\"pauses\""), "{sql}");
+    }
+}

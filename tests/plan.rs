@@ -259,3 +259,44 @@ fn plan_of_dropped_columns() {
     );
     insta::assert_snapshot!(plan.to_string());
 }
+
+#[derive(Evolve)]
+#[evolve(table = "payments")]
+#[allow(dead_code)]
+struct Payment {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(set_not_null, backfill = "'unknown'")]
+    status: String,
+    #[evolve(set_not_null)]
+    total: i64,
+    #[evolve(drop_not_null)]
+    note: Option<String>,
+    #[evolve(set_default = "'EUR'")]
+    currency: String,
+}
+
+#[test]
+fn plan_of_not_null_on_off_and_a_changed_default() {
+    let plan = Payment::plan();
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    use Phase::*;
+    assert_eq!(
+        phases,
+        [
+            ("create_table", vec![Expand]),
+            (
+                "set_not_null",
+                vec![Expand, Backfill, Validate, Retire, Contract]
+            ),
+            ("set_not_null", vec![Expand, Validate, Retire, Contract]),
+            ("drop_not_null", vec![Expand, Retire, Contract]),
+            ("set_default", vec![Expand]),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}

@@ -246,6 +246,12 @@ pub struct Field {
     pub backfill: Option<Setting>,
     pub default: Option<Setting>,
     pub renamed_from: Option<Setting>,
+    /// The `set_not_null` keyword (an existing nullable column made NOT NULL), for spans.
+    pub set_not_null: Option<Path>,
+    /// The `drop_not_null` keyword (an existing NOT NULL column made nullable), for spans.
+    pub drop_not_null: Option<Path>,
+    /// `set_default = ".."`: the new default of an existing column.
+    pub set_default: Option<Setting>,
     pub index: Option<Index>,
     /// The `unique` keyword, for spans.
     pub unique: Option<Path>,
@@ -265,6 +271,9 @@ impl Field {
         let mut backfill = Attr::none(cx, symbol::BACKFILL, level);
         let mut default = Attr::none(cx, symbol::DEFAULT, level);
         let mut renamed_from = Attr::none(cx, symbol::RENAMED_FROM, level);
+        let mut set_not_null = Attr::none(cx, symbol::SET_NOT_NULL, level);
+        let mut drop_not_null = Attr::none(cx, symbol::DROP_NOT_NULL, level);
+        let mut set_default = Attr::none(cx, symbol::SET_DEFAULT, level);
         let mut index_attr = Attr::none(cx, symbol::INDEX, level);
         let mut unique = Attr::none(cx, symbol::UNIQUE, level);
         let mut references = Attr::none(cx, symbol::REFERENCES, level);
@@ -288,6 +297,14 @@ impl Field {
                 default.set(&meta.path, setting(meta, "SQL constant")?);
             } else if meta.path == symbol::RENAMED_FROM {
                 renamed_from.set(&meta.path, setting(meta, "old_column")?);
+            } else if meta.path == symbol::SET_NOT_NULL {
+                flag(cx, meta)?;
+                set_not_null.set(&meta.path, meta.path.clone());
+            } else if meta.path == symbol::DROP_NOT_NULL {
+                flag(cx, meta)?;
+                drop_not_null.set(&meta.path, meta.path.clone());
+            } else if meta.path == symbol::SET_DEFAULT {
+                set_default.set(&meta.path, setting(meta, "SQL expression")?);
             } else if meta.path == symbol::INDEX {
                 index_attr.set(&meta.path, index(cx, meta, Level::FieldIndex)?);
             } else if meta.path == symbol::UNIQUE {
@@ -319,6 +336,9 @@ impl Field {
             backfill: backfill.get(),
             default: default.get(),
             renamed_from: renamed_from.get(),
+            set_not_null: set_not_null.get(),
+            drop_not_null: drop_not_null.get(),
+            set_default: set_default.get(),
             index: index_attr.get(),
             unique: unique.get(),
             references: references.get(),

@@ -24,6 +24,9 @@ pub const BACKFILL: Symbol = Symbol("backfill");
 pub const DEFAULT: Symbol = Symbol("default");
 pub const RENAMED_FROM: Symbol = Symbol("renamed_from");
 pub const GENERATED: Symbol = Symbol("generated");
+pub const SET_NOT_NULL: Symbol = Symbol("set_not_null");
+pub const DROP_NOT_NULL: Symbol = Symbol("drop_not_null");
+pub const SET_DEFAULT: Symbol = Symbol("set_default");
 
 // Indexes and constraints: `index` and `check` on both levels, the rest on fields.
 pub const INDEX: Symbol = Symbol("index");
@@ -52,6 +55,9 @@ pub const FIELD_KEYS: &[Symbol] = &[
     BACKFILL,
     DEFAULT,
     RENAMED_FROM,
+    SET_NOT_NULL,
+    DROP_NOT_NULL,
+    SET_DEFAULT,
     INDEX,
     UNIQUE,
     REFERENCES,

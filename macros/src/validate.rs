@@ -510,6 +510,8 @@ fn check_field(cx: &Ctxt, field: &Field) {
         check_renamed_from(cx, field, old);
     }
 
+    check_column_changes(cx, field);
+
     if attrs.generated.is_some() {
         check_generated(cx, field);
     }
@@ -522,6 +524,88 @@ fn check_field(cx: &Ctxt, field: &Field) {
                  remove `Option` from its type",
             ),
         );
+    }
+}
+
+/// `set_not_null`, `drop_not_null` and `set_default` change an existing column: each one alone
+/// with what would make the same column new, renamed or database-assigned, and on the right
+/// kind of field.
+fn check_column_changes(cx: &Ctxt, field: &Field) {
+    let attrs = &field.attrs;
+    let name = field.rust_name();
+    if let (Some(_), Some(second)) = (&attrs.drop_not_null, &attrs.set_not_null) {
+        cx.error_spanned_by(
+            second,
+            "`set_not_null` and `drop_not_null` contradict each other; keep the one that matches the field's type \
+             (`set_not_null` on a `T`, `drop_not_null` on an `Option<T>`)",
+        );
+        return;
+    }
+    if let Some(key) = &attrs.set_not_null {
+        if field.is_option() {
+            cx.error_spanned_by(
+                key,
+                format!(
+                    "`set_not_null` makes the column NOT NULL, but `{name}` is an `Option`; remove `Option` from its \
+                     type, or remove `set_not_null`",
+                ),
+            );
+        }
+        if let Some(default) = &attrs.default {
+            cx.error_spanned_by(
+                &default.key,
+                "`default` adds a new column, but `set_not_null` changes an existing one; give the NULL rows their \
+                 value with `backfill = \"...\"`, and change the column's default with `set_default = \"...\"`",
+            );
+        }
+    }
+    if let Some(key) = &attrs.drop_not_null
+        && !field.is_option()
+    {
+        cx.error_spanned_by(
+            key,
+            format!(
+                "`drop_not_null` makes the column nullable, but `{name}` is not an `Option`; make its type \
+                 `Option<_>`, or remove `drop_not_null`",
+            ),
+        );
+    }
+    if let Some(set_default) = &attrs.set_default {
+        if set_default.value.value().trim().is_empty() {
+            cx.error_spanned_by(
+                &set_default.value,
+                "`set_default` is empty; write the SQL expression of the column's new default, like \
+                 `set_default = \"'pending'\"`",
+            );
+        }
+        if let Some(default) = &attrs.default {
+            cx.error_spanned_by(
+                &default.key,
+                "`default` and `set_default` cannot be combined: `default` gives a new column its default when it \
+                 is added, `set_default` changes the default of an existing column; keep one",
+            );
+        }
+    }
+    let changes = [
+        (symbol::SET_NOT_NULL, attrs.set_not_null.as_ref()),
+        (symbol::DROP_NOT_NULL, attrs.drop_not_null.as_ref()),
+        (
+            symbol::SET_DEFAULT,
+            attrs.set_default.as_ref().map(|s| &s.key),
+        ),
+    ];
+    for (kind, key) in changes {
+        let Some(key) = key else { continue };
+        let conflict = if attrs.renamed_from.is_some() {
+            "`renamed_from`: rename in one deploy and change the column in another"
+        } else if attrs.generated.is_some() {
+            "`generated`: the database assigns the column from its sequence"
+        } else if attrs.primary_key.is_some() {
+            "`primary_key`: primary key columns are NOT NULL and keep their values"
+        } else {
+            continue;
+        };
+        cx.error_spanned_by(key, format!("`{kind}` cannot be combined with {conflict}"));
     }
 }
 

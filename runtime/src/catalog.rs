@@ -71,8 +71,9 @@ pub(crate) async fn read_table(
         return Ok(LiveTable::default());
     };
     let columns = sqlx::query(
-        "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
-         a.attidentity::text, pg_get_expr(d.adbin, d.adrelid) \
+        "SELECT a.attname::text AS name, a.atttypid::int8 AS type_oid, \
+         format_type(a.atttypid, a.atttypmod) AS type_name, a.attnotnull AS not_null, \
+         a.attidentity::text AS identity, pg_get_expr(d.adbin, d.adrelid) AS default \
          FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
     )
@@ -80,15 +81,17 @@ pub(crate) async fn read_table(
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
-    .map(|r| LiveColumn {
-        name: r.get(0),
-        type_oid: r.get(1),
-        type_name: r.get(2),
-        not_null: r.get(3),
-        identity: r.get(4),
-        default: r.get(5),
+    .map(|r| {
+        Ok(LiveColumn {
+            name: r.try_get("name")?,
+            type_oid: r.try_get("type_oid")?,
+            type_name: r.try_get("type_name")?,
+            not_null: r.try_get("not_null")?,
+            identity: r.try_get("identity")?,
+            default: r.try_get("default")?,
+        })
     })
-    .collect();
+    .collect::<sqlx::Result<_>>()?;
     let primary_key = sqlx::query_scalar(
         "SELECT a.attname::text FROM pg_index i \
          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
@@ -181,10 +184,11 @@ pub(crate) async fn update_triggers(
         .fetch_one(&mut *conn)
         .await?;
     let rows = sqlx::query(
-        "SELECT t.tgname::text, t.tgtype::int4, t.tgenabled::text, t.tgqual IS NOT NULL, \
+        "SELECT t.tgname::text AS name, t.tgtype::int4 AS tgtype, t.tgenabled::text AS enabled, \
+                t.tgqual IS NOT NULL AS conditional, \
                 ARRAY(SELECT a.attname::text FROM unnest(t.tgattr::int2[]) AS k(attnum) \
                         JOIN pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = k.attnum \
-                       ORDER BY a.attnum) \
+                       ORDER BY a.attnum) AS columns \
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
            JOIN pg_namespace n ON n.oid = c.relnamespace \
           WHERE n.nspname = $1 AND c.relname = $2 AND NOT t.tgisinternal \
@@ -195,21 +199,22 @@ pub(crate) async fn update_triggers(
     .bind(model.table)
     .fetch_all(&mut *conn)
     .await?;
-    let triggers = rows
-        .into_iter()
-        .map(|r| LiveTrigger {
-            name: r.get(0),
-            tgtype: r.get(1),
-            enabled: r.get(2),
-            conditional: r.get(3),
-            columns: r.get(4),
-        })
-        .filter(|t| {
-            !HELPER_TRIGGER_PREFIXES
-                .iter()
-                .any(|p| t.name.starts_with(p))
-        })
-        .collect();
+    let mut triggers = Vec::new();
+    for r in rows {
+        let trigger = LiveTrigger {
+            name: r.try_get("name")?,
+            tgtype: r.try_get("tgtype")?,
+            enabled: r.try_get("enabled")?,
+            conditional: r.try_get("conditional")?,
+            columns: r.try_get("columns")?,
+        };
+        if !HELPER_TRIGGER_PREFIXES
+            .iter()
+            .any(|p| trigger.name.starts_with(p))
+        {
+            triggers.push(trigger);
+        }
+    }
     Ok((triggers, role))
 }
 

@@ -491,19 +491,17 @@ impl Build<'_> {
             .fetch_all(&mut conn)
             .await?;
             let _ = conn.close().await;
-            Ok::<_, sqlx::Error>(
-                rows.iter()
-                    .map(|r| {
-                        let key: Vec<Option<String>> = r.get(0);
-                        let count: i64 = r.get(1);
-                        let key: Vec<String> = key
-                            .into_iter()
-                            .map(|v| format!("'{}'", v.unwrap_or_default().replace('\'', "''")))
-                            .collect();
-                        format!("({}) in {count} rows", key.join(", "))
-                    })
-                    .collect::<Vec<_>>(),
-            )
+            rows.iter()
+                .map(|r| {
+                    let key: Vec<Option<String>> = r.try_get("key")?;
+                    let count: i64 = r.try_get("rows")?;
+                    let key: Vec<String> = key
+                        .into_iter()
+                        .map(|v| format!("'{}'", v.unwrap_or_default().replace('\'', "''")))
+                        .collect();
+                    Ok(format!("({}) in {count} rows", key.join(", ")))
+                })
+                .collect::<sqlx::Result<Vec<_>>>()
         }
         .await;
         let examples = match found {

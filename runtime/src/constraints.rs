@@ -124,23 +124,22 @@ impl Validate<'_> {
             .room()
             .violations(model, &self.step.id, EXAMPLES)
             .and_then(|v| v.column);
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                let key: Vec<Option<String>> = r.get(0);
-                let value: Option<String> = r.get(1);
+                let key: Vec<Option<String>> = r.try_get("key")?;
+                let value: Option<String> = r.try_get("value")?;
                 let key = keys
                     .iter()
                     .zip(key)
                     .map(|(k, v)| format!("{k}={}", v.unwrap_or_default()))
                     .collect::<Vec<_>>()
                     .join(", ");
-                match (column, value) {
+                Ok(match (column, value) {
                     (Some(column), Some(value)) => format!("row {key} ({column} = {value})"),
                     _ => format!("row {key}"),
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -79,7 +79,9 @@ impl CoordinatorOptions {
 /// ```no_run
 /// # async fn demo(pool: sqlx::PgPool, steps: Vec<pgevolve_runtime::StepId>) -> pgevolve_runtime::Result<()> {
 /// use std::time::Duration;
-/// use pgevolve_runtime::{Coordinator, CoordinatorOptions, Phase, DEFAULT_HEARTBEAT_TIMEOUT};
+/// // Internal: the engine drives this; it is reachable only through the hidden surface.
+/// use pgevolve_runtime::__private::{Coordinator, CoordinatorOptions, wait_for_acks};
+/// use pgevolve_runtime::{Phase, DEFAULT_HEARTBEAT_TIMEOUT};
 ///
 /// // Every instance, at boot: phases go to the registry of the pool's database.
 /// let coordinator =
@@ -88,7 +90,7 @@ impl CoordinatorOptions {
 ///
 /// // The leader, once the transaction recording `retire` (with `Coordinator::notify_sql`)
 /// // has committed, before contract:
-/// let outcome = pgevolve_runtime::wait_for_acks(
+/// let outcome = wait_for_acks(
 ///     &pool, "pgevolve", &steps[0], Phase::Retire,
 ///     DEFAULT_HEARTBEAT_TIMEOUT, Duration::from_secs(300),
 /// )

@@ -159,17 +159,17 @@ struct Session {
 impl Session {
     async fn read(conn: &mut PgConnection) -> sqlx::Result<Session> {
         let row = sqlx::query(
-            "SELECT current_user::text, current_database()::text, \
-                    has_database_privilege(current_database(), 'CREATE'), \
-                    has_database_privilege(current_database(), 'TEMPORARY')",
+            "SELECT current_user::text AS role, current_database()::text AS database, \
+                    has_database_privilege(current_database(), 'CREATE') AS create_on_database, \
+                    has_database_privilege(current_database(), 'TEMPORARY') AS temporary_on_database",
         )
         .fetch_one(conn)
         .await?;
         Ok(Session {
-            role: row.get(0),
-            database: row.get(1),
-            create_on_database: row.get(2),
-            temporary_on_database: row.get(3),
+            role: row.try_get("role")?,
+            database: row.try_get("database")?,
+            create_on_database: row.try_get("create_on_database")?,
+            temporary_on_database: row.try_get("temporary_on_database")?,
         })
     }
 
@@ -312,7 +312,7 @@ async fn state_store(
 ) -> sqlx::Result<()> {
     let schema = needs.state_schema;
     let found = sqlx::query(
-        "SELECT has_schema_privilege(oid, 'USAGE'), has_schema_privilege(oid, 'CREATE') \
+        "SELECT has_schema_privilege(oid, 'USAGE') AS usage, has_schema_privilege(oid, 'CREATE') AS create \
          FROM pg_catalog.pg_namespace WHERE nspname = $1",
     )
     .bind(schema)
@@ -327,7 +327,7 @@ async fn state_store(
         }
         return Ok(());
     };
-    let (usage, create): (bool, bool) = (found.get(0), found.get(1));
+    let (usage, create): (bool, bool) = (found.try_get("usage")?, found.try_get("create")?);
     let mut on_schema = Vec::new();
     if !usage {
         on_schema.push(Privilege::Usage);
@@ -348,11 +348,11 @@ async fn state_store(
         ));
     }
     let relations = sqlx::query(
-        "SELECT c.relname::text, c.relkind::text, pg_has_role(c.relowner, 'USAGE'), \
-                pg_get_userbyid(c.relowner)::text, \
+        "SELECT c.relname::text AS name, c.relkind::text AS kind, pg_has_role(c.relowner, 'USAGE') AS owned, \
+                pg_get_userbyid(c.relowner)::text AS owner, \
                 CASE WHEN c.relkind = 'S' THEN ARRAY[has_sequence_privilege(c.oid, 'USAGE')] \
                      ELSE ARRAY[has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'INSERT'), \
-                                has_table_privilege(c.oid, 'UPDATE'), has_table_privilege(c.oid, 'DELETE')] END \
+                                has_table_privilege(c.oid, 'UPDATE'), has_table_privilege(c.oid, 'DELETE')] END AS rights \
            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
           WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'S') ORDER BY c.relkind DESC, c.relname",
     )
@@ -360,8 +360,13 @@ async fn state_store(
     .fetch_all(&mut *conn)
     .await?;
     for row in relations {
-        let (name, kind, owned, owner, rights): (String, String, bool, String, Vec<bool>) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let (name, kind, owned, owner, rights): (String, String, bool, String, Vec<bool>) = (
+            row.try_get("name")?,
+            row.try_get("kind")?,
+            row.try_get("owned")?,
+            row.try_get("owner")?,
+            row.try_get("rights")?,
+        );
         let object = Qualified(schema, &name).to_string();
         if kind == "S" {
             // Owned with its table when bootstrap needs ownership (ALTER TABLE ... OWNER TO
@@ -480,12 +485,12 @@ struct LiveTable {
 
 async fn read_table(conn: &mut PgConnection, schema: &str, table: &str) -> sqlx::Result<LiveTable> {
     let row = sqlx::query(
-        "SELECT c.oid IS NOT NULL, coalesce(has_table_privilege(c.oid, 'SELECT'), false), \
-                coalesce(pg_has_role(c.relowner, 'USAGE'), false), \
-                coalesce(pg_get_userbyid(c.relowner)::text, ''), \
-                n.oid IS NOT NULL, \
-                coalesce(has_schema_privilege(n.oid, 'USAGE'), false), \
-                coalesce(has_schema_privilege(n.oid, 'CREATE'), false) \
+        "SELECT c.oid IS NOT NULL AS exists, coalesce(has_table_privilege(c.oid, 'SELECT'), false) AS select, \
+                coalesce(pg_has_role(c.relowner, 'USAGE'), false) AS owned, \
+                coalesce(pg_get_userbyid(c.relowner)::text, '') AS owner, \
+                n.oid IS NOT NULL AS schema_exists, \
+                coalesce(has_schema_privilege(n.oid, 'USAGE'), false) AS schema_usage, \
+                coalesce(has_schema_privilege(n.oid, 'CREATE'), false) AS schema_create \
            FROM (SELECT 1) AS one \
            LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1 \
            LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2 \
@@ -496,13 +501,13 @@ async fn read_table(conn: &mut PgConnection, schema: &str, table: &str) -> sqlx:
     .fetch_one(conn)
     .await?;
     Ok(LiveTable {
-        exists: row.get(0),
-        select: row.get(1),
-        owned: row.get(2),
-        owner: row.get(3),
-        schema_exists: row.get(4),
-        schema_usage: row.get(5),
-        schema_create: row.get(6),
+        exists: row.try_get("exists")?,
+        select: row.try_get("select")?,
+        owned: row.try_get("owned")?,
+        owner: row.try_get("owner")?,
+        schema_exists: row.try_get("schema_exists")?,
+        schema_usage: row.try_get("schema_usage")?,
+        schema_create: row.try_get("schema_create")?,
     })
 }
 
@@ -681,7 +686,8 @@ async fn helpers(
     missing: &mut Vec<MissingPrivilege>,
 ) -> sqlx::Result<()> {
     let rows = sqlx::query(
-        "SELECT 'FUNCTION', n.nspname::text, p.proname::text, pg_get_userbyid(p.proowner)::text \
+        "SELECT 'FUNCTION' AS kind, n.nspname::text AS schema, p.proname::text AS name, \
+                pg_get_userbyid(p.proowner)::text AS owner \
            FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
            JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
           WHERE t.tgrelid = to_regclass($1) AND p.proname LIKE 'pgevolve\\_%' \
@@ -700,8 +706,12 @@ async fn helpers(
     .fetch_all(conn)
     .await?;
     for row in rows {
-        let (kind, schema, name, owner): (String, String, String, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (kind, schema, name, owner): (String, String, String, String) = (
+            row.try_get("kind")?,
+            row.try_get("schema")?,
+            row.try_get("name")?,
+            row.try_get("owner")?,
+        );
         let (kind, object, what) = if kind == "FUNCTION" {
             (
                 ObjectKind::Function,

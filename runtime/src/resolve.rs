@@ -94,13 +94,15 @@ pub(crate) async fn resolve_model(
                 if !live_col.not_null
                     && !column.nullable
                     && column.fill == Fill::None
+                    && column.set_not_null.is_none()
                     && column.renamed_from.is_none() =>
             {
                 problems.add(
                     Some(column.name),
                     format!(
                         "the column is nullable but field `{}` is not an `Option`; make the field `Option<_>`, \
-                         or add `#[evolve(backfill = \"...\")]` to fill the NULLs and enforce NOT NULL",
+                         or add `#[evolve(set_not_null, backfill = \"<SQL for the NULL rows>\")]` to fill the NULLs \
+                         and enforce NOT NULL",
                         column.field
                     ),
                 )
@@ -143,7 +145,7 @@ pub(crate) async fn resolve_model(
                     ),
                 }
             }
-            None if !column.nullable && column.fill == Fill::None => problems.add(
+            None if !column.nullable && column.fill == Fill::None && column.set_not_null.is_none() => problems.add(
                 Some(column.name),
                 format!(
                     "the column does not exist and field `{}` gives no way to fill it; add \

@@ -79,6 +79,29 @@ pub struct ColumnSpec {
     /// `insert_returning` leaves the column out and returns what the database chose, and
     /// `update` never writes it.
     pub generated: bool,
+    /// `#[evolve(set_not_null)]`: the column exists nullable and a step makes it NOT NULL (see
+    /// `StepKind::SetNotNull`).
+    pub set_not_null: Option<SetNotNull>,
+    /// `#[evolve(drop_not_null)]` on an `Option<T>` field: the column exists NOT NULL and a
+    /// step relaxes it (see `StepKind::DropNotNull`).
+    pub drop_not_null: bool,
+    /// `#[evolve(set_default = "<SQL>")]`: the default of an existing column, set by a step of
+    /// its own (see `StepKind::SetDefault`); also the default of a table pgevolve creates.
+    pub set_default: Option<&'static str>,
+}
+
+/// How `#[evolve(set_not_null)]` treats the rows that are NULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetNotNull {
+    /// `backfill = "<SQL expression over the row>"`: the value NULL rows get, in batches, and
+    /// that a trigger gives every NULL written until contract. `None`: the user promises that
+    /// no row is NULL and none will be written; validate proves it.
+    pub backfill: Option<&'static str>,
+}
+
+impl SetNotNull {
+    /// No backfill; generated code ends with `..SetNotNull::DEFAULT`.
+    pub const DEFAULT: SetNotNull = SetNotNull { backfill: None };
 }
 
 impl ColumnSpec {
@@ -94,6 +117,9 @@ impl ColumnSpec {
         unique: false,
         references: None,
         generated: false,
+        set_not_null: None,
+        drop_not_null: false,
+        set_default: None,
     };
 }
 

@@ -98,6 +98,18 @@ pub enum StepKind {
     /// `#[evolve(dropped("..."))]`: NOT NULL relaxed at expand (when the column has no default),
     /// retired once every live instance acknowledged, dropped at contract.
     DropColumn(&'static str),
+    /// Make an existing nullable column NOT NULL (`#[evolve(set_not_null, backfill = "...")]`
+    /// on a `T` field): a `CHECK (col IS NOT NULL) NOT VALID` and a trigger that fills NULL
+    /// writes at expand, NULL rows filled in batches, the check validated, then after every live
+    /// instance acknowledged, `SET NOT NULL` at contract without a scan.
+    SetNotNull(&'static ColumnSpec),
+    /// Make an existing NOT NULL column nullable (`#[evolve(drop_not_null)]` on an `Option<T>`
+    /// field): NOT NULL stays, so nothing writes NULL while builds that read the column into a
+    /// `T` may run, until every live instance acknowledged; `DROP NOT NULL` at contract.
+    DropNotNull(&'static ColumnSpec),
+    /// Change the default of an existing column (`#[evolve(set_default = "...")]`): `SET
+    /// DEFAULT` at expand, metadata only.
+    SetDefault(&'static ColumnSpec),
 }
 
 /// A stable id derived from a step's content: table, column, kind and parameters. The same

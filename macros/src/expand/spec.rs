@@ -111,6 +111,32 @@ impl ToTokens for QuoteColumn<'_> {
             .generated
             .is_some()
             .then(|| quote!(generated: true,));
+        let set_not_null = field.attrs.set_not_null.as_ref().map(|_| {
+            let backfill = optional(
+                private,
+                field
+                    .attrs
+                    .backfill
+                    .as_ref()
+                    .map(|b| b.value.value())
+                    .as_deref(),
+            );
+            quote! {
+                set_not_null: #private::Option::Some(#private::SetNotNull {
+                    backfill: #backfill,
+                    ..#private::SetNotNull::DEFAULT
+                }),
+            }
+        });
+        let drop_not_null = field
+            .attrs
+            .drop_not_null
+            .is_some()
+            .then(|| quote!(drop_not_null: true,));
+        let set_default = field.attrs.set_default.as_ref().map(|d| {
+            let sql = d.value.value();
+            quote!(set_default: #private::Option::Some(#sql),)
+        });
         let references = field.attrs.references.as_ref().and_then(Typed::get).map(
             |References {
                  schema,
@@ -147,6 +173,9 @@ impl ToTokens for QuoteColumn<'_> {
                 #unique
                 #references
                 #generated
+                #set_not_null
+                #drop_not_null
+                #set_default
                 ..#private::ColumnSpec::DEFAULT
             }
         });
@@ -189,6 +218,8 @@ impl ToTokens for QuoteFill<'_> {
         let QuoteFill { field, private } = *self;
         let attrs = &field.attrs;
         tokens.extend(match (&attrs.backfill, &attrs.default) {
+            // With `set_not_null`, `backfill` fills the NULL rows of an existing column.
+            (Some(_), _) if attrs.set_not_null.is_some() => quote!(#private::Fill::None),
             (Some(backfill), _) => {
                 let sql = backfill.value.value();
                 quote!(#private::Fill::Backfill(#sql))

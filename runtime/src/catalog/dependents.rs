@@ -90,15 +90,15 @@ pub(crate) struct ColumnDependents {
 
 /// The dependents of every kind (`pg_depend` rows on the column), one per object.
 const DEPENDENTS: &str = "\
-SELECT DISTINCT d.classid::regclass::text, d.objid::int8, d.objsubid, \
-       pg_describe_object(d.classid, d.objid, d.objsubid), \
-       (SELECT c.relkind::text FROM pg_class c WHERE d.classid = 'pg_class'::regclass AND c.oid = d.objid), \
-       (SELECT r.ev_class::regclass::text FROM pg_rewrite r WHERE d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid), \
-       (SELECT r.ev_class::int8 FROM pg_rewrite r WHERE d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid), \
-       (SELECT a.adnum FROM pg_attrdef a WHERE d.classid = 'pg_attrdef'::regclass AND a.oid = d.objid), \
-       (SELECT k.contype::text FROM pg_constraint k WHERE d.classid = 'pg_constraint'::regclass AND k.oid = d.objid), \
+SELECT DISTINCT d.classid::regclass::text AS class, d.objid::int8 AS objid, d.objsubid, \
+       pg_describe_object(d.classid, d.objid, d.objsubid) AS described, \
+       (SELECT c.relkind::text FROM pg_class c WHERE d.classid = 'pg_class'::regclass AND c.oid = d.objid) AS relkind, \
+       (SELECT r.ev_class::regclass::text FROM pg_rewrite r WHERE d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid) AS view, \
+       (SELECT r.ev_class::int8 FROM pg_rewrite r WHERE d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid) AS view_oid, \
+       (SELECT a.adnum FROM pg_attrdef a WHERE d.classid = 'pg_attrdef'::regclass AND a.oid = d.objid) AS adnum, \
+       (SELECT k.contype::text FROM pg_constraint k WHERE d.classid = 'pg_constraint'::regclass AND k.oid = d.objid) AS contype, \
        (SELECT deptype::text FROM pg_depend d2 WHERE d2.classid = d.classid AND d2.objid = d.objid \
-          AND d2.refobjid = d.refobjid AND d2.refobjsubid = d.refobjsubid ORDER BY deptype = 'i' DESC LIMIT 1) \
+          AND d2.refobjid = d.refobjid AND d2.refobjsubid = d.refobjsubid ORDER BY deptype = 'i' DESC LIMIT 1) AS deptype \
   FROM pg_depend d \
  WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = $1::int8::oid AND d.refobjsubid = $2 \
  ORDER BY 4";
@@ -131,8 +131,8 @@ async fn read_in(
 ) -> sqlx::Result<ColumnDependents> {
     let table = Qualified(model.schema, model.table).to_string();
     let row = sqlx::query(
-        "SELECT a.attrelid::int8, a.attnum, a.attidentity::text, a.attgenerated::text, \
-                quote_literal(col_description(a.attrelid, a.attnum)) \
+        "SELECT a.attrelid::int8 AS relid, a.attnum, a.attidentity::text AS identity, \
+                a.attgenerated::text AS generated, quote_literal(col_description(a.attrelid, a.attnum)) AS comment \
            FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
     )
     .bind(&table)
@@ -143,10 +143,10 @@ async fn read_in(
     let Some(row) = row else {
         return Ok(out);
     };
-    let (relid, attnum): (i64, i16) = (row.get(0), row.get(1));
-    let identity: String = row.get(2);
-    let generated: String = row.get(3);
-    out.comment = row.get(4);
+    let (relid, attnum): (i64, i16) = (row.try_get("relid")?, row.try_get("attnum")?);
+    let identity: String = row.try_get("identity")?;
+    let generated: String = row.try_get("generated")?;
+    out.comment = row.try_get("comment")?;
     if !identity.is_empty() {
         out.blockers.push(format!(
             "`{old}` is an identity column: a rename through a new column cannot carry an identity (the new \
@@ -171,16 +171,16 @@ async fn read_in(
         .fetch_all(&mut *conn)
         .await?;
     for r in rows {
-        let class: String = r.get(0);
-        let objid: i64 = r.get(1);
-        let objsubid: i32 = r.get(2);
-        let described: String = r.get(3);
-        let relkind: Option<String> = r.get(4);
-        let view: Option<String> = r.get(5);
-        let view_oid: Option<i64> = r.get(6);
-        let adnum: Option<i16> = r.get(7);
-        let contype: Option<String> = r.get(8);
-        let deptype: Option<String> = r.get(9);
+        let class: String = r.try_get("class")?;
+        let objid: i64 = r.try_get("objid")?;
+        let objsubid: i32 = r.try_get("objsubid")?;
+        let described: String = r.try_get("described")?;
+        let relkind: Option<String> = r.try_get("relkind")?;
+        let view: Option<String> = r.try_get("view")?;
+        let view_oid: Option<i64> = r.try_get("view_oid")?;
+        let adnum: Option<i16> = r.try_get("adnum")?;
+        let contype: Option<String> = r.try_get("contype")?;
+        let deptype: Option<String> = r.try_get("deptype")?;
         let mut carried = true;
         match class.as_str() {
             "pg_class" if objid == relid && objsubid != 0 => {
@@ -191,28 +191,34 @@ async fn read_in(
             }
             "pg_class" if relkind.as_deref() == Some("i") => {
                 let index = sqlx::query(
-                    "SELECT c.relname::text, i.indisunique, i.indisvalid, pg_get_indexdef(i.indexrelid), \
+                    "SELECT c.relname::text AS name, i.indisunique AS is_unique, i.indisvalid AS valid, \
+                            pg_get_indexdef(i.indexrelid) AS definition, \
                             CASE WHEN 0 <> ALL (i.indkey::int2[]) THEN \
                               (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, ord) \
-                                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n) END \
+                                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n) END AS columns \
                        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indexrelid = $1::int8::oid",
                 )
                 .bind(objid)
                 .fetch_one(&mut *conn)
                 .await?;
-                let name: String = index.get(0);
-                if !index.get::<bool, _>(2) {
+                let name: String = index.try_get("name")?;
+                if !index.try_get::<bool, _>("valid")? {
                     carried = false;
                     out.blockers.push(format!(
                         "index {name} on `{old}` is INVALID (a failed build): drop it (`DROP INDEX CONCURRENTLY`) or rebuild it (`REINDEX INDEX CONCURRENTLY`) first"
                     ));
                 } else {
-                    let definition: String = index.get(3);
+                    let definition: String = index.try_get("definition")?;
                     let body = definition
                         .split_once(" USING ")
                         .map(|(_, b)| b.to_string())
                         .unwrap_or_default();
-                    probe_indexes.push((name, index.get(1), index.get(4), body));
+                    probe_indexes.push((
+                        name,
+                        index.try_get("is_unique")?,
+                        index.try_get("columns")?,
+                        body,
+                    ));
                 }
             }
             "pg_class" if relkind.as_deref() == Some("S") && deptype.as_deref() == Some("a") => {
@@ -244,15 +250,17 @@ async fn read_in(
             }
             "pg_constraint" => {
                 let c = sqlx::query(
-                    "SELECT k.conname::text, n.nspname::text, t.relname::text, k.convalidated, \
-                            pg_get_constraintdef(k.oid), k.conrelid::int8, k.confrelid::int8, \
+                    "SELECT k.conname::text AS name, n.nspname::text AS schema, t.relname::text AS table, \
+                            k.convalidated AS validated, pg_get_constraintdef(k.oid) AS definition, \
+                            k.conrelid::int8 AS conrelid, k.confrelid::int8 AS confrelid, \
                             (SELECT array_agg(a.attname::text ORDER BY u.ord) FROM unnest(k.conkey) WITH ORDINALITY u(n, ord) \
-                               JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n), \
+                               JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n) AS local_columns, \
                             (SELECT array_agg(a.attname::text ORDER BY u.ord) FROM unnest(k.confkey) WITH ORDINALITY u(n, ord) \
-                               JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n), \
-                            CASE WHEN k.confrelid <> 0 THEN format('%I.%I', fn.nspname, ft.relname) END, k.confmatchtype::text, k.confupdtype::text, \
-                            k.confdeltype::text, k.condeferrable, k.condeferred, \
-                            CASE WHEN k.conindid <> 0 THEN pg_get_indexdef(k.conindid) END \
+                               JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n) AS referenced_columns, \
+                            CASE WHEN k.confrelid <> 0 THEN format('%I.%I', fn.nspname, ft.relname) END AS referenced_table, \
+                            k.confmatchtype::text AS match_type, k.confupdtype::text AS on_update, \
+                            k.confdeltype::text AS on_delete, k.condeferrable AS deferrable, k.condeferred AS deferred, \
+                            CASE WHEN k.conindid <> 0 THEN pg_get_indexdef(k.conindid) END AS index_definition \
                        FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid \
                        JOIN pg_namespace n ON n.oid = t.relnamespace \
                        LEFT JOIN pg_class ft ON ft.oid = k.confrelid LEFT JOIN pg_namespace fn ON fn.oid = ft.relnamespace \
@@ -261,9 +269,12 @@ async fn read_in(
                 .bind(objid)
                 .fetch_one(&mut *conn)
                 .await?;
-                let name: String = c.get(0);
-                let validated: bool = c.get(3);
-                let deferrable = match (c.get::<bool, _>(13), c.get::<bool, _>(14)) {
+                let name: String = c.try_get("name")?;
+                let validated: bool = c.try_get("validated")?;
+                let deferrable = match (
+                    c.try_get::<bool, _>("deferrable")?,
+                    c.try_get::<bool, _>("deferred")?,
+                ) {
                     (true, true) => " DEFERRABLE INITIALLY DEFERRED",
                     (true, false) => " DEFERRABLE",
                     _ => "",
@@ -275,18 +286,22 @@ async fn read_in(
                 };
                 match contype.as_deref() {
                     Some("u") => {
-                        let definition: String = c.get::<Option<String>, _>(15).unwrap_or_default();
+                        let definition: String = c
+                            .try_get::<Option<String>, _>("index_definition")?
+                            .unwrap_or_default();
                         let body = definition
                             .split_once(" USING ")
                             .map(|(_, b)| b.to_string())
                             .unwrap_or_default();
-                        let columns =
-                            rename(c.get::<Option<Vec<String>>, _>(7).unwrap_or_default());
+                        let columns = rename(
+                            c.try_get::<Option<Vec<String>>, _>("local_columns")?
+                                .unwrap_or_default(),
+                        );
                         probe_uniques.push((name.clone(), validated, body, deferrable.to_string()));
                         out.constraints.push(DependentConstraint {
                             name,
-                            schema: c.get(1),
-                            table: c.get(2),
+                            schema: c.try_get("schema")?,
+                            table: c.try_get("table")?,
                             validated,
                             kind: DependentKind::Unique {
                                 body: String::new(),
@@ -296,7 +311,7 @@ async fn read_in(
                         });
                     }
                     Some("c") => {
-                        let definition: String = c.get(4);
+                        let definition: String = c.try_get("definition")?;
                         let definition = definition
                             .strip_suffix(" NOT VALID")
                             .unwrap_or(&definition)
@@ -304,12 +319,14 @@ async fn read_in(
                         probe_checks.push((name, validated, definition));
                     }
                     Some("f") => {
-                        let conrelid: i64 = c.get(5);
-                        let confrelid: i64 = c.get(6);
-                        let local: Vec<String> =
-                            c.get::<Option<Vec<String>>, _>(7).unwrap_or_default();
-                        let referenced: Vec<String> =
-                            c.get::<Option<Vec<String>>, _>(8).unwrap_or_default();
+                        let conrelid: i64 = c.try_get("conrelid")?;
+                        let confrelid: i64 = c.try_get("confrelid")?;
+                        let local: Vec<String> = c
+                            .try_get::<Option<Vec<String>>, _>("local_columns")?
+                            .unwrap_or_default();
+                        let referenced: Vec<String> = c
+                            .try_get::<Option<Vec<String>>, _>("referenced_columns")?
+                            .unwrap_or_default();
                         let from_column = conrelid == relid && local.iter().any(|c| c == old);
                         let to_column = confrelid == relid && referenced.iter().any(|c| c == old);
                         if from_column && to_column {
@@ -337,7 +354,7 @@ async fn read_in(
                                 "d" => "SET DEFAULT",
                                 _ => "NO ACTION",
                             };
-                            let matching = if c.get::<String, _>(10) == "f" {
+                            let matching = if c.try_get::<String, _>("match_type")? == "f" {
                                 " MATCH FULL"
                             } else {
                                 ""
@@ -345,15 +362,16 @@ async fn read_in(
                             let definition = format!(
                                 "FOREIGN KEY ({}) REFERENCES {} ({}){matching} ON UPDATE {} ON DELETE {}{deferrable}",
                                 list(&local),
-                                c.get::<Option<String>, _>(9).unwrap_or_default(),
+                                c.try_get::<Option<String>, _>("referenced_table")?
+                                    .unwrap_or_default(),
                                 list(&referenced),
-                                action(c.get(11)),
-                                action(c.get(12)),
+                                action(c.try_get("on_update")?),
+                                action(c.try_get("on_delete")?),
                             );
                             out.constraints.push(DependentConstraint {
                                 name,
-                                schema: c.get(1),
-                                table: c.get(2),
+                                schema: c.try_get("schema")?,
+                                table: c.try_get("table")?,
                                 validated,
                                 kind: DependentKind::ForeignKey {
                                     definition,
@@ -375,7 +393,7 @@ async fn read_in(
                         carried = false;
                         out.blockers.push(format!(
                             "{described} (`{}`) cannot be carried over to the new column; drop it before the rename and recreate it after",
-                            c.get::<String, _>(4)
+                            c.try_get::<String, _>("definition")?
                         ));
                     }
                 }
@@ -424,7 +442,9 @@ async fn read_in(
         }
     }
     out.grants = sqlx::query(
-        "SELECT x.privilege_type, CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END, x.is_grantable \
+        "SELECT x.privilege_type AS privilege, \
+                CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS grantee, \
+                x.is_grantable AS grantable \
            FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) x LEFT JOIN pg_roles r ON r.oid = x.grantee \
           WHERE a.attrelid = $1::int8::oid AND a.attnum = $2 ORDER BY 2, 1",
     )
@@ -433,12 +453,14 @@ async fn read_in(
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
-    .map(|r| ColumnGrant {
-        privilege: r.get(0),
-        grantee: r.get(1),
-        grantable: r.get(2),
+    .map(|r| {
+        Ok(ColumnGrant {
+            privilege: r.try_get("privilege")?,
+            grantee: r.try_get("grantee")?,
+            grantable: r.try_get("grantable")?,
+        })
     })
-    .collect();
+    .collect::<sqlx::Result<_>>()?;
 
     if probe_indexes.is_empty() && probe_uniques.is_empty() && probe_checks.is_empty() {
         return Ok(out);

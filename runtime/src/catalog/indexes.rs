@@ -31,11 +31,11 @@ pub(crate) async fn read_index(
     name: &str,
 ) -> sqlx::Result<Option<LiveIndex>> {
     let row = sqlx::query(
-        "SELECT c.relkind = 'i' AND i.indrelid = to_regclass($3), \
-                COALESCE(i.indisvalid, false), \
+        "SELECT c.relkind = 'i' AND i.indrelid = to_regclass($3) AS on_table, \
+                COALESCE(i.indisvalid, false) AS valid, \
                 EXISTS (SELECT 1 FROM pg_stat_progress_create_index p \
-                         WHERE p.index_relid = c.oid AND p.datname = current_database()), \
-                CASE WHEN c.relkind = 'i' THEN pg_get_indexdef(c.oid) END \
+                         WHERE p.index_relid = c.oid AND p.datname = current_database()) AS building, \
+                CASE WHEN c.relkind = 'i' THEN pg_get_indexdef(c.oid) END AS definition \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_index i ON i.indexrelid = c.oid \
          WHERE n.nspname = $1 AND c.relname = $2",
@@ -45,16 +45,16 @@ pub(crate) async fn read_index(
     .bind(Qualified(model.schema, model.table).to_string())
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|r| {
-        let definition: Option<String> = r.get(3);
-        let definition = definition.unwrap_or_default();
-        LiveIndex {
-            on_table: r.get::<Option<bool>, _>(0).unwrap_or(false),
-            valid: r.get(1),
-            building: r.get(2),
-            key: index_key(&definition),
-            definition,
-        }
+    let Some(r) = row else { return Ok(None) };
+    let definition: String = r
+        .try_get::<Option<String>, _>("definition")?
+        .unwrap_or_default();
+    Ok(Some(LiveIndex {
+        on_table: r.try_get::<Option<bool>, _>("on_table")?.unwrap_or(false),
+        valid: r.try_get("valid")?,
+        building: r.try_get("building")?,
+        key: index_key(&definition),
+        definition,
     }))
 }
 
@@ -67,17 +67,20 @@ pub(crate) async fn equivalent_index(
     except: &str,
 ) -> sqlx::Result<Option<String>> {
     let rows = sqlx::query(
-        "SELECT c.relname::text, pg_get_indexdef(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+        "SELECT c.relname::text AS name, pg_get_indexdef(c.oid) AS definition \
+           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
          WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND c.relname <> $2",
     )
     .bind(Qualified(model.schema, model.table).to_string())
     .bind(except)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .find(|r| index_key(&r.get::<String, _>(1)) == key)
-        .map(|r| r.get(0)))
+    for r in rows {
+        if index_key(&r.try_get::<String, _>("definition")?) == key {
+            return Ok(Some(r.try_get("name")?));
+        }
+    }
+    Ok(None)
 }
 
 /// `UNIQUE ` (or nothing) and what follows ` USING ` in an index definition: everything that
@@ -107,21 +110,23 @@ pub(crate) struct LiveConstraint {
     pub on_delete: Option<String>,
 }
 
-const CONSTRAINT_COLUMNS: &str = "k.conname::text, k.contype::text, pg_get_constraintdef(k.oid), \
-                                  k.convalidated, NULLIF(k.confdeltype, ' ')::text";
+const CONSTRAINT_COLUMNS: &str = "k.conname::text AS name, k.contype::text AS kind, \
+                                  pg_get_constraintdef(k.oid) AS definition, k.convalidated AS validated, \
+                                  NULLIF(k.confdeltype, ' ')::text AS on_delete";
 
-fn constraint(r: sqlx::postgres::PgRow) -> LiveConstraint {
-    let definition: String = r.get(2);
-    LiveConstraint {
-        name: r.get(0),
-        kind: r.get(1),
+fn constraint(r: Option<sqlx::postgres::PgRow>) -> sqlx::Result<Option<LiveConstraint>> {
+    let Some(r) = r else { return Ok(None) };
+    let definition: String = r.try_get("definition")?;
+    Ok(Some(LiveConstraint {
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
         definition: definition
             .strip_suffix(" NOT VALID")
             .unwrap_or(&definition)
             .to_string(),
-        validated: r.get(3),
-        on_delete: r.get(4),
-    }
+        validated: r.try_get("validated")?,
+        on_delete: r.try_get("on_delete")?,
+    }))
 }
 
 /// The constraint named `name` on the model's table.
@@ -137,7 +142,7 @@ pub(crate) async fn constraint_named(
     .bind(name)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(constraint))
+    constraint(row)
 }
 
 /// A unique or primary key constraint on exactly `column` of the model's table.
@@ -156,7 +161,7 @@ pub(crate) async fn unique_constraint(
     .bind(column)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(constraint))
+    constraint(row)
 }
 
 /// A foreign key from exactly `column` to exactly `referenced(ref_column)`.
@@ -181,7 +186,7 @@ pub(crate) async fn foreign_key(
     .bind(ref_column)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(constraint))
+    constraint(row)
 }
 
 /// What a foreign key needs on the referenced side, as the catalog has it.

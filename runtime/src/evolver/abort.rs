@@ -21,7 +21,7 @@ impl Engine {
         if done == Phase::Aborted {
             return Ok(());
         }
-        if done >= Phase::Retire || step.abort.is_empty() {
+        if done >= Phase::Retire || (step.abort.is_empty() && !step.room().aborts_without_ddl()) {
             return Err(not_abortable(step, done));
         }
         self.prepare_abort(step, done).await?;
@@ -89,7 +89,7 @@ impl Engine {
         if done == Phase::Aborted {
             return Ok(());
         }
-        if done >= Phase::Retire || step.abort.is_empty() {
+        if done >= Phase::Retire || (step.abort.is_empty() && !step.room().aborts_without_ddl()) {
             return Err(not_abortable(step, done));
         }
         self.prepare_abort(step, done).await?;

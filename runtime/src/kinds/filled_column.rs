@@ -2,14 +2,11 @@
 //! `CHECK (col IS NOT NULL) NOT VALID` (and, for a backfill, the fill and mark triggers), filled
 //! by the backfill pass, the check validated, then `SET NOT NULL` at contract without a scan.
 
-use sqlx::AssertSqlSafe;
-
 use super::resolving::BoxFuture;
 use super::{
     FieldAccess, Kind, PlannedPhase, Resolving, Runner, Shown, Verification, backfill_phase,
 };
 use crate::error::Result;
-use crate::ident::Qualified;
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
 use crate::sql::backfill::FillColumn;
 use crate::sql::{self, Helpers, Statement};
@@ -26,6 +23,15 @@ pub(super) fn column_identity(c: &'static ColumnSpec) -> Vec<&'static str> {
         Fill::Default(e) => parts.extend(["default", e]),
     }
     parts
+}
+
+/// The validate phase of a `CHECK (col IS NOT NULL)` helper (a filled column, NOT NULL on).
+pub(super) fn validate_phase(model: &ModelSpec, helpers: &Helpers) -> PlannedPhase {
+    PlannedPhase {
+        phase: Phase::Validate,
+        note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; the validated check proves no NULL is left",
+        statements: sql::validate_filled_column(model, helpers),
+    }
 }
 
 impl Kind for FilledColumn {
@@ -63,11 +69,7 @@ impl Kind for FilledColumn {
         if let Some(fill) = FillColumn::backfill(model, id, c) {
             phases.push(backfill_phase(model, &[fill], shown));
         }
-        phases.push(PlannedPhase {
-            phase: Phase::Validate,
-            note: "SHARE UPDATE EXCLUSIVE: reads and writes continue; the validated check proves no NULL is left",
-            statements: sql::validate_filled_column(model, &helpers),
-        });
+        phases.push(validate_phase(model, &helpers));
         phases.push(PlannedPhase {
             phase: Phase::Contract,
             note: "gated (explicit contract() or auto_contract); one short transaction, SET NOT NULL uses the validated check and does not scan",
@@ -153,20 +155,13 @@ impl Kind for FilledColumn {
         Box::pin(async move {
             let recorded = cx.recorded_phase();
             let column = self.0;
-            let Resolving {
-                conn,
-                model,
-                live,
-                problems,
-                id,
-                ..
-            } = cx;
+            let (live, id) = (cx.live, cx.id);
             let live_col = live.column(column.name);
             let done = match (recorded, live_col) {
                 (Some(Phase::Contract), _) => return Ok(Phase::Contract),
                 (Some(Phase::Aborted), _) => return Ok(Phase::Aborted),
                 (Some(phase), None) if phase >= Phase::Expand => {
-                    problems.add(
+                    cx.problems.add(
                         Some(column.name),
                         format!(
                             "step {} is recorded at phase {phase} but the column is gone (dropped by hand?); \
@@ -179,49 +174,48 @@ impl Kind for FilledColumn {
                 (Some(phase), _) => phase,
                 // Already NOT NULL with no record: nothing to do (created with the table, or by hand).
                 (None, Some(c)) if c.not_null => return Ok(Phase::Contract),
-                // A nullable column with no record: expand is idempotent, so adopt it from the start.
-                (None, _) => Phase::Pending,
+                // A nullable column with no record: expand is idempotent, so adopt it from the start,
+                // unless it holds values: then it is an existing column, which this kind would
+                // treat as its own (its fill trigger recomputing written values, its abort
+                // dropping the column); `set_not_null` is the declaration that keeps them.
+                (None, Some(_)) => {
+                    let has_values: bool =
+                        sqlx::query_scalar(sqlx::AssertSqlSafe(sql::has_values(cx.model, column)))
+                            .fetch_one(&mut *cx.conn)
+                            .await?;
+                    if has_values {
+                        cx.problems.add(
+                            Some(column.name),
+                            format!(
+                                "the column exists, nullable and with values, but field `{}` declares it as a new \
+                                 column (`backfill`/`default`), whose abort would drop it; to make the existing column \
+                                 NOT NULL and keep its values, write `#[evolve(set_not_null, backfill = \"...\")]` \
+                                 (`backfill` then gives the NULL rows their value)",
+                                column.field
+                            ),
+                        );
+                    }
+                    Phase::Pending
+                }
+                (None, None) => Phase::Pending,
             };
 
             if done < Phase::Backfill {
                 match column.fill {
                     Fill::Backfill(expr) => {
-                        if live.primary_key.is_empty() {
-                            problems.add(
-                                Some(column.name),
-                                "a backfill walks the primary key in batches but the table has none; add a primary key to the table first"
-                                    .into(),
-                            );
-                        }
-                        let probe = format!(
-                            "SELECT ({expr}) FROM {} AS {} LIMIT 0",
-                            Qualified(model.schema, model.table),
-                            crate::ident::Ident(model.table)
-                        );
-                        if let Err(sqlx::Error::Database(e)) = sqlx::query(AssertSqlSafe(&*probe))
-                            .execute(&mut **conn)
-                            .await
-                        {
-                            problems.add(
-                                Some(column.name),
-                                format!(
-                                    "`backfill = \"{expr}\"` is not a valid expression over the table: {}; fix the expression",
-                                    e.message()
-                                ),
-                            );
-                        }
+                        cx.check_backfill(column.name, expr).await?;
                     }
                     Fill::Default(expr) if done == Phase::Pending && live_col.is_none() => {
-                        match crate::catalog::default_is_metadata_only(conn, column.sql_type, expr).await? {
+                        match crate::catalog::default_is_metadata_only(&mut *cx.conn, column.sql_type, expr).await? {
                             Ok(true) => {}
-                            Ok(false) => problems.add(
+                            Ok(false) => cx.problems.add(
                                 Some(column.name),
                                 format!(
                                     "`default = \"{expr}\"` is volatile: adding it would rewrite the whole table under an exclusive lock; \
                                      use `backfill = \"{expr}\"` instead, which fills existing rows in batches"
                                 ),
                             ),
-                            Err(message) => problems.add(
+                            Err(message) => cx.problems.add(
                                 Some(column.name),
                                 format!(
                                     "`default = \"{expr}\"` is not a valid default: {message}; fix the expression"

@@ -13,12 +13,15 @@ mod check;
 mod create_table;
 mod drop_column;
 mod drop_index;
+mod drop_not_null;
 mod filled_column;
 mod foreign_key;
 mod index;
 mod nullable_column;
 mod rename_column;
 mod resolving;
+mod set_default;
+mod set_not_null;
 mod unique;
 
 pub(crate) use rename_column::read_carry;
@@ -173,6 +176,12 @@ pub(crate) trait Kind: Send + Sync {
     fn changes_accessors(&self) -> bool {
         false
     }
+
+    /// Whether the step can be aborted before retire although its abort has no DDL (nothing
+    /// changes before its contract).
+    fn aborts_without_ddl(&self) -> bool {
+        false
+    }
 }
 
 /// The room of a kind: the one place where a [`StepKind`] meets its implementation.
@@ -188,6 +197,9 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::AddCheck(ck) => Box::new(check::AddCheck(ck)),
         StepKind::DropIndex(name) => Box::new(drop_index::DropIndex(name.clone())),
         StepKind::DropColumn(name) => Box::new(drop_column::DropColumn(name)),
+        StepKind::SetNotNull(c) => Box::new(set_not_null::SetNotNull(c)),
+        StepKind::DropNotNull(c) => Box::new(drop_not_null::DropNotNull(c)),
+        StepKind::SetDefault(c) => Box::new(set_default::SetDefault(c)),
     }
 }
 
@@ -203,10 +215,17 @@ pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
     {
         if column.renamed_from.is_some() {
             kinds.push(StepKind::RenameColumn(column));
+        } else if column.set_not_null.is_some() {
+            kinds.push(StepKind::SetNotNull(column));
+        } else if column.drop_not_null {
+            kinds.push(StepKind::DropNotNull(column));
         } else if column.nullable {
             kinds.push(StepKind::AddNullableColumn(column));
         } else if column.fill != Fill::None {
             kinds.push(StepKind::AddFilledColumn(column));
+        }
+        if column.set_default.is_some() {
+            kinds.push(StepKind::SetDefault(column));
         }
     }
     kinds.extend(model.indexes.iter().map(StepKind::CreateIndex));

@@ -62,3 +62,57 @@ impl Resolving<'_, '_> {
         self.recorded.get(self.id).map(|r| r.phase)
     }
 }
+
+impl Resolving<'_, '_> {
+    /// Drift for a step that changes an existing column (`attribute` on field `field`) when
+    /// the column is missing; `instead` says what adds one.
+    pub(crate) fn missing_column(
+        &mut self,
+        column: &str,
+        field: &str,
+        attribute: &str,
+        instead: &str,
+    ) {
+        self.problems.add(
+            Some(column),
+            format!(
+                "the column does not exist and field `{field}` is declared `{attribute}`, which changes an existing \
+                 column; {instead}"
+            ),
+        );
+    }
+
+    /// Drift when a `backfill = "..."` of `column` cannot run: the table has no primary key for
+    /// the batches to walk, or `expr` is not a valid expression over the table.
+    pub(crate) async fn check_backfill(
+        &mut self,
+        column: &str,
+        expr: &str,
+    ) -> crate::error::Result<()> {
+        if self.live.primary_key.is_empty() {
+            self.problems.add(
+                Some(column),
+                "a backfill walks the primary key in batches but the table has none; add a primary key to the table first"
+                    .into(),
+            );
+        }
+        let probe = format!(
+            "SELECT ({expr}) FROM {} AS {} LIMIT 0",
+            crate::ident::Qualified(self.model.schema, self.model.table),
+            crate::ident::Ident(self.model.table)
+        );
+        if let Err(sqlx::Error::Database(e)) = sqlx::query(sqlx::AssertSqlSafe(&*probe))
+            .execute(&mut *self.conn)
+            .await
+        {
+            self.problems.add(
+                Some(column),
+                format!(
+                    "`backfill = \"{expr}\"` is not a valid expression over the table: {}; fix the expression",
+                    e.message()
+                ),
+            );
+        }
+        Ok(())
+    }
+}

@@ -110,7 +110,7 @@ fn row_key(model: &ModelSpec, alias: &str) -> String {
     }
 }
 
-/// Up to `limit` rows whose column references no row: each row's key and the column's value.
+/// Up to `limit` rows whose column references no row: each row's `key` and the column's `value`.
 pub(crate) fn fk_violations(
     model: &ModelSpec,
     column: &ColumnSpec,
@@ -119,7 +119,7 @@ pub(crate) fn fk_violations(
 ) -> String {
     let col = Ident(column.name);
     format!(
-        "SELECT {}, t.{col}::text FROM {} AS t WHERE t.{col} IS NOT NULL AND NOT EXISTS \
+        "SELECT {} AS key, t.{col}::text AS value FROM {} AS t WHERE t.{col} IS NOT NULL AND NOT EXISTS \
          (SELECT 1 FROM {} AS r WHERE r.{} = t.{col}) LIMIT {limit}",
         row_key(model, "t"),
         table(model),
@@ -128,12 +128,12 @@ pub(crate) fn fk_violations(
     )
 }
 
-/// Up to `limit` rows for which the CHECK expression is false: each row's key. The table is
+/// Up to `limit` rows for which the CHECK expression is false: each row's `key` (`value` NULL). The table is
 /// aliased by its own name, so the expression reads as it does in the constraint.
 pub(crate) fn check_violations(model: &ModelSpec, check: &CheckSpec, limit: u32) -> String {
     let alias = Ident(model.table).to_string();
     format!(
-        "SELECT {}, NULL::text FROM {} AS {alias} WHERE NOT ({}) LIMIT {limit}",
+        "SELECT {} AS key, NULL::text AS value FROM {} AS {alias} WHERE NOT ({}) LIMIT {limit}",
         row_key(model, &alias),
         table(model),
         check.expr

@@ -7,7 +7,6 @@ use pgevolve_naming::object_name;
 use super::{Statement, table};
 use crate::ident::{Ident, Literal};
 use crate::spec::ModelSpec;
-use crate::statement::Exists;
 use crate::step::StepId;
 
 /// The names of a dropped column's helper constraints.
@@ -88,15 +87,7 @@ pub(crate) fn relaxed_exists(model: &ModelSpec, h: &DropHelpers) -> String {
 
 /// The abort's first transaction: `CHECK (col IS NOT NULL) NOT VALID` (brief lock, no scan).
 pub(crate) fn abort_add_check(model: &ModelSpec, column: &str, h: &DropHelpers) -> Statement {
-    Statement::unless(
-        format!(
-            "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
-            table(model),
-            Ident(&h.check),
-            Ident(column)
-        ),
-        Exists::Constraint(h.check.clone()),
-    )
+    super::add_not_null_check(model, column, &h.check)
 }
 
 /// The abort's second transaction: the scan, under SHARE UPDATE EXCLUSIVE (writes go on).

@@ -149,7 +149,7 @@ pub(crate) fn duplicates(model: &ModelSpec, index: &IndexDef, limit: u32) -> Str
         filter.push(format!("({predicate})"));
     }
     format!(
-        "SELECT ARRAY[{}], count(*) FROM {} AS {} WHERE {} GROUP BY {} HAVING count(*) > 1 \
+        "SELECT ARRAY[{}] AS key, count(*) AS rows FROM {} AS {} WHERE {} GROUP BY {} HAVING count(*) > 1 \
          ORDER BY count(*) DESC LIMIT {limit}",
         cols.iter()
             .map(|c| format!("{c}::text"))

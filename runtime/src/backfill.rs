@@ -72,6 +72,8 @@ impl Backfill<'_> {
             let mut last_log = Instant::now();
             // One connection for the whole pass when not leading: no pool round trip per batch.
             let mut conn: Option<PoolConnection<Postgres>> = None;
+            // Stopped by an operator's pause at the last check.
+            let mut paused = false;
             loop {
                 if self.stop.load(Ordering::Acquire) {
                     info!(
@@ -82,12 +84,35 @@ impl Backfill<'_> {
                 }
                 let pass: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
                 let mut session = self.lease.session().await;
-                if self.lease.check_session(&mut session, &pass).await? {
+                let checked = self.lease.check_session(&mut session, &pass, &pass).await?;
+                if checked.aborted {
                     info!(
                         rows = done,
                         "a step of this pass was aborted by another instance; the pass stops"
                     );
                     return Ok(false);
+                }
+                // An operator's pause (`pgevolve pause`): wait before the next batch, holding
+                // the lease, and look again; the checkpoint stays where the last batch left it.
+                if checked.paused != paused {
+                    paused = checked.paused;
+                    let before = format!("backfill batch, {done} rows filled");
+                    let event = if paused {
+                        info!(rows = done, "backfill paused by an operator");
+                        self.report(done, 0.0);
+                        Event::Paused { before: &before }
+                    } else {
+                        info!(rows = done, "backfill resumed");
+                        Event::Resumed { before: &before }
+                    };
+                    drop(session);
+                    self.journal(&event).await?;
+                    continue;
+                }
+                if paused {
+                    drop(session);
+                    tokio::time::sleep(crate::lease::PAUSED_POLL).await;
+                    continue;
                 }
                 let sql = sql::backfill::batch(
                     model,
@@ -119,7 +144,7 @@ impl Backfill<'_> {
                 if leading && outcome.is_err() {
                     // A session that ended under the batch (terminated, its connection lost) is a
                     // lost leadership, not a failed batch.
-                    self.lease.check(&pass).await?;
+                    self.lease.check(&pass, &[]).await?;
                 }
                 match outcome {
                     Ok(None) => break,
@@ -223,13 +248,20 @@ impl Backfill<'_> {
             }
             Event::BackfillFiresTriggers { fired, not_fired }
         };
+        drop(conn);
+        self.journal(&event).await
+    }
+
+    /// Journals `event` for every step of the pass, in one message.
+    async fn journal(&self, event: &Event<'_>) -> Result<()> {
         let journal = self.store.journal();
         let sql = self
             .fills
             .iter()
-            .map(|f| journal.insert_sql(Some(f.step.as_str()), &event, self.instance))
+            .map(|f| journal.insert_sql(Some(f.step.as_str()), event, self.instance))
             .collect::<Vec<_>>()
             .join(";\n");
+        let mut conn = self.pool.acquire().await?;
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut *conn)
             .await?;

@@ -149,6 +149,8 @@ pub struct Coordinator {
     stop: watch::Sender<bool>,
     wake: Arc<Notify>,
     task: Option<JoinHandle<()>>,
+    /// Counts the rounds (a notification or a poll) the background task has finished.
+    rounds: watch::Receiver<u64>,
 }
 
 impl Coordinator {
@@ -207,7 +209,9 @@ impl Coordinator {
             draining: false,
             last_prune: None,
             trouble: HashMap::new(),
+            rounds: watch::channel(0).0,
         };
+        let rounds = worker.rounds.subscribe();
         // Registers first, then reads the phases and acknowledges them.
         worker.refresh().await;
         let (stop, stopped) = watch::channel(false);
@@ -217,7 +221,16 @@ impl Coordinator {
             stop,
             wake,
             task: Some(task),
+            rounds,
         }
+    }
+
+    /// Changes after every round of the background task: on a notification on the channel
+    /// (an operator's request sends one), after a reconnection, and every poll interval. The
+    /// evolution's request handler (`evolver/requests.rs`) looks for requests then, so a
+    /// request reaches an instance as fast as a phase change does.
+    pub(crate) fn rounds(&self) -> watch::Receiver<u64> {
+        self.rounds.clone()
     }
 
     /// The id this instance registered with.
@@ -309,6 +322,8 @@ struct Worker {
     last_prune: Option<Instant>,
     /// The last error of each operation, so a lasting failure is logged once, not every second.
     trouble: HashMap<&'static str, String>,
+    /// Bumped after every refresh (see [`Coordinator::rounds`]).
+    rounds: watch::Sender<u64>,
 }
 
 impl Worker {
@@ -339,8 +354,12 @@ impl Worker {
                 _ = wake.notified() => {
                     self.refresh().await;
                     poll.reset();
+                    self.rounds.send_modify(|n| *n += 1);
                 }
-                _ = poll.tick() => self.refresh().await,
+                _ = poll.tick() => {
+                    self.refresh().await;
+                    self.rounds.send_modify(|n| *n += 1);
+                }
                 _ = tokio::time::sleep(DRAIN_RETRY), if self.draining => self.ack().await,
             }
         }

@@ -16,20 +16,37 @@ const HELD: &str = "EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'ad
                     AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
                     AND ((classid::int8 << 32) | objid::int8) = $1)";
 
+/// How often paused background work (a backfill before its next batch, the walk before its
+/// next phase) checks again whether the pause was lifted.
+pub(crate) const PAUSED_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The leader lock's session while this instance leads the background work.
 #[derive(Debug)]
 pub(crate) struct Lease {
     key: i64,
     /// The state store's steps table, where an abort by another instance shows.
     steps: String,
+    /// The state store's pauses table, where an operator's pause shows.
+    pauses: String,
     conn: Mutex<Option<PgConnection>>,
 }
 
+/// What a [`Lease::check`] found, besides the lock still being held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// Another instance aborted one of the watched steps.
+    pub aborted: bool,
+    /// An operator paused every step, or one of the steps asked about
+    /// (`pgevolve pause`, see `state/requests.rs`).
+    pub paused: bool,
+}
+
 impl Lease {
-    pub(crate) fn new(key: i64, steps: String) -> Lease {
+    pub(crate) fn new(key: i64, store: &crate::state::StateStore) -> Lease {
         Lease {
             key,
-            steps,
+            steps: store.table("steps"),
+            pauses: store.table("pauses"),
             conn: Mutex::new(None),
         }
     }
@@ -47,10 +64,11 @@ impl Lease {
     /// `Ok` while this instance does not lead (nothing to check) or its session still holds the
     /// lock, otherwise [`ErrorKind::LeadershipLost`] (and the session is dropped); in the same
     /// round trip, whether another instance aborted one of `steps` (the leader then stops
-    /// working on them): `Ok(true)` when one was.
-    pub(crate) async fn check(&self, steps: &[&str]) -> Result<bool> {
+    /// working on them), and whether an operator paused every step or one of `pausing` (the
+    /// leader then waits before its next batch or phase).
+    pub(crate) async fn check(&self, steps: &[&str], pausing: &[&str]) -> Result<Checked> {
         let mut session = self.session().await;
-        Self::check_on(&mut session, self.key, &self.steps, steps).await
+        self.check_on(&mut session, steps, pausing).await
     }
 
     /// The leader lock's session (`None` while this instance does not lead), held until the
@@ -64,31 +82,49 @@ impl Lease {
         &self,
         session: &mut MutexGuard<'_, Option<PgConnection>>,
         steps: &[&str],
-    ) -> Result<bool> {
-        Self::check_on(session, self.key, &self.steps, steps).await
+        pausing: &[&str],
+    ) -> Result<Checked> {
+        self.check_on(session, steps, pausing).await
     }
 
     async fn check_on(
+        &self,
         guard: &mut MutexGuard<'_, Option<PgConnection>>,
-        key: i64,
-        steps_table: &str,
         steps: &[&str],
-    ) -> Result<bool> {
+        pausing: &[&str],
+    ) -> Result<Checked> {
         let Some(conn) = guard.as_mut() else {
-            return Ok(false);
+            return Ok(Checked::default());
         };
         let sql = format!(
-            "SELECT {HELD}, EXISTS (SELECT FROM {steps_table} WHERE id = ANY($2) AND phase = 'aborted')"
+            "SELECT {HELD}, EXISTS (SELECT FROM {} WHERE id = ANY($2) AND phase = 'aborted'), \
+             EXISTS (SELECT FROM {} WHERE scope = '*' OR scope = ANY($3))",
+            self.steps, self.pauses
         );
-        let answer: std::result::Result<(bool, bool), sqlx::Error> =
+        let mut answer: std::result::Result<(bool, bool, bool), sqlx::Error> =
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(key)
+                .bind(self.key)
+                .bind(steps)
+                .bind(pausing)
+                .fetch_one(&mut *conn)
+                .await;
+        if let Err(e) = &answer
+            && crate::state::instances::is_missing_table(e)
+        {
+            // A store bootstrapped by an older build has no pauses table: nothing is paused.
+            let sql = format!(
+                "SELECT {HELD}, EXISTS (SELECT FROM {} WHERE id = ANY($2) AND phase = 'aborted'), false",
+                self.steps
+            );
+            answer = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(self.key)
                 .bind(steps)
                 .fetch_one(&mut *conn)
                 .await;
+        }
         match answer {
-            Ok((true, aborted)) => Ok(aborted),
-            Ok((false, _)) | Err(_) => {
+            Ok((true, aborted, paused)) => Ok(Checked { aborted, paused }),
+            Ok((false, ..)) | Err(_) => {
                 **guard = None;
                 Err(ErrorKind::LeadershipLost {
                     reason: match answer {

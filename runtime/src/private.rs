@@ -17,6 +17,7 @@ pub use crate::spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
     SetNotNull,
 };
+pub use crate::state::{Action, PauseRow, RequestRow, Requests};
 pub use ::core::option::Option::{self, None, Some};
 pub use ::core::result::Result::{self, Ok};
 pub use ::std::string::String;
@@ -25,6 +26,20 @@ pub use sqlx::postgres::PgRow;
 pub use sqlx::{Error as SqlxError, PgExecutor, Row};
 
 use crate::error::ErrorKind;
+
+/// The session advisory lock the instance leading the background work holds (the `pgevolve`
+/// CLI finds the leader's session with it in `pg_locks`).
+pub fn leader_lock_key(state_schema: &str) -> i64 {
+    crate::step::advisory_key(state_schema)
+}
+
+/// `None` when connections with `options` keep their session; otherwise what showed that a
+/// transaction pooler shares sessions between clients (the check `Evolver::boot` makes).
+pub async fn shares_sessions(
+    options: &sqlx::postgres::PgConnectOptions,
+) -> sqlx::Result<Option<String>> {
+    crate::pooler::shares_sessions(options).await
+}
 
 /// A query over SQL the runtime generated (identifiers quoted, values bound).
 pub fn query(

@@ -35,7 +35,11 @@ impl Engine {
         // A follower polls on one connection of its own, opened once.
         let mut candidate: Option<PgConnection> = None;
         loop {
-            if let Some(conn) = lock.take() {
+            if let Some(mut conn) = lock.take() {
+                // Which instance leads, for `pgevolve status` (best effort).
+                let _ = crate::state::Instances::new(&self.store.schema)
+                    .record_leader(&mut conn, &self.instance)
+                    .await;
                 self.lease.hold(conn).await;
                 let result = self.walk(goal).await;
                 if let Err(e) = &result
@@ -109,6 +113,8 @@ impl Engine {
         let steps = self.background_steps();
         // The steps an abort by another instance would concern: those not aborted yet.
         let mut watched = self.not_aborted(&steps).await?;
+        // Stopped by an operator's pause at the last check.
+        let mut paused = false;
         'steps: for step in steps.iter() {
             loop {
                 if self.stop.load(std::sync::atomic::Ordering::Acquire) {
@@ -122,10 +128,22 @@ impl Engine {
                     break;
                 };
                 let ids: Vec<&str> = watched.iter().map(String::as_str).collect();
-                if self.lease.check(&ids).await? {
+                let checked = self.lease.check(&ids, &[step.id.as_str()]).await?;
+                if checked.aborted {
                     // Another instance aborted a step: drop what it added before going on.
                     self.finish_interrupted_aborts().await?;
                     watched = self.not_aborted(&steps).await?;
+                    continue;
+                }
+                // An operator's pause (`pgevolve pause`): wait before the phase, holding the
+                // lease (aborts are still carried out above), and look again.
+                if checked.paused != paused {
+                    paused = checked.paused;
+                    self.journal_pause(step, next, paused).await?;
+                    continue;
+                }
+                if paused {
+                    tokio::time::sleep(crate::lease::PAUSED_POLL).await;
                     continue;
                 }
                 // The background walk never overrides the window.
@@ -191,6 +209,26 @@ impl Engine {
             .into_iter()
             .filter(|s| chosen.iter().any(|f| f.step == s.id))
             .collect())
+    }
+
+    /// Journals that the walk stopped at an operator's pause before `next` of `step`, or went
+    /// on once it was lifted.
+    async fn journal_pause(&self, step: &PlannedStep, next: Phase, paused: bool) -> Result<()> {
+        let before = format!("phase {next}");
+        let event = if paused {
+            info!(step = %step.id, phase = %next, "background work paused by an operator");
+            Event::Paused { before: &before }
+        } else {
+            info!(step = %step.id, phase = %next, "background work resumed");
+            Event::Resumed { before: &before }
+        };
+        let sql = self
+            .store
+            .journal()
+            .insert_sql(Some(step.id.as_str()), &event, &self.instance);
+        let mut conn = self.evolver.pool.acquire().await?;
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+        Ok(())
     }
 
     /// Journals that this instance lost the leader lock (best effort: the database may be the

@@ -64,6 +64,7 @@ impl Engine {
         .await;
         let _ = inner.coordinator.set(coordinator);
         let (tx, rx) = watch::channel(None);
+        inner.serve_requests(rx.clone(), false);
         let task_inner = inner.clone();
         tokio::spawn(async move {
             let result = task_inner
@@ -116,9 +117,16 @@ impl Engine {
         let (resolved, state_current) = self.resolve_all().await?;
         self.check_privileges(&resolved, state_current).await?;
         self.check_trigger_skip(&resolved).await?;
-        if !state_current {
+        {
             let mut conn = self.evolver.pool.acquire().await?;
-            self.store.bootstrap(&mut conn).await?;
+            if !state_current {
+                self.store.bootstrap(&mut conn).await?;
+            }
+            // What the `pgevolve` CLI shows as the plan: recorded under the boot lock, only
+            // what changed (see `state/plan_record.rs`).
+            crate::state::PlanRecord { store: &self.store }
+                .record(&mut conn, self.evolver.planned())
+                .await?;
         }
         let mut created: Vec<(&str, &str)> = Vec::new();
         for r in &resolved {

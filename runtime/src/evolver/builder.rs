@@ -292,7 +292,7 @@ impl Evolver {
             app_pool,
             lease: crate::lease::Lease::new(
                 advisory_key(&self.state_schema),
-                StateStore::new(&self.state_schema).table("steps"),
+                &StateStore::new(&self.state_schema),
             ),
             registry,
             evolver: self,

@@ -55,7 +55,7 @@ impl Evolution {
     }
 
     /// The contract of every validated step, with the deploy window overridden for `reason`.
-    async fn contract_with(&self, overriding: Option<&str>) -> Result<()> {
+    pub(super) async fn contract_with(&self, overriding: Option<&str>) -> Result<()> {
         self.wait().await?;
         let lock = self.inner.lead().await?;
         for step in self.inner.background_steps() {

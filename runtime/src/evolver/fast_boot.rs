@@ -306,6 +306,7 @@ impl Engine {
             "boot took the fast path: nothing pending, catalog unchanged"
         );
         let (_, done) = watch::channel(Some(Ok(())));
+        self.serve_requests(done.clone(), true);
         Ok(Some(Evolution {
             inner: self.clone(),
             done,

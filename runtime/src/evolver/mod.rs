@@ -11,6 +11,7 @@
 //! | `advance.rs` | one phase of one step: the kind's runner, then the phase recorded |
 //! | `gates.rs` | deploy window (with an override passed down) and acknowledgements |
 //! | `abort.rs` | abort: recorded first, DDL once every instance follows |
+//! | `requests.rs` | operators' requests (`pgevolve pause`, `contract`, ...) carried out |
 //! | `carry.rs` | a rename's carry-over of indexes and constraints |
 //!
 //! The runners below the engine (`backfill`, `concurrent`, `constraints`) get what they need
@@ -31,6 +32,7 @@ mod carry;
 mod evolution;
 mod fast_boot;
 mod gates;
+mod requests;
 
 pub use builder::Evolver;
 pub use evolution::Evolution;

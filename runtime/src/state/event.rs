@@ -53,6 +53,21 @@ pub(crate) enum Event<'a> {
     BackfillFiresTriggers { fired: &'a str, not_fired: &'a str },
     /// The backfill's batches skip the application's own triggers (`skip_user_triggers`).
     BackfillSkipsTriggers { fired: &'a str, not_fired: &'a str },
+    /// The leader stopped at an operator's pause: before a backfill batch (`rows` filled so
+    /// far) or before a phase.
+    /// `before` says where it stopped (`backfill batch, 1200 of ~20000 rows filled`).
+    Paused { before: &'a str },
+    /// The pause was lifted and the leader went on.
+    Resumed { before: &'a str },
+    /// An operator's request (`pgevolve switch`, ...) was carried out, or failed.
+    Request {
+        id: i64,
+        action: &'a str,
+        by: &'a str,
+        reason: Option<&'a str>,
+        outcome: &'a str,
+        message: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -74,6 +89,11 @@ impl Event<'_> {
             Event::RemovedIndexDropped { .. } => "contract done".into(),
             Event::BackfillFiresTriggers { .. } => "backfill fires user triggers".into(),
             Event::BackfillSkipsTriggers { .. } => "backfill skips user triggers".into(),
+            Event::Paused { .. } => "paused".into(),
+            Event::Resumed { .. } => "resumed".into(),
+            Event::Request {
+                action, outcome, ..
+            } => format!("request {action} {outcome}"),
         }
     }
 }
@@ -134,6 +154,20 @@ impl fmt::Display for Event<'_> {
                 "batches run with session_replication_role = replica (skip_user_triggers); \
                  not fired: {not_fired}; still fired (ENABLE ALWAYS or REPLICA): {fired}"
             ),
+            Event::Paused { before } | Event::Resumed { before } => write!(f, "before {before}"),
+            Event::Request {
+                id,
+                by,
+                reason,
+                message,
+                ..
+            } => {
+                write!(f, "#{id} by {by}")?;
+                if let Some(reason) = reason {
+                    write!(f, " ({reason})")?;
+                }
+                write!(f, ": {message}")
+            }
         }
     }
 }
@@ -150,6 +184,30 @@ mod tests {
         };
         assert_eq!(e.name(), "validate done");
         assert_eq!(e.to_string(), "add column users.email");
+    }
+
+    #[test]
+    fn an_operator_request_is_named_after_its_action_and_outcome() {
+        let e = Event::Request {
+            id: 7,
+            action: "contract",
+            by: "alice via role app",
+            reason: Some("incident 42"),
+            outcome: "failed",
+            message: "outside the deploy window",
+        };
+        assert_eq!(e.name(), "request contract failed");
+        assert_eq!(
+            e.to_string(),
+            "#7 by alice via role app (incident 42): outside the deploy window"
+        );
+        let p = Event::Paused {
+            before: "phase validate",
+        };
+        assert_eq!(
+            (p.name(), p.to_string()),
+            ("paused".into(), "before phase validate".into())
+        );
     }
 
     #[test]

@@ -97,6 +97,18 @@ impl Instances {
                 )",
                 self.table("acks")
             ),
+            // The session that holds the leader lock for the instance, so operators can tell
+            // which instance leads (`pgevolve status`). Added after the first release; checked
+            // first, so that nothing locks the table when it is there.
+            format!(
+                "DO $pgevolve$ BEGIN \
+                 IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {}::regclass \
+                 AND attname = 'leader_pid' AND NOT attisdropped) THEN \
+                 ALTER TABLE {} ADD COLUMN leader_pid int; \
+                 END IF; END $pgevolve$",
+                lit(&self.table("instances")),
+                self.table("instances")
+            ),
         ]
     }
 
@@ -153,6 +165,19 @@ impl Instances {
             self.table("instances"),
             id = lit(id),
         ))
+    }
+
+    /// Records that the session of `conn` holds the leader lock for instance `id` (run on that
+    /// very session). Best effort for the operator's view: the row may not exist yet.
+    pub async fn record_leader(&self, conn: &mut PgConnection, id: &str) -> sqlx::Result<()> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {} SET leader_pid = pg_backend_pid() WHERE id = $1",
+            self.table("instances")
+        )))
+        .bind(id)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 
     /// Removes the instance and its acknowledgements (a clean stop).

@@ -4,12 +4,16 @@
 mod event;
 pub(crate) mod instances;
 mod journal;
+pub(crate) mod plan_record;
+pub(crate) mod requests;
 mod steps;
 
 pub(crate) use event::Event;
 pub(crate) use instances::Instances;
 pub(crate) use journal::Journal;
 pub use journal::JournalEntry;
+pub(crate) use plan_record::PlanRecord;
+pub use requests::{Action, PauseRow, RequestRow, Requests};
 pub use steps::StepStatus;
 pub(crate) use steps::{StepRow, Steps};
 
@@ -21,7 +25,7 @@ use crate::ident::Ident;
 /// Marks state tables created by this version (a comment on the steps table). Part of the build
 /// key of the boot fast path (`evolver::fast_boot`), so a store of another version never takes
 /// a fast path recorded by this one.
-pub(crate) const VERSION: &str = "pgevolve state 3";
+pub(crate) const VERSION: &str = "pgevolve state 4";
 
 /// Creates `schema` when there is none, as a `DO` block: `CREATE SCHEMA IF NOT EXISTS` checks
 /// `CREATE` on the database before it looks for the schema, so it fails for a role that may not
@@ -147,6 +151,8 @@ impl StateStore {
         let statements = statements
             .into_iter()
             .chain(Instances::new(&self.schema).bootstrap_sql())
+            .chain(Requests::new(&self.schema).bootstrap_sql())
+            .chain(PlanRecord { store: self }.bootstrap_sql())
             .chain([format!(
                 "COMMENT ON TABLE {} IS {}",
                 self.table("steps"),

@@ -604,11 +604,7 @@ pub(crate) async fn drop_removed_index(
             },
             instance,
         ),
-        format!(
-            "DELETE FROM {} WHERE id = {}",
-            store.table("steps"),
-            crate::sql::lit(declared_by)
-        ),
+        store.steps().forget_sql(declared_by),
     ];
     executor
         .run(target(step, Phase::Contract), &[], &record, false)

@@ -85,6 +85,16 @@ impl Steps<'_> {
         )
     }
 
+    /// Forgets the step `id` (SQL text, to commit with the DDL that made it moot): an index step
+    /// of an earlier build whose index the contract dropped, so it is not found again.
+    pub fn forget_sql(&self, id: &str) -> String {
+        format!(
+            "DELETE FROM {} WHERE id = {}",
+            self.store.table("steps"),
+            crate::sql::lit(id)
+        )
+    }
+
     /// Records `phase` for a step the state store does not know yet (satisfied by the catalog
     /// before pgevolve ran it), so every instance reads the same phases from the store.
     pub fn record_if_missing_sql(&self, step: &PlannedStep, phase: Phase) -> String {

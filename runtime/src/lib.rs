@@ -33,6 +33,7 @@ mod sql;
 mod state;
 mod statement;
 mod step;
+mod transient;
 mod window;
 
 #[doc(hidden)]

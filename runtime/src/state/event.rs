@@ -45,6 +45,8 @@ pub(crate) enum Event<'a> {
     CarriedOver { lines: &'a [String] },
     /// This instance lost the leader lock.
     LeaderLockLost { error: &'a str },
+    /// The background work met a transient error (a lost connection) and tries again later.
+    BackgroundInterrupted { error: &'a str, retry_in_ms: u64 },
     /// Validation found rows that break the constraint; the constraint was dropped.
     ValidateFailed { step: &'a str },
     /// An index no longer declared was dropped at contract.
@@ -85,6 +87,7 @@ impl Event<'_> {
             Event::WindowOverridden { .. } => "deploy window overridden".into(),
             Event::CarriedOver { .. } => "carried over".into(),
             Event::LeaderLockLost { .. } => "leader lock lost".into(),
+            Event::BackgroundInterrupted { .. } => "background work interrupted".into(),
             Event::ValidateFailed { .. } => "validate failed".into(),
             Event::RemovedIndexDropped { .. } => "contract done".into(),
             Event::BackfillFiresTriggers { .. } => "backfill fires user triggers".into(),
@@ -138,6 +141,9 @@ impl fmt::Display for Event<'_> {
             } => write!(f, "{phase} at {now} ({window}): {reason}"),
             Event::CarriedOver { lines } => f.write_str(&lines.join("; ")),
             Event::LeaderLockLost { error } => f.write_str(error),
+            Event::BackgroundInterrupted { error, retry_in_ms } => {
+                write!(f, "{error}; trying again in {retry_in_ms} ms")
+            }
             Event::ValidateFailed { step } => {
                 write!(f, "{step}: existing rows violate it; constraint dropped")
             }

@@ -54,6 +54,65 @@ pub const WAL_BYTES_PER_SECOND: &str = "pgevolve_health_wal_bytes_per_second";
 /// The values of [`PAUSED`]'s `reason` label.
 pub const PAUSE_REASONS: [&str; 4] = ["operator", "replica_lag", "xmin_horizon", "wal_rate"];
 
+/// Registers the description and unit of every metric above with the recorder installed now,
+/// so an exporter can show them (Prometheus's `# HELP` lines). Optional: call it once, after
+/// installing the recorder.
+pub fn describe() {
+    use metrics::Unit;
+    metrics::describe_counter!(
+        ROWS_FILLED,
+        Unit::Count,
+        "Rows filled by this process's backfill batches"
+    );
+    metrics::describe_histogram!(
+        BATCH_DURATION,
+        Unit::Seconds,
+        "How long each backfill batch took"
+    );
+    metrics::describe_gauge!(
+        BATCH_SIZE,
+        Unit::Count,
+        "Rows in the next backfill batch (adaptive)"
+    );
+    metrics::describe_gauge!(
+        ROWS_REMAINING,
+        Unit::Count,
+        "Rows the backfill estimates are left"
+    );
+    metrics::describe_gauge!(
+        PHASE,
+        "Last completed phase: pending 0, expand 1, backfill 2, validate 3, switch 4, retire 5, contract 6, aborted -1"
+    );
+    metrics::describe_gauge!(
+        PAUSED,
+        "1 while the backfill of the table waits for the reason (operator, replica_lag, xmin_horizon, wal_rate)"
+    );
+    metrics::describe_gauge!(
+        REPLAY_LAG_BYTES,
+        Unit::Bytes,
+        "WAL the replica furthest behind has left to replay"
+    );
+    metrics::describe_gauge!(
+        REPLAY_LAG_SECONDS,
+        Unit::Seconds,
+        "Largest replay_lag of any replica"
+    );
+    metrics::describe_gauge!(
+        XMIN_AGE,
+        Unit::Count,
+        "Age of the xmin horizon in transactions"
+    );
+    metrics::describe_gauge!(
+        OLDEST_TRANSACTION_SECONDS,
+        Unit::Seconds,
+        "How long the oldest transaction holding a snapshot has been open"
+    );
+    metrics::describe_gauge!(
+        WAL_BYTES_PER_SECOND,
+        "The server's WAL rate, in bytes per second, between two health checks"
+    );
+}
+
 /// The number [`PHASE`] reports: `pending` 0, `expand` 1, `backfill` 2, `validate` 3,
 /// `switch` 4, `retire` 5, `contract` 6, `aborted` -1. Growing with the walk, so a dashboard can
 /// tell "at least validated" by `>= 3`.

@@ -56,12 +56,10 @@ fn in_database(url: &str, database: &str) -> String {
 
 /// The backfill's recorded rows.
 async fn rows_done(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT rows_done FROM pgevolve.steps WHERE kind = 'add_backfilled_column'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
+    sqlx::query_scalar("SELECT rows_done FROM pgevolve.steps WHERE kind = 'add_backfilled_column'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// The recorded health pause of the backfill step: (reason, detail).
@@ -189,14 +187,18 @@ async fn backfill_pauses_while_a_replicas_replay_lag_is_past_its_bound_and_finis
     seed_users(&pool, ROWS).await;
     let before = old_columns(&pool).await;
     let standby_url = in_database(&replica.url(), "health");
-    let standby = until("the replica replays the seeded table", Duration::from_secs(60), || async {
-        let pool = PgPool::connect(&standby_url).await.ok()?;
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (n == ROWS).then_some(pool)
-    })
+    let standby = until(
+        "the replica replays the seeded table",
+        Duration::from_secs(60),
+        || async {
+            let pool = PgPool::connect(&standby_url).await.ok()?;
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            (n == ROWS).then_some(pool)
+        },
+    )
     .await;
     until("the primary sees the replica streaming", Duration::from_secs(30), || async {
         let lag: Option<i64> = sqlx::query_scalar(
@@ -246,7 +248,10 @@ async fn backfill_pauses_while_a_replicas_replay_lag_is_past_its_bound_and_finis
         .await
         .unwrap();
     wait_validated(&evolution).await;
-    assert!(rows_done(&pool).await > paused_at, "rows filled after the pause");
+    assert!(
+        rows_done(&pool).await > paused_at,
+        "rows filled after the pause"
+    );
     assert_eq!(health_pause(&pool).await, None, "the pause is cleared");
     let resumed = journaled(&pool, "health resumed").await;
     assert!(
@@ -258,10 +263,14 @@ async fn backfill_pauses_while_a_replicas_replay_lag_is_past_its_bound_and_finis
 
     assert_every_row_filled(&pool, &before).await;
     let on_primary = every_row(&pool).await;
-    until("the replica holds every row as the primary does", Duration::from_secs(60), || async {
-        let on_replica = every_row(&standby).await;
-        (on_replica == on_primary).then_some(())
-    })
+    until(
+        "the replica holds every row as the primary does",
+        Duration::from_secs(60),
+        || async {
+            let on_replica = every_row(&standby).await;
+            (on_replica == on_primary).then_some(())
+        },
+    )
     .await;
 
     drop(evolution);
@@ -287,9 +296,11 @@ async fn backfill_pauses_while_an_open_snapshot_holds_the_xmin_horizon_and_finis
         .boot()
         .await
         .unwrap();
-    until("the backfill fills its first rows", Duration::from_secs(30), || async {
-        (rows_done(&pool).await > 0).then_some(())
-    })
+    until(
+        "the backfill fills its first rows",
+        Duration::from_secs(30),
+        || async { (rows_done(&pool).await > 0).then_some(()) },
+    )
     .await;
 
     // A report in another session: a REPEATABLE READ snapshot, held open.

@@ -195,7 +195,11 @@ impl Backfill<'_> {
                             filled_this_run as f64 / started.elapsed().as_secs_f64().max(1e-3);
                         self.report(done, rate);
                         for fill in self.fills {
-                            telemetry::rows_filled(fill.step.as_str(), &table, filled.max(0) as u64);
+                            telemetry::rows_filled(
+                                fill.step.as_str(),
+                                &table,
+                                filled.max(0) as u64,
+                            );
                         }
                         telemetry::batch(&table, elapsed);
                         telemetry::batch_size(&table, batch_size);

@@ -310,8 +310,8 @@ impl Health {
             return;
         }
         let b = &self.bounds;
-        let replicas_hidden = sample.hidden_replicas > 0
-            && (b.replay_lag_bytes.is_some() || b.replay_lag.is_some());
+        let replicas_hidden =
+            sample.hidden_replicas > 0 && (b.replay_lag_bytes.is_some() || b.replay_lag.is_some());
         let sessions_hidden =
             !sample.sees_all && (b.xmin_age.is_some() || b.oldest_transaction.is_some());
         if replicas_hidden || sessions_hidden {

@@ -247,8 +247,11 @@ fn wait_ready(server: &mut Child, data: &Path, port: u16) -> Result<(), String> 
             Ok(None) => {}
             Err(error) => return Err(format!("could not check the server process: {error}")),
         }
-        let status_ready = std::fs::read_to_string(data.join("postmaster.pid"))
-            .is_ok_and(|pid| pid.lines().nth(7).is_some_and(|l| matches!(l.trim(), "ready" | "standby")));
+        let status_ready = std::fs::read_to_string(data.join("postmaster.pid")).is_ok_and(|pid| {
+            pid.lines()
+                .nth(7)
+                .is_some_and(|l| matches!(l.trim(), "ready" | "standby"))
+        });
         let ready = status_ready
             && std::net::TcpStream::connect_timeout(
                 &std::net::SocketAddr::from(([127, 0, 0, 1], port)),

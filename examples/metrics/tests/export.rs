@@ -49,7 +49,10 @@ fn value(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
     let found: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.name == name)
-        .filter(|s| with.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|s| {
+            with.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect();
     assert_eq!(found.len(), 1, "{name} {with:?}: {found:?}");
     found[0].value
@@ -100,7 +103,11 @@ async fn a_backfill_shows_in_the_prometheus_export_with_every_row_counted() {
     assert!(value(&samples, telemetry::BATCH_SIZE, &[("table", table)]) >= 100.0);
     for reason in telemetry::PAUSE_REASONS {
         assert_eq!(
-            value(&samples, telemetry::PAUSED, &[("table", table), ("reason", reason)]),
+            value(
+                &samples,
+                telemetry::PAUSED,
+                &[("table", table), ("reason", reason)]
+            ),
             0.0,
             "{reason}"
         );

@@ -29,6 +29,10 @@ struct User {
 
 const ROWS: i64 = 200_000;
 
+/// Held by the tests whose snapshots live on the process-wide cluster: one test's open snapshot
+/// would pause (and be named by) the other's backfill.
+static SHARED_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Polls `check` every 50 ms until it returns `Some`, failing with `what` at the deadline.
 async fn until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
@@ -284,6 +288,7 @@ async fn backfill_pauses_while_a_replicas_replay_lag_is_past_its_bound_and_finis
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_pauses_while_an_open_snapshot_holds_the_xmin_horizon_and_finishes_once_it_commits()
  {
+    let _alone = SHARED_CLUSTER.lock().await;
     let (db, pool) = database(10).await;
     seed_users(&pool, ROWS).await;
     let before = old_columns(&pool).await;
@@ -339,5 +344,59 @@ async fn backfill_pauses_while_an_open_snapshot_holds_the_xmin_horizon_and_finis
     assert_eq!(journaled(&pool, "health paused").await.len(), 1);
     assert_eq!(journaled(&pool, "health resumed").await.len(), 1);
     assert_every_row_filled(&pool, &before).await;
+    drop(evolution);
+}
+
+/// The health check needs no superuser: as a role without `pg_read_all_stats` (like Amazon
+/// RDS's master user) the query runs, other roles' sessions are hidden from it, and a snapshot
+/// held by one of its own sessions still pauses the backfill until it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_role_without_pg_read_all_stats_a_snapshot_of_its_own_still_pauses_the_backfill() {
+    let _alone = SHARED_CLUSTER.lock().await;
+    let (db, admin) = database(4).await;
+    let role = support::roles::rds_master(&db, &admin).await;
+    let sees_all: bool = sqlx::query_scalar("SELECT pg_has_role('pg_read_all_stats', 'USAGE')")
+        .fetch_one(&role.pool)
+        .await
+        .unwrap();
+    assert!(!sees_all, "the role must not have pg_read_all_stats");
+    let pool = role.pool.clone();
+    seed_users(&pool, ROWS).await;
+    let before = old_columns(&pool).await;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<User>()
+        .backfill_options(small_batches(
+            HealthBounds::off().oldest_transaction(Duration::from_secs(1)),
+        ))
+        .boot()
+        .await
+        .unwrap();
+    until(
+        "the backfill fills its first rows",
+        Duration::from_secs(30),
+        || async { (rows_done(&pool).await > 0).then_some(()) },
+    )
+    .await;
+    let mut snapshot = pool.begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *snapshot)
+        .await
+        .unwrap();
+    sqlx::query("SELECT count(*) FROM users")
+        .execute(&mut *snapshot)
+        .await
+        .unwrap();
+    let (reason, _) = until(
+        "the backfill pauses on its own role's snapshot",
+        Duration::from_secs(30),
+        || health_pause(&admin),
+    )
+    .await;
+    assert_eq!(reason, "xmin_horizon");
+    snapshot.commit().await.unwrap();
+    wait_validated(&evolution).await;
+    assert_eq!(health_pause(&admin).await, None, "the pause is cleared");
+    assert_every_row_filled(&admin, &before).await;
     drop(evolution);
 }

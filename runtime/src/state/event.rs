@@ -61,6 +61,19 @@ pub(crate) enum Event<'a> {
     Paused { before: &'a str },
     /// The pause was lifted and the leader went on.
     Resumed { before: &'a str },
+    /// The backfill paused by itself: a health bound was passed (`reason` is the signal,
+    /// `replica_lag`, `xmin_horizon` or `wal_rate`; `detail` what was measured).
+    HealthPaused {
+        reason: &'a str,
+        detail: &'a str,
+        rows: i64,
+    },
+    /// Every health bound was met again and the backfill went on.
+    HealthResumed {
+        reason: &'a str,
+        paused: Duration,
+        rows: i64,
+    },
     /// An operator's request (`pgevolve switch`, ...) was carried out, or failed.
     Request {
         id: i64,
@@ -94,6 +107,8 @@ impl Event<'_> {
             Event::BackfillSkipsTriggers { .. } => "backfill skips user triggers".into(),
             Event::Paused { .. } => "paused".into(),
             Event::Resumed { .. } => "resumed".into(),
+            Event::HealthPaused { .. } => "health paused".into(),
+            Event::HealthResumed { .. } => "health resumed".into(),
             Event::Request {
                 action, outcome, ..
             } => format!("request {action} {outcome}"),
@@ -161,6 +176,20 @@ impl fmt::Display for Event<'_> {
                  not fired: {not_fired}; still fired (ENABLE ALWAYS or REPLICA): {fired}"
             ),
             Event::Paused { before } | Event::Resumed { before } => write!(f, "before {before}"),
+            Event::HealthPaused {
+                reason,
+                detail,
+                rows,
+            } => write!(f, "{reason}: {detail}; {rows} rows filled so far"),
+            Event::HealthResumed {
+                reason,
+                paused,
+                rows,
+            } => write!(
+                f,
+                "{reason} back within its bound after {:.1} s; {rows} rows filled so far",
+                paused.as_secs_f64()
+            ),
             Event::Request {
                 id,
                 by,

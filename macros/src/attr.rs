@@ -246,6 +246,12 @@ pub struct Field {
     pub backfill: Option<Setting>,
     pub default: Option<Setting>,
     pub renamed_from: Option<Setting>,
+    /// `type_from = "integer"`: the column's type today (a type change).
+    pub type_from: Option<Setting>,
+    /// `using = "<SQL over the column>"`: the new value from the old one.
+    pub using: Option<Setting>,
+    /// `down = "<SQL over the column>"`: the old value from the new one.
+    pub down: Option<Setting>,
     pub index: Option<Index>,
     /// The `unique` keyword, for spans.
     pub unique: Option<Path>,
@@ -265,6 +271,9 @@ impl Field {
         let mut backfill = Attr::none(cx, symbol::BACKFILL, level);
         let mut default = Attr::none(cx, symbol::DEFAULT, level);
         let mut renamed_from = Attr::none(cx, symbol::RENAMED_FROM, level);
+        let mut type_from = Attr::none(cx, symbol::TYPE_FROM, level);
+        let mut using = Attr::none(cx, symbol::USING, level);
+        let mut down = Attr::none(cx, symbol::DOWN, level);
         let mut index_attr = Attr::none(cx, symbol::INDEX, level);
         let mut unique = Attr::none(cx, symbol::UNIQUE, level);
         let mut references = Attr::none(cx, symbol::REFERENCES, level);
@@ -288,6 +297,12 @@ impl Field {
                 default.set(&meta.path, setting(meta, "SQL constant")?);
             } else if meta.path == symbol::RENAMED_FROM {
                 renamed_from.set(&meta.path, setting(meta, "old_column")?);
+            } else if meta.path == symbol::TYPE_FROM {
+                type_from.set(&meta.path, setting(meta, "integer")?);
+            } else if meta.path == symbol::USING {
+                using.set(&meta.path, setting(meta, "SQL expression over the column")?);
+            } else if meta.path == symbol::DOWN {
+                down.set(&meta.path, setting(meta, "SQL expression over the column")?);
             } else if meta.path == symbol::INDEX {
                 index_attr.set(&meta.path, index(cx, meta, Level::FieldIndex)?);
             } else if meta.path == symbol::UNIQUE {
@@ -319,6 +334,9 @@ impl Field {
             backfill: backfill.get(),
             default: default.get(),
             renamed_from: renamed_from.get(),
+            type_from: type_from.get(),
+            using: using.get(),
+            down: down.get(),
             index: index_attr.get(),
             unique: unique.get(),
             references: references.get(),

@@ -24,6 +24,9 @@ pub const BACKFILL: Symbol = Symbol("backfill");
 pub const DEFAULT: Symbol = Symbol("default");
 pub const RENAMED_FROM: Symbol = Symbol("renamed_from");
 pub const GENERATED: Symbol = Symbol("generated");
+pub const TYPE_FROM: Symbol = Symbol("type_from");
+pub const USING: Symbol = Symbol("using");
+pub const DOWN: Symbol = Symbol("down");
 
 // Indexes and constraints: `index` and `check` on both levels, the rest on fields.
 pub const INDEX: Symbol = Symbol("index");
@@ -52,6 +55,9 @@ pub const FIELD_KEYS: &[Symbol] = &[
     BACKFILL,
     DEFAULT,
     RENAMED_FROM,
+    TYPE_FROM,
+    USING,
+    DOWN,
     INDEX,
     UNIQUE,
     REFERENCES,

@@ -510,6 +510,8 @@ fn check_field(cx: &Ctxt, field: &Field) {
         check_renamed_from(cx, field, old);
     }
 
+    check_type_change(cx, field);
+
     if attrs.generated.is_some() {
         check_generated(cx, field);
     }
@@ -564,6 +566,110 @@ fn check_generated(cx: &Ctxt, field: &Field) {
             "`renamed_from` cannot be combined with `generated`: pgevolve creates identity columns only with \
              their table, and a rename adds a new column; keep the old name with \
              `#[evolve(column = \"old_name\", generated)]` instead",
+        );
+    }
+}
+
+/// A type name as written, compared loosely: lower case, single spaces, common aliases.
+fn normalized_type(name: &str) -> String {
+    let words = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lower = words.to_ascii_lowercase().replace(" (", "(").replace(", ", ",");
+    match lower.as_str() {
+        "int" | "int4" => "integer".into(),
+        "int8" => "bigint".into(),
+        "int2" => "smallint".into(),
+        "float8" => "double precision".into(),
+        "float4" => "real".into(),
+        "bool" => "boolean".into(),
+        _ => lower
+            .replace("character varying", "varchar")
+            .replace("timestamptz", "timestamp with time zone"),
+    }
+}
+
+/// `type_from`, `using`, `down`: a type change of an existing column.
+fn check_type_change(cx: &Ctxt, field: &Field) {
+    let attrs = &field.attrs;
+    let name = field.rust_name();
+    let Some(from) = &attrs.type_from else {
+        for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
+            let key = expr.key.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            cx.error_spanned_by(
+                &expr.key,
+                format!(
+                    "`{key}` needs `type_from`: it converts the column's values in a type change; add \
+                     `type_from = \"<the column's current type>\"` to `{name}`, or remove `{key}`",
+                ),
+            );
+        }
+        return;
+    };
+    let from_name = from.value.value();
+    if from_name.trim().is_empty() {
+        cx.error_spanned_by(
+            &from.value,
+            "`type_from` is empty; write the column's current PostgreSQL type, like `type_from = \"integer\"`",
+        );
+    } else if let Some(bad) = from_name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || " _,.()[]\"".contains(*c)))
+    {
+        cx.error_spanned_by(
+            &from.value,
+            format!(
+                "`type_from = \"{from_name}\"` is not a PostgreSQL type name (`{bad}`); write the column's current type, \
+                 like `integer`, `varchar(20)` or `numeric(10,2)`",
+            ),
+        );
+    } else if let Some(to) = field.known_sql_type()
+        && normalized_type(&to) == normalized_type(&from_name)
+    {
+        cx.error_spanned_by(
+            &from.value,
+            format!(
+                "`type_from = \"{from_name}\"` is the type field `{name}` already has (`{to}`); remove `type_from`, \
+                 or write the column's previous type",
+            ),
+        );
+    }
+    for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
+        if expr.value.value().trim().is_empty() {
+            let key = expr.key.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            cx.error_spanned_by(
+                &expr.value,
+                format!(
+                    "`{key}` is empty; write the SQL expression over the column `{}` that converts its value, \
+                     or remove `{key}` for a plain cast",
+                    field.column_name()
+                ),
+            );
+        }
+    }
+    if attrs.primary_key.is_some() {
+        cx.error_spanned_by(
+            &from.key,
+            "changing the type of a primary key column is not supported yet: the new column would need its own \
+             unique index and every foreign key to it moved; keep the key's type for now",
+        );
+    }
+    let conflicts = [
+        (&attrs.renamed_from, "rename and change the type in two deploys: rename first, then change the type"),
+        (&attrs.backfill, "a type change takes its values from the column itself (`using` converts them)"),
+        (&attrs.default, "a type change keeps the column's default (carried over to the new type)"),
+    ];
+    for (other, why) in conflicts {
+        if let Some(other) = other {
+            let key = other.key.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            cx.error_spanned_by(
+                &other.key,
+                format!("`{key}` cannot be combined with `type_from`: {why}"),
+            );
+        }
+    }
+    if let Some(generated) = &attrs.generated {
+        cx.error_spanned_by(
+            generated,
+            "`generated` cannot be combined with `type_from`: pgevolve creates identity columns only with their table",
         );
     }
 }

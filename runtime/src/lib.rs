@@ -57,6 +57,7 @@ pub use privileges::{MissingPrivilege, ObjectKind, Privilege};
 pub use registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
+    TypeChange,
 };
 pub use state::{JournalEntry, StepStatus};
 pub use step::{Phase, StepId, StepKind};

@@ -9,6 +9,7 @@ pub use crate::error::Error;
 pub use crate::model::Evolve;
 pub use crate::spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
+    TypeChange,
 };
 pub use ::core::option::Option::{self, None, Some};
 pub use ::core::result::Result::{self, Ok};

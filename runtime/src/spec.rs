@@ -79,6 +79,9 @@ pub struct ColumnSpec {
     /// `insert_returning` leaves the column out and returns what the database chose, and
     /// `update` never writes it.
     pub generated: bool,
+    /// `#[evolve(type_from = "...")]`: the column has another type today and changes to
+    /// `sql_type` (see [`TypeChange`]).
+    pub type_change: Option<TypeChange>,
 }
 
 impl ColumnSpec {
@@ -94,6 +97,30 @@ impl ColumnSpec {
         unique: false,
         references: None,
         generated: false,
+        type_change: None,
+    };
+}
+
+/// A column type change (`#[evolve(type_from = "integer", using = "...", down = "...")]`): the
+/// column has type `from` today and the field's type (`ColumnSpec::sql_type`) afterwards. The
+/// expressions name the column by its own name and see nothing else of the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeChange {
+    /// The column's type today, as PostgreSQL accepts it (`integer`, `varchar(20)`).
+    pub from: &'static str,
+    /// The new value from the old one (`using = "..."`); `None`: `CAST(column AS <new type>)`.
+    pub using: Option<&'static str>,
+    /// The old value from the new one, for the old column while old builds read it
+    /// (`down = "..."`); `None`: `CAST(column AS <old type>)`.
+    pub down: Option<&'static str>,
+}
+
+impl TypeChange {
+    /// No type; generated code ends with `..TypeChange::DEFAULT`.
+    pub const DEFAULT: TypeChange = TypeChange {
+        from: "",
+        using: None,
+        down: None,
     };
 }
 

@@ -98,6 +98,10 @@ pub enum StepKind {
     /// `#[evolve(dropped("..."))]`: NOT NULL relaxed at expand (when the column has no default),
     /// retired once every live instance acknowledged, dropped at contract.
     DropColumn(&'static str),
+    /// Change a column's type (`type_from = "..."`) through a new column of the new type kept
+    /// in sync both ways by a trigger, backfilled, validated, switched, retired, then given the
+    /// old name at contract with what depended on the old column carried over.
+    ChangeType(&'static ColumnSpec),
 }
 
 /// A stable id derived from a step's content: table, column, kind and parameters. The same

@@ -10,8 +10,7 @@ use crate::error::{DriftProblem, ErrorKind, Result};
 use crate::executor::Target;
 use crate::plan::PlannedStep;
 use crate::spec::ColumnSpec;
-use crate::sql::carry::{self, Carry};
-use crate::sql::{RenameHelpers, rename};
+use crate::sql::carry::{self, Between, Carry};
 use crate::step::Phase;
 
 impl Inner {
@@ -22,17 +21,19 @@ impl Inner {
         step: &PlannedStep,
         column: &ColumnSpec,
     ) -> Result<Carry> {
+        let between = between(step)?;
         let mut conn = self.evolver.pool.acquire().await?;
         let carry = carry::read(
             &mut conn,
             &step.model,
             column,
             &step.id,
+            &between,
             &crate::kinds::rename_views(&step.model),
         )
         .await?;
         if !carry.blockers.is_empty() {
-            let old = column.renamed_from.unwrap_or(column.name);
+            let old = &between.old;
             return Err(ErrorKind::Drift(
                 carry
                     .blockers
@@ -127,8 +128,9 @@ impl Inner {
         {
             return Ok(());
         }
-        let h = RenameHelpers::new(&step.model, column, &step.id);
-        let statements = rename::contract_carrying(&step.model, column, &h, &carry);
+        let statements = step
+            .room()
+            .contract_carrying(&step.model, &step.id, &carry);
         self.run_phase_with(step, Phase::Contract, &statements, false)
             .await
     }
@@ -143,12 +145,14 @@ impl Inner {
         else {
             return Ok(());
         };
+        let between = between(step)?;
         let mut conn = self.evolver.pool.acquire().await?;
         let carry = carry::read(
             &mut conn,
             &step.model,
             column,
             &step.id,
+            &between,
             &crate::kinds::rename_views(&step.model),
         )
         .await?;
@@ -161,4 +165,20 @@ impl Inner {
         crate::concurrent::run_abort(&self.evolver.pool, &self.executor, step, &statements, &[])
             .await
     }
+}
+
+/// The columns the step carries dependents between (see `Kind::carried_between`).
+fn between(step: &PlannedStep) -> Result<Between> {
+    step.room().carried_between().ok_or_else(|| {
+        ErrorKind::NotReady {
+            step: step.id.to_string(),
+            table: step.model.qualified_name(),
+            phase: "plan".into(),
+            message: format!(
+                "step kind {} carries dependents but names no columns to carry them between (a bug in its kind file)",
+                step.kind.name()
+            ),
+        }
+        .into()
+    })
 }

@@ -9,6 +9,7 @@
 //! accessors sit above and ask the room.
 
 mod catalog_object;
+mod change_type;
 mod check;
 mod create_table;
 mod drop_column;
@@ -150,6 +151,22 @@ pub(crate) trait Kind: Send + Sync {
         false
     }
 
+    /// The columns a step that `carries_dependents` carries them between.
+    fn carried_between(&self) -> Option<sql::carry::Between> {
+        None
+    }
+
+    /// The contract of a step that `carries_dependents`, around what `carry` moves (one
+    /// transaction, see `Runner::ContractCarrying`).
+    fn contract_carrying(
+        &self,
+        _model: &ModelSpec,
+        _id: &StepId,
+        _carry: &sql::carry::Carry,
+    ) -> Vec<Statement> {
+        Vec::new()
+    }
+
     /// Extra lines under the step in a printed plan.
     fn plan_notes(&self, _model: &ModelSpec) -> Vec<String> {
         Vec::new()
@@ -175,6 +192,7 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::AddCheck(ck) => Box::new(check::AddCheck(ck)),
         StepKind::DropIndex(name) => Box::new(drop_index::DropIndex(name)),
         StepKind::DropColumn(name) => Box::new(drop_column::DropColumn(name)),
+        StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
     }
 }
 
@@ -190,6 +208,8 @@ pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
     {
         if column.renamed_from.is_some() {
             kinds.push(StepKind::RenameColumn(column));
+        } else if column.type_change.is_some() {
+            kinds.push(StepKind::ChangeType(column));
         } else if column.nullable {
             kinds.push(StepKind::AddNullableColumn(column));
         } else if column.fill != Fill::None {
@@ -307,6 +327,9 @@ pub(crate) struct FieldAccess {
     pub read: String,
     /// The columns a write sets (empty: not written in this phase).
     pub writes: Vec<&'static str>,
+    /// The value each of `writes` gets, in order, with `sql::type_change::PARAM` standing for
+    /// the field's bound value; missing: the bound value itself.
+    pub values: Vec<String>,
 }
 
 impl FieldAccess {
@@ -315,6 +338,15 @@ impl FieldAccess {
         FieldAccess {
             read: crate::ident::Ident(column.name).to_string(),
             writes: vec![column.name],
+            values: Vec::new(),
+        }
+    }
+
+    /// The SQL the `k`-th written column gets when the field's value is `param` (`$3`).
+    pub(crate) fn value(&self, k: usize, param: &str) -> String {
+        match self.values.get(k) {
+            Some(value) => value.replace(sql::type_change::PARAM, param),
+            None => param.to_string(),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::ident::Ident;
 use crate::spec::{ColumnSpec, ModelSpec};
 use crate::sql::backfill::FillColumn;
+use crate::sql::carry::{Between, Carry};
 use crate::sql::{self, RenameHelpers, Statement, rename};
 use crate::step::{Phase, StepId, StepKind};
 
@@ -76,6 +77,7 @@ impl Kind for RenameColumn {
                     column: c,
                     expr: Ident(self.old()).to_string(),
                     marker: None,
+                    target: None,
                 }],
                 shown,
             ),
@@ -132,14 +134,17 @@ impl Kind for RenameColumn {
             Phase::Pending | Phase::Aborted => FieldAccess {
                 read: old_col,
                 writes: vec![self.old()],
+                values: Vec::new(),
             },
             Phase::Expand | Phase::Backfill | Phase::Validate => FieldAccess {
                 read: format!("COALESCE({col}, {old_col})"),
                 writes: vec![c.name, self.old()],
+                values: Vec::new(),
             },
             Phase::Switch => FieldAccess {
                 read: col,
                 writes: vec![c.name, self.old()],
+                values: Vec::new(),
             },
             Phase::Retire | Phase::Contract => FieldAccess::plain(c),
         })
@@ -227,6 +232,7 @@ impl Kind for RenameColumn {
                     cx.model,
                     column,
                     id,
+                    &Between::rename(column),
                     &super::rename_views(cx.model),
                 )
                 .await?;
@@ -247,8 +253,17 @@ impl Kind for RenameColumn {
         true
     }
 
+    fn carried_between(&self) -> Option<Between> {
+        Some(Between::rename(self.0))
+    }
+
+    fn contract_carrying(&self, model: &ModelSpec, id: &StepId, carry: &Carry) -> Vec<Statement> {
+        let h = RenameHelpers::new(model, self.0, id);
+        rename::contract_carrying(model, self.0, &h, carry)
+    }
+
     /// What contract carries from the old column to the new one.
     fn plan_notes(&self, model: &ModelSpec) -> Vec<String> {
-        sql::carry::plan_lines(model, self.0)
+        sql::carry::plan_lines(model, &Between::rename(self.0))
     }
 }

@@ -115,6 +115,29 @@ pub(crate) struct Carry {
     pub blockers: Vec<String>,
 }
 
+/// The two columns a carry moves dependents between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Between {
+    /// The column whose dependents are carried (dropped at contract).
+    pub old: String,
+    /// The column they are rebuilt over.
+    pub new: String,
+    /// The new column takes the old one's name at contract (a type change): every carried
+    /// object then gets back the name of the object it replaces.
+    pub takes_old_name: bool,
+}
+
+impl Between {
+    /// A rename's: from `renamed_from` to the field's column, whose name stays.
+    pub fn rename(column: &ColumnSpec) -> Between {
+        Between {
+            old: column.renamed_from.unwrap_or(column.name).to_string(),
+            new: column.name.to_string(),
+            takes_old_name: false,
+        }
+    }
+}
+
 fn hashed(id: &StepId, old: &str) -> String {
     format!("{:016x}", fnv1a(&["carry", id.as_str(), old]))
 }
@@ -128,8 +151,9 @@ fn names(
     old: &str,
     columns: Option<(&[String], &[String])>,
     suffix: &str,
+    takes_old_name: bool,
 ) -> (String, String) {
-    let final_name = match columns {
+    let final_name = match columns.filter(|_| !takes_old_name) {
         Some((old_cols, new_cols))
             if old_cols != new_cols && *old == plain_name(owner, old_cols, suffix) =>
         {
@@ -146,16 +170,17 @@ fn names(
 }
 
 impl Carry {
-    /// What carrying `deps` (the dependents of the old column) over to `column` takes.
+    /// What carrying `deps` (the dependents of the old column) over to the new one takes.
     pub fn new(
         model: &ModelSpec,
         column: &ColumnSpec,
         id: &StepId,
-        old: &str,
+        between: &Between,
         deps: &ColumnDependents,
     ) -> Carry {
         let t = table(model);
-        let new = column.name;
+        let (old, new) = (between.old.as_str(), between.new.as_str());
+        let keep = between.takes_old_name;
         let rename = |cols: &[String]| -> Vec<String> {
             cols.iter()
                 .map(|c| if c == old { new.to_string() } else { c.clone() })
@@ -181,6 +206,7 @@ impl Carry {
                 &ix.name,
                 cols,
                 naming::INDEX,
+                keep,
             );
             carry.indexes.push(CarriedIndex {
                 old: ix.name.clone(),
@@ -207,6 +233,7 @@ impl Carry {
                         &c.name,
                         Some((&old_cols, columns)),
                         naming::UNIQUE,
+                        keep,
                     );
                     carry.indexes.push(CarriedIndex {
                         old: c.name.clone(),
@@ -226,6 +253,7 @@ impl Carry {
                         &c.name,
                         Some((&[old.to_string()], &[new.to_string()])),
                         naming::CHECK,
+                        keep,
                     );
                     carry.constraints.push(CarriedConstraint {
                         old: c.name.clone(),
@@ -256,6 +284,7 @@ impl Carry {
                         &c.name,
                         Some((&old_cols, columns)),
                         naming::FOREIGN_KEY,
+                        keep,
                     );
                     carry.constraints.push(CarriedConstraint {
                         old: c.name.clone(),
@@ -423,11 +452,12 @@ pub(crate) async fn read(
     model: &ModelSpec,
     column: &ColumnSpec,
     id: &StepId,
+    between: &Between,
     views: &[String],
 ) -> sqlx::Result<Carry> {
-    let old = column.renamed_from.unwrap_or(column.name);
-    let deps = crate::catalog::dependents::read(conn, model, old, column.name, views).await?;
-    Ok(Carry::new(model, column, id, old, &deps))
+    let deps =
+        crate::catalog::dependents::read(conn, model, &between.old, &between.new, views).await?;
+    Ok(Carry::new(model, column, id, between, &deps))
 }
 
 /// A statement of the contract's transaction that fails when something depends on the old
@@ -472,10 +502,10 @@ fn guard(model: &ModelSpec, old: &str, carried: &[String]) -> Statement {
 
 /// How `plan()` shows what a rename carries over: the statements' shapes, resolved from the
 /// catalog when the step runs (the exact statements go to the log and the journal then).
-pub(crate) fn plan_lines(model: &ModelSpec, column: &ColumnSpec) -> Vec<String> {
+pub(crate) fn plan_lines(model: &ModelSpec, between: &Between) -> Vec<String> {
     let t = table(model);
-    let old = Ident(column.renamed_from.unwrap_or(column.name));
-    let new = Ident(column.name);
+    let old = Ident(&between.old);
+    let new = Ident(&between.new);
     vec![
         format!(
             "carried over from the catalog at boot: every object on {old} is rebuilt over {new} (resolved when the step runs; \
@@ -574,7 +604,7 @@ mod tests {
             }],
             ..ColumnDependents::default()
         };
-        let carry = Carry::new(&MODEL, &FULL_NAME, &id, "name", &deps);
+        let carry = Carry::new(&MODEL, &FULL_NAME, &id, &Between::rename(&FULL_NAME), &deps);
         let names: Vec<(&str, &str)> = carry
             .indexes
             .iter()

@@ -7,6 +7,7 @@ pub(crate) mod constraint;
 pub(crate) mod drop_column;
 pub(crate) mod index;
 pub(crate) mod rename;
+pub(crate) mod type_change;
 
 pub(crate) use crate::statement::{Exists, Statement};
 pub(crate) use rename::RenameHelpers;

@@ -4,6 +4,7 @@
 
 pub mod builds;
 pub mod child;
+pub mod items;
 pub mod people;
 pub mod roles;
 pub mod users;

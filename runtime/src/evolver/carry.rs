@@ -97,6 +97,9 @@ impl Inner {
                 .run(target(step, phase), &carry.grants, &[], false)
                 .await?;
         }
+        // Everything carried is built and valid; validate's checks, or contract's transaction,
+        // come next.
+        crate::failpoint::pause_at("carried").await;
         if !carry.is_empty() && phase == Phase::Validate {
             let lines = carry.describe();
             info!(step = %step.id, table = %step.model.qualified_name(), "carried over to the new column: {}", lines.join("; "));

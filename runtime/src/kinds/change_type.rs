@@ -84,7 +84,7 @@ impl Kind for ChangeType {
             },
             PlannedPhase {
                 phase: Phase::Retire,
-                note: "no DDL: accessors stop writing the old column (the trigger still fills it); contract waits until every live instance acknowledged",
+                note: "no DDL: old builds must be gone: contract waits until every live instance acknowledged",
                 statements: Vec::new(),
             },
             PlannedPhase {
@@ -120,8 +120,7 @@ impl Kind for ChangeType {
 
     /// The new build reads the old column converted with `using` until the new one is filled
     /// (`COALESCE(new, using(old))` meanwhile), the new one from switch; it writes the new column
-    /// and the old one converted with `down` until retire, then the new one only (the trigger
-    /// fills the old one for old builds until contract).
+    /// and the old one converted with `down` until contract.
     fn access(&self, phase: Phase) -> Option<FieldAccess> {
         let c = self.0;
         // The model only gives the `using`/`down` subqueries their alias: the table's name.
@@ -144,15 +143,12 @@ impl Kind for ChangeType {
                 writes: vec![shadow, c.name],
                 values: vec![PARAM.to_string(), down],
             },
-            Phase::Switch => FieldAccess {
+            // Both columns in retire too: an insert naming only the new column would leave the
+            // old one its default, not the value old builds must read until contract.
+            Phase::Switch | Phase::Retire => FieldAccess {
                 read: new,
                 writes: vec![shadow, c.name],
                 values: vec![PARAM.to_string(), down],
-            },
-            Phase::Retire => FieldAccess {
-                read: new,
-                writes: vec![shadow],
-                values: Vec::new(),
             },
             Phase::Contract => FieldAccess::plain(c),
         })

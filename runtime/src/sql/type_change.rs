@@ -117,9 +117,10 @@ pub(crate) fn expand(model: &ModelSpec, column: &ColumnSpec, h: &TypeHelpers) ->
              BEGIN\n\
              \x20 -- Keep {old} ({from}) and {new} ({to}) in step for writers that set one of them.\n\
              \x20 IF TG_OP = 'INSERT' THEN\n\
+             \x20   -- Old builds never name the new column: a value there is the new build's.\n\
              \x20   IF NEW.{new} IS NULL THEN\n\
              \x20     NEW.{new} := {up};\n\
-             \x20   ELSIF NEW.{old} IS NULL THEN\n\
+             \x20   ELSE\n\
              \x20     NEW.{old} := {down};\n\
              \x20   END IF;\n\
              \x20 ELSIF NEW.{new} IS DISTINCT FROM OLD.{new} THEN\n\

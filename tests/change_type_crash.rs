@@ -15,8 +15,10 @@ use support::items::*;
 use support::{catalog_snapshot, database};
 
 fn evolver(pool: &PgPool, slow: bool) -> Evolver {
+    // A killed child's heartbeat expires after 2 s: the acknowledgements stop waiting for it.
     Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
+        .acknowledgements(Duration::from_secs(2), Duration::from_secs(60))
         .backfill_options(BackfillOptions {
             initial_batch_size: 100,
             max_batch_size: if slow { 100 } else { 5_000 },

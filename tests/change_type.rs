@@ -10,6 +10,7 @@ mod support;
 use std::time::Duration;
 
 use pgevolve::{BackfillOptions, DeployWindow, ErrorKind, Evolve, Evolver, Phase};
+use sqlx::PgPool;
 use support::items::*;
 use support::{catalog_snapshot, database};
 
@@ -225,4 +226,114 @@ async fn a_wrong_type_from_or_a_conversion_that_does_not_work_is_drift_and_nothi
         "{messages:#?}"
     );
     assert_eq!(catalog_snapshot(&pool, "items").await, before);
+}
+
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "labels")]
+pub struct Label {
+    #[evolve(primary_key)]
+    pub id: i64,
+    #[evolve(type_from = "varchar(20)")]
+    pub label: String,
+}
+
+async fn seed_labels(pool: &PgPool, check: bool) {
+    let check = if check {
+        " CHECK (length(label) > 0)"
+    } else {
+        ""
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE labels (id bigint PRIMARY KEY, label varchar(20) NOT NULL{check});
+         CREATE INDEX labels_label_idx ON labels (label);
+         INSERT INTO labels SELECT g, 'label ' || g FROM generate_series(1, 200000) g;
+         ANALYZE labels;"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn files(pool: &PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT pg_relation_filenode('labels')::int8, pg_relation_filenode('labels_label_idx')::int8",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// `varchar(20)` to `text`: one `ALTER COLUMN ... TYPE` at boot, while the old build writes;
+/// the table and its index keep their files (nothing rewritten or rebuilt), and both builds
+/// read and write the column as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_postgresql_makes_without_rewrite_is_done_in_place_at_boot() {
+    let (_db, pool) = database(10).await;
+    seed_labels(&pool, false).await;
+    let before = files(&pool).await;
+    let plan = Label::plan();
+    let step = &plan.steps[1];
+    assert_eq!(step.kind.name(), "change_type_in_place");
+    assert!(step.describe().contains("in place"), "{}", step.describe());
+    let writes = support::writers_with(
+        &pool,
+        2,
+        1_000,
+        "INSERT INTO labels (id, label) VALUES (1000000 + $2, left($1, 20))",
+        "UPDATE labels SET label = left($1, 20) WHERE id = $2",
+    );
+    let evolution = Evolver::new(pool.clone())
+        .model::<Label>()
+        .boot()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stats = writes.finish().await;
+    assert_eq!(
+        stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "old build writes failed: {:?}",
+        stats.first_error.lock().unwrap()
+    );
+    assert!(stats.ok.load(std::sync::atomic::Ordering::Relaxed) > 10);
+    let status = evolution.status().await.unwrap();
+    let change = status
+        .iter()
+        .find(|s| s.description.contains("in place"))
+        .unwrap();
+    assert_eq!(change.phase, Phase::Expand);
+    assert_eq!(files(&pool).await, before, "nothing rewritten or rebuilt");
+    let catalog = catalog_snapshot(&pool, "labels").await;
+    assert!(
+        catalog.contains(&"column label text notnull=true default=".to_string())
+            && catalog.contains(
+                &"index CREATE INDEX labels_label_idx ON public.labels USING btree (label) valid=true"
+                    .to_string()
+            ),
+        "{catalog:#?}"
+    );
+    let long = Label {
+        id: 5_000_000,
+        label: "a label longer than twenty characters".into(),
+    };
+    long.insert(&pool).await.unwrap();
+    assert_eq!(Label::find(&long.id, &pool).await.unwrap(), Some(long));
+    support::assert_reboot_changes_nothing::<Label>(&pool, "labels").await;
+}
+
+/// A CHECK on the column would be checked again, scanning the table under ACCESS EXCLUSIVE:
+/// drift, and nothing changes.
+#[tokio::test]
+async fn an_in_place_change_under_a_check_is_drift_and_nothing_changes() {
+    let (_db, pool) = database(5).await;
+    seed_labels(&pool, true).await;
+    let before = catalog_snapshot(&pool, "labels").await;
+    let messages = drift_of(Evolver::new(pool.clone()).model::<Label>()).await;
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert!(
+        messages[0].contains("constraint labels_label_check on table labels depends on the column")
+            && messages[0].contains("write `using = \"label\"`"),
+        "{messages:#?}"
+    );
+    assert_eq!(catalog_snapshot(&pool, "labels").await, before);
 }

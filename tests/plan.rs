@@ -274,6 +274,8 @@ struct Item {
         down = "lpad(code::text, 4, '0')"
     )]
     code: Option<i32>,
+    #[evolve(type_from = "varchar(20)")]
+    label: String,
 }
 
 #[test]
@@ -298,6 +300,7 @@ fn plan_of_type_changes() {
             ("create_table", vec![Phase::Expand]),
             ("change_type", change.clone()),
             ("change_type", change),
+            ("change_type_in_place", vec![Phase::Expand]),
         ]
     );
     insta::assert_snapshot!(plan.to_string());

@@ -8,7 +8,7 @@ use crate::attr::{Check, Index, Setting, Typed};
 use crate::ctxt::Ctxt;
 use crate::symbol;
 use crate::value::{IndexMethod, OnDelete, References};
-use pgevolve_naming::MAX_IDENTIFIER_BYTES;
+use pgevolve_naming::{MAX_IDENTIFIER_BYTES, normalized_type};
 use quote::ToTokens;
 use std::collections::{HashMap, HashSet};
 use syn::{GenericParam, LitStr};
@@ -567,23 +567,6 @@ fn check_generated(cx: &Ctxt, field: &Field) {
              their table, and a rename adds a new column; keep the old name with \
              `#[evolve(column = \"old_name\", generated)]` instead",
         );
-    }
-}
-
-/// A type name as written, compared loosely: lower case, single spaces, common aliases.
-fn normalized_type(name: &str) -> String {
-    let words = name.split_whitespace().collect::<Vec<_>>().join(" ");
-    let lower = words.to_ascii_lowercase().replace(" (", "(").replace(", ", ",");
-    match lower.as_str() {
-        "int" | "int4" => "integer".into(),
-        "int8" => "bigint".into(),
-        "int2" => "smallint".into(),
-        "float8" => "double precision".into(),
-        "float4" => "real".into(),
-        "bool" => "boolean".into(),
-        _ => lower
-            .replace("character varying", "varchar")
-            .replace("timestamptz", "timestamp with time zone"),
     }
 }
 

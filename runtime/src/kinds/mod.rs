@@ -10,6 +10,7 @@
 
 mod catalog_object;
 mod change_type;
+mod change_type_in_place;
 mod check;
 mod create_table;
 mod drop_column;
@@ -193,6 +194,7 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::DropIndex(name) => Box::new(drop_index::DropIndex(name)),
         StepKind::DropColumn(name) => Box::new(drop_column::DropColumn(name)),
         StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
+        StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
     }
 }
 
@@ -208,8 +210,13 @@ pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
     {
         if column.renamed_from.is_some() {
             kinds.push(StepKind::RenameColumn(column));
-        } else if column.type_change.is_some() {
-            kinds.push(StepKind::ChangeType(column));
+        } else if let Some(change) = column.type_change {
+            kinds.push(
+                match change_type_in_place::rewrite_free(&change, column.sql_type) {
+                    Some(_) => StepKind::ChangeTypeInPlace(column),
+                    None => StepKind::ChangeType(column),
+                },
+            );
         } else if column.nullable {
             kinds.push(StepKind::AddNullableColumn(column));
         } else if column.fill != Fill::None {

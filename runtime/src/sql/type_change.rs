@@ -280,6 +280,16 @@ pub(crate) fn probe(model: &ModelSpec, column: &ColumnSpec) -> String {
     )
 }
 
+/// A change PostgreSQL makes in the catalog only (see `kinds::change_type_in_place`).
+pub(crate) fn alter_in_place(model: &ModelSpec, column: &ColumnSpec) -> Vec<Statement> {
+    vec![Statement::always(format!(
+        "ALTER TABLE {} ALTER COLUMN {} TYPE {}",
+        table(model),
+        Ident(column.name),
+        column.sql_type
+    ))]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,7 +220,8 @@ async fn a_wrong_type_from_or_a_conversion_that_does_not_work_is_drift_and_nothi
     let messages = drift_of(Evolver::new(pool.clone()).model::<ItemNoCast>()).await;
     assert_eq!(messages.len(), 1, "{messages:#?}");
     assert!(
-        messages[0].contains("the conversion of field `qty` from `integer` to `date` does not work")
+        messages[0]
+            .contains("the conversion of field `qty` from `integer` to `date` does not work")
             && messages[0].contains("cannot cast type integer to date")
             && messages[0].contains("give `using"),
         "{messages:#?}"

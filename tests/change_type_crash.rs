@@ -68,10 +68,12 @@ async fn type_change_child_process() {
 }
 
 async fn recorded(pool: &PgPool) -> Vec<(String, String)> {
-    sqlx::query_as("SELECT column_name, phase FROM pgevolve.steps WHERE kind = 'change_type' ORDER BY 1")
-        .fetch_all(pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT column_name, phase FROM pgevolve.steps WHERE kind = 'change_type' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 /// Kills the child in `scenario`, then boots in the test process and goes to contract (or, after
@@ -150,7 +152,11 @@ async fn killed_in(scenario: &str) {
         assert_eq!(rows.len(), expected.len(), "{scenario}: row count");
         for (id, name, qty, code) in rows {
             let (want_name, last) = &expected[&id];
-            assert_eq!((&name, (qty, code)), (want_name, last.old_values()), "row {id}");
+            assert_eq!(
+                (&name, (qty, code)),
+                (want_name, last.old_values()),
+                "row {id}"
+            );
         }
         return;
     }

@@ -576,7 +576,11 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
     let name = field.rust_name();
     let Some(from) = &attrs.type_from else {
         for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
-            let key = expr.key.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            let key = expr
+                .key
+                .get_ident()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
             cx.error_spanned_by(
                 &expr.key,
                 format!(
@@ -617,7 +621,11 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
     }
     for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
         if expr.value.value().trim().is_empty() {
-            let key = expr.key.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            let key = expr
+                .key
+                .get_ident()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
             cx.error_spanned_by(
                 &expr.value,
                 format!(
@@ -636,13 +644,26 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
         );
     }
     let conflicts = [
-        (&attrs.renamed_from, "rename and change the type in two deploys: rename first, then change the type"),
-        (&attrs.backfill, "a type change takes its values from the column itself (`using` converts them)"),
-        (&attrs.default, "a type change keeps the column's default (carried over to the new type)"),
+        (
+            &attrs.renamed_from,
+            "rename and change the type in two deploys: rename first, then change the type",
+        ),
+        (
+            &attrs.backfill,
+            "a type change takes its values from the column itself (`using` converts them)",
+        ),
+        (
+            &attrs.default,
+            "a type change keeps the column's default (carried over to the new type)",
+        ),
     ];
     for (other, why) in conflicts {
         if let Some(other) = other {
-            let key = other.key.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            let key = other
+                .key
+                .get_ident()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
             cx.error_spanned_by(
                 &other.key,
                 format!("`{key}` cannot be combined with `type_from`: {why}"),

@@ -83,7 +83,13 @@ fn cut(name: &mut String, max: usize) {
 pub fn normalized_type(name: &str) -> String {
     let words = name.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut lower = words.to_ascii_lowercase();
-    for (from, to) in [(" (", "("), ("( ", "("), (" )", ")"), (" ,", ","), (", ", ",")] {
+    for (from, to) in [
+        (" (", "("),
+        ("( ", "("),
+        (" )", ")"),
+        (" ,", ","),
+        (", ", ","),
+    ] {
         lower = lower.replace(from, to);
     }
     let (base, args) = match lower.find('(') {
@@ -116,8 +122,14 @@ mod tests {
     #[test]
     fn type_spellings_compare_equal() {
         assert_eq!(normalized_type("VARCHAR (20)"), "character varying(20)");
-        assert_eq!(normalized_type("character  varying(20)"), "character varying(20)");
-        assert_eq!(normalized_type("numeric(10, 2)"), normalized_type("decimal(10,2)"));
+        assert_eq!(
+            normalized_type("character  varying(20)"),
+            "character varying(20)"
+        );
+        assert_eq!(
+            normalized_type("numeric(10, 2)"),
+            normalized_type("decimal(10,2)")
+        );
         assert_eq!(normalized_type("int"), "integer");
         assert_eq!(normalized_type("text[]"), "text[]");
     }

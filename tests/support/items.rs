@@ -260,13 +260,13 @@ pub fn shadow(column: &str) -> String {
 /// Every row, both columns of each change, against the log (while the old columns exist).
 pub async fn assert_both_columns_match(pool: &PgPool, log: &Log) {
     let (new_qty, new_code) = (shadow("qty"), shadow("code"));
-    let rows: Vec<(i64, String, i32, Option<String>, Option<i64>, Option<i32>)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT id, name, qty, code, \"{new_qty}\", \"{new_code}\" FROM items"
-        )))
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    type Row = (i64, String, i32, Option<String>, Option<i64>, Option<i32>);
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, name, qty, code, \"{new_qty}\", \"{new_code}\" FROM items"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
     let expected = log.rows.lock().unwrap().clone();
     assert_eq!(rows.len(), expected.len(), "row count");
     for (id, name, qty, code, shadow_qty, shadow_code) in rows {
@@ -331,7 +331,6 @@ pub async fn change_step(evolution: &pgevolve::Evolution, column: &str) -> pgevo
         .find(|s| s.description.contains(&format!(".{column} from")))
         .expect("the type change step is recorded")
 }
-
 
 /// The catalog of `items` after both changes: one column of each name, of the new type, with
 /// the old column's index, CHECK and default under their names.

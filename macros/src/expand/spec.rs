@@ -107,8 +107,24 @@ impl ToTokens for QuoteColumn<'_> {
         };
         let type_change = field.attrs.type_from.as_ref().map(|from| {
             let from = from.value.value();
-            let using = optional(private, field.attrs.using.as_ref().map(|s| s.value.value()).as_deref());
-            let down = optional(private, field.attrs.down.as_ref().map(|s| s.value.value()).as_deref());
+            let using = optional(
+                private,
+                field
+                    .attrs
+                    .using
+                    .as_ref()
+                    .map(|s| s.value.value())
+                    .as_deref(),
+            );
+            let down = optional(
+                private,
+                field
+                    .attrs
+                    .down
+                    .as_ref()
+                    .map(|s| s.value.value())
+                    .as_deref(),
+            );
             quote! {
                 type_change: #private::Option::Some(#private::TypeChange {
                     from: #from,

@@ -6,6 +6,7 @@
 //! | step | before expand / aborted | expand .. validate | switch | retire, contract |
 //! |---|---|---|---|---|
 //! | rename `old` → `new` | read and write `old` | read `COALESCE(new, old)`, write both | read `new`, write both | read and write `new` |
+//! | type change of `col` (new column `n`) | read `using(col)`, write `col = down($)` | read `COALESCE(n, using(col))`, write `n` and `col = down($)` | read `n`, write both | retire: the same; contract: read and write `col` |
 //! | backfilled column | read the expression, do not write | read `COALESCE(col, expression)`, write | | read and write |
 //! | defaulted column | read the default, do not write | read `COALESCE(col, default)`, write | | read and write |
 //! | nullable column | read `NULL`, do not write | read and write | | |

@@ -131,9 +131,7 @@ impl Inner {
         {
             return Ok(());
         }
-        let statements = step
-            .room()
-            .contract_carrying(&step.model, &step.id, &carry);
+        let statements = step.room().contract_carrying(&step.model, &step.id, &carry);
         self.run_phase_with(step, Phase::Contract, &statements, false)
             .await
     }

@@ -253,7 +253,10 @@ async fn progress(kind: &ChangeType, cx: &mut Resolving<'_, '_>) -> Result<Phase
     let (column, tc) = (kind.0, kind.change());
     let shadow = type_change::shadow_name(column);
     let recorded = cx.recorded_phase();
-    let old = cx.live.column(column.name).map(|c| (c.type_oid, c.type_name.clone()));
+    let old = cx
+        .live
+        .column(column.name)
+        .map(|c| (c.type_oid, c.type_name.clone()));
     let new = cx.live.column(&shadow).is_some();
     let oids = crate::catalog::type_oids(cx.conn, &[tc.from, column.sql_type]).await?;
     let (from, to) = (oids[0], oids[1]);
@@ -315,7 +318,9 @@ async fn progress(kind: &ChangeType, cx: &mut Resolving<'_, '_>) -> Result<Phase
     // table, before anything runs.
     let probe = type_change::probe(cx.model, column);
     let mut tx = sqlx::Connection::begin(&mut *cx.conn).await?;
-    let tried = sqlx::query(sqlx::AssertSqlSafe(probe)).execute(&mut *tx).await;
+    let tried = sqlx::query(sqlx::AssertSqlSafe(probe))
+        .execute(&mut *tx)
+        .await;
     tx.rollback().await?;
     if let Err(e) = tried {
         cx.problems.add(

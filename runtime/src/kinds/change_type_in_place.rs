@@ -51,9 +51,9 @@ pub(crate) fn rewrite_free(change: &TypeChange, to: &str) -> Option<&'static str
             let scale = |args: &[u32]| args.get(1).copied().unwrap_or(0);
             match (&from_args[..], &to_args[..]) {
                 (_, []) => Some("dropping a numeric precision limit checks nothing"),
-                ([p, ..], [q, ..]) if q > p && scale(&from_args) == scale(&to_args) => {
-                    Some("a higher numeric precision with the same scale checks nothing already stored")
-                }
+                ([p, ..], [q, ..]) if q > p && scale(&from_args) == scale(&to_args) => Some(
+                    "a higher numeric precision with the same scale checks nothing already stored",
+                ),
                 _ => None,
             }
         }
@@ -167,10 +167,16 @@ mod tests {
         assert!(free("numeric(10,2)", "numeric(12, 2)"));
         assert!(free("decimal(10,2)", "numeric"));
         assert!(free("cidr", "inet"));
-        assert!(!free("varchar(50)", "varchar(20)"), "shorter checks every row");
+        assert!(
+            !free("varchar(50)", "varchar(20)"),
+            "shorter checks every row"
+        );
         assert!(!free("varchar(20)", "varchar(20)"));
         assert!(!free("text", "varchar(20)"));
-        assert!(!free("numeric(10,2)", "numeric(12,3)"), "another scale rewrites");
+        assert!(
+            !free("numeric(10,2)", "numeric(12,3)"),
+            "another scale rewrites"
+        );
         assert!(!free("numeric(10,2)", "numeric(9,2)"));
         assert!(!free("integer", "bigint"));
         assert!(!free("timestamp", "timestamptz"), "depends on TimeZone");

@@ -151,9 +151,8 @@ fn names(
     old: &str,
     columns: Option<(&[String], &[String])>,
     suffix: &str,
-    takes_old_name: bool,
 ) -> (String, String) {
-    let final_name = match columns.filter(|_| !takes_old_name) {
+    let final_name = match columns {
         Some((old_cols, new_cols))
             if old_cols != new_cols && *old == plain_name(owner, old_cols, suffix) =>
         {
@@ -204,9 +203,8 @@ impl Carry {
                 id,
                 model.table,
                 &ix.name,
-                cols,
+                cols.filter(|_| !keep),
                 naming::INDEX,
-                keep,
             );
             carry.indexes.push(CarriedIndex {
                 old: ix.name.clone(),
@@ -231,9 +229,8 @@ impl Carry {
                         id,
                         model.table,
                         &c.name,
-                        Some((&old_cols, columns)),
+                        (!keep).then_some((&old_cols[..], &columns[..])),
                         naming::UNIQUE,
-                        keep,
                     );
                     carry.indexes.push(CarriedIndex {
                         old: c.name.clone(),
@@ -251,9 +248,8 @@ impl Carry {
                         id,
                         model.table,
                         &c.name,
-                        Some((&[old.to_string()], &[new.to_string()])),
+                        (!keep).then_some((&[old.to_string()][..], &[new.to_string()][..])),
                         naming::CHECK,
-                        keep,
                     );
                     carry.constraints.push(CarriedConstraint {
                         old: c.name.clone(),
@@ -282,9 +278,8 @@ impl Carry {
                         id,
                         &c.table,
                         &c.name,
-                        Some((&old_cols, columns)),
+                        (!keep).then_some((&old_cols[..], &columns[..])),
                         naming::FOREIGN_KEY,
-                        keep,
                     );
                     carry.constraints.push(CarriedConstraint {
                         old: c.name.clone(),

@@ -272,11 +272,7 @@ pub(crate) fn probe(model: &ModelSpec, column: &ColumnSpec) -> String {
     format!(
         "SELECT {}, {}",
         up_of(model, column, &format!("CAST(NULL AS {})", tc.from)),
-        down_of(
-            model,
-            column,
-            &format!("CAST(NULL AS {})", column.sql_type)
-        ),
+        down_of(model, column, &format!("CAST(NULL AS {})", column.sql_type)),
     )
 }
 

@@ -153,21 +153,7 @@ async fn abort_at_every_phase_before_contract_restores_the_catalog_and_keeps_eve
             before,
             "{at:?}: catalog not restored"
         );
-        let rows: Vec<(i64, String, i32, Option<String>)> =
-            sqlx::query_as("SELECT id, name, qty, code FROM items")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        let expected = log.rows.lock().unwrap().clone();
-        assert_eq!(rows.len(), expected.len(), "{at:?}: row count");
-        for (id, name, qty, code) in rows {
-            let (want_name, last) = &expected[&id];
-            assert_eq!(
-                (&name, (qty, code)),
-                (want_name, last.old_values()),
-                "{at:?}: row {id}"
-            );
-        }
+        assert_old_columns_match(&pool, &log, &format!("{at:?}")).await;
     }
 }
 

@@ -143,21 +143,7 @@ async fn killed_in(scenario: &str) {
             before,
             "{scenario}: catalog not restored"
         );
-        let rows: Vec<(i64, String, i32, Option<String>)> =
-            sqlx::query_as("SELECT id, name, qty, code FROM items")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        let expected = log.rows.lock().unwrap().clone();
-        assert_eq!(rows.len(), expected.len(), "{scenario}: row count");
-        for (id, name, qty, code) in rows {
-            let (want_name, last) = &expected[&id];
-            assert_eq!(
-                (&name, (qty, code)),
-                (want_name, last.old_values()),
-                "row {id}"
-            );
-        }
+        assert_old_columns_match(&pool, &log, scenario).await;
         return;
     }
     evolution.switch().await.unwrap();

@@ -570,17 +570,18 @@ fn check_generated(cx: &Ctxt, field: &Field) {
     }
 }
 
+/// The key of a setting as written (`using`), for messages.
+fn key_name(key: &syn::Path) -> String {
+    key.get_ident().map(|i| i.to_string()).unwrap_or_default()
+}
+
 /// `type_from`, `using`, `down`: a type change of an existing column.
 fn check_type_change(cx: &Ctxt, field: &Field) {
     let attrs = &field.attrs;
     let name = field.rust_name();
     let Some(from) = &attrs.type_from else {
         for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
-            let key = expr
-                .key
-                .get_ident()
-                .map(|i| i.to_string())
-                .unwrap_or_default();
+            let key = key_name(&expr.key);
             cx.error_spanned_by(
                 &expr.key,
                 format!(
@@ -621,11 +622,7 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
     }
     for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
         if expr.value.value().trim().is_empty() {
-            let key = expr
-                .key
-                .get_ident()
-                .map(|i| i.to_string())
-                .unwrap_or_default();
+            let key = key_name(&expr.key);
             cx.error_spanned_by(
                 &expr.value,
                 format!(
@@ -659,11 +656,7 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
     ];
     for (other, why) in conflicts {
         if let Some(other) = other {
-            let key = other
-                .key
-                .get_ident()
-                .map(|i| i.to_string())
-                .unwrap_or_default();
+            let key = key_name(&other.key);
             cx.error_spanned_by(
                 &other.key,
                 format!("`{key}` cannot be combined with `type_from`: {why}"),
@@ -706,10 +699,7 @@ fn check_renamed_from(cx: &Ctxt, field: &Field, old: &crate::attr::Setting) {
             format!(
                 "`{}` cannot be combined with `renamed_from`: a renamed column takes its values \
                  from the old column; rename in one deploy and change the values in another",
-                fill.key
-                    .get_ident()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default()
+                key_name(&fill.key)
             ),
         );
     }

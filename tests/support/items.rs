@@ -282,6 +282,26 @@ pub async fn assert_both_columns_match(pool: &PgPool, log: &Log) {
     }
 }
 
+/// Every row after an abort: the old columns only, each as its last writer left it (the new
+/// build's values through `down`).
+pub async fn assert_old_columns_match(pool: &PgPool, log: &Log, when: &str) {
+    let rows: Vec<(i64, String, i32, Option<String>)> =
+        sqlx::query_as("SELECT id, name, qty, code FROM items")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let expected = log.rows.lock().unwrap().clone();
+    assert_eq!(rows.len(), expected.len(), "{when}: row count");
+    for (id, name, qty, code) in rows {
+        let (want_name, last) = &expected[&id];
+        assert_eq!(
+            (&name, (qty, code)),
+            (want_name, last.old_values()),
+            "{when}: row {id}"
+        );
+    }
+}
+
 /// Every row after contract: one column of each name, of the new type.
 pub async fn assert_new_columns_match(pool: &PgPool, log: &Log) {
     let rows: Vec<(i64, String, i64, Option<i32>)> =

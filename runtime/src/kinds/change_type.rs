@@ -50,14 +50,7 @@ impl Kind for ChangeType {
     }
 
     fn phases(&self) -> &'static [Phase] {
-        &[
-            Phase::Expand,
-            Phase::Backfill,
-            Phase::Validate,
-            Phase::Switch,
-            Phase::Retire,
-            Phase::Contract,
-        ]
+        super::CARRYING_PHASES
     }
 
     fn plan(&self, model: &ModelSpec, id: &StepId, shown: &Shown) -> Vec<PlannedPhase> {
@@ -180,12 +173,7 @@ impl Kind for ChangeType {
     }
 
     fn runner(&self, phase: Phase) -> Runner {
-        match phase {
-            Phase::Backfill => Runner::Backfill,
-            Phase::Validate => Runner::CarryThenValidate,
-            Phase::Contract => Runner::ContractCarrying,
-            _ => Runner::Statements,
-        }
+        Runner::carrying(phase)
     }
 
     fn changes_accessors(&self) -> bool {

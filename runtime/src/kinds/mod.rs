@@ -416,6 +416,31 @@ pub(crate) enum Runner {
     ContractCarrying,
 }
 
+/// The phases of a kind that fills a new column, moves reads to it, retires the old shape and
+/// carries the old column's dependents at contract (a rename, a type change).
+pub(crate) const CARRYING_PHASES: &[Phase] = &[
+    Phase::Expand,
+    Phase::Backfill,
+    Phase::Validate,
+    Phase::Switch,
+    Phase::Retire,
+    Phase::Contract,
+];
+
+impl Runner {
+    /// The runners of a kind that fills a new column and carries the old one's dependents to
+    /// it (a rename, a type change): the backfill pass, then the carry before validation, then
+    /// the contract that carries the rest.
+    pub(crate) fn carrying(phase: Phase) -> Runner {
+        match phase {
+            Phase::Backfill => Runner::Backfill,
+            Phase::Validate => Runner::CarryThenValidate,
+            Phase::Contract => Runner::ContractCarrying,
+            _ => Runner::Statements,
+        }
+    }
+}
+
 /// What a plan's backfill phases show: the defaults (a plan made without an evolver), or the
 /// options an evolver runs them with.
 #[derive(Debug, Clone)]

@@ -375,6 +375,15 @@ impl Carry {
         carry
     }
 
+    /// A contract's statements with what the carry does before the old column is dropped
+    /// first and what it does after last, for one transaction.
+    pub fn around(&self, contract: Vec<Statement>) -> Vec<Statement> {
+        let mut out = self.before_drop.clone();
+        out.extend(contract);
+        out.extend(self.after_drop.iter().cloned());
+        out
+    }
+
     /// Nothing to carry but the guard.
     pub fn is_empty(&self) -> bool {
         self.indexes.is_empty() && self.constraints.is_empty() && self.grants.is_empty()

@@ -227,10 +227,15 @@ pub(crate) fn validate_filled_column(model: &ModelSpec, helpers: &Helpers) -> Ve
 
 /// The query that confirms, after validation, that no NULL remains.
 pub(crate) fn count_nulls(model: &ModelSpec, column: &ColumnSpec) -> String {
+    count_nulls_in(model, column.name)
+}
+
+/// Rows with `NULL` in the column named `column`.
+pub(crate) fn count_nulls_in(model: &ModelSpec, column: &str) -> String {
     format!(
         "SELECT count(*) FROM {} WHERE {} IS NULL",
         table(model),
-        Ident(column.name)
+        Ident(column)
     )
 }
 
@@ -263,14 +268,7 @@ fn drop_fill_helpers(model: &ModelSpec, column: &ColumnSpec, helpers: &Helpers) 
             (&helpers.trigger, &helpers.function),
             (&helpers.mark_trigger, &helpers.mark_function),
         ] {
-            out.push(Statement::always(format!(
-                "DROP TRIGGER IF EXISTS {} ON {t}",
-                Ident(trigger)
-            )));
-            out.push(Statement::always(format!(
-                "DROP FUNCTION IF EXISTS {}()",
-                Qualified(model.schema, function)
-            )));
+            out.extend(drop_trigger(model, trigger, function));
         }
         out.push(Statement::always(format!(
             "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
@@ -291,6 +289,26 @@ pub(crate) fn abort_filled_column(
         "ALTER TABLE {} DROP COLUMN IF EXISTS {}",
         table(model),
         Ident(column.name)
+    )));
+    out
+}
+
+/// `SET NOT NULL` on `column` through the validated `check` (no scan), then the check dropped:
+/// the part of a contract that makes a new column NOT NULL (renames, type changes).
+pub(crate) fn not_null_through_check(
+    model: &ModelSpec,
+    column: &str,
+    check: &str,
+) -> Vec<Statement> {
+    let t = table(model);
+    let mut out = require_validated(model, check);
+    out.push(Statement::always(format!(
+        "ALTER TABLE {t} ALTER COLUMN {} SET NOT NULL",
+        Ident(column)
+    )));
+    out.push(Statement::always(format!(
+        "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
+        Ident(check)
     )));
     out
 }
@@ -351,6 +369,38 @@ pub(crate) fn create_trigger(
         Statement::always(format!(
             "CREATE TRIGGER {} {when} ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()",
             Ident(name)
+        )),
+    ]
+}
+
+/// `VALIDATE CONSTRAINT` of a helper check (SHARE UPDATE EXCLUSIVE: writes go on), for a
+/// column that is not nullable: nothing for one that is.
+pub(crate) fn validate_not_null_check(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    check: &str,
+) -> Vec<Statement> {
+    if column.nullable {
+        return Vec::new();
+    }
+    vec![Statement::always(format!(
+        "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+        table(model),
+        Ident(check)
+    ))]
+}
+
+/// A row trigger and its function dropped (both `IF EXISTS`).
+pub(crate) fn drop_trigger(model: &ModelSpec, trigger: &str, function: &str) -> [Statement; 2] {
+    [
+        Statement::always(format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            Ident(trigger),
+            table(model)
+        )),
+        Statement::always(format!(
+            "DROP FUNCTION IF EXISTS {}()",
+            Qualified(model.schema, function)
         )),
     ]
 }

@@ -162,23 +162,12 @@ pub(crate) fn fill_expr(model: &ModelSpec, column: &ColumnSpec) -> String {
 
 /// Rows whose new column is NULL (proved none by the validated check).
 pub(crate) fn count_nulls(model: &ModelSpec, column: &ColumnSpec) -> String {
-    format!(
-        "SELECT count(*) FROM {} WHERE {} IS NULL",
-        table(model),
-        Ident(&shadow_name(column))
-    )
+    super::count_nulls_in(model, &shadow_name(column))
 }
 
 /// Validate: the check (when NOT NULL) is proved; the data check is [`count_differences`].
 pub(crate) fn validate(model: &ModelSpec, column: &ColumnSpec, h: &TypeHelpers) -> Vec<Statement> {
-    if column.nullable {
-        return Vec::new();
-    }
-    vec![Statement::always(format!(
-        "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-        table(model),
-        Ident(&h.check)
-    ))]
+    super::validate_not_null_check(model, column, &h.check)
 }
 
 /// Rows whose two columns disagree both ways: the new value is not `using` of the old one (a
@@ -202,16 +191,9 @@ pub(crate) fn contract(model: &ModelSpec, column: &ColumnSpec, h: &TypeHelpers) 
     let new = Ident(&h.shadow);
     let mut out = Vec::new();
     if !column.nullable {
-        out.extend(super::require_validated(model, &h.check));
-        out.push(Statement::always(format!(
-            "ALTER TABLE {t} ALTER COLUMN {new} SET NOT NULL"
-        )));
-        out.push(Statement::always(format!(
-            "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
-            Ident(&h.check)
-        )));
+        out.extend(super::not_null_through_check(model, &h.shadow, &h.check));
     }
-    out.extend(drop_trigger(model, h));
+    out.extend(super::drop_trigger(model, &h.trigger, &h.function).to_vec());
     out.push(Statement::always(format!(
         "ALTER TABLE {t} DROP COLUMN {}",
         Ident(column.name)
@@ -230,16 +212,13 @@ pub(crate) fn contract_carrying(
     h: &TypeHelpers,
     carry: &super::carry::Carry,
 ) -> Vec<Statement> {
-    let mut out = carry.before_drop.clone();
-    out.extend(contract(model, column, h));
-    out.extend(carry.after_drop.iter().cloned());
-    out
+    carry.around(contract(model, column, h))
 }
 
 /// Abort: trigger, check and the new column go; the old column kept every write.
 pub(crate) fn abort(model: &ModelSpec, h: &TypeHelpers) -> Vec<Statement> {
     let t = table(model);
-    let mut out = drop_trigger(model, h);
+    let mut out = super::drop_trigger(model, &h.trigger, &h.function).to_vec();
     out.push(Statement::always(format!(
         "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
         Ident(&h.check)
@@ -249,20 +228,6 @@ pub(crate) fn abort(model: &ModelSpec, h: &TypeHelpers) -> Vec<Statement> {
         Ident(&h.shadow)
     )));
     out
-}
-
-fn drop_trigger(model: &ModelSpec, h: &TypeHelpers) -> Vec<Statement> {
-    vec![
-        Statement::always(format!(
-            "DROP TRIGGER IF EXISTS {} ON {}",
-            Ident(&h.trigger),
-            table(model)
-        )),
-        Statement::always(format!(
-            "DROP FUNCTION IF EXISTS {}()",
-            Qualified(model.schema, &h.function)
-        )),
-    ]
 }
 
 /// A query that fails, without touching any table, when `using` or `down` does not compute a

@@ -416,7 +416,7 @@ fn background_steps() -> Vec<(StepId, StepKind)> {
         .steps
         .iter()
         .filter(|s| s.kind.has_background_work())
-        .map(|s| (s.id.clone(), s.kind))
+        .map(|s| (s.id.clone(), s.kind.clone()))
         .collect()
 }
 

@@ -1,7 +1,8 @@
 //! The SQL each generated accessor runs in each phase: never a column that may not exist, both
 //! names written while both exist, the authoritative column read. Snapshots keep it stable.
 
-use pgevolve::{Evolve, ModelSql, Phase, Plan, StepKind};
+use pgevolve::__private::ModelSql;
+use pgevolve::{Evolve, Phase, Plan, StepKind};
 
 #[derive(Evolve)]
 #[evolve(table = "users")]

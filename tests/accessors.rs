@@ -5,7 +5,8 @@
 
 mod support;
 
-use pgevolve::{DeployWindow, Evolve, Evolver, ModelSql, Phase};
+use pgevolve::__private::ModelSql;
+use pgevolve::{DeployWindow, Evolve, Evolver, Phase};
 use sqlx::PgPool;
 use support::database;
 

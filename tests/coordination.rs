@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgevolve::{
-    Coordinator, CoordinatorOptions, ErrorKind, Evolve, Phase, PhaseRegistry, Plan, StepId,
-    wait_for_acks,
-};
+// The coordinator and the phase registry are internals, reached through the hidden surface.
+use pgevolve::__private::{Coordinator, CoordinatorOptions, PhaseRegistry, wait_for_acks};
+use pgevolve::{ErrorKind, Evolve, Phase, Plan, StepId};
 use pgevolve_testkit::TestDatabase;
 use sqlx::{AssertSqlSafe, PgPool};
 use support::child::{self, ChildProcess};

@@ -67,6 +67,7 @@ fn impatient(pool: &PgPool) -> Evolver {
             max_attempts: 4,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_millis(500),
+            deadline: Duration::from_secs(5),
         })
         .model::<Reading>()
 }

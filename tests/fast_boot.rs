@@ -104,7 +104,7 @@ async fn a_contracted_model_boots_in_one_statement_and_its_accessors_work() {
     assert!(no_instance_left(&pool).await);
     let ids: Vec<_> = Member::plan().steps.iter().map(|s| s.id.clone()).collect();
     for id in &ids {
-        pgevolve::registry_for(&pool).set(id, Phase::Pending);
+        pgevolve::__private::registry_for(&pool).set(id, Phase::Pending);
     }
     assert!(Member::find(&1, &pool).await.is_err(), "reads `name`");
 
@@ -118,7 +118,7 @@ async fn a_contracted_model_boots_in_one_statement_and_its_accessors_work() {
     // The registry and the progress come from the one statement.
     for step in Member::plan().steps {
         assert_eq!(
-            pgevolve::registry_for(&pool).get(&step.id),
+            pgevolve::__private::registry_for(&pool).get(&step.id),
             Some(step.kind.last_phase()),
             "{}",
             step.describe()

@@ -6,7 +6,8 @@
 
 mod support;
 
-use pgevolve::{DeployWindow, ErrorKind, Evolve, Evolver, ModelSql, Phase};
+use pgevolve::__private::ModelSql;
+use pgevolve::{DeployWindow, ErrorKind, Evolve, Evolver, Phase};
 use sqlx::PgPool;
 use support::{catalog_snapshot, database};
 

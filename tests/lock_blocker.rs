@@ -1,6 +1,8 @@
-//! DDL waits politely behind a long transaction: it retries under lock_timeout while the
-//! application's queries keep flowing, succeeds once the blocker ends, and when the blocker never
-//! ends, fails naming it and leaves nothing half-done.
+//! DDL waits politely behind a long transaction: it does not even enter the table's lock queue
+//! while the transaction holds a lock on the table (the application's queries keep flowing),
+//! succeeds once the blocker ends, and when the blocker never ends, fails at its deadline
+//! naming it and leaves nothing half-done. A blocker it cannot see the age of (another role's,
+//! without `pg_read_all_stats`) is met with short `lock_timeout` attempts instead.
 
 mod support;
 
@@ -44,6 +46,28 @@ fn probe(pool: &PgPool, stop: Arc<AtomicBool>) -> (Arc<AtomicU64>, tokio::task::
     (max_us, handle)
 }
 
+/// Samples `pg_locks` until stopped and counts the samples in which some session waited in the
+/// lock queue of `users` (a relation lock not granted).
+fn queue_watcher(url: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    let url = url.to_string();
+    tokio::spawn(async move {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut seen = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let queued: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'relation' \
+                 AND relation = to_regclass('public.users') AND NOT granted)",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            seen += queued as u64;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        seen
+    })
+}
+
 /// A session that holds ACCESS SHARE on `users` (an open transaction that read it).
 async fn blocker(url: &str) -> (sqlx::PgConnection, i32) {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
@@ -59,17 +83,26 @@ async fn blocker(url: &str) -> (sqlx::PgConnection, i32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn retries_until_a_five_second_blocker_ends() {
+async fn never_enters_the_lock_queue_while_a_five_second_blocker_holds_the_table_and_succeeds_after()
+ {
     let (db, pool) = database(10).await;
     seed_users(&pool, 1_000).await;
     let (mut blocking, _) = blocker(db.url()).await;
+    // A holder younger than lock_timeout may still be met with one bounded attempt: the
+    // claim is about a transaction that has already been open for longer.
+    tokio::time::sleep(LOCK_TIMEOUT * 2).await;
+    let watching = Arc::new(AtomicBool::new(false));
+    let watcher = queue_watcher(db.url(), watching.clone());
     let release = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
+        // Stop watching just before the blocker ends: from then on the DDL may queue briefly.
+        watching.store(true, Ordering::Relaxed);
+        let queued = watcher.await.unwrap();
         sqlx::raw_sql("COMMIT")
             .execute(&mut blocking)
             .await
             .unwrap();
-        blocking
+        queued
     });
     let stop = Arc::new(AtomicBool::new(false));
     let (max_wait, prober) = probe(&pool, stop.clone());
@@ -92,7 +125,11 @@ async fn retries_until_a_five_second_blocker_ends() {
     evolution.wait().await.unwrap();
     stop.store(true, Ordering::Relaxed);
     prober.await.unwrap();
-    release.await.unwrap();
+    let queued = release.await.unwrap();
+    assert_eq!(
+        queued, 0,
+        "while the blocker held the table, no session waited in its lock queue"
+    );
 
     let waited = Duration::from_micros(max_wait.load(Ordering::Relaxed));
     assert!(
@@ -108,11 +145,12 @@ async fn retries_until_a_five_second_blocker_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_blocker_that_never_ends_is_named_and_nothing_is_left_half_done() {
+async fn a_blocker_that_never_ends_is_named_at_the_deadline_and_nothing_is_left_half_done() {
     let (db, pool) = database(10).await;
     seed_users(&pool, 1_000).await;
     let before = catalog_snapshot(&pool, "users").await;
     let (mut blocking, blocker_pid) = blocker(db.url()).await;
+    tokio::time::sleep(LOCK_TIMEOUT * 2).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (max_wait, prober) = probe(&pool, stop.clone());
 
@@ -120,7 +158,7 @@ async fn a_blocker_that_never_ends_is_named_and_nothing_is_left_half_done() {
         .model::<User>()
         .ddl_options(DdlOptions {
             lock_timeout: LOCK_TIMEOUT,
-            max_attempts: 3,
+            deadline: Duration::from_secs(3),
             ..DdlOptions::default()
         })
         .boot()
@@ -133,12 +171,17 @@ async fn a_blocker_that_never_ends_is_named_and_nothing_is_left_half_done() {
         blockers,
         attempts,
         table,
+        waited_secs,
         ..
     } = err.kind()
     else {
         panic!("expected a lock timeout, got {err}");
     };
-    assert_eq!(*attempts, 3);
+    assert_eq!(
+        *attempts, 0,
+        "no lock was asked for while the long blocker held the table"
+    );
+    assert!(*waited_secs >= 3.0, "gave up after {waited_secs} s");
     assert_eq!(table, "public.users");
     assert!(
         blockers.contains(&format!("pid {blocker_pid}")),

@@ -408,7 +408,7 @@ async fn run_accessors(pool: &PgPool, op: Op, id: i64, c: usize, n: u64) -> pgev
             // The columns the accessors write for `full_name` now: `name` and `full_name` until
             // the rename retires `name`. Holding `access` keeps the call counted as under way.
             let model: &'static pgevolve::ModelSpec = &<User as Evolve>::MODEL;
-            let access = pgevolve::model_sql(model)?;
+            let access = pgevolve::__private::model_sql(model)?;
             let field = model
                 .columns
                 .iter()

@@ -4,7 +4,6 @@
 
 use sqlx::AssertSqlSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -12,12 +11,13 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
-use crate::evolver::StepProgress;
 use crate::executor::is_retryable;
 use crate::options::{BackfillOptions, DdlOptions};
+use crate::progress::Progress;
 use crate::spec::ModelSpec;
 use crate::sql;
 use crate::sql::backfill::{Bounds, FillColumn};
+use crate::state::Event;
 use crate::state::{StateStore, StepRow};
 use crate::step::Phase;
 
@@ -29,7 +29,7 @@ pub(crate) struct Backfill<'a> {
     pub fills: &'a [FillColumn],
     pub options: &'a BackfillOptions,
     pub ddl: &'a DdlOptions,
-    pub progress: &'a Arc<Mutex<Vec<StepProgress>>>,
+    pub progress: &'a Progress,
     /// Set to stop after the current batch (an abort is waiting for the leader lock).
     pub stop: &'a AtomicBool,
     /// The leader lock, checked before every batch: a leader that lost it stops.
@@ -213,30 +213,21 @@ impl Backfill<'_> {
             return Ok(());
         }
         let (fired, not_fired) = (triggers.fired_list(), triggers.not_fired_list());
-        let (event, detail) = if skip {
+        let (fired, not_fired) = (fired.as_str(), not_fired.as_str());
+        let event = if skip {
             info!(skipped = %not_fired, still_fired = %fired, "backfill batches run with session_replication_role = replica: user triggers skipped");
-            (
-                "backfill skips user triggers",
-                format!(
-                    "batches run with session_replication_role = replica (skip_user_triggers);                      not fired: {not_fired}; still fired (ENABLE ALWAYS or REPLICA): {fired}"
-                ),
-            )
+            Event::BackfillSkipsTriggers { fired, not_fired }
         } else {
             if !triggers.fired.is_empty() {
                 warn!(triggers = %fired, "every backfill batch fires these user triggers for the rows it fills; BackfillOptions::skip_user_triggers skips them");
             }
-            (
-                "backfill fires user triggers",
-                format!(
-                    "every batch fires: {fired}; not fired: {not_fired};                      BackfillOptions::skip_user_triggers skips them"
-                ),
-            )
+            Event::BackfillFiresTriggers { fired, not_fired }
         };
         let journal = self.store.journal();
         let sql = self
             .fills
             .iter()
-            .map(|f| journal.insert_sql(Some(f.step.as_str()), event, &detail, self.instance))
+            .map(|f| journal.insert_sql(Some(f.step.as_str()), &event, self.instance))
             .collect::<Vec<_>>()
             .join(";\n");
         sqlx::raw_sql(AssertSqlSafe(sql))
@@ -329,25 +320,16 @@ impl Backfill<'_> {
     }
 
     fn set_estimate(&self, estimate: i64) {
-        let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        for p in all
-            .iter_mut()
-            .filter(|p| self.fills.iter().any(|f| f.step == p.step))
-        {
-            p.rows_estimated = estimate;
-        }
+        self.progress.set_estimate(|id| self.in_pass(id), estimate);
     }
 
     /// Every step of the pass reports the rows the pass filled.
     fn report(&self, done: i64, rate: f64) {
-        let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        for p in all
-            .iter_mut()
-            .filter(|p| self.fills.iter().any(|f| f.step == p.step))
-        {
-            p.rows_done = done;
-            p.rows_per_second = rate;
-        }
+        self.progress.set_rows(|id| self.in_pass(id), done, rate);
+    }
+
+    fn in_pass(&self, step: &crate::step::StepId) -> bool {
+        self.fills.iter().any(|f| &f.step == step)
     }
 }
 

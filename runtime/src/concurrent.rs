@@ -32,9 +32,7 @@
 //! client) is waited for rather than duplicated: when it ends, a valid index is adopted, an
 //! INVALID one dropped and built again.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
@@ -42,14 +40,15 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::catalog::indexes::{self, LiveIndex};
 use crate::error::{ErrorKind, Result};
-use crate::evolver::StepProgress;
 use crate::executor::{Executor, Target, is_retryable};
 use crate::options::DdlOptions;
 use crate::plan::{Plan, PlannedStep};
+use crate::progress::Progress;
 use crate::spec::ModelSpec;
 use crate::sql::Statement;
 use crate::sql::carry::CarriedIndex;
 use crate::sql::index::{self, IndexDef};
+use crate::state::Event;
 use crate::state::StateStore;
 use crate::step::{Phase, StepKind};
 
@@ -140,7 +139,7 @@ pub(crate) struct Build<'a> {
     pub pool: &'a PgPool,
     pub options: &'a DdlOptions,
     pub step: &'a PlannedStep,
-    pub progress: &'a Arc<Mutex<Vec<StepProgress>>>,
+    pub progress: &'a Progress,
     /// Set when the build should stop (an abort is waiting): the build is cancelled and its
     /// INVALID index dropped.
     pub stop: &'a AtomicBool,
@@ -382,10 +381,11 @@ impl Build<'_> {
     /// the build is waiting for) when `log` is set.
     async fn report(&self, pid: i32, log: bool) {
         let row = sqlx::query(
-            "SELECT p.phase, p.tuples_done, p.tuples_total, p.blocks_done, p.blocks_total, p.current_locker_pid, \
+            "SELECT p.phase, p.tuples_done, p.tuples_total, p.blocks_done, p.blocks_total, \
+                    p.current_locker_pid::bigint AS locker, \
                     (SELECT left(a.query, 200) || ' (' || a.state || ', transaction started ' || \
                             coalesce(a.xact_start::text, '?') || ')' \
-                       FROM pg_stat_activity a WHERE a.pid = p.current_locker_pid) \
+                       FROM pg_stat_activity a WHERE a.pid = p.current_locker_pid) AS waiting_for \
              FROM pg_stat_progress_create_index p WHERE p.pid = $1",
         )
         .bind(pid)
@@ -394,24 +394,31 @@ impl Build<'_> {
         let Ok(Some(row)) = row else {
             return;
         };
-        let tuples_total: i64 = row.get(2);
         if self.carried.is_some() && !log {
             return;
         }
-        let phase: String = row.get(0);
-        let tuples_done: i64 = row.get(1);
+        // Progress is best effort: a row that does not read as expected is skipped, never a panic.
+        let read = || -> sqlx::Result<_> {
+            Ok((
+                row.try_get::<String, _>("phase")?,
+                row.try_get::<i64, _>("tuples_done")?,
+                row.try_get::<i64, _>("tuples_total")?,
+                row.try_get::<i64, _>("blocks_done")?,
+                row.try_get::<i64, _>("blocks_total")?,
+                row.try_get::<i64, _>("locker")?,
+                row.try_get::<Option<String>, _>("waiting_for")?,
+            ))
+        };
+        let Ok((phase, tuples_done, tuples_total, blocks_done, blocks_total, locker, waiting_for)) =
+            read()
+        else {
+            return;
+        };
         if tuples_total > 0 && self.carried.is_none() {
-            let mut all = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(p) = all.iter_mut().find(|p| p.step == self.step.id) {
-                p.rows_done = tuples_done;
-                p.rows_estimated = tuples_total;
-            }
+            self.progress
+                .set_build(&self.step.id, tuples_done, tuples_total);
         }
         if log {
-            let blocks_done: i64 = row.get(3);
-            let blocks_total: i64 = row.get(4);
-            let locker: i64 = row.get(5);
-            let waiting_for: Option<String> = row.get(6);
             if locker != 0 {
                 info!(
                     "index build {phase}: waiting for pid {locker}: {}",
@@ -528,22 +535,6 @@ fn capitalize(s: &str) -> String {
     }
 }
 
-/// Index names read from the state store live as long as the process: a [`StepKind`] holds
-/// `'static` data. Each distinct name is allocated once.
-fn intern(name: String) -> &'static str {
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(known) = names.get(name.as_str()) {
-        return known;
-    }
-    let leaked: &'static str = Box::leak(name.into_boxed_str());
-    names.insert(leaked);
-    leaked
-}
-
 /// The indexes removed from the structs: every index a recorded `create_index` step of the same
 /// struct and table created, whose declaration is gone from this build. Returns, for each, the
 /// id of the step that declared it and the `drop_index` step that drops it.
@@ -578,15 +569,12 @@ pub(crate) async fn removed_indexes(
         .fetch_all(&mut *conn)
         .await?;
         for row in rows {
-            let id: String = row.get(0);
-            let name: String = row.get(1);
+            let id: String = row.try_get("id")?;
+            let name: String = row.try_get("object_name")?;
             if plan.steps.iter().any(|s| s.id.as_str() == id) || declared.contains(&name) {
                 continue;
             }
-            removed.push((
-                id,
-                PlannedStep::new(*model, StepKind::DropIndex(intern(name))),
-            ));
+            removed.push((id, PlannedStep::new(*model, StepKind::DropIndex(name))));
         }
     }
     Ok(removed)
@@ -612,8 +600,10 @@ pub(crate) async fn drop_removed_index(
         store.steps().record_phase_sql(step, Phase::Contract),
         store.journal().insert_sql(
             Some(step.id.as_str()),
-            "contract done",
-            &format!("{} (declared by step {declared_by})", step.describe()),
+            &Event::RemovedIndexDropped {
+                step: &step.describe(),
+                declared_by,
+            },
             instance,
         ),
         format!(

@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Executor, Target};
 use crate::plan::PlannedStep;
 use crate::sql::index;
+use crate::state::Event;
 use crate::state::StateStore;
 use crate::step::Phase;
 
@@ -67,11 +68,9 @@ impl Validate<'_> {
             self.store.steps().record_phase_sql(step, Phase::Pending),
             self.store.journal().insert_sql(
                 Some(step.id.as_str()),
-                "validate failed",
-                &format!(
-                    "{}: existing rows violate it; constraint dropped",
-                    step.describe()
-                ),
+                &Event::ValidateFailed {
+                    step: &step.describe(),
+                },
                 self.instance,
             ),
         ];

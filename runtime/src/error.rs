@@ -99,10 +99,11 @@ pub enum ErrorKind {
         direct: String,
     },
 
-    /// A statement could not get its lock within `lock_timeout` on any attempt.
+    /// A statement could not get its lock within `lock_timeout` on any attempt, or waited for
+    /// long lock holders until `DdlOptions::deadline`.
     #[error(
-        "step {step} ({phase}) on table {table}: could not get a lock within lock_timeout after {attempts} attempts; \
-         nothing of this phase was applied. Blocking: {blockers}. \
+        "step {step} ({phase}) on table {table}: could not get a lock within lock_timeout after {attempts} attempts \
+         and {waited_secs:.1} s in all; nothing of this phase was applied. Blocking: {blockers}. \
          End or wait for the blocking session, then boot again"
     )]
     LockTimeout {
@@ -112,8 +113,10 @@ pub enum ErrorKind {
         phase: String,
         /// `schema.table`.
         table: String,
-        /// Attempts made.
+        /// Lock requests made (time spent waiting for long holders costs none).
         attempts: u32,
+        /// Seconds spent on the group in all, waiting for long holders included.
+        waited_secs: f64,
         /// The sessions holding locks on the table at the last attempt: pid, role and lock
         /// modes always; state, transaction and query start and query text when this role may
         /// see them (its own sessions, or membership in `pg_read_all_stats`), else a note that

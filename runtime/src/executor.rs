@@ -1,12 +1,15 @@
 //! Runs a phase's statements so that the application is never blocked for longer than
 //! `lock_timeout`: each group is one short transaction with `SET LOCAL lock_timeout`, retried with
-//! exponential backoff and jitter when the lock is not granted in time.
+//! exponential backoff and jitter when the lock is not granted in time. Before each attempt it
+//! looks for long lock holders on the table (`long_holders`) and does not enter the lock queue
+//! while one is there: a request waiting behind a long holder would queue every application
+//! query behind itself.
 
 use sqlx::AssertSqlSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgPool, Row};
-use tracing::{Instrument, info_span, warn};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
 use crate::ident::{Ident, Qualified};
@@ -52,30 +55,28 @@ impl Executor {
     ) -> Result<()> {
         let span = info_span!("ddl", step = target.step, phase = %target.phase, table = %target.table_name());
         async {
-            let mut attempt = 0;
+            let started = Instant::now();
+            let deadline = started + self.options.deadline;
+            let mut attempts = 0;
             loop {
-                attempt += 1;
-                match self.attempt(target, statements, record, long_running).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) if is_retryable(&e) && attempt < self.options.max_attempts => {
-                        let wait = self.backoff(attempt);
-                        warn!(
-                            attempt,
-                            wait_ms = wait.as_millis() as u64,
-                            "lock not granted within lock_timeout; retrying"
-                        );
-                        tokio::time::sleep(wait).await;
-                    }
+                let outcome = self
+                    .attempt(target, statements, record, long_running, deadline)
+                    .await;
+                match outcome {
+                    Ok(Attempt::Done) => return Ok(()),
+                    Ok(Attempt::DeadlinePassed) => {}
                     Err(e) if is_retryable(&e) => {
-                        let blockers = self.blockers(target).await;
-                        return Err(ErrorKind::LockTimeout {
-                            step: target.step.to_string(),
-                            phase: target.phase.to_string(),
-                            table: target.table_name(),
-                            attempts: attempt,
-                            blockers,
+                        attempts += 1;
+                        if attempts < self.options.max_attempts && Instant::now() < deadline {
+                            let wait = self.backoff(attempts);
+                            warn!(
+                                attempts,
+                                wait_ms = wait.as_millis() as u64,
+                                "lock not granted within lock_timeout; retrying"
+                            );
+                            tokio::time::sleep(wait).await;
+                            continue;
                         }
-                        .into());
                     }
                     Err(source) => {
                         return Err(ErrorKind::Statement {
@@ -87,6 +88,16 @@ impl Executor {
                         .into());
                     }
                 }
+                let blockers = self.blockers(target).await;
+                return Err(ErrorKind::LockTimeout {
+                    step: target.step.to_string(),
+                    phase: target.phase.to_string(),
+                    table: target.table_name(),
+                    attempts,
+                    waited_secs: started.elapsed().as_secs_f64(),
+                    blockers,
+                }
+                .into());
             }
         }
         .instrument(span)
@@ -99,8 +110,18 @@ impl Executor {
         statements: &[Statement],
         record: &[String],
         long_running: bool,
-    ) -> sqlx::Result<()> {
+        deadline: Instant,
+    ) -> sqlx::Result<Attempt> {
         let mut conn = self.pool.acquire().await?;
+        // Only DDL on the table asks for a lock the application needs; the state store's
+        // records alone do not.
+        if !statements.is_empty()
+            && !self
+                .wait_for_long_holders(&mut conn, target, deadline)
+                .await?
+        {
+            return Ok(Attempt::DeadlinePassed);
+        }
         let mut tx = conn.begin().await?;
         sqlx::query(AssertSqlSafe(&*format!(
             "SET LOCAL lock_timeout = '{}ms'",
@@ -149,7 +170,44 @@ impl Executor {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(Attempt::Done)
+    }
+
+    /// Waits, outside the lock queue, while the table has a long holder: a transaction open for
+    /// longer than `lock_timeout` holding a lock on it, a `VACUUM` working on it, or a session
+    /// already waiting in its lock queue. Returns `false` when the deadline passed first. Who
+    /// is waited for is logged when it changes.
+    async fn wait_for_long_holders(
+        &self,
+        conn: &mut PgConnection,
+        target: Target<'_>,
+        deadline: Instant,
+    ) -> sqlx::Result<bool> {
+        let mut last: Option<String> = None;
+        loop {
+            let holders = long_holders(conn, target, self.options.lock_timeout).await?;
+            if holders.is_empty() {
+                if last.is_some() {
+                    info!("the long lock holders are gone; asking for the lock");
+                }
+                return Ok(true);
+            }
+            let pids: String = holders.iter().map(|h| format!("{} ", h.pid)).collect();
+            if last.as_deref() != Some(&pids) {
+                let who: Vec<String> = holders.iter().map(LongHolder::to_string).collect();
+                info!(
+                    "not asking for the lock while a long holder is there (it would queue every query behind it): {}",
+                    who.join("; ")
+                );
+                last = Some(pids);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            let poll = Duration::from_millis(100).mul_f64(rand::random_range(1.0..=2.0));
+            tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
     }
 
     /// Exponential backoff with jitter in [50 %, 100 %] of the step, so instances that collide
@@ -170,7 +228,8 @@ impl Executor {
     async fn blockers(&self, target: Target<'_>) -> String {
         let rows = sqlx::query(
             "SELECT l.pid, string_agg(DISTINCT l.mode, ', ' ORDER BY l.mode), a.usename::text, a.state, \
-                    a.xact_start::text, a.query_start::text, left(a.query, 300), \
+                    a.xact_start::text || ', ' || round(extract(epoch FROM now() - a.xact_start)::numeric, 1) || ' s ago', \
+                    a.query_start::text, left(a.query, 300), \
                     coalesce(a.query = '<insufficient privilege>', false), current_user::text \
              FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.relation = to_regclass($1) AND l.granted AND l.pid <> pg_backend_pid() \
@@ -213,6 +272,76 @@ impl Executor {
             Err(e) => format!("(could not read pg_locks: {e})"),
         }
     }
+}
+
+/// How one attempt ended without an error.
+enum Attempt {
+    Done,
+    /// The deadline passed while waiting for long holders: no lock was asked for.
+    DeadlinePassed,
+}
+
+/// A session the DDL should not queue behind.
+struct LongHolder {
+    pid: i32,
+    what: String,
+    modes: String,
+    granted: bool,
+    seconds: Option<f64>,
+}
+
+impl std::fmt::Display for LongHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.granted { "holds" } else { "waits for" };
+        write!(f, "pid {} ({}) {state} {}", self.pid, self.what, self.modes)?;
+        if let Some(secs) = self.seconds {
+            write!(f, ", transaction open for {secs:.1} s")?;
+        }
+        Ok(())
+    }
+}
+
+/// The sessions holding a lock on the table for longer than `threshold` (their transaction's
+/// age), running a `VACUUM` of it, or waiting in its lock queue. A session whose transaction
+/// start this role may not see (another role's, without `pg_read_all_stats`) counts as long
+/// only by what it visibly is (a VACUUM, a waiter): otherwise the attempt's `lock_timeout`
+/// still bounds the stall.
+async fn long_holders(
+    conn: &mut PgConnection,
+    target: Target<'_>,
+    threshold: Duration,
+) -> sqlx::Result<Vec<LongHolder>> {
+    let rows = sqlx::query(
+        "SELECT l.pid, \
+                coalesce(a.backend_type, 'session') || coalesce(', ' || left(a.query, 80), '') AS what, \
+                string_agg(DISTINCT l.mode, ', ' ORDER BY l.mode) AS modes, bool_and(l.granted) AS granted, \
+                extract(epoch FROM now() - a.xact_start)::float8 AS seconds \
+           FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+          WHERE l.locktype = 'relation' AND l.relation = to_regclass($1) \
+            AND l.pid <> pg_backend_pid() \
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+            AND (NOT l.granted \
+                 OR a.xact_start < now() - make_interval(secs => $2) \
+                 OR a.backend_type = 'autovacuum worker' \
+                 OR EXISTS (SELECT 1 FROM pg_stat_progress_vacuum v WHERE v.pid = l.pid)) \
+          GROUP BY l.pid, a.backend_type, a.query, a.xact_start \
+          ORDER BY l.pid",
+    )
+    .bind(Qualified(target.schema, target.table).to_string())
+    .bind(threshold.as_secs_f64())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LongHolder {
+                pid: r.try_get("pid")?,
+                what: r.try_get("what")?,
+                modes: r.try_get::<Option<String>, _>("modes")?.unwrap_or_default(),
+                granted: r.try_get::<Option<bool>, _>("granted")?.unwrap_or(true),
+                seconds: r.try_get("seconds")?,
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn is_retryable(e: &sqlx::Error) -> bool {

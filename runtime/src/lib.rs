@@ -25,6 +25,7 @@ mod options;
 mod plan;
 mod pooler;
 mod privileges;
+mod progress;
 mod registry;
 mod resolve;
 mod spec;
@@ -38,23 +39,17 @@ mod window;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use access::{
-    Access, EvolvedExecutor, FromEvolvedRow, ModelSql, On, RunStatement, Scope, Select, model_sql,
-    model_sql_in,
-};
+pub use access::{EvolvedExecutor, FromEvolvedRow, On, RunStatement, Scope, Select};
 pub use clock::{Clock, NOW_ENV, ParseClockError, PinnedClock, SystemClock, default_clock};
 pub use column_type::ColumnType;
-pub use coordinator::{
-    Coordinator, CoordinatorOptions, DEFAULT_HEARTBEAT_TIMEOUT, InstanceAck, WaitOutcome,
-    wait_for_acks,
-};
+pub use coordinator::DEFAULT_HEARTBEAT_TIMEOUT;
 pub use error::{DriftProblem, Error, ErrorKind, Result};
-pub use evolver::{Evolution, Evolver, StepProgress};
+pub use evolver::{Evolution, Evolver};
 pub use model::Evolve;
 pub use options::{BackfillOptions, DdlOptions};
 pub use plan::{BatchTriggers, Plan, PlannedPhase, PlannedStep, UserTrigger};
 pub use privileges::{MissingPrivilege, ObjectKind, Privilege};
-pub use registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
+pub use progress::StepProgress;
 pub use spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
     TypeChange,

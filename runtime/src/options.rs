@@ -7,7 +7,15 @@ use std::time::Duration;
 pub struct DdlOptions {
     /// `lock_timeout` of every statement that takes a lock application queries need. A statement
     /// waiting for its lock blocks the queries queued behind it, so this bounds how long the
-    /// application can be held up by one attempt. Default 2 s.
+    /// application can be held up by one attempt. Default 100 ms: short enough that an unlucky
+    /// attempt is lost in the workload's own noise, with many jittered retries after it.
+    ///
+    /// Before each attempt the executor looks at who holds a lock on the table (`pg_locks`,
+    /// `pg_stat_activity`): while a transaction that has been open for longer than this holds
+    /// one, or a `VACUUM` (autovacuum included) works on the table, or another session already
+    /// waits in the table's lock queue, it does not ask for its lock at all, since it would
+    /// only queue every application query behind it; it waits (logging who and why) and tries
+    /// once they are gone, up to [`DdlOptions::deadline`].
     ///
     /// Not applied to `CREATE INDEX CONCURRENTLY` and `DROP INDEX CONCURRENTLY`, which run with
     /// `lock_timeout = 0` and `statement_timeout = 0`: their only table lock, SHARE UPDATE
@@ -16,21 +24,30 @@ pub struct DdlOptions {
     /// and leave an INVALID index. `max_attempts` and the backoff still apply to them after a
     /// deadlock.
     pub lock_timeout: Duration,
-    /// Attempts per statement group before giving up with an error naming the blocker. Default 10.
+    /// Lock requests per statement group that may time out before it gives up with an error
+    /// naming the blocker. Time spent waiting for long holders (see `lock_timeout`) costs no
+    /// attempt. Default 50.
     pub max_attempts: u32,
-    /// First wait between attempts; doubles each time, with jitter. Default 200 ms.
+    /// First wait between attempts; doubles each time, with jitter. Default 50 ms.
     pub initial_backoff: Duration,
-    /// Longest wait between attempts. Default 10 s.
+    /// Longest wait between attempts. Default 2 s.
     pub max_backoff: Duration,
+    /// The longest a statement group may wait for its lock in all (long holders and attempts
+    /// together) before it gives up with [`ErrorKind::LockTimeout`], naming who held the lock
+    /// and for how long. Default 10 minutes.
+    ///
+    /// [`ErrorKind::LockTimeout`]: crate::ErrorKind::LockTimeout
+    pub deadline: Duration,
 }
 
 impl Default for DdlOptions {
     fn default() -> Self {
         DdlOptions {
-            lock_timeout: Duration::from_secs(2),
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
+            lock_timeout: Duration::from_millis(100),
+            max_attempts: 50,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            deadline: Duration::from_secs(600),
         }
     }
 }

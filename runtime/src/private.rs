@@ -1,12 +1,18 @@
-//! Not public API: the only items `#[derive(Evolve)]` expansions may name. No semver guarantees;
-//! the facade pins this crate with an exact version so a mismatched pair fails to compile.
+//! Not public API: the items `#[derive(Evolve)]` expansions name, and the internals this
+//! workspace's own tests and benchmarks reach into (the accessors' SQL per phase, the phase
+//! registry, the coordinator). No semver guarantees; the facade pins this crate with an exact
+//! version so a mismatched pair fails to compile.
 
 pub use crate::access::{
     Access, EvolvedExecutor, FromEvolvedRow, ModelSql, Select, model_sql, model_sql_in,
 };
 pub use crate::column_type::ColumnType;
+pub use crate::coordinator::{
+    Coordinator, CoordinatorOptions, InstanceAck, WaitOutcome, wait_for_acks,
+};
 pub use crate::error::Error;
 pub use crate::model::Evolve;
+pub use crate::registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use crate::spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
     TypeChange,

@@ -31,7 +31,7 @@ use crate::ident::{Ident, Qualified};
 use crate::plan::PlannedStep;
 use crate::resolve::Resolved;
 use crate::spec::ModelSpec;
-use crate::step::{Phase, StepKind};
+use crate::step::Phase;
 
 /// A privilege pgevolve needs on a database object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,7 +450,7 @@ fn grant_on_schema(
 /// interrupted abort, or helpers to add.
 /// Creating a table that exists is no work: the step is judged on the catalog.
 fn has_work(w: &StepWork<'_>) -> bool {
-    !matches!(w.step.kind, StepKind::CreateTable)
+    !w.step.kind.creates_table()
         && (w.repair || !(w.done == Phase::Aborted || w.done == w.step.kind.last_phase()))
 }
 
@@ -629,17 +629,13 @@ async fn tables(
             ));
         }
         for w in &working {
-            if let StepKind::AddForeignKey(column) = w.step.kind
-                && w.done < Phase::Expand
-                && let Some(fk) = &column.references
+            if w.done < Phase::Expand
+                && let Some((schema, referenced)) = w.step.kind.referenced_table(model)
             {
                 references.push((
-                    fk.schema.unwrap_or(model.schema),
-                    fk.table,
-                    format!(
-                        "the foreign key of {table}.{} points to it",
-                        Ident(column.name)
-                    ),
+                    schema,
+                    referenced,
+                    format!("needed to {}", w.step.describe()),
                 ));
             }
         }

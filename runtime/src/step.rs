@@ -63,7 +63,7 @@ impl fmt::Display for Phase {
 }
 
 /// What a step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepKind {
     /// Create the table with every column, when it does not exist.
     CreateTable,
@@ -93,7 +93,7 @@ pub enum StepKind {
     /// Drop, with `DROP INDEX CONCURRENTLY` at contract, an index an earlier build declared and
     /// the struct no longer does. The name comes from the state store; these steps are found at
     /// contract time and are never part of a model's static plan.
-    DropIndex(&'static str),
+    DropIndex(String),
     /// Drop a column the table has and the struct no longer maps, declared with
     /// `#[evolve(dropped("..."))]`: NOT NULL relaxed at expand (when the column has no default),
     /// retired once every live instance acknowledged, dropped at contract.

@@ -241,8 +241,8 @@ pub fn new_writer(pool: &PgPool, lane: i64, log: Arc<Log>) -> Writer {
 /// How the new build reads `qty` now in the pool's database (the tests of this file run side
 /// by side, each on its own database).
 pub fn read_qty(pool: &PgPool) -> String {
-    let registry = pgevolve::registry_for(pool);
-    pgevolve::ModelSql::build(Item::model(), |id| registry.get(id)).reads[2].clone()
+    let registry = pgevolve::__private::registry_for(pool);
+    pgevolve::__private::ModelSql::build(Item::model(), |id| registry.get(id)).reads[2].clone()
 }
 
 /// The new column of the type change of `column`, as the plan names it.

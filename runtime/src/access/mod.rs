@@ -228,7 +228,7 @@ fn step_kinds(model: &ModelSpec) -> Vec<(StepId, StepKind)> {
 /// The SQL of a model for one accessor call. While it is alive the call counts as under way, so
 /// a phase change that retires a column waits for it (see [`PhaseRegistry::drained`]).
 ///
-/// [`PhaseRegistry::drained`]: crate::PhaseRegistry::drained
+/// [`PhaseRegistry::drained`]: crate::__private::PhaseRegistry::drained
 #[derive(Debug)]
 pub struct Access {
     sql: Arc<ModelSql>,

@@ -4,16 +4,18 @@
 use sqlx::AssertSqlSafe;
 use tracing::info;
 
-use super::{Inner, target};
+use super::{Engine, target};
 use crate::concurrent::{Build, Built};
 use crate::error::{DriftProblem, ErrorKind, Result};
 use crate::executor::Target;
+use crate::kinds::read_carry;
 use crate::plan::PlannedStep;
 use crate::spec::ColumnSpec;
-use crate::sql::carry::{self, Between, Carry};
+use crate::sql::carry::{Between, Carry};
+use crate::state::Event;
 use crate::step::Phase;
 
-impl Inner {
+impl Engine {
     /// What the rename step carries over, read from the catalog now. Something that cannot be
     /// carried (created since boot checked) is drift: nothing is done.
     pub(super) async fn read_carry(
@@ -23,15 +25,7 @@ impl Inner {
     ) -> Result<Carry> {
         let between = between(step)?;
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = carry::read(
-            &mut conn,
-            &step.model,
-            column,
-            &step.id,
-            &between,
-            &crate::kinds::rename_views(&step.model),
-        )
-        .await?;
+        let carry = read_carry(&mut conn, &step.model, column, &step.id, &between).await?;
         if !carry.blockers.is_empty() {
             let old = &between.old;
             return Err(ErrorKind::Drift(
@@ -106,8 +100,7 @@ impl Inner {
             let mut conn = self.evolver.pool.acquire().await?;
             sqlx::query(AssertSqlSafe(self.store.journal().insert_sql(
                 Some(step.id.as_str()),
-                "carried over",
-                &lines.join("; "),
+                &Event::CarriedOver { lines: &lines },
                 &self.instance,
             )))
             .execute(&mut *conn)
@@ -148,15 +141,7 @@ impl Inner {
         };
         let between = between(step)?;
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = carry::read(
-            &mut conn,
-            &step.model,
-            column,
-            &step.id,
-            &between,
-            &crate::kinds::rename_views(&step.model),
-        )
-        .await?;
+        let carry = read_carry(&mut conn, &step.model, column, &step.id, &between).await?;
         drop(conn);
         let mut statements = carry.abort_constraints();
         statements.extend(carry.abort_indexes(&step.model));

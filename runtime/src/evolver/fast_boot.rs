@@ -22,11 +22,12 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{Evolution, Inner, StepProgress};
+use super::{Engine, Evolution};
 use crate::coordinator::{Coordinator, CoordinatorOptions};
 use crate::error::{ErrorKind, Result};
 use crate::ident::Qualified;
 use crate::plan::{Plan, PlannedStep};
+use crate::progress::StepProgress;
 use crate::resolve::Resolved;
 use crate::spec::ModelSpec;
 use crate::sql::lit;
@@ -93,7 +94,7 @@ impl<'a> FastBoot<'a> {
         self.steps.iter().map(|s| s.id.clone()).collect()
     }
 
-    fn ids_array(&self) -> String {
+    pub(super) fn ids_array(&self) -> String {
         let ids: Vec<String> = self.steps.iter().map(|s| lit(s.id.as_str())).collect();
         format!("ARRAY[{}]::text[]", ids.join(", "))
     }
@@ -102,7 +103,7 @@ impl<'a> FastBoot<'a> {
     /// NULL, default, identity, generated), index (definition, valid, ready), constraint
     /// (definition, validated) and user trigger (enabled, definition), each in a fixed order;
     /// `missing <table>` when there is no such relation.
-    fn table_sql(schema: &str, table: &str) -> String {
+    pub(super) fn table_sql(schema: &str, table: &str) -> String {
         let name = lit(&Qualified(schema, table).to_string());
         format!(
             "coalesce((SELECT concat_ws(E'\\n', \
@@ -130,7 +131,7 @@ impl<'a> FastBoot<'a> {
     /// `id=phase,...` (ordered by id) of the recorded steps the fingerprint covers: the build's,
     /// and every other step recorded on the models' tables (another build's, an index a struct
     /// no longer declares), so a phase any build changes on these tables is seen.
-    fn recorded_phases_sql(&self) -> String {
+    pub(super) fn recorded_phases_sql(&self) -> String {
         let tables: Vec<String> = self
             .tables
             .iter()
@@ -247,7 +248,7 @@ fn settled(r: &Resolved) -> bool {
         && r.recorded == Some(r.done)
 }
 
-impl Inner {
+impl Engine {
     /// The fast path of boot (see the module's documentation): one message on a pooled
     /// connection. `Ok(None)` when it is not taken, and boot goes the slow way, which then
     /// registers the instance itself when it is ready to serve. A database error (the state
@@ -283,7 +284,7 @@ impl Inner {
                 rows_per_second: 0.0,
             });
         }
-        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = progress;
+        self.progress.reset(progress);
 
         // The instance is registered already; the coordinator keeps its heartbeat, follows
         // phase changes and acknowledges them from now on.
@@ -314,7 +315,7 @@ impl Inner {
 
     /// Sends [`FastBoot::check_sql`]: the phases text when the recorded fingerprint matches,
     /// otherwise why not.
-    async fn fast_check(
+    pub(super) async fn fast_check(
         &self,
         fast: &FastBoot<'_>,
     ) -> Result<std::result::Result<String, &'static str>> {
@@ -353,7 +354,7 @@ impl Inner {
         )
     }
 
-    /// [`Inner::record_verified`] when every step is terminal in this instance's view (a
+    /// [`Engine::record_verified`] when every step is terminal in this instance's view (a
     /// cheap test first; the recording checks again against the database). Call it only under
     /// the leader lock.
     pub(super) async fn record_verified_if_done(&self) {
@@ -363,23 +364,21 @@ impl Inner {
     }
 
     /// Whether every step is terminal in this instance's view.
-    fn all_terminal_here(&self) -> bool {
-        let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+    pub(super) fn all_terminal_here(&self) -> bool {
         self.evolver
             .planned()
             .iter()
             .flat_map(|p| &p.steps)
             .all(|step| {
-                progress
-                    .iter()
-                    .find(|p| p.step == step.id)
-                    .is_some_and(|p| is_terminal(&step.kind, p.phase))
+                self.progress
+                    .phase(&step.id)
+                    .is_some_and(|phase| is_terminal(&step.kind, phase))
             })
     }
 
     /// Records the build as verified for the fast path, when a boot would find nothing to do.
     /// Call it only under the leader lock. A failure is logged, never returned.
-    async fn record_verified(&self) {
+    pub(super) async fn record_verified(&self) {
         match self.try_record_verified().await {
             Ok(Ok(())) => info!(
                 build = build_key(&self.evolver.models),
@@ -395,7 +394,9 @@ impl Inner {
     /// The fingerprint first, then the slow path's own checks (drift, every step terminal and
     /// recorded, no removed index left to drop), then the row, written only if the fingerprint
     /// has not changed meanwhile: what is recorded is a state the checks accepted.
-    async fn try_record_verified(&self) -> Result<std::result::Result<(), &'static str>> {
+    pub(super) async fn try_record_verified(
+        &self,
+    ) -> Result<std::result::Result<(), &'static str>> {
         let fast = FastBoot::new(&self.store, self.evolver.planned());
         let mut conn = self.evolver.pool.acquire().await?;
         let before: String = sqlx::raw_sql(AssertSqlSafe(fast.current_sql()))
@@ -435,7 +436,7 @@ impl Inner {
     /// Removes the registration the fast path's message made (it registers before it checks)
     /// when the fast path is not taken: until the slow boot is ready to serve and its
     /// coordinator registers, a leader has no reason to wait for this instance. Best effort.
-    async fn forget_registration(&self) {
+    pub(super) async fn forget_registration(&self) {
         let sql = Instances::new(&self.store.schema).deregister_sql(&self.instance);
         if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&self.evolver.pool)
@@ -466,7 +467,7 @@ mod tests {
     };
 
     #[test]
-    fn the_build_key_follows_every_declaration() {
+    pub(super) fn the_build_key_follows_every_declaration() {
         let key = build_key(&[USERS]);
         assert_eq!(key.len(), 16);
         assert_eq!(key, build_key(&[USERS]), "stable");
@@ -488,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn the_message_registers_before_it_reads() {
+    pub(super) fn the_message_registers_before_it_reads() {
         let store = StateStore::new("my state");
         let fast = FastBoot::new(&store, &[Plan::for_model(&USERS), Plan::for_model(&USERS)]);
         assert_eq!(fast.tables, [("public", "users")], "each table once");
@@ -502,7 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn phases_must_all_be_terminal() {
+    pub(super) fn phases_must_all_be_terminal() {
         let store = StateStore::new("pgevolve");
         let fast = FastBoot::new(&store, &[Plan::for_model(&USERS)]);
         let id = fast.steps[0].id.clone();

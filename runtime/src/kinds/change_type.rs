@@ -324,15 +324,7 @@ async fn progress(kind: &ChangeType, cx: &mut Resolving<'_, '_>) -> Result<Phase
     if old.is_some() {
         // Contract drops the old column: whatever depends on it must be carried over to the new
         // one, and what cannot be is reported now, before anything runs.
-        let carry = sql::carry::read(
-            cx.conn,
-            cx.model,
-            column,
-            &id,
-            &kind.between(),
-            &super::rename_views(cx.model),
-        )
-        .await?;
+        let carry = super::read_carry(cx.conn, cx.model, column, &id, &kind.between()).await?;
         for blocker in carry.blockers {
             cx.problems.add(Some(column.name), blocker);
         }

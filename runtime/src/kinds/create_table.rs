@@ -23,6 +23,10 @@ impl Kind for CreateTable {
         &[Phase::Expand]
     }
 
+    fn creates_table(&self) -> bool {
+        true
+    }
+
     fn plan(&self, model: &ModelSpec, _id: &StepId, _shown: &Shown) -> Vec<PlannedPhase> {
         let mut constraints = Vec::new();
         let mut after = Vec::new();

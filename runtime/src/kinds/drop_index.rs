@@ -9,15 +9,15 @@ use crate::spec::ModelSpec;
 use crate::sql::index;
 use crate::step::{Phase, StepId};
 
-pub(crate) struct DropIndex(pub &'static str);
+pub(crate) struct DropIndex(pub String);
 
 impl Kind for DropIndex {
     fn name(&self) -> &'static str {
         "drop_index"
     }
 
-    fn identity(&self) -> Vec<&'static str> {
-        vec![self.0]
+    fn identity(&self) -> Vec<&str> {
+        vec![&self.0]
     }
 
     fn phases(&self) -> &'static [Phase] {
@@ -33,7 +33,7 @@ impl Kind for DropIndex {
             phase: Phase::Contract,
             note: "gated; outside any transaction, lock_timeout = 0: SHARE UPDATE EXCLUSIVE, waits for the \
                    transactions that may use the index, blocks neither reads nor writes",
-            statements: vec![index::drop_concurrently(model, self.0)],
+            statements: vec![index::drop_concurrently(model, &self.0)],
         }]
     }
 

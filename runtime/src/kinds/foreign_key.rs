@@ -37,6 +37,11 @@ impl Kind for AddForeignKey {
         &[Phase::Expand, Phase::Validate]
     }
 
+    fn referenced_table(&self, model: &ModelSpec) -> Option<(&'static str, &'static str)> {
+        let fk = self.0.references.as_ref()?;
+        Some((fk.schema.unwrap_or(model.schema), fk.table))
+    }
+
     fn plan(&self, model: &ModelSpec, id: &StepId, _shown: &Shown) -> Vec<PlannedPhase> {
         let Some(fk) = foreign_key(self.0) else {
             return Vec::new();

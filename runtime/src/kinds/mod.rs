@@ -23,6 +23,7 @@ mod rename_column;
 mod resolving;
 mod unique;
 
+pub(crate) use rename_column::read_carry;
 pub(crate) use resolving::{Problems, Recorded, Resolving};
 
 use crate::error::Result;
@@ -41,7 +42,7 @@ pub(crate) trait Kind: Send + Sync {
 
     /// The kind's parameters that make a step's id (with its name, schema and table). Pinned:
     /// changing them would orphan every recorded step of the kind.
-    fn identity(&self) -> Vec<&'static str>;
+    fn identity(&self) -> Vec<&str>;
 
     /// The phases the kind goes through, in order (without `Pending`).
     fn phases(&self) -> &'static [Phase];
@@ -54,6 +55,18 @@ pub(crate) trait Kind: Send + Sync {
 
     /// The column the step adds or renames, if any.
     fn column(&self) -> Option<&'static ColumnSpec> {
+        None
+    }
+
+    /// Whether the step creates its whole table (then every other step of the model is complete
+    /// with it, and a table that exists is no work).
+    fn creates_table(&self) -> bool {
+        false
+    }
+
+    /// The table a constraint the step adds points to (`schema`, `table`): the role needs
+    /// `REFERENCES` on it.
+    fn referenced_table(&self, _model: &ModelSpec) -> Option<(&'static str, &'static str)> {
         None
     }
 
@@ -182,7 +195,7 @@ pub(crate) trait Kind: Send + Sync {
 
 /// The room of a kind: the one place where a [`StepKind`] meets its implementation.
 pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
-    match *kind {
+    match kind {
         StepKind::CreateTable => Box::new(create_table::CreateTable),
         StepKind::AddNullableColumn(c) => Box::new(nullable_column::NullableColumn(c)),
         StepKind::AddFilledColumn(c) => Box::new(filled_column::FilledColumn(c)),
@@ -191,7 +204,7 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::AddUnique(c) => Box::new(unique::AddUnique(c)),
         StepKind::AddForeignKey(c) => Box::new(foreign_key::AddForeignKey(c)),
         StepKind::AddCheck(ck) => Box::new(check::AddCheck(ck)),
-        StepKind::DropIndex(name) => Box::new(drop_index::DropIndex(name)),
+        StepKind::DropIndex(name) => Box::new(drop_index::DropIndex(name.clone())),
         StepKind::DropColumn(name) => Box::new(drop_column::DropColumn(name)),
         StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
         StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
@@ -270,6 +283,19 @@ impl StepKind {
     /// The phases this kind goes through, in order (without `Pending`).
     pub fn phases(&self) -> &'static [Phase] {
         room(self).phases()
+    }
+
+    /// Whether the step creates its whole table.
+    pub(crate) fn creates_table(&self) -> bool {
+        room(self).creates_table()
+    }
+
+    /// The table a constraint the step adds points to (`schema`, `table`), if any.
+    pub(crate) fn referenced_table(
+        &self,
+        model: &ModelSpec,
+    ) -> Option<(&'static str, &'static str)> {
+        room(self).referenced_table(model)
     }
 
     /// The phase after `done`, if any (none once aborted).

@@ -215,15 +215,8 @@ impl Kind for RenameColumn {
             {
                 // Contract drops the old column: whatever depends on it must be carried over to
                 // the new one, and what cannot be is reported now, before anything runs.
-                let carry = crate::sql::carry::read(
-                    cx.conn,
-                    cx.model,
-                    column,
-                    id,
-                    &Between::rename(column),
-                    &super::rename_views(cx.model),
-                )
-                .await?;
+                let carry =
+                    read_carry(cx.conn, cx.model, column, id, &Between::rename(column)).await?;
                 for blocker in carry.blockers {
                     cx.problems.add(Some(old), blocker);
                 }
@@ -254,4 +247,21 @@ impl Kind for RenameColumn {
     fn plan_notes(&self, model: &ModelSpec) -> Vec<String> {
         sql::carry::plan_lines(model, &Between::rename(self.0))
     }
+}
+
+/// Reads what depends on the old column of a rename or a type change (`catalog::dependents`)
+/// and what carrying it over to the new one takes (`sql::carry`), `between` saying which. The
+/// renames' own compatibility views (of every rename of the model) depend on old columns too,
+/// and are dropped by contract before the column: they need no carrying.
+pub(crate) async fn read_carry(
+    conn: &mut sqlx::PgConnection,
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    id: &StepId,
+    between: &Between,
+) -> sqlx::Result<Carry> {
+    let views = super::rename_views(model);
+    let deps =
+        crate::catalog::dependents::read(conn, model, &between.old, &between.new, &views).await?;
+    Ok(Carry::new(model, column, id, between, &deps))
 }

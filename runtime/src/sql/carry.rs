@@ -448,22 +448,6 @@ impl Carry {
     }
 }
 
-/// Reads the dependents of the old column of a rename step and what carrying them takes. The
-/// rename's own compatibility views (of every rename of the model) depend on old columns too,
-/// and are dropped by contract before the column: they need no carrying (`views`).
-pub(crate) async fn read(
-    conn: &mut sqlx::PgConnection,
-    model: &ModelSpec,
-    column: &ColumnSpec,
-    id: &StepId,
-    between: &Between,
-    views: &[String],
-) -> sqlx::Result<Carry> {
-    let deps =
-        crate::catalog::dependents::read(conn, model, &between.old, &between.new, views).await?;
-    Ok(Carry::new(model, column, id, between, &deps))
-}
-
 /// A statement of the contract's transaction that fails when something depends on the old
 /// column that was not carried over (created since the carry was read): the column is not
 /// dropped, and the error names the object.

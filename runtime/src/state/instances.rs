@@ -202,7 +202,9 @@ impl Instances {
         .bind(steps)
         .fetch_all(conn)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("phase")?)))
+            .collect()
     }
 
     /// Records that the instance holds these phases (idempotent).
@@ -237,10 +239,10 @@ impl Instances {
     ) -> sqlx::Result<Vec<InstanceRow>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT i.id,
-                    i.heartbeat_at > now() - make_interval(secs => $2),
-                    greatest(extract(epoch FROM now() - i.heartbeat_at), 0)::float8,
-                    $1 = ANY(i.steps),
-                    ARRAY(SELECT a.phase FROM {acks} a WHERE a.instance_id = i.id AND a.step_id = $1)
+                    i.heartbeat_at > now() - make_interval(secs => $2) AS fresh,
+                    greatest(extract(epoch FROM now() - i.heartbeat_at), 0)::float8 AS heartbeat_age,
+                    $1 = ANY(i.steps) AS knows_step,
+                    ARRAY(SELECT a.phase FROM {acks} a WHERE a.instance_id = i.id AND a.step_id = $1) AS acked
              FROM {instances} i
              ORDER BY i.id",
             instances = self.table("instances"),
@@ -250,20 +252,22 @@ impl Instances {
         .bind(heartbeat_timeout.as_secs_f64())
         .fetch_all(conn)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| InstanceRow {
-                id: r.get(0),
-                fresh: r.get(1),
-                heartbeat_age: Duration::try_from_secs_f64(r.get(2)).unwrap_or_default(),
-                knows_step: r.get(3),
-                acked: r
-                    .get::<Vec<String>, _>(4)
-                    .iter()
-                    .filter_map(|p| Phase::parse(p))
-                    .collect(),
+        rows.into_iter()
+            .map(|r| {
+                Ok(InstanceRow {
+                    id: r.try_get("id")?,
+                    fresh: r.try_get("fresh")?,
+                    heartbeat_age: Duration::try_from_secs_f64(r.try_get("heartbeat_age")?)
+                        .unwrap_or_default(),
+                    knows_step: r.try_get("knows_step")?,
+                    acked: r
+                        .try_get::<Vec<String>, _>("acked")?
+                        .iter()
+                        .filter_map(|p| Phase::parse(p))
+                        .collect(),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The step's recorded phase and `schema.table`, for messages (each `None` when unknown).
@@ -274,15 +278,18 @@ impl Instances {
         step: &StepId,
     ) -> sqlx::Result<(Option<String>, Option<String>)> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT to_jsonb(s) ->> 'phase', \
-                    (to_jsonb(s) ->> 'table_schema') || '.' || (to_jsonb(s) ->> 'table_name') \
+            "SELECT to_jsonb(s) ->> 'phase' AS phase, \
+                    (to_jsonb(s) ->> 'table_schema') || '.' || (to_jsonb(s) ->> 'table_name') AS qualified \
              FROM {} s WHERE s.id = $1",
             self.table("steps")
         )))
         .bind(step.as_str())
         .fetch_optional(conn)
         .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))).unwrap_or_default())
+        match row {
+            Some(r) => Ok((r.try_get("phase")?, r.try_get("qualified")?)),
+            None => Ok((None, None)),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use super::StateStore;
+use super::{Event, StateStore};
 use crate::sql::lit;
 
 /// One event of the journal: who did what to which step, and when.
@@ -26,19 +26,13 @@ pub(crate) struct Journal<'a> {
 
 impl Journal<'_> {
     /// The INSERT for an event, as SQL text, so it can join the transaction of the DDL it records.
-    pub fn insert_sql(
-        &self,
-        step: Option<&str>,
-        event: &str,
-        detail: &str,
-        instance: &str,
-    ) -> String {
+    pub fn insert_sql(&self, step: Option<&str>, event: &Event<'_>, instance: &str) -> String {
         format!(
             "INSERT INTO {} (step_id, event, detail, instance) VALUES ({}, {}, {}, {})",
             self.store.table("journal"),
             step.map(lit).unwrap_or_else(|| "NULL".into()),
-            lit(event),
-            lit(detail),
+            lit(&event.name()),
+            lit(&event.to_string()),
             lit(instance)
         )
     }
@@ -46,20 +40,21 @@ impl Journal<'_> {
     /// Every event, oldest first.
     pub async fn all(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<JournalEntry>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT at::text, step_id, event, detail, instance FROM {} ORDER BY id",
+            "SELECT at::text AS at, step_id, event, detail, instance FROM {} ORDER BY id",
             self.store.table("journal")
         )))
         .fetch_all(conn)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| JournalEntry {
-                at: r.get(0),
-                step: r.get(1),
-                event: r.get(2),
-                detail: r.get(3),
-                instance: r.get(4),
+        rows.into_iter()
+            .map(|r| {
+                Ok(JournalEntry {
+                    at: r.try_get("at")?,
+                    step: r.try_get("step_id")?,
+                    event: r.try_get("event")?,
+                    detail: r.try_get("detail")?,
+                    instance: r.try_get("instance")?,
+                })
             })
-            .collect())
+            .collect()
     }
 }

@@ -1,10 +1,12 @@
 //! The state store: pgevolve's own schema, where every step's phase, checkpoint and counters live,
 //! with a journal of events. Any instance and the operator read progress back from here.
 
+mod event;
 pub(crate) mod instances;
 mod journal;
 mod steps;
 
+pub(crate) use event::Event;
 pub(crate) use instances::Instances;
 pub(crate) use journal::Journal;
 pub use journal::JournalEntry;

@@ -1,0 +1,295 @@
+//! One phase of one step: the kind's runner, then the phase recorded with its journal event and
+//! notification in the same transaction. Gates come first (`gates.rs`).
+
+use sqlx::{AssertSqlSafe, Connection};
+use tracing::info;
+
+use super::{Engine, target};
+use crate::backfill::Backfill;
+use crate::coordinator::Coordinator;
+use crate::error::{Error, ErrorKind, Result};
+use crate::kinds::Runner;
+use crate::plan::PlannedStep;
+use crate::sql;
+use crate::sql::backfill::FillColumn;
+use crate::state::Event;
+use crate::step::Phase;
+impl Engine {
+    /// Runs one phase of one step. Kinds with phases that are not a plain transaction of
+    /// statements (batches, checks, concurrent builds) are dispatched here.
+    pub(super) async fn advance(
+        &self,
+        step: &PlannedStep,
+        phase: Phase,
+        overriding: Option<&str>,
+    ) -> Result<()> {
+        // Gates of the phases that change what old builds see, whatever the kind.
+        if matches!(phase, Phase::Retire | Phase::Contract) {
+            self.check_window(step, phase, overriding).await?;
+        }
+        if phase == Phase::Contract && step.kind.phases().contains(&Phase::Retire) {
+            // Nothing that still writes the retired shape may be running when it goes.
+            self.settle(step, Phase::Retire).await?;
+        }
+        match step.room().runner(phase) {
+            Runner::Backfill => {
+                let pass = self.backfill_pass(step).await?;
+                let fills: Vec<FillColumn> = pass.iter().filter_map(PlannedStep::fill).collect();
+                let finished = Backfill {
+                    pool: &self.evolver.pool,
+                    store: &self.store,
+                    model: &step.model,
+                    fills: &fills,
+                    options: &self.evolver.backfill,
+                    ddl: &self.evolver.ddl,
+                    progress: &self.progress,
+                    stop: &self.stop,
+                    lease: &self.lease,
+                    instance: &self.instance,
+                }
+                .run()
+                .await?;
+                if !finished {
+                    if !self.stop.load(std::sync::atomic::Ordering::Acquire) {
+                        // Stopped because another instance aborted a step of the pass.
+                        self.finish_interrupted_aborts().await?;
+                    }
+                    return Ok(());
+                }
+                for member in &pass {
+                    self.run_phase(member, Phase::Backfill, false).await?;
+                }
+                Ok(())
+            }
+            Runner::ConcurrentBuild => {
+                let built = crate::concurrent::Build {
+                    pool: &self.evolver.pool,
+                    options: &self.evolver.ddl,
+                    step,
+                    progress: &self.progress,
+                    stop: &self.stop,
+                    carried: None,
+                    phase,
+                }
+                .run()
+                .await?;
+                if built == crate::concurrent::Built::Stopped {
+                    return Ok(());
+                }
+                self.run_phase(step, phase, false).await
+            }
+            Runner::ValidateConstraint => {
+                crate::constraints::Validate {
+                    pool: &self.evolver.pool,
+                    executor: &self.executor,
+                    store: &self.store,
+                    instance: &self.instance,
+                    step,
+                }
+                .run()
+                .await?;
+                self.run_phase(step, Phase::Validate, false).await
+            }
+            Runner::CarryThenValidate => {
+                // After the backfill, before switch: every object of the old column over the
+                // new one, valid before reads move there.
+                let column = step.kind.column().ok_or_else(|| not_a_column(step))?;
+                let carry = self.read_carry(step, column).await?;
+                if !self
+                    .carry_before_switch(step, Phase::Validate, &carry)
+                    .await?
+                {
+                    return Ok(());
+                }
+                self.validate(step).await
+            }
+            Runner::ValidateData => self.validate(step).await,
+            Runner::ContractCarrying => {
+                let column = step.kind.column().ok_or_else(|| not_a_column(step))?;
+                self.contract_rename(step, column).await
+            }
+            Runner::Statements => self.run_phase(step, phase, false).await,
+        }
+    }
+
+    /// Advances one step through its remaining phases up to `goal`, which needs it validated
+    /// first when `goal` is past validation.
+    pub(super) async fn advance_to(
+        &self,
+        step: &PlannedStep,
+        goal: Phase,
+        overriding: Option<&str>,
+    ) -> Result<()> {
+        loop {
+            let mut conn = self.evolver.pool.acquire().await?;
+            let done = self.recorded_phase(&mut conn, step).await?;
+            drop(conn);
+            let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
+                return Ok(());
+            };
+            if next > Phase::Validate
+                && done < Phase::Validate
+                && step.kind.phases().contains(&Phase::Validate)
+            {
+                return Err(ErrorKind::NotReady {
+                    step: step.id.to_string(),
+                    table: step.model.qualified_name(),
+                    phase: done.to_string(),
+                    message: format!(
+                        "{next} needs a validated step; boot and wait() to let the backfill and validation finish"
+                    ),
+                }
+                .into());
+            }
+            self.advance(step, next, overriding).await?;
+        }
+    }
+
+    /// Validate: the phase's statements (VALIDATE CONSTRAINT: writes go on), then the step's
+    /// data checks, each a count that must be zero.
+    pub(super) async fn validate(&self, step: &PlannedStep) -> Result<()> {
+        let checks = step.room().verifications(&step.model);
+        let verification = |message: String| -> Error {
+            ErrorKind::Verification {
+                step: step.id.to_string(),
+                phase: Phase::Validate.to_string(),
+                table: step.model.qualified_name(),
+                message,
+            }
+            .into()
+        };
+        let statements = step.statements(Phase::Validate);
+        match self
+            .executor
+            .run(target(step, Phase::Validate), statements, &[], true)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_check_violation(&e) => {
+                for check in &checks {
+                    let count = self.count(&check.sql).await?;
+                    if count != 0 {
+                        return Err(verification(format!("{count} {}", check.message)));
+                    }
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        // A validated `CHECK (col IS NOT NULL)` already proves there is no NULL: only the
+        // checks it does not cover scan the table again.
+        for check in checks.iter().filter(|c| !c.proven_by_not_null_check) {
+            let count = self.count(&check.sql).await?;
+            if count != 0 {
+                return Err(verification(format!("{count} {}", check.message)));
+            }
+        }
+        self.run_phase(step, Phase::Validate, false).await
+    }
+
+    /// A count that may scan a large table (no statement_timeout; ACCESS SHARE only).
+    pub(super) async fn count(&self, sql: &str) -> Result<i64> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(sql::watch_client(true)))
+            .execute(&mut *tx)
+            .await?;
+        let count = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// Runs one phase's statements and records it, in one transaction. The backfill phase's
+    /// statement is the batch the engine runs itself, so only its completion is recorded here.
+    pub(super) async fn run_phase(
+        &self,
+        step: &PlannedStep,
+        phase: Phase,
+        long_running: bool,
+    ) -> Result<()> {
+        // Other runners (the backfill engine, validations, concurrent builds) ran the phase's
+        // statements themselves; it is only recorded here.
+        let statements: &[crate::sql::Statement] = match step.room().runner(phase) {
+            crate::kinds::Runner::Statements => step.statements(phase),
+            _ => &[],
+        };
+        self.run_phase_with(step, phase, statements, long_running)
+            .await
+    }
+
+    /// Runs `statements` as the phase and records it, in one transaction (see [`Self::run_phase`]).
+    pub(super) async fn run_phase_with(
+        &self,
+        step: &PlannedStep,
+        phase: Phase,
+        statements: &[crate::sql::Statement],
+        long_running: bool,
+    ) -> Result<()> {
+        let record = [
+            self.store.steps().record_phase_sql(step, phase),
+            self.store.journal().insert_sql(
+                Some(step.id.as_str()),
+                &Event::PhaseDone {
+                    phase,
+                    step: &step.describe(),
+                },
+                &self.instance,
+            ),
+            Coordinator::notify_sql(&self.store.schema, &step.id, phase),
+        ];
+        self.executor
+            .run(target(step, phase), statements, &record, long_running)
+            .await?;
+        info!(step = %step.id, %phase, table = %step.model.qualified_name(), "{}: {phase} done", step.describe());
+        self.set_phase(&step.id, phase);
+        Ok(())
+    }
+
+    /// Drops the indexes removed from the structs (see `concurrent::removed_indexes`), inside
+    /// the deploy window like every contract.
+    pub(super) async fn drop_removed_indexes(&self, overriding: Option<&str>) -> Result<()> {
+        let removed = crate::concurrent::removed_indexes(
+            &self.evolver.pool,
+            &self.store,
+            self.evolver.planned(),
+        )
+        .await?;
+        for (declared_by, step) in removed {
+            self.check_window(&step, Phase::Contract, overriding)
+                .await?;
+            crate::concurrent::drop_removed_index(
+                &self.evolver.pool,
+                &self.executor,
+                &self.store,
+                &self.instance,
+                &declared_by,
+                &step,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A runner for a kind with a column that found none: a kind file wired wrong.
+fn not_a_column(step: &PlannedStep) -> Error {
+    ErrorKind::NotReady {
+        step: step.id.to_string(),
+        table: step.model.qualified_name(),
+        phase: "plan".into(),
+        message: format!(
+            "step kind {} has no column for its phase runner (a bug in its kind file)",
+            step.kind.name()
+        ),
+    }
+    .into()
+}
+
+pub(super) fn is_check_violation(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Statement { source: sqlx::Error::Database(db), .. } if db.code().as_deref() == Some("23514"))
+}

@@ -153,11 +153,7 @@ async fn killed_in(scenario: &str) {
     assert_both_columns_match(&pool, &log).await;
     evolution.contract().await.unwrap();
     assert_new_columns_match(&pool, &log).await;
-    assert_eq!(
-        catalog_snapshot(&pool, "items").await,
-        CONTRACTED,
-        "{scenario}"
-    );
+    assert_contracted(&pool, scenario).await;
 }
 
 // One test, scenarios in sequence: the accessors' phase registry is per process and every

@@ -122,8 +122,8 @@ pub(crate) async fn type_oids(
 /// What depends on a column and would make `ALTER COLUMN ... TYPE` scan the table, rebuild an
 /// index or fail even when the new type needs no rewrite: CHECK and foreign key constraints
 /// (checked again), indexes with expressions or a predicate (rebuilt), views, rules, policies,
-/// statistics, triggers on the column. Plain indexes, primary keys, unique constraints and the
-/// default are kept as they are. Described as PostgreSQL describes them.
+/// statistics, triggers on the column. Plain indexes, primary keys, unique constraints, NOT NULL
+/// (a constraint of its own from PostgreSQL 18) and the default are kept as they are. Described as PostgreSQL describes them.
 pub(crate) async fn in_place_blockers(
     conn: &mut PgConnection,
     model: &ModelSpec,
@@ -138,7 +138,7 @@ pub(crate) async fn in_place_blockers(
            AND NOT (d.classid = 'pg_class'::regclass AND EXISTS (SELECT FROM pg_index i \
                     WHERE i.indexrelid = d.objid AND i.indexprs IS NULL AND i.indpred IS NULL)) \
            AND NOT (d.classid = 'pg_constraint'::regclass AND EXISTS (SELECT FROM pg_constraint c \
-                    WHERE c.oid = d.objid AND c.contype IN ('p', 'u'))) \
+                    WHERE c.oid = d.objid AND c.contype IN ('p', 'u', 'n'))) \
          ORDER BY 1",
     )
     .bind(table)

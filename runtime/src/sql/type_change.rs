@@ -202,7 +202,36 @@ pub(crate) fn contract(model: &ModelSpec, column: &ColumnSpec, h: &TypeHelpers) 
         "ALTER TABLE {t} RENAME COLUMN {new} TO {}",
         Ident(column.name)
     )));
+    if !column.nullable {
+        out.extend(not_null_named_after(model, column));
+    }
     out
+}
+
+/// From PostgreSQL 18, NOT NULL is a constraint with a name, which `SET NOT NULL` made from the
+/// new column's name (`<table>_pgevolve_new_..._not_null`): given the name PostgreSQL gives the
+/// column's own (`<table>_<column>_not_null`), free since the old column went. Nothing before 18
+/// (no such row), nor when the name would be over the limit.
+fn not_null_named_after(model: &ModelSpec, column: &ColumnSpec) -> Option<Statement> {
+    let name = pgevolve_naming::plain_name(model.table, &[column.name], "not_null");
+    if name.len() > pgevolve_naming::MAX_IDENTIFIER_BYTES {
+        return None;
+    }
+    let t = super::lit(&table(model).to_string());
+    Some(Statement::always(format!(
+        "DO $pgevolve$\n\
+         DECLARE current name;\n\
+         BEGIN\n\
+         \x20 SELECT conname INTO current FROM pg_catalog.pg_constraint WHERE conrelid = {t}::regclass AND contype = 'n'\n\
+         \x20   AND conkey = ARRAY[(SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = {t}::regclass AND attname = {col})];\n\
+         \x20 IF current IS NOT NULL AND current <> {name} THEN\n\
+         \x20   EXECUTE format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', {t}, current, {name});\n\
+         \x20 END IF;\n\
+         END\n\
+         $pgevolve$",
+        col = super::lit(column.name),
+        name = super::lit(&name),
+    )))
 }
 
 /// Contract with what is carried over (see `sql::carry`), in one transaction.

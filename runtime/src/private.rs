@@ -15,7 +15,7 @@ pub use crate::model::Evolve;
 pub use crate::registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use crate::spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
-    SetNotNull,
+    SetNotNull, TypeChange,
 };
 pub use crate::state::{Action, PauseRow, RequestRow, Requests};
 pub use ::core::option::Option::{self, None, Some};

@@ -6,6 +6,7 @@
 //! | step | before expand / aborted | expand .. validate | switch | retire, contract |
 //! |---|---|---|---|---|
 //! | rename `old` → `new` | read and write `old` | read `COALESCE(new, old)`, write both | read `new`, write both | read and write `new` |
+//! | type change of `col` (new column `n`) | read `using(col)`, write `col = down($)` | read `COALESCE(n, using(col))`, write `n` and `col = down($)` | read `n`, write both | retire: the same; contract: read and write `col` |
 //! | backfilled column | read the expression, do not write | read `COALESCE(col, expression)`, write | | read and write |
 //! | defaulted column | read the default, do not write | read `COALESCE(col, default)`, write | | read and write |
 //! | nullable column | read `NULL`, do not write | read and write | | |
@@ -54,6 +55,9 @@ pub struct ModelSql {
     pub select_all: String,
     /// Columns written for each field, in field order (empty: not written in this phase).
     pub writes: Vec<Vec<&'static str>>,
+    /// The value of each written column, with a placeholder for the field's bound value (see
+    /// `FieldAccess::values`).
+    values: Vec<Vec<String>>,
     table: String,
 }
 
@@ -96,15 +100,16 @@ impl ModelSql {
             if !c.generated {
                 written += 1;
             }
-            for col in &f.writes {
+            for (k, col) in f.writes.iter().enumerate() {
+                let value = f.value(k, &format!("${}", i + 1));
                 insert_cols.push(Ident(col).to_string());
-                insert_vals.push(format!("${}", i + 1));
+                insert_vals.push(value.clone());
                 if !c.generated {
                     returning_cols.push(Ident(col).to_string());
-                    returning_vals.push(format!("${written}"));
+                    returning_vals.push(f.value(k, &format!("${written}")));
                 }
                 if !c.primary_key && !c.generated {
-                    sets.push(format!("{} = ${}", Ident(col), i + 1));
+                    sets.push(format!("{} = {value}", Ident(col)));
                 }
             }
         }
@@ -160,7 +165,8 @@ impl ModelSql {
             delete,
             find,
             select_all,
-            writes: fields.into_iter().map(|f| f.writes).collect(),
+            writes: fields.iter().map(|f| f.writes.clone()).collect(),
+            values: fields.into_iter().map(|f| f.values).collect(),
             table,
         }
     }
@@ -178,7 +184,13 @@ impl ModelSql {
                     .writes
                     .iter()
                     .enumerate()
-                    .flat_map(|(n, w)| w.iter().map(move |_| format!("${}", r * fields + n + 1)))
+                    .flat_map(|(n, w)| {
+                        let param = format!("${}", r * fields + n + 1);
+                        (0..w.len()).map(move |k| match self.values[n].get(k) {
+                            Some(v) => v.replace(crate::sql::type_change::PARAM, &param),
+                            None => param.clone(),
+                        })
+                    })
                     .collect();
                 format!("({})", vals.join(", "))
             })

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use pgevolve::{BackfillOptions, DeployWindow, ErrorKind, Evolve, Evolver, Phase};
+use pgevolve::{BackfillOptions, DdlOptions, DeployWindow, ErrorKind, Evolve, Evolver, Phase};
 use sqlx::PgPool;
 use support::items::*;
 use support::{catalog_snapshot, database};
@@ -46,7 +46,8 @@ async fn type_change_with_old_and_new_writers_on_the_same_rows_keeps_every_value
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     // Contract starts: the old build is gone by now (that is what contract is gated on). The
-    // new build pauses across it (see README: a statement racing the contract's commit).
+    // new build pauses so that both columns can be compared with the log before contract
+    // (writes across the contract's commit: `new_build_writes_queued_behind_...`).
     let mut ok = stop(old).await;
     ok += stop(new).await;
     assert_both_columns_match(&pool, &log).await;
@@ -72,6 +73,84 @@ async fn type_change_with_old_and_new_writers_on_the_same_rows_keeps_every_value
     // The old column's index, CHECK and default now belong to the new one, under their names.
     assert_contracted(&pool, "after contract").await;
     support::assert_reboot_changes_nothing::<Item>(&pool, "items").await;
+}
+
+/// The contract renames the new column the new build named until then. Statements of the new
+/// build queued behind the contract's lock (a transaction holds the table until the contract
+/// waits for it and writers wait behind the contract) run after its commit with the SQL of
+/// retire, on the pool and inside transactions: none may fail, and every row keeps the last
+/// value written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_build_writes_queued_behind_the_contract_commit_all_succeed() {
+    let (_db, pool) = database(20).await;
+    seed(&pool).await;
+    let log = log();
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .ddl_options(DdlOptions {
+            lock_timeout: Duration::from_secs(10),
+            ..DdlOptions::default()
+        })
+        .model::<Item>()
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    evolution.switch().await.unwrap();
+    let mut writers: Vec<Writer> = (0..3)
+        .map(|lane| new_writer(&pool, lane, log.clone()))
+        .collect();
+    writers.extend(
+        (3..6).map(|lane| new_writer_in_transactions(&pool, lane, log.clone(), &evolution)),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A transaction holds the table: the contract's ACCESS EXCLUSIVE waits for it, and the
+    // writers' statements (the SQL of retire) queue behind the contract.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE items IN ROW EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let contract = tokio::spawn({
+        let evolution = evolution.clone();
+        async move { evolution.contract().await }
+    });
+    let waiting = |mode: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'items'::regclass AND mode = $1 AND NOT granted",
+            )
+            .bind(mode)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while waiting("AccessExclusiveLock").await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the contract never asked for its lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while waiting("RowExclusiveLock").await + waiting("AccessShareLock").await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no writer queued behind the contract"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    holder.commit().await.unwrap();
+    contract.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let ok = stop(writers).await;
+    assert!(ok > 100, "only {ok} writes");
+    assert_new_columns_match(&pool, &log).await;
+    assert_contracted(&pool, "after contract").await;
 }
 
 /// Where an abort lands.

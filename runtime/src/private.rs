@@ -4,7 +4,7 @@
 //! version so a mismatched pair fails to compile.
 
 pub use crate::access::{
-    Access, EvolvedExecutor, FromEvolvedRow, ModelSql, Select, model_sql, model_sql_in,
+    Access, Accessor, EvolvedExecutor, FromEvolvedRow, ModelSql, Select, model_sql, model_sql_in,
 };
 pub use crate::column_type::ColumnType;
 pub use crate::coordinator::{

@@ -183,6 +183,69 @@ pub fn old_writer(pool: &PgPool, lane: i64, log: Arc<Log>) -> Writer {
 
 /// The new build: the generated accessors (find, then update; or insert), new types.
 pub fn new_writer(pool: &PgPool, lane: i64, log: Arc<Log>) -> Writer {
+    writer_of_the_new_build(pool, lane, log, None)
+}
+
+/// The new build as [`new_writer`], each write (the find and the update, or the insert) in a
+/// transaction of its own, through the evolution's handle.
+pub fn new_writer_in_transactions(
+    pool: &PgPool,
+    lane: i64,
+    log: Arc<Log>,
+    evolution: &pgevolve::Evolution,
+) -> Writer {
+    writer_of_the_new_build(pool, lane, log, Some(evolution.clone()))
+}
+
+/// One write of the new build: on the pool, or in a transaction when `evolution` is given.
+async fn write_new(
+    pool: &PgPool,
+    evolution: Option<&pgevolve::Evolution>,
+    item: &Item,
+    insert: bool,
+    expected: Option<(String, Last)>,
+    errors: &mut Vec<String>,
+) -> Result<(), pgevolve::Error> {
+    let id = item.id;
+    let check = |found: Option<Item>, errors: &mut Vec<String>| -> Result<(), pgevolve::Error> {
+        let Some(found) = found else {
+            return Err(ErrorKind::UnknownStep {
+                step: format!("row {id} missing"),
+            }
+            .into());
+        };
+        let (qty, code) = expected.as_ref().map(|e| e.1.new_values()).unwrap();
+        if (found.qty, found.code) != (qty, code) {
+            errors.push(format!("row {id} read {found:?}, expected {expected:?}"));
+        }
+        Ok(())
+    };
+    match evolution {
+        None if insert => item.insert(pool).await,
+        None => {
+            check(Item::find(&id, pool).await?, errors)?;
+            item.update(pool).await.map(|_| ())
+        }
+        Some(evolution) => {
+            let mut tx = pool.begin().await?;
+            if insert {
+                item.insert(evolution.on(&mut *tx)).await?;
+            } else {
+                check(Item::find(&id, evolution.on(&mut *tx)).await?, errors)?;
+                item.update(evolution.on(&mut *tx)).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+    }
+}
+
+fn writer_of_the_new_build(
+    pool: &PgPool,
+    lane: i64,
+    log: Arc<Log>,
+    evolution: Option<pgevolve::Evolution>,
+) -> Writer {
     let stop = Arc::new(AtomicBool::new(false));
     let (pool, flag) = (pool.clone(), stop.clone());
     let handle = tokio::spawn(async move {
@@ -197,25 +260,16 @@ pub fn new_writer(pool: &PgPool, lane: i64, log: Arc<Log>) -> Writer {
                 code: (n % 5 != 0).then_some(i32::try_from(n % 800).unwrap()),
             };
             let _row = log.buckets[(id % BUCKETS) as usize].lock().await;
-            let result = if insert {
-                item.insert(&pool).await
-            } else {
-                match Item::find(&id, &pool).await {
-                    Ok(Some(found)) => {
-                        let expected = log.rows.lock().unwrap().get(&id).cloned();
-                        let (qty, code) = expected.as_ref().map(|e| e.1.new_values()).unwrap();
-                        if (found.qty, found.code) != (qty, code) {
-                            errors.push(format!("row {id} read {found:?}, expected {expected:?}"));
-                        }
-                        item.update(&pool).await.map(|_| ())
-                    }
-                    Ok(None) => Err(ErrorKind::UnknownStep {
-                        step: format!("row {id} missing"),
-                    }
-                    .into()),
-                    Err(e) => Err(e),
-                }
-            };
+            let expected = log.rows.lock().unwrap().get(&id).cloned();
+            let result = write_new(
+                &pool,
+                evolution.as_ref(),
+                &item,
+                insert,
+                expected,
+                &mut errors,
+            )
+            .await;
             match result {
                 Ok(()) => {
                     log.rows.lock().unwrap().insert(

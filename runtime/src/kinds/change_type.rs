@@ -6,7 +6,8 @@
 
 use super::resolving::BoxFuture;
 use super::{
-    FieldAccess, Kind, PlannedPhase, Resolving, Runner, Shown, Verification, backfill_phase,
+    FieldAccess, Kind, PlannedPhase, RenamedAtContract, Resolving, Runner, Shown, Verification,
+    backfill_phase,
 };
 use crate::error::Result;
 use crate::ident::Ident;
@@ -145,6 +146,18 @@ impl Kind for ChangeType {
             },
             Phase::Contract => FieldAccess::plain(c),
         })
+    }
+
+    /// The new column, named by the accessors from expand to retire, is renamed at contract.
+    fn renamed_at_contract(&self, phase: Phase) -> Option<RenamedAtContract> {
+        (Phase::Expand..=Phase::Retire)
+            .contains(&phase)
+            .then(|| RenamedAtContract {
+                from: type_change::shadow_name(self.0),
+                to: self.0.name,
+                sql_type: self.0.sql_type,
+                contract_next: phase >= Phase::Switch,
+            })
     }
 
     fn verifications(&self, model: &ModelSpec) -> Vec<Verification> {

@@ -136,6 +136,14 @@ pub(crate) trait Kind: Send + Sync {
         None
     }
 
+    /// The column the accessors name in `phase` that the step's contract renames (a type
+    /// change's new column): a statement built before the contract's commit and run after it
+    /// finds no such column, and the accessor runs it again with the contract's SQL (see
+    /// `access::retry`).
+    fn renamed_at_contract(&self, _phase: Phase) -> Option<RenamedAtContract> {
+        None
+    }
+
     /// The data checks of the validate phase.
     fn verifications(&self, _model: &ModelSpec) -> Vec<Verification> {
         Vec::new()
@@ -382,6 +390,21 @@ pub(crate) struct FieldAccess {
     /// The value each of `writes` gets, in order, with `sql::type_change::PARAM` standing for
     /// the field's bound value; missing: the bound value itself.
     pub values: Vec<String>,
+}
+
+/// A column the accessors name until the step's contract renames it (see
+/// [`Kind::renamed_at_contract`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RenamedAtContract {
+    /// The name the accessors use before contract.
+    pub from: String,
+    /// The name the contract gives it.
+    pub to: &'static str,
+    /// Its type, which the column named `to` has once the contract committed.
+    pub sql_type: &'static str,
+    /// The contract may come next (the step is at switch or retire): a statement inside a
+    /// transaction then runs under a savepoint, so that it can run again after the error.
+    pub contract_next: bool,
 }
 
 impl FieldAccess {

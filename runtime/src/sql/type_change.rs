@@ -270,6 +270,21 @@ pub(crate) fn probe(model: &ModelSpec, column: &ColumnSpec) -> String {
     )
 }
 
+/// Which columns a contract renamed: `$1` the table, `$2` the names the accessors used before
+/// contract, `$3` the names the contract gave them, `$4` their types. Gives `renamed`, the
+/// positions (from 1) of those whose old name is gone and whose new name has the new type.
+/// Read from the catalog tables: within a transaction that began before the contract,
+/// `REPEATABLE READ` shows the catalog of its snapshot, and then nothing counts as renamed.
+pub(crate) fn renamed_by_contract() -> &'static str {
+    "SELECT coalesce(array_agg(r.position ORDER BY r.position) FILTER (WHERE \
+         NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::regclass \
+                     AND a.attname = r.before AND NOT a.attisdropped) \
+         AND EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::regclass \
+                     AND a.attname = r.after AND a.atttypid = r.type::regtype AND NOT a.attisdropped)), \
+         '{}') AS renamed \
+     FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS r(before, after, type, position)"
+}
+
 /// A change PostgreSQL makes in the catalog only (see `kinds::change_type_in_place`).
 pub(crate) fn alter_in_place(model: &ModelSpec, column: &ColumnSpec) -> Vec<Statement> {
     vec![Statement::always(format!(

@@ -35,6 +35,35 @@ async fn type_change_with_old_and_new_writers_on_the_same_rows_keeps_every_value
         .boot()
         .await
         .unwrap();
+    // What `pgevolve plan` and `status` show comes from the state store: both steps with their
+    // kind and description, and every phase and the abort with their statements.
+    let recorded: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "SELECT s.kind, s.description, string_agg(DISTINCT p.phase, ',' ORDER BY p.phase), \
+                bool_or(p.phase = 'contract' AND p.sql LIKE '%RENAME COLUMN%') \
+         FROM pgevolve.steps s JOIN pgevolve.plan p ON p.step_id = s.id \
+         WHERE s.kind = 'change_type' GROUP BY 1, 2 ORDER BY 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let phases = "abort,backfill,contract,expand,retire,switch,validate";
+    assert_eq!(
+        recorded,
+        [
+            (
+                "change_type".to_string(),
+                "change type of column public.items.code from text to integer".to_string(),
+                phases.to_string(),
+                true
+            ),
+            (
+                "change_type".to_string(),
+                "change type of column public.items.qty from integer to bigint".to_string(),
+                phases.to_string(),
+                true
+            ),
+        ]
+    );
     // Expand is done: the new build starts next to the old one, on the same rows.
     let new: Vec<Writer> = (2..4)
         .map(|lane| new_writer(&pool, lane, log.clone()))
@@ -367,6 +396,21 @@ async fn a_change_postgresql_makes_without_rewrite_is_done_in_place_at_boot() {
         .find(|s| s.description.contains("in place"))
         .unwrap();
     assert_eq!(change.phase, Phase::Expand);
+    // Recorded for `pgevolve plan`: the one statement of its expand.
+    let recorded: Vec<(String, String)> = sqlx::query_as(
+        "SELECT p.phase, p.sql FROM pgevolve.steps s JOIN pgevolve.plan p ON p.step_id = s.id \
+         WHERE s.kind = 'change_type_in_place' ORDER BY p.phase, p.ordinal",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded,
+        [(
+            "expand".to_string(),
+            "ALTER TABLE \"public\".\"labels\" ALTER COLUMN \"label\" TYPE text".to_string()
+        )]
+    );
     assert_eq!(files(&pool).await, before, "nothing rewritten or rebuilt");
     let catalog = catalog_snapshot(&pool, "labels").await;
     assert!(

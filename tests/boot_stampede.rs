@@ -48,6 +48,12 @@ async fn stampede_child_process() {
         return;
     };
     let (build, barrier) = scenario.split_once(':').unwrap();
+    if std::env::var_os("PGEVOLVE_CHILD_STDERR_DIR").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter("pgevolve=debug,pgevolve_runtime=debug")
+            .try_init();
+    }
     let pool = PgPool::connect(&url).await.unwrap();
     child::report("READY");
     while !Path::new(barrier).exists() {
@@ -114,9 +120,6 @@ async fn backfill_phase(pool: &PgPool) -> (String, i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open bug: on main after the merges of 2026-11-28 the older build's backfill stalls at about \
-            2,350 of 3,000 rows in 3 runs of 4 (its leader alive, idle between batches); it passed 6 of 6 \
-            on its own branch. Run with --ignored while investigating."]
 async fn eight_processes_boot_at_once_then_eight_of_a_newer_build_during_the_backfill_without_deadlock_and_every_phase_runs_once()
  {
     if child::in_child() {
@@ -174,8 +177,14 @@ async fn eight_processes_boot_at_once_then_eight_of_a_newer_build_during_the_bac
         }
         assert!(
             Instant::now() < deadline,
-            "the background work is stuck at {left} (backfill {:?}, {:?}); sessions: {activity:#?}",
+            "the background work is stuck at {left} (backfill {:?}, bounds {:?}, {:?}); sessions: {activity:#?}",
             backfill_phase(&pool).await,
+            sqlx::query_as::<_, (Option<Vec<String>>, Option<Vec<String>>, i64)>(
+                "SELECT checkpoint, upper_bound, (SELECT count(*) FROM orders) FROM pgevolve.steps WHERE kind = 'add_backfilled_column'"
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
             sqlx::query_as::<_, (String, String, String)>(
                 "SELECT event, instance, coalesce(detail, '') FROM pgevolve.journal ORDER BY id"
             )

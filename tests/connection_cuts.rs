@@ -6,9 +6,11 @@
 //! connections are not the ones that dropped. The random source is seeded (printed;
 //! `PGEVOLVE_SEED=<n>` replays the same strikes).
 //!
-//! The service does what a real one does with an error from the evolution: boots it again (the
-//! runtime itself carries on after a lost leader lock session, and a pool reconnects; any other
-//! lost connection ends the boot or the background work with the error). The evolution must
+//! The background work carries on by itself after every cut (a lost leader lock session, a
+//! lost connection under a phase: it follows, waits, takes the lock again and resumes from the
+//! checkpoint), and the test fails if it ever ends with an error. A cut under a call the service
+//! makes (`boot`, `switch`, `contract`) returns the error, and the service does what a real one
+//! does: calls again (booting again first). The evolution must
 //! finish with no row lost or changed, no phase run twice, no INVALID index, and the catalog a
 //! database evolved without cuts has.
 
@@ -35,6 +37,8 @@ struct Service {
     through: PgConnectOptions,
     evolution: Option<Evolution>,
     errors: Vec<String>,
+    /// Errors the background work ended with (`Evolution::wait`).
+    background_errors: Vec<String>,
 }
 
 impl Service {
@@ -82,8 +86,13 @@ impl Service {
                 "{goal:?} not reached within 120 s"
             );
             let evolution = self.evolution().await;
+            if let Err(e) = evolution.wait().await {
+                // The background work retries lost connections by itself: it must not end on one.
+                self.background_errors.push(e.to_string());
+                self.failed(e);
+                continue;
+            }
             let outcome = async {
-                evolution.wait().await?;
                 evolution.switch().await?;
                 if goal == Goal::End {
                     evolution.contract().await?;
@@ -160,6 +169,7 @@ async fn connections_cut_at_random_moments_of_every_phase_lose_no_row_run_no_pha
         through: proxy.options_for(db.url()).unwrap(),
         evolution: None,
         errors: Vec::new(),
+        background_errors: Vec::new(),
     };
     let goal = Arc::new(AtomicU8::new(0));
     let cutter = Cutter::start(
@@ -184,6 +194,11 @@ async fn connections_cut_at_random_moments_of_every_phase_lose_no_row_run_no_pha
     goal.store(1, Ordering::Relaxed);
     service.walk(Goal::End).await;
     let (tally, closed) = cutter.finish().await;
+    assert!(
+        service.background_errors.is_empty(),
+        "the background work ended on errors instead of trying again: {:?}",
+        service.background_errors
+    );
 
     // Nothing is left to do: a last pass without cuts changes nothing and fails nowhere.
     let errors = std::mem::take(&mut service.errors);

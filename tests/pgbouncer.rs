@@ -460,6 +460,10 @@ async fn every_step_kind_runs_its_whole_lifecycle_while_writers_go_through_pgbou
         wrong.len(),
         wrong.first()
     );
+    println!(
+        "{} rows compared, 0 lost or different (writers through PgBouncer in transaction mode)",
+        expected.len()
+    );
     // The accessors read the same through the pooler.
     let mut read = Order::fetch_all(&pooled).await.unwrap();
     read.sort_by_key(|o| o.id);

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::error::CliError;
 use crate::render;
-use crate::store::{Instance, LockWait, Pause, Request, Step, Store};
+use crate::store::{HealthPause, Instance, LockWait, Pause, Request, Step, Store};
 
 /// Instances whose heartbeat is older than this are not shown as live (the runtime's default
 /// heartbeat timeout).
@@ -23,6 +23,9 @@ struct Snapshot {
     /// Rows per second of each running backfill, measured over the sample.
     rates: HashMap<String, f64>,
     pauses: Vec<Pause>,
+    /// Backfills waiting for the database's health; only those of steps still backfilling
+    /// (a row left by an instance that died while waiting says nothing).
+    health: Vec<HealthPause>,
     leader: Option<crate::store::Leader>,
     instances: Vec<Instance>,
     waits: Vec<LockWait>,
@@ -58,8 +61,15 @@ impl Snapshot {
             .collect();
         tables.sort();
         tables.dedup();
+        let health = store
+            .health_pauses()
+            .await?
+            .into_iter()
+            .filter(|h| steps.iter().any(|s| s.id == h.step && s.backfilling()))
+            .collect();
         Ok(Snapshot {
             rates,
+            health,
             pauses: store.pauses().await?,
             leader: store.leader().await?,
             instances: store.instances(LIVE_SECS).await?,
@@ -73,6 +83,10 @@ impl Snapshot {
         self.pauses
             .iter()
             .any(|p| p.scope == "*" || p.scope == step)
+    }
+
+    fn health_pause(&self, step: &str) -> Option<&HealthPause> {
+        self.health.iter().find(|h| h.step == step)
     }
 
     /// What holds the work up, one line each.
@@ -90,6 +104,15 @@ impl Snapshot {
             }
             line.push_str("); `pgevolve resume` lifts it");
             out.push(line);
+        }
+        for h in &self.health {
+            out.push(format!(
+                "health: the backfill of step {} waits ({}) for {}: {}; it goes on by itself once back within the bound",
+                h.step,
+                h.reason,
+                render::duration(h.secs),
+                h.detail
+            ));
         }
         for w in &self.waits {
             out.push(format!(
@@ -157,6 +180,9 @@ impl Snapshot {
                     "phases": s.phases,
                     "state": render::state(s, false),
                     "paused": self.paused(&s.id) && !s.settled(),
+                    "health_pause": self.health_pause(&s.id).map(|h| json!({
+                        "reason": h.reason, "detail": h.detail, "since": h.since, "seconds": h.secs,
+                    })),
                     "settled": s.settled(),
                     "backfilling": s.backfilling(),
                     "rows_done": s.rows_done,
@@ -227,6 +253,14 @@ impl Snapshot {
                 s.phase,
                 render::state(s, self.paused(&s.id))
             ));
+            if let Some(h) = self.health_pause(&s.id) {
+                out.push_str(&format!(
+                    "      [WAITING FOR HEALTH: {}] {} (for {})\n",
+                    h.reason,
+                    h.detail,
+                    render::duration(h.secs)
+                ));
+            }
             if let Some(fraction) = render::fraction(s).filter(|_| s.backfilling()) {
                 let rate = self.rates.get(&s.id).copied();
                 out.push_str(&format!(

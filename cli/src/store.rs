@@ -140,6 +140,18 @@ pub struct LockWait {
 
 pub use pgevolve_runtime::__private::PauseRow as Pause;
 
+/// A backfill that waits for the database's health (the runtime's `health_pauses` table).
+#[derive(Debug, Clone)]
+pub struct HealthPause {
+    pub step: String,
+    /// `replica_lag`, `xmin_horizon` or `wal_rate`.
+    pub reason: String,
+    /// What was measured, against which bound.
+    pub detail: String,
+    pub since: String,
+    pub secs: f64,
+}
+
 /// A request, with the seconds since it finished.
 pub type Request = (RequestRow, Option<f64>);
 
@@ -422,6 +434,33 @@ impl Store {
             .pauses(&mut self.conn)
             .await
             .reading("the pauses")
+    }
+
+    /// Backfills waiting for the database's health (none in a store without the table).
+    pub async fn health_pauses(&mut self) -> Result<Vec<HealthPause>, CliError> {
+        if !self.has_table("health_pauses").await? {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT step_id, reason, detail, since::text AS since, \
+             extract(epoch FROM now() - since)::float8 AS secs FROM {} ORDER BY since, step_id",
+            self.table("health_pauses")
+        )))
+        .fetch_all(&mut self.conn)
+        .await
+        .reading("the health pauses")?;
+        rows.iter()
+            .map(|r| {
+                Ok(HealthPause {
+                    step: r.try_get("step_id")?,
+                    reason: r.try_get("reason")?,
+                    detail: r.try_get("detail")?,
+                    since: r.try_get("since")?,
+                    secs: r.try_get("secs")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .reading("the health pauses")
     }
 
     /// Requests not done, and those that failed in the last `recent_secs` seconds.

@@ -525,3 +525,94 @@ async fn abort_restores_the_table_and_requests_without_an_instance_say_so() {
             .unwrap();
     assert_eq!(outcome, "cancelled");
 }
+
+/// A backfill waiting for the database's health, as the binary shows it: a session holding a
+/// snapshot open past the bound, `status` (text and JSON) naming the reason and what was
+/// measured, then nothing once the snapshot is gone and the backfill finished, and both
+/// events in `history`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_a_backfill_waiting_for_an_open_snapshot_until_it_commits() {
+    use sqlx::Connection;
+    const ROWS: i64 = 100_000;
+    let db = TestDatabase::new().await.expect("throwaway PostgreSQL");
+    let pool = db.pool(10).await.unwrap();
+    seed(&pool, "users", "email", ROWS).await;
+    let evolution = Evolver::new(pool.clone())
+        .model::<users::User>()
+        .backfill_options(
+            BackfillOptions {
+                initial_batch_size: 200,
+                min_batch_size: 200,
+                max_batch_size: 200,
+                ..BackfillOptions::default()
+            }
+            .health(
+                pgevolve::HealthBounds::off()
+                    .oldest_transaction(Duration::from_secs(1))
+                    .interval(Duration::from_millis(200)),
+            ),
+        )
+        .boot()
+        .await
+        .unwrap();
+    let id = step_of(&evolution, "email_normalized").id.to_string();
+    until(
+        &pool,
+        "SELECT rows_done > 0 FROM pgevolve.steps WHERE id = $1",
+        &id,
+        "the backfill starting",
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let mut snapshot = holder.begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *snapshot)
+        .await
+        .unwrap();
+    sqlx::query("SELECT count(*) FROM users")
+        .execute(&mut *snapshot)
+        .await
+        .unwrap();
+    until(
+        &pool,
+        "SELECT EXISTS (SELECT FROM pgevolve.health_pauses WHERE step_id = $1)",
+        &id,
+        "the backfill waiting for the snapshot",
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let text = pgevolve(db.url(), &["status"]).await.ok().stdout;
+    assert!(
+        text.contains("[WAITING FOR HEALTH: xmin_horizon] session "),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "health: the backfill of step {id} waits (xmin_horizon) for "
+        )),
+        "{text}"
+    );
+    let status = pgevolve(db.url(), &["status", "--json"]).await.ok().json();
+    let pause = &status["steps"][0]["health_pause"];
+    assert_eq!(pause["reason"], "xmin_horizon", "{status}");
+    assert!(
+        pause["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("has had a transaction open for")),
+        "{status}"
+    );
+
+    snapshot.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(120), evolution.wait())
+        .await
+        .expect("the backfill finished")
+        .unwrap();
+    let status = pgevolve(db.url(), &["status", "--json"]).await.ok().json();
+    assert!(status["steps"][0]["health_pause"].is_null(), "{status}");
+    let history = pgevolve(db.url(), &["history"]).await.ok().stdout;
+    assert!(history.contains("health paused"), "{history}");
+    assert!(history.contains("health resumed"), "{history}");
+}

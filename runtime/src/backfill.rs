@@ -1,6 +1,7 @@
 //! The backfill engine: one pass per table over the primary key, filling every pending column
 //! at once; keyset batches, each one statement that also commits the checkpoint, with a batch
-//! size that adapts to a target duration and a pause that keeps the pass to its duty cycle.
+//! size that adapts to a target duration and a pause that keeps the pass to its duty cycle,
+//! stretched or turned into a wait when the database's health asks for it (`health.rs`).
 
 use sqlx::AssertSqlSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
 use crate::executor::is_retryable;
+use crate::health::{Breach, Health, Verdict};
 use crate::options::{BackfillOptions, DdlOptions};
 use crate::progress::Progress;
 use crate::spec::ModelSpec;
@@ -20,6 +22,7 @@ use crate::sql::backfill::{Bounds, FillColumn};
 use crate::state::Event;
 use crate::state::{StateStore, StepRow};
 use crate::step::Phase;
+use crate::telemetry;
 
 pub(crate) struct Backfill<'a> {
     pub pool: &'a PgPool,
@@ -58,10 +61,18 @@ impl Backfill<'_> {
             .join(", ");
         let span = info_span!("backfill", steps = %ids, columns = %columns, phase = "backfill", table = %model.qualified_name());
         async {
-            let Some((mut cursor, upper, mut done)) = self.start().await? else {
+            let Some((mut cursor, upper, mut done, estimate)) = self.start().await? else {
                 return Ok(true); // empty table: the triggers cover every row from now on
             };
             self.announce_triggers().await?;
+            let table = model.qualified_name();
+            telemetry::paused(&table, None);
+            self.remaining(estimate - done);
+            let mut health = Health::new(self.options.health.clone());
+            // Waiting for the database's health: since when, and for which reason.
+            let mut health_paused: Option<HealthPause> = None;
+            // A pause left by an instance that died while paused.
+            self.clear_health_pause().await?;
             let steps_table = self.store.table("steps");
             // Consecutive cancelled batches at the smallest size (see below).
             let mut too_slow = 0u32;
@@ -80,9 +91,31 @@ impl Backfill<'_> {
                         rows = done,
                         "backfill stopped on request; it resumes from its checkpoint"
                     );
+                    if health_paused.is_some() {
+                        self.clear_health_pause().await?;
+                        telemetry::paused(&table, None);
+                    }
                     return Ok(false);
                 }
                 let pass: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
+                let verdict = health.verdict(self.pool).await.clone();
+                if self
+                    .follow_health(&verdict, &mut health_paused, done, &table)
+                    .await?
+                {
+                    // Waiting: the lease is still checked, so an abort or a lost leadership
+                    // ends the wait.
+                    if self.lease.check(&pass, &[]).await?.aborted {
+                        info!(
+                            rows = done,
+                            "a step of this pass was aborted by another instance; the pass stops"
+                        );
+                        self.clear_health_pause().await?;
+                        return Ok(false);
+                    }
+                    tokio::time::sleep(self.options.health.interval).await;
+                    continue;
+                }
                 let mut session = self.lease.session().await;
                 let checked = self.lease.check_session(&mut session, &pass, &pass).await?;
                 if checked.aborted {
@@ -100,9 +133,11 @@ impl Backfill<'_> {
                     let event = if paused {
                         info!(rows = done, "backfill paused by an operator");
                         self.report(done, 0.0);
+                        telemetry::paused(&table, Some("operator"));
                         Event::Paused { before: &before }
                     } else {
                         info!(rows = done, "backfill resumed");
+                        telemetry::paused(&table, None);
                         Event::Resumed { before: &before }
                     };
                     drop(session);
@@ -159,6 +194,16 @@ impl Backfill<'_> {
                         let rate =
                             filled_this_run as f64 / started.elapsed().as_secs_f64().max(1e-3);
                         self.report(done, rate);
+                        for fill in self.fills {
+                            telemetry::rows_filled(
+                                fill.step.as_str(),
+                                &table,
+                                filled.max(0) as u64,
+                            );
+                        }
+                        telemetry::batch(&table, elapsed);
+                        telemetry::batch_size(&table, batch_size);
+                        self.remaining(estimate - done);
                         if last_log.elapsed() >= Duration::from_secs(2) {
                             last_log = Instant::now();
                             info!(
@@ -168,7 +213,10 @@ impl Backfill<'_> {
                                 "backfill progress"
                             );
                         }
-                        let pause = self.options.pause_after(elapsed);
+                        let pause = self
+                            .options
+                            .pause_after(elapsed)
+                            .mul_f64(verdict.slowdown());
                         if !pause.is_zero() {
                             tokio::time::sleep(pause).await;
                         }
@@ -215,6 +263,7 @@ impl Backfill<'_> {
                     }
                 }
             }
+            self.remaining(0);
             info!(
                 rows = done,
                 seconds = started.elapsed().as_secs_f64(),
@@ -252,6 +301,93 @@ impl Backfill<'_> {
         self.journal(&event).await
     }
 
+    /// Acts on the health verdict before a batch: starts, changes or ends a wait (logged,
+    /// journaled, recorded in `health_pauses` for `pgevolve status`, and in the
+    /// [`telemetry::PAUSED`] gauge). Returns whether to wait instead of running the batch.
+    async fn follow_health(
+        &self,
+        verdict: &Verdict,
+        paused: &mut Option<HealthPause>,
+        done: i64,
+        table: &str,
+    ) -> Result<bool> {
+        match (verdict, paused.as_ref()) {
+            (Verdict::Pause(breach), current) => {
+                let reason = breach.signal.reason();
+                if current.is_none_or(|p| p.reason != reason) {
+                    let detail = breach.to_string();
+                    info!(
+                        reason,
+                        rows = done,
+                        "backfill paused: {detail}; it goes on by itself once back within the bound"
+                    );
+                    self.report(done, 0.0);
+                    telemetry::paused(table, Some(reason));
+                    self.record_health_pause(breach, &detail).await?;
+                    self.journal(&Event::HealthPaused {
+                        reason,
+                        detail: &detail,
+                        rows: done,
+                    })
+                    .await?;
+                    *paused = Some(HealthPause {
+                        reason,
+                        since: current.map_or_else(Instant::now, |p| p.since),
+                    });
+                }
+                Ok(true)
+            }
+            (_, Some(p)) => {
+                let waited = p.since.elapsed();
+                info!(
+                    reason = p.reason,
+                    rows = done,
+                    waited_seconds = waited.as_secs_f64(),
+                    "backfill resumed: back within its health bounds"
+                );
+                telemetry::paused(table, None);
+                self.clear_health_pause().await?;
+                self.journal(&Event::HealthResumed {
+                    reason: p.reason,
+                    paused: waited,
+                    rows: done,
+                })
+                .await?;
+                *paused = None;
+                Ok(false)
+            }
+            (_, None) => Ok(false),
+        }
+    }
+
+    /// Records why every step of the pass waits (nothing in a store without the table).
+    async fn record_health_pause(&self, breach: &Breach, detail: &str) -> Result<()> {
+        let steps: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
+        let sql = self
+            .store
+            .health_pauses()
+            .record_sql(&steps, breach.signal.reason(), detail);
+        self.health_pauses_write(sql).await
+    }
+
+    /// Removes the pass's recorded health pauses.
+    async fn clear_health_pause(&self) -> Result<()> {
+        let steps: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
+        let sql = self.store.health_pauses().clear_sql(&steps);
+        self.health_pauses_write(sql).await
+    }
+
+    async fn health_pauses_write(&self, sql: String) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
+            Ok(_) => Ok(()),
+            // A store bootstrapped by an older build (no `health_pauses` table): the log and
+            // the journal still say it.
+            Err(e) if crate::state::instances::is_missing_table(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Journals `event` for every step of the pass, in one message.
     async fn journal(&self, event: &Event<'_>) -> Result<()> {
         let journal = self.store.journal();
@@ -272,7 +408,7 @@ impl Backfill<'_> {
     /// pass shares them (a pass interrupted earlier), else from the start up to the highest key
     /// now. Starting again is always safe: a batch only fills rows whose column is `NULL`, and
     /// rows above any recorded bound were filled by the triggers. `None`: the table is empty.
-    async fn start(&self) -> Result<Option<(Option<Vec<String>>, Vec<String>, i64)>> {
+    async fn start(&self) -> Result<Option<(Option<Vec<String>>, Vec<String>, i64, i64)>> {
         let model = self.model;
         let mut conn = self.pool.acquire().await?;
         let steps = self.store.steps();
@@ -304,7 +440,7 @@ impl Backfill<'_> {
                 .max()
                 .unwrap_or(0);
             self.set_estimate(estimate);
-            return Ok(Some((cursor, upper, done)));
+            return Ok(Some((cursor, upper, done, estimate)));
         }
         let bound: Option<Vec<String>> =
             sqlx::query_scalar(AssertSqlSafe(&*sql::backfill::upper_bound(model)))
@@ -339,7 +475,7 @@ impl Backfill<'_> {
         }
         tx.commit().await?;
         self.set_estimate(estimate);
-        Ok(Some((None, bound, 0)))
+        Ok(Some((None, bound, 0, estimate)))
     }
 
     /// Moves the batch size towards the target duration: down by up to half at once, up by at
@@ -355,6 +491,14 @@ impl Backfill<'_> {
         self.progress.set_estimate(|id| self.in_pass(id), estimate);
     }
 
+    /// The [`telemetry::ROWS_REMAINING`] gauge of every step of the pass.
+    fn remaining(&self, rows: i64) {
+        let table = self.model.qualified_name();
+        for fill in self.fills {
+            telemetry::rows_remaining(fill.step.as_str(), &table, rows);
+        }
+    }
+
     /// Every step of the pass reports the rows the pass filled.
     fn report(&self, done: i64, rate: f64) {
         self.progress.set_rows(|id| self.in_pass(id), done, rate);
@@ -363,6 +507,12 @@ impl Backfill<'_> {
     fn in_pass(&self, step: &crate::step::StepId) -> bool {
         self.fills.iter().any(|f| &f.step == step)
     }
+}
+
+/// A backfill waiting for the database's health.
+struct HealthPause {
+    reason: &'static str,
+    since: Instant,
 }
 
 /// `57014`: the batch ran past its `statement_timeout`.

@@ -235,6 +235,7 @@ impl Build<'_> {
                                     message: format!(
                                         "the build ended but pg_index.indisvalid is false; {outcome}; boot again to retry"
                                     ),
+                                    connection_lost: false,
                                 }
                                 .into());
                             }
@@ -258,12 +259,19 @@ impl Build<'_> {
                         {
                             return Err(self.duplicates_error(def, &e, &outcome).await);
                         }
+                        let connection_lost = crate::transient::is_transient_sqlx(&e);
+                        let next = if connection_lost {
+                            "the background work tries again"
+                        } else {
+                            "boot again to retry"
+                        };
                         return Err(ErrorKind::IndexBuild {
                             step: self.step.id.to_string(),
                             phase: self.phase.to_string(),
                             table: model.qualified_name(),
                             index: name.clone(),
-                            message: format!("{e}; {outcome}; boot again to retry"),
+                            message: format!("{e}; {outcome}; {next}"),
+                            connection_lost,
                         }
                         .into());
                     }

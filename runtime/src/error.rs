@@ -213,6 +213,9 @@ pub enum ErrorKind {
         index: String,
         /// What happened, and what was done about the INVALID index.
         message: String,
+        /// The build's session was lost (or the server was restarting): the background work
+        /// tries again by itself (see [`Error::is_transient`]).
+        connection_lost: bool,
     },
 
     /// An accessor ran for a model that no evolution booted in this process.

@@ -17,6 +17,7 @@ mod error;
 mod evolver;
 mod executor;
 mod failpoint;
+mod health;
 mod ident;
 mod kinds;
 mod lease;
@@ -33,6 +34,8 @@ mod sql;
 mod state;
 mod statement;
 mod step;
+pub mod telemetry;
+mod transient;
 mod window;
 
 #[doc(hidden)]
@@ -46,7 +49,7 @@ pub use coordinator::DEFAULT_HEARTBEAT_TIMEOUT;
 pub use error::{DriftProblem, Error, ErrorKind, Result};
 pub use evolver::{Evolution, Evolver};
 pub use model::Evolve;
-pub use options::{BackfillOptions, DdlOptions};
+pub use options::{BackfillOptions, DdlOptions, HealthBounds};
 pub use plan::{BatchTriggers, Plan, PlannedPhase, PlannedStep, UserTrigger};
 pub use privileges::{MissingPrivilege, ObjectKind, Privilege};
 pub use progress::StepProgress;

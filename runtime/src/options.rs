@@ -102,17 +102,28 @@ pub struct BackfillOptions {
     /// [`Evolver::plans_for_database`]: crate::Evolver::plans_for_database
     /// [`ErrorKind::TriggerSkipDenied`]: crate::ErrorKind::TriggerSkipDenied
     pub skip_user_triggers: bool,
+    /// What the backfill watches on the server to slow down and pause by itself: replicas'
+    /// replay lag, the xmin horizon, the WAL rate. On by default with conservative bounds (see
+    /// [`HealthBounds`]); [`HealthBounds::off`] ignores them.
+    pub health: HealthBounds,
 }
 
 impl BackfillOptions {
     /// No pause between batches: the fastest backfill, for a maintenance window or an idle
-    /// table. Batches still aim at `target_batch_duration`, so rows stay locked as briefly.
+    /// table. Batches still aim at `target_batch_duration`, so rows stay locked as briefly, and
+    /// the [`health`](BackfillOptions::health) bounds still hold (replicas do not care about the
+    /// window); add `.health(HealthBounds::off())` to ignore them too.
     pub fn unthrottled() -> BackfillOptions {
         BackfillOptions {
             pause: Duration::ZERO,
             duty_cycle: 1.0,
             ..BackfillOptions::default()
         }
+    }
+
+    /// These options with `health` as the bounds the backfill keeps to.
+    pub fn health(self, health: HealthBounds) -> BackfillOptions {
+        BackfillOptions { health, ..self }
     }
 
     /// The pause after a batch that took `batch`.
@@ -134,6 +145,149 @@ impl Default for BackfillOptions {
             pause: Duration::from_millis(20),
             duty_cycle: 1.0 / 3.0,
             skip_user_triggers: false,
+            health: HealthBounds::default(),
+        }
+    }
+}
+
+/// The database's health as the backfill watches it: past any of these bounds it pauses
+/// before its next batch (holding its checkpoint and the leader lock), logs why, shows why in
+/// `pgevolve status` and in the journal, and goes on by itself once every bound is met again.
+/// Past half of a bound it slows down: the pause after each batch grows linearly from the duty
+/// cycle's (at half) to five times it (at the bound).
+///
+/// One query per check, at most once per [`interval`](HealthBounds::interval) (before a batch,
+/// never per batch when batches are quicker), reading `pg_stat_replication`,
+/// `pg_stat_activity`, `pg_replication_slots`, `pg_prepared_xacts` and `pg_current_wal_lsn()`.
+/// No superuser is needed; without `pg_read_all_stats` (or `pg_monitor`, which includes it)
+/// PostgreSQL hides the replicas' positions and other roles' sessions: the backfill logs so
+/// once and checks what it can see (slots, prepared transactions, its own role's sessions, the
+/// WAL rate).
+///
+/// Each bound is optional (`None` turns that signal off). The defaults, and why:
+///
+/// | bound | default | why |
+/// |---|---|---|
+/// | [`replay_lag_bytes`](HealthBounds::replay_lag_bytes) | 128 MiB | eight WAL segments; GitLab's earlier framework stopped at 100 MB of slot lag |
+/// | [`replay_lag`](HealthBounds::replay_lag) | 5 s | a replica that serves reads should not fall further behind than a page load; gh-ost and pt-osc stop at 1–1.5 s of lag, this backfill at 5 s leaves room for the lag a busy primary has anyway |
+/// | [`xmin_age`](HealthBounds::xmin_age) | 10,000,000 transactions | a snapshot, slot or prepared transaction that old means vacuum has not been able to clean anything newer for a long time; the backfill's dead row versions would only add to the bloat. 5 % of the default `autovacuum_freeze_max_age` |
+/// | [`oldest_transaction`](HealthBounds::oldest_transaction) | 10 minutes | the same, in time, for a session (a report, an idle transaction); longer than the application's own transactions should ever be |
+/// | [`wal_rate`](HealthBounds::wal_rate) | 64 MiB/s | all the server's WAL, the application's included: above this replicas, archiving and backups fall behind on ordinary hardware; the backfill alone under its default duty cycle writes far less |
+/// | [`interval`](HealthBounds::interval) | 1 s | one cheap query per second |
+///
+/// ```
+/// use std::time::Duration;
+/// use pgevolve_runtime::{BackfillOptions, HealthBounds};
+///
+/// let options = BackfillOptions::default().health(
+///     HealthBounds::default()
+///         .replay_lag(Duration::from_secs(2))
+///         .wal_rate(None), // no WAL budget
+/// );
+/// assert_eq!(options.health.replay_lag, Some(Duration::from_secs(2)));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthBounds {
+    /// The most WAL any replica may have left to replay, in bytes
+    /// (`pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)` of `pg_stat_replication`).
+    pub replay_lag_bytes: Option<u64>,
+    /// The longest replay lag of any replica (`replay_lag` of `pg_stat_replication`, which
+    /// PostgreSQL measures when the replica reports a replayed position: a replica whose
+    /// replay is stuck keeps its last value, so the bytes bound is the one that catches it).
+    pub replay_lag: Option<Duration>,
+    /// How many transactions old the xmin horizon may be: the oldest snapshot or transaction
+    /// id of any session (`backend_xmin`, `backend_xid` of `pg_stat_activity`, autovacuum
+    /// excluded: vacuum ignores its own kind), replication slot (`xmin`) or prepared
+    /// transaction. A slot's `catalog_xmin` is left out: it holds back only the catalogs'
+    /// vacuum, not the tables the backfill dirties.
+    pub xmin_age: Option<u32>,
+    /// How long the oldest transaction that holds a snapshot or a transaction id may have been
+    /// open (`xact_start` of `pg_stat_activity`).
+    pub oldest_transaction: Option<Duration>,
+    /// The most WAL the whole server may write per second, measured between two checks from
+    /// `pg_current_wal_lsn()`.
+    pub wal_rate: Option<u64>,
+    /// The shortest time between two checks. Default 1 s.
+    pub interval: Duration,
+}
+
+impl HealthBounds {
+    /// No bound: the backfill runs on its duty cycle alone, as before health checks existed.
+    pub fn off() -> HealthBounds {
+        HealthBounds {
+            replay_lag_bytes: None,
+            replay_lag: None,
+            xmin_age: None,
+            oldest_transaction: None,
+            wal_rate: None,
+            ..HealthBounds::default()
+        }
+    }
+
+    /// Whether any bound is set.
+    pub fn any(&self) -> bool {
+        self.replay_lag_bytes.is_some()
+            || self.replay_lag.is_some()
+            || self.xmin_age.is_some()
+            || self.oldest_transaction.is_some()
+            || self.wal_rate.is_some()
+    }
+
+    /// Sets (or with `None` removes) the replay lag bound in bytes.
+    pub fn replay_lag_bytes(self, bound: impl Into<Option<u64>>) -> HealthBounds {
+        HealthBounds {
+            replay_lag_bytes: bound.into(),
+            ..self
+        }
+    }
+
+    /// Sets (or with `None` removes) the replay lag bound in time.
+    pub fn replay_lag(self, bound: impl Into<Option<Duration>>) -> HealthBounds {
+        HealthBounds {
+            replay_lag: bound.into(),
+            ..self
+        }
+    }
+
+    /// Sets (or with `None` removes) the xmin horizon's age bound, in transactions.
+    pub fn xmin_age(self, bound: impl Into<Option<u32>>) -> HealthBounds {
+        HealthBounds {
+            xmin_age: bound.into(),
+            ..self
+        }
+    }
+
+    /// Sets (or with `None` removes) the bound on the oldest transaction's age.
+    pub fn oldest_transaction(self, bound: impl Into<Option<Duration>>) -> HealthBounds {
+        HealthBounds {
+            oldest_transaction: bound.into(),
+            ..self
+        }
+    }
+
+    /// Sets (or with `None` removes) the WAL budget, in bytes per second.
+    pub fn wal_rate(self, bound: impl Into<Option<u64>>) -> HealthBounds {
+        HealthBounds {
+            wal_rate: bound.into(),
+            ..self
+        }
+    }
+
+    /// Sets the shortest time between two checks.
+    pub fn interval(self, interval: Duration) -> HealthBounds {
+        HealthBounds { interval, ..self }
+    }
+}
+
+impl Default for HealthBounds {
+    fn default() -> Self {
+        HealthBounds {
+            replay_lag_bytes: Some(128 << 20),
+            replay_lag: Some(Duration::from_secs(5)),
+            xmin_age: Some(10_000_000),
+            oldest_transaction: Some(Duration::from_secs(600)),
+            wal_rate: Some(64 << 20),
+            interval: Duration::from_secs(1),
         }
     }
 }

@@ -37,6 +37,9 @@ impl Progress {
 
     /// Replaces every step's entry (at boot).
     pub fn reset(&self, steps: Vec<StepProgress>) {
+        for p in &steps {
+            crate::telemetry::phase(p.step.as_str(), &p.table, p.phase);
+        }
         *self.all() = steps;
     }
 
@@ -50,8 +53,15 @@ impl Progress {
         self.all().iter().find(|p| &p.step == step).map(|p| p.phase)
     }
 
+    /// The phase `step` reached, also as the [`crate::telemetry::PHASE`] gauge.
     pub fn set_phase(&self, step: &StepId, phase: Phase) {
-        self.update(|id| id == step, |p| p.phase = phase);
+        self.update(
+            |id| id == step,
+            |p| {
+                p.phase = phase;
+                crate::telemetry::phase(p.step.as_str(), &p.table, phase);
+            },
+        );
     }
 
     /// The rows a step's table is expected to hold, for every step `of` selects (a backfill

@@ -54,15 +54,15 @@ const SERVER_SETTINGS: [&str; 7] = [
 #[derive(Debug)]
 pub struct Cluster {
     /// The temporary directory: data directory, server log, Unix socket.
-    root: PathBuf,
-    /// `root/data`, made by `initdb`.
-    data: PathBuf,
+    pub(crate) root: PathBuf,
+    /// `root/data`, made by `initdb` (or by `pg_basebackup` for a replica).
+    pub(crate) data: PathBuf,
     /// TCP port on 127.0.0.1.
-    port: u16,
+    pub(crate) port: u16,
     /// The `postgres` process (or the `runuser`/`su` running it), once started.
-    server: Option<Child>,
+    pub(crate) server: Option<Child>,
     /// Cleans up when this process ends; `None` once shut down.
-    guardian: Option<Guardian>,
+    pub(crate) guardian: Option<Guardian>,
 }
 
 impl Cluster {
@@ -156,7 +156,7 @@ impl Cluster {
     }
 
     /// Starts the server on a free port, retrying when the port was taken in the meantime.
-    fn launch(&mut self, binaries: &Binaries, run_as: &RunAs) -> Result<(), Error> {
+    pub(crate) fn launch(&mut self, binaries: &Binaries, run_as: &RunAs) -> Result<(), Error> {
         let log_path = self.root.join("server.log");
         let log = File::create(&log_path).map_err(Error::io("creating the server log"))?;
         let mut attempt = 1;
@@ -235,8 +235,9 @@ impl Drop for Cluster {
     }
 }
 
-/// Polls until the server accepts connections: `postmaster.pid` says `ready` (PostgreSQL 10 and
-/// later write the postmaster's status on its eighth line) and its port takes a TCP connection.
+/// Polls until the server accepts connections: `postmaster.pid` says `ready`, or `standby` for a
+/// hot standby (PostgreSQL 10 and later write the postmaster's status on its eighth line), and
+/// its port takes a TCP connection.
 /// No client program is needed, so server-only installations work too. The error is a reason.
 fn wait_ready(server: &mut Child, data: &Path, port: u16) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
@@ -246,8 +247,11 @@ fn wait_ready(server: &mut Child, data: &Path, port: u16) -> Result<(), String> 
             Ok(None) => {}
             Err(error) => return Err(format!("could not check the server process: {error}")),
         }
-        let status_ready = std::fs::read_to_string(data.join("postmaster.pid"))
-            .is_ok_and(|pid| pid.lines().nth(7).is_some_and(|l| l.trim() == "ready"));
+        let status_ready = std::fs::read_to_string(data.join("postmaster.pid")).is_ok_and(|pid| {
+            pid.lines()
+                .nth(7)
+                .is_some_and(|l| matches!(l.trim(), "ready" | "standby"))
+        });
         let ready = status_ready
             && std::net::TcpStream::connect_timeout(
                 &std::net::SocketAddr::from(([127, 0, 0, 1], port)),

@@ -54,6 +54,15 @@ pub enum Error {
         log_tail: String,
     },
 
+    /// `pg_basebackup` exited with a failure while copying a primary for a replica.
+    #[error("`pg_basebackup` failed ({status}):\n{output}")]
+    Basebackup {
+        /// How `pg_basebackup` exited.
+        status: ExitStatus,
+        /// What it printed on stdout and stderr.
+        output: String,
+    },
+
     /// `pgbouncer` is neither on `PATH` nor in `/usr/sbin`.
     #[error(
         "pgbouncer not found (looked on PATH and in /usr/sbin); install it with \

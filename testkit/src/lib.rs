@@ -43,7 +43,8 @@
 //! ([`TcpProxy::cut_all`]), for tests of what a lost connection does.
 //!
 //! Programs that want a server of their own, stopped at a point of their choosing, can own a
-//! [`Cluster`] instead.
+//! [`Cluster`] instead, and start a streaming replica of it with [`Cluster::start_replica`]
+//! (for tests of what replication lag does).
 
 mod binaries;
 mod bouncer;
@@ -52,6 +53,7 @@ mod database;
 mod error;
 mod guardian;
 mod proxy;
+mod replica;
 mod server;
 mod url;
 mod user;

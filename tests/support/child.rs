@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 /// returns at once.
 pub const CHILD_ENV: &str = "PGEVOLVE_TEST_CHILD";
 
+static CHILD_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// In an entry point: `(scenario, url)` when this process is a child, `None` in a normal run.
 pub fn child_spec() -> Option<(String, String)> {
     let spec = std::env::var(CHILD_ENV).ok()?;
@@ -65,7 +67,17 @@ impl ChildProcess {
             .env(CHILD_ENV, format!("{scenario} {url}"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(match std::env::var_os("PGEVOLVE_CHILD_STDERR_DIR") {
+                Some(dir) => Stdio::from(
+                    std::fs::File::create(std::path::Path::new(&dir).join(format!(
+                        "child-{}-{}.log",
+                        std::process::id(),
+                        CHILD_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    )))
+                    .unwrap(),
+                ),
+                None => Stdio::null(),
+            });
         if let Some(point) = pause_at {
             command.env("PGEVOLVE_PAUSE_AT", point);
         }

@@ -171,10 +171,13 @@ pub type Log = Arc<Mutex<BTreeMap<i64, Order>>>;
 pub use super::TaskWriter as Writer;
 
 /// The id a writer of `lane` (0..8) writes at its `n`th write: one write in three inserts a row
-/// of its own, the others update a seeded row `≡ lane (mod 8)`.
+/// of its own, the others update a seeded row `≡ lane (mod 8)`. Inserted ids interleave the
+/// lanes above the seed and grow with `n`, as a sequence's would: with one range per lane, the
+/// lower lane's inserts landed below the upper bound a backfill pass had recorded from the
+/// higher lane's, and a pass held to small batches chased them for as long as the writers ran.
 fn target(lane: i64, n: i64, rows: i64) -> (i64, bool) {
     if n % 3 == 0 {
-        (1_000_000 * (lane + 1) + n, true)
+        (1_000_000 + 8 * n + lane, true)
     } else {
         (lane + 8 * (1 + n % (rows / 8 - 1)), false)
     }

@@ -13,6 +13,24 @@ use crate::sql;
 use crate::sql::backfill::FillColumn;
 use crate::state::Event;
 use crate::step::Phase;
+/// The wait after the first transient error in a row; it doubles with each next one.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between two tries after transient errors: short enough that the work goes
+/// on soon after an outage ends, long enough that a server coming back is not hammered.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How long closing a session (or taking one for the journal) may take after a lost connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// What one poll of a follower found.
+enum Followed {
+    /// Every background step reached the goal.
+    Finished,
+    /// The leader lock was free: this instance leads now, on this session.
+    TookLock(PgConnection),
+    /// Another instance leads.
+    LeaderBusy,
+}
+
 /// How a walk of the background steps ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Walked {
@@ -34,6 +52,9 @@ impl Engine {
         };
         // A follower polls on one connection of its own, opened once.
         let mut candidate: Option<PgConnection> = None;
+        // Transient errors in a row without progress: each doubles the wait before the next try
+        // (see `interrupted`).
+        let mut interruptions = 0u32;
         loop {
             if let Some(mut conn) = lock.take() {
                 // Which instance leads, for `pgevolve status` (best effort).
@@ -41,6 +62,7 @@ impl Engine {
                     .record_leader(&mut conn, &self.instance)
                     .await;
                 self.lease.hold(conn).await;
+                let before = self.progress_mark();
                 let result = self.walk(goal).await;
                 if let Err(e) = &result
                     && let ErrorKind::LeadershipLost { .. } = e.kind()
@@ -51,12 +73,31 @@ impl Engine {
                     continue;
                 }
                 let conn = self.lease.release().await;
+                if let Err(e) = &result
+                    && e.is_transient()
+                {
+                    // A lost connection: give the lock up (closing its session, if it is still
+                    // there, releases it) and follow; whoever takes the lock next, this instance
+                    // included, goes on from the checkpoint.
+                    if let Some(conn) = conn {
+                        let _ = tokio::time::timeout(CLOSE_WAIT, conn.close()).await;
+                    }
+                    // Work done since the last interruption: the database is there, start the
+                    // backoff over (an outage makes no progress, and the waits grow).
+                    if self.progress_mark() != before {
+                        interruptions = 0;
+                    }
+                    interruptions += 1;
+                    self.interrupted(e, interruptions).await;
+                    continue;
+                }
                 if let Ok(Walked::WaitingForWindow(wait)) = result {
                     // Waiting for the deploy window holds nothing: another build's background
                     // work may run meanwhile, and this instance takes the lock back after.
                     if let Some(conn) = conn {
                         let _ = conn.close().await;
                     }
+                    interruptions = 0;
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -74,33 +115,88 @@ impl Engine {
                 // Stopped (an abort of this instance's): nothing to follow any more.
                 return Ok(());
             }
-            let mut conn = self.evolver.pool.acquire().await?;
-            let recorded = self.store.steps().rows(&mut conn).await?;
-            drop(conn);
-            let mut finished = true;
-            for step in self.background_steps() {
-                let phase = recorded
-                    .get(&step.id)
-                    .map(|r| r.phase)
-                    .unwrap_or(Phase::Pending);
-                self.set_phase(&step.id, phase);
-                finished &= phase >= goal.min(step.kind.last_phase());
+            match self.follow(goal, &mut candidate).await {
+                Ok(Followed::Finished) => return Ok(()),
+                Ok(Followed::TookLock(conn)) => {
+                    info!(
+                        "took over the leader lock; resuming background work from the checkpoint"
+                    );
+                    lock = Some(conn);
+                }
+                Ok(Followed::LeaderBusy) => tokio::time::sleep(Duration::from_secs(1)).await,
+                Err(e) if e.is_transient() => {
+                    candidate = None;
+                    interruptions += 1;
+                    self.interrupted(&e, interruptions).await;
+                }
+                Err(e) => return Err(e),
             }
-            if finished {
-                return Ok(());
-            }
-            let mut poller = match candidate.take() {
-                Some(c) => c,
-                None => self.leader_connection().await?,
-            };
-            if try_lock(&mut poller, self.lock_key()).await? {
-                info!("took over the leader lock; resuming background work from the checkpoint");
-                lock = Some(poller);
-                continue;
-            }
-            candidate = Some(poller);
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// One poll of a follower: whether the background work is finished (by whichever instance
+    /// led it), else whether the leader lock was free (taken, on the returned session).
+    async fn follow(&self, goal: Phase, candidate: &mut Option<PgConnection>) -> Result<Followed> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let recorded = self.store.steps().rows(&mut conn).await?;
+        drop(conn);
+        let mut finished = true;
+        for step in self.background_steps() {
+            let phase = recorded
+                .get(&step.id)
+                .map(|r| r.phase)
+                .unwrap_or(Phase::Pending);
+            self.set_phase(&step.id, phase);
+            finished &= phase >= goal.min(step.kind.last_phase());
+        }
+        if finished {
+            return Ok(Followed::Finished);
+        }
+        let mut poller = match candidate.take() {
+            Some(c) => c,
+            None => self.leader_connection().await?,
+        };
+        if try_lock(&mut poller, self.lock_key()).await? {
+            return Ok(Followed::TookLock(poller));
+        }
+        *candidate = Some(poller);
+        Ok(Followed::LeaderBusy)
+    }
+
+    /// Every step's phase and rows as this instance sees them: changed when the walk got
+    /// anything done.
+    fn progress_mark(&self) -> Vec<(Phase, i64)> {
+        self.progress
+            .snapshot()
+            .iter()
+            .map(|p| (p.phase, p.rows_done))
+            .collect()
+    }
+
+    /// After the `n`th transient error without progress in between: logs and journals it (best effort: the
+    /// database may be what is gone), then waits 250 ms, 500 ms, 1 s ... up to 10 s, jittered so that
+    /// instances that lost the server together do not come back in step.
+    async fn interrupted(&self, error: &Error, n: u32) {
+        let wait = RETRY_FIRST
+            .saturating_mul(1 << (n - 1).min(6))
+            .min(RETRY_MAX)
+            .mul_f64(rand::random_range(0.5..=1.0));
+        warn!(error = %error, attempt = n, retry_in_ms = wait.as_millis() as u64,
+            "background work interrupted by a transient error; trying again from the checkpoint");
+        let sql = self.store.journal().insert_sql(
+            None,
+            &Event::BackgroundInterrupted {
+                error: &error.to_string(),
+                retry_in_ms: wait.as_millis() as u64,
+            },
+            &self.instance,
+        );
+        if let Ok(Ok(mut conn)) =
+            tokio::time::timeout(CLOSE_WAIT, self.evolver.pool.acquire()).await
+        {
+            let _ = sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await;
+        }
+        tokio::time::sleep(wait).await;
     }
 
     /// Moves every background step forward, phase by phase, up to `goal`. A step whose

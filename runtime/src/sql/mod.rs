@@ -6,6 +6,7 @@ pub(crate) mod carry;
 pub(crate) mod constraint;
 pub(crate) mod default;
 pub(crate) mod drop_column;
+pub(crate) mod health;
 pub(crate) mod index;
 pub(crate) mod not_null;
 pub(crate) mod rename;

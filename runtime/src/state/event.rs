@@ -45,6 +45,8 @@ pub(crate) enum Event<'a> {
     CarriedOver { lines: &'a [String] },
     /// This instance lost the leader lock.
     LeaderLockLost { error: &'a str },
+    /// The background work met a transient error (a lost connection) and tries again later.
+    BackgroundInterrupted { error: &'a str, retry_in_ms: u64 },
     /// Validation found rows that break the constraint; the constraint was dropped.
     ValidateFailed { step: &'a str },
     /// An index no longer declared was dropped at contract.
@@ -59,6 +61,19 @@ pub(crate) enum Event<'a> {
     Paused { before: &'a str },
     /// The pause was lifted and the leader went on.
     Resumed { before: &'a str },
+    /// The backfill paused by itself: a health bound was passed (`reason` is the signal,
+    /// `replica_lag`, `xmin_horizon` or `wal_rate`; `detail` what was measured).
+    HealthPaused {
+        reason: &'a str,
+        detail: &'a str,
+        rows: i64,
+    },
+    /// Every health bound was met again and the backfill went on.
+    HealthResumed {
+        reason: &'a str,
+        paused: Duration,
+        rows: i64,
+    },
     /// An operator's request (`pgevolve switch`, ...) was carried out, or failed.
     Request {
         id: i64,
@@ -85,12 +100,15 @@ impl Event<'_> {
             Event::WindowOverridden { .. } => "deploy window overridden".into(),
             Event::CarriedOver { .. } => "carried over".into(),
             Event::LeaderLockLost { .. } => "leader lock lost".into(),
+            Event::BackgroundInterrupted { .. } => "background work interrupted".into(),
             Event::ValidateFailed { .. } => "validate failed".into(),
             Event::RemovedIndexDropped { .. } => "contract done".into(),
             Event::BackfillFiresTriggers { .. } => "backfill fires user triggers".into(),
             Event::BackfillSkipsTriggers { .. } => "backfill skips user triggers".into(),
             Event::Paused { .. } => "paused".into(),
             Event::Resumed { .. } => "resumed".into(),
+            Event::HealthPaused { .. } => "health paused".into(),
+            Event::HealthResumed { .. } => "health resumed".into(),
             Event::Request {
                 action, outcome, ..
             } => format!("request {action} {outcome}"),
@@ -138,6 +156,9 @@ impl fmt::Display for Event<'_> {
             } => write!(f, "{phase} at {now} ({window}): {reason}"),
             Event::CarriedOver { lines } => f.write_str(&lines.join("; ")),
             Event::LeaderLockLost { error } => f.write_str(error),
+            Event::BackgroundInterrupted { error, retry_in_ms } => {
+                write!(f, "{error}; trying again in {retry_in_ms} ms")
+            }
             Event::ValidateFailed { step } => {
                 write!(f, "{step}: existing rows violate it; constraint dropped")
             }
@@ -155,6 +176,20 @@ impl fmt::Display for Event<'_> {
                  not fired: {not_fired}; still fired (ENABLE ALWAYS or REPLICA): {fired}"
             ),
             Event::Paused { before } | Event::Resumed { before } => write!(f, "before {before}"),
+            Event::HealthPaused {
+                reason,
+                detail,
+                rows,
+            } => write!(f, "{reason}: {detail}; {rows} rows filled so far"),
+            Event::HealthResumed {
+                reason,
+                paused,
+                rows,
+            } => write!(
+                f,
+                "{reason} back within its bound after {:.1} s; {rows} rows filled so far",
+                paused.as_secs_f64()
+            ),
             Event::Request {
                 id,
                 by,

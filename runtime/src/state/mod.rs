@@ -2,6 +2,7 @@
 //! with a journal of events. Any instance and the operator read progress back from here.
 
 mod event;
+pub(crate) mod health_pauses;
 pub(crate) mod instances;
 mod journal;
 pub(crate) mod plan_record;
@@ -9,6 +10,7 @@ pub(crate) mod requests;
 mod steps;
 
 pub(crate) use event::Event;
+pub(crate) use health_pauses::HealthPauses;
 pub(crate) use instances::Instances;
 pub(crate) use journal::Journal;
 pub use journal::JournalEntry;
@@ -25,7 +27,7 @@ use crate::ident::Ident;
 /// Marks state tables created by this version (a comment on the steps table). Part of the build
 /// key of the boot fast path (`evolver::fast_boot`), so a store of another version never takes
 /// a fast path recorded by this one.
-pub(crate) const VERSION: &str = "pgevolve state 4";
+pub(crate) const VERSION: &str = "pgevolve state 5";
 
 /// Creates `schema` when there is none, as a `DO` block: `CREATE SCHEMA IF NOT EXISTS` checks
 /// `CREATE` on the database before it looks for the schema, so it fails for a role that may not
@@ -65,6 +67,10 @@ impl StateStore {
 
     pub fn steps(&self) -> Steps<'_> {
         Steps { store: self }
+    }
+
+    pub fn health_pauses(&self) -> HealthPauses<'_> {
+        HealthPauses { store: self }
     }
 
     pub fn journal(&self) -> Journal<'_> {
@@ -153,6 +159,7 @@ impl StateStore {
             .chain(Instances::new(&self.schema).bootstrap_sql())
             .chain(Requests::new(&self.schema).bootstrap_sql())
             .chain(PlanRecord { store: self }.bootstrap_sql())
+            .chain(HealthPauses { store: self }.bootstrap_sql())
             .chain([format!(
                 "COMMENT ON TABLE {} IS {}",
                 self.table("steps"),

@@ -136,3 +136,45 @@ fn nothing_left_to_write_inserts_default_values() {
         "INSERT INTO \"public\".\"tokens\" DEFAULT VALUES RETURNING \"id\" AS \"id\""
     );
 }
+
+#[derive(Evolve)]
+#[evolve(table = "items")]
+#[allow(dead_code)]
+struct Item {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(type_from = "integer")]
+    qty: i64,
+    #[evolve(
+        type_from = "text",
+        using = "nullif(trim(code), '')::integer",
+        down = "lpad(code::text, 4, '0')"
+    )]
+    code: Option<i32>,
+}
+
+/// A type change: the old column converted before expand and after an abort, the new column
+/// (with the old one written through `down`) until retire, the new one alone from retire.
+#[test]
+fn type_change_accessor_sql_in_every_phase() {
+    for phase in [
+        Phase::Pending,
+        Phase::Expand,
+        Phase::Switch,
+        Phase::Retire,
+        Phase::Contract,
+        Phase::Aborted,
+    ] {
+        let sql = ModelSql::build(Item::model(), |_| Some(phase));
+        insta::assert_snapshot!(
+            format!("type_change_{phase}"),
+            format!(
+                "select list: {}\ninsert: {}\ninsert_many(1): {}\nupdate: {}",
+                sql.select_list,
+                sql.insert,
+                sql.insert_many(1),
+                sql.update
+            )
+        );
+    }
+}

@@ -62,8 +62,9 @@ async fn missing_column_and_type_mismatch_are_reported_together() {
         "{messages:#?}"
     );
     assert!(
-        messages[1].contains("declares `integer`"),
-        "{}",
+        messages[1].contains("declares `integer`")
+            && messages[1].contains("`#[evolve(type_from = \"bigint\")]`"),
+        "says how to declare the change: {}",
         messages[1]
     );
     assert!(

@@ -300,3 +300,49 @@ fn plan_of_not_null_on_off_and_a_changed_default() {
     );
     insta::assert_snapshot!(plan.to_string());
 }
+
+#[derive(Evolve)]
+#[evolve(table = "items")]
+#[allow(dead_code)]
+struct Item {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(type_from = "integer")]
+    qty: i64,
+    #[evolve(
+        type_from = "text",
+        using = "nullif(trim(code), '')::integer",
+        down = "lpad(code::text, 4, '0')"
+    )]
+    code: Option<i32>,
+    #[evolve(type_from = "varchar(20)")]
+    label: String,
+}
+
+#[test]
+fn plan_of_type_changes() {
+    let plan = Item::plan();
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    let change = vec![
+        Phase::Expand,
+        Phase::Backfill,
+        Phase::Validate,
+        Phase::Switch,
+        Phase::Retire,
+        Phase::Contract,
+    ];
+    assert_eq!(
+        phases,
+        [
+            ("create_table", vec![Phase::Expand]),
+            ("change_type", change.clone()),
+            ("change_type", change),
+            ("change_type_in_place", vec![Phase::Expand]),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}

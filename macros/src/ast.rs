@@ -153,6 +153,38 @@ impl<'a> Field<'a> {
     }
 }
 
+impl Field<'_> {
+    /// The column type, when the derive can tell it from the syntax: `sql_type = ".."`, or a
+    /// plain scalar (`i64`, `String`, ...) that `ColumnType` maps. `None` for anything else.
+    pub fn known_sql_type(&self) -> Option<String> {
+        if let Some(sql_type) = &self.attrs.sql_type {
+            return Some(sql_type.value.value());
+        }
+        let ty = option_argument(self.ty).unwrap_or(self.ty);
+        let Type::Path(path) = ty else {
+            return None;
+        };
+        if path.qself.is_some() || path.path.segments.len() != 1 {
+            return None;
+        }
+        let segment = path.path.segments.first()?;
+        if !matches!(segment.arguments, PathArguments::None) {
+            return None;
+        }
+        let sql = match segment.ident.to_string().as_str() {
+            "i16" => "smallint",
+            "i32" => "integer",
+            "i64" => "bigint",
+            "f32" => "real",
+            "f64" => "double precision",
+            "bool" => "boolean",
+            "String" => "text",
+            _ => return None,
+        };
+        Some(sql.to_string())
+    }
+}
+
 /// `T` of `Option<T>` (as [`is_option`] recognises it).
 fn option_argument(ty: &Type) -> Option<&Type> {
     match ty {

@@ -252,6 +252,12 @@ pub struct Field {
     pub drop_not_null: Option<Path>,
     /// `set_default = ".."`: the new default of an existing column.
     pub set_default: Option<Setting>,
+    /// `type_from = "integer"`: the column's type today (a type change).
+    pub type_from: Option<Setting>,
+    /// `using = "<SQL over the column>"`: the new value from the old one.
+    pub using: Option<Setting>,
+    /// `down = "<SQL over the column>"`: the old value from the new one.
+    pub down: Option<Setting>,
     pub index: Option<Index>,
     /// The `unique` keyword, for spans.
     pub unique: Option<Path>,
@@ -274,6 +280,9 @@ impl Field {
         let mut set_not_null = Attr::none(cx, symbol::SET_NOT_NULL, level);
         let mut drop_not_null = Attr::none(cx, symbol::DROP_NOT_NULL, level);
         let mut set_default = Attr::none(cx, symbol::SET_DEFAULT, level);
+        let mut type_from = Attr::none(cx, symbol::TYPE_FROM, level);
+        let mut using = Attr::none(cx, symbol::USING, level);
+        let mut down = Attr::none(cx, symbol::DOWN, level);
         let mut index_attr = Attr::none(cx, symbol::INDEX, level);
         let mut unique = Attr::none(cx, symbol::UNIQUE, level);
         let mut references = Attr::none(cx, symbol::REFERENCES, level);
@@ -305,6 +314,12 @@ impl Field {
                 drop_not_null.set(&meta.path, meta.path.clone());
             } else if meta.path == symbol::SET_DEFAULT {
                 set_default.set(&meta.path, setting(meta, "SQL expression")?);
+            } else if meta.path == symbol::TYPE_FROM {
+                type_from.set(&meta.path, setting(meta, "integer")?);
+            } else if meta.path == symbol::USING {
+                using.set(&meta.path, setting(meta, "SQL expression over the column")?);
+            } else if meta.path == symbol::DOWN {
+                down.set(&meta.path, setting(meta, "SQL expression over the column")?);
             } else if meta.path == symbol::INDEX {
                 index_attr.set(&meta.path, index(cx, meta, Level::FieldIndex)?);
             } else if meta.path == symbol::UNIQUE {
@@ -339,6 +354,9 @@ impl Field {
             set_not_null: set_not_null.get(),
             drop_not_null: drop_not_null.get(),
             set_default: set_default.get(),
+            type_from: type_from.get(),
+            using: using.get(),
+            down: down.get(),
             index: index_attr.get(),
             unique: unique.get(),
             references: references.get(),

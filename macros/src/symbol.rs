@@ -27,6 +27,9 @@ pub const GENERATED: Symbol = Symbol("generated");
 pub const SET_NOT_NULL: Symbol = Symbol("set_not_null");
 pub const DROP_NOT_NULL: Symbol = Symbol("drop_not_null");
 pub const SET_DEFAULT: Symbol = Symbol("set_default");
+pub const TYPE_FROM: Symbol = Symbol("type_from");
+pub const USING: Symbol = Symbol("using");
+pub const DOWN: Symbol = Symbol("down");
 
 // Indexes and constraints: `index` and `check` on both levels, the rest on fields.
 pub const INDEX: Symbol = Symbol("index");
@@ -58,6 +61,9 @@ pub const FIELD_KEYS: &[Symbol] = &[
     SET_NOT_NULL,
     DROP_NOT_NULL,
     SET_DEFAULT,
+    TYPE_FROM,
+    USING,
+    DOWN,
     INDEX,
     UNIQUE,
     REFERENCES,

@@ -8,7 +8,7 @@ use crate::attr::{Check, Index, Setting, Typed};
 use crate::ctxt::Ctxt;
 use crate::symbol;
 use crate::value::{IndexMethod, OnDelete, References};
-use pgevolve_naming::MAX_IDENTIFIER_BYTES;
+use pgevolve_naming::{MAX_IDENTIFIER_BYTES, normalized_type};
 use quote::ToTokens;
 use std::collections::{HashMap, HashSet};
 use syn::{GenericParam, LitStr};
@@ -511,6 +511,7 @@ fn check_field(cx: &Ctxt, field: &Field) {
     }
 
     check_column_changes(cx, field);
+    check_type_change(cx, field);
 
     if attrs.generated.is_some() {
         check_generated(cx, field);
@@ -652,6 +653,128 @@ fn check_generated(cx: &Ctxt, field: &Field) {
     }
 }
 
+/// The key of a setting as written (`using`), for messages.
+fn key_name(key: &syn::Path) -> String {
+    key.get_ident().map(|i| i.to_string()).unwrap_or_default()
+}
+
+/// `type_from`, `using`, `down`: a type change of an existing column.
+fn check_type_change(cx: &Ctxt, field: &Field) {
+    let attrs = &field.attrs;
+    let name = field.rust_name();
+    let Some(from) = &attrs.type_from else {
+        for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
+            let key = key_name(&expr.key);
+            cx.error_spanned_by(
+                &expr.key,
+                format!(
+                    "`{key}` needs `type_from`: it converts the column's values in a type change; add \
+                     `type_from = \"<the column's current type>\"` to `{name}`, or remove `{key}`",
+                ),
+            );
+        }
+        return;
+    };
+    let from_name = from.value.value();
+    if from_name.trim().is_empty() {
+        cx.error_spanned_by(
+            &from.value,
+            "`type_from` is empty; write the column's current PostgreSQL type, like `type_from = \"integer\"`",
+        );
+    } else if let Some(bad) = from_name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || " _,.()[]\"".contains(*c)))
+    {
+        cx.error_spanned_by(
+            &from.value,
+            format!(
+                "`type_from = \"{from_name}\"` is not a PostgreSQL type name (`{bad}`); write the column's current type, \
+                 like `integer`, `varchar(20)` or `numeric(10,2)`",
+            ),
+        );
+    } else if let Some(to) = field.known_sql_type()
+        && normalized_type(&to) == normalized_type(&from_name)
+    {
+        cx.error_spanned_by(
+            &from.value,
+            format!(
+                "`type_from = \"{from_name}\"` is the type field `{name}` already has (`{to}`); remove `type_from`, \
+                 or write the column's previous type",
+            ),
+        );
+    }
+    for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
+        if expr.value.value().trim().is_empty() {
+            let key = key_name(&expr.key);
+            cx.error_spanned_by(
+                &expr.value,
+                format!(
+                    "`{key}` is empty; write the SQL expression over the column `{}` that converts its value, \
+                     or remove `{key}` for a plain cast",
+                    field.column_name()
+                ),
+            );
+        }
+    }
+    if attrs.primary_key.is_some() {
+        cx.error_spanned_by(
+            &from.key,
+            "changing the type of a primary key column is not supported yet: the new column would need its own \
+             unique index and every foreign key to it moved; keep the key's type for now",
+        );
+    }
+    let conflicts = [
+        (
+            &attrs.renamed_from,
+            "rename and change the type in two deploys: rename first, then change the type",
+        ),
+        (
+            &attrs.backfill,
+            "a type change takes its values from the column itself (`using` converts them)",
+        ),
+        (
+            &attrs.default,
+            "a type change keeps the column's default (carried over to the new type)",
+        ),
+    ];
+    for (other, why) in conflicts {
+        if let Some(other) = other {
+            let key = key_name(&other.key);
+            cx.error_spanned_by(
+                &other.key,
+                format!("`{key}` cannot be combined with `type_from`: {why}"),
+            );
+        }
+    }
+    if let Some(set_default) = &attrs.set_default {
+        cx.error_spanned_by(
+            &set_default.key,
+            "`set_default` cannot be combined with `type_from`: a type change carries the column's default over \
+             to the new type; change the default in another deploy",
+        );
+    }
+    for (key, flag) in [
+        (symbol::SET_NOT_NULL, &attrs.set_not_null),
+        (symbol::DROP_NOT_NULL, &attrs.drop_not_null),
+    ] {
+        if let Some(flag) = flag {
+            cx.error_spanned_by(
+                flag,
+                format!(
+                    "`{key}` cannot be combined with `type_from`: change the type in one deploy and NOT NULL \
+                     in another"
+                ),
+            );
+        }
+    }
+    if let Some(generated) = &attrs.generated {
+        cx.error_spanned_by(
+            generated,
+            "`generated` cannot be combined with `type_from`: pgevolve creates identity columns only with their table",
+        );
+    }
+}
+
 fn check_renamed_from(cx: &Ctxt, field: &Field, old: &crate::attr::Setting) {
     let attrs = &field.attrs;
     let old_name = old.value.value();
@@ -680,10 +803,7 @@ fn check_renamed_from(cx: &Ctxt, field: &Field, old: &crate::attr::Setting) {
             format!(
                 "`{}` cannot be combined with `renamed_from`: a renamed column takes its values \
                  from the old column; rename in one deploy and change the values in another",
-                fill.key
-                    .get_ident()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default()
+                key_name(&fill.key)
             ),
         );
     }

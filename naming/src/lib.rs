@@ -76,9 +76,63 @@ fn cut(name: &mut String, max: usize) {
     name.truncate(end);
 }
 
+/// A column type name as written, in one spelling: lower case, single spaces, no space around
+/// parentheses and commas, and PostgreSQL's aliases (`int4`, `character varying`, `decimal`...)
+/// replaced by the names `format_type` prints. Two spellings of one type compare equal; it is
+/// not a parser, and a name it does not know stays as it is.
+pub fn normalized_type(name: &str) -> String {
+    let words = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut lower = words.to_ascii_lowercase();
+    for (from, to) in [
+        (" (", "("),
+        ("( ", "("),
+        (" )", ")"),
+        (" ,", ","),
+        (", ", ","),
+    ] {
+        lower = lower.replace(from, to);
+    }
+    let (base, args) = match lower.find('(') {
+        Some(at) => lower.split_at(at),
+        None => (lower.as_str(), ""),
+    };
+    let base = match base {
+        "int" | "int4" => "integer",
+        "int8" => "bigint",
+        "int2" => "smallint",
+        "float8" => "double precision",
+        "float4" => "real",
+        "bool" => "boolean",
+        "varchar" => "character varying",
+        "char" | "bpchar" => "character",
+        "decimal" => "numeric",
+        "timestamptz" => "timestamp with time zone",
+        "timestamp" => "timestamp without time zone",
+        "timetz" => "time with time zone",
+        "time" => "time without time zone",
+        other => other,
+    };
+    format!("{base}{args}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_spellings_compare_equal() {
+        assert_eq!(normalized_type("VARCHAR (20)"), "character varying(20)");
+        assert_eq!(
+            normalized_type("character  varying(20)"),
+            "character varying(20)"
+        );
+        assert_eq!(
+            normalized_type("numeric(10, 2)"),
+            normalized_type("decimal(10,2)")
+        );
+        assert_eq!(normalized_type("int"), "integer");
+        assert_eq!(normalized_type("text[]"), "text[]");
+    }
 
     const ID: &str = "0123456789abcdef";
 

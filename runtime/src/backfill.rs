@@ -56,7 +56,7 @@ impl Backfill<'_> {
         let columns = self
             .fills
             .iter()
-            .map(|f| f.column.name)
+            .map(|f| f.written())
             .collect::<Vec<_>>()
             .join(", ");
         let span = info_span!("backfill", steps = %ids, columns = %columns, phase = "backfill", table = %model.qualified_name());

@@ -122,6 +122,34 @@ pub(crate) async fn type_oids(
     .await
 }
 
+/// What depends on a column and would make `ALTER COLUMN ... TYPE` scan the table, rebuild an
+/// index or fail even when the new type needs no rewrite: CHECK and foreign key constraints
+/// (checked again), indexes with expressions or a predicate (rebuilt), views, rules, policies,
+/// statistics, triggers on the column. Plain indexes, primary keys, unique constraints, NOT NULL
+/// (a constraint of its own from PostgreSQL 18) and the default are kept as they are. Described as PostgreSQL describes them.
+pub(crate) async fn in_place_blockers(
+    conn: &mut PgConnection,
+    model: &ModelSpec,
+    column: &str,
+) -> sqlx::Result<Vec<String>> {
+    let table = crate::ident::Qualified(model.schema, model.table).to_string();
+    sqlx::query_scalar(
+        "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d \
+         WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = $1::regclass \
+           AND d.refobjsubid = (SELECT attnum FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2) \
+           AND d.classid <> 'pg_attrdef'::regclass \
+           AND NOT (d.classid = 'pg_class'::regclass AND EXISTS (SELECT FROM pg_index i \
+                    WHERE i.indexrelid = d.objid AND i.indexprs IS NULL AND i.indpred IS NULL)) \
+           AND NOT (d.classid = 'pg_constraint'::regclass AND EXISTS (SELECT FROM pg_constraint c \
+                    WHERE c.oid = d.objid AND c.contype IN ('p', 'u', 'n'))) \
+         ORDER BY 1",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_all(conn)
+    .await
+}
+
 /// Whether `ADD COLUMN ... DEFAULT expr` would be metadata only (no table rewrite). Probed like
 /// PostgreSQL decides it: on an empty temporary table, inside a transaction that is rolled back.
 pub(crate) async fn default_is_metadata_only(

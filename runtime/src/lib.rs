@@ -55,7 +55,7 @@ pub use privileges::{MissingPrivilege, ObjectKind, Privilege};
 pub use progress::StepProgress;
 pub use spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
-    SetNotNull,
+    SetNotNull, TypeChange,
 };
 pub use state::{JournalEntry, StepStatus};
 pub use step::{Phase, StepId, StepKind};

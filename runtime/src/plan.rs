@@ -197,7 +197,7 @@ pub(crate) async fn read_batch_triggers(
     let (live, role) = crate::catalog::update_triggers(conn, model).await?;
     let set: Vec<&str> = fills
         .iter()
-        .flat_map(|f| std::iter::once(f.column.name).chain(f.marker.as_deref()))
+        .flat_map(|f| std::iter::once(f.written()).chain(f.marker.as_deref()))
         .collect();
     Ok(BatchTriggers::classify(
         live,

@@ -4,7 +4,7 @@
 //! version so a mismatched pair fails to compile.
 
 pub use crate::access::{
-    Access, EvolvedExecutor, FromEvolvedRow, ModelSql, Select, model_sql, model_sql_in,
+    Access, Accessor, EvolvedExecutor, FromEvolvedRow, ModelSql, Select, model_sql, model_sql_in,
 };
 pub use crate::column_type::ColumnType;
 pub use crate::coordinator::{
@@ -15,7 +15,7 @@ pub use crate::model::Evolve;
 pub use crate::registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use crate::spec::{
     CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
-    SetNotNull,
+    SetNotNull, TypeChange,
 };
 pub use crate::state::{Action, PauseRow, RequestRow, Requests};
 pub use ::core::option::Option::{self, None, Some};

@@ -82,12 +82,14 @@ pub(crate) async fn resolve_model(
             generated_drift(model, column, live_col, &mut problems);
         }
         match live.column(column.name) {
-            Some(live_col) if live_col.type_oid != *oid => problems.add(
+            // A declared type change judges the column's type itself (see `kinds::change_type`).
+            Some(live_col) if live_col.type_oid != *oid && column.type_change.is_none() => problems.add(
                 Some(column.name),
                 format!(
-                    "the column has type `{}` but field `{}` declares `{}`; change the field's type (or `sql_type`) to match. \
-                     Changing a column's type in place rewrites the table and is not done automatically",
-                    live_col.type_name, column.field, column.sql_type
+                    "the column has type `{}` but field `{}` declares `{}`; change the field's type (or `sql_type`) to match, \
+                     or declare the change with `#[evolve(type_from = \"{}\")]` (a new column kept in sync, then swapped in; \
+                     `using = \"...\"` when a plain cast does not convert the values)",
+                    live_col.type_name, column.field, column.sql_type, live_col.type_name
                 ),
             ),
             Some(live_col)
@@ -285,7 +287,9 @@ fn unfilled_reads(resolved: &[Resolved], problems: &mut Problems<'_>) {
             let Some(fill) = other.step.fill() else {
                 continue;
             };
+            // A type change's old column holds every value meanwhile: reading it is fine.
             if other.step.id == r.step.id
+                || fill.target.is_some()
                 || other.done >= Phase::Validate
                 || !crate::sql::backfill::references(expr, fill.column.name)
             {

@@ -88,6 +88,9 @@ pub struct ColumnSpec {
     /// `#[evolve(set_default = "<SQL>")]`: the default of an existing column, set by a step of
     /// its own (see `StepKind::SetDefault`); also the default of a table pgevolve creates.
     pub set_default: Option<&'static str>,
+    /// `#[evolve(type_from = "...")]`: the column has another type today and changes to
+    /// `sql_type` (see [`TypeChange`]).
+    pub type_change: Option<TypeChange>,
 }
 
 /// How `#[evolve(set_not_null)]` treats the rows that are NULL.
@@ -120,6 +123,30 @@ impl ColumnSpec {
         set_not_null: None,
         drop_not_null: false,
         set_default: None,
+        type_change: None,
+    };
+}
+
+/// A column type change (`#[evolve(type_from = "integer", using = "...", down = "...")]`): the
+/// column has type `from` today and the field's type (`ColumnSpec::sql_type`) afterwards. The
+/// expressions name the column by its own name and see nothing else of the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeChange {
+    /// The column's type today, as PostgreSQL accepts it (`integer`, `varchar(20)`).
+    pub from: &'static str,
+    /// The new value from the old one (`using = "..."`); `None`: `CAST(column AS <new type>)`.
+    pub using: Option<&'static str>,
+    /// The old value from the new one, for the old column while old builds read it
+    /// (`down = "..."`); `None`: `CAST(column AS <old type>)`.
+    pub down: Option<&'static str>,
+}
+
+impl TypeChange {
+    /// No type; generated code ends with `..TypeChange::DEFAULT`.
+    pub const DEFAULT: TypeChange = TypeChange {
+        from: "",
+        using: None,
+        down: None,
     };
 }
 

@@ -110,6 +110,14 @@ pub enum StepKind {
     /// Change the default of an existing column (`#[evolve(set_default = "...")]`): `SET
     /// DEFAULT` at expand, metadata only.
     SetDefault(&'static ColumnSpec),
+    /// Change a column's type (`type_from = "..."`) through a new column of the new type kept
+    /// in sync both ways by a trigger, backfilled, validated, switched, retired, then given the
+    /// old name at contract with what depended on the old column carried over.
+    ChangeType(&'static ColumnSpec),
+    /// Change a column's type in place (`type_from = "..."`), when PostgreSQL needs no rewrite
+    /// for it (`varchar(20)` to `varchar(50)` or `text`, ...): one `ALTER COLUMN ... TYPE` at
+    /// expand, under lock_timeout.
+    ChangeTypeInPlace(&'static ColumnSpec),
 }
 
 /// A stable id derived from a step's content: table, column, kind and parameters. The same

@@ -5,6 +5,7 @@
 pub mod builds;
 pub mod campaign;
 pub mod child;
+pub mod items;
 pub mod orders;
 pub mod people;
 pub mod roles;

@@ -65,7 +65,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let mut query = #private::query(&sql.insert_returning);
                 #( #written )*
-                let #row = sql.fetch_one(query, executor).await?;
+                let #row = sql.fetch_one(#private::Accessor::InsertReturning, query, executor).await?;
                 #private::Ok(<Self as #private::FromEvolvedRow>::from_evolved_row(&#row)?)
             }
         }
@@ -118,7 +118,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let mut query = #private::query(&sql.update);
                 #( #self_binds )*
-                let done = sql.execute(query, executor).await?;
+                let done = sql.execute(#private::Accessor::Update, query, executor).await?;
                 #private::Ok(done.rows_affected())
             }
 
@@ -131,7 +131,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let query = #private::query(&sql.delete)
                     #( .bind(#key_names) )*;
-                let done = sql.execute(query, executor).await?;
+                let done = sql.execute(#private::Accessor::Delete, query, executor).await?;
                 #private::Ok(done.rows_affected())
             }
 
@@ -144,7 +144,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let query = #private::query(&sql.find)
                     #( .bind(#key_names) )*;
-                let #row = sql.fetch_optional(query, executor).await?;
+                let #row = sql.fetch_optional(#private::Accessor::Find, query, executor).await?;
                 match #row {
                     #private::Some(#row) => #private::Ok(#private::Some(
                         <Self as #private::FromEvolvedRow>::from_evolved_row(&#row)?,
@@ -177,7 +177,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 let sql = #private::model_sql_in(<Self as #private::Evolve>::model(), &__pgevolve_scope)?;
                 let mut query = #private::query(&sql.insert);
                 #( #self_binds )*
-                sql.execute(query, executor).await?;
+                sql.execute(#private::Accessor::Insert, query, executor).await?;
                 #private::Ok(())
             }
 
@@ -198,7 +198,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
                 for r in rows {
                     #( #row_binds )*
                 }
-                let done = sql.execute(query, executor).await?;
+                let done = sql.execute(#private::Accessor::InsertMany(rows.len()), query, executor).await?;
                 #private::Ok(done.rows_affected())
             }
 

@@ -105,6 +105,35 @@ impl ToTokens for QuoteColumn<'_> {
             }
             None => quote!(#private::Option::None),
         };
+        let type_change = field.attrs.type_from.as_ref().map(|from| {
+            let from = from.value.value();
+            let using = optional(
+                private,
+                field
+                    .attrs
+                    .using
+                    .as_ref()
+                    .map(|s| s.value.value())
+                    .as_deref(),
+            );
+            let down = optional(
+                private,
+                field
+                    .attrs
+                    .down
+                    .as_ref()
+                    .map(|s| s.value.value())
+                    .as_deref(),
+            );
+            quote! {
+                type_change: #private::Option::Some(#private::TypeChange {
+                    from: #from,
+                    using: #using,
+                    down: #down,
+                    ..#private::TypeChange::DEFAULT
+                }),
+            }
+        });
         let unique = field.attrs.unique.is_some().then(|| quote!(unique: true,));
         let generated = field
             .attrs
@@ -176,6 +205,7 @@ impl ToTokens for QuoteColumn<'_> {
                 #set_not_null
                 #drop_not_null
                 #set_default
+                #type_change
                 ..#private::ColumnSpec::DEFAULT
             }
         });

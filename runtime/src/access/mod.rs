@@ -6,6 +6,7 @@
 //! | step | before expand / aborted | expand .. validate | switch | retire, contract |
 //! |---|---|---|---|---|
 //! | rename `old` → `new` | read and write `old` | read `COALESCE(new, old)`, write both | read `new`, write both | read and write `new` |
+//! | type change of `col` (new column `n`) | read `using(col)`, write `col = down($)` | read `COALESCE(n, using(col))`, write `n` and `col = down($)` | read `n`, write both | retire: the same; contract: read and write `col` |
 //! | backfilled column | read the expression, do not write | read `COALESCE(col, expression)`, write | | read and write |
 //! | defaulted column | read the default, do not write | read `COALESCE(col, default)`, write | | read and write |
 //! | nullable column | read `NULL`, do not write | read and write | | |
@@ -14,9 +15,11 @@
 //! any column, except that `insert_returning` leaves it to the database and `update` never
 //! writes it.
 
+mod retry;
 mod scope;
 mod select;
 
+pub use retry::{Ran, Retrying};
 pub use scope::{EvolvedExecutor, On, RunStatement, Scope};
 pub use select::Select;
 
@@ -24,7 +27,7 @@ use std::sync::Arc;
 
 use crate::error::{ErrorKind, Result};
 use crate::ident::{Ident, Qualified};
-use crate::kinds::FieldAccess;
+use crate::kinds::{FieldAccess, RenamedAtContract};
 use crate::registry::{self, InFlight, PhaseRegistry};
 use crate::spec::ModelSpec;
 use crate::step::{Phase, StepId, StepKind};
@@ -54,13 +57,19 @@ pub struct ModelSql {
     pub select_all: String,
     /// Columns written for each field, in field order (empty: not written in this phase).
     pub writes: Vec<Vec<&'static str>>,
+    /// The value of each written column, with a placeholder for the field's bound value (see
+    /// `FieldAccess::values`).
+    values: Vec<Vec<String>>,
     table: String,
+    /// The columns this SQL names that a step's contract renames, with the step.
+    renamed_at_contract: Vec<(StepId, RenamedAtContract)>,
 }
 
 impl ModelSql {
     /// Builds the SQL for the phases `phase_of` gives (`None`: the step is not known).
     pub fn build(model: &ModelSpec, phase_of: impl Fn(&StepId) -> Option<Phase>) -> ModelSql {
         let steps = step_kinds(model);
+        let mut renamed_at_contract = Vec::new();
         let fields: Vec<FieldAccess> = model
             .columns
             .iter()
@@ -71,7 +80,13 @@ impl ModelSql {
                 let phase = step
                     .and_then(|(id, _)| phase_of(id))
                     .unwrap_or(Phase::Contract);
-                step.and_then(|(_, k)| crate::kinds::room(k).access(phase))
+                let room = step.map(|(id, k)| (id, crate::kinds::room(k)));
+                if let Some((id, room)) = &room
+                    && let Some(renamed) = room.renamed_at_contract(phase)
+                {
+                    renamed_at_contract.push(((*id).clone(), renamed));
+                }
+                room.and_then(|(_, room)| room.access(phase))
                     .unwrap_or_else(|| FieldAccess::plain(c))
             })
             .collect();
@@ -96,15 +111,16 @@ impl ModelSql {
             if !c.generated {
                 written += 1;
             }
-            for col in &f.writes {
+            for (k, col) in f.writes.iter().enumerate() {
+                let value = f.value(k, &format!("${}", i + 1));
                 insert_cols.push(Ident(col).to_string());
-                insert_vals.push(format!("${}", i + 1));
+                insert_vals.push(value.clone());
                 if !c.generated {
                     returning_cols.push(Ident(col).to_string());
-                    returning_vals.push(format!("${written}"));
+                    returning_vals.push(f.value(k, &format!("${written}")));
                 }
                 if !c.primary_key && !c.generated {
-                    sets.push(format!("{} = ${}", Ident(col), i + 1));
+                    sets.push(format!("{} = {value}", Ident(col)));
                 }
             }
         }
@@ -160,8 +176,10 @@ impl ModelSql {
             delete,
             find,
             select_all,
-            writes: fields.into_iter().map(|f| f.writes).collect(),
+            writes: fields.iter().map(|f| f.writes.clone()).collect(),
+            values: fields.into_iter().map(|f| f.values).collect(),
             table,
+            renamed_at_contract,
         }
     }
 
@@ -178,7 +196,13 @@ impl ModelSql {
                     .writes
                     .iter()
                     .enumerate()
-                    .flat_map(|(n, w)| w.iter().map(move |_| format!("${}", r * fields + n + 1)))
+                    .flat_map(|(n, w)| {
+                        let param = format!("${}", r * fields + n + 1);
+                        (0..w.len()).map(move |k| match self.values[n].get(k) {
+                            Some(v) => v.replace(crate::sql::type_change::PARAM, &param),
+                            None => param.clone(),
+                        })
+                    })
                     .collect();
                 format!("({})", vals.join(", "))
             })
@@ -213,6 +237,52 @@ fn step_kinds(model: &ModelSpec) -> Vec<(StepId, StepKind)> {
         .collect()
 }
 
+/// Which statement of a [`ModelSql`] an accessor runs, so that it can be made again from the
+/// SQL of other phases (after a contract renamed a column it names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accessor {
+    /// [`ModelSql::insert`].
+    Insert,
+    /// [`ModelSql::insert_returning`].
+    InsertReturning,
+    /// [`ModelSql::insert_many`] of this many rows.
+    InsertMany(usize),
+    /// [`ModelSql::update`].
+    Update,
+    /// [`ModelSql::delete`].
+    Delete,
+    /// [`ModelSql::find`].
+    Find,
+    /// A [`Select`]: [`ModelSql::select_all`] with its clauses, `{field}` read as now.
+    Select {
+        /// `WHERE`.
+        filter: Option<String>,
+        /// `ORDER BY`.
+        order_by: Option<String>,
+        /// `LIMIT`.
+        limit: Option<i64>,
+    },
+}
+
+impl Accessor {
+    /// The statement's text in `sql`.
+    pub fn text(&self, model: &ModelSpec, sql: &ModelSql) -> String {
+        match self {
+            Accessor::Insert => sql.insert.clone(),
+            Accessor::InsertReturning => sql.insert_returning.clone(),
+            Accessor::InsertMany(rows) => sql.insert_many(*rows),
+            Accessor::Update => sql.update.clone(),
+            Accessor::Delete => sql.delete.clone(),
+            Accessor::Find => sql.find.clone(),
+            Accessor::Select {
+                filter,
+                order_by,
+                limit,
+            } => select::text(model, sql, filter, order_by, *limit),
+        }
+    }
+}
+
 /// The SQL of a model for one accessor call. While it is alive the call counts as under way, so
 /// a phase change that retires a column waits for it (see [`PhaseRegistry::drained`]).
 ///
@@ -220,49 +290,95 @@ fn step_kinds(model: &ModelSpec) -> Vec<(StepId, StepKind)> {
 #[derive(Debug)]
 pub struct Access {
     sql: Arc<ModelSql>,
+    model: &'static ModelSpec,
+    registry: Arc<PhaseRegistry>,
     /// The database's application pool goes through a transaction pooler.
     pooled: bool,
     _in_flight: InFlight,
 }
 
 impl Access {
-    /// Runs `query` (one of this access's statements, bound) on `executor`: see
-    /// [`RunStatement`].
+    /// Runs `query` (`accessor`'s statement of this access, bound) on `executor`: see
+    /// [`RunStatement`]. While the SQL names a column that a contract renames, the statement
+    /// runs as [`Retrying`] says.
     pub async fn execute<'q, X: RunStatement + 'q>(
         &self,
+        accessor: Accessor,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
         executor: X,
     ) -> Result<sqlx::postgres::PgQueryResult> {
-        Ok(executor.execute(query, self.pooled).await?)
+        if self.sql.renamed_at_contract.is_empty() {
+            return Ok(executor.execute(query, self.pooled).await?);
+        }
+        let ran = executor
+            .run_retrying(self.retrying(accessor, query, false)?)
+            .await?;
+        Ok(ran.done()?)
     }
 
-    /// Runs `query` and returns its rows: see [`RunStatement`].
+    /// Runs `query` and returns its rows: see [`Access::execute`].
     pub async fn fetch_all<'q, X: RunStatement + 'q>(
         &self,
+        accessor: Accessor,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
         executor: X,
     ) -> Result<Vec<sqlx::postgres::PgRow>> {
-        Ok(executor.fetch_all(query, self.pooled).await?)
+        if self.sql.renamed_at_contract.is_empty() {
+            return Ok(executor.fetch_all(query, self.pooled).await?);
+        }
+        let ran = executor
+            .run_retrying(self.retrying(accessor, query, true)?)
+            .await?;
+        Ok(ran.rows()?)
     }
 
     /// Runs `query` and returns its one row, or `None`.
     pub async fn fetch_optional<'q, X: RunStatement + 'q>(
         &self,
+        accessor: Accessor,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
         executor: X,
     ) -> Result<Option<sqlx::postgres::PgRow>> {
-        Ok(self.fetch_all(query, executor).await?.into_iter().next())
+        Ok(self
+            .fetch_all(accessor, query, executor)
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Runs `query` and returns its one row (`RowNotFound` without one).
     pub async fn fetch_one<'q, X: RunStatement + 'q>(
         &self,
+        accessor: Accessor,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
         executor: X,
     ) -> Result<sqlx::postgres::PgRow> {
-        self.fetch_optional(query, executor)
+        self.fetch_optional(accessor, query, executor)
             .await?
             .ok_or_else(|| sqlx::Error::RowNotFound.into())
+    }
+
+    fn retrying(
+        &self,
+        accessor: Accessor,
+        mut query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        rows: bool,
+    ) -> Result<Retrying> {
+        use sqlx::Execute;
+        let args = query
+            .take_arguments()
+            .map_err(sqlx::Error::Encode)?
+            .unwrap_or_default();
+        Ok(Retrying {
+            text: accessor.text(self.model, &self.sql),
+            accessor,
+            args,
+            rows,
+            pooled: self.pooled,
+            model: self.model,
+            registry: self.registry.clone(),
+            renamed_at_contract: self.sql.renamed_at_contract.clone(),
+        })
     }
 }
 
@@ -326,7 +442,9 @@ pub fn model_sql_in(model: &'static ModelSpec, scope: &Scope) -> Result<Access> 
     });
     Ok(Access {
         sql,
+        model,
         pooled: registry.transaction_pooled(),
+        registry,
         _in_flight: in_flight,
     })
 }

@@ -8,6 +8,7 @@ use sqlx::postgres::{PgArguments, PgConnection, PgQueryResult, PgRow};
 use sqlx::query::Query;
 use sqlx::{Connection, PgPool, Postgres};
 
+use super::{Ran, Retrying};
 use crate::registry::{DatabaseKey, PhaseRegistry};
 
 /// Where an accessor call looks up the phases it builds its SQL for.
@@ -100,12 +101,29 @@ pub trait RunStatement: Send {
     ) -> BoxFuture<'a, sqlx::Result<Vec<PgRow>>>
     where
         Self: 'a;
+
+    /// Runs a statement that a contract may rename a column under, on one connection (the
+    /// pool's next, or this one), running it once more when a contract renamed a column it
+    /// names meanwhile (the runtime's `access/retry.rs`).
+    fn run_retrying<'a>(self, statement: Retrying) -> BoxFuture<'a, sqlx::Result<Ran>>
+    where
+        Self: 'a;
 }
 
 /// A boxed, sendable future (as sqlx's executors return).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl RunStatement for &PgPool {
+    fn run_retrying<'a>(self, statement: Retrying) -> BoxFuture<'a, sqlx::Result<Ran>>
+    where
+        Self: 'a,
+    {
+        Box::pin(async move {
+            let mut conn = self.acquire().await?;
+            statement.run(&mut conn).await
+        })
+    }
+
     fn execute<'a>(
         self,
         query: Query<'a, Postgres, PgArguments>,
@@ -146,6 +164,13 @@ impl RunStatement for &PgPool {
 }
 
 impl RunStatement for &mut PgConnection {
+    fn run_retrying<'a>(self, statement: Retrying) -> BoxFuture<'a, sqlx::Result<Ran>>
+    where
+        Self: 'a,
+    {
+        Box::pin(statement.run(self))
+    }
+
     fn execute<'a>(
         self,
         query: Query<'a, Postgres, PgArguments>,

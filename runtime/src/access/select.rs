@@ -6,9 +6,10 @@ use std::marker::PhantomData;
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, AssertSqlSafe, Encode, Postgres, Type};
 
-use super::{EvolvedExecutor, FromEvolvedRow, model_sql, model_sql_in};
+use super::{Accessor, EvolvedExecutor, FromEvolvedRow, ModelSql, model_sql, model_sql_in};
 use crate::error::Result;
 use crate::model::Evolve;
+use crate::spec::ModelSpec;
 
 /// A `SELECT` of a model's rows. In `filter` and `order_by`, `{field}` stands for the SQL that
 /// reads that field in the current phase (e.g. `COALESCE("full_name", "name")` mid-rename), so
@@ -84,45 +85,65 @@ impl<T: Evolve + FromEvolvedRow> Select<T> {
 
     /// The statement as it would run now.
     pub fn sql(&self) -> Result<String> {
-        Ok(self.build(&*model_sql(T::model())?))
+        Ok(self.accessor().text(T::model(), &*model_sql(T::model())?))
     }
 
-    fn build(&self, access: &super::ModelSql) -> String {
-        let model = T::model();
-        let expand = |text: &str| -> String {
-            let mut out = text.to_string();
-            for (c, read) in model.columns.iter().zip(&access.reads) {
-                out = out.replace(&format!("{{{}}}", c.field), &format!("({read})"));
-            }
-            out
-        };
-        let mut sql = access.select_all.clone();
-        if let Some(f) = &self.filter {
-            sql.push_str(&format!(" WHERE {}", expand(f)));
+    fn accessor(&self) -> Accessor {
+        Accessor::Select {
+            filter: self.filter.clone(),
+            order_by: self.order_by.clone(),
+            limit: self.limit,
         }
-        if let Some(o) = &self.order_by {
-            sql.push_str(&format!(" ORDER BY {}", expand(o)));
-        }
-        if let Some(l) = self.limit {
-            sql.push_str(&format!(" LIMIT {l}"));
-        }
-        sql
     }
 
     /// Runs the query.
     pub async fn fetch_all<'e, E: EvolvedExecutor<'e>>(self, executor: E) -> Result<Vec<T>> {
         let (scope, executor) = executor.into_parts();
         let access = model_sql_in(T::model(), &scope)?;
-        let sql = self.build(&access);
+        let accessor = self.accessor();
+        let sql = accessor.text(T::model(), &access);
         if let Some(e) = self.bind_error {
             return Err(sqlx::Error::Encode(e.into()).into());
         }
         let rows = access
-            .fetch_all(sqlx::query_with(AssertSqlSafe(sql), self.args), executor)
+            .fetch_all(
+                accessor,
+                sqlx::query_with(AssertSqlSafe(sql), self.args),
+                executor,
+            )
             .await?;
         Ok(rows
             .iter()
             .map(T::from_evolved_row)
             .collect::<std::result::Result<_, _>>()?)
     }
+}
+
+/// A `SELECT` of every row with these clauses; `{field}` in `filter` and `order_by` reads the
+/// field as `sql` does.
+pub(super) fn text(
+    model: &ModelSpec,
+    sql: &ModelSql,
+    filter: &Option<String>,
+    order_by: &Option<String>,
+    limit: Option<i64>,
+) -> String {
+    let expand = |text: &str| -> String {
+        let mut out = text.to_string();
+        for (c, read) in model.columns.iter().zip(&sql.reads) {
+            out = out.replace(&format!("{{{}}}", c.field), &format!("({read})"));
+        }
+        out
+    };
+    let mut text = sql.select_all.clone();
+    if let Some(f) = filter {
+        text.push_str(&format!(" WHERE {}", expand(f)));
+    }
+    if let Some(o) = order_by {
+        text.push_str(&format!(" ORDER BY {}", expand(o)));
+    }
+    if let Some(l) = limit {
+        text.push_str(&format!(" LIMIT {l}"));
+    }
+    text
 }

@@ -11,8 +11,7 @@ use crate::executor::Target;
 use crate::kinds::read_carry;
 use crate::plan::PlannedStep;
 use crate::spec::ColumnSpec;
-use crate::sql::carry::Carry;
-use crate::sql::{RenameHelpers, rename};
+use crate::sql::carry::{Between, Carry};
 use crate::state::Event;
 use crate::step::Phase;
 
@@ -24,10 +23,11 @@ impl Engine {
         step: &PlannedStep,
         column: &ColumnSpec,
     ) -> Result<Carry> {
+        let between = between(step)?;
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = read_carry(&mut conn, &step.model, column, &step.id).await?;
+        let carry = read_carry(&mut conn, &step.model, column, &step.id, &between).await?;
         if !carry.blockers.is_empty() {
-            let old = column.renamed_from.unwrap_or(column.name);
+            let old = &between.old;
             return Err(ErrorKind::Drift(
                 carry
                     .blockers
@@ -91,6 +91,9 @@ impl Engine {
                 .run(target(step, phase), &carry.grants, &[], false)
                 .await?;
         }
+        // Everything carried is built and valid; validate's checks, or contract's transaction,
+        // come next.
+        crate::failpoint::pause_at("carried").await;
         if !carry.is_empty() && phase == Phase::Validate {
             let lines = carry.describe();
             info!(step = %step.id, table = %step.model.qualified_name(), "carried over to the new column: {}", lines.join("; "));
@@ -121,8 +124,7 @@ impl Engine {
         {
             return Ok(());
         }
-        let h = RenameHelpers::new(&step.model, column, &step.id);
-        let statements = rename::contract_carrying(&step.model, column, &h, &carry);
+        let statements = step.room().contract_carrying(&step.model, &step.id, &carry);
         self.run_phase_with(step, Phase::Contract, &statements, false)
             .await
     }
@@ -137,8 +139,9 @@ impl Engine {
         else {
             return Ok(());
         };
+        let between = between(step)?;
         let mut conn = self.evolver.pool.acquire().await?;
-        let carry = read_carry(&mut conn, &step.model, column, &step.id).await?;
+        let carry = read_carry(&mut conn, &step.model, column, &step.id, &between).await?;
         drop(conn);
         let mut statements = carry.abort_constraints();
         statements.extend(carry.abort_indexes(&step.model));
@@ -148,4 +151,20 @@ impl Engine {
         crate::concurrent::run_abort(&self.evolver.pool, &self.executor, step, &statements, &[])
             .await
     }
+}
+
+/// The columns the step carries dependents between (see `Kind::carried_between`).
+fn between(step: &PlannedStep) -> Result<Between> {
+    step.room().carried_between().ok_or_else(|| {
+        ErrorKind::NotReady {
+            step: step.id.to_string(),
+            table: step.model.qualified_name(),
+            phase: "plan".into(),
+            message: format!(
+                "step kind {} carries dependents but names no columns to carry them between (a bug in its kind file)",
+                step.kind.name()
+            ),
+        }
+        .into()
+    })
 }

@@ -119,11 +119,13 @@ impl Kind for FilledColumn {
             Phase::Pending | Phase::Aborted => FieldAccess {
                 read: cast,
                 writes: vec![],
+                values: Vec::new(),
             },
             Phase::Contract => FieldAccess::plain(c),
             _ => FieldAccess {
                 read: format!("COALESCE({col}, {cast})"),
                 writes: vec![c.name],
+                values: Vec::new(),
             },
         })
     }

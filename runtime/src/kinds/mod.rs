@@ -9,6 +9,8 @@
 //! accessors sit above and ask the room.
 
 mod catalog_object;
+mod change_type;
+mod change_type_in_place;
 mod check;
 mod create_table;
 mod drop_column;
@@ -134,6 +136,14 @@ pub(crate) trait Kind: Send + Sync {
         None
     }
 
+    /// The column the accessors name in `phase` that the step's contract renames (a type
+    /// change's new column): a statement built before the contract's commit and run after it
+    /// finds no such column, and the accessor runs it again with the contract's SQL (see
+    /// `access::retry`).
+    fn renamed_at_contract(&self, _phase: Phase) -> Option<RenamedAtContract> {
+        None
+    }
+
     /// The data checks of the validate phase.
     fn verifications(&self, _model: &ModelSpec) -> Vec<Verification> {
         Vec::new()
@@ -164,6 +174,22 @@ pub(crate) trait Kind: Send + Sync {
     /// the step carries over to another one first, and its abort drops what it carried.
     fn carries_dependents(&self) -> bool {
         false
+    }
+
+    /// The columns a step that `carries_dependents` carries them between.
+    fn carried_between(&self) -> Option<sql::carry::Between> {
+        None
+    }
+
+    /// The contract of a step that `carries_dependents`, around what `carry` moves (one
+    /// transaction, see `Runner::ContractCarrying`).
+    fn contract_carrying(
+        &self,
+        _model: &ModelSpec,
+        _id: &StepId,
+        _carry: &sql::carry::Carry,
+    ) -> Vec<Statement> {
+        Vec::new()
     }
 
     /// Extra lines under the step in a printed plan.
@@ -200,6 +226,8 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::SetNotNull(c) => Box::new(set_not_null::SetNotNull(c)),
         StepKind::DropNotNull(c) => Box::new(drop_not_null::DropNotNull(c)),
         StepKind::SetDefault(c) => Box::new(set_default::SetDefault(c)),
+        StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
+        StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
     }
 }
 
@@ -219,6 +247,13 @@ pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
             kinds.push(StepKind::SetNotNull(column));
         } else if column.drop_not_null {
             kinds.push(StepKind::DropNotNull(column));
+        } else if let Some(change) = column.type_change {
+            kinds.push(
+                match change_type_in_place::rewrite_free(&change, column.sql_type) {
+                    Some(_) => StepKind::ChangeTypeInPlace(column),
+                    None => StepKind::ChangeType(column),
+                },
+            );
         } else if column.nullable {
             kinds.push(StepKind::AddNullableColumn(column));
         } else if column.fill != Fill::None {
@@ -352,6 +387,24 @@ pub(crate) struct FieldAccess {
     pub read: String,
     /// The columns a write sets (empty: not written in this phase).
     pub writes: Vec<&'static str>,
+    /// The value each of `writes` gets, in order, with `sql::type_change::PARAM` standing for
+    /// the field's bound value; missing: the bound value itself.
+    pub values: Vec<String>,
+}
+
+/// A column the accessors name until the step's contract renames it (see
+/// [`Kind::renamed_at_contract`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RenamedAtContract {
+    /// The name the accessors use before contract.
+    pub from: String,
+    /// The name the contract gives it.
+    pub to: &'static str,
+    /// Its type, which the column named `to` has once the contract committed.
+    pub sql_type: &'static str,
+    /// The contract may come next (the step is at switch or retire): a statement inside a
+    /// transaction then runs under a savepoint, so that it can run again after the error.
+    pub contract_next: bool,
 }
 
 impl FieldAccess {
@@ -360,6 +413,15 @@ impl FieldAccess {
         FieldAccess {
             read: crate::ident::Ident(column.name).to_string(),
             writes: vec![column.name],
+            values: Vec::new(),
+        }
+    }
+
+    /// The SQL the `k`-th written column gets when the field's value is `param` (`$3`).
+    pub(crate) fn value(&self, k: usize, param: &str) -> String {
+        match self.values.get(k) {
+            Some(value) => value.replace(sql::type_change::PARAM, param),
+            None => param.to_string(),
         }
     }
 }
@@ -420,6 +482,31 @@ pub(crate) enum Runner {
     CarryThenValidate,
     /// A rename's contract, carrying every object of the old column.
     ContractCarrying,
+}
+
+/// The phases of a kind that fills a new column, moves reads to it, retires the old shape and
+/// carries the old column's dependents at contract (a rename, a type change).
+pub(crate) const CARRYING_PHASES: &[Phase] = &[
+    Phase::Expand,
+    Phase::Backfill,
+    Phase::Validate,
+    Phase::Switch,
+    Phase::Retire,
+    Phase::Contract,
+];
+
+impl Runner {
+    /// The runners of a kind that fills a new column and carries the old one's dependents to
+    /// it (a rename, a type change): the backfill pass, then the carry before validation, then
+    /// the contract that carries the rest.
+    pub(crate) fn carrying(phase: Phase) -> Runner {
+        match phase {
+            Phase::Backfill => Runner::Backfill,
+            Phase::Validate => Runner::CarryThenValidate,
+            Phase::Contract => Runner::ContractCarrying,
+            _ => Runner::Statements,
+        }
+    }
 }
 
 /// What a plan's backfill phases show: the defaults (a plan made without an evolver), or the

@@ -48,6 +48,7 @@ impl Kind for NullableColumn {
         matches!(phase, Phase::Pending | Phase::Aborted).then(|| FieldAccess {
             read: format!("CAST(NULL AS {})", self.0.sql_type),
             writes: vec![],
+            values: Vec::new(),
         })
     }
 

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::ident::Ident;
 use crate::spec::{ColumnSpec, ModelSpec};
 use crate::sql::backfill::FillColumn;
-use crate::sql::carry::Carry;
+use crate::sql::carry::{Between, Carry};
 use crate::sql::{self, RenameHelpers, Statement, rename};
 use crate::step::{Phase, StepId, StepKind};
 
@@ -50,14 +50,7 @@ impl Kind for RenameColumn {
     }
 
     fn phases(&self) -> &'static [Phase] {
-        &[
-            Phase::Expand,
-            Phase::Backfill,
-            Phase::Validate,
-            Phase::Switch,
-            Phase::Retire,
-            Phase::Contract,
-        ]
+        super::CARRYING_PHASES
     }
 
     fn plan(&self, model: &ModelSpec, id: &StepId, shown: &Shown) -> Vec<PlannedPhase> {
@@ -77,6 +70,7 @@ impl Kind for RenameColumn {
                     column: c,
                     expr: Ident(self.old()).to_string(),
                     marker: None,
+                    target: None,
                 }],
                 shown,
             ),
@@ -133,14 +127,17 @@ impl Kind for RenameColumn {
             Phase::Pending | Phase::Aborted => FieldAccess {
                 read: old_col,
                 writes: vec![self.old()],
+                values: Vec::new(),
             },
             Phase::Expand | Phase::Backfill | Phase::Validate => FieldAccess {
                 read: format!("COALESCE({col}, {old_col})"),
                 writes: vec![c.name, self.old()],
+                values: Vec::new(),
             },
             Phase::Switch => FieldAccess {
                 read: col,
                 writes: vec![c.name, self.old()],
+                values: Vec::new(),
             },
             Phase::Retire | Phase::Contract => FieldAccess::plain(c),
         })
@@ -171,12 +168,7 @@ impl Kind for RenameColumn {
     }
 
     fn runner(&self, phase: Phase) -> Runner {
-        match phase {
-            Phase::Backfill => Runner::Backfill,
-            Phase::Validate => Runner::CarryThenValidate,
-            Phase::Contract => Runner::ContractCarrying,
-            _ => Runner::Statements,
-        }
+        Runner::carrying(phase)
     }
 
     fn changes_accessors(&self) -> bool {
@@ -223,7 +215,8 @@ impl Kind for RenameColumn {
             {
                 // Contract drops the old column: whatever depends on it must be carried over to
                 // the new one, and what cannot be is reported now, before anything runs.
-                let carry = read_carry(cx.conn, cx.model, column, id).await?;
+                let carry =
+                    read_carry(cx.conn, cx.model, column, id, &Between::rename(column)).await?;
                 for blocker in carry.blockers {
                     cx.problems.add(Some(old), blocker);
                 }
@@ -241,24 +234,34 @@ impl Kind for RenameColumn {
         true
     }
 
+    fn carried_between(&self) -> Option<Between> {
+        Some(Between::rename(self.0))
+    }
+
+    fn contract_carrying(&self, model: &ModelSpec, id: &StepId, carry: &Carry) -> Vec<Statement> {
+        let h = RenameHelpers::new(model, self.0, id);
+        rename::contract_carrying(model, self.0, &h, carry)
+    }
+
     /// What contract carries from the old column to the new one.
     fn plan_notes(&self, model: &ModelSpec) -> Vec<String> {
-        sql::carry::plan_lines(model, self.0)
+        sql::carry::plan_lines(model, &Between::rename(self.0))
     }
 }
 
-/// Reads what depends on the old column of a rename (`catalog::dependents`) and what carrying
-/// it over takes (`sql::carry`). The rename's own compatibility views (of every rename of the
-/// model) depend on old columns too, and are dropped by contract before the column: they need
-/// no carrying.
+/// Reads what depends on the old column of a rename or a type change (`catalog::dependents`)
+/// and what carrying it over to the new one takes (`sql::carry`), `between` saying which. The
+/// renames' own compatibility views (of every rename of the model) depend on old columns too,
+/// and are dropped by contract before the column: they need no carrying.
 pub(crate) async fn read_carry(
     conn: &mut sqlx::PgConnection,
     model: &ModelSpec,
     column: &ColumnSpec,
     id: &StepId,
+    between: &Between,
 ) -> sqlx::Result<Carry> {
-    let old = column.renamed_from.unwrap_or(column.name);
     let views = super::rename_views(model);
-    let deps = crate::catalog::dependents::read(conn, model, old, column.name, &views).await?;
-    Ok(Carry::new(model, column, id, old, &deps))
+    let deps =
+        crate::catalog::dependents::read(conn, model, &between.old, &between.new, &views).await?;
+    Ok(Carry::new(model, column, id, between, &deps))
 }

@@ -125,6 +125,7 @@ impl Kind for SetNotNull {
             column: self.0,
             expr: self.backfill()?.to_string(),
             marker: None,
+            target: None,
         })
     }
 
@@ -140,6 +141,7 @@ impl Kind for SetNotNull {
                 self.0.sql_type
             ),
             writes: vec![self.0.name],
+            values: Vec::new(),
         })
     }
 

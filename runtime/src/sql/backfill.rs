@@ -18,6 +18,8 @@ pub(crate) struct FillColumn {
     /// The marker column of a backfilled column (see `sql::Helpers`); `None` for a rename's new
     /// column, which has none.
     pub marker: Option<String>,
+    /// The column written, when it is not `column`'s own (a type change's new column).
+    pub target: Option<String>,
 }
 
 impl FillColumn {
@@ -35,6 +37,7 @@ impl FillColumn {
             column,
             expr: e.to_string(),
             marker: Some(super::Helpers::new(model, column, id).marker),
+            target: None,
         })
     }
 
@@ -45,7 +48,13 @@ impl FillColumn {
             column,
             expr: Ident(column.renamed_from?).to_string(),
             marker: None,
+            target: None,
         })
+    }
+
+    /// The column the pass writes.
+    pub(crate) fn written(&self) -> &str {
+        self.target.as_deref().unwrap_or(self.column.name)
     }
 }
 
@@ -58,7 +67,7 @@ pub(crate) fn pass(candidates: &[FillColumn]) -> Vec<FillColumn> {
     let mut out: Vec<FillColumn> = Vec::new();
     for candidate in candidates {
         let clashes = out.iter().any(|f| {
-            references(&candidate.expr, f.column.name) || references(&f.expr, candidate.column.name)
+            references(&candidate.expr, f.written()) || references(&f.expr, candidate.written())
         });
         if out.is_empty() || !clashes {
             out.push(candidate.clone());
@@ -221,7 +230,7 @@ pub(crate) fn batch(
     let set = fills
         .iter()
         .flat_map(|f| {
-            let col = Ident(f.column.name);
+            let col = Ident(f.written());
             let mut set = vec![format!("{col} = COALESCE({alias}.{col}, ({}))", f.expr)];
             if let Some(marker) = &f.marker {
                 let marker = Ident(marker);
@@ -235,7 +244,7 @@ pub(crate) fn batch(
         .join(",\n\x20     ");
     let unfilled = fills
         .iter()
-        .map(|f| format!("{alias}.{} IS NULL", Ident(f.column.name)))
+        .map(|f| format!("{alias}.{} IS NULL", Ident(f.written())))
         .collect::<Vec<_>>()
         .join(" OR ");
     let ids = fills

@@ -115,6 +115,29 @@ pub(crate) struct Carry {
     pub blockers: Vec<String>,
 }
 
+/// The two columns a carry moves dependents between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Between {
+    /// The column whose dependents are carried (dropped at contract).
+    pub old: String,
+    /// The column they are rebuilt over.
+    pub new: String,
+    /// The new column takes the old one's name at contract (a type change): every carried
+    /// object then gets back the name of the object it replaces.
+    pub takes_old_name: bool,
+}
+
+impl Between {
+    /// A rename's: from `renamed_from` to the field's column, whose name stays.
+    pub fn rename(column: &ColumnSpec) -> Between {
+        Between {
+            old: column.renamed_from.unwrap_or(column.name).to_string(),
+            new: column.name.to_string(),
+            takes_old_name: false,
+        }
+    }
+}
+
 fn hashed(id: &StepId, old: &str) -> String {
     format!("{:016x}", fnv1a(&["carry", id.as_str(), old]))
 }
@@ -146,16 +169,17 @@ fn names(
 }
 
 impl Carry {
-    /// What carrying `deps` (the dependents of the old column) over to `column` takes.
+    /// What carrying `deps` (the dependents of the old column) over to the new one takes.
     pub fn new(
         model: &ModelSpec,
         column: &ColumnSpec,
         id: &StepId,
-        old: &str,
+        between: &Between,
         deps: &ColumnDependents,
     ) -> Carry {
         let t = table(model);
-        let new = column.name;
+        let (old, new) = (between.old.as_str(), between.new.as_str());
+        let keep = between.takes_old_name;
         let rename = |cols: &[String]| -> Vec<String> {
             cols.iter()
                 .map(|c| if c == old { new.to_string() } else { c.clone() })
@@ -179,7 +203,7 @@ impl Carry {
                 id,
                 model.table,
                 &ix.name,
-                cols,
+                cols.filter(|_| !keep),
                 naming::INDEX,
             );
             carry.indexes.push(CarriedIndex {
@@ -205,7 +229,7 @@ impl Carry {
                         id,
                         model.table,
                         &c.name,
-                        Some((&old_cols, columns)),
+                        (!keep).then_some((&old_cols[..], &columns[..])),
                         naming::UNIQUE,
                     );
                     carry.indexes.push(CarriedIndex {
@@ -224,7 +248,7 @@ impl Carry {
                         id,
                         model.table,
                         &c.name,
-                        Some((&[old.to_string()], &[new.to_string()])),
+                        (!keep).then_some((&[old.to_string()][..], &[new.to_string()][..])),
                         naming::CHECK,
                     );
                     carry.constraints.push(CarriedConstraint {
@@ -254,7 +278,7 @@ impl Carry {
                         id,
                         &c.table,
                         &c.name,
-                        Some((&old_cols, columns)),
+                        (!keep).then_some((&old_cols[..], &columns[..])),
                         naming::FOREIGN_KEY,
                     );
                     carry.constraints.push(CarriedConstraint {
@@ -349,6 +373,15 @@ impl Carry {
             )));
         }
         carry
+    }
+
+    /// A contract's statements with what the carry does before the old column is dropped
+    /// first and what it does after last, for one transaction.
+    pub fn around(&self, contract: Vec<Statement>) -> Vec<Statement> {
+        let mut out = self.before_drop.clone();
+        out.extend(contract);
+        out.extend(self.after_drop.iter().cloned());
+        out
     }
 
     /// Nothing to carry but the guard.
@@ -457,10 +490,10 @@ fn guard(model: &ModelSpec, old: &str, carried: &[String]) -> Statement {
 
 /// How `plan()` shows what a rename carries over: the statements' shapes, resolved from the
 /// catalog when the step runs (the exact statements go to the log and the journal then).
-pub(crate) fn plan_lines(model: &ModelSpec, column: &ColumnSpec) -> Vec<String> {
+pub(crate) fn plan_lines(model: &ModelSpec, between: &Between) -> Vec<String> {
     let t = table(model);
-    let old = Ident(column.renamed_from.unwrap_or(column.name));
-    let new = Ident(column.name);
+    let old = Ident(&between.old);
+    let new = Ident(&between.new);
     vec![
         format!(
             "carried over from the catalog at boot: every object on {old} is rebuilt over {new} (resolved when the step runs; \
@@ -559,7 +592,7 @@ mod tests {
             }],
             ..ColumnDependents::default()
         };
-        let carry = Carry::new(&MODEL, &FULL_NAME, &id, "name", &deps);
+        let carry = Carry::new(&MODEL, &FULL_NAME, &id, &Between::rename(&FULL_NAME), &deps);
         let names: Vec<(&str, &str)> = carry
             .indexes
             .iter()

@@ -10,6 +10,7 @@ pub(crate) mod health;
 pub(crate) mod index;
 pub(crate) mod not_null;
 pub(crate) mod rename;
+pub(crate) mod type_change;
 
 pub(crate) use crate::statement::{Exists, Statement};
 pub(crate) use rename::RenameHelpers;
@@ -234,10 +235,15 @@ pub(crate) fn validate_filled_column(model: &ModelSpec, helpers: &Helpers) -> Ve
 
 /// The query that confirms, after validation, that no NULL remains.
 pub(crate) fn count_nulls(model: &ModelSpec, column: &ColumnSpec) -> String {
+    count_nulls_in(model, column.name)
+}
+
+/// Rows with `NULL` in the column named `column`.
+pub(crate) fn count_nulls_in(model: &ModelSpec, column: &str) -> String {
     format!(
         "SELECT count(*) FROM {} WHERE {} IS NULL",
         table(model),
-        Ident(column.name)
+        Ident(column)
     )
 }
 
@@ -310,6 +316,26 @@ pub(crate) fn abort_filled_column(
     out
 }
 
+/// `SET NOT NULL` on `column` through the validated `check` (no scan), then the check dropped:
+/// the part of a contract that makes a new column NOT NULL (renames, type changes).
+pub(crate) fn not_null_through_check(
+    model: &ModelSpec,
+    column: &str,
+    check: &str,
+) -> Vec<Statement> {
+    let t = table(model);
+    let mut out = require_validated(model, check);
+    out.push(Statement::always(format!(
+        "ALTER TABLE {t} ALTER COLUMN {} SET NOT NULL",
+        Ident(column)
+    )));
+    out.push(Statement::always(format!(
+        "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
+        Ident(check)
+    )));
+    out
+}
+
 /// Before a `SET NOT NULL`, in its transaction: the table's lock first (the one `SET NOT NULL`
 /// takes anyway, under the same lock_timeout), then proof that the helper check is still
 /// validated. Without a validated check, `SET NOT NULL` scans the whole table under ACCESS
@@ -370,7 +396,24 @@ pub(crate) fn create_trigger(
     ]
 }
 
-/// A row trigger and its function, dropped if they exist.
+/// `VALIDATE CONSTRAINT` of a helper check (SHARE UPDATE EXCLUSIVE: writes go on), for a
+/// column that is not nullable: nothing for one that is.
+pub(crate) fn validate_not_null_check(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    check: &str,
+) -> Vec<Statement> {
+    if column.nullable {
+        return Vec::new();
+    }
+    vec![Statement::always(format!(
+        "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+        table(model),
+        Ident(check)
+    ))]
+}
+
+/// A row trigger and its function dropped (both `IF EXISTS`).
 pub(crate) fn drop_trigger(model: &ModelSpec, trigger: &str, function: &str) -> [Statement; 2] {
     [
         Statement::always(format!(

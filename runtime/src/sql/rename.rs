@@ -127,14 +127,7 @@ pub(crate) fn validate(
     column: &ColumnSpec,
     h: &RenameHelpers,
 ) -> Vec<Statement> {
-    if column.nullable {
-        return Vec::new();
-    }
-    vec![Statement::always(format!(
-        "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-        table(model),
-        Ident(&h.check)
-    ))]
+    super::validate_not_null_check(model, column, &h.check)
 }
 
 /// Rows where the old and the new column differ (must be zero after the backfill).
@@ -156,15 +149,7 @@ pub(crate) fn contract(
     let t = table(model);
     let mut out = Vec::new();
     if !column.nullable {
-        out.extend(super::require_validated(model, &h.check));
-        out.push(Statement::always(format!(
-            "ALTER TABLE {t} ALTER COLUMN {} SET NOT NULL",
-            Ident(column.name)
-        )));
-        out.push(Statement::always(format!(
-            "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
-            Ident(&h.check)
-        )));
+        out.extend(super::not_null_through_check(model, column.name, &h.check));
     }
     out.extend(drop_helpers(model, h));
     out.push(Statement::always(format!(
@@ -184,10 +169,7 @@ pub(crate) fn contract_carrying(
     h: &RenameHelpers,
     carry: &super::carry::Carry,
 ) -> Vec<Statement> {
-    let mut out = carry.before_drop.clone();
-    out.extend(contract(model, column, h));
-    out.extend(carry.after_drop.iter().cloned());
-    out
+    carry.around(contract(model, column, h))
 }
 
 /// Abort: view, trigger, check and the new column go; the old column kept every write.
@@ -206,19 +188,10 @@ pub(crate) fn abort(model: &ModelSpec, column: &ColumnSpec, h: &RenameHelpers) -
 }
 
 fn drop_helpers(model: &ModelSpec, h: &RenameHelpers) -> Vec<Statement> {
-    vec![
-        Statement::always(format!(
-            "DROP VIEW IF EXISTS {}",
-            Qualified(model.schema, &h.view)
-        )),
-        Statement::always(format!(
-            "DROP TRIGGER IF EXISTS {} ON {}",
-            Ident(&h.trigger),
-            table(model)
-        )),
-        Statement::always(format!(
-            "DROP FUNCTION IF EXISTS {}()",
-            Qualified(model.schema, &h.function)
-        )),
-    ]
+    let mut out = vec![Statement::always(format!(
+        "DROP VIEW IF EXISTS {}",
+        Qualified(model.schema, &h.view)
+    ))];
+    out.extend(super::drop_trigger(model, &h.trigger, &h.function));
+    out
 }

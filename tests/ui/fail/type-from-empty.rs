@@ -1,0 +1,12 @@
+use pgevolve::Evolve;
+
+#[derive(Evolve)]
+#[evolve(table = "items")]
+pub struct Item {
+    #[evolve(primary_key)]
+    pub id: i64,
+    #[evolve(type_from = "")]
+    pub qty: i64,
+}
+
+fn main() {}

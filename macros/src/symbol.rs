@@ -27,6 +27,8 @@ pub const GENERATED: Symbol = Symbol("generated");
 pub const SET_NOT_NULL: Symbol = Symbol("set_not_null");
 pub const DROP_NOT_NULL: Symbol = Symbol("drop_not_null");
 pub const SET_DEFAULT: Symbol = Symbol("set_default");
+pub const BACKFILL_WITH: Symbol = Symbol("backfill_with");
+pub const INPUTS: Symbol = Symbol("inputs");
 
 // Indexes and constraints: `index` and `check` on both levels, the rest on fields.
 pub const INDEX: Symbol = Symbol("index");
@@ -53,6 +55,8 @@ pub const FIELD_KEYS: &[Symbol] = &[
     COLUMN,
     SQL_TYPE,
     BACKFILL,
+    BACKFILL_WITH,
+    INPUTS,
     DEFAULT,
     RENAMED_FROM,
     SET_NOT_NULL,

@@ -178,3 +178,28 @@ mod tests {
         }
     }
 }
+
+/// `backfill_with = ".."`: a path to a function, like `crate::fill::email` (no generics, no
+/// call). Its tokens are spanned at the literal when emitted, so a type error points there.
+pub fn function_path(value: &str) -> Result<syn::Path, String> {
+    let bad = |why: &str| {
+        format!(
+            "`backfill_with` takes the path of a function, like `backfill_with = \"crate::fill::email_normalized\"`; \
+             `{value}` {why}"
+        )
+    };
+    if value.trim().is_empty() {
+        return Err(bad("is empty"));
+    }
+    let path: syn::Path = syn::parse_str(value).map_err(|_| bad("is not a path"))?;
+    if path
+        .segments
+        .iter()
+        .any(|s| !matches!(s.arguments, syn::PathArguments::None))
+    {
+        return Err(bad(
+            "has generic arguments; wrap the call in a function of your own without them",
+        ));
+    }
+    Ok(path)
+}

@@ -10,6 +10,7 @@ mod backfill;
 mod catalog;
 mod clock;
 mod column_type;
+mod computed;
 mod concurrent;
 mod constraints;
 mod coordinator;

@@ -100,6 +100,20 @@ impl ComputedFill<'_> {
     async fn walk_inner(&self) -> Result<Walk> {
         let steps_table = self.store.table("steps");
         let (mut cursor, mut done) = self.start().await?;
+        // Rows inserted after the walk started are the next walk's: a walk ends even while an
+        // old build keeps inserting.
+        let upper: Option<Vec<String>> = {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query_scalar(AssertSqlSafe(crate::sql::backfill::upper_bound(self.model)))
+                .fetch_optional(&mut *conn)
+                .await?
+        };
+        let Some(upper) = upper else {
+            return Ok(Walk::Done {
+                read: 0,
+                written: 0,
+            });
+        };
         let helpers = Helpers::new(self.model, self.column, self.step);
         let write = computed::write(self.model, self.column, &helpers, &steps_table, self.step);
         let settings = computed::write_settings(self.ddl.lock_timeout, self.options.batch_timeout);
@@ -136,7 +150,13 @@ impl ComputedFill<'_> {
                 tokio::time::sleep(crate::lease::PAUSED_POLL).await;
                 continue;
             }
-            let read_sql = computed::read(self.model, self.column, cursor.as_deref(), batch_size);
+            let read_sql = computed::read(
+                self.model,
+                self.column,
+                cursor.as_deref(),
+                &upper,
+                batch_size,
+            );
             let t0 = Instant::now();
             let outcome = match session.as_mut() {
                 Some(conn) => self.batch(conn, &read_sql, &settings, &write).await,
@@ -147,17 +167,12 @@ impl ComputedFill<'_> {
                 }
             };
             match outcome {
-                Ok(None) => {
-                    self.restart().await?;
-                    info!(
-                        rows_read = read,
-                        rows_written = written,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "walk of the computed backfill complete"
-                    );
-                    return Ok(Walk::Done { read, written });
-                }
+                Ok(None) => return self.end_walk(read, written, started).await,
                 Ok(Some((n, filled, last))) => {
+                    // A read short of its limit scanned every key up to the walk's bound: rows
+                    // written there since are the next walk's (a walk must not chase an old
+                    // build's inserts).
+                    let reached_end = n < i64::from(batch_size);
                     attempts = 0;
                     too_slow = 0;
                     read += n;
@@ -171,6 +186,9 @@ impl ComputedFill<'_> {
                     if last_log.elapsed() >= Duration::from_secs(2) {
                         last_log = Instant::now();
                         info!(rows_done = done, batch_size, "computed backfill progress");
+                    }
+                    if reached_end {
+                        return self.end_walk(read, written, started).await;
                     }
                     let pause = self.options.pause_after(elapsed);
                     if !pause.is_zero() {
@@ -223,6 +241,17 @@ impl ComputedFill<'_> {
                 }
             }
         }
+    }
+
+    async fn end_walk(&self, read: i64, written: i64, started: Instant) -> Result<Walk> {
+        self.restart().await?;
+        info!(
+            rows_read = read,
+            rows_written = written,
+            seconds = started.elapsed().as_secs_f64(),
+            "walk of the computed backfill complete"
+        );
+        Ok(Walk::Done { read, written })
     }
 
     /// The checkpoint and the rows written so far, from the state store.

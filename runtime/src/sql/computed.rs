@@ -130,14 +130,16 @@ pub(crate) fn abort(model: &ModelSpec, column: &ColumnSpec, helpers: &Helpers) -
     out
 }
 
-/// The batch's read: up to `limit` rows above `cursor` (`None`: from the first key) whose
-/// column is still `NULL`, in key order, with their keys as text (`__pgevolve_k0..`), their row
+/// The batch's read: up to `limit` rows above `cursor` (`None`: from the first key) and up to
+/// `upper` (the highest key when the walk started: rows inserted later are the next walk's)
+/// whose column is still `NULL`, in key order, with their keys as text (`__pgevolve_k0..`), their row
 /// version (`__pgevolve_xmin`, which any later write of the row changes) and their inputs
 /// (`__pgevolve_in0..`). A walk of the primary key index; no lock taken.
 pub(crate) fn read(
     model: &ModelSpec,
     column: &ColumnSpec,
     cursor: Option<&[String]>,
+    upper: &[String],
     limit: u32,
 ) -> String {
     let pk: Vec<&ColumnSpec> = model.primary_key().collect();
@@ -159,19 +161,20 @@ pub(crate) fn read(
             .enumerate()
             .map(|(i, c)| format!("{} AS {}", Ident(c), input_alias(i))),
     );
+    let values = |given: &[String]| {
+        pk.iter()
+            .zip(given)
+            .map(|(c, v)| format!("{}::{}", Literal(v), c.sql_type))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let above = match cursor {
-        Some(cursor) => format!(
-            "({keys}) > ({}) AND ",
-            pk.iter()
-                .zip(cursor)
-                .map(|(c, v)| format!("{}::{}", Literal(v), c.sql_type))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Some(cursor) => format!("({keys}) > ({}) AND ", values(cursor)),
         None => String::new(),
     };
+    let below = format!("({keys}) <= ({}) AND ", values(upper));
     format!(
-        "SELECT {} FROM {} WHERE {above}{} IS NULL ORDER BY {keys} LIMIT {limit}",
+        "SELECT {} FROM {} WHERE {above}{below}{} IS NULL ORDER BY {keys} LIMIT {limit}",
         select.join(", "),
         table(model),
         Ident(column.name),

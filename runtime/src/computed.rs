@@ -116,7 +116,11 @@ impl ComputedFill<'_> {
         };
         let helpers = Helpers::new(self.model, self.column, self.step);
         let write = computed::write(self.model, self.column, &helpers, &steps_table, self.step);
-        let settings = computed::write_settings(self.ddl.lock_timeout, self.options.batch_timeout);
+        let settings = computed::write_settings(
+            self.ddl.lock_timeout,
+            self.options.batch_timeout,
+            self.options.skip_user_triggers,
+        );
         let id = [self.step.as_str()];
         let mut batch_size = self.options.initial_batch_size.max(1);
         let (mut read, mut written) = (0i64, 0i64);

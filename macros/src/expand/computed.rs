@@ -54,14 +54,13 @@ pub fn adapters(model: &Model, private: &Private) -> TokenStream {
         };
         let name = adapter_name(field);
         let ty = field.ty;
-        let args = inputs(model, field)
-            .into_iter()
-            .enumerate()
-            .map(|(n, (_, input))| {
-                let input_ty = input.ty;
-                quote!(#private::read_input::<#input_ty>(__pgevolve_row, #n)?)
-            });
-        let call = quote_spanned!(span=> #path(#(#args),*));
+        let (locals, reads) = arguments(
+            model,
+            field,
+            span,
+            |n, _, input_ty| quote!(#private::read_input::<#input_ty>(__pgevolve_row, #n)?),
+        );
+        let call = quote_spanned!(span=> #path(#(#locals),*));
         out.extend(quote! {
             #[allow(non_snake_case)]
             fn #name(
@@ -71,6 +70,7 @@ pub fn adapters(model: &Model, private: &Private) -> TokenStream {
                 let mut __pgevolve_values: #private::Vec<#ty> =
                     #private::Vec::with_capacity(__pgevolve_rows.len());
                 for __pgevolve_row in __pgevolve_rows {
+                    #(#reads)*
                     let __pgevolve_value: #ty = #call;
                     __pgevolve_values.push(__pgevolve_value);
                 }
@@ -110,16 +110,43 @@ pub fn spec(model: &Model, field: &Field, private: &Private) -> TokenStream {
 pub fn read(model: &Model, field: &Field, index: usize, private: &Private) -> Option<TokenStream> {
     let (path, span) = function(field)?;
     let ty = field.ty;
-    let args = inputs(model, field).into_iter().map(|(i, input)| {
-        let input_ty = input.ty;
-        quote!(<#input_ty as #private::ReadField>::read_from(__pgevolve_row, #i)?)
-    });
-    let call = quote_spanned!(span=> #path(#(#args),*));
+    let (locals, reads) = arguments(
+        model,
+        field,
+        span,
+        |_, i, input_ty| quote!(<#input_ty as #private::ReadField>::read_from(__pgevolve_row, #i)?),
+    );
+    let call = quote_spanned!(span=> #path(#(#locals),*));
     let name = field.ident;
     Some(quote! {
         #name: match <#private::Option<#ty> as #private::ReadField>::read_from(__pgevolve_row, #index)? {
             #private::Some(__pgevolve_value) => __pgevolve_value,
-            #private::None => #call,
+            #private::None => {
+                #(#reads)*
+                #call
+            }
         }
     })
+}
+
+/// The call's arguments: one local per input (named at the literal's span, so a wrong argument
+/// type is reported at the `backfill_with` literal), and the statements that read them with
+/// their fields' types (`read(n, select-list index, type)`).
+fn arguments(
+    model: &Model,
+    field: &Field,
+    span: Span,
+    read: impl Fn(usize, usize, &syn::Type) -> TokenStream,
+) -> (Vec<syn::Ident>, Vec<TokenStream>) {
+    inputs(model, field)
+        .into_iter()
+        .enumerate()
+        .map(|(n, (i, input))| {
+            let local = format_ident!("__pgevolve_in{}", n, span = span);
+            let input_ty = input.ty;
+            let value = read(n, i, input_ty);
+            let statement = quote!(let #local: #input_ty = #value;);
+            (local, statement)
+        })
+        .unzip()
 }

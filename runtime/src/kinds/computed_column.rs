@@ -77,16 +77,14 @@ impl Kind for ComputedColumn {
                        (first statement), computes the values in Rust, and writes them with the checkpoint in one statement \
                        (second), only where the row is still the version read",
                 statements: vec![
-                    Statement::always(computed::read(
-                        model,
-                        c,
-                        Some(&["$1".into()]),
-                        &["$2".into()],
-                        1000,
-                    )),
+                    Statement::always(computed::read_shown(model, c)),
                     Statement::always(format!(
                         "{};\n{}",
-                        computed::write_settings(shown.lock_timeout, shown.batch_timeout),
+                        computed::write_settings(
+                            shown.lock_timeout,
+                            shown.batch_timeout,
+                            shown.skip_user_triggers,
+                        ),
                         computed::write(model, c, &h, &shown.steps_table, id)
                     )),
                 ],

@@ -142,6 +142,49 @@ pub(crate) fn read(
     upper: &[String],
     limit: u32,
 ) -> String {
+    let values = |given: &[String]| -> Vec<String> {
+        model
+            .primary_key()
+            .zip(given)
+            .map(|(c, v)| format!("{}::{}", Literal(v), c.sql_type))
+            .collect()
+    };
+    read_with(
+        model,
+        column,
+        cursor.map(values),
+        values(upper),
+        limit.to_string(),
+    )
+}
+
+/// [`read`] as plans show it: `$1..$k` the cursor, `$k+1..$2k` the walk's bound, `$2k+1` the
+/// batch size.
+pub(crate) fn read_shown(model: &ModelSpec, column: &ColumnSpec) -> String {
+    let pk: Vec<&ColumnSpec> = model.primary_key().collect();
+    let k = pk.len();
+    let params = |from: usize| -> Vec<String> {
+        pk.iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}", from + i, c.sql_type))
+            .collect()
+    };
+    read_with(
+        model,
+        column,
+        Some(params(1)),
+        params(k + 1),
+        format!("${}", 2 * k + 1),
+    )
+}
+
+fn read_with(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    cursor: Option<Vec<String>>,
+    upper: Vec<String>,
+    limit: String,
+) -> String {
     let pk: Vec<&ColumnSpec> = model.primary_key().collect();
     let keys = pk
         .iter()
@@ -161,18 +204,11 @@ pub(crate) fn read(
             .enumerate()
             .map(|(i, c)| format!("{} AS {}", Ident(c), input_alias(i))),
     );
-    let values = |given: &[String]| {
-        pk.iter()
-            .zip(given)
-            .map(|(c, v)| format!("{}::{}", Literal(v), c.sql_type))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let above = match cursor {
-        Some(cursor) => format!("({keys}) > ({}) AND ", values(cursor)),
+        Some(cursor) => format!("({keys}) > ({}) AND ", cursor.join(", ")),
         None => String::new(),
     };
-    let below = format!("({keys}) <= ({}) AND ", values(upper));
+    let below = format!("({keys}) <= ({}) AND ", upper.join(", "));
     format!(
         "SELECT {} FROM {} WHERE {above}{below}{} IS NULL ORDER BY {keys} LIMIT {limit}",
         select.join(", "),
@@ -181,12 +217,23 @@ pub(crate) fn read(
     )
 }
 
-/// The settings of the write's transaction: how long it may wait for a row lock and run.
-pub(crate) fn write_settings(lock_timeout: Duration, batch_timeout: Duration) -> String {
+/// The settings of the write's transaction: how long it may wait for a row lock and run, and
+/// with `skip_user_triggers`, `session_replication_role = replica` for this transaction only
+/// (the write sets the marker itself, as the skipped mark trigger would).
+pub(crate) fn write_settings(
+    lock_timeout: Duration,
+    batch_timeout: Duration,
+    skip_user_triggers: bool,
+) -> String {
     format!(
-        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'{}",
         lock_timeout.max(batch_timeout).as_millis(),
-        batch_timeout.as_millis()
+        batch_timeout.as_millis(),
+        if skip_user_triggers {
+            "; SET LOCAL session_replication_role = replica"
+        } else {
+            ""
+        }
     )
 }
 

@@ -314,3 +314,104 @@ pub(crate) fn end_walk(steps_table: &str, step: &StepId) -> String {
 pub(crate) fn count_missing(model: &ModelSpec, column: &ColumnSpec) -> String {
     super::count_nulls(model, column)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ComputeFn, Computed};
+    use crate::step::StepKind;
+
+    fn adapter(
+        _: &[sqlx::postgres::PgRow],
+        q: crate::__private::ComputeQuery,
+    ) -> Result<crate::__private::ComputeQuery, sqlx::Error> {
+        Ok(q)
+    }
+
+    static COLUMNS: [ColumnSpec; 4] = [
+        ColumnSpec {
+            name: "id",
+            sql_type: "bigint",
+            primary_key: true,
+            ..ColumnSpec::DEFAULT
+        },
+        ColumnSpec {
+            name: "Email",
+            sql_type: "text",
+            ..ColumnSpec::DEFAULT
+        },
+        ColumnSpec {
+            name: "name",
+            sql_type: "text",
+            ..ColumnSpec::DEFAULT
+        },
+        ColumnSpec {
+            name: "key",
+            sql_type: "text",
+            computed: Some(Computed {
+                function: "crate::fill::key",
+                inputs: &["Email", "name"],
+                compute: adapter as ComputeFn,
+            }),
+            ..ColumnSpec::DEFAULT
+        },
+    ];
+
+    const MODEL: ModelSpec = ModelSpec {
+        table: "people",
+        columns: &COLUMNS,
+        ..ModelSpec::DEFAULT
+    };
+
+    #[test]
+    fn the_reset_trigger_compares_the_quoted_inputs_and_no_check_comes_before_validate() {
+        let id = StepId::for_step(&MODEL, &StepKind::AddComputedColumn(&COLUMNS[3]));
+        let h = Helpers::new(&MODEL, &COLUMNS[3], &id);
+        let sql: Vec<String> = expand(&MODEL, &COLUMNS[3], &h)
+            .into_iter()
+            .map(|s| s.sql)
+            .collect();
+        assert!(
+            sql.iter().any(|s| s.contains(
+                "ROW(NEW.\"Email\", NEW.\"name\") IS DISTINCT FROM ROW(OLD.\"Email\", OLD.\"name\")"
+            )),
+            "{sql:#?}"
+        );
+        assert!(!sql.iter().any(|s| s.contains("CHECK")), "{sql:#?}");
+        let validate = validate(&MODEL, &COLUMNS[3], &h);
+        assert!(
+            validate[0]
+                .sql
+                .contains("CHECK (\"key\" IS NOT NULL) NOT VALID")
+        );
+    }
+
+    #[test]
+    fn a_batch_reads_only_rows_without_a_value_and_writes_only_the_version_it_read() {
+        let id = StepId::for_step(&MODEL, &StepKind::AddComputedColumn(&COLUMNS[3]));
+        let h = Helpers::new(&MODEL, &COLUMNS[3], &id);
+        let read = read(
+            &MODEL,
+            &COLUMNS[3],
+            Some(&["10".into()]),
+            &["99".into()],
+            50,
+        );
+        assert!(read.contains("(\"id\") > ('10'::bigint)"), "{read}");
+        assert!(read.contains("(\"id\") <= ('99'::bigint)"), "{read}");
+        assert!(
+            read.contains("\"key\" IS NULL ORDER BY \"id\" LIMIT 50"),
+            "{read}"
+        );
+        assert!(read.contains("\"Email\" AS __pgevolve_in0, \"name\" AS __pgevolve_in1"));
+        let write = write(&MODEL, &COLUMNS[3], &h, "\"pgevolve\".\"steps\"", &id);
+        for guard in [
+            "\"people\".xmin = v.__pgevolve_xmin::xid",
+            "\"people\".\"key\" IS NULL",
+            "unnest($1::text[], $2::text[], $3::text[])",
+            "checkpoint = $4::text[]",
+        ] {
+            assert!(write.contains(guard), "{guard} in {write}");
+        }
+    }
+}

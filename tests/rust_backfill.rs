@@ -125,7 +125,7 @@ fn new_writer(
             // Lanes update disjoint rows: lane 0 ids ≡ 0 mod 6, lane 1 ids ≡ 3 mod 6.
             let target = 3 * lane + 6 * ((n as i64 * 104_729) % (ROWS / 6));
             if let Some(mut found) = Contact::find(&target, &pool).await.unwrap() {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     found.contact_key = format!("rewritten {target} #{n}");
                 }
                 found.update(&pool).await.unwrap();
@@ -281,10 +281,11 @@ async fn old_and_new_writers_through_every_phase_leave_no_row_wrong() {
     let reads = readers.await.unwrap();
     assert!(old_writes > 50 && new_writes > 50 && reads > 50);
 
-    let rows = compare_every_row(&pool, &wrote.lock().unwrap()).await;
+    let wrote = wrote.lock().unwrap().clone();
+    let rows = compare_every_row(&pool, &wrote).await;
     println!(
         "compared {rows} rows; new build wrote {} of them",
-        wrote.lock().unwrap().len()
+        wrote.len()
     );
     let columns = catalog_snapshot(&pool, "contacts").await;
     assert!(

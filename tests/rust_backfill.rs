@@ -464,3 +464,70 @@ async fn an_abort_mid_walk_restores_the_catalog_and_keeps_every_write() {
         .unwrap();
     assert!(inserted > 0, "the writers' rows stay");
 }
+
+/// An abort while validate waits for an old build's instance stops the wait within seconds
+/// (the abort is recorded while the old instance still runs), not at the acknowledgement
+/// deadline; the abort's own DDL then waits for that instance like every abort, and undoes the
+/// step once it has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_while_validate_waits_for_an_old_build_is_prompt() {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(20).await;
+    create_table(&pool, 2_000).await;
+    let before = catalog_snapshot(&pool, "contacts").await;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Contact>()
+        .boot()
+        .await
+        .unwrap();
+    let old_instance = Coordinator::start(
+        &pool,
+        "pgevolve",
+        "old build",
+        Vec::new(),
+        CoordinatorOptions::default().registry(Arc::new(PhaseRegistry::default())),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    while phase(&evolution).await < Phase::Backfill {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let step = evolution
+        .status()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.description.contains("computed in Rust"))
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let abort = {
+        let id = step.id.clone();
+        tokio::spawn(async move { evolution.abort(&id).await.map(|()| evolution) })
+    };
+    loop {
+        let recorded: String = sqlx::query_scalar(
+            "SELECT phase FROM pgevolve.steps WHERE kind = 'add_computed_column'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if recorded == "aborted" {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "the walk still waits for the old build {:?} after the abort was asked",
+            asked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    old_instance.stop().await;
+    let evolution = abort.await.unwrap().unwrap();
+    assert_eq!(phase(&evolution).await, Phase::Aborted);
+    assert_eq!(catalog_snapshot(&pool, "contacts").await, before);
+}

@@ -149,21 +149,47 @@ impl Engine {
         Ok(())
     }
 
+    /// Waits until every live instance acknowledged the step's backfill (its build knows the
+    /// step: an old build's instance never does), in slices of a few seconds so that a stop or an
+    /// abort by another instance ends the wait (`false`) within them. Gives up with
+    /// [`ErrorKind::NotReady`] after the acknowledgement deadline.
+    async fn every_instance_knows(&self, step: &PlannedStep) -> Result<bool> {
+        const SLICE: std::time::Duration = std::time::Duration::from_secs(3);
+        let started = std::time::Instant::now();
+        loop {
+            let left = self.evolver.ack_deadline.saturating_sub(started.elapsed());
+            match wait_for_acks(
+                &self.evolver.pool,
+                &self.store.schema,
+                &step.id,
+                Phase::Backfill,
+                self.evolver.heartbeat_timeout,
+                left.min(SLICE),
+            )
+            .await
+            {
+                Ok(_) => return Ok(true),
+                Err(e) if matches!(e.kind(), ErrorKind::NotReady { .. }) && left > SLICE => {
+                    if self.stop.load(std::sync::atomic::Ordering::Acquire)
+                        || self.lease.check(&[step.id.as_str()], &[]).await?.aborted
+                    {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Validate of a column computed in Rust: once every live instance runs a build that
     /// knows the column (old builds insert rows without a value, and no trigger can compute
     /// it), the rows still without a value are computed, the `CHECK (col IS NOT NULL) NOT
     /// VALID` added (from then on a write without a value is refused), the rows written between
     /// the two computed, and the check validated with the data checks.
     async fn validate_computed(&self, step: &PlannedStep) -> Result<()> {
-        wait_for_acks(
-            &self.evolver.pool,
-            &self.store.schema,
-            &step.id,
-            Phase::Backfill,
-            self.evolver.heartbeat_timeout,
-            self.evolver.ack_deadline,
-        )
-        .await?;
+        if !self.every_instance_knows(step).await? {
+            return self.after_stopped_walk().await;
+        }
         let fill = self.computed_fill(step)?;
         if !fill.drain().await? {
             return self.after_stopped_walk().await;

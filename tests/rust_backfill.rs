@@ -531,3 +531,60 @@ async fn an_abort_while_validate_waits_for_an_old_build_is_prompt() {
     assert_eq!(phase(&evolution).await, Phase::Aborted);
     assert_eq!(catalog_snapshot(&pool, "contacts").await, before);
 }
+
+/// The walks follow the database's health like SQL backfills: a transaction held open past the
+/// bound pauses them (no row is written meanwhile), and they finish once it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_pauses_while_an_old_transaction_holds_the_xmin_horizon() {
+    if child::in_child() {
+        return;
+    }
+    use sqlx::Connection;
+    let (db, pool) = database(10).await;
+    create_table(&pool, 30_000).await;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Contact>()
+        .backfill_options(
+            BackfillOptions {
+                initial_batch_size: 100,
+                max_batch_size: 100,
+                pause: Duration::from_millis(20),
+                ..BackfillOptions::default()
+            }
+            .health(
+                pgevolve::HealthBounds::off()
+                    .oldest_transaction(Duration::from_secs(1))
+                    .interval(Duration::from_millis(200)),
+            ),
+        )
+        .boot()
+        .await
+        .unwrap();
+    while with_value(&pool).await == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let mut snapshot = holder.begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *snapshot)
+        .await
+        .unwrap();
+    sqlx::query("SELECT count(*) FROM contacts")
+        .execute(&mut *snapshot)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let paused_at = with_value(&pool).await;
+    assert!(paused_at < 30_000, "the walk was still under way");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        with_value(&pool).await,
+        paused_at,
+        "no batch while the transaction is open"
+    );
+    snapshot.commit().await.unwrap();
+    evolution.wait().await.unwrap();
+    evolution.contract().await.unwrap();
+    assert_eq!(compare_every_row(&pool, &HashMap::new()).await, 30_000);
+}

@@ -16,12 +16,14 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
 use crate::executor::is_retryable;
+use crate::health::{Health, Verdict};
 use crate::options::{BackfillOptions, DdlOptions};
 use crate::progress::Progress;
 use crate::spec::{ColumnSpec, ComputeFn, ModelSpec};
 use crate::sql::{Helpers, computed};
 use crate::state::StateStore;
 use crate::step::{Phase, StepId};
+use crate::telemetry;
 
 /// Walks in a row that a drain makes before giving up (rows keep appearing without a value:
 /// a build that does not know the column still writes).
@@ -128,6 +130,9 @@ impl ComputedFill<'_> {
         let started = Instant::now();
         let mut last_log = Instant::now();
         let mut paused = false;
+        let mut health = Health::new(self.options.health.clone());
+        // The reason of the health pause under way, if one.
+        let mut health_paused: Option<&'static str> = None;
         loop {
             if self.stop.load(Ordering::Acquire) {
                 info!(
@@ -135,6 +140,38 @@ impl ComputedFill<'_> {
                     "backfill stopped on request; it resumes from its checkpoint"
                 );
                 return Ok(Walk::Stopped);
+            }
+            // The database's health, as for SQL backfills (`health.rs`): a breach waits before
+            // the next batch (the lease still checked), a strain stretches the pause.
+            let verdict = health.verdict(self.pool).await.clone();
+            match (&verdict, health_paused) {
+                (Verdict::Pause(breach), current) => {
+                    let reason = breach.signal.reason();
+                    if current != Some(reason) {
+                        info!(
+                            reason,
+                            rows = done,
+                            "backfill paused: {breach}; it goes on by itself once back within the bound"
+                        );
+                        telemetry::paused(&self.model.qualified_name(), Some(reason));
+                        health_paused = Some(reason);
+                    }
+                    if self.lease.check(&id, &[]).await?.aborted {
+                        return Ok(Walk::Stopped);
+                    }
+                    tokio::time::sleep(self.options.health.interval).await;
+                    continue;
+                }
+                (_, Some(reason)) => {
+                    info!(
+                        reason,
+                        rows = done,
+                        "backfill resumed: back within its health bounds"
+                    );
+                    telemetry::paused(&self.model.qualified_name(), None);
+                    health_paused = None;
+                }
+                (_, None) => {}
             }
             let mut session = self.lease.session().await;
             let checked = self.lease.check_session(&mut session, &id, &id).await?;
@@ -194,7 +231,17 @@ impl ComputedFill<'_> {
                     if reached_end {
                         return self.end_walk(read, written, started).await;
                     }
-                    let pause = self.options.pause_after(elapsed);
+                    telemetry::rows_filled(
+                        self.step.as_str(),
+                        &self.model.qualified_name(),
+                        filled.max(0) as u64,
+                    );
+                    telemetry::batch(&self.model.qualified_name(), elapsed);
+                    telemetry::batch_size(&self.model.qualified_name(), batch_size);
+                    let pause = self
+                        .options
+                        .pause_after(elapsed)
+                        .mul_f64(verdict.slowdown());
                     if !pause.is_zero() {
                         tokio::time::sleep(pause).await;
                     }

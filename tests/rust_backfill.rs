@@ -588,3 +588,71 @@ async fn a_walk_pauses_while_an_old_transaction_holds_the_xmin_horizon() {
     evolution.contract().await.unwrap();
     assert_eq!(compare_every_row(&pool, &HashMap::new()).await, 30_000);
 }
+
+/// The kill test under a rolling deploy: an old build writes (raw SQL, from a registered
+/// instance) while a child walks, through its SIGKILL and the next leader's walk; the new build
+/// writes through the accessors from the reboot on; the old build leaves, validate drains, and
+/// every row is compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_walk_killed_while_old_and_new_builds_write_leaves_no_row_wrong() {
+    if child::in_child() {
+        return;
+    }
+    let (db, pool) = database(20).await;
+    create_table(&pool, 30_000).await;
+    let old_instance = Coordinator::start(
+        &pool,
+        "pgevolve",
+        "old build",
+        Vec::new(),
+        CoordinatorOptions::default().registry(Arc::new(PhaseRegistry::default())),
+    )
+    .await;
+    let (stop_old, stop_new) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let old: Vec<_> = (0..2)
+        .map(|lane| old_writer(&pool, lane, stop_old.clone()))
+        .collect();
+
+    let mut first = ChildProcess::start("rust_backfill_child_process", "walk", db.url(), None);
+    first.progress_at_least(3_000);
+    first.kill();
+    child::until_no_advisory_lock(&pool).await;
+    assert!(
+        step_row(&pool).await.0.is_some(),
+        "a checkpoint was committed"
+    );
+
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Contact>()
+        .backfill_options(small_batches())
+        .boot()
+        .await
+        .unwrap();
+    let wrote = Arc::new(Mutex::new(HashMap::new()));
+    let new: Vec<_> = (0..2)
+        .map(|lane| new_writer(&pool, lane, stop_new.clone(), wrote.clone()))
+        .collect();
+    let started = std::time::Instant::now();
+    while phase(&evolution).await < Phase::Backfill {
+        assert!(started.elapsed() < Duration::from_secs(120));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_old.store(true, Ordering::Release);
+    for w in old {
+        assert!(w.await.unwrap() > 0);
+    }
+    old_instance.stop().await;
+    evolution.wait().await.unwrap();
+    evolution.contract().await.unwrap();
+    stop_new.store(true, Ordering::Release);
+    for w in new {
+        assert!(w.await.unwrap() > 0);
+    }
+    let wrote = wrote.lock().unwrap().clone();
+    compare_every_row(&pool, &wrote).await;
+}

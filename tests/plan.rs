@@ -346,3 +346,44 @@ fn plan_of_type_changes() {
     );
     insta::assert_snapshot!(plan.to_string());
 }
+
+/// The function of the computed column below.
+mod fill {
+    pub fn contact_key(email: String, name: String) -> String {
+        format!("{}#{}", email.to_lowercase(), name.len())
+    }
+}
+
+#[derive(Evolve)]
+#[evolve(table = "contacts")]
+#[allow(dead_code)]
+struct Contact {
+    #[evolve(primary_key)]
+    id: i64,
+    name: String,
+    email: String,
+    #[evolve(backfill_with = "crate::fill::contact_key", inputs("email", "name"))]
+    contact_key: String,
+}
+
+#[test]
+fn plan_of_a_column_computed_in_rust() {
+    let plan = Contact::plan();
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    use Phase::*;
+    assert_eq!(
+        phases,
+        [
+            ("create_table", vec![Expand]),
+            (
+                "add_computed_column",
+                vec![Expand, Backfill, Validate, Contract]
+            ),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}

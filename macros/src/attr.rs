@@ -244,6 +244,10 @@ pub struct Field {
     pub column: Option<Setting>,
     pub sql_type: Option<Setting>,
     pub backfill: Option<Setting>,
+    /// `backfill_with = "path::to::function"`: the value computed in Rust.
+    pub backfill_with: Option<Typed<syn::Path>>,
+    /// `inputs("a", "b")`: the columns `backfill_with`'s function takes, in order.
+    pub inputs: Option<Columns>,
     pub default: Option<Setting>,
     pub renamed_from: Option<Setting>,
     /// The `set_not_null` keyword (an existing nullable column made NOT NULL), for spans.
@@ -275,6 +279,8 @@ impl Field {
         let mut column = Attr::none(cx, symbol::COLUMN, level);
         let mut sql_type = Attr::none(cx, symbol::SQL_TYPE, level);
         let mut backfill = Attr::none(cx, symbol::BACKFILL, level);
+        let mut backfill_with = Attr::none(cx, symbol::BACKFILL_WITH, level);
+        let mut inputs = Attr::none(cx, symbol::INPUTS, level);
         let mut default = Attr::none(cx, symbol::DEFAULT, level);
         let mut renamed_from = Attr::none(cx, symbol::RENAMED_FROM, level);
         let mut set_not_null = Attr::none(cx, symbol::SET_NOT_NULL, level);
@@ -302,6 +308,16 @@ impl Field {
                 sql_type.set(&meta.path, setting(meta, "numeric(12,2)")?);
             } else if meta.path == symbol::BACKFILL {
                 backfill.set(&meta.path, setting(meta, "SQL expression")?);
+            } else if meta.path == symbol::BACKFILL_WITH {
+                backfill_with.set(
+                    &meta.path,
+                    Typed::parse(
+                        setting(meta, "path::to::function")?,
+                        crate::value::function_path,
+                    ),
+                );
+            } else if meta.path == symbol::INPUTS {
+                inputs.set(&meta.path, column_list(meta)?);
             } else if meta.path == symbol::DEFAULT {
                 default.set(&meta.path, setting(meta, "SQL constant")?);
             } else if meta.path == symbol::RENAMED_FROM {
@@ -349,6 +365,8 @@ impl Field {
             column: column.get(),
             sql_type: sql_type.get(),
             backfill: backfill.get(),
+            backfill_with: backfill_with.get(),
+            inputs: inputs.get(),
             default: default.get(),
             renamed_from: renamed_from.get(),
             set_not_null: set_not_null.get(),

@@ -29,6 +29,14 @@ use proc_macro::TokenStream;
 /// a build without it. Removing a field alone never drops its column. A dropped name must be a
 /// valid identifier of at most 63 bytes, and neither a field's column nor the old column of a
 /// rename.
+///
+/// `#[evolve(backfill_with = "path::to::function", inputs("a", "b"))]` on a `T` field adds a
+/// NOT NULL column whose value, for existing rows and rows old builds write, is computed in Rust:
+/// `function(a, b) -> T`, each argument with its field's type, in the order of `inputs`. The
+/// derive emits an adapter the runtime's backfill calls over batches of rows, and the accessors
+/// call the function themselves for a row whose column is still `NULL`. A function whose
+/// arguments or result do not match is reported at the `backfill_with` literal. See "Backfills
+/// computed in Rust" in the `pgevolve` README for how rows old builds write are covered.
 #[proc_macro_derive(Evolve, attributes(evolve))]
 pub fn derive_evolve(input: TokenStream) -> TokenStream {
     derive_evolve_inner(input.into()).into()

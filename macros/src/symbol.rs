@@ -30,6 +30,8 @@ pub const SET_DEFAULT: Symbol = Symbol("set_default");
 pub const TYPE_FROM: Symbol = Symbol("type_from");
 pub const USING: Symbol = Symbol("using");
 pub const DOWN: Symbol = Symbol("down");
+pub const BACKFILL_WITH: Symbol = Symbol("backfill_with");
+pub const INPUTS: Symbol = Symbol("inputs");
 
 // Indexes and constraints: `index` and `check` on both levels, the rest on fields.
 pub const INDEX: Symbol = Symbol("index");
@@ -56,6 +58,8 @@ pub const FIELD_KEYS: &[Symbol] = &[
     COLUMN,
     SQL_TYPE,
     BACKFILL,
+    BACKFILL_WITH,
+    INPUTS,
     DEFAULT,
     RENAMED_FROM,
     SET_NOT_NULL,

@@ -24,6 +24,7 @@ pub fn check(cx: &Ctxt, model: &Model) {
     }
     check_duplicate_columns(cx, model);
     check_backfill_has_primary_key(cx, model);
+    check_backfill_with(cx, model);
     check_renamed_twice(cx, model);
     check_indexes(cx, model);
     check_constraints(cx, model);
@@ -871,6 +872,141 @@ fn check_backfill_has_primary_key(cx: &Ctxt, model: &Model) {
                 "`backfill` needs a primary key: existing rows are filled in batches that walk \
                  the primary key; add `#[evolve(primary_key)]` to the key field(s)",
             );
+        }
+        if let Some(with) = &field.attrs.backfill_with {
+            cx.error_spanned_by(
+                &with.key,
+                "`backfill_with` needs a primary key: existing rows are computed in batches that walk \
+                 the primary key; add `#[evolve(primary_key)]` to the key field(s)",
+            );
+        }
+    }
+}
+
+/// `backfill_with = "path", inputs(..)`: a path, a new NOT NULL column and nothing else about
+/// it, and inputs that are existing columns the struct maps.
+fn check_backfill_with(cx: &Ctxt, model: &Model) {
+    for field in &model.fields {
+        let attrs = &field.attrs;
+        let name = field.rust_name();
+        let Some(with) = &attrs.backfill_with else {
+            if let Some(inputs) = &attrs.inputs {
+                cx.error_spanned_by(
+                    &inputs.key,
+                    "`inputs(..)` names the columns a `backfill_with` function takes, and this field has no \
+                     `backfill_with`; add `backfill_with = \"path::to::function\"`, or remove `inputs`",
+                );
+            }
+            continue;
+        };
+        if let Err(e) = &with.parsed {
+            cx.syn_error(e.clone());
+        }
+        let conflicts = [
+            (
+                symbol::BACKFILL,
+                attrs.backfill.as_ref().map(|s| s.key.to_token_stream()),
+            ),
+            (
+                symbol::DEFAULT,
+                attrs.default.as_ref().map(|s| s.key.to_token_stream()),
+            ),
+            (
+                symbol::RENAMED_FROM,
+                attrs.renamed_from.as_ref().map(|s| s.key.to_token_stream()),
+            ),
+            (
+                symbol::SET_NOT_NULL,
+                attrs.set_not_null.as_ref().map(|p| p.to_token_stream()),
+            ),
+            (
+                symbol::DROP_NOT_NULL,
+                attrs.drop_not_null.as_ref().map(|p| p.to_token_stream()),
+            ),
+            (
+                symbol::TYPE_FROM,
+                attrs.type_from.as_ref().map(|s| s.key.to_token_stream()),
+            ),
+            (
+                symbol::GENERATED,
+                attrs.generated.as_ref().map(|p| p.to_token_stream()),
+            ),
+            (
+                symbol::PRIMARY_KEY,
+                attrs.primary_key.as_ref().map(|p| p.to_token_stream()),
+            ),
+        ];
+        for (other, tokens) in conflicts {
+            let Some(tokens) = tokens else { continue };
+            let msg = match other {
+                symbol::BACKFILL => "`backfill_with` and `backfill` cannot be combined: both give existing rows their \
+                                     value; keep `backfill = \"...\"` for a SQL expression, or `backfill_with` for a Rust function"
+                    .to_string(),
+                symbol::DEFAULT => "`backfill_with` and `default` cannot be combined: `default` gives every row one \
+                                    constant, `backfill_with` computes each row's value in Rust; keep one"
+                    .to_string(),
+                _ => format!(
+                    "`backfill_with` adds a new column computed in Rust and cannot be combined with `{other}`; \
+                     remove `{other}`, or use `backfill = \"...\"` with it where that is allowed"
+                ),
+            };
+            cx.error_spanned_by(tokens, msg);
+        }
+        if field.is_option() {
+            cx.error_spanned_by(
+                &with.key,
+                format!(
+                    "`backfill_with` makes a NOT NULL column, but `{name}` is an `Option`; remove `Option` from its \
+                     type, or remove `backfill_with`: an `Option` field is added as a plain nullable column"
+                ),
+            );
+        }
+        let Some(inputs) = &attrs.inputs else {
+            cx.error_spanned_by(
+                &with.key,
+                "`backfill_with` needs `inputs(\"column\", ...)`: the columns its function takes, in the order \
+                 of its arguments, like `backfill_with = \"crate::fill::email_normalized\", inputs(\"email\")`",
+            );
+            continue;
+        };
+        if inputs.list.is_empty() {
+            cx.error_spanned_by(
+                inputs.tokens(),
+                "`inputs()` is empty; name the columns the function takes, like `inputs(\"email\")`",
+            );
+        }
+        for input in &inputs.list {
+            let column = input.value();
+            let source = model.fields.iter().find(|f| f.column_name() == column);
+            match source {
+                None => cx.error_spanned_by(
+                    input,
+                    format!(
+                        "`inputs` names column `{column}`, which no field of `{}` maps; name a column of \
+                         another field (the function gets that field's type)",
+                        model.rust_name()
+                    ),
+                ),
+                Some(f) if std::ptr::eq(f, field) => cx.error_spanned_by(
+                    input,
+                    format!("`inputs` names `{column}`, the column `backfill_with` computes; name the columns it is computed from"),
+                ),
+                Some(f)
+                    if f.attrs.backfill.is_some()
+                        || f.attrs.default.is_some()
+                        || f.attrs.backfill_with.is_some()
+                        || f.attrs.renamed_from.is_some() =>
+                {
+                    cx.error_spanned_by(
+                        input,
+                        format!(
+                            "`inputs` names `{column}`, which this build adds or renames, so old builds do not write it; \
+                             name columns that exist before this build"
+                        ),
+                    )
+                }
+                Some(_) => {}
+            }
         }
     }
 }

@@ -140,6 +140,31 @@ fn quoted<const N: usize>(words: [&str; N]) -> String {
     words.map(|w| format!("`{w}`")).join(", ")
 }
 
+/// `backfill_with = ".."`: a path to a function, like `crate::fill::email` (no generics, no
+/// call). Its tokens are spanned at the literal when emitted, so a type error points there.
+pub fn function_path(value: &str) -> Result<syn::Path, String> {
+    let bad = |why: &str| {
+        format!(
+            "`backfill_with` takes the path of a function, like `backfill_with = \"crate::fill::email_normalized\"`; \
+             `{value}` {why}"
+        )
+    };
+    if value.trim().is_empty() {
+        return Err(bad("is empty"));
+    }
+    let path: syn::Path = syn::parse_str(value).map_err(|_| bad("is not a path"))?;
+    if path
+        .segments
+        .iter()
+        .any(|s| !matches!(s.arguments, syn::PathArguments::None))
+    {
+        return Err(bad(
+            "has generic arguments; wrap the call in a function of your own without them",
+        ));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +200,15 @@ mod tests {
         );
         for bad in ["authors.id", "users()", "(id)", "users(a, b)", "users(id"] {
             assert!(References::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn function_paths_parse_once_and_calls_or_generics_do_not() {
+        assert!(function_path("crate::fill::email").is_ok());
+        assert!(function_path("normalize").is_ok());
+        for bad in ["", "normalize(email)", "fill::<u8>::f", "a b"] {
+            assert!(function_path(bad).is_err(), "{bad}");
         }
     }
 }

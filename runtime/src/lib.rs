@@ -10,6 +10,7 @@ mod backfill;
 mod catalog;
 mod clock;
 mod column_type;
+mod computed;
 mod concurrent;
 mod constraints;
 mod coordinator;
@@ -54,8 +55,8 @@ pub use plan::{BatchTriggers, Plan, PlannedPhase, PlannedStep, UserTrigger};
 pub use privileges::{MissingPrivilege, ObjectKind, Privilege};
 pub use progress::StepProgress;
 pub use spec::{
-    CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
-    SetNotNull, TypeChange,
+    CheckSpec, ColumnSpec, ComputeFn, Computed, Fill, ForeignKeySpec, IndexMethod, IndexSpec,
+    ModelSpec, OnDelete, SetNotNull, TypeChange,
 };
 pub use state::{JournalEntry, StepStatus};
 pub use step::{Phase, StepId, StepKind};

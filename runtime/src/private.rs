@@ -14,8 +14,8 @@ pub use crate::error::Error;
 pub use crate::model::Evolve;
 pub use crate::registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use crate::spec::{
-    CheckSpec, ColumnSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec, ModelSpec, OnDelete,
-    SetNotNull, TypeChange,
+    CheckSpec, ColumnSpec, ComputeFn, Computed, Fill, ForeignKeySpec, IndexMethod, IndexSpec,
+    ModelSpec, OnDelete, SetNotNull, TypeChange,
 };
 pub use crate::state::{Action, PauseRow, RequestRow, Requests};
 pub use ::core::option::Option::{self, None, Some};
@@ -65,6 +65,27 @@ pub fn read_expr(model: &'static ModelSpec, field: &str) -> Result<Option<String
         .iter()
         .position(|c| c.field == field)
         .map(|i| sql.reads[i].clone()))
+}
+
+/// The write of a batch of a backfill computed in Rust, which the generated adapter binds
+/// the values to.
+pub type ComputeQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// In a generated adapter: the `n`th input of a row the computed backfill read (read by its
+/// name, `__pgevolve_in<n>`).
+pub fn read_input<T: ReadField>(row: &PgRow, n: usize) -> Result<T, sqlx::Error> {
+    use sqlx::Column;
+    let name = crate::sql::computed::input_alias(n);
+    let index = sqlx::Row::try_column(row, name.as_str())?.ordinal();
+    T::read_from(row, index)
+}
+
+/// In a generated adapter: the computed values, bound as one array.
+pub fn bind_values<T>(query: ComputeQuery, values: Vec<T>) -> ComputeQuery
+where
+    Vec<T>: for<'e> sqlx::Encode<'e, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + 'static,
+{
+    query.bind(values)
 }
 
 /// A field value the accessors can bind: anything sqlx can encode for PostgreSQL.

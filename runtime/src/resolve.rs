@@ -96,6 +96,7 @@ pub(crate) async fn resolve_model(
                 if !live_col.not_null
                     && !column.nullable
                     && column.fill == Fill::None
+                    && column.computed.is_none()
                     && column.set_not_null.is_none()
                     && column.renamed_from.is_none() =>
             {
@@ -147,15 +148,21 @@ pub(crate) async fn resolve_model(
                     ),
                 }
             }
-            None if !column.nullable && column.fill == Fill::None && column.set_not_null.is_none() => problems.add(
+            None if !column.nullable
+                && column.fill == Fill::None
+                && column.computed.is_none()
+                && column.set_not_null.is_none() =>
+            {
+                problems.add(
                 Some(column.name),
                 format!(
                     "the column does not exist and field `{}` gives no way to fill it; add \
-                     `#[evolve(backfill = \"<SQL over the row>\")]` or `#[evolve(default = \"<constant>\")]`, \
-                     or make the field `Option<_>`",
+                     `#[evolve(backfill = \"<SQL over the row>\")]`, `#[evolve(default = \"<constant>\")]` or \
+                     `#[evolve(backfill_with = \"<Rust function>\", inputs(..))]`, or make the field `Option<_>`",
                     column.field
                 ),
-            ),
+            )
+            }
             None => {}
         }
     }

@@ -91,7 +91,49 @@ pub struct ColumnSpec {
     /// `#[evolve(type_from = "...")]`: the column has another type today and changes to
     /// `sql_type` (see [`TypeChange`]).
     pub type_change: Option<TypeChange>,
+    /// `#[evolve(backfill_with = "path::to::function", inputs("a", "b"))]`: a new NOT NULL
+    /// column whose value for existing rows (and rows old builds write) is computed in Rust
+    /// (see `StepKind::AddComputedColumn`).
+    pub computed: Option<Computed>,
 }
+
+/// Computes, in Rust, the values of a batch of rows: reads each row's inputs (columns named
+/// `__pgevolve_in0`, `__pgevolve_in1`, ... in `inputs` order), calls the function, and binds
+/// the values, as one array, to the write statement.
+pub type ComputeFn = fn(
+    &[sqlx::postgres::PgRow],
+    crate::__private::ComputeQuery,
+) -> Result<crate::__private::ComputeQuery, sqlx::Error>;
+
+/// A backfill computed in Rust: `#[evolve(backfill_with = "f", inputs("a", "b"))]`.
+#[derive(Clone, Copy)]
+pub struct Computed {
+    /// The function's path as written, for plans, messages and the step id.
+    pub function: &'static str,
+    /// The columns the function reads, in the order of its arguments.
+    pub inputs: &'static [&'static str],
+    /// The generated adapter that calls the function over a batch.
+    pub compute: ComputeFn,
+}
+
+impl std::fmt::Debug for Computed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Computed")
+            .field("function", &self.function)
+            .field("inputs", &self.inputs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two declarations are the same when they name the same function over the same inputs (the
+/// adapter is generated from them).
+impl PartialEq for Computed {
+    fn eq(&self, other: &Computed) -> bool {
+        self.function == other.function && self.inputs == other.inputs
+    }
+}
+
+impl Eq for Computed {}
 
 /// How `#[evolve(set_not_null)]` treats the rows that are NULL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +166,7 @@ impl ColumnSpec {
         drop_not_null: false,
         set_default: None,
         type_change: None,
+        computed: None,
     };
 }
 

@@ -71,6 +71,13 @@ pub enum StepKind {
     AddNullableColumn(&'static ColumnSpec),
     /// Add a NOT NULL column filled from `backfill = "..."` or `default = "..."`.
     AddFilledColumn(&'static ColumnSpec),
+    /// Add a NOT NULL column whose value is computed in Rust
+    /// (`#[evolve(backfill_with = "f", inputs(..))]`): added nullable with the mark and reset
+    /// triggers, filled by walks that read the inputs, call the function and write the values
+    /// back; once every live instance runs a build that knows the column, the rows still
+    /// without a value are drained, the NOT NULL check added and validated; `SET NOT NULL` at
+    /// contract.
+    AddComputedColumn(&'static ColumnSpec),
     /// Rename a column through a new column kept in sync (`renamed_from = "..."`).
     RenameColumn(&'static ColumnSpec),
     /// Build an index with `CREATE INDEX CONCURRENTLY`, in the background (`#[evolve(index)]`,

@@ -76,6 +76,9 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
         .iter()
         .enumerate()
         .map(|(i, f)| {
+            if let Some(read) = super::computed::read(model, f, i, private) {
+                return read;
+            }
             let (name, ty) = (f.ident, f.ty);
             let private = private.spanned(ty.span());
             quote_spanned!(ty.span()=> #name: <#ty as #private::ReadField>::read_from(__pgevolve_row, #i)?)

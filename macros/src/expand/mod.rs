@@ -1,6 +1,7 @@
 //! Token generation. Runs only on input that passed validation; never reports errors itself.
 
 mod access;
+mod computed;
 mod spec;
 
 use crate::ast::Model;
@@ -29,7 +30,10 @@ fn impl_evolve(model: &Model) -> TokenStream {
         private: &private,
     };
     let accessors = access::impl_accessors(model, &private);
+    let adapters = computed::adapters(model, &private);
     wrap(quote! {
+        #adapters
+
         #[automatically_derived]
         // `needless_update`: spec literals end with `..DEFAULT` even when every field is written.
         #[allow(unused_qualifications, non_upper_case_globals, clippy::needless_update)]

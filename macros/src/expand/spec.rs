@@ -20,10 +20,11 @@ impl ToTokens for QuoteModel<'_> {
         let rust_name = model.rust_name();
         let schema = model.schema();
         let table = model.table();
-        let columns = model
-            .fields
-            .iter()
-            .map(|field| QuoteColumn { field, private });
+        let columns = model.fields.iter().map(|field| QuoteColumn {
+            model,
+            field,
+            private,
+        });
         // Field-level indexes and checks first, in field order, then the struct-level ones.
         let indexes: Vec<QuoteIndex> = model
             .fields
@@ -85,13 +86,18 @@ impl ToTokens for QuoteModel<'_> {
 /// `ColumnSpec { field, name, sql_type, nullable, primary_key, fill, renamed_from, ..ColumnSpec::DEFAULT }`,
 /// plus `unique`, `references` and `generated` when set.
 struct QuoteColumn<'a> {
+    model: &'a Model<'a>,
     field: &'a Field<'a>,
     private: &'a Private<'a>,
 }
 
 impl ToTokens for QuoteColumn<'_> {
     fn to_tokens(&self, tokens: &mut TokenStream) {
-        let QuoteColumn { field, private } = *self;
+        let QuoteColumn {
+            model,
+            field,
+            private,
+        } = *self;
         let rust_name = field.rust_name();
         let name = field.column_name();
         let sql_type = QuoteSqlType { field, private };
@@ -166,6 +172,7 @@ impl ToTokens for QuoteColumn<'_> {
             let sql = d.value.value();
             quote!(set_default: #private::Option::Some(#sql),)
         });
+        let computed = super::computed::spec(model, field, private);
         let references = field.attrs.references.as_ref().and_then(Typed::get).map(
             |References {
                  schema,
@@ -206,6 +213,7 @@ impl ToTokens for QuoteColumn<'_> {
                 #drop_not_null
                 #set_default
                 #type_change
+                #computed
                 ..#private::ColumnSpec::DEFAULT
             }
         });

@@ -6,7 +6,7 @@ use tracing::info;
 
 use super::{Engine, target};
 use crate::backfill::Backfill;
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordinator, wait_for_acks};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kinds::Runner;
 use crate::plan::PlannedStep;
@@ -108,8 +108,100 @@ impl Engine {
                 let column = step.kind.column().ok_or_else(|| not_a_column(step))?;
                 self.contract_rename(step, column).await
             }
+            Runner::ComputedBackfill => match self.computed_fill(step)?.walk().await? {
+                crate::computed::Walk::Stopped => self.after_stopped_walk().await,
+                crate::computed::Walk::Done { .. } => {
+                    self.run_phase(step, Phase::Backfill, false).await
+                }
+            },
+            Runner::ComputedValidate => self.validate_computed(step).await,
             Runner::Statements => self.run_phase(step, phase, false).await,
         }
+    }
+
+    /// The runner of a column computed in Rust (`kinds::computed_column`).
+    fn computed_fill<'a>(
+        &'a self,
+        step: &'a PlannedStep,
+    ) -> Result<crate::computed::ComputedFill<'a>> {
+        let column = step.kind.column().ok_or_else(|| not_a_column(step))?;
+        let compute = column.computed.ok_or_else(|| not_a_column(step))?.compute;
+        Ok(crate::computed::ComputedFill {
+            pool: &self.evolver.pool,
+            store: &self.store,
+            model: &step.model,
+            step: &step.id,
+            column,
+            compute,
+            options: &self.evolver.backfill,
+            ddl: &self.evolver.ddl,
+            progress: &self.progress,
+            stop: &self.stop,
+            lease: &self.lease,
+        })
+    }
+
+    async fn after_stopped_walk(&self) -> Result<()> {
+        if !self.stop.load(std::sync::atomic::Ordering::Acquire) {
+            // Stopped because another instance aborted the step.
+            self.finish_interrupted_aborts().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every live instance acknowledged the step's backfill (its build knows the
+    /// step: an old build's instance never does), in slices of a few seconds so that a stop or an
+    /// abort by another instance ends the wait (`false`) within them. Gives up with
+    /// [`ErrorKind::NotReady`] after the acknowledgement deadline.
+    async fn every_instance_knows(&self, step: &PlannedStep) -> Result<bool> {
+        const SLICE: std::time::Duration = std::time::Duration::from_secs(3);
+        let started = std::time::Instant::now();
+        loop {
+            let left = self.evolver.ack_deadline.saturating_sub(started.elapsed());
+            match wait_for_acks(
+                &self.evolver.pool,
+                &self.store.schema,
+                &step.id,
+                Phase::Backfill,
+                self.evolver.heartbeat_timeout,
+                left.min(SLICE),
+            )
+            .await
+            {
+                Ok(_) => return Ok(true),
+                Err(e) if matches!(e.kind(), ErrorKind::NotReady { .. }) && left > SLICE => {
+                    if self.stop.load(std::sync::atomic::Ordering::Acquire)
+                        || self.lease.check(&[step.id.as_str()], &[]).await?.aborted
+                    {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Validate of a column computed in Rust: once every live instance runs a build that
+    /// knows the column (old builds insert rows without a value, and no trigger can compute
+    /// it), the rows still without a value are computed, the `CHECK (col IS NOT NULL) NOT
+    /// VALID` added (from then on a write without a value is refused), the rows written between
+    /// the two computed, and the check validated with the data checks.
+    async fn validate_computed(&self, step: &PlannedStep) -> Result<()> {
+        if !self.every_instance_knows(step).await? {
+            return self.after_stopped_walk().await;
+        }
+        let fill = self.computed_fill(step)?;
+        if !fill.drain().await? {
+            return self.after_stopped_walk().await;
+        }
+        let statements = step.statements(Phase::Validate);
+        self.executor
+            .run(target(step, Phase::Validate), &statements[..1], &[], true)
+            .await?;
+        if !fill.drain().await? {
+            return self.after_stopped_walk().await;
+        }
+        self.validate(step).await
     }
 
     /// Advances one step through its remaining phases up to `goal`, which needs it validated

@@ -12,6 +12,7 @@ mod catalog_object;
 mod change_type;
 mod change_type_in_place;
 mod check;
+mod computed_column;
 mod create_table;
 mod drop_column;
 mod drop_index;
@@ -216,6 +217,7 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::CreateTable => Box::new(create_table::CreateTable),
         StepKind::AddNullableColumn(c) => Box::new(nullable_column::NullableColumn(c)),
         StepKind::AddFilledColumn(c) => Box::new(filled_column::FilledColumn(c)),
+        StepKind::AddComputedColumn(c) => Box::new(computed_column::ComputedColumn(c)),
         StepKind::RenameColumn(c) => Box::new(rename_column::RenameColumn(c)),
         StepKind::CreateIndex(ix) => Box::new(index::CreateIndex(ix)),
         StepKind::AddUnique(c) => Box::new(unique::AddUnique(c)),
@@ -256,6 +258,8 @@ pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
             );
         } else if column.nullable {
             kinds.push(StepKind::AddNullableColumn(column));
+        } else if column.computed.is_some() {
+            kinds.push(StepKind::AddComputedColumn(column));
         } else if column.fill != Fill::None {
             kinds.push(StepKind::AddFilledColumn(column));
         }
@@ -482,6 +486,11 @@ pub(crate) enum Runner {
     CarryThenValidate,
     /// A rename's contract, carrying every object of the old column.
     ContractCarrying,
+    /// A column computed in Rust: walks of batches computed by the function (see `computed.rs`).
+    ComputedBackfill,
+    /// A column computed in Rust: every live instance knows the column, the rows still without
+    /// a value drained, the NOT NULL check added, drained again, validated.
+    ComputedValidate,
 }
 
 /// The phases of a kind that fills a new column, moves reads to it, retires the old shape and

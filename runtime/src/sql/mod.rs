@@ -3,6 +3,7 @@
 
 pub(crate) mod backfill;
 pub(crate) mod carry;
+pub(crate) mod computed;
 pub(crate) mod constraint;
 pub(crate) mod default;
 pub(crate) mod drop_column;
@@ -158,19 +159,7 @@ pub(crate) fn expand_filled_column(
         // No session state (search_path, settings) decides anything: whether the writer knows
         // the column is a property of its statement (`UPDATE OF` fires only when the SET list
         // names the column), so poolers and proxies cannot confuse it.
-        out.push(Statement::always(format!(
-            "CREATE OR REPLACE FUNCTION {mark_function}() RETURNS trigger LANGUAGE plpgsql AS $pgevolve$\n\
-             BEGIN\n\
-             \x20 -- Fires only for statements that name {col}: the writer knows the column. The\n\
-             \x20 -- backfill pass names it too, and is told apart by the marker it writes, minus\n\
-             \x20 -- its own transaction id (no other transaction can produce that value).\n\
-             \x20 IF NEW.{marker} IS NULL OR NEW.{marker} >= 0 OR NEW.{marker} <> -txid_current() THEN\n\
-             \x20   NEW.{marker} := 1;\n\
-             \x20 END IF;\n\
-             \x20 RETURN NEW;\n\
-             END\n\
-             $pgevolve$"
-        )));
+        out.push(mark_function_statement(&mark_function, &col, &marker));
         let compute = compute_into_new(model, column, expr);
         out.push(Statement::always(format!(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $pgevolve$\n\
@@ -208,6 +197,27 @@ pub(crate) fn expand_filled_column(
     }
     out.push(add_not_null_check(model, column.name, &helpers.check));
     out
+}
+
+/// The mark trigger's function (see [`Helpers`]): marks `1` on rows whose writer named `col`.
+pub(crate) fn mark_function_statement(
+    mark_function: &Qualified<'_>,
+    col: &Ident<'_>,
+    marker: &Ident<'_>,
+) -> Statement {
+    Statement::always(format!(
+        "CREATE OR REPLACE FUNCTION {mark_function}() RETURNS trigger LANGUAGE plpgsql AS $pgevolve$\n\
+         BEGIN\n\
+         \x20 -- Fires only for statements that name {col}: the writer knows the column. The\n\
+         \x20 -- backfill pass names it too, and is told apart by the marker it writes, minus\n\
+         \x20 -- its own transaction id (no other transaction can produce that value).\n\
+         \x20 IF NEW.{marker} IS NULL OR NEW.{marker} >= 0 OR NEW.{marker} <> -txid_current() THEN\n\
+         \x20   NEW.{marker} := 1;\n\
+         \x20 END IF;\n\
+         \x20 RETURN NEW;\n\
+         END\n\
+         $pgevolve$"
+    ))
 }
 
 /// `CHECK (col IS NOT NULL) NOT VALID`: a brief lock and no scan; every later write must
@@ -280,13 +290,17 @@ pub(crate) fn set_not_null(model: &ModelSpec, column: &ColumnSpec, check: &str) 
 
 /// The check, and for a backfill both triggers, their functions and the marker column (no
 /// accessor of any build names the marker, so it goes without waiting for anyone).
-fn drop_fill_helpers(model: &ModelSpec, column: &ColumnSpec, helpers: &Helpers) -> Vec<Statement> {
+pub(crate) fn drop_fill_helpers(
+    model: &ModelSpec,
+    column: &ColumnSpec,
+    helpers: &Helpers,
+) -> Vec<Statement> {
     let t = table(model);
     let mut out = vec![Statement::always(format!(
         "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {}",
         Ident(&helpers.check)
     ))];
-    if let Fill::Backfill(_) = column.fill {
+    if matches!(column.fill, Fill::Backfill(_)) || column.computed.is_some() {
         for (trigger, function) in [
             (&helpers.trigger, &helpers.function),
             (&helpers.mark_trigger, &helpers.mark_function),

@@ -157,6 +157,12 @@ impl Executor {
                     .fetch_one(&mut *tx)
                     .await?
                 }
+                Some(Exists::Type(name)) => {
+                    sqlx::query_scalar("SELECT to_regtype($1) IS NOT NULL")
+                        .bind(name)
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
             };
             if exists {
                 continue;

@@ -33,6 +33,9 @@ pub enum Exists {
     /// exists; the executor skips the statement instead. Not shown in plans: the statement
     /// does the same thing either way.
     Schema(String),
+    /// A type of that qualified name (`"schema"."name"`): a `CREATE TYPE` for an enum that
+    /// another table's step already created. `CREATE TYPE` has no `IF NOT EXISTS`.
+    Type(String),
 }
 
 impl Statement {

@@ -115,7 +115,7 @@ impl Executor {
         let mut conn = self.pool.acquire().await?;
         // Only DDL on the table asks for a lock the application needs; the state store's
         // records alone do not.
-        if !statements.is_empty()
+        if statements.iter().any(|s| s.locks_table)
             && !self
                 .wait_for_long_holders(&mut conn, target, deadline)
                 .await?

@@ -22,6 +22,7 @@ pub(crate) fn create_type(spec: &EnumSpec) -> Statement {
         ),
         Exists::Type(spec.qualified_name()),
     )
+    .on_type_only()
 }
 
 /// Where a new label goes among the others: after the label declared before it, or before
@@ -47,6 +48,7 @@ pub(crate) fn add_value(spec: &EnumSpec, label: &str) -> Statement {
         Literal(label),
         placement(spec, label).unwrap_or_default()
     ))
+    .on_type_only()
 }
 
 #[cfg(test)]

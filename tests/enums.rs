@@ -7,6 +7,9 @@
 //! a label a previous boot added that is gone, both reported before any DDL.
 
 mod support;
+#[macro_use]
+#[path = "support/sqlx_enum.rs"]
+mod sqlx_enum;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,40 +22,6 @@ use support::child::{self, ChildProcess};
 use support::{catalog_snapshot, database};
 
 use pgevolve::{Evolve, EvolveEnum};
-
-/// What `#[derive(sqlx::Type)]` gives a PostgreSQL enum: its type by name, labels as text.
-macro_rules! sqlx_enum {
-    ($ty:ident, $type_name:literal, { $($variant:ident => $label:literal),* $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
-            pub fn label(self) -> &'static str {
-                match self { $($ty::$variant => $label),* }
-            }
-        }
-        impl sqlx::Type<sqlx::Postgres> for $ty {
-            fn type_info() -> sqlx::postgres::PgTypeInfo {
-                sqlx::postgres::PgTypeInfo::with_name($type_name)
-            }
-        }
-        impl<'q> sqlx::Encode<'q, sqlx::Postgres> for $ty {
-            fn encode_by_ref(
-                &self,
-                buf: &mut sqlx::postgres::PgArgumentBuffer,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-                <&str as sqlx::Encode<'q, sqlx::Postgres>>::encode(self.label(), buf)
-            }
-        }
-        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
-            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-                let label = <&str as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?;
-                match label {
-                    $($label => Ok($ty::$variant),)*
-                    other => Err(format!("unknown {} label {other:?}", stringify!($ty)).into()),
-                }
-            }
-        }
-    };
-}
 
 /// The old build's enum.
 #[derive(EvolveEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -176,7 +176,8 @@ pub fn parse(cx: &Ctxt, input: &DeriveInput) -> EnumInput {
                             &meta.path,
                             "renaming an enum value is not supported yet: `ALTER TYPE ... RENAME VALUE` is instant, and \
                              builds still running would fail writing the old label; add the new label as a new variant \
-                             (added at boot), write it from this build, and stop writing the old one",
+                             (added at boot) and write it from this build, keep the old variant for the rows and builds \
+                             that still use it, and move those rows with an `UPDATE` once no running build writes it",
                         );
                     } else if meta.path.is_ident("removed") {
                         cx.error_spanned_by(

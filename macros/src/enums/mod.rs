@@ -57,3 +57,62 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    fn expand(input: proc_macro2::TokenStream) -> String {
+        super::derive(&syn::parse2(input).unwrap()).to_string()
+    }
+
+    /// Labels and the type name come from sqlx's attributes when `evolve` leaves them out, so
+    /// pgevolve creates the labels `#[derive(sqlx::Type)]` encodes.
+    #[test]
+    fn sqlx_attributes_decide_the_labels_and_the_type() {
+        let out = expand(quote! {
+            #[derive(sqlx::Type, EvolveEnum)]
+            #[sqlx(type_name = "order_status", rename_all = "snake_case")]
+            enum OrderStatus {
+                Pending,
+                InTransit,
+                #[sqlx(rename = "done")]
+                Delivered,
+            }
+        });
+        assert!(out.contains("const SQL_TYPE : & 'static str = \"order_status\""), "{out}");
+        assert!(
+            out.contains("labels : & [\"pending\" , \"in_transit\" , \"done\"]"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_type_name_that_differs_from_sqlxs_is_refused() {
+        let out = expand(quote! {
+            #[sqlx(type_name = "order_status")]
+            #[evolve(type_name = "order_state")]
+            enum OrderStatus { Pending }
+        });
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(out.contains("differs from"), "{out}");
+    }
+
+    #[test]
+    fn labels_that_collide_under_rename_all_are_refused() {
+        let out = expand(quote! {
+            #[sqlx(type_name = "order_status", rename_all = "lowercase")]
+            enum OrderStatus { InTransit, Intransit }
+        });
+        assert!(out.contains("already taken by an earlier variant"), "{out}");
+    }
+
+    #[test]
+    fn a_schema_qualifies_the_sql_type() {
+        let out = expand(quote! {
+            #[evolve(type_name = "order_status", schema = "shop")]
+            enum OrderStatus { Pending }
+        });
+        assert!(out.contains("\"shop.order_status\""), "{out}");
+    }
+}

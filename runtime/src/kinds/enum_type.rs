@@ -57,7 +57,7 @@ impl Kind for CreateEnum {
             phase: Phase::Expand,
             note: "only when the type does not exist: one short transaction, a catalog change that locks no table; \
                    the value steps below are then already satisfied",
-            statements: vec![enums::create_type(self.0)],
+            statements: enums::create_type(self.0),
         }]
     }
 
@@ -70,7 +70,7 @@ impl Kind for CreateEnum {
     }
 
     fn in_new_table(&self, _model: &ModelSpec, _id: &StepId) -> Option<NewTablePart> {
-        Some(NewTablePart::Before(vec![enums::create_type(self.0)]))
+        Some(NewTablePart::Before(enums::create_type(self.0)))
     }
 
     fn progress<'a>(&'a self, cx: &'a mut Resolving<'_, '_>) -> BoxFuture<'a, Result<Phase>> {

@@ -2,13 +2,29 @@
 //! value. Both change the catalog only: no table is locked, scanned or rewritten.
 
 use super::Statement;
-use crate::ident::Literal;
+use crate::ident::{Ident, Literal};
 use crate::spec::EnumSpec;
 use crate::statement::Exists;
 
 /// `CREATE TYPE ... AS ENUM (...)` with every label, skipped when the type exists (`CREATE
-/// TYPE` has no `IF NOT EXISTS`; another table's step may have created it).
-pub(crate) fn create_type(spec: &EnumSpec) -> Statement {
+/// TYPE` has no `IF NOT EXISTS`; another table's step may have created it); its schema first
+/// when it is not `public`, skipped when it exists.
+pub(crate) fn create_type(spec: &EnumSpec) -> Vec<Statement> {
+    let mut out = Vec::new();
+    if spec.schema != "public" {
+        out.push(
+            Statement::unless(
+                format!("CREATE SCHEMA IF NOT EXISTS {}", Ident(spec.schema)),
+                Exists::Schema(spec.schema.to_string()),
+            )
+            .on_type_only(),
+        );
+    }
+    out.push(create(spec));
+    out
+}
+
+fn create(spec: &EnumSpec) -> Statement {
     let labels: Vec<String> = spec
         .labels
         .iter()
@@ -65,7 +81,7 @@ mod tests {
     #[test]
     fn labels_and_names_are_quoted() {
         assert_eq!(
-            create_type(&STATUS).sql,
+            create_type(&STATUS)[0].sql,
             "CREATE TYPE \"public\".\"order_status\" AS ENUM ('pending', 'it''s shipped', 'delivered')"
         );
         assert_eq!(

@@ -6,6 +6,7 @@
 #[allow(unused_macros)]
 macro_rules! sqlx_enum {
     ($ty:ident, $type_name:literal, { $($variant:ident => $label:literal),* $(,)? }) => {
+        #[allow(dead_code)]
         impl $ty {
             pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
             pub fn label(self) -> &'static str {

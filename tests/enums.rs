@@ -546,3 +546,78 @@ async fn a_nullable_column_of_a_new_enum_type_gets_its_type_first() {
     let old = OrderWithPriority::find(&2, &pool).await.unwrap().unwrap();
     assert_eq!((old.status, old.priority), (Status::Pending, None));
 }
+
+/// The plan's `ADD VALUE`, run as the step runs it (in a transaction), holds a lock on the type
+/// object and none on the table; the transaction is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_value_locks_the_type_and_not_the_table() {
+    let (db, pool) = database(4).await;
+    seed_old_build(&pool).await;
+    let plan = Order::plan();
+    let add = plan
+        .steps
+        .iter()
+        .find(|s| s.kind.name() == "add_enum_value" && s.describe().contains("'Delivered'"))
+        .unwrap();
+    let sql = add.phases[0].statements[0].sql.clone();
+    let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap();
+    let locks: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT locktype, coalesce(classid::regclass::text, relation::regclass::text, ''), mode \
+           FROM pg_locks WHERE pid = pg_backend_pid() AND locktype IN ('relation', 'object') \
+          ORDER BY 1, 2",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(
+        locks
+            .iter()
+            .any(|(t, c, m)| t == "object" && c == "pg_type" && m == "ExclusiveLock"),
+        "{locks:?}"
+    );
+    assert!(
+        !locks.iter().any(|(t, c, _)| t == "relation" && c == "orders"),
+        "{locks:?}"
+    );
+}
+
+/// An enum in a schema of its own: the schema and the type created before the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enum_in_a_schema_of_its_own_is_created_with_its_schema() {
+    let (_db, pool) = database(4).await;
+    Evolver::new(pool.clone())
+        .model::<Parcel>()
+        .boot()
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(labels(&pool, "logistics.parcel_size").await, ["Small", "Large"]);
+    let row = Parcel {
+        id: 1,
+        size: ParcelSize::Large,
+    };
+    row.insert(&pool).await.unwrap();
+    assert_eq!(Parcel::find(&1, &pool).await.unwrap(), Some(row));
+}
+
+#[derive(EvolveEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[evolve(type_name = "parcel_size", schema = "logistics")]
+pub enum ParcelSize {
+    Small,
+    Large,
+}
+sqlx_enum!(ParcelSize, "logistics.parcel_size", { Small => "Small", Large => "Large" });
+
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "parcels")]
+pub struct Parcel {
+    #[evolve(primary_key)]
+    pub id: i64,
+    pub size: ParcelSize,
+}

@@ -945,6 +945,10 @@ fn check_backfill_with(cx: &Ctxt, model: &Model) {
                 symbol::DEFAULT => "`backfill_with` and `default` cannot be combined: `default` gives every row one \
                                     constant, `backfill_with` computes each row's value in Rust; keep one"
                     .to_string(),
+                symbol::TYPE_FROM => "`backfill_with` and `type_from` cannot be combined: `backfill_with` adds a new \
+                                      column, `type_from` changes the type of one that exists; change the type in one \
+                                      deploy (`using = \"...\"` converts the values) and add a computed column in another"
+                    .to_string(),
                 _ => format!(
                     "`backfill_with` adds a new column computed in Rust and cannot be combined with `{other}`; \
                      remove `{other}`, or use `backfill = \"...\"` with it where that is allowed"

@@ -77,11 +77,21 @@ impl Cluster {
     pub fn start() -> Result<Cluster, Error> {
         let binaries = Binaries::find()?;
         let run_as = RunAs::detect()?;
+        // On any error below, dropping `cluster` cleans up.
+        let mut cluster = Cluster::prepare(&binaries, &run_as)?;
+        cluster.initdb(&binaries, &run_as)?;
+        cluster.launch(&binaries, &run_as)?;
+        Ok(cluster)
+    }
+
+    /// A cluster not started yet: a new temporary directory owned by the server's user, with
+    /// a guardian that removes it (and stops a server started in it) even if this process dies.
+    /// The data directory `root/data` does not exist yet.
+    pub(crate) fn prepare(binaries: &Binaries, run_as: &RunAs) -> Result<Cluster, Error> {
         let root = create_temp_dir()?;
         let data = root.join("data");
         let mut pg_ctl = run_as.prefix();
         pg_ctl.push(binaries.path("pg_ctl").into());
-        // From here on the directory goes away even if this process dies.
         let guardian = match Guardian::spawn(&root, &data, pg_ctl) {
             Ok(guardian) => guardian,
             Err(error) => {
@@ -89,8 +99,7 @@ impl Cluster {
                 return Err(error);
             }
         };
-        // On any error below, dropping `cluster` cleans up.
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             root,
             data,
             port: 0,
@@ -98,8 +107,6 @@ impl Cluster {
             guardian: Some(guardian),
         };
         run_as.hand_over(&cluster.root)?;
-        cluster.initdb(&binaries, &run_as)?;
-        cluster.launch(&binaries, &run_as)?;
         Ok(cluster)
     }
 
@@ -327,19 +334,8 @@ mod tests {
         // Skip initdb, so `postgres` finds no data directory and exits at once.
         let binaries = Binaries::find().unwrap();
         let run_as = RunAs::detect().unwrap();
-        let root = create_temp_dir().unwrap();
-        let data = root.join("data");
-        let mut pg_ctl = run_as.prefix();
-        pg_ctl.push(binaries.path("pg_ctl").into());
-        let guardian = Guardian::spawn(&root, &data, pg_ctl).unwrap();
-        let mut cluster = Cluster {
-            root: root.clone(),
-            data,
-            port: 0,
-            server: None,
-            guardian: Some(guardian),
-        };
-        run_as.hand_over(&root).unwrap();
+        let mut cluster = Cluster::prepare(&binaries, &run_as).unwrap();
+        let root = cluster.root.clone();
 
         let error = cluster.launch(&binaries, &run_as).unwrap_err();
         let message = error.to_string();

@@ -46,6 +46,7 @@
 //! [`Cluster`] instead, and start a streaming replica of it with [`Cluster::start_replica`]
 //! (for tests of what replication lag does).
 
+mod backup;
 mod binaries;
 mod bouncer;
 mod cluster;

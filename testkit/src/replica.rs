@@ -1,10 +1,11 @@
-//! A streaming replica of a throwaway cluster: `pg_basebackup -R` into a temporary directory of
-//! its own, then a hot standby on a free port, replaying what the primary writes.
+//! A streaming replica of a throwaway cluster: a base backup into a temporary directory of its
+//! own (`pg_basebackup -R`, or the low-level backup API where the installation has no
+//! `pg_basebackup`), then a hot standby on a free port, replaying what the primary writes.
 
 use crate::Error;
+use crate::backup::copy_running_cluster;
 use crate::binaries::Binaries;
-use crate::cluster::{Cluster, create_temp_dir};
-use crate::guardian::Guardian;
+use crate::cluster::Cluster;
 use crate::user::RunAs;
 
 impl Cluster {
@@ -15,7 +16,10 @@ impl Cluster {
     ///
     /// The copy is made by `pg_basebackup -R --checkpoint=fast`, which also writes
     /// `standby.signal` and the `primary_conninfo` that points back at this cluster over TCP,
-    /// as `postgres`. That needs what a cluster from [`Cluster::start`] has from `initdb`:
+    /// as `postgres`. Installations without `pg_basebackup` (the npm packages of other majors
+    /// ship only the server) get the same copy through PostgreSQL's low-level backup API:
+    /// `pg_backup_start`, a copy of the data directory, `pg_backup_stop`, its `backup_label`,
+    /// then the WAL. That needs what a cluster from [`Cluster::start`] has from `initdb`:
     /// `wal_level = replica`, free `max_wal_senders`, and a `host replication` line of
     /// `pg_hba.conf` that trusts `127.0.0.1`. No replication slot is made: pausing replay on
     /// the standby (`SELECT pg_wal_replay_pause()`) does not stop it from receiving WAL, so
@@ -39,26 +43,13 @@ impl Cluster {
     pub fn start_replica(&self) -> Result<Cluster, Error> {
         let binaries = Binaries::find()?;
         let run_as = RunAs::detect()?;
-        let root = create_temp_dir()?;
-        let data = root.join("data");
-        let mut pg_ctl = run_as.prefix();
-        pg_ctl.push(binaries.path("pg_ctl").into());
-        let guardian = match Guardian::spawn(&root, &data, pg_ctl) {
-            Ok(guardian) => guardian,
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(&root);
-                return Err(error);
-            }
-        };
-        let mut replica = Cluster {
-            root,
-            data,
-            port: 0,
-            server: None,
-            guardian: Some(guardian),
-        };
-        run_as.hand_over(&replica.root)?;
-        self.base_backup(&binaries, &run_as, &replica.data)?;
+        let mut replica = Cluster::prepare(&binaries, &run_as)?;
+        if binaries.path("pg_basebackup").is_file() {
+            self.base_backup(&binaries, &run_as, &replica.data)?;
+        } else {
+            copy_running_cluster(&self.url(), self.port, &self.data, &replica.data)?;
+            run_as.hand_over_tree(&replica.data)?;
+        }
         replica.launch(&binaries, &run_as)?;
         Ok(replica)
     }

@@ -81,11 +81,22 @@ impl RunAs {
 
     /// Gives `dir` to the cluster's owner, so `initdb` and the server can write into it.
     pub(crate) fn hand_over(&self, dir: &Path) -> Result<(), Error> {
+        self.chown(dir, false)
+    }
+
+    /// Gives `dir` and everything in it to the cluster's owner (a data directory copied by
+    /// this process).
+    pub(crate) fn hand_over_tree(&self, dir: &Path) -> Result<(), Error> {
+        self.chown(dir, true)
+    }
+
+    fn chown(&self, dir: &Path, recursive: bool) -> Result<(), Error> {
         if let RunAs::Current = self {
             return Ok(());
         }
         let context = format!("chown {SERVER_USER}: {}", dir.display());
         let status = Command::new("chown")
+            .args(recursive.then_some("-R"))
             .arg(format!("{SERVER_USER}:"))
             .arg(dir)
             .stdin(Stdio::null())

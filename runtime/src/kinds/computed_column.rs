@@ -131,7 +131,7 @@ impl Kind for ComputedColumn {
             Phase::Pending | Phase::Aborted => FieldAccess {
                 read: format!("CAST(NULL AS {})", c.sql_type),
                 writes: vec![],
-                values: Vec::new(),
+                values: vec![],
             },
             _ => FieldAccess::plain(c),
         })

@@ -101,6 +101,15 @@ impl ToTokens for QuoteColumn<'_> {
         let rust_name = field.rust_name();
         let name = field.column_name();
         let sql_type = QuoteSqlType { field, private };
+        // A field whose type derives `EvolveEnum` brings its enum's steps (see `ColumnType::ENUM`).
+        let enum_type = match &field.attrs.sql_type {
+            Some(_) => quote!(),
+            None => {
+                let ty = field.ty;
+                let private = private.spanned(ty.span());
+                quote_spanned!(ty.span()=> enum_type: <#ty as #private::ColumnType>::ENUM,)
+            }
+        };
         let nullable = field.is_option();
         let primary_key = field.attrs.primary_key.is_some();
         let fill = QuoteFill { field, private };
@@ -214,6 +223,7 @@ impl ToTokens for QuoteColumn<'_> {
                 #set_default
                 #type_change
                 #computed
+                #enum_type
                 ..#private::ColumnSpec::DEFAULT
             }
         });

@@ -17,6 +17,8 @@ mod create_table;
 mod drop_column;
 mod drop_index;
 mod drop_not_null;
+mod enum_type;
+mod enum_value;
 mod filled_column;
 mod foreign_key;
 mod index;
@@ -230,12 +232,16 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::SetDefault(c) => Box::new(set_default::SetDefault(c)),
         StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
         StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
+        StepKind::CreateEnum(e) => Box::new(enum_type::CreateEnum(e)),
+        StepKind::AddEnumValue(e, label) => Box::new(enum_value::AddEnumValue(e, label)),
     }
 }
 
 /// The kinds of the steps a model declares, in plan order, without building any SQL.
 pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
-    let mut kinds = vec![StepKind::CreateTable];
+    // The enum types the columns use come first: a table or column of the type needs it.
+    let mut kinds = enum_type::of_model(model);
+    kinds.push(StepKind::CreateTable);
     // A generated column is created with its table only: adding an identity to a live table
     // fills every row under an exclusive lock, so a missing one is drift (see `resolve`).
     for column in model
@@ -382,6 +388,8 @@ pub(crate) enum NewTablePart {
     Constraint(String),
     /// A statement after it, in the same transaction (`CREATE INDEX`).
     Statement(Statement),
+    /// Statements before it, in the same transaction (`CREATE TYPE` of an enum a column uses).
+    Before(Vec<Statement>),
 }
 
 /// How one field is read and written in one phase.

@@ -131,6 +131,7 @@ impl Kind for ComputedColumn {
             Phase::Pending | Phase::Aborted => FieldAccess {
                 read: format!("CAST(NULL AS {})", c.sql_type),
                 writes: vec![],
+                values: Vec::new(),
             },
             _ => FieldAccess::plain(c),
         })

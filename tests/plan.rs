@@ -387,3 +387,33 @@ fn plan_of_a_column_computed_in_rust() {
     );
     insta::assert_snapshot!(plan.to_string());
 }
+
+#[derive(Evolve)]
+#[evolve(table = "customers", renamed_from = "clients")]
+#[allow(dead_code)]
+struct Customer {
+    #[evolve(primary_key)]
+    id: i64,
+    name: String,
+}
+
+#[test]
+fn plan_of_a_renamed_table() {
+    let plan = Customer::plan();
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("create_table", vec![Phase::Expand]),
+            (
+                "rename_table",
+                vec![Phase::Expand, Phase::Retire, Phase::Contract]
+            ),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}

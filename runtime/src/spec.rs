@@ -23,6 +23,10 @@ pub struct ModelSpec {
     /// `#[evolve(dropped("..."))]`: each one is dropped by a step of its own (see
     /// `StepKind::DropColumn`). A column merely missing from the struct is never dropped.
     pub dropped: &'static [&'static str],
+    /// `#[evolve(table = "new", renamed_from = "old")]`: the table's previous name. The table
+    /// is renamed at expand and a view under the old name serves older builds until contract
+    /// (see `StepKind::RenameTable`).
+    pub renamed_from: Option<&'static str>,
 }
 
 impl ModelSpec {
@@ -35,6 +39,7 @@ impl ModelSpec {
         indexes: &[],
         checks: &[],
         dropped: &[],
+        renamed_from: None,
     };
 
     /// The primary key columns, in field order.

@@ -125,6 +125,17 @@ pub enum StepKind {
     /// for it (`varchar(20)` to `varchar(50)` or `text`, ...): one `ALTER COLUMN ... TYPE` at
     /// expand, under lock_timeout.
     ChangeTypeInPlace(&'static ColumnSpec),
+    /// Rename the table (`#[evolve(table = "new", renamed_from = "old")]`): at expand, in one
+    /// short transaction, `ALTER TABLE old RENAME TO new` and an updatable view `old` over it
+    /// (`security_invoker` from PostgreSQL 15) with the table's grants, so older builds keep
+    /// reading and writing through the old name; retired once every live instance
+    /// acknowledged; the view dropped at contract.
+    RenameTable {
+        /// The table's previous name.
+        from: &'static str,
+        /// Its new name (the model's table).
+        to: &'static str,
+    },
 }
 
 /// A stable id derived from a step's content: table, column, kind and parameters. The same

@@ -22,12 +22,14 @@ mod foreign_key;
 mod index;
 mod nullable_column;
 mod rename_column;
+mod rename_table;
 mod resolving;
 mod set_default;
 mod set_not_null;
 mod unique;
 
 pub(crate) use rename_column::read_carry;
+pub(crate) use rename_table::{is_table, relations as table_relations};
 pub(crate) use resolving::{Problems, Recorded, Resolving};
 
 use crate::error::Result;
@@ -209,6 +211,12 @@ pub(crate) trait Kind: Send + Sync {
     fn aborts_without_ddl(&self) -> bool {
         false
     }
+
+    /// The table accessors name in `phase`, when it is not the model's (a renamed table, before
+    /// its rename and once aborted).
+    fn accessed_table(&self, _phase: Phase) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The room of a kind: the one place where a [`StepKind`] meets its implementation.
@@ -230,12 +238,20 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::SetDefault(c) => Box::new(set_default::SetDefault(c)),
         StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
         StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
+        StepKind::RenameTable { from, to } => Box::new(rename_table::RenameTable { from, to }),
     }
 }
 
 /// The kinds of the steps a model declares, in plan order, without building any SQL.
 pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
     let mut kinds = vec![StepKind::CreateTable];
+    // First after the table: every later step's expand runs against the new name.
+    if let Some(from) = model.renamed_from {
+        kinds.push(StepKind::RenameTable {
+            from,
+            to: model.table,
+        });
+    }
     // A generated column is created with its table only: adding an identity to a live table
     // fills every row under an exclusive lock, so a missing one is drift (see `resolve`).
     for column in model

@@ -11,6 +11,7 @@ pub(crate) mod health;
 pub(crate) mod index;
 pub(crate) mod not_null;
 pub(crate) mod rename;
+pub(crate) mod rename_table;
 pub(crate) mod type_change;
 
 pub(crate) use crate::statement::{Exists, Statement};

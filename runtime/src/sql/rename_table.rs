@@ -16,11 +16,11 @@ pub(crate) struct TableRename<'a> {
 }
 
 impl TableRename<'_> {
-    fn old(&self) -> Qualified<'_> {
+    fn old_name(&self) -> Qualified<'_> {
         Qualified(self.schema, self.from)
     }
 
-    fn new(&self) -> Qualified<'_> {
+    fn new_name(&self) -> Qualified<'_> {
         Qualified(self.schema, self.to)
     }
 }
@@ -32,7 +32,7 @@ impl TableRename<'_> {
 /// row-level security are checked for the caller as on the table; before 15 the option does not
 /// exist and the view reads the table with its owner's rights.
 pub(crate) fn expand(r: &TableRename<'_>) -> Vec<Statement> {
-    let (old, new) = (r.old(), r.new());
+    let (old, new) = (r.old_name(), r.new_name());
     let view = |options: &str| format!("CREATE VIEW {old}{options} AS SELECT * FROM {new}");
     vec![
         Statement::always(format!("ALTER TABLE {old} RENAME TO {}", Ident(r.to))),
@@ -63,17 +63,17 @@ pub(crate) fn expand(r: &TableRename<'_>) -> Vec<Statement> {
 
 /// Contract: the view under the old name (older builds, which use it, are gone by then).
 pub(crate) fn contract(r: &TableRename<'_>) -> Vec<Statement> {
-    vec![Statement::always(format!("DROP VIEW IF EXISTS {}", r.old()))]
+    vec![Statement::always(format!("DROP VIEW IF EXISTS {}", r.old_name()))]
 }
 
 /// Abort, one transaction: the view, then the table back to its old name. Both idempotent, so
 /// an abort interrupted after its record runs again.
 pub(crate) fn abort(r: &TableRename<'_>) -> Vec<Statement> {
     vec![
-        Statement::always(format!("DROP VIEW IF EXISTS {}", r.old())),
+        Statement::always(format!("DROP VIEW IF EXISTS {}", r.old_name())),
         Statement::always(format!(
             "ALTER TABLE IF EXISTS {} RENAME TO {}",
-            r.new(),
+            r.new_name(),
             Ident(r.from)
         )),
     ]
@@ -90,8 +90,8 @@ pub(crate) fn relations(r: &TableRename<'_>) -> String {
     };
     format!(
         "SELECT {} AS old, {} AS new",
-        kind(&r.old()),
-        kind(&r.new())
+        kind(&r.old_name()),
+        kind(&r.new_name())
     )
 }
 

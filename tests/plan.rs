@@ -417,3 +417,27 @@ fn plan_of_a_renamed_table() {
     );
     insta::assert_snapshot!(plan.to_string());
 }
+
+#[test]
+fn plan_of_a_dropped_table() {
+    let model = pgevolve::ModelSpec {
+        rust_name: "(dropped table)",
+        table: "legacy_audit",
+        table_dropped: true,
+        ..pgevolve::ModelSpec::DEFAULT
+    };
+    let plan = pgevolve::Plan::for_model(&model);
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    assert_eq!(
+        phases,
+        [(
+            "drop_table",
+            vec![Phase::Expand, Phase::Retire, Phase::Contract]
+        )]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}

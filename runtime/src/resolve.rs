@@ -63,6 +63,33 @@ pub(crate) async fn resolve_model(
     };
     let live = catalog::read_table(conn, model).await?;
 
+    // A dropped table has no columns to check: its one step judges the table.
+    if model.table_dropped {
+        let mut resolved = Vec::new();
+        for step in plan.steps.iter().cloned() {
+            let room = step.room();
+            let mut cx = Resolving {
+                conn: &mut *conn,
+                recorded,
+                model,
+                live: &live,
+                id: &step.id,
+                earlier: &[],
+                problems: &mut problems,
+            };
+            let done = room.progress(&mut cx).await?;
+            resolved.push(Resolved {
+                recorded: recorded.get(&step.id).map(|r| r.phase),
+                step,
+                done,
+                table_missing: false,
+                abort_leftovers: false,
+                expand_incomplete: false,
+            });
+        }
+        return Ok(resolved);
+    }
+
     if !live.exists {
         return Ok(plan
             .steps

@@ -27,6 +27,10 @@ pub struct ModelSpec {
     /// is renamed at expand and a view under the old name serves older builds until contract
     /// (see `StepKind::RenameTable`).
     pub renamed_from: Option<&'static str>,
+    /// A table the application no longer declares, dropped at contract
+    /// ([`Evolver::dropped_table`](crate::Evolver::dropped_table)): the model has no columns and
+    /// its one step is `StepKind::DropTable`. Never emitted by the derive.
+    pub table_dropped: bool,
 }
 
 impl ModelSpec {
@@ -40,6 +44,7 @@ impl ModelSpec {
         checks: &[],
         dropped: &[],
         renamed_from: None,
+        table_dropped: false,
     };
 
     /// The primary key columns, in field order.

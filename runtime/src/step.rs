@@ -130,6 +130,11 @@ pub enum StepKind {
     /// (`security_invoker` from PostgreSQL 15) with the table's grants, so older builds keep
     /// reading and writing through the old name; retired once every live instance
     /// acknowledged; the view dropped at contract.
+    /// Drop a table the application no longer declares
+    /// ([`Evolver::dropped_table`](crate::Evolver::dropped_table)): no DDL at expand (the step is
+    /// recorded, so the build is known), retired once every live instance acknowledged, so no
+    /// build that still uses the table runs; `DROP TABLE` (without `CASCADE`) at contract.
+    DropTable,
     RenameTable {
         /// The table's previous name.
         from: &'static str,

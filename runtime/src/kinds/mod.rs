@@ -16,6 +16,7 @@ mod computed_column;
 mod create_table;
 mod drop_column;
 mod drop_index;
+mod drop_table;
 mod drop_not_null;
 mod filled_column;
 mod foreign_key;
@@ -28,6 +29,7 @@ mod set_default;
 mod set_not_null;
 mod unique;
 
+pub(crate) use drop_table::{dropped_table_conflicts, dropped_table_model};
 pub(crate) use rename_column::read_carry;
 pub(crate) use rename_table::{is_table, relations as table_relations};
 pub(crate) use resolving::{Problems, Recorded, Resolving};
@@ -238,12 +240,16 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::SetDefault(c) => Box::new(set_default::SetDefault(c)),
         StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
         StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
+        StepKind::DropTable => Box::new(drop_table::DropTable),
         StepKind::RenameTable { from, to } => Box::new(rename_table::RenameTable { from, to }),
     }
 }
 
 /// The kinds of the steps a model declares, in plan order, without building any SQL.
 pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
+    if model.table_dropped {
+        return vec![StepKind::DropTable];
+    }
     let mut kinds = vec![StepKind::CreateTable];
     // First after the table: every later step's expand runs against the new name.
     if let Some(from) = model.renamed_from {

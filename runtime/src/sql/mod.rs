@@ -7,6 +7,7 @@ pub(crate) mod computed;
 pub(crate) mod constraint;
 pub(crate) mod default;
 pub(crate) mod drop_column;
+pub(crate) mod drop_table;
 pub(crate) mod health;
 pub(crate) mod index;
 pub(crate) mod not_null;

@@ -32,6 +32,17 @@ pub struct Client {
     pub visits: i64,
 }
 
+/// The old build as it is when it declares the index on `name` (the seed's `clients_name_idx`).
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "clients")]
+pub struct IndexedClient {
+    #[evolve(primary_key, generated)]
+    pub id: i64,
+    #[evolve(index)]
+    pub name: String,
+    pub visits: i64,
+}
+
 /// The new build: the same table, renamed.
 #[derive(Evolve, Debug, Clone, PartialEq)]
 #[evolve(table = "customers", renamed_from = "clients")]
@@ -434,6 +445,42 @@ async fn abort_after_expand_renames_back_keeping_every_write_and_the_catalog() {
     assert!(Customer::find(&50_003, &pool).await.unwrap().is_some());
     // And a boot of the aborted build changes nothing.
     support::assert_reboot_changes_nothing::<Customer>(&pool, "clients").await;
+}
+
+#[tokio::test]
+async fn an_old_build_starting_again_between_expand_and_contract_boots_against_the_renamed_table() {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(10).await;
+    seed(&pool).await;
+    // Both builds in one state store, as in production.
+    let boot_old = || {
+        Evolver::new(pool.clone())
+            .model::<IndexedClient>()
+            .boot()
+    };
+    boot_old().await.unwrap().wait().await.unwrap();
+    let new = Evolver::new(pool.clone())
+        .model::<Customer>()
+        .boot()
+        .await
+        .unwrap();
+    assert_eq!(rename_step(&new).await.phase, Phase::Expand);
+    let before = snapshot(&pool, "customers").await;
+    // An instance of the old build restarts: its table name is the view's now.
+    let old = boot_old().await.unwrap();
+    old.wait().await.unwrap();
+    assert_eq!(snapshot(&pool, "customers").await, before, "nothing created or changed");
+    let row = IndexedClient {
+        id: 70_001,
+        name: "old build after restart".into(),
+        visits: 31,
+    };
+    row.insert(&pool).await.unwrap();
+    assert_eq!(IndexedClient::find(&70_001, &pool).await.unwrap(), Some(row));
+    let seen = Customer::find(&70_001, &pool).await.unwrap().unwrap();
+    assert_eq!((seen.name.as_str(), seen.visits), ("old build after restart", 31));
 }
 
 #[tokio::test]

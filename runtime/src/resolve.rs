@@ -50,12 +50,12 @@ pub(crate) async fn resolve_model(
     // A table still under its old name is resolved under that name: a rename changes no column,
     // index or constraint, and every step's expand runs after the rename's (plan order).
     let before_rename;
-    let model = match renamed_table(conn, model, &mut problems).await? {
+    let model = match renamed_table(conn, recorded, model, &mut problems).await? {
         Renamed::No => model,
         Renamed::Drift => return Ok(Vec::new()),
-        Renamed::Pending(from) => {
+        Renamed::Under(name) => {
             before_rename = ModelSpec {
-                table: from,
+                table: name,
                 ..*model
             };
             &before_rename
@@ -257,8 +257,9 @@ pub(crate) async fn resolve_model(
 enum Renamed {
     /// No rename, or the table has its new name.
     No,
-    /// The table still has its old name.
-    Pending(&'static str),
+    /// The table is under this name: its old one, before the model's rename; or its new one,
+    /// for a model of the build from before a rename in flight (its name is the view's).
+    Under(&'static str),
     /// Neither name, or both, is a table: reported.
     Drift,
 }
@@ -267,11 +268,15 @@ enum Renamed {
 /// the old and the new name must be a table (the old one may be the rename's view).
 async fn renamed_table(
     conn: &mut PgConnection,
+    recorded: &Recorded,
     model: &ModelSpec,
     problems: &mut Problems<'_>,
 ) -> Result<Renamed> {
     let Some(from) = model.renamed_from else {
-        return Ok(Renamed::No);
+        return Ok(match crate::kinds::renamed_under(conn, recorded, model).await? {
+            Some(to) => Renamed::Under(to),
+            None => Renamed::No,
+        });
     };
     let (old, new) = crate::kinds::table_relations(conn, model.schema, from, model.table).await?;
     let (old_table, new_table) = (
@@ -283,7 +288,7 @@ async fn renamed_table(
         (_, Some(_)) if new_table && (old.is_none() || old.as_deref() == Some("v")) => {
             return Ok(Renamed::No);
         }
-        (Some(_), None) if old_table => return Ok(Renamed::Pending(from)),
+        (Some(_), None) if old_table => return Ok(Renamed::Under(from)),
         (None, None) => format!(
             "neither the old table {s}.{from} nor the new table {s}.{to} exists, and struct `{rust}` declares              `renamed_from = \"{from}\"`; fix `renamed_from` (or `table`), or remove `renamed_from` to have \
              pgevolve create the table"

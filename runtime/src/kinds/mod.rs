@@ -31,7 +31,7 @@ mod unique;
 
 pub(crate) use drop_table::{dropped_table_conflicts, dropped_table_model};
 pub(crate) use rename_column::read_carry;
-pub(crate) use rename_table::{is_table, relations as table_relations};
+pub(crate) use rename_table::{is_table, relations as table_relations, renamed_under};
 pub(crate) use resolving::{Problems, Recorded, Resolving};
 
 use crate::error::Result;

@@ -40,6 +40,42 @@ pub(crate) async fn relations(
     Ok((row.try_get("old")?, row.try_get("new")?))
 }
 
+/// The table a model's table name reaches through the view of a rename in flight: `model.table`
+/// is a view over one table of its schema, and the state store has that table's rename from
+/// `model.table` between expand and contract. An instance of the build from before the rename
+/// that starts again meanwhile is then resolved against that table (its accessors go on using
+/// the view). Leaked once found, to make a `ModelSpec` of it: a rename in flight, once per boot.
+pub(crate) async fn renamed_under(
+    conn: &mut sqlx::PgConnection,
+    recorded: &super::Recorded,
+    model: &ModelSpec,
+) -> Result<Option<&'static str>> {
+    let bases: Vec<String> = sqlx::query_scalar(AssertSqlSafe(rename_table::view_bases(
+        model.schema,
+        model.table,
+    )))
+    .fetch_all(conn)
+    .await?;
+    let [base] = bases.as_slice() else {
+        return Ok(None);
+    };
+    let to: &'static str = Box::leak(base.clone().into_boxed_str());
+    let renamed = ModelSpec {
+        table: to,
+        renamed_from: Some(model.table),
+        ..*model
+    };
+    let kind = crate::step::StepKind::RenameTable {
+        from: model.table,
+        to,
+    };
+    let id = StepId::for_step(&renamed, &kind);
+    let in_flight = recorded
+        .get(&id)
+        .is_some_and(|r| (Phase::Expand..Phase::Contract).contains(&r.phase));
+    Ok(in_flight.then_some(to))
+}
+
 /// Whether a `relkind` is a table (plain or partitioned).
 pub(crate) fn is_table(relkind: Option<&str>) -> bool {
     matches!(relkind, Some("r" | "p"))

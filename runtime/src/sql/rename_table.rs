@@ -95,6 +95,21 @@ pub(crate) fn relations(r: &TableRename<'_>) -> String {
     )
 }
 
+/// The tables (`base`, one row each) that the view under `name` reads from its own schema;
+/// nothing when `name` is not a view. A rename's view reads exactly one.
+pub(crate) fn view_bases(schema: &str, name: &str) -> String {
+    format!(
+        "SELECT DISTINCT t.relname::text AS base \
+           FROM pg_catalog.pg_class v JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid \
+                JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+                     AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+                JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'p') \
+          WHERE v.oid = pg_catalog.to_regclass({}) AND v.relkind = 'v' AND t.oid <> v.oid \
+            AND t.relnamespace = v.relnamespace",
+        Literal(&Qualified(schema, name).to_string())
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

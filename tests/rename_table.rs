@@ -484,6 +484,39 @@ async fn an_old_build_starting_again_between_expand_and_contract_boots_against_t
 }
 
 #[tokio::test]
+async fn a_role_that_neither_owns_the_table_nor_may_create_in_its_schema_is_refused_with_both_grants() {
+    if child::in_child() {
+        return;
+    }
+    let (db, admin) = database(5).await;
+    seed(&admin).await;
+    sqlx::raw_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let app = support::roles::app_user(&db, &admin).await;
+    let before = snapshot(&admin, "clients").await;
+    let error = Evolver::new(app.pool.clone())
+        .model::<Customer>()
+        .boot()
+        .await
+        .unwrap_err();
+    let ErrorKind::PrivilegesMissing { missing, .. } = error.kind() else {
+        panic!("expected missing privileges, got: {error}");
+    };
+    let grants: Vec<&str> = missing.iter().map(|m| m.grant.as_str()).collect();
+    assert!(
+        grants.iter().any(|g| g.starts_with("ALTER TABLE \"public\".\"clients\" OWNER TO")),
+        "{grants:?}"
+    );
+    assert!(
+        grants.iter().any(|g| g.contains("CREATE ON SCHEMA \"public\"")),
+        "{grants:?}"
+    );
+    assert_eq!(snapshot(&admin, "clients").await, before, "nothing changed");
+}
+
+#[tokio::test]
 async fn neither_or_both_tables_is_drift_before_any_ddl() {
     if child::in_child() {
         return;

@@ -259,7 +259,7 @@ async fn abort_before_contract_changes_nothing_and_keeps_every_row() {
 }
 
 #[tokio::test]
-async fn a_view_a_foreign_key_or_a_model_still_on_the_table_is_drift_before_any_ddl() {
+async fn a_view_a_foreign_key_a_model_still_on_the_table_or_no_name_is_drift_before_any_ddl() {
     if child::in_child() {
         return;
     }
@@ -297,6 +297,14 @@ async fn a_view_a_foreign_key_or_a_model_still_on_the_table_is_drift_before_any_
             .any(|m| m.contains("struct `LegacyAudit` maps it")),
         "{messages:?}"
     );
+    let messages = drift(
+        Evolver::new(pool.clone())
+            .dropped_table("")
+            .boot()
+            .await
+            .unwrap_err(),
+    );
+    assert!(messages[0].contains("names no table"), "{messages:?}");
     assert!(exists(&pool, "legacy_audit").await);
 }
 

@@ -30,6 +30,15 @@ pub(crate) fn dropped_table_model(schema: &'static str, table: &'static str) -> 
 pub(crate) fn dropped_table_conflicts(plans: &[Plan]) -> Vec<DriftProblem> {
     let mut problems = Vec::new();
     for (i, dropped) in plans.iter().enumerate().filter(|(_, p)| p.model.table_dropped) {
+        if dropped.model.table.is_empty() || dropped.model.schema.is_empty() {
+            problems.push(DriftProblem {
+                table: dropped.model.qualified_name(),
+                column: None,
+                message: "`.dropped_table(..)` names no table; write it, like `.dropped_table(\"legacy_audit\")` \
+                          or `.dropped_table(\"schema.legacy_audit\")`"
+                    .to_string(),
+            });
+        }
         for (j, other) in plans.iter().enumerate() {
             // A table declared dropped twice is reported once, on the second declaration.
             if j == i || (other.model.table_dropped && j > i) {

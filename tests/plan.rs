@@ -437,5 +437,57 @@ fn plan_of_an_enum_type_and_its_values() {
         assert_eq!(step.kind.phases(), [Phase::Expand]);
         assert!(step.abort.is_empty(), "PostgreSQL cannot drop an enum value");
     }
+
+#[derive(Evolve)]
+#[evolve(table = "customers", renamed_from = "clients")]
+#[allow(dead_code)]
+struct Customer {
+    #[evolve(primary_key)]
+    id: i64,
+    name: String,
+}
+
+#[test]
+fn plan_of_a_renamed_table() {
+    let plan = Customer::plan();
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("create_table", vec![Phase::Expand]),
+            (
+                "rename_table",
+                vec![Phase::Expand, Phase::Retire, Phase::Contract]
+            ),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn plan_of_a_dropped_table() {
+    let model = pgevolve::ModelSpec {
+        rust_name: "(dropped table)",
+        table: "legacy_audit",
+        table_dropped: true,
+        ..pgevolve::ModelSpec::DEFAULT
+    };
+    let plan = pgevolve::Plan::for_model(&model);
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    assert_eq!(
+        phases,
+        [(
+            "drop_table",
+            vec![Phase::Expand, Phase::Retire, Phase::Contract]
+        )]
+    );
     insta::assert_snapshot!(plan.to_string());
 }

@@ -23,6 +23,14 @@ pub struct ModelSpec {
     /// `#[evolve(dropped("..."))]`: each one is dropped by a step of its own (see
     /// `StepKind::DropColumn`). A column merely missing from the struct is never dropped.
     pub dropped: &'static [&'static str],
+    /// `#[evolve(table = "new", renamed_from = "old")]`: the table's previous name. The table
+    /// is renamed at expand and a view under the old name serves older builds until contract
+    /// (see `StepKind::RenameTable`).
+    pub renamed_from: Option<&'static str>,
+    /// A table the application no longer declares, dropped at contract
+    /// ([`Evolver::dropped_table`](crate::Evolver::dropped_table)): the model has no columns and
+    /// its one step is `StepKind::DropTable`. Never emitted by the derive.
+    pub table_dropped: bool,
 }
 
 impl ModelSpec {
@@ -35,6 +43,8 @@ impl ModelSpec {
         indexes: &[],
         checks: &[],
         dropped: &[],
+        renamed_from: None,
+        table_dropped: false,
     };
 
     /// The primary key columns, in field order.

@@ -68,6 +68,10 @@ impl ToTokens for QuoteModel<'_> {
             .flat_map(|d| d.list.iter().map(syn::LitStr::value))
             .collect();
         let dropped = (!dropped.is_empty()).then(|| quote!(dropped: &[#(#dropped),*],));
+        let renamed_from = model.attrs.renamed_from.as_ref().map(|from| {
+            let from = &from.value;
+            quote!(renamed_from: #private::Option::Some(#from),)
+        });
         tokens.extend(quote! {
             #private::ModelSpec {
                 rust_name: #rust_name,
@@ -77,6 +81,7 @@ impl ToTokens for QuoteModel<'_> {
                 #indexes
                 #checks
                 #dropped
+                #renamed_from
                 ..#private::ModelSpec::DEFAULT
             }
         });

@@ -99,7 +99,7 @@ impl Engine {
         } else {
             Default::default()
         };
-        let mut problems = Vec::new();
+        let mut problems = crate::kinds::dropped_table_conflicts(self.evolver.planned());
         let mut all = Vec::new();
         for plan in self.evolver.planned() {
             all.extend(resolve_model(&mut conn, &recorded, plan, &mut problems).await?);

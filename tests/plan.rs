@@ -437,6 +437,8 @@ fn plan_of_an_enum_type_and_its_values() {
         assert_eq!(step.kind.phases(), [Phase::Expand]);
         assert!(step.abort.is_empty(), "PostgreSQL cannot drop an enum value");
     }
+    insta::assert_snapshot!(plan.to_string());
+}
 
 #[derive(Evolve)]
 #[evolve(table = "customers", renamed_from = "clients")]

@@ -56,8 +56,9 @@ fn new(n: i64, version: u64) -> v2::Parcel {
     }
 }
 
-/// What the backfill and the fill trigger make of an old build's row.
-fn filled(old: &v1::Parcel) -> v2::Parcel {
+/// What the backfill and the fill trigger make of an old build's row: an old build's NULL is
+/// filled even where the new build wrote a label before (`set_not_null` fills what is NULL).
+fn filled(old: &v1::Parcel, _before: Option<&v2::Parcel>) -> v2::Parcel {
     v2::Parcel {
         id: old.id,
         city: old.city.clone(),
@@ -105,12 +106,12 @@ async fn a_rehearsal_of_an_index_and_set_not_null_is_clean_through_every_phase_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rehearsal_whose_expectation_the_backfill_does_not_meet_reports_the_mismatched_rows() {
     // The backfill writes `'L' || id`; this expectation says `'l' || id`.
-    let wrong = |old: &v1::Parcel| v2::Parcel {
+    let wrong = |old: &v1::Parcel, before: Option<&v2::Parcel>| v2::Parcel {
         label: old
             .label
             .clone()
             .unwrap_or_else(|| format!("l{}", old.id)),
-        ..filled(old)
+        ..filled(old, before)
     };
     let report = Rehearsal::new(old, new, wrong)
         .rows(2_000)

@@ -16,7 +16,11 @@
 //! 2. **The abort round** (first, on a database of its own, since an aborted step is not run
 //!    again for its declaration): the same start, then every step of the new build is aborted
 //!    mid-way with both builds writing; the table's catalog must be what it was before the new
-//!    build booted, and every row must still be there.
+//!    build booted, and every row must still be there. The old build's *instance* is stopped
+//!    just before the abort (its writers go on): an abort of a step that changes the accessors
+//!    (a rename) waits until every live instance acknowledges it, and an old build's instance,
+//!    which does not know the step, never does, so the abort would wait for the
+//!    acknowledgement deadline (10 minutes by default).
 //!
 //! Every write is serialized per row (striped locks), so the rehearsal knows which write came
 //! last, and remembered. At the end every row is read back through the new build's accessors
@@ -71,12 +75,13 @@
 //!         email: format!("N{n}.{version}@X.io"),
 //!         email_lower: format!("n{n}.{version}@x.io"),
 //!     },
-//!     // What the new build must read for a row the old build wrote.
-//!     |old: &v1::User| v2::User {
+//!     // What the new build must read for a row the old build wrote last (`before`: the new
+//!     // build's last write to it, whose filled value an old build's update keeps).
+//!     |old: &v1::User, before: Option<&v2::User>| v2::User {
 //!         id: old.id,
 //!         full_name: old.name.clone(),
 //!         email: old.email.clone(),
-//!         email_lower: old.email.to_lowercase(),
+//!         email_lower: before.map_or_else(|| old.email.to_lowercase(), |b| b.email_lower.clone()),
 //!     },
 //! )
 //! .rows(5_000)
@@ -205,7 +210,7 @@ type Factory<T> = Arc<dyn Fn(i64, u64) -> T + Send + Sync>;
 pub struct Rehearsal<O: Rehearsable, N: Rehearsable<Key = O::Key>> {
     old: Factory<O>,
     new: Factory<N>,
-    expect: Arc<dyn Fn(&O) -> N + Send + Sync>,
+    expect: Arc<dyn Fn(&O, Option<&N>) -> N + Send + Sync>,
     rows: i64,
     writers: usize,
     abort: bool,
@@ -221,11 +226,15 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
     ///   only; `version` is different for every write (0 for the seeded rows), so that every
     ///   update writes new values: make every field depend on it.
     /// - `new(n, version)`: the same for the new build. Row `n` must have the same key in both.
-    /// - `expect(row)`: what the new build must read for a row the old build wrote last.
+    /// - `expect(row, new_before)`: what the new build must read for a row the old build wrote
+    ///   last. `new_before` is the new build's last write to that row before it, if any: a
+    ///   column the migration fills keeps a value a knowing writer (the new build) set against
+    ///   an old build's later updates (the fill semantics, README "Fill semantics"), so the
+    ///   expectation may depend on it.
     pub fn new(
         old: impl Fn(i64, u64) -> O + Send + Sync + 'static,
         new: impl Fn(i64, u64) -> N + Send + Sync + 'static,
-        expect: impl Fn(&O) -> N + Send + Sync + 'static,
+        expect: impl Fn(&O, Option<&N>) -> N + Send + Sync + 'static,
     ) -> Self {
         Rehearsal {
             old: Arc::new(old),
@@ -312,8 +321,12 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
         round: &'static str,
     ) -> Result<(TestDatabase, Evolution, Round<O, N>), RehearsalError> {
         let db = TestDatabase::new().await?;
-        let pool = db.pool(4 * self.writers as u32 + 10).await?;
-        let old = Evolver::new(pool.clone())
+        // A pool per build, as two builds are two processes: the statements of one build's
+        // accessors must not meet the other's in a connection's statement cache (after an
+        // abort the new build's SQL can be the old build's text with one more bound value).
+        let old_pool = db.pool(2 * self.writers as u32 + 6).await?;
+        let pool = db.pool(2 * self.writers as u32 + 6).await?;
+        let old = Evolver::new(old_pool.clone())
             .model::<O>()
             .boot()
             .await
@@ -321,7 +334,7 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
         old.wait()
             .await
             .map_err(|e| RehearsalError::at(round, "the old build's boot", e))?;
-        let round = Round::new(round, pool, self);
+        let round = Round::new(round, old_pool, pool, self);
         round.seed(self.rows).await?;
         Ok((db, old, round))
     }
@@ -346,6 +359,16 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
         round.stage("backfill");
         let hit = mid_backfill(&evolution).await;
         round.stage("abort");
+        // The old build's instance goes first (its writers go on: the accessors need no
+        // instance). An abort of a step that changes the accessors (a rename) waits until every
+        // live instance acknowledged it, and an instance whose build does not know the step
+        // never does: with old instances still up, such an abort waits for the acknowledgement
+        // deadline (see ARCHITECTURE.md, "Rehearsals").
+        old_build
+            .stop()
+            .await
+            .map_err(|e| round.error("stopping the old build's instance", e))?;
+        drop(old_build);
         let mut aborted = Vec::new();
         for step in evolution.progress() {
             if step.phase >= Phase::Contract || is_create_table(&step.description) {
@@ -368,7 +391,7 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
         // filled NULLs): a row the old build wrote last must read back as written, or at
         // least mean the same to the new build (`expect` of both is equal).
         let rows = pgevolve::Select::<O>::new()
-            .fetch_all(&round.pool)
+            .fetch_all(&round.old_pool)
             .await
             .map_err(|e| round.error("reading every row", e))?;
         let found: HashMap<O::Key, O> = rows.into_iter().map(|r| (r.key(), r)).collect();
@@ -383,19 +406,22 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
                     expected: last.describe(),
                     found: None,
                 }),
-                (Last::Old(o), Some(f)) if o != f && (self.expect)(o) != (self.expect)(f) => problems.push(RowProblem {
-                    round: "abort round",
-                    key: format!("{key:?}"),
-                    expected: format!("{o:?}"),
-                    found: Some(format!("{f:?}")),
-                }),
+                (Last::Old(o, before), Some(f))
+                    if o != f && (self.expect)(o, before.as_ref()) != (self.expect)(f, before.as_ref()) =>
+                {
+                    problems.push(RowProblem {
+                        round: "abort round",
+                        key: format!("{key:?}"),
+                        expected: format!("{o:?}"),
+                        found: Some(format!("{f:?}")),
+                    })
+                }
                 _ => {}
             }
         }
         report.absorb(&round);
         report.problems.extend(problems);
         drop(evolution);
-        drop(old_build);
         Ok(AbortReport {
             hit,
             aborted,
@@ -432,9 +458,9 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
                         .boot()
                         .await
                         .map_err(|e| round.error("the new build's second boot", e))?;
-                    let resumed: i64 = evolution.progress().iter().map(|s| s.rows_done).sum();
+                    let resumed = evolution.progress().iter().map(|s| s.rows_done).max().unwrap_or(0);
                     report.restart = Some(format!(
-                        "stopped at {hit}; the second boot resumed with {resumed} rows already filled"
+                        "stopped at {hit}; the second boot resumed from a checkpoint of {resumed} rows"
                     ));
                 }
                 None => {
@@ -477,7 +503,7 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
         let log = round.log();
         for (key, last) in &log {
             let expected = match last {
-                Last::Old(o) => (self.expect)(o),
+                Last::Old(o, before) => (self.expect)(o, before.as_ref()),
                 Last::New(n) => n.clone(),
             };
             match found.get(key) {
@@ -565,17 +591,18 @@ fn watch_phases<O: Rehearsable, N: Rehearsable<Key = O::Key>>(
     })
 }
 
-/// What a row holds last, by the build that wrote it.
+/// What a row holds last, by the build that wrote it; an old build's write with the new
+/// build's last write before it.
 #[derive(Clone)]
 enum Last<O, N> {
-    Old(O),
+    Old(O, Option<N>),
     New(N),
 }
 
 impl<O: fmt::Debug, N: fmt::Debug> Last<O, N> {
     fn describe(&self) -> String {
         match self {
-            Last::Old(o) => format!("{o:?} (written by the old build)"),
+            Last::Old(o, _) => format!("{o:?} (written by the old build)"),
             Last::New(n) => format!("{n:?} (written by the new build)"),
         }
     }
@@ -607,7 +634,10 @@ struct Shared<O: Rehearsable, N: Rehearsable<Key = O::Key>> {
 
 struct Round<O: Rehearsable, N: Rehearsable<Key = O::Key>> {
     name: &'static str,
+    /// The new build's pool.
     pool: PgPool,
+    /// The old build's.
+    old_pool: PgPool,
     shared: Arc<Shared<O, N>>,
     old: Factory<O>,
     new: Factory<N>,
@@ -619,10 +649,11 @@ struct Writers {
 }
 
 impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Round<O, N> {
-    fn new(name: &'static str, pool: PgPool, rehearsal: &Rehearsal<O, N>) -> Self {
+    fn new(name: &'static str, old_pool: PgPool, pool: PgPool, rehearsal: &Rehearsal<O, N>) -> Self {
         Round {
             name,
             pool,
+            old_pool,
             shared: Arc::new(Shared {
                 log: Mutex::new(HashMap::new()),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -663,13 +694,13 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Round<O, N> {
         let chunk = (60_000 / columns).clamp(1, 5_000);
         let all: Vec<O> = (1..=rows).map(|n| (self.old)(n, 0)).collect();
         for part in all.chunks(chunk) {
-            O::insert_rows(part, &self.pool)
+            O::insert_rows(part, &self.old_pool)
                 .await
                 .map_err(|e| self.error("seeding through the old build", e))?;
         }
         let mut log = self.shared.log.lock().unwrap_or_else(|p| p.into_inner());
         for row in all {
-            log.insert(row.key(), Last::Old(row));
+            log.insert(row.key(), Last::Old(row, None));
         }
         Ok(())
     }
@@ -678,7 +709,11 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Round<O, N> {
         let stop = Arc::new(AtomicBool::new(false));
         let handles = (0..count)
             .map(|w| {
-                let (shared, pool, stop) = (self.shared.clone(), self.pool.clone(), stop.clone());
+                let pool = match build {
+                    Build::Old => self.old_pool.clone(),
+                    Build::New => self.pool.clone(),
+                };
+                let (shared, stop) = (self.shared.clone(), stop.clone());
                 let (old, new) = (self.old.clone(), self.new.clone());
                 let seed = (w as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(build == Build::New);
                 tokio::spawn(async move {
@@ -707,7 +742,7 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Round<O, N> {
                                 } else {
                                     value.update_row(&pool).await
                                 };
-                                (result, Last::Old(value))
+                                (result, Last::Old(value, None))
                             }
                             Build::New => {
                                 let value = new(row, version);
@@ -724,15 +759,26 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Round<O, N> {
                             // An update of a row whose insert has not run yet changed nothing.
                             Ok(0) => {}
                             Ok(_) => {
+                                let mut log =
+                                    shared.log.lock().unwrap_or_else(|p| p.into_inner());
+                                let last = match last {
+                                    // The new build's last write before this one, if any.
+                                    Last::Old(o, _) => {
+                                        let before = match log.get(&o.key()) {
+                                            Some(Last::New(n)) => Some(n.clone()),
+                                            Some(Last::Old(_, before)) => before.clone(),
+                                            None => None,
+                                        };
+                                        Last::Old(o, before)
+                                    }
+                                    new => new,
+                                };
                                 let key = match &last {
-                                    Last::Old(o) => o.key(),
+                                    Last::Old(o, _) => o.key(),
                                     Last::New(n) => n.key(),
                                 };
-                                shared
-                                    .log
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .insert(key, last);
+                                log.insert(key, last);
+                                drop(log);
                                 match build {
                                     Build::Old => &shared.writes_old,
                                     Build::New => &shared.writes_new,

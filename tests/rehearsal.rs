@@ -88,7 +88,12 @@ async fn a_rehearsal_of_an_index_and_set_not_null_is_clean_through_every_phase_a
         .find(|s| s.events.iter().any(|e| e == "contract done"))
         .unwrap_or_else(|| panic!("no step reached contract:\n{report}"));
     assert_eq!(not_null.phase, pgevolve::Phase::Contract, "{report}");
-    for phase in ["expand done", "backfill done", "validate done", "contract done"] {
+    for phase in [
+        "expand done",
+        "backfill done",
+        "validate done",
+        "contract done",
+    ] {
         assert!(
             not_null.events.iter().any(|e| e == phase),
             "{phase} missing:\n{report}"
@@ -97,7 +102,10 @@ async fn a_rehearsal_of_an_index_and_set_not_null_is_clean_through_every_phase_a
     let restart = report.restart.as_deref().unwrap_or_default();
     assert!(restart.starts_with("stopped at"), "{report}");
     let abort = report.abort.as_ref().expect("the abort round ran");
-    assert!(abort.hit.is_some(), "the abort hit a backfill under way:\n{report}");
+    assert!(
+        abort.hit.is_some(),
+        "the abort hit a backfill under way:\n{report}"
+    );
     assert!(!abort.aborted.is_empty(), "{report}");
     assert!(abort.catalog_diff.is_empty(), "{report}");
     assert!(report.longest_wait() > std::time::Duration::ZERO);
@@ -107,10 +115,7 @@ async fn a_rehearsal_of_an_index_and_set_not_null_is_clean_through_every_phase_a
 async fn a_rehearsal_whose_expectation_the_backfill_does_not_meet_reports_the_mismatched_rows() {
     // The backfill writes `'L' || id`; this expectation says `'l' || id`.
     let wrong = |old: &v1::Parcel, before: Option<&v2::Parcel>| v2::Parcel {
-        label: old
-            .label
-            .clone()
-            .unwrap_or_else(|| format!("l{}", old.id)),
+        label: old.label.clone().unwrap_or_else(|| format!("l{}", old.id)),
         ..filled(old, before)
     };
     let report = Rehearsal::new(old, new, wrong)
@@ -136,15 +141,19 @@ async fn a_rehearsal_whose_expectation_the_backfill_does_not_meet_reports_the_mi
     for p in &mismatched {
         let found = p.found.as_deref().unwrap();
         assert!(found.contains(&format!("label: \"L{}\"", p.key)), "{found}");
-        assert!(p.expected.contains(&format!("label: \"l{}\"", p.key)), "{}", p.expected);
+        assert!(
+            p.expected.contains(&format!("label: \"l{}\"", p.key)),
+            "{}",
+            p.expected
+        );
     }
     let text = report.to_string();
     assert!(text.contains("PROBLEMS"), "{text}");
     assert!(text.contains("mismatched rows"), "{text}");
     let panic = std::panic::catch_unwind(|| report.assert_clean()).unwrap_err();
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
-    assert!(message.contains("the rehearsal found problems"), "{message}");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("the rehearsal found problems"),
+        "{message}"
+    );
 }

@@ -59,7 +59,7 @@ pub(crate) fn copy_running_cluster(
     .map_err(|_| {
         Error::io("copying the data directory")(std::io::Error::other("the copying thread panicked"))
     })??;
-    write_standby_settings(&into, port)
+    write_standby_settings(into, port)
 }
 
 /// The backup proper: start, copy, stop, label, WAL.

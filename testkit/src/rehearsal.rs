@@ -204,13 +204,14 @@ macro_rules! rehearsable {
 }
 
 type Factory<T> = Arc<dyn Fn(i64, u64) -> T + Send + Sync>;
+type Expect<O, N> = Arc<dyn Fn(&O, Option<&N>) -> N + Send + Sync>;
 
 /// A rehearsal of the migration from the old build `O` to the new build `N` (see the
 /// [module](self) documentation).
 pub struct Rehearsal<O: Rehearsable, N: Rehearsable<Key = O::Key>> {
     old: Factory<O>,
     new: Factory<N>,
-    expect: Arc<dyn Fn(&O, Option<&N>) -> N + Send + Sync>,
+    expect: Expect<O, N>,
     rows: i64,
     writers: usize,
     abort: bool,
@@ -378,7 +379,10 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
                 .abort(&step.step)
                 .await
                 .map_err(|e| round.error("abort", e))?;
-            aborted.push(format!("{} (at {}, {} rows filled)", step.description, step.phase, step.rows_done));
+            aborted.push(format!(
+                "{} (at {}, {} rows filled)",
+                step.description, step.phase, step.rows_done
+            ));
         }
         round.stage("after the abort");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -407,7 +411,9 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
                     found: None,
                 }),
                 (Last::Old(o, before), Some(f))
-                    if o != f && (self.expect)(o, before.as_ref()) != (self.expect)(f, before.as_ref()) =>
+                    if o != f
+                        && (self.expect)(o, before.as_ref())
+                            != (self.expect)(f, before.as_ref()) =>
                 {
                     problems.push(RowProblem {
                         round: "abort round",
@@ -458,17 +464,20 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
                         .boot()
                         .await
                         .map_err(|e| round.error("the new build's second boot", e))?;
-                    let resumed = evolution.progress().iter().map(|s| s.rows_done).max().unwrap_or(0);
+                    let resumed = evolution
+                        .progress()
+                        .iter()
+                        .map(|s| s.rows_done)
+                        .max()
+                        .unwrap_or(0);
                     report.restart = Some(format!(
                         "stopped at {hit}; the second boot resumed from a checkpoint of {resumed} rows"
                     ));
                 }
-                None => {
-                    report.restart = Some(
-                        "no restart: the background work finished before a backfill was seen under way"
-                            .into(),
-                    )
-                }
+                None => report.restart = Some(
+                    "no restart: the background work finished before a backfill was seen under way"
+                        .into(),
+                ),
             }
         }
         round.stage("backfill, validate");
@@ -523,7 +532,8 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
             .status()
             .await
             .map_err(|e| round.error("reading the journal", e))?;
-        let ours: Vec<pgevolve::StepId> = evolution.progress().into_iter().map(|s| s.step).collect();
+        let ours: Vec<pgevolve::StepId> =
+            evolution.progress().into_iter().map(|s| s.step).collect();
         for step in status.into_iter().filter(|s| ours.contains(&s.id)) {
             report.steps.push(StepWalk {
                 description: step.description.clone(),
@@ -649,7 +659,12 @@ struct Writers {
 }
 
 impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Round<O, N> {
-    fn new(name: &'static str, old_pool: PgPool, pool: PgPool, rehearsal: &Rehearsal<O, N>) -> Self {
+    fn new(
+        name: &'static str,
+        old_pool: PgPool,
+        pool: PgPool,
+        rehearsal: &Rehearsal<O, N>,
+    ) -> Self {
         Round {
             name,
             pool,
@@ -715,7 +730,8 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Round<O, N> {
                 };
                 let (shared, stop) = (self.shared.clone(), stop.clone());
                 let (old, new) = (self.old.clone(), self.new.clone());
-                let seed = (w as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(build == Build::New);
+                let seed = (w as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ u64::from(build == Build::New);
                 tokio::spawn(async move {
                     let mut rng = seed | 1;
                     let mut n = 0u64;
@@ -759,8 +775,7 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Round<O, N> {
                             // An update of a row whose insert has not run yet changed nothing.
                             Ok(0) => {}
                             Ok(_) => {
-                                let mut log =
-                                    shared.log.lock().unwrap_or_else(|p| p.into_inner());
+                                let mut log = shared.log.lock().unwrap_or_else(|p| p.into_inner());
                                 let last = match last {
                                     // The new build's last write before this one, if any.
                                     Last::Old(o, _) => {
@@ -795,7 +810,8 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Round<O, N> {
                                         Build::New => "new",
                                     };
                                     let what = if insert { "insert" } else { "update" };
-                                    failures.push(format!("{who} build's {what} of row {row}: {e}"));
+                                    failures
+                                        .push(format!("{who} build's {what} of row {row}: {e}"));
                                 }
                             }
                         }
@@ -840,7 +856,11 @@ async fn catalog(
     pool: &PgPool,
     model: &pgevolve::ModelSpec,
 ) -> Result<Vec<String>, RehearsalError> {
-    let table = format!("\"{}\".\"{}\"", model.schema.replace('"', "\"\""), model.table.replace('"', "\"\""));
+    let table = format!(
+        "\"{}\".\"{}\"",
+        model.schema.replace('"', "\"\""),
+        model.table.replace('"', "\"\"")
+    );
     sqlx::query_scalar(
         "SELECT 'column ' || attname || ' ' || format_type(atttypid, atttypmod) || ' notnull=' || attnotnull
                 || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
@@ -952,7 +972,10 @@ impl RehearsalReport {
         self.problems.is_empty()
             && self.failed_writes == 0
             && self.unexpected_rows == 0
-            && self.abort.as_ref().is_none_or(|a| a.catalog_diff.is_empty())
+            && self
+                .abort
+                .as_ref()
+                .is_none_or(|a| a.catalog_diff.is_empty())
     }
 
     /// The longest accessor call of the whole rehearsal.
@@ -975,8 +998,14 @@ impl RehearsalReport {
         self.writes_old += shared.writes_old.load(Ordering::Relaxed);
         self.writes_new += shared.writes_new.load(Ordering::Relaxed);
         self.failed_writes += shared.failed.load(Ordering::Relaxed);
-        self.failures
-            .extend(shared.failures.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        self.failures.extend(
+            shared
+                .failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
         self.longest_waits.extend(
             shared
                 .waits
@@ -994,7 +1023,11 @@ const LISTED: usize = 10;
 impl fmt::Display for RehearsalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = if self.is_clean() { "clean" } else { "PROBLEMS" };
-        writeln!(f, "rehearsal of {} on {}: {verdict}", self.model, self.table)?;
+        writeln!(
+            f,
+            "rehearsal of {} on {}: {verdict}",
+            self.model, self.table
+        )?;
         writeln!(
             f,
             "  writes: {} by the old build, {} by the new build, {} failed; {} rows seeded per round",
@@ -1007,7 +1040,10 @@ impl fmt::Display for RehearsalReport {
             writeln!(
                 f,
                 "  abort round: {}; {} rows checked",
-                abort.hit.as_deref().unwrap_or("the background work was over before the abort"),
+                abort
+                    .hit
+                    .as_deref()
+                    .unwrap_or("the background work was over before the abort"),
                 abort.rows_checked
             )?;
             for step in &abort.aborted {
@@ -1057,7 +1093,11 @@ impl fmt::Display for RehearsalReport {
                 continue;
             }
             match &p.found {
-                None => writeln!(f, "    {} key {}: lost; expected {}", p.round, p.key, p.expected)?,
+                None => writeln!(
+                    f,
+                    "    {} key {}: lost; expected {}",
+                    p.round, p.key, p.expected
+                )?,
                 Some(found) => writeln!(
                     f,
                     "    {} key {}:\n      expected {}\n      found    {found}",

@@ -178,3 +178,29 @@ fn type_change_accessor_sql_in_every_phase() {
         );
     }
 }
+
+#[derive(Evolve)]
+#[evolve(table = "customers", renamed_from = "clients")]
+#[allow(dead_code)]
+struct Customer {
+    #[evolve(primary_key)]
+    id: i64,
+    name: String,
+}
+
+#[test]
+fn renamed_table_is_named_by_its_old_name_until_expand_and_once_aborted() {
+    for (phase, table) in [
+        (Phase::Pending, "clients"),
+        (Phase::Expand, "customers"),
+        (Phase::Retire, "customers"),
+        (Phase::Contract, "customers"),
+        (Phase::Aborted, "clients"),
+    ] {
+        let sql = ModelSql::build(Customer::model(), |_| Some(phase));
+        let quoted = format!("\"public\".\"{table}\"");
+        for statement in [&sql.insert, &sql.update, &sql.delete, &sql.find, &sql.select_all] {
+            assert!(statement.contains(&quoted), "{phase}: {statement}");
+        }
+    }
+}

@@ -1,6 +1,10 @@
 //! The SQL of every phase, as `plan()` shows it for review, kept stable by snapshots.
 
-use pgevolve::{Evolve, Phase, StepKind};
+use pgevolve::{Evolve, EvolveEnum, Phase, StepKind};
+
+#[macro_use]
+#[path = "support/sqlx_enum.rs"]
+mod sqlx_enum;
 
 #[derive(Evolve)]
 #[evolve(table = "users")]
@@ -384,6 +388,106 @@ fn plan_of_a_column_computed_in_rust() {
                 vec![Expand, Backfill, Validate, Contract]
             ),
         ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}
+
+/// An enum a column uses, with a label that needs quoting: the type created when missing, each
+/// label added when the type lacks it (after the label declared before it), and with a new
+/// table, both in the table's transaction before `CREATE TABLE`.
+#[derive(EvolveEnum, Debug, Clone, Copy, PartialEq)]
+#[evolve(type_name = "shipment_state", schema = "shop")]
+#[allow(dead_code)]
+enum ShipmentState {
+    Pending,
+    InTransit,
+    Delivered,
+}
+sqlx_enum!(ShipmentState, "shop.shipment_state", {
+    Pending => "Pending", InTransit => "InTransit", Delivered => "Delivered",
+});
+
+#[derive(Evolve)]
+#[evolve(table = "shipments")]
+#[allow(dead_code)]
+struct Shipment {
+    #[evolve(primary_key)]
+    id: i64,
+    state: ShipmentState,
+    previous: Option<ShipmentState>,
+}
+
+#[test]
+fn plan_of_an_enum_type_and_its_values() {
+    let plan = Shipment::plan();
+    let kinds: Vec<&str> = plan.steps.iter().map(|s| s.kind.name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "create_enum",
+            "add_enum_value",
+            "add_enum_value",
+            "add_enum_value",
+            "create_table",
+            "add_nullable_column"
+        ],
+        "the type's steps come first, once for both columns"
+    );
+    for step in &plan.steps[..4] {
+        assert_eq!(step.kind.phases(), [Phase::Expand]);
+        assert!(step.abort.is_empty(), "PostgreSQL cannot drop an enum value");
+    }
+
+#[derive(Evolve)]
+#[evolve(table = "customers", renamed_from = "clients")]
+#[allow(dead_code)]
+struct Customer {
+    #[evolve(primary_key)]
+    id: i64,
+    name: String,
+}
+
+#[test]
+fn plan_of_a_renamed_table() {
+    let plan = Customer::plan();
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("create_table", vec![Phase::Expand]),
+            (
+                "rename_table",
+                vec![Phase::Expand, Phase::Retire, Phase::Contract]
+            ),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn plan_of_a_dropped_table() {
+    let model = pgevolve::ModelSpec {
+        rust_name: "(dropped table)",
+        table: "legacy_audit",
+        table_dropped: true,
+        ..pgevolve::ModelSpec::DEFAULT
+    };
+    let plan = pgevolve::Plan::for_model(&model);
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    assert_eq!(
+        phases,
+        [(
+            "drop_table",
+            vec![Phase::Expand, Phase::Retire, Phase::Contract]
+        )]
     );
     insta::assert_snapshot!(plan.to_string());
 }

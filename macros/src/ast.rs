@@ -68,7 +68,8 @@ impl<'a> Model<'a> {
                 cx.error_spanned_by(
                     data.enum_token,
                     "`Evolve` cannot be derived for an enum: a table maps to one struct; \
-                     use a struct with named fields, like `struct User { id: i64 }`",
+                     use a struct with named fields, like `struct User { id: i64 }`; \
+                     to map a Rust enum to a PostgreSQL enum type, derive `EvolveEnum`",
                 );
                 (Style::Unsupported, Vec::new())
             }

@@ -180,6 +180,8 @@ pub struct Container {
     /// `dropped("a", "b")`, any number: columns the table has and the struct no longer maps,
     /// which pgevolve drops (never a column merely missing from the struct).
     pub dropped: Vec<Columns>,
+    /// `renamed_from = "old"`: the table's previous name (a table rename).
+    pub renamed_from: Option<Setting>,
     /// `crate = "path"`: where generated code finds pgevolve (default `::pgevolve`).
     pub krate: Option<Path>,
     /// Some struct-level key could not be parsed (unknown or malformed). The table may be the
@@ -196,6 +198,7 @@ impl Container {
         let mut indexes = Vec::new();
         let mut checks = Vec::new();
         let mut dropped = Vec::new();
+        let mut renamed_from = Attr::none(cx, symbol::RENAMED_FROM, level);
 
         let parsed = for_each_key(cx, attrs, level, |meta| {
             if meta.path == symbol::TABLE {
@@ -217,6 +220,8 @@ impl Container {
                 checks.push(check(cx, meta)?);
             } else if meta.path == symbol::DROPPED {
                 dropped.push(column_list(meta)?);
+            } else if meta.path == symbol::RENAMED_FROM {
+                renamed_from.set(&meta.path, setting(meta, "old_table")?);
             } else {
                 return Err(unknown_key(meta, level));
             }
@@ -229,6 +234,7 @@ impl Container {
             indexes,
             checks,
             dropped,
+            renamed_from: renamed_from.get(),
             krate: krate.get(),
             malformed: !parsed,
         }

@@ -9,6 +9,7 @@
 mod ast;
 mod attr;
 mod ctxt;
+mod enums;
 mod expand;
 mod fallback;
 mod symbol;
@@ -47,5 +48,23 @@ fn derive_evolve_inner(input: proc_macro2::TokenStream) -> proc_macro2::TokenStr
     match syn::parse2::<syn::DeriveInput>(input) {
         Ok(input) => expand::derive(&input),
         Err(err) => err.into_compile_error(),
+    }
+}
+
+/// Derives `pgevolve::ColumnType` for a Rust enum mapped to a PostgreSQL enum type, so that a
+/// field of its type in a struct deriving `Evolve` brings the type's steps with it: the type
+/// created when missing (before the table or column), each label it lacks added at boot with
+/// `ALTER TYPE ... ADD VALUE IF NOT EXISTS ... AFTER ...`.
+///
+/// The type's name is `#[evolve(type_name = "...")]` or sqlx's `#[sqlx(type_name = "...")]`
+/// (the same, when both are written); its schema `#[evolve(schema = "...")]` (default
+/// `public`). Labels are the variants' names under sqlx's `rename_all` and `rename`, in variant
+/// order, so they are the labels sqlx encodes. Removing a value (`#[evolve(removed("x"))]`) is
+/// refused with the safe alternative: a new type through a type change.
+#[proc_macro_derive(EvolveEnum, attributes(evolve))]
+pub fn derive_evolve_enum(input: TokenStream) -> TokenStream {
+    match syn::parse::<syn::DeriveInput>(input) {
+        Ok(input) => enums::derive(&input).into(),
+        Err(err) => err.into_compile_error().into(),
     }
 }

@@ -49,7 +49,7 @@ pub const INCLUDE: Symbol = Symbol("include");
 pub const EXPR: Symbol = Symbol("expr");
 
 /// Keys accepted on the struct, in the order error messages list them.
-pub const STRUCT_KEYS: &[Symbol] = &[TABLE, SCHEMA, CRATE, INDEX, CHECK, DROPPED];
+pub const STRUCT_KEYS: &[Symbol] = &[TABLE, SCHEMA, CRATE, INDEX, CHECK, DROPPED, RENAMED_FROM];
 
 /// Keys accepted on a field, in the order error messages list them.
 pub const FIELD_KEYS: &[Symbol] = &[

@@ -29,6 +29,61 @@ pub fn check(cx: &Ctxt, model: &Model) {
     check_indexes(cx, model);
     check_constraints(cx, model);
     check_dropped(cx, model);
+    check_table_rename(cx, model);
+}
+
+/// `renamed_from = ".."` on the struct: a valid table name, other than the table's, and not
+/// with a column rename (the old build names neither the new table nor the new column).
+fn check_table_rename(cx: &Ctxt, model: &Model) {
+    let Some(from) = &model.attrs.renamed_from else {
+        return;
+    };
+    let name = from.value.value();
+    if let Some(problem) = identifier_problem(&name) {
+        let msg = if name.is_empty() {
+            "the table's old name is empty; write it, like `renamed_from = \"clients\"`, or remove `renamed_from`"
+                .to_string()
+        } else {
+            format!("invalid old table name `{name}`: {problem}")
+        };
+        cx.error_spanned_by(&from.value, msg);
+        return;
+    }
+    if let Some(table) = &model.attrs.table
+        && table.value.value() == name
+    {
+        cx.error_spanned_by(
+            &from.value,
+            format!(
+                "the table is renamed from `{name}` to itself; write the table's previous name in \
+                 `renamed_from`, or remove `renamed_from` if the table keeps its name"
+            ),
+        );
+    }
+    // What drops a column at its contract: the view reads every column until the table
+    // rename's contract, and PostgreSQL refuses to drop a column a view depends on.
+    let mut later: Vec<(&syn::Path, &str)> = Vec::new();
+    for field in &model.fields {
+        if let Some(column) = &field.attrs.renamed_from {
+            later.push((&column.key, "a column rename"));
+        }
+        if let Some(change) = &field.attrs.type_from {
+            later.push((&change.key, "a column type change"));
+        }
+    }
+    for dropped in &model.attrs.dropped {
+        later.push((&dropped.key, "a dropped column"));
+    }
+    for (key, what) in later {
+        cx.error_spanned_by(
+            key,
+            format!(
+                "{what} cannot ship with the table rename (`renamed_from = \"{name}\"` on the struct): \
+                 the view under the old table name reads every column until the rename's contract, so \
+                 the old column could not be dropped; deploy the table rename first and {what} in a later release"
+            ),
+        );
+    }
 }
 
 /// `dropped(..)`: each name a valid column name, listed once, and not a column the struct still
@@ -944,6 +999,10 @@ fn check_backfill_with(cx: &Ctxt, model: &Model) {
                     .to_string(),
                 symbol::DEFAULT => "`backfill_with` and `default` cannot be combined: `default` gives every row one \
                                     constant, `backfill_with` computes each row's value in Rust; keep one"
+                    .to_string(),
+                symbol::TYPE_FROM => "`backfill_with` and `type_from` cannot be combined: `backfill_with` adds a new \
+                                      column, `type_from` changes the type of one that exists; change the type in one \
+                                      deploy (`using = \"...\"` converts the values) and add a computed column in another"
                     .to_string(),
                 _ => format!(
                     "`backfill_with` adds a new column computed in Rust and cannot be combined with `{other}`; \

@@ -264,3 +264,35 @@ pub(crate) async fn may_set_replication_role(
         Err(e) => Err(e),
     }
 }
+
+/// An enum type as the catalog has it.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveEnum {
+    /// Whether the type of that name is an enum (`typtype = 'e'`).
+    pub is_enum: bool,
+    /// Its labels in sort order.
+    pub labels: Vec<String>,
+}
+
+/// The type named `qualified` (`"schema"."name"`), if there is one.
+pub(crate) async fn read_enum(
+    conn: &mut PgConnection,
+    qualified: &str,
+) -> sqlx::Result<Option<LiveEnum>> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT t.typtype = 'e' AS is_enum, \
+                ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) AS labels \
+         FROM pg_type t WHERE t.oid = to_regtype($1)",
+    )
+    .bind(qualified)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(LiveEnum {
+            is_enum: r.try_get("is_enum")?,
+            labels: r.try_get("labels")?,
+        })
+    })
+    .transpose()
+}

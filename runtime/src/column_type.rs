@@ -15,12 +15,16 @@ pub trait ColumnType {
     const SQL_TYPE: &'static str;
     /// `true` when the column accepts NULL.
     const NULLABLE: bool = false;
+    /// The PostgreSQL enum the type maps to (`#[derive(EvolveEnum)]`), whose steps create it
+    /// and add its values.
+    const ENUM: Option<&'static crate::spec::EnumSpec> = None;
 }
 
 #[diagnostic::do_not_recommend]
 impl<T: ColumnType> ColumnType for Option<T> {
     const SQL_TYPE: &'static str = T::SQL_TYPE;
     const NULLABLE: bool = true;
+    const ENUM: Option<&'static crate::spec::EnumSpec> = T::ENUM;
 }
 
 macro_rules! column_types {

@@ -115,7 +115,7 @@ impl Executor {
         let mut conn = self.pool.acquire().await?;
         // Only DDL on the table asks for a lock the application needs; the state store's
         // records alone do not.
-        if !statements.is_empty()
+        if statements.iter().any(|s| s.locks_table)
             && !self
                 .wait_for_long_holders(&mut conn, target, deadline)
                 .await?
@@ -156,6 +156,12 @@ impl Executor {
                     .bind(name)
                     .fetch_one(&mut *tx)
                     .await?
+                }
+                Some(Exists::Type(name)) => {
+                    sqlx::query_scalar("SELECT to_regtype($1) IS NOT NULL")
+                        .bind(name)
+                        .fetch_one(&mut *tx)
+                        .await?
                 }
             };
             if exists {

@@ -55,8 +55,8 @@ pub use plan::{BatchTriggers, Plan, PlannedPhase, PlannedStep, UserTrigger};
 pub use privileges::{MissingPrivilege, ObjectKind, Privilege};
 pub use progress::StepProgress;
 pub use spec::{
-    CheckSpec, ColumnSpec, ComputeFn, Computed, Fill, ForeignKeySpec, IndexMethod, IndexSpec,
-    ModelSpec, OnDelete, SetNotNull, TypeChange,
+    CheckSpec, ColumnSpec, ComputeFn, Computed, EnumSpec, Fill, ForeignKeySpec, IndexMethod,
+    IndexSpec, ModelSpec, OnDelete, SetNotNull, TypeChange,
 };
 pub use state::{JournalEntry, StepStatus};
 pub use step::{Phase, StepId, StepKind};

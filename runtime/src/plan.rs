@@ -333,8 +333,14 @@ impl fmt::Display for PlannedStep {
                 for line in statement.sql.lines() {
                     writeln!(f, "    {line}")?;
                 }
-                if let Some(sql::Exists::Constraint(name)) = &statement.unless {
-                    writeln!(f, "    -- skipped when constraint {name} exists")?;
+                match &statement.unless {
+                    Some(sql::Exists::Constraint(name)) => {
+                        writeln!(f, "    -- skipped when constraint {name} exists")?
+                    }
+                    Some(sql::Exists::Type(name)) => {
+                        writeln!(f, "    -- skipped when type {name} exists")?
+                    }
+                    _ => {}
                 }
             }
             if phase.phase == Phase::Backfill {

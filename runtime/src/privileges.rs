@@ -469,6 +469,8 @@ fn creates_in_schema(w: &StepWork<'_>) -> bool {
         .any(|s| {
             s.sql.starts_with("CREATE OR REPLACE FUNCTION")
                 || s.sql.starts_with("CREATE OR REPLACE VIEW")
+                // A table rename's view, created in a block (its options depend on the server).
+                || s.sql.contains("EXECUTE 'CREATE VIEW ")
         })
 }
 
@@ -537,8 +539,17 @@ async fn tables(
             .iter()
             .filter(|w| w.step.model.schema == model.schema && w.step.model.table == model.table)
             .collect();
-        let table = Qualified(model.schema, model.table).to_string();
-        let live = read_table(conn, model.schema, model.table).await?;
+        let mut table = Qualified(model.schema, model.table).to_string();
+        let mut live = read_table(conn, model.schema, model.table).await?;
+        // A table still under its old name: the rename alters that one.
+        if let Some(from) = model.renamed_from
+            && !live.exists
+        {
+            let old = read_table(conn, model.schema, from).await?;
+            if old.exists {
+                (table, live) = (Qualified(model.schema, from).to_string(), old);
+            }
+        }
         if !live.exists {
             let needed_for = format!("pgevolve creates table {table} there");
             if !live.schema_exists {

@@ -46,8 +46,49 @@ pub(crate) async fn resolve_model(
     problems: &mut Vec<DriftProblem>,
 ) -> Result<Vec<Resolved>> {
     let model = &plan.model;
-    let live = catalog::read_table(conn, model).await?;
     let mut problems = Problems::new(model, problems);
+    // A table still under its old name is resolved under that name: a rename changes no column,
+    // index or constraint, and every step's expand runs after the rename's (plan order).
+    let before_rename;
+    let model = match renamed_table(conn, recorded, model, &mut problems).await? {
+        Renamed::No => model,
+        Renamed::Drift => return Ok(Vec::new()),
+        Renamed::Under(name) => {
+            before_rename = ModelSpec {
+                table: name,
+                ..*model
+            };
+            &before_rename
+        }
+    };
+    let live = catalog::read_table(conn, model).await?;
+
+    // A dropped table has no columns to check: its one step judges the table.
+    if model.table_dropped {
+        let mut resolved = Vec::new();
+        for step in plan.steps.iter().cloned() {
+            let room = step.room();
+            let mut cx = Resolving {
+                conn: &mut *conn,
+                recorded,
+                model,
+                live: &live,
+                id: &step.id,
+                earlier: &[],
+                problems: &mut problems,
+            };
+            let done = room.progress(&mut cx).await?;
+            resolved.push(Resolved {
+                recorded: recorded.get(&step.id).map(|r| r.phase),
+                step,
+                done,
+                table_missing: false,
+                abort_leftovers: false,
+                expand_incomplete: false,
+            });
+        }
+        return Ok(resolved);
+    }
 
     if !live.exists {
         return Ok(plan
@@ -69,6 +110,10 @@ pub(crate) async fn resolve_model(
     let oids = catalog::type_oids(conn, &types).await?;
     for (column, oid) in model.columns.iter().zip(&oids) {
         let Some(oid) = oid else {
+            // An enum type this build creates (`kinds::enum_type`), for a column it adds.
+            if column.enum_type.is_some() && live.column(column.name).is_none() {
+                continue;
+            }
             problems.add(
                 Some(column.name),
                 format!(
@@ -210,6 +255,77 @@ pub(crate) async fn resolve_model(
     }
     unfilled_reads(&resolved, &mut problems);
     Ok(resolved)
+}
+
+/// Where a model's table rename stands, before anything else is read.
+enum Renamed {
+    /// No rename, or the table has its new name.
+    No,
+    /// The table is under this name: its old one, before the model's rename; or its new one,
+    /// for a model of the build from before a rename in flight (its name is the view's).
+    Under(&'static str),
+    /// Neither name, or both, is a table: reported.
+    Drift,
+}
+
+/// A declared table rename (`renamed_from` on the struct) against the catalog: exactly one of
+/// the old and the new name must be a table (the old one may be the rename's view).
+async fn renamed_table(
+    conn: &mut PgConnection,
+    recorded: &Recorded,
+    model: &ModelSpec,
+    problems: &mut Problems<'_>,
+) -> Result<Renamed> {
+    let Some(from) = model.renamed_from else {
+        return Ok(match crate::kinds::renamed_under(conn, recorded, model).await? {
+            Some(to) => Renamed::Under(to),
+            None => Renamed::No,
+        });
+    };
+    let (old, new) = crate::kinds::table_relations(conn, model.schema, from, model.table).await?;
+    let (old_table, new_table) = (
+        crate::kinds::is_table(old.as_deref()),
+        crate::kinds::is_table(new.as_deref()),
+    );
+    let (s, to, rust) = (model.schema, model.table, model.rust_name);
+    let message = match (old.as_deref(), new.as_deref()) {
+        (_, Some(_)) if new_table && (old.is_none() || old.as_deref() == Some("v")) => {
+            return Ok(Renamed::No);
+        }
+        (Some(_), None) if old_table => return Ok(Renamed::Under(from)),
+        (None, None) => format!(
+            "neither the old table {s}.{from} nor the new table {s}.{to} exists, and struct `{rust}` declares              `renamed_from = \"{from}\"`; fix `renamed_from` (or `table`), or remove `renamed_from` to have \
+             pgevolve create the table"
+        ),
+        _ if old_table && new_table => format!(
+            "both the old table {s}.{from} and the new table {s}.{to} exist, so struct `{rust}`'s \
+             `renamed_from = \"{from}\"` cannot rename one to the other; if {to} is the table to keep, remove \
+             `renamed_from` (and drop {from} by hand once nothing uses it); if {from} holds the data, drop or \
+             rename the other {to} by hand, then boot again"
+        ),
+        _ => format!(
+            "struct `{rust}` declares `renamed_from = \"{from}\"`, but {s}.{from} is {} and {s}.{to} is {}: \
+             one of them must be a table; rename or drop the other relation by hand, or fix `renamed_from`",
+            relkind_name(old.as_deref()),
+            relkind_name(new.as_deref())
+        ),
+    };
+    problems.add(None, message);
+    Ok(Renamed::Drift)
+}
+
+/// A `relkind` for messages.
+fn relkind_name(relkind: Option<&str>) -> &'static str {
+    match relkind {
+        None => "missing",
+        Some("r" | "p") => "a table",
+        Some("v") => "a view",
+        Some("m") => "a materialized view",
+        Some("i" | "I") => "an index",
+        Some("S") => "a sequence",
+        Some("f") => "a foreign table",
+        Some(_) => "another kind of relation",
+    }
 }
 
 /// `#[evolve(generated)]` against what the column is: the database must assign a value when

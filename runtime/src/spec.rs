@@ -23,6 +23,14 @@ pub struct ModelSpec {
     /// `#[evolve(dropped("..."))]`: each one is dropped by a step of its own (see
     /// `StepKind::DropColumn`). A column merely missing from the struct is never dropped.
     pub dropped: &'static [&'static str],
+    /// `#[evolve(table = "new", renamed_from = "old")]`: the table's previous name. The table
+    /// is renamed at expand and a view under the old name serves older builds until contract
+    /// (see `StepKind::RenameTable`).
+    pub renamed_from: Option<&'static str>,
+    /// A table the application no longer declares, dropped at contract
+    /// ([`Evolver::dropped_table`](crate::Evolver::dropped_table)): the model has no columns and
+    /// its one step is `StepKind::DropTable`. Never emitted by the derive.
+    pub table_dropped: bool,
 }
 
 impl ModelSpec {
@@ -35,6 +43,8 @@ impl ModelSpec {
         indexes: &[],
         checks: &[],
         dropped: &[],
+        renamed_from: None,
+        table_dropped: false,
     };
 
     /// The primary key columns, in field order.
@@ -95,6 +105,10 @@ pub struct ColumnSpec {
     /// column whose value for existing rows (and rows old builds write) is computed in Rust
     /// (see `StepKind::AddComputedColumn`).
     pub computed: Option<Computed>,
+    /// The PostgreSQL enum the column's type is, when the field's type derives `EvolveEnum`
+    /// (read from `ColumnType::ENUM`): the type's steps (created if missing, values added)
+    /// run before the column's.
+    pub enum_type: Option<&'static EnumSpec>,
 }
 
 /// Computes, in Rust, the values of a batch of rows: reads each row's inputs (columns named
@@ -167,7 +181,29 @@ impl ColumnSpec {
         set_default: None,
         type_change: None,
         computed: None,
+        enum_type: None,
     };
+}
+
+/// A PostgreSQL enum type mapped from a Rust enum with `#[derive(EvolveEnum)]`: its labels in
+/// the order of the variants (the order PostgreSQL sorts them in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnumSpec {
+    /// The Rust name of the enum, for messages.
+    pub rust_name: &'static str,
+    /// The schema of the type (`public` unless `#[evolve(schema = "...")]`).
+    pub schema: &'static str,
+    /// The type's name (`#[evolve(type_name = "...")]` or `#[sqlx(type_name = "...")]`).
+    pub name: &'static str,
+    /// Every label, in variant order.
+    pub labels: &'static [&'static str],
+}
+
+impl EnumSpec {
+    /// The type as SQL names it: `"schema"."name"`, quoted.
+    pub fn qualified_name(&self) -> String {
+        crate::ident::Qualified(self.schema, self.name).to_string()
+    }
 }
 
 /// A column type change (`#[evolve(type_from = "integer", using = "...", down = "...")]`): the

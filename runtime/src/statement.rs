@@ -11,6 +11,10 @@ pub struct Statement {
     pub unless: Option<Exists>,
     /// How the statement runs.
     pub run: Run,
+    /// Whether it locks the step's table. A statement that locks only a type (`ALTER TYPE ...
+    /// ADD VALUE`) does not wait for the table's long lock holders (see `executor.rs`): no
+    /// application query on the table waits for it.
+    pub locks_table: bool,
 }
 
 /// How a statement runs.
@@ -33,6 +37,9 @@ pub enum Exists {
     /// exists; the executor skips the statement instead. Not shown in plans: the statement
     /// does the same thing either way.
     Schema(String),
+    /// A type of that qualified name (`"schema"."name"`): a `CREATE TYPE` for an enum that
+    /// another table's step already created. `CREATE TYPE` has no `IF NOT EXISTS`.
+    Type(String),
 }
 
 impl Statement {
@@ -42,6 +49,7 @@ impl Statement {
             sql,
             unless: None,
             run: Run::InTransaction,
+            locks_table: true,
         }
     }
 
@@ -51,6 +59,7 @@ impl Statement {
             sql,
             unless: Some(exists),
             run: Run::InTransaction,
+            locks_table: true,
         }
     }
 
@@ -60,6 +69,15 @@ impl Statement {
             sql,
             unless: None,
             run: Run::Concurrently,
+            locks_table: true,
+        }
+    }
+
+    /// The same statement, marked as locking a type and no table.
+    pub(crate) fn on_type_only(self) -> Statement {
+        Statement {
+            locks_table: false,
+            ..self
         }
     }
 

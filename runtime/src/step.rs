@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::spec::{CheckSpec, ColumnSpec, IndexSpec};
+use crate::spec::{CheckSpec, ColumnSpec, EnumSpec, IndexSpec};
 
 /// A phase of a step. Recorded in the state store as the last phase a step completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,6 +125,29 @@ pub enum StepKind {
     /// for it (`varchar(20)` to `varchar(50)` or `text`, ...): one `ALTER COLUMN ... TYPE` at
     /// expand, under lock_timeout.
     ChangeTypeInPlace(&'static ColumnSpec),
+    /// Create a PostgreSQL enum type a column uses (`#[derive(EvolveEnum)]`) when it does not
+    /// exist, with every label: a catalog change, no table locked.
+    CreateEnum(&'static EnumSpec),
+    /// Add a label of a Rust enum to its PostgreSQL type when the type lacks it: `ALTER TYPE
+    /// ... ADD VALUE IF NOT EXISTS ... AFTER ...` at expand, in a short transaction of its own
+    /// under lock_timeout that uses no value of the type. It locks the type, not a table.
+    AddEnumValue(&'static EnumSpec, &'static str),
+    /// Drop a table the application no longer declares
+    /// ([`Evolver::dropped_table`](crate::Evolver::dropped_table)): no DDL at expand (the step is
+    /// recorded, so the build is known), retired once every live instance acknowledged, so no
+    /// build that still uses the table runs; `DROP TABLE` (without `CASCADE`) at contract.
+    DropTable,
+    /// Rename the table (`#[evolve(table = "new", renamed_from = "old")]`): at expand, in one
+    /// short transaction, `ALTER TABLE old RENAME TO new` and an updatable view `old` over it
+    /// (`security_invoker` from PostgreSQL 15) with the table's grants, so older builds keep
+    /// reading and writing through the old name; retired once every live instance
+    /// acknowledged; the view dropped at contract.
+    RenameTable {
+        /// The table's previous name.
+        from: &'static str,
+        /// Its new name (the model's table).
+        to: &'static str,
+    },
 }
 
 /// A stable id derived from a step's content: table, column, kind and parameters. The same

@@ -68,6 +68,10 @@ impl ToTokens for QuoteModel<'_> {
             .flat_map(|d| d.list.iter().map(syn::LitStr::value))
             .collect();
         let dropped = (!dropped.is_empty()).then(|| quote!(dropped: &[#(#dropped),*],));
+        let renamed_from = model.attrs.renamed_from.as_ref().map(|from| {
+            let from = &from.value;
+            quote!(renamed_from: #private::Option::Some(#from),)
+        });
         tokens.extend(quote! {
             #private::ModelSpec {
                 rust_name: #rust_name,
@@ -77,6 +81,7 @@ impl ToTokens for QuoteModel<'_> {
                 #indexes
                 #checks
                 #dropped
+                #renamed_from
                 ..#private::ModelSpec::DEFAULT
             }
         });
@@ -101,6 +106,15 @@ impl ToTokens for QuoteColumn<'_> {
         let rust_name = field.rust_name();
         let name = field.column_name();
         let sql_type = QuoteSqlType { field, private };
+        // A field whose type derives `EvolveEnum` brings its enum's steps (see `ColumnType::ENUM`).
+        let enum_type = match &field.attrs.sql_type {
+            Some(_) => quote!(),
+            None => {
+                let ty = field.ty;
+                let private = private.spanned(ty.span());
+                quote_spanned!(ty.span()=> enum_type: <#ty as #private::ColumnType>::ENUM,)
+            }
+        };
         let nullable = field.is_option();
         let primary_key = field.attrs.primary_key.is_some();
         let fill = QuoteFill { field, private };
@@ -214,6 +228,7 @@ impl ToTokens for QuoteColumn<'_> {
                 #set_default
                 #type_change
                 #computed
+                #enum_type
                 ..#private::ColumnSpec::DEFAULT
             }
         });

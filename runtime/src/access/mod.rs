@@ -90,7 +90,14 @@ impl ModelSql {
                     .unwrap_or_else(|| FieldAccess::plain(c))
             })
             .collect();
-        let table = Qualified(model.schema, model.table).to_string();
+        // A renamed table's accessors use the old name until its rename runs.
+        let table_name = steps
+            .iter()
+            .find_map(|(id, k)| {
+                crate::kinds::room(k).accessed_table(phase_of(id).unwrap_or(Phase::Contract))
+            })
+            .unwrap_or(model.table);
+        let table = Qualified(model.schema, table_name).to_string();
         let reads: Vec<String> = fields.iter().map(|f| f.read.clone()).collect();
         let select_list = model
             .columns

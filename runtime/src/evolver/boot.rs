@@ -99,7 +99,7 @@ impl Engine {
         } else {
             Default::default()
         };
-        let mut problems = Vec::new();
+        let mut problems = crate::kinds::dropped_table_conflicts(self.evolver.planned());
         let mut all = Vec::new();
         for plan in self.evolver.planned() {
             all.extend(resolve_model(&mut conn, &recorded, plan, &mut problems).await?);
@@ -140,6 +140,7 @@ impl Engine {
             }
             if r.next_phase() == Some(Phase::Expand) && r.step.kind.expands_at_boot() {
                 self.run_phase(&r.step, Phase::Expand, false).await?;
+                crate::failpoint::pause_at("boot-expand-step").await;
             }
             // An abort interrupted after it was recorded is finished by the background work,
             // once every live instance has acknowledged it (`finish_interrupted_aborts`), never

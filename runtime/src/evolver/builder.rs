@@ -103,6 +103,22 @@ impl Evolver {
         self
     }
 
+    /// Declares a table the application no longer uses, to drop: `"legacy_audit"`, or
+    /// `"schema.legacy_audit"`. Removing a model never drops its table (a model removed by
+    /// mistake must not cost the data); this does, at contract only: nothing happens at expand,
+    /// contract waits until every live instance acknowledged (so no build that still reads or
+    /// writes the table runs) and for the deploy window, then runs `DROP TABLE` without
+    /// `CASCADE` in one short transaction under `lock_timeout`. A view or another table's foreign
+    /// key that depends on the table, and a model of this evolver that still maps it, are drift
+    /// at boot. A table that does not exist (any more) is a step already done.
+    pub fn dropped_table(mut self, table: &'static str) -> Evolver {
+        let (schema, table) = table.split_once('.').unwrap_or(("public", table));
+        let model = crate::kinds::dropped_table_model(schema, table);
+        self.plans.push(Plan::for_model(&model));
+        self.models.push(model);
+        self
+    }
+
     /// Sets the `lock_timeout` of every statement that takes a lock queries need (default 2 s; see [`DdlOptions`](crate::DdlOptions)).
     pub fn lock_timeout(mut self, timeout: Duration) -> Evolver {
         self.ddl.lock_timeout = timeout;

@@ -62,6 +62,9 @@ pub(super) struct FastBoot<'a> {
     store: &'a StateStore,
     /// `(schema, table)` of every model, each once, in model order.
     tables: Vec<(&'static str, &'static str)>,
+    /// The enum types the models' columns use (`"schema"."name"`), each once: their labels are
+    /// part of what the slow path checks (`kinds::enum_type`).
+    enum_types: Vec<String>,
     /// Every step of the build, in plan order.
     steps: Vec<PlannedStep>,
     build: String,
@@ -76,9 +79,19 @@ impl<'a> FastBoot<'a> {
                 tables.push((m.schema, m.table));
             }
         }
+        let mut enum_types = Vec::new();
+        for spec in models
+            .iter()
+            .flat_map(|m| m.columns.iter().filter_map(|c| c.enum_type))
+        {
+            if !enum_types.contains(&spec.qualified_name()) {
+                enum_types.push(spec.qualified_name());
+            }
+        }
         FastBoot {
             store,
             tables,
+            enum_types,
             steps: plans.iter().flat_map(|p| p.steps.iter().cloned()).collect(),
             build: build_key(&models),
         }
@@ -163,6 +176,13 @@ impl<'a> FastBoot<'a> {
             .iter()
             .map(|(s, t)| Self::table_sql(s, t))
             .collect();
+        parts.extend(self.enum_types.iter().map(|name| {
+            format!(
+                "'enum ' || {n} || ' ' || coalesce((SELECT string_agg(e.enumlabel::text, ',' ORDER BY e.enumsortorder) \
+                 FROM pg_catalog.pg_enum e WHERE e.enumtypid = to_regtype({n})), 'missing')",
+                n = lit(name)
+            )
+        }));
         parts.push(format!("'steps ' || {}", self.recorded_phases_sql()));
         format!("md5(concat_ws(E'\\n', {}))", parts.join(", "))
     }

@@ -30,15 +30,18 @@ impl Kind for CreateTable {
     fn plan(&self, model: &ModelSpec, _id: &StepId, _shown: &Shown) -> Vec<PlannedPhase> {
         let mut constraints = Vec::new();
         let mut after = Vec::new();
+        let mut before = Vec::new();
         for kind in of_model(model) {
             let id = StepId::for_step(model, &kind);
             match room(&kind).in_new_table(model, &id) {
                 Some(NewTablePart::Constraint(line)) => constraints.push(line),
                 Some(NewTablePart::Statement(statement)) => after.push(statement),
+                Some(NewTablePart::Before(statements)) => before.extend(statements),
                 None => {}
             }
         }
-        let mut statements: Vec<Statement> = sql::create_table(model, &constraints);
+        let mut statements: Vec<Statement> = before;
+        statements.extend(sql::create_table(model, &constraints));
         statements.extend(after);
         vec![PlannedPhase {
             phase: Phase::Expand,

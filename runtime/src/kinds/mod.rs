@@ -16,18 +16,24 @@ mod computed_column;
 mod create_table;
 mod drop_column;
 mod drop_index;
+mod drop_table;
 mod drop_not_null;
+mod enum_type;
+mod enum_value;
 mod filled_column;
 mod foreign_key;
 mod index;
 mod nullable_column;
 mod rename_column;
+mod rename_table;
 mod resolving;
 mod set_default;
 mod set_not_null;
 mod unique;
 
+pub(crate) use drop_table::{dropped_table_conflicts, dropped_table_model};
 pub(crate) use rename_column::read_carry;
+pub(crate) use rename_table::{is_table, relations as table_relations, renamed_under};
 pub(crate) use resolving::{Problems, Recorded, Resolving};
 
 use crate::error::Result;
@@ -209,6 +215,12 @@ pub(crate) trait Kind: Send + Sync {
     fn aborts_without_ddl(&self) -> bool {
         false
     }
+
+    /// The table accessors name in `phase`, when it is not the model's (a renamed table, before
+    /// its rename and once aborted).
+    fn accessed_table(&self, _phase: Phase) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The room of a kind: the one place where a [`StepKind`] meets its implementation.
@@ -230,12 +242,28 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::SetDefault(c) => Box::new(set_default::SetDefault(c)),
         StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
         StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
+        StepKind::CreateEnum(e) => Box::new(enum_type::CreateEnum(e)),
+        StepKind::AddEnumValue(e, label) => Box::new(enum_value::AddEnumValue(e, label)),
+        StepKind::DropTable => Box::new(drop_table::DropTable),
+        StepKind::RenameTable { from, to } => Box::new(rename_table::RenameTable { from, to }),
     }
 }
 
 /// The kinds of the steps a model declares, in plan order, without building any SQL.
 pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
-    let mut kinds = vec![StepKind::CreateTable];
+    if model.table_dropped {
+        return vec![StepKind::DropTable];
+    }
+    // The enum types the columns use come first: a table or column of the type needs it.
+    let mut kinds = enum_type::of_model(model);
+    kinds.push(StepKind::CreateTable);
+    // First after the table: every later step's expand runs against the new name.
+    if let Some(from) = model.renamed_from {
+        kinds.push(StepKind::RenameTable {
+            from,
+            to: model.table,
+        });
+    }
     // A generated column is created with its table only: adding an identity to a live table
     // fills every row under an exclusive lock, so a missing one is drift (see `resolve`).
     for column in model
@@ -382,6 +410,8 @@ pub(crate) enum NewTablePart {
     Constraint(String),
     /// A statement after it, in the same transaction (`CREATE INDEX`).
     Statement(Statement),
+    /// Statements before it, in the same transaction (`CREATE TYPE` of an enum a column uses).
+    Before(Vec<Statement>),
 }
 
 /// How one field is read and written in one phase.

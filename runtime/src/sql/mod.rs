@@ -7,10 +7,13 @@ pub(crate) mod computed;
 pub(crate) mod constraint;
 pub(crate) mod default;
 pub(crate) mod drop_column;
+pub(crate) mod drop_table;
+pub(crate) mod enums;
 pub(crate) mod health;
 pub(crate) mod index;
 pub(crate) mod not_null;
 pub(crate) mod rename;
+pub(crate) mod rename_table;
 pub(crate) mod type_change;
 
 pub(crate) use crate::statement::{Exists, Statement};

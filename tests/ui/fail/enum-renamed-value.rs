@@ -1,0 +1,11 @@
+use pgevolve::EvolveEnum;
+
+#[derive(EvolveEnum)]
+#[evolve(type_name = "order_status")]
+pub enum OrderStatus {
+    Pending,
+    #[evolve(renamed_from = "ShippedOut")]
+    Shipped,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use pgevolve::EvolveEnum;
+
+#[derive(EvolveEnum)]
+pub enum OrderStatus {
+    Pending,
+    Shipped,
+}
+
+fn main() {}

@@ -101,6 +101,8 @@ async fn a_rehearsal_of_an_index_and_set_not_null_is_clean_through_every_phase_a
     }
     let restart = report.restart.as_deref().unwrap_or_default();
     assert!(restart.starts_with("stopped at"), "{report}");
+    // The second boot went on from the first one's checkpoint, not from the first row.
+    assert!(report.resumed_from.is_some_and(|rows| rows > 0), "{report}");
     let abort = report.abort.as_ref().expect("the abort round ran");
     assert!(
         abort.hit.is_some(),

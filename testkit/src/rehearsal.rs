@@ -470,6 +470,7 @@ impl<O: Rehearsable, N: Rehearsable<Key = O::Key>> Rehearsal<O, N> {
                         .map(|s| s.rows_done)
                         .max()
                         .unwrap_or(0);
+                    report.resumed_from = Some(resumed);
                     report.restart = Some(format!(
                         "stopped at {hit}; the second boot resumed from a checkpoint of {resumed} rows"
                     ));
@@ -961,6 +962,9 @@ pub struct RehearsalReport {
     pub steps: Vec<StepWalk>,
     /// Where the restart hit and what the second boot found.
     pub restart: Option<String>,
+    /// The rows the second boot found filled when it started (the largest of its steps'
+    /// checkpoints); `None` when no restart happened.
+    pub resumed_from: Option<i64>,
     /// The abort round, when it ran.
     pub abort: Option<AbortReport>,
 }

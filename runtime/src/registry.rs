@@ -21,8 +21,13 @@ use sqlx::postgres::PgConnectOptions;
 use crate::access::ModelSql;
 use crate::step::{Phase, StepId};
 
-/// The SQL of one model (schema, table, struct name) with the generation it was built for.
-type SqlCache = HashMap<(&'static str, &'static str, &'static str), (u64, Arc<ModelSql>)>;
+/// The SQL of one model with the generation it was built for, by [`SqlKey`].
+type SqlCache = HashMap<SqlKey, (u64, Arc<ModelSql>)>;
+
+/// A model in the SQL cache: schema, table, struct name, and the address of its static spec.
+/// Two builds of one model in one process (an old and a new `User` of the same table, as a
+/// rehearsal runs them) share the first three but are different specs with different SQL.
+pub(crate) type SqlKey = (&'static str, &'static str, &'static str, usize);
 
 /// Step phases as this process knows them for one database, with a generation that changes on
 /// every update so accessors can cache the SQL they build from them.
@@ -138,7 +143,7 @@ impl PhaseRegistry {
     /// The model's SQL for `generation`, built by `build` when the cache has none for it.
     pub(crate) fn sql(
         &self,
-        key: (&'static str, &'static str, &'static str),
+        key: SqlKey,
         generation: u64,
         build: impl FnOnce() -> ModelSql,
     ) -> Arc<ModelSql> {

@@ -54,6 +54,7 @@ mod database;
 mod error;
 mod guardian;
 mod proxy;
+pub mod rehearsal;
 mod replica;
 mod server;
 mod url;

@@ -443,7 +443,12 @@ pub fn model_sql_in(model: &'static ModelSpec, scope: &Scope) -> Result<Access> 
     if registry.get(&create).is_none() {
         return Err(not_booted());
     }
-    let key = (model.schema, model.table, model.rust_name);
+    let key = (
+        model.schema,
+        model.table,
+        model.rust_name,
+        std::ptr::from_ref(model) as usize,
+    );
     let sql = registry.sql(key, generation, || {
         ModelSql::build(model, |id| registry.get(id))
     });

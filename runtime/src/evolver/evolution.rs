@@ -141,6 +141,18 @@ impl Evolution {
         Ok(())
     }
 
+    /// Stops this instance's background work, as a service shutting down does: a backfill stops
+    /// after its current batch with its checkpoint committed, no further phase starts, and this
+    /// returns once the background task has ended. Nothing is aborted: the next boot (of this
+    /// build or a newer one) resumes from the checkpoint. The instance deregisters once every
+    /// clone of this handle is dropped.
+    pub async fn stop(&self) -> Result<()> {
+        self.inner
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wait().await
+    }
+
     /// The recorded status of every step in the state store: phase, progress, and who did what
     /// when (from the journal).
     pub async fn status(&self) -> Result<Vec<StepStatus>> {

@@ -621,3 +621,34 @@ pub struct Parcel {
     pub id: i64,
     pub size: ParcelSize,
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aborting_an_added_label_is_refused_saying_the_step_has_no_contract() {
+    let (_db, pool) = database(8).await;
+    seed_old_build(&pool).await;
+    let evolution = Evolver::new(pool.clone())
+        .model::<Order>()
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    let plan = Order::plan();
+    let label = plan
+        .steps
+        .iter()
+        .find(|s| s.kind.name() == "add_enum_value")
+        .expect("the plan adds a label");
+    let err = evolution.abort(&label.id).await.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::NotReady { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("`add_enum_value` step has no contract"),
+        "the error says why, not that a contract started: {text}"
+    );
+    assert!(!text.contains("not started its contract"), "{text}");
+    assert_eq!(
+        labels(&pool, "order_status").await,
+        ["Pending", "InTransit", "Shipped", "Delivered"],
+        "nothing was undone"
+    );
+}

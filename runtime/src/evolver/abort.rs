@@ -261,11 +261,25 @@ impl Engine {
 }
 
 fn not_abortable(step: &PlannedStep, done: Phase) -> Error {
+    let kind = step.kind.name();
+    let message = if done >= Phase::Retire {
+        "only a step that has not started its contract can be aborted".to_string()
+    } else if step.kind.phases().contains(&Phase::Contract) {
+        format!(
+            "a `{kind}` step makes its one change at contract, so before it there is nothing to \
+             abort; to call it off, deploy a build that no longer asks for it"
+        )
+    } else {
+        format!(
+            "a `{kind}` step has no contract: its one change is made at boot and does not get in \
+             the way of older builds; leave it, or undo it in a later deploy"
+        )
+    };
     ErrorKind::NotReady {
         step: step.id.to_string(),
         table: step.model.qualified_name(),
         phase: done.to_string(),
-        message: "only a step that has not started its contract can be aborted".into(),
+        message,
     }
     .into()
 }

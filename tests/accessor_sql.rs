@@ -199,7 +199,13 @@ fn renamed_table_is_named_by_its_old_name_until_expand_and_once_aborted() {
     ] {
         let sql = ModelSql::build(Customer::model(), |_| Some(phase));
         let quoted = format!("\"public\".\"{table}\"");
-        for statement in [&sql.insert, &sql.update, &sql.delete, &sql.find, &sql.select_all] {
+        for statement in [
+            &sql.insert,
+            &sql.update,
+            &sql.delete,
+            &sql.find,
+            &sql.select_all,
+        ] {
             assert!(statement.contains(&quoted), "{phase}: {statement}");
         }
     }

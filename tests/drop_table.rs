@@ -133,11 +133,10 @@ fn old_writer(pool: &PgPool, lane: i64, expected: Expected) -> Writer {
 }
 
 async fn assert_rows_match(pool: &PgPool, expected: &Expected) {
-    let rows: Vec<(i64, String, i64)> =
-        sqlx::query_as("SELECT id, note, weight FROM legacy_audit")
-            .fetch_all(pool)
-            .await
-            .unwrap();
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as("SELECT id, note, weight FROM legacy_audit")
+        .fetch_all(pool)
+        .await
+        .unwrap();
     let found: HashMap<i64, (String, i64)> =
         rows.into_iter().map(|(id, n, w)| (id, (n, w))).collect();
     assert_eq!(&found, &*expected.lock().unwrap());
@@ -247,7 +246,10 @@ async fn abort_before_contract_changes_nothing_and_keeps_every_row() {
         weight: 77,
     };
     row.insert(&pool).await.unwrap();
-    expected.lock().unwrap().insert(row.id, (row.note, row.weight));
+    expected
+        .lock()
+        .unwrap()
+        .insert(row.id, (row.note, row.weight));
 
     let step = drop_step(&evolution).await;
     evolution.abort(&step.id).await.unwrap();
@@ -376,13 +378,20 @@ async fn killed_at(scenario: &str) {
         weight: 61,
     };
     row.insert(&pool).await.unwrap();
-    expected.lock().unwrap().insert(row.id, (row.note, row.weight));
+    expected
+        .lock()
+        .unwrap()
+        .insert(row.id, (row.note, row.weight));
     assert_rows_match(&pool, &expected).await;
 
     let evolution = new_build(&pool).boot().await.unwrap();
     evolution.wait().await.unwrap();
     evolution.contract().await.unwrap();
-    assert_eq!(drop_step(&evolution).await.phase, Phase::Contract, "{scenario}");
+    assert_eq!(
+        drop_step(&evolution).await.phase,
+        Phase::Contract,
+        "{scenario}"
+    );
     assert!(!exists(&pool, "legacy_audit").await, "{scenario}");
 }
 

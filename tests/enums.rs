@@ -172,7 +172,9 @@ fn old_writer(pool: &PgPool, lane: i64, log: Log) -> Writer {
             };
             match result {
                 Ok(_) => {
-                    log.lock().unwrap().insert(note, (id, status.label().to_string()));
+                    log.lock()
+                        .unwrap()
+                        .insert(note, (id, status.label().to_string()));
                     ok += 1;
                 }
                 Err(e) => errors.push(e.to_string()),
@@ -217,7 +219,9 @@ fn new_writer(pool: &PgPool, lane: i64, log: Log) -> Writer {
             match result {
                 Ok(0) => {}
                 Ok(id) => {
-                    log.lock().unwrap().insert(note, (id, status.label().to_string()));
+                    log.lock()
+                        .unwrap()
+                        .insert(note, (id, status.label().to_string()));
                     ok += 1;
                 }
                 Err(e) => errors.push(e.to_string()),
@@ -253,11 +257,17 @@ async fn assert_every_row_as_written(pool: &PgPool, log: &Log) {
             panic!("row {id} holds note {note:?}, which no successful write wrote");
         };
         assert_eq!(logged_id, id, "note {note:?} is on the wrong row");
-        assert_eq!(logged_status, status, "row {id} (write {note}) holds another label");
+        assert_eq!(
+            logged_status, status,
+            "row {id} (write {note}) holds another label"
+        );
     }
     for (note, (id, _)) in log.iter() {
         if *id > ROWS {
-            assert!(by_id.contains_key(id), "inserted row {id} ({note}) is missing");
+            assert!(
+                by_id.contains_key(id),
+                "inserted row {id} ({note}) is missing"
+            );
         }
     }
 }
@@ -294,7 +304,9 @@ async fn values_are_added_at_boot_while_old_and_new_builds_write_the_same_rows()
     let (db, pool) = database(20).await;
     seed_old_build(&pool).await;
     let log: Log = Arc::default();
-    let old: Vec<Writer> = (0..2).map(|lane| old_writer(&pool, lane, log.clone())).collect();
+    let old: Vec<Writer> = (0..2)
+        .map(|lane| old_writer(&pool, lane, log.clone()))
+        .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // A transaction that has written a row of the table and stays open past lock_timeout: DDL
@@ -321,14 +333,19 @@ async fn values_are_added_at_boot_while_old_and_new_builds_write_the_same_rows()
         "the boot waited {:?} for a transaction holding the table",
         started.elapsed()
     );
-    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.unwrap();
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
     assert_eq!(
         labels(&pool, "order_status").await,
         ["Pending", "InTransit", "Shipped", "Delivered"]
     );
 
     // Expand is done: the new build starts next to the old one, on the same rows.
-    let new: Vec<Writer> = (0..2).map(|lane| new_writer(&pool, lane, log.clone())).collect();
+    let new: Vec<Writer> = (0..2)
+        .map(|lane| new_writer(&pool, lane, log.clone()))
+        .collect();
     evolution.wait().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let mut ok = 0;
@@ -380,7 +397,9 @@ async fn a_boot_killed_between_two_added_labels_is_finished_by_the_next_boot() {
     let (db, pool) = database(20).await;
     seed_old_build(&pool).await;
     let log: Log = Arc::default();
-    let old: Vec<Writer> = (0..2).map(|lane| old_writer(&pool, lane, log.clone())).collect();
+    let old: Vec<Writer> = (0..2)
+        .map(|lane| old_writer(&pool, lane, log.clone()))
+        .collect();
 
     let child = ChildProcess::paused_at("boot_child_process", "boot", db.url(), "boot-expand-step");
     // `InTransit` is added and recorded in one transaction; `Delivered` is not.
@@ -409,13 +428,19 @@ async fn a_boot_killed_between_two_added_labels_is_finished_by_the_next_boot() {
     child.kill();
     child::until_no_advisory_lock(&pool).await;
 
-    let evolution = Evolver::new(pool.clone()).model::<Order>().boot().await.unwrap();
+    let evolution = Evolver::new(pool.clone())
+        .model::<Order>()
+        .boot()
+        .await
+        .unwrap();
     evolution.wait().await.unwrap();
     assert_eq!(
         labels(&pool, "order_status").await,
         ["Pending", "InTransit", "Shipped", "Delivered"]
     );
-    let new: Vec<Writer> = (0..2).map(|lane| new_writer(&pool, lane, log.clone())).collect();
+    let new: Vec<Writer> = (0..2)
+        .map(|lane| new_writer(&pool, lane, log.clone()))
+        .collect();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     for w in old {
         w.assert_no_errors("old build").await;
@@ -449,7 +474,10 @@ async fn labels_the_enum_does_not_know_are_drift_reported_before_any_ddl() {
     let text = err.to_string();
     assert!(text.contains("label 'Returned'"), "{text}");
     assert!(text.contains("type_from"), "the fix is named: {text}");
-    assert_eq!(labels(&pool, "order_status").await, ["Pending", "Shipped", "Returned"]);
+    assert_eq!(
+        labels(&pool, "order_status").await,
+        ["Pending", "Shipped", "Returned"]
+    );
     assert_eq!(catalog_snapshot(&pool, "orders").await, before);
 }
 
@@ -542,7 +570,10 @@ async fn a_nullable_column_of_a_new_enum_type_gets_its_type_first() {
         priority: Some(Priority::High),
     };
     row.insert(&pool).await.unwrap();
-    assert_eq!(OrderWithPriority::find(&9_999, &pool).await.unwrap(), Some(row));
+    assert_eq!(
+        OrderWithPriority::find(&9_999, &pool).await.unwrap(),
+        Some(row)
+    );
     let old = OrderWithPriority::find(&2, &pool).await.unwrap().unwrap();
     assert_eq!((old.status, old.priority), (Status::Pending, None));
 }
@@ -562,8 +593,14 @@ async fn add_value_locks_the_type_and_not_the_table() {
     let sql = add.phases[0].statements[0].sql.clone();
     let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let locks: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT locktype, coalesce(classid::regclass::text, relation::regclass::text, ''), mode \
            FROM pg_locks WHERE pid = pg_backend_pid() AND locktype IN ('relation', 'object') \
@@ -580,7 +617,9 @@ async fn add_value_locks_the_type_and_not_the_table() {
         "{locks:?}"
     );
     assert!(
-        !locks.iter().any(|(t, c, _)| t == "relation" && c == "orders"),
+        !locks
+            .iter()
+            .any(|(t, c, _)| t == "relation" && c == "orders"),
         "{locks:?}"
     );
 }
@@ -597,7 +636,10 @@ async fn an_enum_in_a_schema_of_its_own_is_created_with_its_schema() {
         .wait()
         .await
         .unwrap();
-    assert_eq!(labels(&pool, "logistics.parcel_size").await, ["Small", "Large"]);
+    assert_eq!(
+        labels(&pool, "logistics.parcel_size").await,
+        ["Small", "Large"]
+    );
     let row = Parcel {
         id: 1,
         size: ParcelSize::Large,

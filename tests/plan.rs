@@ -435,7 +435,10 @@ fn plan_of_an_enum_type_and_its_values() {
     );
     for step in &plan.steps[..4] {
         assert_eq!(step.kind.phases(), [Phase::Expand]);
-        assert!(step.abort.is_empty(), "PostgreSQL cannot drop an enum value");
+        assert!(
+            step.abort.is_empty(),
+            "PostgreSQL cannot drop an enum value"
+        );
     }
     insta::assert_snapshot!(plan.to_string());
 }

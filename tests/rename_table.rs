@@ -139,7 +139,10 @@ trait Build: Send + 'static {
     fn set(&mut self, name: String, visits: i64);
     fn id(&self) -> i64;
     fn insert_row(self, pool: PgPool) -> impl Future<Output = pgevolve::Result<i64>> + Send;
-    fn find_row(id: i64, pool: PgPool) -> impl Future<Output = pgevolve::Result<Option<Self>>> + Send
+    fn find_row(
+        id: i64,
+        pool: PgPool,
+    ) -> impl Future<Output = pgevolve::Result<Option<Self>>> + Send
     where
         Self: Sized;
     fn update_row(self, pool: PgPool) -> impl Future<Output = pgevolve::Result<()>> + Send;
@@ -417,9 +420,15 @@ async fn abort_after_expand_renames_back_keeping_every_write_and_the_catalog() {
     // Both builds write after expand: the new one to the table, the old one through the view.
     for (id, name) in [(50_001, "new build"), (50_002, "old build")] {
         if id == 50_001 {
-            Customer::make(id, name.into(), 11).insert(&pool).await.unwrap();
+            Customer::make(id, name.into(), 11)
+                .insert(&pool)
+                .await
+                .unwrap();
         } else {
-            Client::make(id, name.into(), 12).insert(&pool).await.unwrap();
+            Client::make(id, name.into(), 12)
+                .insert(&pool)
+                .await
+                .unwrap();
         }
         expected
             .lock()
@@ -455,11 +464,7 @@ async fn an_old_build_starting_again_between_expand_and_contract_boots_against_t
     let (_db, pool) = database(10).await;
     seed(&pool).await;
     // Both builds in one state store, as in production.
-    let boot_old = || {
-        Evolver::new(pool.clone())
-            .model::<IndexedClient>()
-            .boot()
-    };
+    let boot_old = || Evolver::new(pool.clone()).model::<IndexedClient>().boot();
     boot_old().await.unwrap().wait().await.unwrap();
     let new = Evolver::new(pool.clone())
         .model::<Customer>()
@@ -471,20 +476,31 @@ async fn an_old_build_starting_again_between_expand_and_contract_boots_against_t
     // An instance of the old build restarts: its table name is the view's now.
     let old = boot_old().await.unwrap();
     old.wait().await.unwrap();
-    assert_eq!(snapshot(&pool, "customers").await, before, "nothing created or changed");
+    assert_eq!(
+        snapshot(&pool, "customers").await,
+        before,
+        "nothing created or changed"
+    );
     let row = IndexedClient {
         id: 70_001,
         name: "old build after restart".into(),
         visits: 31,
     };
     row.insert(&pool).await.unwrap();
-    assert_eq!(IndexedClient::find(&70_001, &pool).await.unwrap(), Some(row));
+    assert_eq!(
+        IndexedClient::find(&70_001, &pool).await.unwrap(),
+        Some(row)
+    );
     let seen = Customer::find(&70_001, &pool).await.unwrap().unwrap();
-    assert_eq!((seen.name.as_str(), seen.visits), ("old build after restart", 31));
+    assert_eq!(
+        (seen.name.as_str(), seen.visits),
+        ("old build after restart", 31)
+    );
 }
 
 #[tokio::test]
-async fn a_role_that_neither_owns_the_table_nor_may_create_in_its_schema_is_refused_with_both_grants() {
+async fn a_role_that_neither_owns_the_table_nor_may_create_in_its_schema_is_refused_with_both_grants()
+ {
     if child::in_child() {
         return;
     }
@@ -506,11 +522,15 @@ async fn a_role_that_neither_owns_the_table_nor_may_create_in_its_schema_is_refu
     };
     let grants: Vec<&str> = missing.iter().map(|m| m.grant.as_str()).collect();
     assert!(
-        grants.iter().any(|g| g.starts_with("ALTER TABLE \"public\".\"clients\" OWNER TO")),
+        grants
+            .iter()
+            .any(|g| g.starts_with("ALTER TABLE \"public\".\"clients\" OWNER TO")),
         "{grants:?}"
     );
     assert!(
-        grants.iter().any(|g| g.contains("CREATE ON SCHEMA \"public\"")),
+        grants
+            .iter()
+            .any(|g| g.contains("CREATE ON SCHEMA \"public\"")),
         "{grants:?}"
     );
     assert_eq!(snapshot(&admin, "clients").await, before, "nothing changed");
@@ -553,7 +573,9 @@ async fn neither_or_both_tables_is_drift_before_any_ddl() {
             .unwrap_err(),
     );
     assert!(
-        both.len() == 1 && both[0].contains("both the old table") && both[0].contains("remove `renamed_from`"),
+        both.len() == 1
+            && both[0].contains("both the old table")
+            && both[0].contains("remove `renamed_from`"),
         "{both:?}"
     );
     assert_eq!(snapshot(&pool, "clients").await, before, "nothing changed");
@@ -610,7 +632,10 @@ async fn the_view_carries_the_tables_grants_and_checks_the_callers_privileges() 
             .is_err(),
         "no INSERT was granted on the table, so none on the view"
     );
-    sqlx::raw_sql("RESET ROLE").execute(&mut *clerk).await.unwrap();
+    sqlx::raw_sql("RESET ROLE")
+        .execute(&mut *clerk)
+        .await
+        .unwrap();
     drop(clerk);
     let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
         .fetch_one(&pool)
@@ -672,7 +697,10 @@ async fn until_lock_waits(pool: &PgPool, relation: &str) {
         if waiting {
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "nothing waited");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing waited"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -695,7 +723,8 @@ async fn killed_at(scenario: &str) {
                 .await
                 .unwrap();
             blocker = Some(tx);
-            let process = ChildProcess::start("rename_table_child_process", scenario, db.url(), None);
+            let process =
+                ChildProcess::start("rename_table_child_process", scenario, db.url(), None);
             until_lock_waits(&pool, "clients").await;
             process
         }
@@ -737,12 +766,26 @@ async fn killed_at(scenario: &str) {
         _ => unreachable!(),
     };
     assert_eq!(recorded_phase(&pool).await, recorded, "{scenario}");
-    assert_eq!(relkind(&pool, "clients").await.as_deref(), old_kind, "{scenario}");
-    assert_eq!(relkind(&pool, "customers").await.as_deref(), new_kind, "{scenario}");
+    assert_eq!(
+        relkind(&pool, "clients").await.as_deref(),
+        old_kind,
+        "{scenario}"
+    );
+    assert_eq!(
+        relkind(&pool, "customers").await.as_deref(),
+        new_kind,
+        "{scenario}"
+    );
 
     // What the dead process left takes the old build's writes.
-    Client::make(60_001, "old build".into(), 21).insert(&pool).await.unwrap();
-    expected.lock().unwrap().insert(60_001, ("old build".into(), 21));
+    Client::make(60_001, "old build".into(), 21)
+        .insert(&pool)
+        .await
+        .unwrap();
+    expected
+        .lock()
+        .unwrap()
+        .insert(60_001, ("old build".into(), 21));
 
     let evolution = Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
@@ -755,16 +798,32 @@ async fn killed_at(scenario: &str) {
         evolution.wait().await.unwrap();
         assert_eq!(rename_step(&evolution).await.phase, Phase::Aborted);
         assert_eq!(snapshot(&pool, "clients").await, before, "{scenario}");
-        Customer::make(60_002, "new build".into(), 22).insert(&pool).await.unwrap();
-        expected.lock().unwrap().insert(60_002, ("new build".into(), 22));
+        Customer::make(60_002, "new build".into(), 22)
+            .insert(&pool)
+            .await
+            .unwrap();
+        expected
+            .lock()
+            .unwrap()
+            .insert(60_002, ("new build".into(), 22));
         assert_rows_match(&pool, "clients", &expected).await;
         return;
     }
-    Customer::make(60_002, "new build".into(), 22).insert(&pool).await.unwrap();
-    expected.lock().unwrap().insert(60_002, ("new build".into(), 22));
+    Customer::make(60_002, "new build".into(), 22)
+        .insert(&pool)
+        .await
+        .unwrap();
+    expected
+        .lock()
+        .unwrap()
+        .insert(60_002, ("new build".into(), 22));
     evolution.wait().await.unwrap();
     evolution.contract().await.unwrap();
-    assert_eq!(rename_step(&evolution).await.phase, Phase::Contract, "{scenario}");
+    assert_eq!(
+        rename_step(&evolution).await.phase,
+        Phase::Contract,
+        "{scenario}"
+    );
     assert_eq!(relkind(&pool, "clients").await, None, "{scenario}");
     assert_rows_match(&pool, "customers", &expected).await;
 }

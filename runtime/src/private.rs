@@ -14,8 +14,8 @@ pub use crate::error::Error;
 pub use crate::model::Evolve;
 pub use crate::registry::{DatabaseKey, InFlight, PhaseRegistry, registry_for};
 pub use crate::spec::{
-    CheckSpec, ColumnSpec, ComputeFn, Computed, EnumSpec, Fill, ForeignKeySpec, IndexMethod, IndexSpec,
-    ModelSpec, OnDelete, SetNotNull, TypeChange,
+    CheckSpec, ColumnSpec, ComputeFn, Computed, EnumSpec, Fill, ForeignKeySpec, IndexMethod,
+    IndexSpec, ModelSpec, OnDelete, SetNotNull, TypeChange,
 };
 pub use crate::state::{Action, PauseRow, RequestRow, Requests};
 pub use ::core::option::Option::{self, None, Some};

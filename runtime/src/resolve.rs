@@ -277,10 +277,12 @@ async fn renamed_table(
     problems: &mut Problems<'_>,
 ) -> Result<Renamed> {
     let Some(from) = model.renamed_from else {
-        return Ok(match crate::kinds::renamed_under(conn, recorded, model).await? {
-            Some(to) => Renamed::Under(to),
-            None => Renamed::No,
-        });
+        return Ok(
+            match crate::kinds::renamed_under(conn, recorded, model).await? {
+                Some(to) => Renamed::Under(to),
+                None => Renamed::No,
+            },
+        );
     };
     let (old, new) = crate::kinds::table_relations(conn, model.schema, from, model.table).await?;
     let (old_table, new_table) = (

@@ -57,7 +57,9 @@ pub(crate) fn copy_running_cluster(
     })
     .join()
     .map_err(|_| {
-        Error::io("copying the data directory")(std::io::Error::other("the copying thread panicked"))
+        Error::io("copying the data directory")(std::io::Error::other(
+            "the copying thread panicked",
+        ))
     })??;
     write_standby_settings(into, port)
 }
@@ -88,8 +90,7 @@ async fn backup(url: &str, from: &Path, into: &Path) -> Result<(), Error> {
         .await?
         .try_get("labelfile")?;
     copied?;
-    std::fs::write(into.join("backup_label"), label)
-        .map_err(Error::io("writing backup_label"))?;
+    std::fs::write(into.join("backup_label"), label).map_err(Error::io("writing backup_label"))?;
     copy_tree(&from.join("pg_wal"), &into.join("pg_wal"), false)?;
     session.close().await?;
     Ok(())

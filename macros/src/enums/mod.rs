@@ -80,7 +80,10 @@ mod tests {
                 Delivered,
             }
         });
-        assert!(out.contains("const SQL_TYPE : & 'static str = \"order_status\""), "{out}");
+        assert!(
+            out.contains("const SQL_TYPE : & 'static str = \"order_status\""),
+            "{out}"
+        );
         assert!(
             out.contains("labels : & [\"pending\" , \"in_transit\" , \"done\"]"),
             "{out}"

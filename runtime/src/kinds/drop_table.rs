@@ -29,7 +29,11 @@ pub(crate) fn dropped_table_model(schema: &'static str, table: &'static str) -> 
 /// A table declared dropped that a model of the same evolver still maps (or declared twice).
 pub(crate) fn dropped_table_conflicts(plans: &[Plan]) -> Vec<DriftProblem> {
     let mut problems = Vec::new();
-    for (i, dropped) in plans.iter().enumerate().filter(|(_, p)| p.model.table_dropped) {
+    for (i, dropped) in plans
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.model.table_dropped)
+    {
         if dropped.model.table.is_empty() || dropped.model.schema.is_empty() {
             problems.push(DriftProblem {
                 table: dropped.model.qualified_name(),

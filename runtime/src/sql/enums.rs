@@ -25,11 +25,7 @@ pub(crate) fn create_type(spec: &EnumSpec) -> Vec<Statement> {
 }
 
 fn create(spec: &EnumSpec) -> Statement {
-    let labels: Vec<String> = spec
-        .labels
-        .iter()
-        .map(|l| Literal(l).to_string())
-        .collect();
+    let labels: Vec<String> = spec.labels.iter().map(|l| Literal(l).to_string()).collect();
     Statement::unless(
         format!(
             "CREATE TYPE {} AS ENUM ({})",

@@ -63,7 +63,10 @@ pub(crate) fn expand(r: &TableRename<'_>) -> Vec<Statement> {
 
 /// Contract: the view under the old name (older builds, which use it, are gone by then).
 pub(crate) fn contract(r: &TableRename<'_>) -> Vec<Statement> {
-    vec![Statement::always(format!("DROP VIEW IF EXISTS {}", r.old_name()))]
+    vec![Statement::always(format!(
+        "DROP VIEW IF EXISTS {}",
+        r.old_name()
+    ))]
 }
 
 /// Abort, one transaction: the view, then the table back to its old name. Both idempotent, so
@@ -145,7 +148,10 @@ mod tests {
             to: "new",
         };
         let sql = &expand(&r)[1].sql;
-        assert!(sql.contains(r#"GRANT %s ON "public"."o''ld" TO %s"#), "{sql}");
+        assert!(
+            sql.contains(r#"GRANT %s ON "public"."o''ld" TO %s"#),
+            "{sql}"
+        );
         assert!(sql.contains(r#"'CREATE VIEW "public"."o''ld""#), "{sql}");
     }
 }

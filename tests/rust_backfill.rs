@@ -27,6 +27,34 @@ pub mod fill {
     pub fn contact_key(email: String, name: String) -> String {
         format!("{}#{}", email.to_lowercase(), name.chars().count())
     }
+
+    /// The row whose id this holds makes [`contact_key_or_panic`] panic (0: none).
+    pub static PANIC_ON: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+    /// [`contact_key`], with a bug: panics on the name of the row `PANIC_ON` names.
+    pub fn contact_key_or_panic(email: String, name: String) -> String {
+        let bad = PANIC_ON.load(std::sync::atomic::Ordering::SeqCst);
+        if bad != 0 && name == format!("Name {bad}") {
+            panic!("no key for {name}");
+        }
+        contact_key(email, name)
+    }
+}
+
+/// The same column, computed by a function that can panic.
+mod touchy {
+    use pgevolve::Evolve;
+
+    #[derive(Evolve, Debug, Clone, PartialEq)]
+    #[evolve(table = "contacts")]
+    pub struct Contact {
+        #[evolve(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub email: String,
+        #[evolve(backfill_with = "crate::fill::contact_key_or_panic", inputs("email", "name"))]
+        pub contact_key: String,
+    }
 }
 
 mod people {
@@ -533,9 +561,10 @@ async fn an_abort_while_validate_waits_for_an_old_build_is_prompt() {
 }
 
 /// The walks follow the database's health like SQL backfills: a transaction held open past the
-/// bound pauses them (no row is written meanwhile), and they finish once it commits.
+/// bound pauses them (no row is written meanwhile; the pause is recorded for `pgevolve status`
+/// and journaled), and they finish once it commits (the resume journaled, the record gone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_walk_pauses_while_an_old_transaction_holds_the_xmin_horizon() {
+async fn a_walk_pauses_recorded_and_journaled_while_an_old_transaction_holds_the_xmin_horizon() {
     if child::in_child() {
         return;
     }
@@ -583,10 +612,100 @@ async fn a_walk_pauses_while_an_old_transaction_holds_the_xmin_horizon() {
         paused_at,
         "no batch while the transaction is open"
     );
+    let recorded: Option<String> = sqlx::query_scalar(
+        "SELECT p.reason FROM pgevolve.health_pauses p \
+         JOIN pgevolve.steps s ON s.id = p.step_id WHERE s.kind = 'add_computed_column'",
+    )
+    .fetch_optional(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded.as_deref(),
+        Some("xmin_horizon"),
+        "the pause is recorded for pgevolve status"
+    );
     snapshot.commit().await.unwrap();
     evolution.wait().await.unwrap();
+    let journal: Vec<String> = sqlx::query_scalar(
+        "SELECT j.event FROM pgevolve.journal j JOIN pgevolve.steps s ON s.id = j.step_id \
+         WHERE s.kind = 'add_computed_column' AND j.event LIKE 'health %' ORDER BY j.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(journal, ["health paused", "health resumed"]);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pgevolve.health_pauses")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the record of the pause is gone once the walk goes on");
     evolution.contract().await.unwrap();
     assert_eq!(compare_every_row(&pool, &HashMap::new()).await, 30_000);
+}
+
+/// A function that panics does not unwind through the engine: the background work ends with an
+/// error naming the step, the function and the batch's keys, nothing of that batch is written,
+/// the service's accessors keep working, and a boot with the function fixed finishes the walk
+/// from the checkpoint with every row right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_function_stops_the_walk_with_an_error_naming_the_batch_and_writes_nothing_of_it()
+ {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(10).await;
+    create_table(&pool, 5_000).await;
+    fill::PANIC_ON.store(3_001, Ordering::SeqCst);
+    let options = BackfillOptions {
+        initial_batch_size: 100,
+        max_batch_size: 100,
+        pause: Duration::from_millis(1),
+        ..BackfillOptions::default()
+    };
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<touchy::Contact>()
+        .backfill_options(options.clone())
+        .boot()
+        .await
+        .unwrap();
+    let err = evolution.wait().await.unwrap_err().to_string();
+    for expected in [
+        "crate::fill::contact_key_or_panic",
+        "panicked on the batch of rows with keys 3001 to 3100",
+        "no key for Name 3001",
+        "table public.contacts",
+    ] {
+        assert!(err.contains(expected), "{expected:?} missing from: {err}");
+    }
+    let written: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT min(id), max(id) FROM contacts WHERE contact_key IS NOT NULL",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(written, [(1, 3_000)], "rows before the batch only");
+    // The service still serves through the new build's accessors.
+    let inserted = touchy::Contact {
+        id: 9_001,
+        name: "Written".into(),
+        email: "While@Stopped.ORG".into(),
+        contact_key: "set by the new build".into(),
+    };
+    inserted.insert(&pool).await.unwrap();
+
+    fill::PANIC_ON.store(0, Ordering::SeqCst);
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<touchy::Contact>()
+        .backfill_options(options)
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    evolution.contract().await.unwrap();
+    let wrote = HashMap::from([(9_001, "set by the new build".to_string())]);
+    assert_eq!(compare_every_row(&pool, &wrote).await, 5_001);
 }
 
 /// The kill test under a rolling deploy: an old build writes (raw SQL, from a registered

@@ -13,7 +13,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
 use crate::executor::is_retryable;
-use crate::health::{Breach, Health, Verdict};
+use crate::health_follower::{HealthFollower, journal_steps};
 use crate::options::{BackfillOptions, DdlOptions};
 use crate::progress::Progress;
 use crate::spec::ModelSpec;
@@ -68,11 +68,16 @@ impl Backfill<'_> {
             let table = model.qualified_name();
             telemetry::paused(&table, None);
             self.remaining(estimate - done);
-            let mut health = Health::new(self.options.health.clone());
-            // Waiting for the database's health: since when, and for which reason.
-            let mut health_paused: Option<HealthPause> = None;
+            let mut health = HealthFollower::new(
+                self.pool,
+                self.store,
+                self.steps(),
+                self.instance,
+                table.clone(),
+                self.options.health.clone(),
+            );
             // A pause left by an instance that died while paused.
-            self.clear_health_pause().await?;
+            health.end().await?;
             let steps_table = self.store.table("steps");
             // Consecutive cancelled batches at the smallest size (see below).
             let mut too_slow = 0u32;
@@ -91,18 +96,12 @@ impl Backfill<'_> {
                         rows = done,
                         "backfill stopped on request; it resumes from its checkpoint"
                     );
-                    if health_paused.is_some() {
-                        self.clear_health_pause().await?;
-                        telemetry::paused(&table, None);
-                    }
+                    health.end().await?;
                     return Ok(false);
                 }
                 let pass: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
-                let verdict = health.verdict(self.pool).await.clone();
-                if self
-                    .follow_health(&verdict, &mut health_paused, done, &table)
-                    .await?
-                {
+                let (verdict, wait) = health.before_batch(done).await?;
+                if wait {
                     // Waiting: the lease is still checked, so an abort or a lost leadership
                     // ends the wait.
                     if self.lease.check(&pass, &[]).await?.aborted {
@@ -110,7 +109,7 @@ impl Backfill<'_> {
                             rows = done,
                             "a step of this pass was aborted by another instance; the pass stops"
                         );
-                        self.clear_health_pause().await?;
+                        health.end().await?;
                         return Ok(false);
                     }
                     tokio::time::sleep(self.options.health.interval).await;
@@ -301,107 +300,13 @@ impl Backfill<'_> {
         self.journal(&event).await
     }
 
-    /// Acts on the health verdict before a batch: starts, changes or ends a wait (logged,
-    /// journaled, recorded in `health_pauses` for `pgevolve status`, and in the
-    /// [`telemetry::PAUSED`] gauge). Returns whether to wait instead of running the batch.
-    async fn follow_health(
-        &self,
-        verdict: &Verdict,
-        paused: &mut Option<HealthPause>,
-        done: i64,
-        table: &str,
-    ) -> Result<bool> {
-        match (verdict, paused.as_ref()) {
-            (Verdict::Pause(breach), current) => {
-                let reason = breach.signal.reason();
-                if current.is_none_or(|p| p.reason != reason) {
-                    let detail = breach.to_string();
-                    info!(
-                        reason,
-                        rows = done,
-                        "backfill paused: {detail}; it goes on by itself once back within the bound"
-                    );
-                    self.report(done, 0.0);
-                    telemetry::paused(table, Some(reason));
-                    self.record_health_pause(breach, &detail).await?;
-                    self.journal(&Event::HealthPaused {
-                        reason,
-                        detail: &detail,
-                        rows: done,
-                    })
-                    .await?;
-                    *paused = Some(HealthPause {
-                        reason,
-                        since: current.map_or_else(Instant::now, |p| p.since),
-                    });
-                }
-                Ok(true)
-            }
-            (_, Some(p)) => {
-                let waited = p.since.elapsed();
-                info!(
-                    reason = p.reason,
-                    rows = done,
-                    waited_seconds = waited.as_secs_f64(),
-                    "backfill resumed: back within its health bounds"
-                );
-                telemetry::paused(table, None);
-                self.clear_health_pause().await?;
-                self.journal(&Event::HealthResumed {
-                    reason: p.reason,
-                    paused: waited,
-                    rows: done,
-                })
-                .await?;
-                *paused = None;
-                Ok(false)
-            }
-            (_, None) => Ok(false),
-        }
-    }
-
-    /// Records why every step of the pass waits (nothing in a store without the table).
-    async fn record_health_pause(&self, breach: &Breach, detail: &str) -> Result<()> {
-        let steps: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
-        let sql = self
-            .store
-            .health_pauses()
-            .record_sql(&steps, breach.signal.reason(), detail);
-        self.health_pauses_write(sql).await
-    }
-
-    /// Removes the pass's recorded health pauses.
-    async fn clear_health_pause(&self) -> Result<()> {
-        let steps: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
-        let sql = self.store.health_pauses().clear_sql(&steps);
-        self.health_pauses_write(sql).await
-    }
-
-    async fn health_pauses_write(&self, sql: String) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
-            Ok(_) => Ok(()),
-            // A store bootstrapped by an older build (no `health_pauses` table): the log and
-            // the journal still say it.
-            Err(e) if crate::state::instances::is_missing_table(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Journals `event` for every step of the pass, in one message.
     async fn journal(&self, event: &Event<'_>) -> Result<()> {
-        let journal = self.store.journal();
-        let sql = self
-            .fills
-            .iter()
-            .map(|f| journal.insert_sql(Some(f.step.as_str()), event, self.instance))
-            .collect::<Vec<_>>()
-            .join(";\n");
-        let mut conn = self.pool.acquire().await?;
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        journal_steps(self.pool, self.store, &self.steps(), self.instance, event).await
+    }
+
+    fn steps(&self) -> Vec<&str> {
+        self.fills.iter().map(|f| f.step.as_str()).collect()
     }
 
     /// Where the pass starts: the recorded checkpoint and upper bound when every step of the
@@ -507,12 +412,6 @@ impl Backfill<'_> {
     fn in_pass(&self, step: &crate::step::StepId) -> bool {
         self.fills.iter().any(|f| &f.step == step)
     }
-}
-
-/// A backfill waiting for the database's health.
-struct HealthPause {
-    reason: &'static str,
-    since: Instant,
 }
 
 /// `57014`: the batch ran past its `statement_timeout`.

@@ -16,12 +16,12 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
 use crate::executor::is_retryable;
-use crate::health::{Health, Verdict};
+use crate::health_follower::{HealthFollower, journal_steps};
 use crate::options::{BackfillOptions, DdlOptions};
 use crate::progress::Progress;
 use crate::spec::{ColumnSpec, ComputeFn, ModelSpec};
 use crate::sql::{Helpers, computed};
-use crate::state::StateStore;
+use crate::state::{Event, StateStore};
 use crate::step::{Phase, StepId};
 use crate::telemetry;
 
@@ -43,6 +43,8 @@ pub(crate) struct ComputedFill<'a> {
     pub stop: &'a AtomicBool,
     /// The leader lock, checked before every batch; batches run on its session.
     pub lease: &'a crate::lease::Lease,
+    /// This instance, for the journal.
+    pub instance: &'a str,
 }
 
 /// How a walk ended.
@@ -130,48 +132,36 @@ impl ComputedFill<'_> {
         let started = Instant::now();
         let mut last_log = Instant::now();
         let mut paused = false;
-        let mut health = Health::new(self.options.health.clone());
-        // The reason of the health pause under way, if one.
-        let mut health_paused: Option<&'static str> = None;
+        // The database's health, as for SQL backfills: a breach waits before the next batch
+        // (the lease still checked), journaled and shown by `pgevolve status`; a strain
+        // stretches the pause.
+        let mut health = HealthFollower::new(
+            self.pool,
+            self.store,
+            id.to_vec(),
+            self.instance,
+            self.model.qualified_name(),
+            self.options.health.clone(),
+        );
+        // A pause left by an instance that died while paused.
+        health.end().await?;
         loop {
             if self.stop.load(Ordering::Acquire) {
                 info!(
                     rows = done,
                     "backfill stopped on request; it resumes from its checkpoint"
                 );
+                health.end().await?;
                 return Ok(Walk::Stopped);
             }
-            // The database's health, as for SQL backfills (`health.rs`): a breach waits before
-            // the next batch (the lease still checked), a strain stretches the pause.
-            let verdict = health.verdict(self.pool).await.clone();
-            match (&verdict, health_paused) {
-                (Verdict::Pause(breach), current) => {
-                    let reason = breach.signal.reason();
-                    if current != Some(reason) {
-                        info!(
-                            reason,
-                            rows = done,
-                            "backfill paused: {breach}; it goes on by itself once back within the bound"
-                        );
-                        telemetry::paused(&self.model.qualified_name(), Some(reason));
-                        health_paused = Some(reason);
-                    }
-                    if self.lease.check(&id, &[]).await?.aborted {
-                        return Ok(Walk::Stopped);
-                    }
-                    tokio::time::sleep(self.options.health.interval).await;
-                    continue;
+            let (verdict, wait) = health.before_batch(done).await?;
+            if wait {
+                if self.lease.check(&id, &[]).await?.aborted {
+                    health.end().await?;
+                    return Ok(Walk::Stopped);
                 }
-                (_, Some(reason)) => {
-                    info!(
-                        reason,
-                        rows = done,
-                        "backfill resumed: back within its health bounds"
-                    );
-                    telemetry::paused(&self.model.qualified_name(), None);
-                    health_paused = None;
-                }
-                (_, None) => {}
+                tokio::time::sleep(self.options.health.interval).await;
+                continue;
             }
             let mut session = self.lease.session().await;
             let checked = self.lease.check_session(&mut session, &id, &id).await?;
@@ -182,9 +172,23 @@ impl ComputedFill<'_> {
                 );
                 return Ok(Walk::Stopped);
             }
+            // An operator's pause (`pgevolve pause`), journaled as for SQL backfills.
             if checked.paused != paused {
                 paused = checked.paused;
-                info!(rows = done, paused, "backfill pause changed by an operator");
+                drop(session);
+                let before = format!("backfill batch, {done} rows filled");
+                let event = if paused {
+                    info!(rows = done, "backfill paused by an operator");
+                    self.progress.set_rows(|s| s == self.step, done, 0.0);
+                    telemetry::paused(&self.model.qualified_name(), Some("operator"));
+                    Event::Paused { before: &before }
+                } else {
+                    info!(rows = done, "backfill resumed");
+                    telemetry::paused(&self.model.qualified_name(), None);
+                    Event::Resumed { before: &before }
+                };
+                journal_steps(self.pool, self.store, &id, self.instance, &event).await?;
+                continue;
             }
             if paused {
                 drop(session);
@@ -281,6 +285,21 @@ impl ComputedFill<'_> {
                     }
                     .into());
                 }
+                Err(Failure::Panicked {
+                    first_key,
+                    last_key,
+                    message,
+                }) => {
+                    return Err(ErrorKind::BackfillFunctionPanicked {
+                        step: self.step.to_string(),
+                        table: self.model.qualified_name(),
+                        function: self.function().to_string(),
+                        first_key,
+                        last_key,
+                        message,
+                    }
+                    .into());
+                }
                 Err(Failure::Compute(source)) => {
                     return Err(ErrorKind::Statement {
                         step: self.step.to_string(),
@@ -364,11 +383,30 @@ impl ComputedFill<'_> {
             .collect::<sqlx::Result<Vec<String>>>()
             .map_err(Failure::Compute)?;
         query = query.bind(versions);
-        query = (self.compute)(&rows, query).map_err(Failure::Compute)?;
         let last = (0..k)
             .map(|i| text(last_row, &format!("__pgevolve_k{i}")))
             .collect::<sqlx::Result<Vec<String>>>()
             .map_err(Failure::Compute)?;
+        // The user's function runs on this task: a panic must end the backfill with an error
+        // naming the batch, not unwind through the engine (which would leave the leader lock to
+        // a dead task) or take the service down with it.
+        let compute = self.compute;
+        query = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            compute(&rows, query)
+        })) {
+            Ok(computed) => computed.map_err(Failure::Compute)?,
+            Err(panic) => {
+                let first = (0..k)
+                    .map(|i| text(&rows[0], &format!("__pgevolve_k{i}")))
+                    .collect::<sqlx::Result<Vec<String>>>()
+                    .map_err(Failure::Compute)?;
+                return Err(Failure::Panicked {
+                    first_key: key_text(&first),
+                    last_key: key_text(&last),
+                    message: panic_message(&*panic),
+                });
+            }
+        };
         query = query.bind(last.clone());
         let mut tx = conn.begin().await.map_err(Failure::Sql)?;
         sqlx::raw_sql(AssertSqlSafe(settings.to_string()))
@@ -385,6 +423,11 @@ impl ComputedFill<'_> {
         Ok(Some((rows.len() as i64, filled, last)))
     }
 
+    /// The function's path as written in `backfill_with`.
+    fn function(&self) -> &'static str {
+        self.column.computed.map_or("(unknown)", |c| c.function)
+    }
+
     fn adapt(&self, size: u32, elapsed: Duration) -> u32 {
         let target = self.options.target_batch_duration.as_secs_f64();
         let ratio = (target / elapsed.as_secs_f64().max(1e-4)).clamp(0.5, 1.25);
@@ -393,10 +436,36 @@ impl ComputedFill<'_> {
     }
 }
 
-/// Why a batch failed: the database, or reading the inputs / the function's adapter.
+/// Why a batch failed: the database, reading the inputs / the function's adapter, or a panic
+/// of the function.
 enum Failure {
     Sql(sqlx::Error),
     Compute(sqlx::Error),
+    Panicked {
+        first_key: String,
+        last_key: String,
+        message: String,
+    },
+}
+
+/// A key as people read it: `42`, or `(7, 42)` for a composite one.
+fn key_text(key: &[String]) -> String {
+    match key {
+        [one] => one.clone(),
+        many => format!("({})", many.join(", ")),
+    }
+}
+
+/// The text a panic carries (`panic!("...")` with or without arguments), or a note that it
+/// carries none.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }
 
 fn is_statement_timeout(e: &sqlx::Error) -> bool {

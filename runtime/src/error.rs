@@ -199,6 +199,29 @@ pub enum ErrorKind {
         source: sqlx::Error,
     },
 
+    /// The function of a backfill computed in Rust (`backfill_with`) panicked on a batch. The
+    /// batch wrote nothing and the checkpoint stays before it; the background work stops, and
+    /// the next boot starts again from the checkpoint.
+    #[error(
+        "step {step} (backfill) on table {table}: the backfill function {function} panicked on the batch of rows \
+         with keys {first_key} to {last_key}: {message}. Nothing of the batch was written and the backfill stopped \
+         at its checkpoint; fix the function (or those rows), then deploy and boot again"
+    )]
+    BackfillFunctionPanicked {
+        /// The step.
+        step: String,
+        /// `schema.table`.
+        table: String,
+        /// The function's path as written in `backfill_with`.
+        function: String,
+        /// The first and last primary key of the batch, as text.
+        first_key: String,
+        /// See `first_key`.
+        last_key: String,
+        /// The panic's message.
+        message: String,
+    },
+
     /// A concurrent index build failed (cancelled, connection lost, ...). What was done with the
     /// INVALID index it left is part of the message.
     #[error("step {step} ({phase}) on table {table}: building index {index} failed: {message}")]

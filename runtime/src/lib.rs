@@ -19,6 +19,7 @@ mod evolver;
 mod executor;
 mod failpoint;
 mod health;
+mod health_follower;
 mod ident;
 mod kinds;
 mod lease;

@@ -138,6 +138,7 @@ impl Engine {
             progress: &self.progress,
             stop: &self.stop,
             lease: &self.lease,
+            instance: &self.instance,
         })
     }
 

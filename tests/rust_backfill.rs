@@ -52,7 +52,10 @@ mod touchy {
         pub id: i64,
         pub name: String,
         pub email: String,
-        #[evolve(backfill_with = "crate::fill::contact_key_or_panic", inputs("email", "name"))]
+        #[evolve(
+            backfill_with = "crate::fill::contact_key_or_panic",
+            inputs("email", "name")
+        )]
         pub contact_key: String,
     }
 }
@@ -638,7 +641,10 @@ async fn a_walk_pauses_recorded_and_journaled_while_an_old_transaction_holds_the
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(left, 0, "the record of the pause is gone once the walk goes on");
+    assert_eq!(
+        left, 0,
+        "the record of the pause is gone once the walk goes on"
+    );
     evolution.contract().await.unwrap();
     assert_eq!(compare_every_row(&pool, &HashMap::new()).await, 30_000);
 }
@@ -678,12 +684,11 @@ async fn a_panicking_function_stops_the_walk_with_an_error_naming_the_batch_and_
     ] {
         assert!(err.contains(expected), "{expected:?} missing from: {err}");
     }
-    let written: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT min(id), max(id) FROM contacts WHERE contact_key IS NOT NULL",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let written: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT min(id), max(id) FROM contacts WHERE contact_key IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(written, [(1, 3_000)], "rows before the batch only");
     // The service still serves through the new build's accessors.
     let inserted = touchy::Contact {

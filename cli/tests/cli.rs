@@ -394,6 +394,106 @@ async fn status_plan_pause_resume_history_and_contract_through_the_binary() {
     assert_eq!(status["steps"][0]["phase"], "contract");
 }
 
+/// `pause STEP` pauses that step only: another table's backfill goes on and finishes while the
+/// paused one's checkpoint stands still, `status` marks only the paused step, and `resume STEP`
+/// lets it finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pause_of_one_step_holds_that_backfill_while_another_tables_backfill_finishes() {
+    const ROWS: i64 = 6_000;
+    let db = TestDatabase::new().await.expect("throwaway PostgreSQL");
+    let pool = db.pool(10).await.unwrap();
+    seed(&pool, "users", "email", ROWS).await;
+    seed(&pool, "orders", "sku", ROWS).await;
+    let evolution = Evolver::new(pool.clone())
+        .model::<users::User>()
+        .model::<orders::Order>()
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 100,
+            min_batch_size: 100,
+            max_batch_size: 100,
+            pause: Duration::from_millis(20),
+            ..BackfillOptions::default()
+        })
+        .boot()
+        .await
+        .unwrap();
+    let users_step = step_of(&evolution, "email_normalized").id.to_string();
+    let orders_step = step_of(&evolution, "sku_upper").id.to_string();
+
+    // Pause the users' backfill (the first in plan order) as soon as it is under way.
+    until(
+        &pool,
+        "SELECT rows_done > 0 FROM pgevolve.steps WHERE id = $1",
+        &users_step,
+        "the users' backfill starting",
+        Duration::from_secs(20),
+    )
+    .await;
+    pgevolve(
+        db.url(),
+        &["pause", &users_step[..8], "--reason", "users only"],
+    )
+    .await
+    .ok();
+    until(
+        &pool,
+        "SELECT EXISTS (SELECT FROM pgevolve.journal WHERE step_id = $1 AND event = 'paused')",
+        &users_step,
+        "the users' backfill pausing",
+        Duration::from_secs(10),
+    )
+    .await;
+    let held = checkpoint(&pool, &users_step).await;
+
+    // The orders' backfill is not held by it: it fills every row meanwhile.
+    until(
+        &pool,
+        "SELECT phase <> 'expand' FROM pgevolve.steps WHERE id = $1",
+        &orders_step,
+        "the orders' backfill finishing while the users' is paused",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        checkpoint(&pool, &users_step).await,
+        held,
+        "the paused step's checkpoint moved"
+    );
+    let status = pgevolve(db.url(), &["status", "--json", "--sample", "0"])
+        .await
+        .ok()
+        .json();
+    let paused_of = |step: &str| {
+        status["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == step)
+            .map(|s| s["paused"].clone())
+    };
+    assert_eq!(paused_of(&users_step), Some(Value::Bool(true)), "{status}");
+    assert_eq!(
+        paused_of(&orders_step),
+        Some(Value::Bool(false)),
+        "{status}"
+    );
+
+    // resume STEP: the users' backfill finishes from its checkpoint.
+    pgevolve(db.url(), &["resume", &users_step[..8]]).await.ok();
+    tokio::time::timeout(Duration::from_secs(60), evolution.wait())
+        .await
+        .expect("the backfills finished after resume")
+        .unwrap();
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM users WHERE email_normalized IS DISTINCT FROM lower(email)) \
+              + (SELECT count(*) FROM orders WHERE sku_upper IS DISTINCT FROM upper(sku))",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0);
+}
+
 /// The table's columns, constraints and triggers, to compare before and after an abort.
 async fn shape(pool: &PgPool, table: &str) -> Vec<String> {
     sqlx::query_scalar(

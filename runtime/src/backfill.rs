@@ -88,8 +88,6 @@ impl Backfill<'_> {
             let mut last_log = Instant::now();
             // One connection for the whole pass when not leading: no pool round trip per batch.
             let mut conn: Option<PoolConnection<Postgres>> = None;
-            // Stopped by an operator's pause at the last check.
-            let mut paused = false;
             loop {
                 if self.stop.load(Ordering::Acquire) {
                     info!(
@@ -124,29 +122,16 @@ impl Backfill<'_> {
                     );
                     return Ok(false);
                 }
-                // An operator's pause (`pgevolve pause`): wait before the next batch, holding
-                // the lease, and look again; the checkpoint stays where the last batch left it.
-                if checked.paused != paused {
-                    paused = checked.paused;
-                    let before = format!("backfill batch, {done} rows filled");
-                    let event = if paused {
-                        info!(rows = done, "backfill paused by an operator");
-                        self.report(done, 0.0);
-                        telemetry::paused(&table, Some("operator"));
-                        Event::Paused { before: &before }
-                    } else {
-                        info!(rows = done, "backfill resumed");
-                        telemetry::paused(&table, None);
-                        Event::Resumed { before: &before }
-                    };
+                // An operator's pause (`pgevolve pause`): the pass stops before its next batch,
+                // its checkpoint where the last batch left it, so the walk can go on with other
+                // tables (`evolver/background.rs` journals the pause and comes back).
+                if checked.paused {
                     drop(session);
-                    self.journal(&event).await?;
-                    continue;
-                }
-                if paused {
-                    drop(session);
-                    tokio::time::sleep(crate::lease::PAUSED_POLL).await;
-                    continue;
+                    info!(rows = done, "backfill paused by an operator");
+                    self.report(done, 0.0);
+                    telemetry::paused(&table, Some("operator"));
+                    health.end().await?;
+                    return Ok(false);
                 }
                 let sql = sql::backfill::batch(
                     model,

@@ -16,12 +16,12 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
 use crate::executor::is_retryable;
-use crate::health_follower::{HealthFollower, journal_steps};
+use crate::health_follower::HealthFollower;
 use crate::options::{BackfillOptions, DdlOptions};
 use crate::progress::Progress;
 use crate::spec::{ColumnSpec, ComputeFn, ModelSpec};
 use crate::sql::{Helpers, computed};
-use crate::state::{Event, StateStore};
+use crate::state::StateStore;
 use crate::step::{Phase, StepId};
 use crate::telemetry;
 
@@ -131,7 +131,7 @@ impl ComputedFill<'_> {
         let (mut attempts, mut too_slow) = (0u32, 0u32);
         let started = Instant::now();
         let mut last_log = Instant::now();
-        let mut paused = false;
+        telemetry::paused(&self.model.qualified_name(), None);
         // The database's health, as for SQL backfills: a breach waits before the next batch
         // (the lease still checked), journaled and shown by `pgevolve status`; a strain
         // stretches the pause.
@@ -172,28 +172,15 @@ impl ComputedFill<'_> {
                 );
                 return Ok(Walk::Stopped);
             }
-            // An operator's pause (`pgevolve pause`), journaled as for SQL backfills.
-            if checked.paused != paused {
-                paused = checked.paused;
+            // An operator's pause (`pgevolve pause`): stop before the next batch, as SQL
+            // backfills do; the walk journals it and comes back once it is lifted.
+            if checked.paused {
                 drop(session);
-                let before = format!("backfill batch, {done} rows filled");
-                let event = if paused {
-                    info!(rows = done, "backfill paused by an operator");
-                    self.progress.set_rows(|s| s == self.step, done, 0.0);
-                    telemetry::paused(&self.model.qualified_name(), Some("operator"));
-                    Event::Paused { before: &before }
-                } else {
-                    info!(rows = done, "backfill resumed");
-                    telemetry::paused(&self.model.qualified_name(), None);
-                    Event::Resumed { before: &before }
-                };
-                journal_steps(self.pool, self.store, &id, self.instance, &event).await?;
-                continue;
-            }
-            if paused {
-                drop(session);
-                tokio::time::sleep(crate::lease::PAUSED_POLL).await;
-                continue;
+                info!(rows = done, "backfill paused by an operator");
+                self.progress.set_rows(|s| s == self.step, done, 0.0);
+                telemetry::paused(&self.model.qualified_name(), Some("operator"));
+                health.end().await?;
+                return Ok(Walk::Stopped);
             }
             let read_sql = computed::read(
                 self.model,

@@ -235,6 +235,24 @@ impl Engine {
                 .into());
             }
             self.advance(step, next, overriding).await?;
+            // A runner that returned without recording its phase stopped before its work was
+            // done: an operator's pause, a stop, or an abort by another instance (which records
+            // its own phase). Calling it again at once would only spin.
+            let mut conn = self.evolver.pool.acquire().await?;
+            let after = self.recorded_phase(&mut conn, step).await?;
+            drop(conn);
+            if after == done {
+                return Err(ErrorKind::NotReady {
+                    step: step.id.to_string(),
+                    table: step.model.qualified_name(),
+                    phase: done.to_string(),
+                    message: format!(
+                        "{next} stopped before it finished: the step is paused (`pgevolve resume` lifts it) or this \
+                         evolution was stopped; try again once it goes on"
+                    ),
+                }
+                .into());
+            }
         }
     }
 

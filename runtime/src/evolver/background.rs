@@ -1,6 +1,7 @@
 //! The background work: under the leader lock, walk every step with work after boot; without
 //! it, follow the leader and take over from its checkpoint when it goes away.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -12,7 +13,7 @@ use crate::plan::PlannedStep;
 use crate::sql;
 use crate::sql::backfill::FillColumn;
 use crate::state::Event;
-use crate::step::Phase;
+use crate::step::{Phase, StepId};
 /// The wait after the first transient error in a row; it doubles with each next one.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// The longest wait between two tries after transient errors: short enough that the work goes
@@ -203,59 +204,83 @@ impl Engine {
     /// contract waits for the deploy window (`auto_contract`) is left for later and the others go
     /// on; the walk then says how long until the window opens, so the caller can wait without
     /// holding the leader lock.
+    ///
+    /// A step an operator paused (`pgevolve pause STEP`) is passed over, with the steps after it
+    /// on the same table (they may build on it); steps on other tables go on, and the walk comes
+    /// back to the paused ones every [`crate::lease::PAUSED_POLL`], holding the lease, until the
+    /// pause is lifted. A pause of every step passes over them all.
     pub(super) async fn walk(&self, goal: Phase) -> Result<Walked> {
         self.finish_interrupted_aborts().await?;
         let mut window: Option<Duration> = None;
         let steps = self.background_steps();
         // The steps an abort by another instance would concern: those not aborted yet.
         let mut watched = self.not_aborted(&steps).await?;
-        // Stopped by an operator's pause at the last check.
-        let mut paused = false;
-        'steps: for step in steps.iter() {
-            loop {
-                if self.stop.load(std::sync::atomic::Ordering::Acquire) {
-                    return Ok(Walked::Done);
+        // Steps whose pause was journaled (and not its lifting yet).
+        let mut paused: HashSet<StepId> = HashSet::new();
+        // Contracts found waiting for the deploy window: not tried again in this walk.
+        let mut closed_window: HashSet<StepId> = HashSet::new();
+        loop {
+            // Tables with a paused step this round: their later steps wait too.
+            let mut held: HashSet<(&str, &str)> = HashSet::new();
+            'steps: for step in steps.iter() {
+                let table = (step.model.schema, step.model.table);
+                loop {
+                    if self.stop.load(std::sync::atomic::Ordering::Acquire) {
+                        return Ok(Walked::Done);
+                    }
+                    let mut conn = self.evolver.pool.acquire().await?;
+                    let done = self.recorded_phase(&mut conn, step).await?;
+                    drop(conn);
+                    self.set_phase(&step.id, done);
+                    let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
+                        break;
+                    };
+                    if held.contains(&table) || closed_window.contains(&step.id) {
+                        continue 'steps;
+                    }
+                    let ids: Vec<&str> = watched.iter().map(String::as_str).collect();
+                    let checked = self.lease.check(&ids, &[step.id.as_str()]).await?;
+                    if checked.aborted {
+                        // Another instance aborted a step: drop what it added before going on.
+                        self.finish_interrupted_aborts().await?;
+                        watched = self.not_aborted(&steps).await?;
+                        continue;
+                    }
+                    // An operator's pause: journaled once when it starts and once when it is
+                    // lifted; a backfill under way stops before its next batch (keeping its
+                    // checkpoint) and comes back here.
+                    if checked.paused != paused.contains(&step.id) {
+                        self.journal_pause(step, next, checked.paused).await?;
+                        if checked.paused {
+                            paused.insert(step.id.clone());
+                        } else {
+                            paused.remove(&step.id);
+                        }
+                    }
+                    if checked.paused {
+                        held.insert(table);
+                        continue 'steps;
+                    }
+                    // The background walk never overrides the window.
+                    let result = self.advance(step, next, None).await;
+                    if let Err(e) = &result
+                        && let ErrorKind::OutsideDeployWindow { closed, .. } = e.kind()
+                    {
+                        info!(step = %step.id, "contract waits for the deploy window: it {}", closed.opens);
+                        let wait = closed
+                            .wait
+                            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+                        window = Some(window.map_or(wait, |w| w.min(wait)));
+                        closed_window.insert(step.id.clone());
+                        continue 'steps;
+                    }
+                    result?;
                 }
-                let mut conn = self.evolver.pool.acquire().await?;
-                let done = self.recorded_phase(&mut conn, step).await?;
-                drop(conn);
-                self.set_phase(&step.id, done);
-                let Some(next) = step.kind.next_phase(done).filter(|p| *p <= goal) else {
-                    break;
-                };
-                let ids: Vec<&str> = watched.iter().map(String::as_str).collect();
-                let checked = self.lease.check(&ids, &[step.id.as_str()]).await?;
-                if checked.aborted {
-                    // Another instance aborted a step: drop what it added before going on.
-                    self.finish_interrupted_aborts().await?;
-                    watched = self.not_aborted(&steps).await?;
-                    continue;
-                }
-                // An operator's pause (`pgevolve pause`): wait before the phase, holding the
-                // lease (aborts are still carried out above), and look again.
-                if checked.paused != paused {
-                    paused = checked.paused;
-                    self.journal_pause(step, next, paused).await?;
-                    continue;
-                }
-                if paused {
-                    tokio::time::sleep(crate::lease::PAUSED_POLL).await;
-                    continue;
-                }
-                // The background walk never overrides the window.
-                let result = self.advance(step, next, None).await;
-                if let Err(e) = &result
-                    && let ErrorKind::OutsideDeployWindow { closed, .. } = e.kind()
-                {
-                    info!(step = %step.id, "contract waits for the deploy window: it {}", closed.opens);
-                    let wait = closed
-                        .wait
-                        .clamp(Duration::from_secs(1), Duration::from_secs(60));
-                    window = Some(window.map_or(wait, |w| w.min(wait)));
-                    continue 'steps;
-                }
-                result?;
             }
+            if held.is_empty() {
+                break;
+            }
+            tokio::time::sleep(crate::lease::PAUSED_POLL).await;
         }
         // Steps another instance aborted while this walk ran.
         self.finish_interrupted_aborts().await?;

@@ -478,6 +478,16 @@ pub async fn watch(store: &mut Store, interval: f64, json: bool) -> Result<(), C
         let steps = store.steps().await?;
         let pauses = store.pauses().await?;
         let paused = |id: &str| pauses.iter().any(|p| p.scope == "*" || p.scope == id);
+        // Backfills waiting for the database's health, shown next to their state.
+        let health = store.health_pauses().await?;
+        let waiting = |id: &str| health.iter().find(|h| h.step == id);
+        let state = |s: &Step, paused: bool| {
+            let mut out = render::state(s, paused);
+            if let Some(h) = waiting(&s.id).filter(|_| !s.settled()) {
+                out.push_str(&format!(" [WAITING FOR HEALTH: {}] {}", h.reason, h.detail));
+            }
+            out
+        };
         let now = Instant::now();
         let mut rates: HashMap<String, f64> = HashMap::new();
         for s in &steps {
@@ -495,6 +505,9 @@ pub async fn watch(store: &mut Store, interval: f64, json: bool) -> Result<(), C
                     json!({
                         "id": s.id, "phase": s.phase, "state": render::state(s, false),
                         "paused": paused(&s.id) && !s.settled(),
+                        "health_pause": waiting(&s.id).filter(|_| !s.settled()).map(|h| json!({
+                            "reason": h.reason, "detail": h.detail, "seconds": h.secs,
+                        })),
                         "rows_done": s.rows_done, "rows_estimated": s.rows_estimated,
                         "rows_per_second": rates.get(&s.id),
                         "eta_seconds": render::eta(s, rates.get(&s.id).copied()),
@@ -516,7 +529,7 @@ pub async fn watch(store: &mut Store, interval: f64, json: bool) -> Result<(), C
                 });
                 bar.set_length(s.rows_estimated.unwrap_or(0).max(s.rows_done).max(0) as u64);
                 bar.set_position(s.rows_done.max(0) as u64);
-                bar.set_message(render::state(s, paused(&s.id)));
+                bar.set_message(state(s, paused(&s.id)));
             }
         } else {
             for s in &steps {
@@ -535,7 +548,7 @@ pub async fn watch(store: &mut Store, interval: f64, json: bool) -> Result<(), C
                     "{}  phase {}: {}{rows}",
                     s.id,
                     s.phase,
-                    render::state(s, paused(&s.id)),
+                    state(s, paused(&s.id)),
                 );
             }
         }

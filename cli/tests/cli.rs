@@ -85,6 +85,33 @@ async fn pgevolve(url: &str, args: &[&str]) -> Run {
     .unwrap()
 }
 
+/// The first line `pgevolve args...` prints (for `watch`, which runs until the work is done):
+/// read from the running binary, which is then killed.
+async fn watch_first_line(url: &str, args: &[&str]) -> String {
+    use std::io::BufRead;
+    let url = url.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pgevolve"))
+            .args(&args)
+            .env("DATABASE_URL", &url)
+            .env_remove("PGEVOLVE_STATE_SCHEMA")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the pgevolve binary runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        line
+    })
+    .await
+    .unwrap()
+}
+
 async fn seed(pool: &PgPool, table: &str, column: &str, rows: i64) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE {table} (id bigint PRIMARY KEY, {column} text NOT NULL);
@@ -703,6 +730,18 @@ async fn status_shows_a_backfill_waiting_for_an_open_snapshot_until_it_commits()
             .as_str()
             .is_some_and(|d| d.contains("has had a transaction open for")),
         "{status}"
+    );
+    // watch shows the wait too: its first look, as text and as JSON.
+    let first = watch_first_line(db.url(), &["watch", "--interval", "0.2"]).await;
+    assert!(
+        first.contains(&id) && first.contains("[WAITING FOR HEALTH: xmin_horizon] session "),
+        "{first}"
+    );
+    let first: Value =
+        serde_json::from_str(&watch_first_line(db.url(), &["watch", "--json"]).await).unwrap();
+    assert_eq!(
+        first["steps"][0]["health_pause"]["reason"], "xmin_horizon",
+        "{first}"
     );
 
     snapshot.commit().await.unwrap();

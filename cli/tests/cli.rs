@@ -42,6 +42,21 @@ mod orders {
     }
 }
 
+mod customers {
+    use pgevolve::Evolve;
+
+    /// `customers.name` renamed to `full_name`, switched and contracted through the CLI.
+    #[derive(Evolve)]
+    #[evolve(table = "customers")]
+    #[allow(dead_code)]
+    pub struct Customer {
+        #[evolve(primary_key)]
+        pub id: i64,
+        #[evolve(renamed_from = "name")]
+        pub full_name: String,
+    }
+}
+
 /// What one run of the binary gave.
 #[derive(Debug)]
 struct Run {
@@ -519,6 +534,74 @@ async fn pause_of_one_step_holds_that_backfill_while_another_tables_backfill_fin
     .await
     .unwrap();
     assert_eq!(wrong, 0);
+}
+
+/// `switch` then `contract` of a rename through the binary, carried out by the live instance:
+/// the phases are recorded, the instance's accessors follow them (a row an old build wrote to
+/// the old column reads back through the new name at every phase), the old column is gone after
+/// contract, and `history` shows both requests done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switch_then_contract_of_a_rename_through_the_binary_take_effect_in_the_live_instance() {
+    let db = TestDatabase::new().await.expect("throwaway PostgreSQL");
+    let pool = db.pool(10).await.unwrap();
+    seed(&pool, "customers", "name", 1_000).await;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(pgevolve::DeployWindow::always())
+        .model::<customers::Customer>()
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    let id = step_of(&evolution, "full_name").id.to_string();
+    let phase = || async {
+        sqlx::query_scalar::<_, String>("SELECT phase FROM pgevolve.steps WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let read = || async {
+        customers::Customer::find(&7, &pool)
+            .await
+            .unwrap()
+            .expect("row 7")
+            .full_name
+    };
+    // An old build writes the old column; the new build reads it through the new name.
+    sqlx::query("UPDATE customers SET name = 'Written by the old build' WHERE id = 7")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(read().await, "Written by the old build");
+
+    let switched = pgevolve(db.url(), &["switch", "--json"]).await.ok().json();
+    assert_eq!(switched["outcome"], "done", "{switched}");
+    assert_eq!(phase().await, "switch");
+    assert_eq!(read().await, "Written by the old build");
+
+    let contracted = pgevolve(db.url(), &["contract", "--json"]).await.ok().json();
+    assert_eq!(contracted["outcome"], "done", "{contracted}");
+    assert_eq!(phase().await, "contract");
+    let old_column: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'customers'::regclass \
+         AND attname = 'name' AND NOT attisdropped",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(old_column, 0, "the old column is gone after contract");
+    assert_eq!(read().await, "Written by the old build");
+
+    let history = pgevolve(db.url(), &["history", "--json"]).await.ok().json();
+    let events: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for done in ["request switch done", "request contract done"] {
+        assert!(events.contains(&done), "no {done:?} in {events:?}");
+    }
 }
 
 /// The table's columns, constraints and triggers, to compare before and after an abort.

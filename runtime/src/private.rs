@@ -124,6 +124,12 @@ where
 pub trait ReadField: Sized {
     /// Reads column `index` of `row`.
     fn read_from(row: &PgRow, index: usize) -> Result<Self, sqlx::Error>;
+
+    /// Reads column `index` of `row` without sqlx's check of the column's type against the
+    /// field's: for an enum read as text while it renames a label (see [`read_column`]).
+    fn read_unchecked(row: &PgRow, index: usize) -> Result<Self, sqlx::Error> {
+        Self::read_from(row, index)
+    }
 }
 
 #[diagnostic::do_not_recommend]
@@ -133,5 +139,47 @@ where
 {
     fn read_from(row: &PgRow, index: usize) -> Result<Self, sqlx::Error> {
         sqlx::Row::try_get(row, index)
+    }
+
+    fn read_unchecked(row: &PgRow, index: usize) -> Result<Self, sqlx::Error> {
+        sqlx::Row::try_get_unchecked(row, index)
+    }
+}
+
+/// Whether the accessors send and read values of `T` as text: an enum that renames a label,
+/// whose new label the type lacks until the contract (a parameter typed as the enum is checked
+/// against the type's labels before any SQL around it runs). The accessors' SQL maps the labels
+/// and casts (see `access::ModelSql`).
+const fn as_text<T: ColumnType + ?Sized>() -> bool {
+    match T::ENUM {
+        Some(spec) => !spec.renamed.is_empty(),
+        None => false,
+    }
+}
+
+/// In a generated accessor: binds a field whose type has a [`ColumnType`] (no `sql_type`).
+pub fn bind_column<'q, T>(
+    value: &T,
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+where
+    T: BindField + ColumnType,
+{
+    if as_text::<T>() {
+        query.bind(value.enum_label())
+    } else {
+        value.bind_to(query)
+    }
+}
+
+/// In a generated accessor: reads a field whose type has a [`ColumnType`] (no `sql_type`).
+pub fn read_column<T>(row: &PgRow, index: usize) -> Result<T, sqlx::Error>
+where
+    T: ReadField + ColumnType,
+{
+    if as_text::<T>() {
+        T::read_unchecked(row, index)
+    } else {
+        T::read_from(row, index)
     }
 }

@@ -10,6 +10,21 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
+/// Binds field `f` of `value`: through its `ColumnType` when it has no `sql_type`, so that an
+/// enum renaming a label is sent as text (`__private::bind_column`).
+fn bind(f: &crate::ast::Field, value: &TokenStream, private: &Private) -> TokenStream {
+    let (name, ty) = (f.ident, f.ty);
+    let private = private.spanned(ty.span());
+    match &f.attrs.sql_type {
+        Some(_) => {
+            quote_spanned!(ty.span()=> query = <#ty as #private::BindField>::bind_to(&#value.#name, query);)
+        }
+        None => {
+            quote_spanned!(ty.span()=> query = #private::bind_column::<#ty>(&#value.#name, query);)
+        }
+    }
+}
+
 pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
     let ident = model.ident;
     // Binding and reading go through traits with their own messages, spanned at each field's
@@ -19,9 +34,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             .fields
             .iter()
             .map(|f| {
-                let (name, ty) = (f.ident, f.ty);
-                let private = private.spanned(ty.span());
-                quote_spanned!(ty.span()=> query = <#ty as #private::BindField>::bind_to(&#value.#name, query);)
+                bind(f, &value, private)
             })
             .collect()
     };
@@ -42,9 +55,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             .iter()
             .filter(|f| f.attrs.generated.is_none())
             .map(|f| {
-                let (name, ty) = (f.ident, f.ty);
-                let private = private.spanned(ty.span());
-                quote_spanned!(ty.span()=> query = <#ty as #private::BindField>::bind_to(&self.#name, query);)
+                bind(f, &quote!(self), private)
             })
             .collect();
         let doc = format!(
@@ -81,7 +92,11 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             }
             let (name, ty) = (f.ident, f.ty);
             let private = private.spanned(ty.span());
-            quote_spanned!(ty.span()=> #name: <#ty as #private::ReadField>::read_from(__pgevolve_row, #i)?)
+            match &f.attrs.sql_type {
+                Some(_) => quote_spanned!(ty.span()=> #name: <#ty as #private::ReadField>::read_from(__pgevolve_row, #i)?),
+                // Through its `ColumnType`: an enum renaming a label is read as text.
+                None => quote_spanned!(ty.span()=> #name: #private::read_column::<#ty>(__pgevolve_row, #i)?),
+            }
         })
         .collect();
     let keys: Vec<_> = model

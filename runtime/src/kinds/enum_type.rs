@@ -6,7 +6,8 @@
 //! Resolving it also checks the labels: a type of that name that is not an enum, or an enum with
 //! labels the Rust enum does not know, is drift, unless a newer build's recorded step added the
 //! label (an older build booting during a rolling deploy or a rollback: it never writes the
-//! label; reading a row that has it fails to decode in that build only).
+//! label; reading a row that has it fails to decode in that build only). The old name of a
+//! label this build renames (`enum_rename.rs`) is known until the rename's contract.
 
 use super::resolving::BoxFuture;
 use super::{Kind, NewTablePart, PlannedPhase, Resolving, Shown};
@@ -30,10 +31,17 @@ pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
         }
         seen.push(spec);
         kinds.push(StepKind::CreateEnum(spec));
+        // A renamed label is not added: the rename gives the type its new name at contract.
         kinds.extend(
             spec.labels
                 .iter()
+                .filter(|label| spec.renamed_from(label).is_none())
                 .map(|label| StepKind::AddEnumValue(spec, label)),
+        );
+        kinds.extend(
+            spec.renamed
+                .iter()
+                .map(|(new, old)| StepKind::RenameEnumValue(spec, new, old)),
         );
     }
     kinds
@@ -96,6 +104,8 @@ impl Kind for CreateEnum {
                 .labels
                 .iter()
                 .filter(|l| !spec.labels.contains(&l.as_str()))
+                // The old name of a label this build renames, until the rename's contract.
+                .filter(|l| !spec.renamed.iter().any(|(_, old)| old == l))
                 .filter(|l| !added_by_newer_build(cx, spec, l))
                 .map(|l| Literal(l).to_string())
                 .collect();

@@ -240,7 +240,8 @@ struct Parcel {
 /// its old name and the old name read back as the new label; from contract on, a cast only.
 #[test]
 fn an_enum_renaming_a_label_is_written_and_read_through_its_old_name_until_contract() {
-    let mapped_write = "CAST(CASE $2 WHEN 'Dispatched' THEN 'Shipped' ELSE $2 END AS \"public\".\"parcel_state\")";
+    let mapped_write =
+        "CAST(CASE $2 WHEN 'Dispatched' THEN 'Shipped' ELSE $2 END AS \"public\".\"parcel_state\")";
     let mapped_read = "(CASE CAST(\"state\" AS text) WHEN 'Shipped' THEN 'Dispatched' ELSE CAST(\"state\" AS text) END) AS \"state\"";
     for phase in [
         Phase::Pending,
@@ -251,8 +252,18 @@ fn an_enum_renaming_a_label_is_written_and_read_through_its_old_name_until_contr
     ] {
         let sql = ModelSql::build(Parcel::model(), |_| Some(phase));
         let mapped = phase != Phase::Contract;
-        assert_eq!(sql.insert.contains(mapped_write), mapped, "{phase}: {}", sql.insert);
-        assert_eq!(sql.select_list.contains(mapped_read), mapped, "{phase}: {}", sql.select_list);
+        assert_eq!(
+            sql.insert.contains(mapped_write),
+            mapped,
+            "{phase}: {}",
+            sql.insert
+        );
+        assert_eq!(
+            sql.select_list.contains(mapped_read),
+            mapped,
+            "{phase}: {}",
+            sql.select_list
+        );
         if !mapped {
             assert_eq!(
                 sql.insert,

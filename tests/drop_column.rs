@@ -606,7 +606,10 @@ async fn kill_old_build(process: ChildProcess, pool: &PgPool, expected: &Expecte
     .await
     .unwrap();
     let last = last.expect("the old build's process wrote rows");
-    assert!(last >= reported.unwrap_or(OLD_PROCESS), "a reported write is missing");
+    assert!(
+        last >= reported.unwrap_or(OLD_PROCESS),
+        "a reported write is missing"
+    );
     assert_eq!(
         count,
         last - OLD_PROCESS + 1,
@@ -631,7 +634,9 @@ async fn a_drop_killed_at_expand_retire_or_contract_is_finished_by_the_next_boot
         let expected = seeded_expectation();
         // The old build, deployed before the new one and running through the window.
         let mut old = ChildProcess::start(entry, "old", db.url(), None);
-        old.wait_for("WROTE ", |n| n.trim().parse::<i64>().unwrap() >= OLD_PROCESS + 20);
+        old.wait_for("WROTE ", |n| {
+            n.trim().parse::<i64>().unwrap() >= OLD_PROCESS + 20
+        });
         match scenario {
             "expand" => {
                 let mut c = ChildProcess::start(entry, "expand", db.url(), None);
@@ -644,12 +649,18 @@ async fn a_drop_killed_at_expand_retire_or_contract_is_finished_by_the_next_boot
                 let c = ChildProcess::start(entry, "contract", db.url(), None);
                 let started = std::time::Instant::now();
                 while recorded_phase(&pool).await.as_deref() != Some("retire") {
-                    assert!(started.elapsed() < Duration::from_secs(60), "never at retire");
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "never at retire"
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 // The contract waits for the old build, which still writes the column.
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                assert!(column_exists(&pool).await, "{scenario}: nothing dropped yet");
+                assert!(
+                    column_exists(&pool).await,
+                    "{scenario}: nothing dropped yet"
+                );
                 c.kill();
                 kill_old_build(old, &pool, &expected).await;
             }
@@ -660,10 +671,24 @@ async fn a_drop_killed_at_expand_retire_or_contract_is_finished_by_the_next_boot
             }
         }
         child::until_no_advisory_lock(&pool).await;
-        let at_kill = if scenario == "expand" { "expand" } else { "retire" };
-        assert_eq!(recorded_phase(&pool).await.as_deref(), Some(at_kill), "{scenario}");
-        assert!(column_exists(&pool).await, "{scenario}: nothing dropped before contract");
-        assert!(!legacy_not_null(&pool).await, "{scenario}: expand relaxed NOT NULL");
+        let at_kill = if scenario == "expand" {
+            "expand"
+        } else {
+            "retire"
+        };
+        assert_eq!(
+            recorded_phase(&pool).await.as_deref(),
+            Some(at_kill),
+            "{scenario}"
+        );
+        assert!(
+            column_exists(&pool).await,
+            "{scenario}: nothing dropped before contract"
+        );
+        assert!(
+            !legacy_not_null(&pool).await,
+            "{scenario}: expand relaxed NOT NULL"
+        );
 
         // The next boot, in this process, with the new build writing.
         let evolution = evolver(&pool).boot().await.unwrap();
@@ -673,7 +698,10 @@ async fn a_drop_killed_at_expand_retire_or_contract_is_finished_by_the_next_boot
         let (ok, errors) = new.finish().await;
         assert!(errors.is_empty(), "{scenario}: {errors:?}");
         assert!(ok > 20, "{scenario}: only {ok} writes");
-        assert!(!column_exists(&pool).await, "{scenario}: dropped at contract");
+        assert!(
+            !column_exists(&pool).await,
+            "{scenario}: dropped at contract"
+        );
         assert_eq!(drop_step(&evolution).await.phase, Phase::Contract);
         assert_rows_match(&pool, &expected, false).await;
     }

@@ -233,12 +233,11 @@ fn stored(written: &str, renamed: bool) -> String {
 /// With every writer stopped: every row holds what the write named by its note wrote (or its
 /// seed), under the label's name of the moment, and every inserted row is there.
 async fn assert_every_row_as_written(pool: &PgPool, log: &Log, renamed: bool) {
-    let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, note, status::text, previous::text FROM orders ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let rows: Vec<(i64, String, String, Option<String>)> =
+        sqlx::query_as("SELECT id, note, status::text, previous::text FROM orders ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     let log = log.lock().unwrap();
     let ids: std::collections::HashSet<i64> = rows.iter().map(|r| r.0).collect();
     for (id, note, status, previous) in &rows {
@@ -325,7 +324,12 @@ async fn a_label_is_renamed_at_contract_while_old_and_new_builds_write_the_same_
     tokio::time::sleep(Duration::from_millis(300)).await;
     evolution.contract().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    ok += stop_all(new.into_iter().map(|w| (w, "new build around contract")).collect()).await;
+    ok += stop_all(
+        new.into_iter()
+            .map(|w| (w, "new build around contract"))
+            .collect(),
+    )
+    .await;
     assert!(ok > 200, "only {ok} writes");
     assert_eq!(labels(&pool).await, ["Pending", NEW, "Delivered"]);
     assert_every_row_as_written(&pool, &log, true).await;
@@ -490,10 +494,7 @@ async fn both_labels_or_neither_are_drift_reported_before_any_ddl() {
             panic!("expected drift, got {err}")
         };
         let messages: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        assert!(
-            messages.iter().any(|m| m.contains(problem)),
-            "{messages:?}"
-        );
+        assert!(messages.iter().any(|m| m.contains(problem)), "{messages:?}");
         assert_eq!(
             (catalog_snapshot(&pool, "orders").await, labels(&pool).await),
             before

@@ -20,7 +20,7 @@ pub trait ColumnType {
     const ENUM: Option<&'static crate::spec::EnumSpec> = None;
 
     /// The label of this value when the type is an enum (`#[derive(EvolveEnum)]`): the
-    /// accessors send it as text while the enum renames a label (see `__private::bind_column`).
+    /// accessors send it as text while the enum renames a label (see `__private::as_text`).
     fn enum_label(&self) -> Option<&'static str> {
         None
     }

@@ -126,7 +126,7 @@ pub trait ReadField: Sized {
     fn read_from(row: &PgRow, index: usize) -> Result<Self, sqlx::Error>;
 
     /// Reads column `index` of `row` without sqlx's check of the column's type against the
-    /// field's: for an enum read as text while it renames a label (see [`read_column`]).
+    /// field's: for an enum read as text while it renames a label (see [`as_text`]).
     fn read_unchecked(row: &PgRow, index: usize) -> Result<Self, sqlx::Error> {
         Self::read_from(row, index)
     }
@@ -146,40 +146,23 @@ where
     }
 }
 
-/// Whether the accessors send and read values of `T` as text: an enum that renames a label,
-/// whose new label the type lacks until the contract (a parameter typed as the enum is checked
-/// against the type's labels before any SQL around it runs). The accessors' SQL maps the labels
-/// and casts (see `access::ModelSql`).
-const fn as_text<T: ColumnType + ?Sized>() -> bool {
-    match T::ENUM {
+/// In a generated accessor, with a field type's `ColumnType::ENUM`: whether the accessors send
+/// and read its values as text. True for an enum that renames a label, whose new label the
+/// type lacks until the contract (a parameter typed as the enum is checked against the type's
+/// labels before any SQL around it runs): the accessors' SQL maps the labels and casts (see
+/// `access::ModelSql`), the value is bound with [`bind_label`] and read with
+/// [`ReadField::read_unchecked`].
+pub const fn as_text(spec: Option<&'static crate::spec::EnumSpec>) -> bool {
+    match spec {
         Some(spec) => !spec.renamed.is_empty(),
         None => false,
     }
 }
 
-/// In a generated accessor: binds a field whose type has a [`ColumnType`] (no `sql_type`).
-pub fn bind_column<'q, T>(
-    value: &T,
+/// In a generated accessor: binds an enum's label (`ColumnType::enum_label`) as text, or NULL.
+pub fn bind_label<'q>(
+    label: Option<&'static str>,
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
-where
-    T: BindField + ColumnType,
-{
-    if as_text::<T>() {
-        query.bind(value.enum_label())
-    } else {
-        value.bind_to(query)
-    }
-}
-
-/// In a generated accessor: reads a field whose type has a [`ColumnType`] (no `sql_type`).
-pub fn read_column<T>(row: &PgRow, index: usize) -> Result<T, sqlx::Error>
-where
-    T: ReadField + ColumnType,
-{
-    if as_text::<T>() {
-        T::read_unchecked(row, index)
-    } else {
-        T::read_from(row, index)
-    }
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query.bind(label)
 }

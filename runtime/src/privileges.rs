@@ -765,37 +765,12 @@ async fn helpers(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_privilege_reads_as_its_statement_then_the_reason_as_a_comment() {
-        let missing = MissingPrivilege {
-            privilege: Privilege::Ownership,
-            kind: ObjectKind::Table,
-            object: Qualified("public", "my \"users\"").to_string(),
-            needed_for: "pgevolve alters it".into(),
-            grant: format!(
-                "ALTER TABLE {} OWNER TO {};",
-                Qualified("public", "my \"users\""),
-                Ident("app")
-            ),
-        };
-        assert_eq!(
-            missing.to_string(),
-            "ALTER TABLE \"public\".\"my \"\"users\"\"\" OWNER TO \"app\";  \
-             -- ownership on table \"public\".\"my \"\"users\"\"\": pgevolve alters it"
-        );
-    }
-}
-
 /// The enum type a step creates or changes.
 fn enum_of(kind: &StepKind) -> Option<&'static EnumSpec> {
     match kind {
-        StepKind::CreateEnum(e) | StepKind::AddEnumValue(e, _) | StepKind::RenameEnumValue(e, ..) => {
-            Some(e)
-        }
+        StepKind::CreateEnum(e)
+        | StepKind::AddEnumValue(e, _)
+        | StepKind::RenameEnumValue(e, ..) => Some(e),
         _ => None,
     }
 }
@@ -902,4 +877,29 @@ async fn enum_types(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_privilege_reads_as_its_statement_then_the_reason_as_a_comment() {
+        let missing = MissingPrivilege {
+            privilege: Privilege::Ownership,
+            kind: ObjectKind::Table,
+            object: Qualified("public", "my \"users\"").to_string(),
+            needed_for: "pgevolve alters it".into(),
+            grant: format!(
+                "ALTER TABLE {} OWNER TO {};",
+                Qualified("public", "my \"users\""),
+                Ident("app")
+            ),
+        };
+        assert_eq!(
+            missing.to_string(),
+            "ALTER TABLE \"public\".\"my \"\"users\"\"\" OWNER TO \"app\";  \
+             -- ownership on table \"public\".\"my \"\"users\"\"\": pgevolve alters it"
+        );
+    }
 }

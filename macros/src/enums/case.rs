@@ -34,7 +34,13 @@ pub fn apply(rule: &str, ident: &str) -> String {
         "camelCase" => words
             .iter()
             .enumerate()
-            .map(|(i, w)| if i == 0 { w.to_lowercase() } else { capitalize(w) })
+            .map(|(i, w)| {
+                if i == 0 {
+                    w.to_lowercase()
+                } else {
+                    capitalize(w)
+                }
+            })
             .collect(),
         "PascalCase" => words.iter().map(|w| capitalize(w)).collect(),
         _ => ident.to_string(),
@@ -45,7 +51,10 @@ pub fn apply(rule: &str, ident: &str) -> String {
 fn capitalize(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect(),
         None => String::new(),
     }
 }
@@ -134,8 +143,20 @@ mod tests {
             ToKebabCase, ToLowerCamelCase, ToShoutySnakeCase, ToSnakeCase, ToUpperCamelCase,
         };
         for ident in [
-            "Pending", "InTransit", "HTTPError", "GetHTTP", "ABC", "Http2Error", "V2", "V2Beta",
-            "IOErr", "Already_Snake", "already_snake", "A", "XMLHttpRequest", "Utf8",
+            "Pending",
+            "InTransit",
+            "HTTPError",
+            "GetHTTP",
+            "ABC",
+            "Http2Error",
+            "V2",
+            "V2Beta",
+            "IOErr",
+            "Already_Snake",
+            "already_snake",
+            "A",
+            "XMLHttpRequest",
+            "Utf8",
         ] {
             assert_eq!(apply("snake_case", ident), ident.to_snake_case(), "{ident}");
             assert_eq!(
@@ -144,8 +165,16 @@ mod tests {
                 "{ident}"
             );
             assert_eq!(apply("kebab-case", ident), ident.to_kebab_case(), "{ident}");
-            assert_eq!(apply("camelCase", ident), ident.to_lower_camel_case(), "{ident}");
-            assert_eq!(apply("PascalCase", ident), ident.to_upper_camel_case(), "{ident}");
+            assert_eq!(
+                apply("camelCase", ident),
+                ident.to_lower_camel_case(),
+                "{ident}"
+            );
+            assert_eq!(
+                apply("PascalCase", ident),
+                ident.to_upper_camel_case(),
+                "{ident}"
+            );
         }
     }
 }

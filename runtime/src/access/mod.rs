@@ -111,7 +111,7 @@ impl ModelSql {
                     .unwrap_or_else(|| FieldAccess::plain(c))
             })
             .collect();
-        // A field of an enum that renames a label is sent and read as text (`bind_column`).
+        // A field of an enum that renames a label is sent and read as text (`__private::as_text`).
         let params: Vec<String> = model
             .columns
             .iter()
@@ -128,9 +128,7 @@ impl ModelSql {
                     if phase < Phase::Contract || phase == Phase::Aborted {
                         pending.push((new, old));
                     }
-                    if phase < Phase::Contract
-                        && !enum_renames.iter().any(|(i, _)| *i == id)
-                    {
+                    if phase < Phase::Contract && !enum_renames.iter().any(|(i, _)| *i == id) {
                         enum_renames.push((
                             id,
                             EnumRename {
@@ -180,7 +178,8 @@ impl ModelSql {
                 insert_vals.push(value.clone());
                 if !c.generated {
                     returning_cols.push(Ident(col).to_string());
-                    returning_vals.push(f.value(k, &params[i].replace(PARAM, &format!("${written}"))));
+                    returning_vals
+                        .push(f.value(k, &params[i].replace(PARAM, &format!("${written}"))));
                 }
                 if !c.primary_key && !c.generated {
                     sets.push(format!("{} = {value}", Ident(col)));

@@ -3,7 +3,7 @@
 //! 'new'` at contract, once every live instance acknowledged (like a dropped column).
 //!
 //! - **Until contract** the type has the old label only. The new build sends values of the
-//!   enum as text (`__private::bind_column`: a parameter typed as the enum would be checked
+//!   enum as text (`__private::as_text`: a parameter typed as the enum would be checked
 //!   against the labels before any SQL around it runs) and its accessors map the new label to
 //!   the old one when writing and the old one to the new when reading, in SQL (`ModelSql`).
 //!   Older builds write and read the old label as they always did.

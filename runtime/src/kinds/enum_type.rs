@@ -205,8 +205,14 @@ mod tests {
 
     #[test]
     fn labels_in_the_variants_order_are_no_drift_whatever_else_the_type_has() {
-        assert_eq!(order_drift(&STATUS, &live(&["pending", "shipped", "delivered"])), None);
-        assert_eq!(order_drift(&STATUS, &live(&["pending", "returned", "dispatched"])), None);
+        assert_eq!(
+            order_drift(&STATUS, &live(&["pending", "shipped", "delivered"])),
+            None
+        );
+        assert_eq!(
+            order_drift(&STATUS, &live(&["pending", "returned", "dispatched"])),
+            None
+        );
         assert_eq!(order_drift(&STATUS, &live(&["delivered"])), None);
     }
 
@@ -221,6 +227,9 @@ mod tests {
             problem.contains("declares them 'pending', 'dispatched', 'delivered'"),
             "{problem}"
         );
-        assert!(problem.contains("declare the variants in the type's order"), "{problem}");
+        assert!(
+            problem.contains("declare the variants in the type's order"),
+            "{problem}"
+        );
     }
 }

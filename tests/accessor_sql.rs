@@ -1,8 +1,12 @@
 //! The SQL each generated accessor runs in each phase: never a column that may not exist, both
 //! names written while both exist, the authoritative column read. Snapshots keep it stable.
 
+#[macro_use]
+#[path = "support/sqlx_enum.rs"]
+mod sqlx_enum;
+
 use pgevolve::__private::ModelSql;
-use pgevolve::{Evolve, Phase, Plan, StepKind};
+use pgevolve::{Evolve, EvolveEnum, Phase, Plan, StepKind};
 
 #[derive(Evolve)]
 #[evolve(table = "users")]
@@ -207,6 +211,69 @@ fn renamed_table_is_named_by_its_old_name_until_expand_and_once_aborted() {
             &sql.select_all,
         ] {
             assert!(statement.contains(&quoted), "{phase}: {statement}");
+        }
+    }
+}
+
+/// An enum renaming a label (`Shipped` → `Dispatched`).
+#[derive(EvolveEnum, Debug, Clone, Copy, PartialEq)]
+#[evolve(type_name = "parcel_state")]
+#[allow(dead_code)]
+enum ParcelState {
+    Pending,
+    #[evolve(renamed_from = "Shipped")]
+    Dispatched,
+}
+sqlx_enum!(ParcelState, "parcel_state", { Pending => "Pending", Dispatched => "Dispatched" });
+
+#[derive(Evolve)]
+#[evolve(table = "parcels")]
+#[allow(dead_code)]
+struct Parcel {
+    #[evolve(primary_key)]
+    id: i64,
+    state: ParcelState,
+    previous: Option<ParcelState>,
+}
+
+/// The value is sent as text: until contract (and once aborted) the new label is written under
+/// its old name and the old name read back as the new label; from contract on, a cast only.
+#[test]
+fn an_enum_renaming_a_label_is_written_and_read_through_its_old_name_until_contract() {
+    let mapped_write =
+        "CAST(CASE $2 WHEN 'Dispatched' THEN 'Shipped' ELSE $2 END AS \"public\".\"parcel_state\")";
+    let mapped_read = "(CASE CAST(\"state\" AS text) WHEN 'Shipped' THEN 'Dispatched' ELSE CAST(\"state\" AS text) END) AS \"state\"";
+    for phase in [
+        Phase::Pending,
+        Phase::Expand,
+        Phase::Retire,
+        Phase::Contract,
+        Phase::Aborted,
+    ] {
+        let sql = ModelSql::build(Parcel::model(), |_| Some(phase));
+        let mapped = phase != Phase::Contract;
+        assert_eq!(
+            sql.insert.contains(mapped_write),
+            mapped,
+            "{phase}: {}",
+            sql.insert
+        );
+        assert_eq!(
+            sql.select_list.contains(mapped_read),
+            mapped,
+            "{phase}: {}",
+            sql.select_list
+        );
+        if !mapped {
+            assert_eq!(
+                sql.insert,
+                "INSERT INTO \"public\".\"parcels\" (\"id\", \"state\", \"previous\") VALUES \
+                 ($1, CAST($2 AS \"public\".\"parcel_state\"), CAST($3 AS \"public\".\"parcel_state\"))"
+            );
+            assert_eq!(
+                sql.select_list,
+                "\"id\" AS \"id\", \"state\" AS \"state\", \"previous\" AS \"previous\""
+            );
         }
     }
 }

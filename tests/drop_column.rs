@@ -3,7 +3,10 @@
 //! without the field) keep writing: NOT NULL is relaxed at expand, the column dropped at
 //! contract, and every row keeps every value written. An abort after expand restores NOT NULL
 //! (catalog equal to before), and refuses, changing nothing, while rows have NULL. A NOT NULL
-//! column missing from a struct that does not mark it dropped is drift.
+//! column missing from a struct that does not mark it dropped is drift. The new build's process
+//! SIGKILLed with expand done, with retire waiting for the acknowledgements, and just before the
+//! contract's transaction, while the old build runs as a process of its own (its accessors
+//! writing the column): the next boot finishes the drop, with every row written.
 
 mod support;
 
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use pgevolve::{DeployWindow, ErrorKind, Evolve, Evolver, Phase};
 use sqlx::PgPool;
+use support::child::{self, ChildProcess};
 use support::{catalog_snapshot, database};
 
 const ROWS: i64 = 4_000;
@@ -25,6 +29,16 @@ pub struct Account {
     #[evolve(primary_key)]
     pub id: i64,
     pub name: String,
+}
+
+/// The old build: the field is there, the column NOT NULL.
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "accounts")]
+pub struct AccountV1 {
+    #[evolve(primary_key)]
+    pub id: i64,
+    pub name: String,
+    pub legacy_flag: bool,
 }
 
 /// A build whose author removed the field and forgot to say the column goes.
@@ -505,4 +519,190 @@ async fn a_view_reading_a_dropped_column_or_an_index_over_it_and_another_is_drif
         "{messages:?}"
     );
     assert_eq!(catalog_snapshot(&pool, "accounts").await, before);
+}
+
+/// The ids the old build's process inserts: `OLD_PROCESS + n`, named `oldproc-<id>`, the flag
+/// true for even ids.
+const OLD_PROCESS: i64 = 8_000_000;
+
+fn evolver(pool: &PgPool) -> Evolver {
+    // A killed process's heartbeat expires after 2 s: the acknowledgements stop waiting for it.
+    Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .acknowledgements(Duration::from_secs(2), Duration::from_secs(60))
+        .model::<Account>()
+}
+
+/// The children. `old`: the old build (an instance that never acknowledges the drop), inserting
+/// rows through its accessors and reporting `WROTE <id>` after each commit. `expand`: the new
+/// build booted, `BOOTED`. `contract`: the new build's contract, which records retire and then
+/// waits for the old build's acknowledgement, or pauses before the contract's transaction
+/// (`PGEVOLVE_PAUSE_AT=contract`). Not a test in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_column_child_process() {
+    let Some((scenario, url)) = child::child_spec() else {
+        return;
+    };
+    let pool = PgPool::connect(&url).await.unwrap();
+    match scenario.as_str() {
+        "old" => {
+            let _old = Evolver::new(pool.clone())
+                .model::<AccountV1>()
+                .boot()
+                .await
+                .unwrap();
+            for id in OLD_PROCESS.. {
+                AccountV1 {
+                    id,
+                    name: format!("oldproc-{id}"),
+                    legacy_flag: id % 2 == 0,
+                }
+                .insert(&pool)
+                .await
+                .unwrap();
+                child::report(&format!("WROTE {id}"));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        "expand" => {
+            let _evolution = evolver(&pool).boot().await.unwrap();
+            child::report("BOOTED");
+        }
+        "contract" => {
+            let evolution = evolver(&pool).boot().await.unwrap();
+            let _ = evolution.contract().await;
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(3_600)).await;
+    }
+}
+
+async fn recorded_phase(pool: &PgPool) -> Option<String> {
+    sqlx::query_scalar("SELECT phase FROM pgevolve.steps WHERE kind = 'drop_column'")
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+/// Kills the old build's process and adds every row it inserted to `expected`: the ids it
+/// reported, and one more it may have committed before the kill, all in sequence.
+async fn kill_old_build(process: ChildProcess, pool: &PgPool, expected: &Expected) {
+    let mut process = process;
+    let reported = process
+        .new_lines()
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("WROTE ")?.parse::<i64>().ok())
+        .max();
+    process.kill();
+    // Every value of the column the old build wrote is there (the column goes at contract).
+    let (count, last): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE name = 'oldproc-' || id AND legacy_flag = (id % 2 = 0)), max(id) \
+         FROM accounts WHERE id >= $1",
+    )
+    .bind(OLD_PROCESS)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let last = last.expect("the old build's process wrote rows");
+    assert!(
+        last >= reported.unwrap_or(OLD_PROCESS),
+        "a reported write is missing"
+    );
+    assert_eq!(
+        count,
+        last - OLD_PROCESS + 1,
+        "the old build's rows are in sequence, with the values it wrote"
+    );
+    let mut expected = expected.lock().unwrap();
+    for id in OLD_PROCESS..=last {
+        expected.insert(id, (format!("oldproc-{id}"), Some(id % 2 == 0)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drop_killed_at_expand_retire_or_contract_is_finished_by_the_next_boot_while_the_old_build_runs_as_a_process()
+ {
+    if child::in_child() {
+        return;
+    }
+    let entry = "drop_column_child_process";
+    for scenario in ["expand", "retire", "contract"] {
+        let (db, pool) = database(20).await;
+        seed(&pool).await;
+        let expected = seeded_expectation();
+        // The old build, deployed before the new one and running through the window.
+        let mut old = ChildProcess::start(entry, "old", db.url(), None);
+        old.wait_for("WROTE ", |n| {
+            n.trim().parse::<i64>().unwrap() >= OLD_PROCESS + 20
+        });
+        match scenario {
+            "expand" => {
+                let mut c = ChildProcess::start(entry, "expand", db.url(), None);
+                c.expect("BOOTED");
+                c.kill();
+                old.wait_for("WROTE ", |_| true);
+                kill_old_build(old, &pool, &expected).await;
+            }
+            "retire" => {
+                let c = ChildProcess::start(entry, "contract", db.url(), None);
+                let started = std::time::Instant::now();
+                while recorded_phase(&pool).await.as_deref() != Some("retire") {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "never at retire"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                // The contract waits for the old build, which still writes the column.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                assert!(
+                    column_exists(&pool).await,
+                    "{scenario}: nothing dropped yet"
+                );
+                c.kill();
+                kill_old_build(old, &pool, &expected).await;
+            }
+            _ => {
+                // The old build's deploy is over: the contract's wait for it ends.
+                kill_old_build(old, &pool, &expected).await;
+                ChildProcess::paused_at(entry, "contract", db.url(), "contract").kill();
+            }
+        }
+        child::until_no_advisory_lock(&pool).await;
+        let at_kill = if scenario == "expand" {
+            "expand"
+        } else {
+            "retire"
+        };
+        assert_eq!(
+            recorded_phase(&pool).await.as_deref(),
+            Some(at_kill),
+            "{scenario}"
+        );
+        assert!(
+            column_exists(&pool).await,
+            "{scenario}: nothing dropped before contract"
+        );
+        assert!(
+            !legacy_not_null(&pool).await,
+            "{scenario}: expand relaxed NOT NULL"
+        );
+
+        // The next boot, in this process, with the new build writing.
+        let evolution = evolver(&pool).boot().await.unwrap();
+        let new = new_writer(&pool, 2, expected.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        evolution.contract().await.unwrap();
+        let (ok, errors) = new.finish().await;
+        assert!(errors.is_empty(), "{scenario}: {errors:?}");
+        assert!(ok > 20, "{scenario}: only {ok} writes");
+        assert!(
+            !column_exists(&pool).await,
+            "{scenario}: dropped at contract"
+        );
+        assert_eq!(drop_step(&evolution).await.phase, Phase::Contract);
+        assert_rows_match(&pool, &expected, false).await;
+    }
 }

@@ -694,3 +694,36 @@ async fn aborting_an_added_label_is_refused_saying_the_step_has_no_contract() {
         "nothing was undone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn labels_in_another_order_than_the_variants_are_drift_naming_the_fix() {
+    let (_db, pool) = database(5).await;
+    // The build's labels, `Shipped` before `Pending`.
+    sqlx::raw_sql(
+        "CREATE TYPE order_status AS ENUM ('Shipped', 'Pending', 'InTransit', 'Delivered');
+         CREATE TABLE orders (id bigint PRIMARY KEY, note text NOT NULL, status order_status NOT NULL);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = catalog_snapshot(&pool, "orders").await;
+    let err = Evolver::new(pool.clone())
+        .model::<Order>()
+        .boot()
+        .await
+        .expect_err("the order differs");
+    let ErrorKind::Drift(problems) = err.kind() else {
+        panic!("expected drift, got {err}")
+    };
+    let messages: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    for part in [
+        "orders its labels 'Shipped', 'Pending', 'InTransit', 'Delivered'",
+        "declares them 'Pending', 'InTransit', 'Shipped', 'Delivered'",
+        "declare the variants in the type's order",
+        "type_from = \"order_status\"",
+    ] {
+        assert!(messages[0].contains(part), "{part} in {messages:?}");
+    }
+    assert_eq!(catalog_snapshot(&pool, "orders").await, before);
+}

@@ -443,6 +443,54 @@ fn plan_of_an_enum_type_and_its_values() {
     insta::assert_snapshot!(plan.to_string());
 }
 
+/// A label renamed (`Shipped` → `Dispatched`) and one added after it: no label step for the
+/// renamed one, the added one placed after the old name, `RENAME VALUE` at contract.
+#[derive(EvolveEnum, Debug, Clone, Copy, PartialEq)]
+#[evolve(type_name = "parcel_state")]
+#[allow(dead_code)]
+enum ParcelState {
+    Pending,
+    #[evolve(renamed_from = "Shipped")]
+    Dispatched,
+    Delivered,
+}
+sqlx_enum!(ParcelState, "parcel_state", {
+    Pending => "Pending", Dispatched => "Dispatched", Delivered => "Delivered",
+});
+
+#[derive(Evolve)]
+#[evolve(table = "parcels")]
+#[allow(dead_code)]
+struct Parcel {
+    #[evolve(primary_key)]
+    id: i64,
+    state: ParcelState,
+}
+
+#[test]
+fn plan_of_a_renamed_enum_label() {
+    let plan = Parcel::plan();
+    let kinds: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.kind.phases().to_vec()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("create_enum", vec![Phase::Expand]),
+            ("add_enum_value", vec![Phase::Expand]),
+            ("add_enum_value", vec![Phase::Expand]),
+            (
+                "rename_enum_value",
+                vec![Phase::Expand, Phase::Retire, Phase::Contract]
+            ),
+            ("create_table", vec![Phase::Expand]),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}
+
 #[derive(Evolve)]
 #[evolve(table = "customers", renamed_from = "clients")]
 #[allow(dead_code)]

@@ -3,9 +3,13 @@
 //! foreign key, a check and a new table, run as a role like the master user of Amazon RDS, as a
 //! role that only owns the tables, and as a member of the role that owns them; and the
 //! privilege check at boot, which names what is
-//! missing with the statement that grants it, before anything is changed.
+//! missing with the statement that grants it, before anything is changed, enum types included
+//! (`CREATE` to create one, ownership to add or rename a label).
 
 mod support;
+#[macro_use]
+#[path = "support/sqlx_enum.rs"]
+mod sqlx_enum;
 
 use pgevolve::{DeployWindow, Evolver, Phase};
 use sqlx::PgPool;
@@ -48,6 +52,44 @@ mod model {
         #[evolve(references = "public.posts(id)")]
         pub post_id: i64,
         pub label: String,
+    }
+}
+
+/// Enum types: one the database has, with a label renamed and one added, and a new one.
+mod enums {
+    use pgevolve::{Evolve, EvolveEnum};
+
+    #[derive(EvolveEnum, Debug, Clone, Copy, PartialEq)]
+    #[evolve(type_name = "order_status")]
+    #[allow(dead_code)]
+    pub enum Status {
+        Pending,
+        #[evolve(renamed_from = "Shipped")]
+        Dispatched,
+        Delivered,
+    }
+    sqlx_enum!(Status, "order_status", {
+        Pending => "Pending", Dispatched => "Dispatched", Delivered => "Delivered",
+    });
+
+    #[derive(EvolveEnum, Debug, Clone, Copy, PartialEq)]
+    #[evolve(type_name = "order_priority")]
+    #[allow(dead_code)]
+    pub enum Priority {
+        Low,
+        High,
+    }
+    sqlx_enum!(Priority, "order_priority", { Low => "Low", High => "High" });
+
+    /// `orders` (id, status) as it is, with a nullable column of the new type.
+    #[derive(Evolve)]
+    #[evolve(table = "orders")]
+    #[allow(dead_code)]
+    pub struct Order {
+        #[evolve(primary_key)]
+        pub id: i64,
+        pub status: Status,
+        pub priority: Option<Priority>,
     }
 }
 
@@ -476,4 +518,88 @@ async fn a_role_taking_over_from_a_superuser_is_told_the_grants_on_the_state_sto
     evolution.switch().await.unwrap();
     evolution.contract().await.unwrap();
     drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_types_need_create_on_their_schema_and_ownership_to_add_or_rename_a_label() {
+    let (db, admin) = database(5).await;
+    // The superuser's type; the table handed over to a role that may not create in `public`.
+    sqlx::raw_sql(
+        "CREATE TYPE order_status AS ENUM ('Pending', 'Shipped');
+         CREATE TABLE orders (id bigint PRIMARY KEY, status order_status NOT NULL);
+         INSERT INTO orders SELECT g, 'Shipped' FROM generate_series(1, 10) g;
+         REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    let owner = Role::create(
+        &db,
+        &admin,
+        "owner",
+        "NOSUPERUSER NOCREATEDB NOCREATEROLE",
+        "GRANT USAGE ON SCHEMA public TO {role};
+         CREATE SCHEMA pgevolve AUTHORIZATION {role};
+         ALTER TABLE orders OWNER TO {role};",
+    )
+    .await;
+    let role = owner.quoted();
+    let labels = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT string_agg(t.typname || ':' || e.enumlabel, ',' ORDER BY t.typname, e.enumsortorder) \
+             FROM pg_type t LEFT JOIN pg_enum e ON e.enumtypid = t.oid \
+             WHERE t.typname IN ('order_status', 'order_priority')",
+        )
+        .fetch_one(&admin)
+        .await
+        .unwrap()
+    };
+    let before = (catalog_snapshot(&admin, "orders").await, labels().await);
+    let boot = || {
+        Evolver::new(owner.pool.clone())
+            .deploy_window(DeployWindow::always())
+            .model::<enums::Order>()
+            .boot()
+    };
+
+    let error = boot().await.expect_err("the type is the superuser's");
+    println!("{error}");
+    let mut grants = grants_of(&error);
+    grants.sort();
+    assert_eq!(
+        grants,
+        [
+            format!("ALTER TYPE \"public\".\"order_status\" OWNER TO {role};"),
+            format!("GRANT CREATE ON SCHEMA \"public\" TO {role};"),
+        ],
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(
+            "-- ownership on type \"public\".\"order_status\": pgevolve alters it (renames value 'Shipped' to \
+             'Dispatched' at contract; adds value 'Delivered'; owner now:"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("pgevolve creates enum type \"public\".\"order_priority\" there"),
+        "{message}"
+    );
+    assert_eq!(
+        (catalog_snapshot(&admin, "orders").await, labels().await),
+        before,
+        "a refused boot changes nothing"
+    );
+
+    run_as_admin(&admin, &grants).await;
+    let evolution = boot()
+        .await
+        .unwrap_or_else(|e| panic!("boot after the grants: {e}"));
+    evolution.wait().await.unwrap();
+    evolution.contract().await.unwrap();
+    assert_eq!(
+        labels().await,
+        "order_priority:Low,order_priority:High,order_status:Pending,order_status:Dispatched,order_status:Delivered"
+    );
 }

@@ -18,6 +18,12 @@ pub trait ColumnType {
     /// The PostgreSQL enum the type maps to (`#[derive(EvolveEnum)]`), whose steps create it
     /// and add its values.
     const ENUM: Option<&'static crate::spec::EnumSpec> = None;
+
+    /// The label of this value when the type is an enum (`#[derive(EvolveEnum)]`): the
+    /// accessors send it as text while the enum renames a label (see `__private::as_text`).
+    fn enum_label(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 #[diagnostic::do_not_recommend]
@@ -25,6 +31,10 @@ impl<T: ColumnType> ColumnType for Option<T> {
     const SQL_TYPE: &'static str = T::SQL_TYPE;
     const NULLABLE: bool = true;
     const ENUM: Option<&'static crate::spec::EnumSpec> = T::ENUM;
+
+    fn enum_label(&self) -> Option<&'static str> {
+        self.as_ref().and_then(T::enum_label)
+    }
 }
 
 macro_rules! column_types {

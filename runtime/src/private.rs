@@ -124,6 +124,12 @@ where
 pub trait ReadField: Sized {
     /// Reads column `index` of `row`.
     fn read_from(row: &PgRow, index: usize) -> Result<Self, sqlx::Error>;
+
+    /// Reads column `index` of `row` without sqlx's check of the column's type against the
+    /// field's: for an enum read as text while it renames a label (see [`as_text`]).
+    fn read_unchecked(row: &PgRow, index: usize) -> Result<Self, sqlx::Error> {
+        Self::read_from(row, index)
+    }
 }
 
 #[diagnostic::do_not_recommend]
@@ -134,4 +140,29 @@ where
     fn read_from(row: &PgRow, index: usize) -> Result<Self, sqlx::Error> {
         sqlx::Row::try_get(row, index)
     }
+
+    fn read_unchecked(row: &PgRow, index: usize) -> Result<Self, sqlx::Error> {
+        sqlx::Row::try_get_unchecked(row, index)
+    }
+}
+
+/// In a generated accessor, with a field type's `ColumnType::ENUM`: whether the accessors send
+/// and read its values as text. True for an enum that renames a label, whose new label the
+/// type lacks until the contract (a parameter typed as the enum is checked against the type's
+/// labels before any SQL around it runs): the accessors' SQL maps the labels and casts (see
+/// `access::ModelSql`), the value is bound with [`bind_label`] and read with
+/// [`ReadField::read_unchecked`].
+pub const fn as_text(spec: Option<&'static crate::spec::EnumSpec>) -> bool {
+    match spec {
+        Some(spec) => !spec.renamed.is_empty(),
+        None => false,
+    }
+}
+
+/// In a generated accessor: binds an enum's label (`ColumnType::enum_label`) as text, or NULL.
+pub fn bind_label<'q>(
+    label: Option<&'static str>,
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query.bind(label)
 }

@@ -16,6 +16,10 @@
 //! - **a table to create**: `CREATE` on its schema, or on the database when the schema does not
 //!   exist;
 //! - **a foreign key to add**: `REFERENCES` on the referenced table;
+//! - **an enum type** (`#[derive(EvolveEnum)]`): `CREATE` on its schema (or on the database
+//!   when the schema does not exist) to create it; ownership of it, or membership in the owning
+//!   role, to add a label it lacks or to rename one (`ALTER TYPE`). Judged on the catalog: a
+//!   type with every label needs nothing, whoever owns it;
 //! - **`TEMPORARY` on the database**: the checks at boot compare definitions on empty temporary
 //!   tables (granted to `PUBLIC` by default).
 //!
@@ -27,11 +31,11 @@ use std::fmt;
 
 use sqlx::{PgConnection, Row};
 
-use crate::ident::{Ident, Qualified};
+use crate::ident::{Ident, Literal, Qualified};
 use crate::plan::PlannedStep;
 use crate::resolve::Resolved;
-use crate::spec::ModelSpec;
-use crate::step::Phase;
+use crate::spec::{EnumSpec, ModelSpec};
+use crate::step::{Phase, StepKind};
 
 /// A privilege pgevolve needs on a database object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +102,8 @@ pub enum ObjectKind {
     Function,
     /// A view.
     View,
+    /// A type (an enum type of a `#[derive(EvolveEnum)]`).
+    Type,
 }
 
 impl ObjectKind {
@@ -110,6 +116,7 @@ impl ObjectKind {
             ObjectKind::Sequence => "SEQUENCE",
             ObjectKind::Function => "FUNCTION",
             ObjectKind::View => "VIEW",
+            ObjectKind::Type => "TYPE",
         }
     }
 }
@@ -300,6 +307,7 @@ pub(crate) async fn check(
     let mut missing: Vec<MissingPrivilege> = session.temporary().into_iter().collect();
     state_store(conn, &session, needs, &mut missing).await?;
     tables(conn, &session, needs, &mut missing).await?;
+    enum_types(conn, &session, needs, &mut missing).await?;
     Ok((session.role, missing))
 }
 
@@ -454,8 +462,10 @@ fn grant_on_schema(
 /// Whether a step has anything left to run: not at its last phase and not aborted, an
 /// interrupted abort, or helpers to add.
 /// Creating a table that exists is no work: the step is judged on the catalog.
+/// An enum type's steps alter the type, not the table: see [`enum_types`].
 fn has_work(w: &StepWork<'_>) -> bool {
     !w.step.kind.creates_table()
+        && enum_of(&w.step.kind).is_none()
         && (w.repair || !(w.done == Phase::Aborted || w.done == w.step.kind.last_phase()))
 }
 
@@ -751,6 +761,120 @@ async fn helpers(
             ),
             object,
         });
+    }
+    Ok(())
+}
+
+/// The enum type a step creates or changes.
+fn enum_of(kind: &StepKind) -> Option<&'static EnumSpec> {
+    match kind {
+        StepKind::CreateEnum(e)
+        | StepKind::AddEnumValue(e, _)
+        | StepKind::RenameEnumValue(e, ..) => Some(e),
+        _ => None,
+    }
+}
+
+/// The enum types the models use: `CREATE` where one is missing, ownership where a label is
+/// to be added or renamed (`ALTER TYPE` needs it), judged on the catalog.
+async fn enum_types(
+    conn: &mut PgConnection,
+    session: &Session,
+    needs: &Needs<'_>,
+    missing: &mut Vec<MissingPrivilege>,
+) -> sqlx::Result<()> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for spec in needs.steps.iter().filter_map(|w| enum_of(&w.step.kind)) {
+        if seen.contains(&(spec.schema, spec.name)) {
+            continue;
+        }
+        seen.push((spec.schema, spec.name));
+        let object = spec.qualified_name();
+        let row = sqlx::query(
+            "SELECT t.oid IS NOT NULL AS exists, coalesce(pg_has_role(t.typowner, 'USAGE'), false) AS owned, \
+                    coalesce(pg_get_userbyid(t.typowner)::text, '') AS owner, \
+                    ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid) AS labels, \
+                    n.oid IS NOT NULL AS schema_exists, \
+                    coalesce(has_schema_privilege(n.oid, 'USAGE'), false) AS schema_usage, \
+                    coalesce(has_schema_privilege(n.oid, 'CREATE'), false) AS schema_create \
+               FROM (SELECT 1) AS one \
+               LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1 \
+               LEFT JOIN pg_catalog.pg_type t ON t.typnamespace = n.oid AND t.typname = $2",
+        )
+        .bind(spec.schema)
+        .bind(spec.name)
+        .fetch_one(&mut *conn)
+        .await?;
+        let (exists, owned, owner, labels): (bool, bool, String, Vec<String>) = (
+            row.try_get("exists")?,
+            row.try_get("owned")?,
+            row.try_get("owner")?,
+            row.try_get("labels")?,
+        );
+        if !exists {
+            let needed_for = format!("pgevolve creates enum type {object} there");
+            let wanted = if !row.try_get::<bool, _>("schema_exists")? {
+                (!session.create_on_database)
+                    .then(|| session.schema_to_create(spec.schema, needed_for))
+            } else {
+                let mut privileges = Vec::new();
+                if !row.try_get::<bool, _>("schema_usage")? {
+                    privileges.push(Privilege::Usage);
+                }
+                if !row.try_get::<bool, _>("schema_create")? {
+                    privileges.push(Privilege::Create);
+                }
+                (!privileges.is_empty())
+                    .then(|| grant_on_schema(session, spec.schema, &privileges, needed_for))
+            };
+            // A table created in the same schema asked for the same grant already.
+            if let Some(wanted) = wanted
+                && !missing.iter().any(|m| m.grant == wanted.grant)
+            {
+                missing.push(wanted);
+            }
+            continue;
+        }
+        if owned {
+            continue;
+        }
+        let has = |label: &str| labels.iter().any(|l| l == label);
+        let mut changes: Vec<String> = Vec::new();
+        for label in spec.labels {
+            match spec.renamed_from(label) {
+                Some(old) => {
+                    let aborted = needs.steps.iter().any(|w| {
+                        w.done == Phase::Aborted
+                            && matches!(w.step.kind, StepKind::RenameEnumValue(e, new, _)
+                                if e.schema == spec.schema && e.name == spec.name && new == *label)
+                    });
+                    if has(old) && !has(label) && !aborted {
+                        changes.push(format!(
+                            "renames value {} to {} at contract",
+                            Literal(old),
+                            Literal(label)
+                        ));
+                    }
+                }
+                None if !has(label) => {
+                    changes.push(format!("adds value {}", Literal(label)));
+                }
+                None => {}
+            }
+        }
+        if !changes.is_empty() {
+            missing.push(MissingPrivilege {
+                privilege: Privilege::Ownership,
+                kind: ObjectKind::Type,
+                needed_for: format!(
+                    "pgevolve alters it ({}; owner now: {})",
+                    changes.join("; "),
+                    Ident(&owner)
+                ),
+                grant: format!("ALTER TYPE {object} OWNER TO {};", session.role()),
+                object,
+            });
+        }
     }
     Ok(())
 }

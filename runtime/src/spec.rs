@@ -197,9 +197,20 @@ pub struct EnumSpec {
     pub name: &'static str,
     /// Every label, in variant order.
     pub labels: &'static [&'static str],
+    /// The labels renamed by this build (`#[evolve(renamed_from = "...")]` on a variant): `(new,
+    /// old)` pairs, renamed with `ALTER TYPE ... RENAME VALUE` at contract.
+    pub renamed: &'static [(&'static str, &'static str)],
 }
 
 impl EnumSpec {
+    /// The label `label` had before this build renamed it, if it did.
+    pub fn renamed_from(&self, label: &str) -> Option<&'static str> {
+        self.renamed
+            .iter()
+            .find(|(new, _)| *new == label)
+            .map(|(_, old)| *old)
+    }
+
     /// The type as SQL names it: `"schema"."name"`, quoted.
     pub fn qualified_name(&self) -> String {
         crate::ident::Qualified(self.schema, self.name).to_string()

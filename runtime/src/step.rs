@@ -132,6 +132,10 @@ pub enum StepKind {
     /// ... ADD VALUE IF NOT EXISTS ... AFTER ...` at expand, in a short transaction of its own
     /// under lock_timeout that uses no value of the type. It locks the type, not a table.
     AddEnumValue(&'static EnumSpec, &'static str),
+    /// Rename a label of an enum type (`#[evolve(renamed_from = "old")]` on the variant): no
+    /// DDL before contract (the new build maps the label in SQL), retired once every live
+    /// instance acknowledged, `ALTER TYPE ... RENAME VALUE` at contract. `(type, new, old)`.
+    RenameEnumValue(&'static EnumSpec, &'static str, &'static str),
     /// Drop a table the application no longer declares
     /// ([`Evolver::dropped_table`](crate::Evolver::dropped_table)): no DDL at expand (the step is
     /// recorded, so the build is known), retired once every live instance acknowledged, so no

@@ -14,6 +14,8 @@ pub struct EnumInput {
     pub type_name: String,
     /// The labels, in variant order.
     pub labels: Vec<String>,
+    /// `(new, old)` for each variant with `#[evolve(renamed_from = "old")]`.
+    pub renamed: Vec<(String, String)>,
 }
 
 const SAFE_REMOVAL: &str = "PostgreSQL cannot remove a value from an enum type, and rows may still hold it; \
@@ -26,7 +28,10 @@ pub fn parse(cx: &Ctxt, input: &DeriveInput) -> EnumInput {
         schema: "public".into(),
         type_name: String::new(),
         labels: Vec::new(),
+        renamed: Vec::new(),
     };
+    // Each old label with its literal, for the checks once every label is known.
+    let mut old_labels: Vec<(usize, LitStr)> = Vec::new();
     let data = match &input.data {
         Data::Enum(data) => data,
         Data::Struct(s) => {
@@ -158,6 +163,7 @@ pub fn parse(cx: &Ctxt, input: &DeriveInput) -> EnumInput {
         };
         let mut label_span: &dyn quote::ToTokens = &variant.ident;
         let mut renamed: Option<LitStr> = None;
+        let mut renamed_from: Option<LitStr> = None;
         for attr in &variant.attrs {
             if attr.path().is_ident("sqlx") {
                 let _ = attr.parse_nested_meta(|meta| {
@@ -171,14 +177,11 @@ pub fn parse(cx: &Ctxt, input: &DeriveInput) -> EnumInput {
             } else if attr.path().is_ident("evolve") {
                 let parsed = attr.parse_nested_meta(|meta| {
                     if meta.path.is_ident("renamed_from") {
-                        let _: LitStr = meta.value()?.parse()?;
-                        cx.error_spanned_by(
-                            &meta.path,
-                            "renaming an enum value is not supported yet: `ALTER TYPE ... RENAME VALUE` is instant, and \
-                             builds still running would fail writing the old label; add the new label as a new variant \
-                             (added at boot) and write it from this build, keep the old variant for the rows and builds \
-                             that still use it, and move those rows with an `UPDATE` once no running build writes it",
-                        );
+                        let lit: LitStr = meta.value()?.parse()?;
+                        if renamed_from.is_some() {
+                            cx.error_spanned_by(&meta.path, "duplicate evolve attribute `renamed_from`");
+                        }
+                        renamed_from = Some(lit);
                     } else if meta.path.is_ident("removed") {
                         cx.error_spanned_by(
                             &meta.path,
@@ -188,8 +191,9 @@ pub fn parse(cx: &Ctxt, input: &DeriveInput) -> EnumInput {
                         cx.error_spanned_by(
                             &meta.path,
                             format!(
-                                "unknown evolve attribute `{}` on an enum variant; the variant's label comes from its \
-                                 name, `#[sqlx(rename = \"...\")]` or `#[sqlx(rename_all = \"...\")]`",
+                                "unknown evolve attribute `{}` on an enum variant; expected `renamed_from = \"...\"` (the \
+                                 label it had); the variant's label comes from its name, `#[sqlx(rename = \"...\")]` or \
+                                 `#[sqlx(rename_all = \"...\")]`",
                                 meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default()
                             ),
                         );
@@ -229,7 +233,39 @@ pub fn parse(cx: &Ctxt, input: &DeriveInput) -> EnumInput {
                 ),
             );
         }
+        if let Some(lit) = renamed_from {
+            old_labels.push((out.labels.len(), lit));
+        }
         out.labels.push(label);
+    }
+    for (at, lit) in &old_labels {
+        let (old, new) = (lit.value(), &out.labels[*at]);
+        if old.is_empty() || old.len() > MAX_IDENTIFIER_BYTES {
+            cx.error_spanned_by(
+                lit,
+                format!("PostgreSQL enum labels are 1 to {MAX_IDENTIFIER_BYTES} bytes; `{old}` cannot be a label"),
+            );
+        } else if &old == new {
+            cx.error_spanned_by(
+                lit,
+                format!("`renamed_from = \"{old}\"` is the variant's own label; remove it, or name the label it had"),
+            );
+        } else if out.labels.contains(&old) {
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "label `{old}` is another variant's label, so it cannot be renamed to `{new}`; a label can \
+                     move to one new name only, and the old name is gone once renamed"
+                ),
+            );
+        } else if out.renamed.iter().any(|(_, o)| *o == old) {
+            cx.error_spanned_by(
+                lit,
+                format!("label `{old}` is already renamed by an earlier variant; a label gets one new name"),
+            );
+        } else {
+            out.renamed.push((new.clone(), old));
+        }
     }
     out
 }

@@ -30,6 +30,10 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
                 format!("{schema}.{name}")
             };
             let labels = &parsed.labels;
+            let (new_labels, old_labels): (Vec<&String>, Vec<&String>) =
+                parsed.renamed.iter().map(|(n, o)| (n, o)).unzip();
+            let variants = data_variants(input);
+            let variant_labels = parsed.labels.iter();
             wrap(quote! {
                 #[automatically_derived]
                 impl #impl_generics #private::ColumnType for #ident #ty_generics #where_clause {
@@ -40,7 +44,14 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
                             schema: #schema,
                             name: #name,
                             labels: &[#(#labels),*],
+                            renamed: &[#((#new_labels, #old_labels)),*],
                         });
+
+                    fn enum_label(&self) -> #private::Option<&'static str> {
+                        #private::Option::Some(match self {
+                            #(Self::#variants => #variant_labels,)*
+                        })
+                    }
                 }
             })
         }
@@ -55,6 +66,14 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
             });
             quote!(#errors #stub)
         }
+    }
+}
+
+/// The variants' names (a unit enum: `parse` refused anything else).
+fn data_variants(input: &DeriveInput) -> Vec<&syn::Ident> {
+    match &input.data {
+        syn::Data::Enum(data) => data.variants.iter().map(|v| &v.ident).collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -10,6 +10,26 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
+/// Binds field `f` of `value`. Without `sql_type`, an enum that renames a label is sent as
+/// its label in text (`__private::as_text`); the paths name `ColumnType` exactly as the spec
+/// does, so an unsupported type gets one error for it, not one per accessor.
+fn bind(f: &crate::ast::Field, value: &TokenStream, private: &Private) -> TokenStream {
+    let (name, ty) = (f.ident, f.ty);
+    let private = private.spanned(ty.span());
+    let bind =
+        quote_spanned!(ty.span()=> <#ty as #private::BindField>::bind_to(&#value.#name, query));
+    match &f.attrs.sql_type {
+        Some(_) => quote_spanned!(ty.span()=> query = #bind;),
+        None => quote_spanned!(ty.span()=>
+            query = if #private::as_text(<#ty as #private::ColumnType>::ENUM) {
+                #private::bind_label(<#ty as #private::ColumnType>::enum_label(&#value.#name), query)
+            } else {
+                #bind
+            };
+        ),
+    }
+}
+
 pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
     let ident = model.ident;
     // Binding and reading go through traits with their own messages, spanned at each field's
@@ -18,11 +38,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
         model
             .fields
             .iter()
-            .map(|f| {
-                let (name, ty) = (f.ident, f.ty);
-                let private = private.spanned(ty.span());
-                quote_spanned!(ty.span()=> query = <#ty as #private::BindField>::bind_to(&#value.#name, query);)
-            })
+            .map(|f| bind(f, &value, private))
             .collect()
     };
     let row = format_ident!("__pgevolve_row");
@@ -41,11 +57,7 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             .fields
             .iter()
             .filter(|f| f.attrs.generated.is_none())
-            .map(|f| {
-                let (name, ty) = (f.ident, f.ty);
-                let private = private.spanned(ty.span());
-                quote_spanned!(ty.span()=> query = <#ty as #private::BindField>::bind_to(&self.#name, query);)
-            })
+            .map(|f| bind(f, &quote!(self), private))
             .collect();
         let doc = format!(
             "Inserts this row and lets the database assign {} (`#[evolve(generated)]`): the value in `self` \
@@ -81,7 +93,17 @@ pub fn impl_accessors(model: &Model, private: &Private) -> TokenStream {
             }
             let (name, ty) = (f.ident, f.ty);
             let private = private.spanned(ty.span());
-            quote_spanned!(ty.span()=> #name: <#ty as #private::ReadField>::read_from(__pgevolve_row, #i)?)
+            match &f.attrs.sql_type {
+                Some(_) => quote_spanned!(ty.span()=> #name: <#ty as #private::ReadField>::read_from(__pgevolve_row, #i)?),
+                // Through its `ColumnType`: an enum renaming a label is read as text.
+                None => quote_spanned!(ty.span()=>
+                    #name: if #private::as_text(<#ty as #private::ColumnType>::ENUM) {
+                        <#ty as #private::ReadField>::read_unchecked(__pgevolve_row, #i)?
+                    } else {
+                        <#ty as #private::ReadField>::read_from(__pgevolve_row, #i)?
+                    }
+                ),
+            }
         })
         .collect();
     let keys: Vec<_> = model

@@ -155,3 +155,26 @@ expansion_snapshot!(
         }
     }
 );
+
+/// `#[derive(EvolveEnum)]` with a renamed label (the spec's `renamed`, the label of each
+/// variant for the accessors) and sqlx's `rename_all` on an acronym.
+#[test]
+fn enum_with_a_renamed_label() {
+    let input = quote! {
+        #[sqlx(type_name = "order_status", rename_all = "snake_case")]
+        pub enum OrderStatus {
+            Pending,
+            #[evolve(renamed_from = "shipped_out")]
+            Shipped,
+            HTTPError,
+        }
+    };
+    let output = pretty(crate::enums::derive(&syn::parse2(input.clone()).unwrap()));
+    insta::with_settings!({
+        description => pretty(input),
+        omit_expression => true,
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!("enum_with_a_renamed_label", output);
+    });
+}

@@ -30,6 +30,7 @@ use crate::ident::{Ident, Qualified};
 use crate::kinds::{FieldAccess, RenamedAtContract};
 use crate::registry::{self, InFlight, PhaseRegistry};
 use crate::spec::ModelSpec;
+use crate::sql::type_change::PARAM;
 use crate::step::{Phase, StepId, StepKind};
 
 /// The SQL of every accessor of one model, for one combination of phases. Parameters are
@@ -60,9 +61,28 @@ pub struct ModelSql {
     /// The value of each written column, with a placeholder for the field's bound value (see
     /// `FieldAccess::values`).
     values: Vec<Vec<String>>,
+    /// What each field's bound value (`PARAM`) becomes before `values` take it: itself, or
+    /// an enum's label sent as text, mapped and cast (see `sql::enums::write_mapped`).
+    params: Vec<String>,
     table: String,
     /// The columns this SQL names that a step's contract renames, with the step.
     renamed_at_contract: Vec<(StepId, RenamedAtContract)>,
+    /// The enum labels this SQL writes under their old name that a step's contract renames.
+    enum_renames: Vec<(StepId, EnumRename)>,
+}
+
+/// An enum label the accessors write under its old name until a step's contract renames it:
+/// a statement built before that commit and run after it fails (`22P02`) and runs again with
+/// the contract's SQL (see `access::retry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EnumRename {
+    /// The type, qualified and quoted.
+    pub type_name: String,
+    pub old: &'static str,
+    pub new: &'static str,
+    /// The contract may come next (the step is at retire): a statement inside a transaction
+    /// then runs under a savepoint.
+    pub contract_next: bool,
 }
 
 impl ModelSql {
@@ -70,7 +90,8 @@ impl ModelSql {
     pub fn build(model: &ModelSpec, phase_of: impl Fn(&StepId) -> Option<Phase>) -> ModelSql {
         let steps = step_kinds(model);
         let mut renamed_at_contract = Vec::new();
-        let fields: Vec<FieldAccess> = model
+        let mut enum_renames = Vec::new();
+        let mut fields: Vec<FieldAccess> = model
             .columns
             .iter()
             .map(|c| {
@@ -88,6 +109,39 @@ impl ModelSql {
                 }
                 room.and_then(|(_, room)| room.access(phase))
                     .unwrap_or_else(|| FieldAccess::plain(c))
+            })
+            .collect();
+        // A field of an enum that renames a label is sent and read as text (`__private::as_text`).
+        let params: Vec<String> = model
+            .columns
+            .iter()
+            .zip(&mut fields)
+            .map(|(c, f)| {
+                let Some(spec) = c.enum_type.filter(|e| !e.renamed.is_empty()) else {
+                    return PARAM.to_string();
+                };
+                let mut pending = Vec::new();
+                for &(new, old) in spec.renamed {
+                    let kind = StepKind::RenameEnumValue(spec, new, old);
+                    let id = StepId::for_step(model, &kind);
+                    let phase = phase_of(&id).unwrap_or(Phase::Contract);
+                    if phase < Phase::Contract || phase == Phase::Aborted {
+                        pending.push((new, old));
+                    }
+                    if phase < Phase::Contract && !enum_renames.iter().any(|(i, _)| *i == id) {
+                        enum_renames.push((
+                            id,
+                            EnumRename {
+                                type_name: spec.qualified_name(),
+                                old,
+                                new,
+                                contract_next: phase == Phase::Retire,
+                            },
+                        ));
+                    }
+                }
+                f.read = crate::sql::enums::read_mapped(&pending, &f.read);
+                crate::sql::enums::write_mapped(spec, &pending, PARAM)
             })
             .collect();
         // A renamed table's accessors use the old name until its rename runs.
@@ -119,12 +173,13 @@ impl ModelSql {
                 written += 1;
             }
             for (k, col) in f.writes.iter().enumerate() {
-                let value = f.value(k, &format!("${}", i + 1));
+                let value = f.value(k, &params[i].replace(PARAM, &format!("${}", i + 1)));
                 insert_cols.push(Ident(col).to_string());
                 insert_vals.push(value.clone());
                 if !c.generated {
                     returning_cols.push(Ident(col).to_string());
-                    returning_vals.push(f.value(k, &format!("${written}")));
+                    returning_vals
+                        .push(f.value(k, &params[i].replace(PARAM, &format!("${written}"))));
                 }
                 if !c.primary_key && !c.generated {
                     sets.push(format!("{} = {value}", Ident(col)));
@@ -185,8 +240,10 @@ impl ModelSql {
             select_all,
             writes: fields.iter().map(|f| f.writes.clone()).collect(),
             values: fields.into_iter().map(|f| f.values).collect(),
+            params,
             table,
             renamed_at_contract,
+            enum_renames,
         }
     }
 
@@ -204,9 +261,10 @@ impl ModelSql {
                     .iter()
                     .enumerate()
                     .flat_map(|(n, w)| {
-                        let param = format!("${}", r * fields + n + 1);
+                        let param =
+                            self.params[n].replace(PARAM, &format!("${}", r * fields + n + 1));
                         (0..w.len()).map(move |k| match self.values[n].get(k) {
-                            Some(v) => v.replace(crate::sql::type_change::PARAM, &param),
+                            Some(v) => v.replace(PARAM, &param),
                             None => param.clone(),
                         })
                     })
@@ -314,7 +372,7 @@ impl Access {
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
         executor: X,
     ) -> Result<sqlx::postgres::PgQueryResult> {
-        if self.sql.renamed_at_contract.is_empty() {
+        if self.sql.renamed_at_contract.is_empty() && self.sql.enum_renames.is_empty() {
             return Ok(executor.execute(query, self.pooled).await?);
         }
         let ran = executor
@@ -330,7 +388,7 @@ impl Access {
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
         executor: X,
     ) -> Result<Vec<sqlx::postgres::PgRow>> {
-        if self.sql.renamed_at_contract.is_empty() {
+        if self.sql.renamed_at_contract.is_empty() && self.sql.enum_renames.is_empty() {
             return Ok(executor.fetch_all(query, self.pooled).await?);
         }
         let ran = executor
@@ -385,6 +443,7 @@ impl Access {
             model: self.model,
             registry: self.registry.clone(),
             renamed_at_contract: self.sql.renamed_at_contract.clone(),
+            enum_renames: self.sql.enum_renames.clone(),
         })
     }
 }

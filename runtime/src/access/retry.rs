@@ -1,4 +1,12 @@
-//! An accessor statement that a contract may rename a column under.
+//! An accessor statement that a contract may rename a column, or an enum label, under.
+//!
+//! An enum label renamed by a build (`kinds::enum_rename`) follows the same rule: until the
+//! contract the new build writes it under its old name (mapped in SQL), and a statement built
+//! before the contract's commit and run after it names a label that no longer exists:
+//! `invalid_text_representation` (22P02). The catalog (`pg_enum`) says which renames committed,
+//! and the statement runs once more with those steps' contract SQL. A value the application
+//! sends that is no label at all fails with the same code; no rename committed, so the first
+//! error stands.
 //!
 //! A type change's accessors name its new column (`pgevolve_new_<column>_<hash>`) until
 //! contract, and the contract renames that column to the old one's name in the transaction that
@@ -25,7 +33,7 @@
 use sqlx::postgres::{PgArguments, PgConnection, PgQueryResult, PgRow};
 use sqlx::{AssertSqlSafe, Connection};
 
-use super::{Accessor, ModelSql};
+use super::{Accessor, EnumRename, ModelSql};
 use crate::ident::Qualified;
 use crate::kinds::RenamedAtContract;
 use crate::registry::PhaseRegistry;
@@ -77,10 +85,15 @@ pub struct Retrying {
     pub(super) model: &'static ModelSpec,
     pub(super) registry: std::sync::Arc<PhaseRegistry>,
     pub(super) renamed_at_contract: Vec<(StepId, RenamedAtContract)>,
+    /// The enum labels the SQL writes under a name a contract renames.
+    pub(super) enum_renames: Vec<(StepId, EnumRename)>,
 }
 
 /// `undefined_column`.
 const UNDEFINED_COLUMN: &str = "42703";
+
+/// `invalid_text_representation`: a label the enum type does not have (renamed since).
+const INVALID_TEXT_REPRESENTATION: &str = "22P02";
 
 impl Retrying {
     /// Runs the statement on `conn`; once more with the contract's SQL when a contract renamed
@@ -89,15 +102,30 @@ impl Retrying {
         let guarded = self
             .renamed_at_contract
             .iter()
-            .any(|(_, r)| r.contract_next);
+            .any(|(_, r)| r.contract_next)
+            || self.enum_renames.iter().any(|(_, r)| r.contract_next);
         let first = self.once(conn, &self.text, guarded).await;
-        let error = match first {
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(UNDEFINED_COLUMN) => {
-                sqlx::Error::Database(e)
+        let (error, columns) = match first {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some(UNDEFINED_COLUMN)
+                    && !self.renamed_at_contract.is_empty() =>
+            {
+                (sqlx::Error::Database(e), true)
+            }
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some(INVALID_TEXT_REPRESENTATION)
+                    && !self.enum_renames.is_empty() =>
+            {
+                (sqlx::Error::Database(e), false)
             }
             other => return other,
         };
-        let Ok(renamed) = self.renamed(conn).await else {
+        let renamed = if columns {
+            self.renamed(conn).await
+        } else {
+            self.renamed_labels(conn).await
+        };
+        let Ok(renamed) = renamed else {
             return Err(error);
         };
         if renamed.is_empty() {
@@ -111,7 +139,7 @@ impl Retrying {
             }
         });
         let text = self.accessor.text(self.model, &sql);
-        tracing::debug!(table = %self.model.qualified_name(), "a contract renamed a column this statement named: run again with the contract's SQL");
+        tracing::debug!(table = %self.model.qualified_name(), "a contract renamed a column or an enum label this statement named: run again with the contract's SQL");
         self.once(conn, &text, false).await
     }
 
@@ -142,6 +170,40 @@ impl Retrying {
             .into_iter()
             .filter_map(|p| usize::try_from(p).ok()?.checked_sub(1))
             .filter_map(|i| self.renamed_at_contract.get(i).map(|(id, _)| id))
+            .collect())
+    }
+
+    /// The steps whose enum label rename committed: the type has the new label and not the
+    /// old one.
+    async fn renamed_labels<'a>(
+        &'a self,
+        conn: &mut PgConnection,
+    ) -> sqlx::Result<Vec<&'a StepId>> {
+        let types: Vec<&str> = self
+            .enum_renames
+            .iter()
+            .map(|(_, r)| r.type_name.as_str())
+            .collect();
+        let old: Vec<&str> = self.enum_renames.iter().map(|(_, r)| r.old).collect();
+        let new: Vec<&str> = self.enum_renames.iter().map(|(_, r)| r.new).collect();
+        let query = sqlx::query(crate::sql::enums::renamed_labels())
+            .bind(types)
+            .bind(old)
+            .bind(new)
+            .persistent(!self.pooled);
+        let row = if self.pooled && !conn.is_in_transaction() {
+            let mut tx = conn.begin().await?;
+            let row = query.fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            row
+        } else {
+            query.fetch_one(&mut *conn).await?
+        };
+        let positions: Vec<i64> = sqlx::Row::try_get(&row, "renamed")?;
+        Ok(positions
+            .into_iter()
+            .filter_map(|p| usize::try_from(p).ok()?.checked_sub(1))
+            .filter_map(|i| self.enum_renames.get(i).map(|(id, _)| id))
             .collect())
     }
 

@@ -31,6 +31,10 @@ impl Engine {
             // Nothing that still writes the retired shape may be running when it goes.
             self.settle(step, Phase::Retire).await?;
         }
+        if phase == Phase::Contract {
+            // Every acknowledgement in, the contract's transaction not begun.
+            crate::failpoint::pause_at("contract").await;
+        }
         match step.room().runner(phase) {
             Runner::Backfill => {
                 let pass = self.backfill_pass(step).await?;

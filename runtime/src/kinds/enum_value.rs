@@ -124,6 +124,7 @@ mod tests {
         schema: "public",
         name: "order_status",
         labels: &["pending", "shipped"],
+        renamed: &[],
     };
 
     #[test]

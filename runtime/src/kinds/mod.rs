@@ -18,6 +18,7 @@ mod drop_column;
 mod drop_index;
 mod drop_not_null;
 mod drop_table;
+mod enum_rename;
 mod enum_type;
 mod enum_value;
 mod filled_column;
@@ -244,6 +245,9 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
         StepKind::CreateEnum(e) => Box::new(enum_type::CreateEnum(e)),
         StepKind::AddEnumValue(e, label) => Box::new(enum_value::AddEnumValue(e, label)),
+        StepKind::RenameEnumValue(e, new, old) => {
+            Box::new(enum_rename::RenameEnumValue(e, new, old))
+        }
         StepKind::DropTable => Box::new(drop_table::DropTable),
         StepKind::RenameTable { from, to } => Box::new(rename_table::RenameTable { from, to }),
     }

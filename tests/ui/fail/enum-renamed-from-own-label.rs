@@ -4,7 +4,7 @@ use pgevolve::EvolveEnum;
 #[evolve(type_name = "order_status")]
 pub enum OrderStatus {
     Pending,
-    #[evolve(renamed_from = "ShippedOut")]
+    #[evolve(renamed_from = "Shipped")]
     Shipped,
 }
 

@@ -33,6 +33,7 @@ mod evolution;
 mod fast_boot;
 mod gates;
 mod requests;
+mod widen_key;
 
 pub use builder::Evolver;
 pub use evolution::Evolution;

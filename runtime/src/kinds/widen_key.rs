@@ -48,7 +48,7 @@ impl WidenKey {
             match_type: "s".into(),
             deferrable: false,
             deferred: false,
-            indexes: Vec::new(),
+            indexes: vec![("<its index>".into(), false, "btree".into())],
         }
     }
 }
@@ -75,6 +75,7 @@ impl Kind for WidenKey {
         let facts = KeyFacts::shown(model, c);
         let mut validate = kw::expand_referencing(&r, &rh);
         validate.push(Statement::always(kw::fill_referencing(&r, &rh)));
+        validate.extend(kw::index_copies(&r, &rh, id).into_iter().map(|(_, s)| s));
         validate.push(kw::key_unique_index(model, &h.shadow, id));
         validate.extend(kw::validate_referencing_check(&r, &rh));
         validate.extend(kw::new_foreign_key(model, &h.shadow, &r, &rh));
@@ -180,11 +181,13 @@ impl Kind for WidenKey {
     }
 
     fn plan_notes(&self, _model: &ModelSpec) -> Vec<String> {
-        vec![
-            "referencing columns: every single-column foreign key to the key, read from the catalog when each phase runs; \
-             their plain single-column indexes are built again over the shadows (CONCURRENTLY) and take their names back at contract"
-                .to_string(),
+        [
+            "referencing columns (every single-column foreign key to the key, read from the catalog when each phase runs)",
+            "their plain single-column indexes: built again over the shadows CONCURRENTLY in validate, their names given back at contract",
+            "a multi-column foreign key to the key, a reference that is not integer, or another index on a referencing column: drift at boot, nothing runs",
         ]
+        .map(String::from)
+        .to_vec()
     }
 }
 

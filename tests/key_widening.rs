@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use pgevolve::{BackfillOptions, DeployWindow, Evolve, Evolver, Phase};
 use sqlx::PgPool;
+use support::child::{self, ChildProcess};
 use support::{catalog_snapshot, database};
 use tokio::sync::Mutex;
 
@@ -284,64 +285,11 @@ async fn column_type(pool: &PgPool, table: &str, column: &str) -> String {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn key_and_reference_widened_while_old_and_new_builds_write_both_tables_keep_every_row() {
-    let (_db, pool) = database(24).await;
-    seed(&pool).await;
-    let expected = expected_from(&pool).await;
-    let old: Vec<Writer> = (0..2)
-        .map(|lane| writer(&pool, Build::Old, lane, expected.clone()))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
-    let evolution = Evolver::new(pool.clone())
-        .deploy_window(DeployWindow::always())
-        .model::<Account>()
-        .backfill_options(BackfillOptions {
-            initial_batch_size: 300,
-            max_batch_size: 1_000,
-            ..BackfillOptions::default()
-        })
-        .boot()
-        .await
-        .unwrap();
-    let step = evolution
-        .status()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.description.starts_with("widen primary key"))
-        .expect("a widen_key step");
-    assert_eq!(
-        step.description,
-        "widen primary key public.accounts.id from integer to bigint, with the foreign keys that reference it"
-    );
-    // The new build starts next to the old one once expand is done.
-    let new: Vec<Writer> = (2..4)
-        .map(|lane| writer(&pool, Build::New, lane, expected.clone()))
-        .collect();
-    evolution.wait().await.unwrap();
-    // Validated: the shadows' new foreign key is there and valid, the old one still enforced.
-    let fks: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT conname::text, convalidated FROM pg_constraint WHERE conrelid = 'payments'::regclass AND contype = 'f' ORDER BY 1",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(fks.len(), 2, "{fks:?}");
-    assert!(fks.iter().all(|(_, valid)| *valid), "{fks:?}");
-    evolution.switch().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    // Contract is gated on the old build being gone: it stops first.
-    let mut ok = stop_all(old, "old build").await;
-    assert_rows_match(&pool, &expected, "before contract").await;
-    evolution.contract().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    ok += stop_all(new, "new build").await;
-    assert!(ok > 200, "only {ok} writes");
-    assert_rows_match(&pool, &expected, "after contract").await;
-
+/// After contract: the key and the reference are bigint under their old names, validated; the
+/// index on the reference is there under its name; the serial sequence is bigint and still the
+/// default; no helper is left; values past the integer range go in.
+async fn assert_widened(pool: &PgPool) {
+    let pool = pool.clone();
     // The key and the reference are bigint, under their old names, validated; the index on the
     // reference is there under its name; the serial sequence is bigint and still the default.
     assert_eq!(column_type(&pool, "accounts", "id").await, "bigint");
@@ -402,6 +350,70 @@ async fn key_and_reference_widened_while_old_and_new_builds_write_both_tables_ke
             name: "wide".into()
         })
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_and_reference_widened_while_old_and_new_builds_write_both_tables_keep_every_row() {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(24).await;
+    seed(&pool).await;
+    let expected = expected_from(&pool).await;
+    let old: Vec<Writer> = (0..2)
+        .map(|lane| writer(&pool, Build::Old, lane, expected.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Account>()
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 300,
+            max_batch_size: 1_000,
+            ..BackfillOptions::default()
+        })
+        .boot()
+        .await
+        .unwrap();
+    let step = evolution
+        .status()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.description.starts_with("widen primary key"))
+        .expect("a widen_key step");
+    assert_eq!(
+        step.description,
+        "widen primary key public.accounts.id from integer to bigint, with the foreign keys that reference it"
+    );
+    // The new build starts next to the old one once expand is done.
+    let new: Vec<Writer> = (2..4)
+        .map(|lane| writer(&pool, Build::New, lane, expected.clone()))
+        .collect();
+    evolution.wait().await.unwrap();
+    // Validated: the shadows' new foreign key is there and valid, the old one still enforced.
+    let fks: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT conname::text, convalidated FROM pg_constraint WHERE conrelid = 'payments'::regclass AND contype = 'f' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(fks.len(), 2, "{fks:?}");
+    assert!(fks.iter().all(|(_, valid)| *valid), "{fks:?}");
+    evolution.switch().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Contract is gated on the old build being gone: it stops first.
+    let mut ok = stop_all(old, "old build").await;
+    assert_rows_match(&pool, &expected, "before contract").await;
+    evolution.contract().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok += stop_all(new, "new build").await;
+    assert!(ok > 200, "only {ok} writes");
+    assert_rows_match(&pool, &expected, "after contract").await;
+
+    assert_widened(&pool).await;
     let status = evolution.status().await.unwrap();
     let step = status
         .iter()
@@ -424,6 +436,9 @@ enum AbortAt {
 /// was before boot, and every write is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_before_contract_restores_both_tables_catalog_and_keeps_every_write() {
+    if child::in_child() {
+        return;
+    }
     for at in [
         AbortAt::AfterExpand,
         AbortAt::AfterValidate,
@@ -472,5 +487,151 @@ async fn abort_before_contract_restores_both_tables_catalog_and_keeps_every_writ
             "{at:?}: catalog not restored"
         );
         assert_rows_match(&pool, &expected, &format!("{at:?}")).await;
+    }
+}
+
+fn crash_evolver(pool: &PgPool) -> Evolver {
+    // A killed child's heartbeat expires after 2 s: the acknowledgements stop waiting for it.
+    Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .acknowledgements(Duration::from_secs(2), Duration::from_secs(60))
+        .model::<Account>()
+}
+
+async fn widen_step(evolution: &pgevolve::Evolution) -> pgevolve::StepStatus {
+    evolution
+        .status()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.description.starts_with("widen primary key"))
+        .unwrap()
+}
+
+/// The child of the kill test: boots and goes as far as its scenario says, then reports or
+/// pauses; the parent kills it. Not a test in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_widening_child_process() {
+    let Some((scenario, url)) = child::child_spec() else {
+        return;
+    };
+    let pool = PgPool::connect(&url).await.unwrap();
+    let evolution = crash_evolver(&pool).boot().await.unwrap();
+    match scenario.as_str() {
+        "expand" => child::report("BOOTED"),
+        // Pauses at `key-references-filled` in validate.
+        "validate" => {
+            let _ = evolution.wait().await;
+        }
+        "switch" => {
+            evolution.wait().await.unwrap();
+            evolution.switch().await.unwrap();
+            child::report("SWITCHED");
+        }
+        // Validated and switched by the parent: pauses at `key-reference-swapped` in contract,
+        // with payments swapped and accounts not.
+        "contract" => {
+            let _ = evolution.contract().await;
+        }
+        // Pauses at `abort-recorded`.
+        "abort" => {
+            evolution.wait().await.unwrap();
+            let step = widen_step(&evolution).await;
+            let _ = evolution.abort(&step.id).await;
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(3_600)).await;
+    }
+}
+
+/// Kills the child in `scenario` while the old build writes, then boots in the test process
+/// next to it and goes to contract (or, after a killed abort, checks the abort finished): every
+/// row of both tables is as last written.
+async fn killed_in(scenario: &str) {
+    let (db, pool) = database(20).await;
+    seed(&pool).await;
+    let before = (
+        catalog_snapshot(&pool, "accounts").await,
+        catalog_snapshot(&pool, "payments").await,
+    );
+    let expected = expected_from(&pool).await;
+    let old = writer(&pool, Build::Old, 0, expected.clone());
+    let entry = "key_widening_child_process";
+    match scenario {
+        "expand" => {
+            let mut c = ChildProcess::start(entry, scenario, db.url(), None);
+            c.expect("BOOTED");
+            c.kill();
+        }
+        "validate" => {
+            ChildProcess::paused_at(entry, scenario, db.url(), "key-references-filled").kill()
+        }
+        "switch" => {
+            let mut c = ChildProcess::start(entry, scenario, db.url(), None);
+            c.expect("SWITCHED");
+            c.kill();
+        }
+        "contract" => {
+            let first = crash_evolver(&pool).boot().await.unwrap();
+            first.wait().await.unwrap();
+            first.switch().await.unwrap();
+            drop(first);
+            ChildProcess::paused_at(entry, scenario, db.url(), "key-reference-swapped").kill();
+            // payments is swapped, accounts is not: the reference is bigint, the key integer.
+            assert_eq!(column_type(&pool, "payments", "account_id").await, "bigint");
+            assert_eq!(column_type(&pool, "accounts", "id").await, "integer");
+        }
+        "abort" => ChildProcess::paused_at(entry, scenario, db.url(), "abort-recorded").kill(),
+        other => panic!("unknown scenario {other}"),
+    }
+    child::until_no_advisory_lock(&pool).await;
+
+    // The next boot, in this process, next to the old build (until contract); the new build
+    // starts once it is up.
+    let evolution = crash_evolver(&pool).boot().await.unwrap();
+    let new = writer(&pool, Build::New, 1, expected.clone());
+    evolution.wait().await.unwrap();
+    if scenario == "abort" {
+        assert_eq!(widen_step(&evolution).await.phase, Phase::Aborted);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop_all(vec![old, new], scenario).await;
+        assert_eq!(
+            (
+                catalog_snapshot(&pool, "accounts").await,
+                catalog_snapshot(&pool, "payments").await,
+            ),
+            before,
+            "{scenario}: catalog not restored"
+        );
+        assert_rows_match(&pool, &expected, scenario).await;
+        return;
+    }
+    let mut ok = 0;
+    if scenario == "contract" {
+        // The old build was gone before the first contract.
+        ok += stop_all(vec![old], scenario).await;
+    } else {
+        evolution.switch().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ok += stop_all(vec![old], scenario).await;
+    }
+    evolution.contract().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ok += stop_all(vec![new], scenario).await;
+    assert!(ok > 20, "{scenario}: only {ok} writes");
+    assert_rows_match(&pool, &expected, scenario).await;
+    assert_widened(&pool).await;
+}
+
+// One test, scenarios in sequence, as in `change_type_crash`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_widening_killed_in_any_phase_is_taken_over_by_the_next_boot_with_every_row() {
+    if child::in_child() {
+        return;
+    }
+    for scenario in ["expand", "validate", "switch", "contract", "abort"] {
+        killed_in(scenario).await;
     }
 }

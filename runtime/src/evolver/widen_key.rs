@@ -65,6 +65,8 @@ impl Engine {
                 return Ok(());
             }
         }
+        // Kill tests stop here: shadows filled, nothing built over them yet.
+        crate::failpoint::pause_at("key-references-filled").await;
         for r in &refs {
             let rh = r.helpers(&step.id);
             for (name, build) in kw::index_copies(r, &rh, &step.id) {
@@ -230,6 +232,8 @@ impl Engine {
                 )
                 .await?;
             info!(step = %step.id, table = %r.table(), "referencing column widened");
+            // Kill tests stop here: a referencing table swapped, the key table not yet.
+            crate::failpoint::pause_at("key-reference-swapped").await;
         }
         let facts = self.key_facts(step).await?;
         let h = TypeHelpers::new(&step.model, column, &step.id);

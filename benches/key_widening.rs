@@ -77,11 +77,12 @@ fn parse_args() -> std::result::Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--rows: {e}"))?
             }
-            "--clients" => args.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?,
+            "--clients" => {
+                args.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?
+            }
             "--settle" => {
-                args.settle = Duration::from_secs_f64(
-                    value()?.parse().map_err(|e| format!("--settle: {e}"))?,
-                )
+                args.settle =
+                    Duration::from_secs_f64(value()?.parse().map_err(|e| format!("--settle: {e}"))?)
             }
             "--bench" => {}
             "--help" | "-h" => return Err(String::new()),
@@ -285,7 +286,13 @@ async fn run_plain(pool: &PgPool, args: &Args, load: &Arc<Load>) -> Result<Vec<R
     tokio::time::sleep(args.settle).await;
     Ok(vec![
         row("plain", "before", before, load, 0),
-        row("plain", "ALTER COLUMN ... TYPE bigint (both tables)", altered, load, 1),
+        row(
+            "plain",
+            "ALTER COLUMN ... TYPE bigint (both tables)",
+            altered,
+            load,
+            1,
+        ),
         row("plain", "after", args.settle.as_secs_f64(), load, 2),
     ])
 }
@@ -386,7 +393,11 @@ async fn run_all(args: &Args, server: &mut Server) -> Result<()> {
     println!(
         "\nkey swap longest stall: {swap:.1} ms (target ≤ {STALL_TARGET_MS} ms: {}); longest stall of any pgevolve phase: {worst:.1} ms; \
          plain ALTER: {plain:.1} ms ({:.0}× the key swap)",
-        if swap <= STALL_TARGET_MS { "PASS" } else { "FAIL" },
+        if swap <= STALL_TARGET_MS {
+            "PASS"
+        } else {
+            "FAIL"
+        },
         plain / swap.max(0.001)
     );
     for e in errors {

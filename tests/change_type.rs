@@ -478,6 +478,9 @@ async fn old_build_updates_of_other_columns_on_rows_not_yet_backfilled_succeed()
     assert!(done);
     assert_eq!(qty, support::items::ROWS);
     let step = change_step(&evolution, "qty").await;
-    assert!(step.phase < Phase::Backfill, "the backfill was over too soon");
+    assert!(
+        step.phase < Phase::Backfill,
+        "the backfill was over too soon"
+    );
     evolution.abort(&step.id).await.unwrap();
 }

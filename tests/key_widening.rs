@@ -28,7 +28,6 @@ pub struct Account {
     pub name: String,
 }
 
-
 /// `accounts(id serial)` and `payments(account_id integer NOT NULL REFERENCES accounts ON
 /// DELETE CASCADE)` with an index on the reference.
 async fn seed(pool: &PgPool) {
@@ -199,10 +198,10 @@ fn writer(pool: &PgPool, build: Build, lane: u64, expected: Arc<Mutex<Expected>>
                     let keys: Vec<i64> = e.accounts.keys().copied().collect();
                     let account = keys[pick(keys.len(), 4)];
                     let q = match build {
-                        Build::Old => {
-                            sqlx::query("UPDATE payments SET account_id = $1::integer WHERE id = $2")
-                                .bind(account as i32)
-                        }
+                        Build::Old => sqlx::query(
+                            "UPDATE payments SET account_id = $1::integer WHERE id = $2",
+                        )
+                        .bind(account as i32),
                         Build::New => {
                             sqlx::query("UPDATE payments SET account_id = $1::bigint WHERE id = $2")
                                 .bind(account)

@@ -843,7 +843,11 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
             );
         }
     }
-    if let Some(generated) = attrs.generated.as_ref().filter(|_| attrs.primary_key.is_none()) {
+    if let Some(generated) = attrs
+        .generated
+        .as_ref()
+        .filter(|_| attrs.primary_key.is_none())
+    {
         cx.error_spanned_by(
             generated,
             "`generated` cannot be combined with `type_from`: pgevolve creates identity columns only with their table",

@@ -34,7 +34,10 @@ impl Engine {
     }
 
     async fn referencing(&self, step: &PlannedStep, phase: Phase) -> Result<Vec<Referencing>> {
-        let column = step.kind.column().ok_or_else(|| refused(step, phase, "no column".into()))?;
+        let column = step
+            .kind
+            .column()
+            .ok_or_else(|| refused(step, phase, "no column".into()))?;
         let mut conn = self.evolver.pool.acquire().await?;
         let mut out = Vec::new();
         for (r, refusal) in read_referencing(&mut conn, &step.model, column).await? {
@@ -48,7 +51,10 @@ impl Engine {
 
     async fn widen_key_validate(&self, step: &PlannedStep) -> Result<()> {
         let phase = Phase::Validate;
-        let column = step.kind.column().ok_or_else(|| refused(step, phase, "no column".into()))?;
+        let column = step
+            .kind
+            .column()
+            .ok_or_else(|| refused(step, phase, "no column".into()))?;
         let model = &step.model;
         let h = TypeHelpers::new(model, column, &step.id);
         let refs = self.referencing(step, phase).await?;
@@ -57,7 +63,12 @@ impl Engine {
         for r in &refs {
             let rh = r.helpers(&step.id);
             self.executor
-                .run(ref_target(step, phase, r), &kw::expand_referencing(r, &rh), &[], false)
+                .run(
+                    ref_target(step, phase, r),
+                    &kw::expand_referencing(r, &rh),
+                    &[],
+                    false,
+                )
                 .await?;
         }
         for r in &refs {
@@ -220,7 +231,10 @@ impl Engine {
     /// then the key table, recorded with it.
     async fn widen_key_contract(&self, step: &PlannedStep) -> Result<()> {
         let phase = Phase::Contract;
-        let column = step.kind.column().ok_or_else(|| refused(step, phase, "no column".into()))?;
+        let column = step
+            .kind
+            .column()
+            .ok_or_else(|| refused(step, phase, "no column".into()))?;
         for r in self.referencing(step, phase).await? {
             let rh = r.helpers(&step.id);
             self.executor

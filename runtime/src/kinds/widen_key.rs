@@ -13,8 +13,8 @@
 //! renamed, the primary key added again under its name `USING INDEX` the unique index, default
 //! or identity moved): catalog changes only, each under lock_timeout with retries.
 
-use super::resolving::BoxFuture;
 use super::change_type::ChangeType;
+use super::resolving::BoxFuture;
 use super::{
     FieldAccess, Kind, PlannedPhase, RenamedAtContract, Resolving, Runner, Shown, Verification,
     backfill_phase,
@@ -59,7 +59,10 @@ impl Kind for WidenKey {
     }
 
     fn identity(&self) -> Vec<&'static str> {
-        let tc = self.0.type_change.unwrap_or(crate::spec::TypeChange::DEFAULT);
+        let tc = self
+            .0
+            .type_change
+            .unwrap_or(crate::spec::TypeChange::DEFAULT);
         vec![self.0.name, tc.from, self.0.sql_type]
     }
 
@@ -124,7 +127,10 @@ impl Kind for WidenKey {
             "widen primary key {}.{} from {} to {}, with the foreign keys that reference it",
             model.qualified_name(),
             self.0.name,
-            self.0.type_change.unwrap_or(crate::spec::TypeChange::DEFAULT).from,
+            self.0
+                .type_change
+                .unwrap_or(crate::spec::TypeChange::DEFAULT)
+                .from,
             self.0.sql_type
         )
     }
@@ -306,7 +312,10 @@ async fn progress(kind: &WidenKey, cx: &mut Resolving<'_, '_>) -> Result<Phase> 
     if done >= Phase::Contract {
         return Ok(done);
     }
-    let from = column.type_change.unwrap_or(crate::spec::TypeChange::DEFAULT).from;
+    let from = column
+        .type_change
+        .unwrap_or(crate::spec::TypeChange::DEFAULT)
+        .from;
     match old.as_deref() {
         Some("integer" | "smallint") => {}
         Some(other) => {

@@ -70,7 +70,11 @@ impl Referencing {
         let p = prefix(id);
         let hash = format!(
             "{:08x}",
-            crate::step::fnv1a(&[self.schema.as_str(), self.table.as_str(), self.column.as_str()]) as u32
+            crate::step::fnv1a(&[
+                self.schema.as_str(),
+                self.table.as_str(),
+                self.column.as_str()
+            ]) as u32
         );
         let mut shadow = format!("{p}_{}", self.column);
         if shadow.len() > pgevolve_naming::MAX_IDENTIFIER_BYTES {
@@ -112,8 +116,11 @@ impl KeyFacts {
     /// What plans show: the conventional names of a serial key (`<table>_pkey`,
     /// `<table>_<column>_seq`); the engine reads the real ones when the phase runs.
     pub(crate) fn shown(model: &ModelSpec, column: &ColumnSpec) -> KeyFacts {
-        let seq = Qualified(model.schema, &format!("{}_{}_seq", model.table, column.name))
-            .to_string();
+        let seq = Qualified(
+            model.schema,
+            &format!("{}_{}_seq", model.table, column.name),
+        )
+        .to_string();
         KeyFacts {
             constraint: format!("{}_pkey", model.table),
             default: Some(format!("nextval({}::regclass)", Literal(&seq))),
@@ -182,7 +189,9 @@ pub(crate) fn expand_referencing(r: &Referencing, h: &RefHelpers) -> Vec<Stateme
     let new = Ident(&h.shadow);
     let function = Qualified(&r.schema, &h.function);
     let mut out = vec![
-        Statement::always(format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {new} bigint")),
+        Statement::always(format!(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {new} bigint"
+        )),
         Statement::always(format!(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $pgevolve$\n\
              BEGIN\n\
@@ -246,19 +255,26 @@ pub(crate) fn heap_pages() -> &'static str {
 
 /// The copies of the referencing column's plain indexes over the shadow, each built alone:
 /// the copy's qualified name and its build.
-pub(crate) fn index_copies(r: &Referencing, h: &RefHelpers, id: &StepId) -> Vec<(String, Statement)> {
+pub(crate) fn index_copies(
+    r: &Referencing,
+    h: &RefHelpers,
+    id: &StepId,
+) -> Vec<(String, Statement)> {
     r.indexes
         .iter()
         .map(|(name, unique, method)| {
             let copy = r.index_copy(id, name);
-            (Qualified(&r.schema, &copy).to_string(), Statement::concurrently(format!(
-                "CREATE {}INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING {} ({})",
-                if *unique { "UNIQUE " } else { "" },
-                Ident(&copy),
-                r.table(),
-                Ident(method),
-                Ident(&h.shadow)
-            )))
+            (
+                Qualified(&r.schema, &copy).to_string(),
+                Statement::concurrently(format!(
+                    "CREATE {}INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING {} ({})",
+                    if *unique { "UNIQUE " } else { "" },
+                    Ident(&copy),
+                    r.table(),
+                    Ident(method),
+                    Ident(&h.shadow)
+                )),
+            )
         })
         .collect()
 }
@@ -479,7 +495,9 @@ pub(crate) fn contract_key(
         }
         (Some(_), None) => {}
     }
-    out.push(Statement::always(format!("ALTER TABLE {t} DROP COLUMN {old}")));
+    out.push(Statement::always(format!(
+        "ALTER TABLE {t} DROP COLUMN {old}"
+    )));
     out.push(Statement::always(format!(
         "ALTER TABLE {t} RENAME COLUMN {new} TO {old}"
     )));
@@ -597,7 +615,14 @@ mod tests {
         };
         let r = orders();
         let [add, validate] = new_foreign_key(&model, "pgevolve_new_id", &r, &r.helpers(&id));
-        assert!(add.sql.contains("ON UPDATE NO ACTION ON DELETE CASCADE NOT VALID"));
-        assert!(validate.sql.starts_with("ALTER TABLE \"public\".\"orders\" VALIDATE"));
+        assert!(
+            add.sql
+                .contains("ON UPDATE NO ACTION ON DELETE CASCADE NOT VALID")
+        );
+        assert!(
+            validate
+                .sql
+                .starts_with("ALTER TABLE \"public\".\"orders\" VALIDATE")
+        );
     }
 }

@@ -425,9 +425,9 @@ async fn key_and_reference_widened_while_old_and_new_builds_write_both_tables_ke
 /// Where an abort lands.
 #[derive(Debug, Clone, Copy)]
 enum AbortAt {
-    AfterExpand,
-    AfterValidate,
-    AfterSwitch,
+    Expanded,
+    Validated,
+    Switched,
 }
 
 /// Abort after expand, after validate (shadows, triggers, unique index and new foreign keys on
@@ -438,11 +438,7 @@ async fn abort_before_contract_restores_both_tables_catalog_and_keeps_every_writ
     if child::in_child() {
         return;
     }
-    for at in [
-        AbortAt::AfterExpand,
-        AbortAt::AfterValidate,
-        AbortAt::AfterSwitch,
-    ] {
+    for at in [AbortAt::Expanded, AbortAt::Validated, AbortAt::Switched] {
         let (_db, pool) = database(16).await;
         seed(&pool).await;
         let before = (
@@ -458,9 +454,9 @@ async fn abort_before_contract_restores_both_tables_catalog_and_keeps_every_writ
             .unwrap();
         let new = writer(&pool, Build::New, 1, expected.clone());
         match at {
-            AbortAt::AfterExpand => {}
-            AbortAt::AfterValidate => evolution.wait().await.unwrap(),
-            AbortAt::AfterSwitch => {
+            AbortAt::Expanded => {}
+            AbortAt::Validated => evolution.wait().await.unwrap(),
+            AbortAt::Switched => {
                 evolution.wait().await.unwrap();
                 evolution.switch().await.unwrap();
             }

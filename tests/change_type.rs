@@ -446,3 +446,41 @@ async fn an_in_place_change_under_a_check_is_drift_and_nothing_changes() {
     );
     assert_eq!(catalog_snapshot(&pool, "labels").await, before);
 }
+
+/// An old build that updates another column of a row the backfill has not reached yet: the
+/// `NOT VALID` NOT NULL check applies to every row written, so the trigger gives the row its new
+/// value then (before, the update failed with a check violation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_build_updates_of_other_columns_on_rows_not_yet_backfilled_succeed() {
+    let (_db, pool) = database(10).await;
+    seed(&pool).await;
+    let evolution = Evolver::new(pool.clone())
+        .model::<Item>()
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 10,
+            max_batch_size: 10,
+            pause: Duration::from_millis(200),
+            ..BackfillOptions::default()
+        })
+        .boot()
+        .await
+        .unwrap();
+    // The backfill walks the key upwards: the last rows are reached last.
+    let (qty, done): (i64, bool) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE items SET name = 'renamed by the old build' WHERE id = {} \
+         RETURNING \"{}\", true",
+        support::items::ROWS,
+        shadow("qty")
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(done);
+    assert_eq!(qty, support::items::ROWS);
+    let step = change_step(&evolution, "qty").await;
+    assert!(
+        step.phase < Phase::Backfill,
+        "the backfill was over too soon"
+    );
+    evolution.abort(&step.id).await.unwrap();
+}

@@ -544,3 +544,42 @@ fn plan_of_a_dropped_table() {
     );
     insta::assert_snapshot!(plan.to_string());
 }
+
+#[derive(Evolve)]
+#[evolve(table = "accounts")]
+#[allow(dead_code)]
+struct WideAccount {
+    #[evolve(primary_key, type_from = "integer")]
+    id: i64,
+    name: String,
+}
+
+/// An integer key widened to bigint: the key table's part is static; the referencing tables'
+/// part is read from the catalog when the phase runs, shown for one placeholder table.
+#[test]
+fn plan_of_a_widened_primary_key() {
+    let plan = WideAccount::plan();
+    let phases: Vec<(&str, Vec<Phase>)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.kind.name(), s.phases.iter().map(|p| p.phase).collect()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("create_table", vec![Phase::Expand]),
+            (
+                "widen_key",
+                vec![
+                    Phase::Expand,
+                    Phase::Backfill,
+                    Phase::Validate,
+                    Phase::Switch,
+                    Phase::Retire,
+                    Phase::Contract,
+                ]
+            ),
+        ]
+    );
+    insta::assert_snapshot!(plan.to_string());
+}

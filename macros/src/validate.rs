@@ -773,11 +773,31 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
         }
     }
     if attrs.primary_key.is_some() {
-        cx.error_spanned_by(
-            &from.key,
-            "changing the type of a primary key column is not supported yet: the new column would need its own \
-             unique index and every foreign key to it moved; keep the key's type for now",
-        );
+        // A key is only widened (integer to bigint), by a plain cast both ways: its values and
+        // every foreign key's stay what they are.
+        let to = field.known_sql_type().map(|t| normalized_type(&t));
+        if !matches!(normalized_type(&from_name).as_str(), "integer" | "smallint")
+            || to.as_deref() != Some("bigint")
+        {
+            cx.error_spanned_by(
+                &from.value,
+                format!(
+                    "a primary key's type can only be widened from `integer` (or `smallint`) to `bigint` (an `i64` field), \
+                     with every foreign key that references it; `type_from = \"{from_name}\"` on field `{name}` is not that: \
+                     keep the key's type, or change it by hand",
+                ),
+            );
+        }
+        for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
+            let key = key_name(&expr.key);
+            cx.error_spanned_by(
+                &expr.key,
+                format!(
+                    "`{key}` cannot be combined with `type_from` on a primary key: a key is widened by a plain cast, \
+                     so that every foreign key that references it keeps matching; remove `{key}`",
+                ),
+            );
+        }
     }
     let conflicts = [
         (
@@ -823,7 +843,11 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
             );
         }
     }
-    if let Some(generated) = &attrs.generated {
+    if let Some(generated) = attrs
+        .generated
+        .as_ref()
+        .filter(|_| attrs.primary_key.is_none())
+    {
         cx.error_spanned_by(
             generated,
             "`generated` cannot be combined with `type_from`: pgevolve creates identity columns only with their table",

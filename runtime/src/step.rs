@@ -125,6 +125,13 @@ pub enum StepKind {
     /// for it (`varchar(20)` to `varchar(50)` or `text`, ...): one `ALTER COLUMN ... TYPE` at
     /// expand, under lock_timeout.
     ChangeTypeInPlace(&'static ColumnSpec),
+    /// Widen an integer primary key to `bigint` (`#[evolve(primary_key, type_from =
+    /// "integer")]` on an `i64` field), with every foreign key that references it: shadow
+    /// `bigint` columns kept in sync both ways on the key table and on every referencing column
+    /// (found in the catalog), backfilled, the shadow's unique index built concurrently, new
+    /// foreign keys added `NOT VALID` and validated, then at contract the columns swapped by
+    /// rename and the primary key moved with `USING INDEX`, each table in a short transaction.
+    WidenKey(&'static ColumnSpec),
     /// Create a PostgreSQL enum type a column uses (`#[derive(EvolveEnum)]`) when it does not
     /// exist, with every label: a catalog change, no table locked.
     CreateEnum(&'static EnumSpec),

@@ -119,6 +119,7 @@ impl Engine {
                 }
             },
             Runner::ComputedValidate => self.validate_computed(step).await,
+            Runner::KeyWidening => self.widen_key(step, phase).await,
             Runner::Statements => self.run_phase(step, phase, false).await,
         }
     }

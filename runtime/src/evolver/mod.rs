@@ -13,6 +13,7 @@
 //! | `abort.rs` | abort: recorded first, DDL once every instance follows |
 //! | `requests.rs` | operators' requests (`pgevolve pause`, `contract`, ...) carried out |
 //! | `carry.rs` | a rename's carry-over of indexes and constraints |
+//! | `widen_key.rs` | a widened primary key's validate and contract, over the referencing tables |
 //!
 //! The runners below the engine (`backfill`, `concurrent`, `constraints`) get what they need
 //! as arguments (a [`Progress`](crate::progress::Progress) handle, the pool, the stop flag) and
@@ -33,6 +34,7 @@ mod evolution;
 mod fast_boot;
 mod gates;
 mod requests;
+mod widen_key;
 
 pub use builder::Evolver;
 pub use evolution::Evolution;

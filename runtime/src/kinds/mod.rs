@@ -31,6 +31,7 @@ mod resolving;
 mod set_default;
 mod set_not_null;
 mod unique;
+pub(crate) mod widen_key;
 
 pub(crate) use drop_table::{dropped_table_conflicts, dropped_table_model};
 pub(crate) use rename_column::read_carry;
@@ -243,6 +244,7 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::SetDefault(c) => Box::new(set_default::SetDefault(c)),
         StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
         StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
+        StepKind::WidenKey(c) => Box::new(widen_key::WidenKey(c)),
         StepKind::CreateEnum(e) => Box::new(enum_type::CreateEnum(e)),
         StepKind::AddEnumValue(e, label) => Box::new(enum_value::AddEnumValue(e, label)),
         StepKind::RenameEnumValue(e, new, old) => {
@@ -268,6 +270,14 @@ pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
             to: model.table,
         });
     }
+    // A primary key whose type changes (integer to bigint), with the keys that reference it.
+    kinds.extend(
+        model
+            .columns
+            .iter()
+            .filter(|c| c.primary_key && c.type_change.is_some())
+            .map(StepKind::WidenKey),
+    );
     // A generated column is created with its table only: adding an identity to a live table
     // fills every row under an exclusive lock, so a missing one is drift (see `resolve`).
     for column in model
@@ -522,6 +532,9 @@ pub(crate) enum Runner {
     ContractCarrying,
     /// A column computed in Rust: walks of batches computed by the function (see `computed.rs`).
     ComputedBackfill,
+    /// A primary key widened to `bigint` (`kinds::widen_key`): the referencing tables found in
+    /// the catalog and their part of the phase run first, then the key table's.
+    KeyWidening,
     /// A column computed in Rust: every live instance knows the column, the rows still without
     /// a value drained, the NOT NULL check added, drained again, validated.
     ComputedValidate,

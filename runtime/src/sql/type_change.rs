@@ -127,7 +127,9 @@ pub(crate) fn expand(model: &ModelSpec, column: &ColumnSpec, h: &TypeHelpers) ->
              \x20   IF NEW.{old} IS NOT DISTINCT FROM OLD.{old} AND NEW.{new} IS DISTINCT FROM {up} THEN\n\
              \x20     NEW.{old} := {down};\n\
              \x20   END IF;\n\
-             \x20 ELSIF NEW.{old} IS DISTINCT FROM OLD.{old} THEN\n\
+             \x20 -- A row the backfill has not reached yet gets its value when written for any reason\n\
+             \x20 -- (a NOT VALID check applies to every row written).\n\
+             \x20 ELSIF NEW.{old} IS DISTINCT FROM OLD.{old} OR (NEW.{new} IS NULL AND NEW.{old} IS NOT NULL) THEN\n\
              \x20   NEW.{new} := {up};\n\
              \x20 END IF;\n\
              \x20 RETURN NEW;\n\

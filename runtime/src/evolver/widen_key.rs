@@ -1,0 +1,276 @@
+//! The runner of a primary key widened to `bigint` (`kinds::widen_key`): the validate and
+//! contract phases, which work on the tables that reference the key, found in the catalog when
+//! the phase runs. Every statement comes from `sql::key_widening`; every group of DDL runs
+//! through the executor (its own short transaction, lock_timeout, retries), every concurrent
+//! build alone on a connection of its own.
+
+use std::sync::atomic::Ordering;
+
+use sqlx::{AssertSqlSafe, Row};
+use tracing::info;
+
+use super::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::executor::Target;
+use crate::ident::Qualified;
+use crate::kinds::widen_key::read_referencing;
+use crate::plan::PlannedStep;
+use crate::sql::key_widening::{self as kw, KeyFacts, Referencing};
+use crate::sql::type_change::{self, TypeHelpers};
+use crate::sql::{self, Statement};
+use crate::step::Phase;
+
+/// Heap pages per batch of a referencing table's fill (8 kB each: a few thousand narrow rows).
+const FILL_PAGES: i64 = 32;
+
+impl Engine {
+    /// Validate or contract of a widened key (see `kinds::widen_key`).
+    pub(super) async fn widen_key(&self, step: &PlannedStep, phase: Phase) -> Result<()> {
+        match phase {
+            Phase::Validate => self.widen_key_validate(step).await,
+            Phase::Contract => self.widen_key_contract(step).await,
+            _ => self.run_phase(step, phase, false).await,
+        }
+    }
+
+    async fn referencing(&self, step: &PlannedStep, phase: Phase) -> Result<Vec<Referencing>> {
+        let column = step
+            .kind
+            .column()
+            .ok_or_else(|| refused(step, phase, "no column".into()))?;
+        let mut conn = self.evolver.pool.acquire().await?;
+        let mut out = Vec::new();
+        for (r, refusal) in read_referencing(&mut conn, &step.model, column).await? {
+            if let Some(why) = refusal {
+                return Err(refused(step, phase, why));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    async fn widen_key_validate(&self, step: &PlannedStep) -> Result<()> {
+        let phase = Phase::Validate;
+        let column = step
+            .kind
+            .column()
+            .ok_or_else(|| refused(step, phase, "no column".into()))?;
+        let model = &step.model;
+        let h = TypeHelpers::new(model, column, &step.id);
+        let refs = self.referencing(step, phase).await?;
+        // Shadows and triggers first on every referencing table (idempotent: a table whose
+        // foreign key appeared since an earlier run gets them now).
+        for r in &refs {
+            let rh = r.helpers(&step.id);
+            self.executor
+                .run(
+                    ref_target(step, phase, r),
+                    &kw::expand_referencing(r, &rh),
+                    &[],
+                    false,
+                )
+                .await?;
+        }
+        for r in &refs {
+            if !self.fill_referencing(step, r).await? {
+                return Ok(());
+            }
+        }
+        // Kill tests stop here: shadows filled, nothing built over them yet.
+        crate::failpoint::pause_at("key-references-filled").await;
+        for r in &refs {
+            let rh = r.helpers(&step.id);
+            for (name, build) in kw::index_copies(r, &rh, &step.id) {
+                self.build_alone(&name, &build).await?;
+            }
+        }
+        let index = kw::key_unique_index(model, &h.shadow, &step.id);
+        let name = Qualified(model.schema, &kw::key_index(&step.id)).to_string();
+        self.build_alone(&name, &index).await?;
+        for r in &refs {
+            let rh = r.helpers(&step.id);
+            if let Some(check) = kw::validate_referencing_check(r, &rh) {
+                self.executor
+                    .run(ref_target(step, phase, r), &[check], &[], true)
+                    .await?;
+            }
+            let [add, validate] = kw::new_foreign_key(model, &h.shadow, r, &rh);
+            self.executor
+                .run(ref_target(step, phase, r), &[add], &[], false)
+                .await?;
+            self.executor
+                .run(ref_target(step, phase, r), &[validate], &[], true)
+                .await?;
+            let differ = self
+                .count(&kw::count_referencing_differences(r, &rh))
+                .await?;
+            if differ != 0 {
+                return Err(ErrorKind::Verification {
+                    step: step.id.to_string(),
+                    phase: phase.to_string(),
+                    table: r.table().to_string(),
+                    message: format!(
+                        "{differ} rows of {} have a shadow that is not their {} as bigint: a writer bypassed the trigger \
+                         (session_replication_role?); set the shadow {} to NULL on those rows and boot again to refill them",
+                        r.table(),
+                        r.column,
+                        rh.shadow
+                    ),
+                }
+                .into());
+            }
+        }
+        // The key table's own validation: its NOT NULL check, then its data checks.
+        self.executor
+            .run(
+                super::target(step, phase),
+                &type_change::validate(model, column, &h),
+                &[],
+                true,
+            )
+            .await?;
+        for check in step
+            .room()
+            .verifications(model)
+            .iter()
+            .filter(|c| !c.proven_by_not_null_check)
+        {
+            let count = self.count(&check.sql).await?;
+            if count != 0 {
+                return Err(ErrorKind::Verification {
+                    step: step.id.to_string(),
+                    phase: phase.to_string(),
+                    table: model.qualified_name(),
+                    message: format!("{count} {}", check.message),
+                }
+                .into());
+            }
+        }
+        self.run_phase_with(step, phase, &[], false).await
+    }
+
+    /// One referencing table's shadow filled, in batches of heap pages up to the size it had at
+    /// start (later rows got their value from the trigger), each batch its own transaction.
+    /// `false`: stopped between batches.
+    async fn fill_referencing(&self, step: &PlannedStep, r: &Referencing) -> Result<bool> {
+        let rh = r.helpers(&step.id);
+        let pages: i64 = sqlx::query_scalar(kw::heap_pages())
+            .bind(r.table().to_string())
+            .fetch_one(&self.evolver.pool)
+            .await?;
+        let batch = kw::fill_referencing(r, &rh);
+        let mut from = 0;
+        let mut rows = 0u64;
+        while from <= pages {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            let done = sqlx::query(AssertSqlSafe(batch.as_str()))
+                .bind(from)
+                .bind(from + FILL_PAGES)
+                .execute(&self.evolver.pool)
+                .await?;
+            rows += done.rows_affected();
+            from += FILL_PAGES;
+        }
+        info!(step = %step.id, table = %r.table(), rows, "shadow of a referencing column filled");
+        Ok(true)
+    }
+
+    /// A `CREATE ... INDEX CONCURRENTLY IF NOT EXISTS` on a connection of its own, after an
+    /// INVALID index of that name (a build interrupted earlier) was dropped concurrently.
+    async fn build_alone(&self, qualified: &str, build: &Statement) -> Result<()> {
+        let mut conn = self.evolver.pool.acquire().await?;
+        let invalid: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_index WHERE indexrelid = to_regclass($1) AND NOT indisvalid)",
+        )
+        .bind(qualified)
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut *conn)
+            .await?;
+        if invalid {
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {qualified}"
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+        sqlx::query(AssertSqlSafe(build.sql.as_str()))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("RESET statement_timeout")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn key_facts(&self, step: &PlannedStep) -> Result<KeyFacts> {
+        let column = step
+            .kind
+            .column()
+            .ok_or_else(|| refused(step, Phase::Contract, "no column".into()))?;
+        let row = sqlx::query(kw::key_facts())
+            .bind(sql::table(&step.model).to_string())
+            .bind(column.name)
+            .fetch_one(&self.evolver.pool)
+            .await?;
+        Ok(KeyFacts {
+            constraint: row
+                .try_get::<Option<String>, _>("constraint")?
+                .unwrap_or_else(|| format!("{}_pkey", step.model.table)),
+            default: row.try_get("default")?,
+            sequence: row.try_get("sequence")?,
+            identity: row.try_get("identity")?,
+        })
+    }
+
+    /// Contract: each referencing table in its own short transaction (a table already swapped
+    /// by an interrupted contract no longer has the old foreign key and is not found again),
+    /// then the key table, recorded with it.
+    async fn widen_key_contract(&self, step: &PlannedStep) -> Result<()> {
+        let phase = Phase::Contract;
+        let column = step
+            .kind
+            .column()
+            .ok_or_else(|| refused(step, phase, "no column".into()))?;
+        for r in self.referencing(step, phase).await? {
+            let rh = r.helpers(&step.id);
+            self.executor
+                .run(
+                    ref_target(step, phase, &r),
+                    &kw::contract_referencing(&r, &rh, &step.id),
+                    &[],
+                    false,
+                )
+                .await?;
+            info!(step = %step.id, table = %r.table(), "referencing column widened");
+            // Kill tests stop here: a referencing table swapped, the key table not yet.
+            crate::failpoint::pause_at("key-reference-swapped").await;
+        }
+        let facts = self.key_facts(step).await?;
+        let h = TypeHelpers::new(&step.model, column, &step.id);
+        let statements = kw::contract_key(&step.model, column, &h, &facts, &step.id);
+        self.run_phase_with(step, phase, &statements, false).await
+    }
+}
+
+fn ref_target<'a>(step: &'a PlannedStep, phase: Phase, r: &'a Referencing) -> Target<'a> {
+    Target {
+        step: step.id.as_str(),
+        phase,
+        schema: &r.schema,
+        table: &r.table,
+    }
+}
+
+fn refused(step: &PlannedStep, phase: Phase, message: String) -> Error {
+    ErrorKind::NotReady {
+        step: step.id.to_string(),
+        table: step.model.qualified_name(),
+        phase: phase.to_string(),
+        message,
+    }
+    .into()
+}

@@ -1,0 +1,731 @@
+//! An integer primary key widened to `bigint` (`#[evolve(primary_key, type_from = "integer")]`)
+//! with the foreign key of a table that is no model of the build, while an "old build" (raw SQL
+//! on the integer columns) and the "new build" (the generated accessors for the key table, raw
+//! SQL for the referencing one) insert and update rows of both tables throughout: every row of
+//! both tables ends as last written, references intact, the foreign key validated under its old
+//! name, the primary key bigint under its old name. Aborts before contract leave the catalog of
+//! both tables as it was and keep every write.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use pgevolve::{BackfillOptions, DeployWindow, Evolve, Evolver, Phase};
+use sqlx::PgPool;
+use support::child::{self, ChildProcess};
+use support::{catalog_snapshot, database};
+use tokio::sync::Mutex;
+
+/// The new build's view of the key table.
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "accounts")]
+pub struct Account {
+    #[evolve(primary_key, type_from = "integer")]
+    pub id: i64,
+    pub name: String,
+}
+
+/// `accounts(id serial)` and `payments(account_id integer NOT NULL REFERENCES accounts ON
+/// DELETE CASCADE)` with an index on the reference.
+async fn seed(pool: &PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE payments (
+             id bigserial PRIMARY KEY,
+             account_id integer NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+             amount integer NOT NULL
+         );
+         CREATE INDEX payments_account_id_idx ON payments (account_id);
+         INSERT INTO accounts (name) SELECT 'account ' || g FROM generate_series(1, 3000) g;
+         INSERT INTO payments (account_id, amount) SELECT 1 + g % 3000, g FROM generate_series(1, 12000) g;
+         ANALYZE accounts; ANALYZE payments;",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// What every row should hold: the last value written to it.
+#[derive(Default)]
+struct Expected {
+    accounts: BTreeMap<i64, String>,
+    payments: BTreeMap<i64, (i64, i64)>,
+}
+
+async fn expected_from(pool: &PgPool) -> Arc<Mutex<Expected>> {
+    let mut e = Expected::default();
+    for (id, name) in sqlx::query_as::<_, (i64, String)>("SELECT id::int8, name FROM accounts")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    {
+        e.accounts.insert(id, name);
+    }
+    for (id, account, amount) in sqlx::query_as::<_, (i64, i64, i64)>(
+        "SELECT id, account_id::int8, amount::int8 FROM payments",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    {
+        e.payments.insert(id, (account, amount));
+    }
+    Arc::new(Mutex::new(e))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Build {
+    /// Raw SQL on the integer columns, as the build before the change.
+    Old,
+    /// The generated accessors for accounts, raw SQL with bigint values for payments.
+    New,
+}
+
+struct Writer {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Writer {
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Release);
+        let errors = self.task.await.unwrap();
+        (self.ok.load(Ordering::Relaxed), errors)
+    }
+}
+
+static NEW_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// One writer: in turn inserts an account, inserts a payment, renames an account, moves a
+/// payment to another account; each write and its record in `expected` under one lock, so the
+/// record's order is the database's.
+fn writer(pool: &PgPool, build: Build, lane: u64, expected: Arc<Mutex<Expected>>) -> Writer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let (pool, s, o) = (pool.clone(), stop.clone(), ok.clone());
+    let task = tokio::spawn(async move {
+        let mut errors = Vec::new();
+        let mut n: u64 = 0;
+        while !s.load(Ordering::Acquire) {
+            n += 1;
+            let mut e = expected.lock().await;
+            let pick = |len: usize, salt: u64| ((n * 7919 + lane * 104_729 + salt) as usize) % len;
+            let result: Result<(), String> = match (n % 4, build) {
+                (0, Build::Old) => {
+                    let name = format!("old {lane}-{n}");
+                    sqlx::query_scalar::<_, i32>(
+                        "INSERT INTO accounts (name) VALUES ($1) RETURNING id",
+                    )
+                    .bind(&name)
+                    .fetch_one(&pool)
+                    .await
+                    .map(|id| {
+                        e.accounts.insert(id as i64, name);
+                    })
+                    .map_err(|x| x.to_string())
+                }
+                (0, Build::New) => {
+                    let id = 50_000_000 + NEW_IDS.fetch_add(1, Ordering::Relaxed) as i64;
+                    let account = Account {
+                        id,
+                        name: format!("new {lane}-{n}"),
+                    };
+                    account
+                        .insert(&pool)
+                        .await
+                        .map(|_| {
+                            e.accounts.insert(id, account.name.clone());
+                        })
+                        .map_err(|x| x.to_string())
+                }
+                (1, _) => {
+                    let keys: Vec<i64> = e.accounts.keys().copied().collect();
+                    let account = keys[pick(keys.len(), 1)];
+                    let amount = (n * 10 + lane) as i64;
+                    let q = match build {
+                        // The old build's statements name integer parameters, the new one's bigint
+                        // (one prepared statement per text and connection: they must differ).
+                        Build::Old => sqlx::query_scalar::<_, i64>(
+                            "INSERT INTO payments (account_id, amount) VALUES ($1::integer, $2::integer) RETURNING id",
+                        )
+                        .bind(account as i32)
+                        .bind(amount as i32),
+                        Build::New => sqlx::query_scalar::<_, i64>(
+                            "INSERT INTO payments (account_id, amount) VALUES ($1::bigint, $2::bigint) RETURNING id",
+                        )
+                        .bind(account)
+                        .bind(amount),
+                    };
+                    q.fetch_one(&pool)
+                        .await
+                        .map(|id| {
+                            e.payments.insert(id, (account, amount));
+                        })
+                        .map_err(|x| x.to_string())
+                }
+                (2, _) => {
+                    let keys: Vec<i64> = e.accounts.keys().copied().collect();
+                    let id = keys[pick(keys.len(), 2)];
+                    let name = format!("renamed {lane}-{n}");
+                    let done = match build {
+                        Build::Old => sqlx::query("UPDATE accounts SET name = $1 WHERE id = $2")
+                            .bind(&name)
+                            .bind(id as i32)
+                            .execute(&pool)
+                            .await
+                            .map(|_| ())
+                            .map_err(|x| x.to_string()),
+                        Build::New => Account {
+                            id,
+                            name: name.clone(),
+                        }
+                        .update(&pool)
+                        .await
+                        .map(|_| ())
+                        .map_err(|x| x.to_string()),
+                    };
+                    done.map(|()| {
+                        e.accounts.insert(id, name);
+                    })
+                }
+                _ => {
+                    let payments: Vec<i64> = e.payments.keys().copied().collect();
+                    let payment = payments[pick(payments.len(), 3)];
+                    let keys: Vec<i64> = e.accounts.keys().copied().collect();
+                    let account = keys[pick(keys.len(), 4)];
+                    let q = match build {
+                        Build::Old => sqlx::query(
+                            "UPDATE payments SET account_id = $1::integer WHERE id = $2",
+                        )
+                        .bind(account as i32),
+                        Build::New => {
+                            sqlx::query("UPDATE payments SET account_id = $1::bigint WHERE id = $2")
+                                .bind(account)
+                        }
+                    };
+                    q.bind(payment)
+                        .execute(&pool)
+                        .await
+                        .map(|_| {
+                            e.payments.get_mut(&payment).unwrap().0 = account;
+                        })
+                        .map_err(|x| x.to_string())
+                }
+            };
+            drop(e);
+            match result {
+                Ok(()) => {
+                    o.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(x) => errors.push(x),
+            }
+            tokio::task::yield_now().await;
+        }
+        errors
+    });
+    Writer { stop, ok, task }
+}
+
+async fn stop_all(writers: Vec<Writer>, who: &str) -> u64 {
+    let mut ok = 0;
+    for w in writers {
+        let (n, errors) = w.finish().await;
+        assert!(errors.is_empty(), "{who} writes failed: {errors:#?}");
+        ok += n;
+    }
+    ok
+}
+
+/// Every row of both tables is what was last written (`key_type`: the type the columns are
+/// read as).
+async fn assert_rows_match(pool: &PgPool, expected: &Mutex<Expected>, when: &str) {
+    let e = expected.lock().await;
+    let accounts: BTreeMap<i64, String> =
+        sqlx::query_as::<_, (i64, String)>("SELECT id::int8, name FROM accounts")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(accounts.len(), e.accounts.len(), "{when}: account count");
+    assert!(accounts == e.accounts, "{when}: accounts differ");
+    let payments: BTreeMap<i64, (i64, i64)> = sqlx::query_as::<_, (i64, i64, i64)>(
+        "SELECT id, account_id::int8, amount::int8 FROM payments",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, a, m)| (id, (a, m)))
+    .collect();
+    assert_eq!(payments.len(), e.payments.len(), "{when}: payment count");
+    assert!(payments == e.payments, "{when}: payments differ");
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payments p WHERE NOT EXISTS (SELECT FROM accounts a WHERE a.id = p.account_id)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "{when}: payments without their account");
+}
+
+async fn column_type(pool: &PgPool, table: &str, column: &str) -> String {
+    sqlx::query_scalar(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// After contract: the key and the reference are bigint under their old names, validated; the
+/// index on the reference is there under its name; the serial sequence is bigint and still the
+/// default; no helper is left; values past the integer range go in.
+async fn assert_widened(pool: &PgPool) {
+    let pool = pool.clone();
+    // The key and the reference are bigint, under their old names, validated; the index on the
+    // reference is there under its name; the serial sequence is bigint and still the default.
+    assert_eq!(column_type(&pool, "accounts", "id").await, "bigint");
+    assert_eq!(column_type(&pool, "payments", "account_id").await, "bigint");
+    let accounts = catalog_snapshot(&pool, "accounts").await;
+    assert!(
+        accounts.contains(&"constraint accounts_pkey PRIMARY KEY (id) validated=true".to_string())
+            && accounts.contains(
+                &"column id bigint notnull=true default=nextval('accounts_id_seq'::regclass)"
+                    .to_string()
+            )
+            && accounts.contains(
+                &"index CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id) valid=true"
+                    .to_string()
+            ),
+        "{accounts:#?}"
+    );
+    assert!(
+        !accounts.iter().any(|l| l.contains("pgevolve")),
+        "helpers left on accounts: {accounts:#?}"
+    );
+    let payments = catalog_snapshot(&pool, "payments").await;
+    assert!(
+        payments.contains(
+            &"constraint payments_account_id_fkey FOREIGN KEY (account_id) REFERENCES accounts(id) ON DELETE CASCADE validated=true"
+                .to_string()
+        ) && payments.contains(&"column account_id bigint notnull=true default=".to_string())
+            && payments.contains(
+                &"index CREATE INDEX payments_account_id_idx ON public.payments USING btree (account_id) valid=true"
+                    .to_string()
+            ),
+        "{payments:#?}"
+    );
+    assert!(
+        !payments.iter().any(|l| l.contains("pgevolve")),
+        "helpers left on payments: {payments:#?}"
+    );
+    let seq_type: String = sqlx::query_scalar(
+        "SELECT format_type(seqtypid, NULL) FROM pg_sequence WHERE seqrelid = 'accounts_id_seq'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(seq_type, "bigint");
+    // The widened key takes values past the integer range, and the reference follows them.
+    sqlx::raw_sql(
+        "INSERT INTO accounts (id, name) VALUES (5000000000, 'wide');
+         INSERT INTO payments (account_id, amount) VALUES (5000000000, 1);
+         INSERT INTO accounts (name) VALUES ('from the sequence');",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        Account::find(&5_000_000_000, &pool).await.unwrap(),
+        Some(Account {
+            id: 5_000_000_000,
+            name: "wide".into()
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_and_reference_widened_while_old_and_new_builds_write_both_tables_keep_every_row() {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(24).await;
+    seed(&pool).await;
+    let expected = expected_from(&pool).await;
+    let old: Vec<Writer> = (0..2)
+        .map(|lane| writer(&pool, Build::Old, lane, expected.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Account>()
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 300,
+            max_batch_size: 1_000,
+            ..BackfillOptions::default()
+        })
+        .boot()
+        .await
+        .unwrap();
+    let step = evolution
+        .status()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.description.starts_with("widen primary key"))
+        .expect("a widen_key step");
+    assert_eq!(
+        step.description,
+        "widen primary key public.accounts.id from integer to bigint, with the foreign keys that reference it"
+    );
+    // The new build starts next to the old one once expand is done.
+    let new: Vec<Writer> = (2..4)
+        .map(|lane| writer(&pool, Build::New, lane, expected.clone()))
+        .collect();
+    evolution.wait().await.unwrap();
+    // Validated: the shadows' new foreign key is there and valid, the old one still enforced.
+    let fks: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT conname::text, convalidated FROM pg_constraint WHERE conrelid = 'payments'::regclass AND contype = 'f' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(fks.len(), 2, "{fks:?}");
+    assert!(fks.iter().all(|(_, valid)| *valid), "{fks:?}");
+    evolution.switch().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Contract is gated on the old build being gone: it stops first.
+    let mut ok = stop_all(old, "old build").await;
+    assert_rows_match(&pool, &expected, "before contract").await;
+    evolution.contract().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok += stop_all(new, "new build").await;
+    assert!(ok > 200, "only {ok} writes");
+    assert_rows_match(&pool, &expected, "after contract").await;
+
+    assert_widened(&pool).await;
+    let status = evolution.status().await.unwrap();
+    let step = status
+        .iter()
+        .find(|s| s.description.starts_with("widen primary key"))
+        .unwrap();
+    assert_eq!(step.phase, Phase::Contract);
+    support::assert_reboot_changes_nothing::<Account>(&pool, "accounts").await;
+}
+
+/// Where an abort lands.
+#[derive(Debug, Clone, Copy)]
+enum AbortAt {
+    Expanded,
+    Validated,
+    Switched,
+}
+
+/// Abort after expand, after validate (shadows, triggers, unique index and new foreign keys on
+/// both tables) and after switch while both builds write: the catalog of both tables is what it
+/// was before boot, and every write is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_before_contract_restores_both_tables_catalog_and_keeps_every_write() {
+    if child::in_child() {
+        return;
+    }
+    for at in [AbortAt::Expanded, AbortAt::Validated, AbortAt::Switched] {
+        let (_db, pool) = database(16).await;
+        seed(&pool).await;
+        let before = (
+            catalog_snapshot(&pool, "accounts").await,
+            catalog_snapshot(&pool, "payments").await,
+        );
+        let expected = expected_from(&pool).await;
+        let old = writer(&pool, Build::Old, 0, expected.clone());
+        let evolution = Evolver::new(pool.clone())
+            .model::<Account>()
+            .boot()
+            .await
+            .unwrap();
+        let new = writer(&pool, Build::New, 1, expected.clone());
+        match at {
+            AbortAt::Expanded => {}
+            AbortAt::Validated => evolution.wait().await.unwrap(),
+            AbortAt::Switched => {
+                evolution.wait().await.unwrap();
+                evolution.switch().await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let step = evolution
+            .status()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.description.starts_with("widen primary key"))
+            .unwrap();
+        evolution.abort(&step.id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ok = stop_all(vec![old, new], &format!("{at:?}")).await;
+        assert!(ok > 20, "{at:?}: only {ok} writes");
+        assert_eq!(
+            (
+                catalog_snapshot(&pool, "accounts").await,
+                catalog_snapshot(&pool, "payments").await,
+            ),
+            before,
+            "{at:?}: catalog not restored"
+        );
+        assert_rows_match(&pool, &expected, &format!("{at:?}")).await;
+    }
+}
+
+fn crash_evolver(pool: &PgPool) -> Evolver {
+    // A killed child's heartbeat expires after 2 s: the acknowledgements stop waiting for it.
+    Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .acknowledgements(Duration::from_secs(2), Duration::from_secs(60))
+        .model::<Account>()
+}
+
+async fn widen_step(evolution: &pgevolve::Evolution) -> pgevolve::StepStatus {
+    evolution
+        .status()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.description.starts_with("widen primary key"))
+        .unwrap()
+}
+
+/// The child of the kill test: boots and goes as far as its scenario says, then reports or
+/// pauses; the parent kills it. Not a test in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_widening_child_process() {
+    let Some((scenario, url)) = child::child_spec() else {
+        return;
+    };
+    let pool = PgPool::connect(&url).await.unwrap();
+    let evolution = crash_evolver(&pool).boot().await.unwrap();
+    match scenario.as_str() {
+        "expand" => child::report("BOOTED"),
+        // Pauses at `key-references-filled` in validate.
+        "validate" => {
+            let _ = evolution.wait().await;
+        }
+        "switch" => {
+            evolution.wait().await.unwrap();
+            evolution.switch().await.unwrap();
+            child::report("SWITCHED");
+        }
+        // Validated and switched by the parent: pauses at `key-reference-swapped` in contract,
+        // with payments swapped and accounts not.
+        "contract" => {
+            let _ = evolution.contract().await;
+        }
+        // Pauses at `abort-recorded`.
+        "abort" => {
+            evolution.wait().await.unwrap();
+            let step = widen_step(&evolution).await;
+            let _ = evolution.abort(&step.id).await;
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(3_600)).await;
+    }
+}
+
+/// Kills the child in `scenario` while the old build writes, then boots in the test process
+/// next to it and goes to contract (or, after a killed abort, checks the abort finished): every
+/// row of both tables is as last written.
+async fn killed_in(scenario: &str) {
+    let (db, pool) = database(20).await;
+    seed(&pool).await;
+    let before = (
+        catalog_snapshot(&pool, "accounts").await,
+        catalog_snapshot(&pool, "payments").await,
+    );
+    let expected = expected_from(&pool).await;
+    let old = writer(&pool, Build::Old, 0, expected.clone());
+    let entry = "key_widening_child_process";
+    match scenario {
+        "expand" => {
+            let mut c = ChildProcess::start(entry, scenario, db.url(), None);
+            c.expect("BOOTED");
+            c.kill();
+        }
+        "validate" => {
+            ChildProcess::paused_at(entry, scenario, db.url(), "key-references-filled").kill()
+        }
+        "switch" => {
+            let mut c = ChildProcess::start(entry, scenario, db.url(), None);
+            c.expect("SWITCHED");
+            c.kill();
+        }
+        "contract" => {
+            let first = crash_evolver(&pool).boot().await.unwrap();
+            first.wait().await.unwrap();
+            first.switch().await.unwrap();
+            drop(first);
+            ChildProcess::paused_at(entry, scenario, db.url(), "key-reference-swapped").kill();
+            // payments is swapped, accounts is not: the reference is bigint, the key integer.
+            assert_eq!(column_type(&pool, "payments", "account_id").await, "bigint");
+            assert_eq!(column_type(&pool, "accounts", "id").await, "integer");
+        }
+        "abort" => ChildProcess::paused_at(entry, scenario, db.url(), "abort-recorded").kill(),
+        other => panic!("unknown scenario {other}"),
+    }
+    child::until_no_advisory_lock(&pool).await;
+
+    // The next boot, in this process, next to the old build (until contract); the new build
+    // starts once it is up.
+    let evolution = crash_evolver(&pool).boot().await.unwrap();
+    let new = writer(&pool, Build::New, 1, expected.clone());
+    evolution.wait().await.unwrap();
+    if scenario == "abort" {
+        assert_eq!(widen_step(&evolution).await.phase, Phase::Aborted);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop_all(vec![old, new], scenario).await;
+        assert_eq!(
+            (
+                catalog_snapshot(&pool, "accounts").await,
+                catalog_snapshot(&pool, "payments").await,
+            ),
+            before,
+            "{scenario}: catalog not restored"
+        );
+        assert_rows_match(&pool, &expected, scenario).await;
+        return;
+    }
+    let mut ok = 0;
+    if scenario == "contract" {
+        // The old build was gone before the first contract.
+        ok += stop_all(vec![old], scenario).await;
+    } else {
+        evolution.switch().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ok += stop_all(vec![old], scenario).await;
+    }
+    evolution.contract().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ok += stop_all(vec![new], scenario).await;
+    assert!(ok > 20, "{scenario}: only {ok} writes");
+    assert_rows_match(&pool, &expected, scenario).await;
+    assert_widened(&pool).await;
+}
+
+// One test, scenarios in sequence, as in `change_type_crash`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_widening_killed_in_any_phase_is_taken_over_by_the_next_boot_with_every_row() {
+    if child::in_child() {
+        return;
+    }
+    for scenario in ["expand", "validate", "switch", "contract", "abort"] {
+        killed_in(scenario).await;
+    }
+}
+
+/// The key table's view for an identity key.
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "members")]
+pub struct Member {
+    #[evolve(primary_key, generated, type_from = "integer")]
+    pub id: i64,
+    pub name: String,
+}
+
+/// An identity key (`GENERATED BY DEFAULT AS IDENTITY`) with a nullable reference: after
+/// contract the identity belongs to the bigint key under the same sequence name and goes on
+/// from where it stood; references and the foreign key are intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_identity_key_is_widened_and_keeps_counting_from_where_it_stood() {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(10).await;
+    sqlx::raw_sql(
+        "CREATE TABLE members (id integer GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE notes (id bigserial PRIMARY KEY, member_id integer REFERENCES members (id) ON DELETE SET NULL, body text);
+         INSERT INTO members (name) SELECT 'member ' || g FROM generate_series(1, 2000) g;
+         INSERT INTO notes (member_id, body) SELECT CASE WHEN g % 10 = 0 THEN NULL ELSE 1 + g % 2000 END, 'note ' || g
+           FROM generate_series(1, 5000) g;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before: Vec<(i64, Option<i64>, String)> =
+        sqlx::query_as("SELECT id, member_id::int8, body FROM notes ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Member>()
+        .boot()
+        .await
+        .unwrap();
+    let inserted = Member {
+        id: 0,
+        name: "during".into(),
+    }
+    .insert_returning(&pool)
+    .await
+    .unwrap();
+    assert_eq!(inserted.id, 2001);
+    evolution.wait().await.unwrap();
+    evolution.switch().await.unwrap();
+    evolution.contract().await.unwrap();
+    assert_eq!(column_type(&pool, "members", "id").await, "bigint");
+    assert_eq!(column_type(&pool, "notes", "member_id").await, "bigint");
+    let (identity, sequence): (String, String) = sqlx::query_as(
+        "SELECT attidentity::text, pg_get_serial_sequence('members', 'id') FROM pg_attribute \
+         WHERE attrelid = 'members'::regclass AND attname = 'id'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (identity.as_str(), sequence.as_str()),
+        ("d", "public.members_id_seq")
+    );
+    let next = Member {
+        id: 0,
+        name: "after".into(),
+    }
+    .insert_returning(&pool)
+    .await
+    .unwrap();
+    assert_eq!(next.id, 2002);
+    let after: Vec<(i64, Option<i64>, String)> =
+        sqlx::query_as("SELECT id, member_id::int8, body FROM notes ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(after == before, "notes changed");
+    let fk: (String, bool) = sqlx::query_as(
+        "SELECT pg_get_constraintdef(oid), convalidated FROM pg_constraint WHERE conname = 'notes_member_id_fkey'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        fk,
+        (
+            "FOREIGN KEY (member_id) REFERENCES members(id) ON DELETE SET NULL".to_string(),
+            true
+        )
+    );
+    let pk: String = sqlx::query_scalar(
+        "SELECT conname::text FROM pg_constraint WHERE conrelid = 'members'::regclass AND contype = 'p'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(pk, "members_pkey");
+}

@@ -110,6 +110,41 @@ impl Server {
         Ok(out)
     }
 
+    /// Sets `fsync`, `synchronous_commit` and `full_page_writes` all on (`durable`, as production
+    /// runs) or all off (the testkit's fast settings), with `ALTER SYSTEM` and a reload, and waits
+    /// until a new session sees them. Only on the throwaway cluster: on `DATABASE_URL`'s server
+    /// the settings are left as they are (and reported). Returns whether they were changed.
+    pub async fn set_durability(&self, durable: bool) -> Result<bool> {
+        if self.external {
+            return Ok(false);
+        }
+        let value = if durable { "on" } else { "off" };
+        let mut conn = self.admin().await?;
+        for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+            sqlx::raw_sql(AssertSqlSafe(format!("ALTER SYSTEM SET {setting} = {value}")))
+                .execute(&mut conn)
+                .await?;
+        }
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        for _ in 0..100 {
+            let mut conn = self.admin().await?;
+            let seen: String = sqlx::query_scalar(
+                "SELECT current_setting('fsync') || current_setting('synchronous_commit') || current_setting('full_page_writes')",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            conn.close().await?;
+            if seen == value.repeat(3) {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("the server did not take fsync/synchronous_commit/full_page_writes = {value}").into())
+    }
+
     fn next_name(&mut self, what: &str) -> String {
         self.counter += 1;
         format!(

@@ -27,9 +27,10 @@
 //!   has held the table for longer than `DdlOptions::long_holder` and a manual `VACUUM` of the
 //!   table both busy when contract starts: the longest stall contract causes.
 //!
-//! By default the throwaway cluster runs with durable settings (`fsync`, `synchronous_commit`,
-//! `full_page_writes` on, as production runs); `--fast` turns them off (development). On
-//! `DATABASE_URL`'s server the settings are the server's own, and reported.
+//! By default the benchmark starts a throwaway cluster of its own with durable settings (`fsync`,
+//! `synchronous_commit`, `full_page_writes` on, as production runs); `--fast` uses the testkit's
+//! (off: development). On `DATABASE_URL`'s server the settings are the server's own, and
+//! reported.
 //!
 //! Results: a markdown report on stdout, and `target/bench-results/under_load-<rows>.{json,md}`.
 //! BENCHMARKS.md explains how to read them. Run with `--help` for the flags.
@@ -247,19 +248,17 @@ impl Live {
     async fn start(
         pool: &PgPool,
         monitor: PgPool,
-        args: &Args,
+        // Clients, and the rate of an open loop (`None`: closed loop).
+        (clients, rate): (usize, Option<f64>),
         rows: i64,
         mix: Mix,
         shapes: Vec<Shape>,
         first: &str,
-        open: Option<(usize, f64)>,
     ) -> Result<Live> {
         let wal = db::wal_lsn(&monitor).await?;
-        let workload = match open {
-            None => Workload::start(pool.clone(), args.clients, rows, mix, shapes),
-            Some((clients, rate)) => {
-                Workload::start_open(pool.clone(), clients, rows, mix, shapes, rate)
-            }
+        let workload = match rate {
+            None => Workload::start(pool.clone(), clients, rows, mix, shapes),
+            Some(rate) => Workload::start_open(pool.clone(), clients, rows, mix, shapes, rate),
         };
         let start = workload.started();
         Ok(Live {
@@ -794,12 +793,11 @@ async fn run_pgevolve(
     let mut live = Live::start(
         &pool,
         monitor.clone(),
-        args,
+        open.map(|(c, r)| (c, Some(r))).unwrap_or((args.clients, None)),
         template.rows,
         Mix::READ_WRITE,
         shapes,
         "before",
-        open,
     )
     .await?;
     tokio::time::sleep(args.settle).await;
@@ -883,12 +881,11 @@ async fn run_plain(server: &mut Server, template: &Template, args: &Args) -> Res
     let mut live = Live::start(
         &pool,
         monitor.clone(),
-        args,
+        (args.clients, None),
         template.rows,
         Mix::READ_WRITE,
         shapes,
         "before",
-        None,
     )
     .await?;
     tokio::time::sleep(args.settle).await;
@@ -953,12 +950,11 @@ async fn run_baseline(
     let live = Live::start(
         &pool,
         monitor.clone(),
-        args,
+        (args.clients, None),
         template.rows,
         Mix::READ_WRITE,
         vec![Shape::old()],
         "baseline",
-        None,
     )
     .await?;
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
@@ -1070,12 +1066,11 @@ async fn run_triggers(server: &mut Server, template: &Template, args: &Args) -> 
     let mut live = Live::start(
         &pool,
         monitor.clone(),
-        args,
+        (args.clients, None),
         template.rows,
         Mix::WRITE_ONLY,
         shapes,
         "warm-up",
-        None,
     )
     .await?;
     // A warm-up window, not counted, then the rounds in alternating order (on/off, off/on,
@@ -1813,7 +1808,7 @@ fn markdown(
 
 #[tokio::main]
 async fn main() {
-    support::main_with(USAGE, parse_args(), run_all).await;
+    support::main_with_server(USAGE, parse_args(), |a: &Args| !a.fast, run_all).await;
 }
 
 async fn run_all(args: &Args, server: &mut Server) -> Result<()> {
@@ -1822,13 +1817,6 @@ async fn run_all(args: &Args, server: &mut Server) -> Result<()> {
     }
     let mut machine = report::machine();
     machine["loadavg"] = json!(loadavg());
-    if server.set_durability(!args.fast).await? {
-        eprintln!(
-            "[{}] fsync, synchronous_commit, full_page_writes: {}",
-            clock(),
-            if args.fast { "off (--fast)" } else { "on" }
-        );
-    }
     let settings = server.describe().await?;
     eprintln!("[{}] seeding {} rows", clock(), args.rows);
     let template = server.create_template(args.rows).await?;

@@ -741,7 +741,9 @@ async fn holders_on_the_table(
     tokio::time::sleep(HOLDER_AGE).await;
     let vacuum = tokio::spawn(async move {
         let t = Instant::now();
-        sqlx::query("VACUUM users").execute(&mut vacuum_conn).await?;
+        sqlx::query("VACUUM users")
+            .execute(&mut vacuum_conn)
+            .await?;
         Ok::<f64, db::BoxError>(t.elapsed().as_secs_f64())
     });
     Ok(tokio::spawn(async move {
@@ -793,7 +795,8 @@ async fn run_pgevolve(
     let mut live = Live::start(
         &pool,
         monitor.clone(),
-        open.map(|(c, r)| (c, Some(r))).unwrap_or((args.clients, None)),
+        open.map(|(c, r)| (c, Some(r)))
+            .unwrap_or((args.clients, None)),
         template.rows,
         Mix::READ_WRITE,
         shapes,
@@ -1207,7 +1210,11 @@ fn upper_note(x: f64, bound: f64, unit: &str) -> String {
     if x <= bound {
         format!("{}% of the bound", num(100.0 * x / bound, 0))
     } else {
-        format!("missed by {}{unit} ({}× the bound)", num(x - bound, 2), num(x / bound, 2))
+        format!(
+            "missed by {}{unit} ({}× the bound)",
+            num(x - bound, 2),
+            num(x / bound, 2)
+        )
     }
 }
 
@@ -1300,10 +1307,11 @@ fn targets(args: &Args, r: &Results) -> Vec<Target> {
         }
         // p99 per 1-second window.
         let windows = run.migration_windows();
-        if let Some(w) = windows
-            .iter()
-            .max_by(|a, b| a.p99_ms.partial_cmp(&b.p99_ms).unwrap_or(std::cmp::Ordering::Equal))
-        {
+        if let Some(w) = windows.iter().max_by(|a, b| {
+            a.p99_ms
+                .partial_cmp(&b.p99_ms)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        }) {
             let over = windows.iter().filter(|w| w.p99_ms > p99_bound).count();
             out.push(Target {
                 target: format!(
@@ -1536,7 +1544,10 @@ fn targets(args: &Args, r: &Results) -> Vec<Target> {
     }
     for step in not_measured_steps() {
         out.push(not_measured(
-            format!("pgevolve: the {} step ({}) under load", step.name, step.what),
+            format!(
+                "pgevolve: the {} step ({}) under load",
+                step.name, step.what
+            ),
             &format!(
                 "pgevolve has no `{}` yet: the plain run includes it, the pgevolve runs do not",
                 step.attribute
@@ -1824,8 +1835,15 @@ async fn run_all(args: &Args, server: &mut Server) -> Result<()> {
     let mut r = Results::default();
     if args.throttled {
         r.throttled = Some(
-            run_pgevolve(server, &template, args, true, "pgevolve_throttled", Variant::Closed)
-                .await?,
+            run_pgevolve(
+                server,
+                &template,
+                args,
+                true,
+                "pgevolve_throttled",
+                Variant::Closed,
+            )
+            .await?,
         );
     }
     if args.unthrottled {

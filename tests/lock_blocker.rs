@@ -188,7 +188,8 @@ async fn a_blocker_that_never_ends_is_named_at_the_deadline_and_nothing_is_left_
         "no lock was asked for while the long blocker held the table"
     );
     assert!(
-        held.starts_with(&format!("pid {blocker_pid} (")) && held.contains("held AccessShareLock for at least"),
+        held.starts_with(&format!("pid {blocker_pid} ("))
+            && held.contains("held AccessShareLock for at least"),
         "the error says who held the lock and for how long: {held}"
     );
     assert!(held_seconds(held) >= 3.0, "held for the whole wait: {held}");

@@ -47,16 +47,27 @@ async fn the_plan_shows_rows_to_fill_from_statistics_then_the_measured_rate_afte
         .iter()
         .find(|s| s.kind.phases().contains(&Phase::Backfill))
         .unwrap();
-    let estimate = step.estimate.clone().expect("an estimate for an existing table");
-    assert_eq!(estimate.rows, Some(ROWS as u64), "pg_class.reltuples after ANALYZE");
+    let estimate = step
+        .estimate
+        .clone()
+        .expect("an estimate for an existing table");
+    assert_eq!(
+        estimate.rows,
+        Some(ROWS as u64),
+        "pg_class.reltuples after ANALYZE"
+    );
     let duty = BackfillOptions::default().duty_cycle;
     assert_eq!(estimate.rate_from, FillRate::Default { duty_cycle: duty });
     assert_eq!(estimate.rate, DEFAULT_BUSY_RATE * duty);
-    assert_eq!(estimate.seconds, Some(ROWS as f64 / (DEFAULT_BUSY_RATE * duty)));
-    let pages: i64 = sqlx::query_scalar("SELECT relpages::int8 FROM pg_class WHERE oid = 'users'::regclass")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        estimate.seconds,
+        Some(ROWS as f64 / (DEFAULT_BUSY_RATE * duty))
+    );
+    let pages: i64 =
+        sqlx::query_scalar("SELECT relpages::int8 FROM pg_class WHERE oid = 'users'::regclass")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let wal = estimate.wal_bytes.expect("a WAL estimate");
     assert!(
         wal as f64 >= pages as f64 * 8192.0,
@@ -93,9 +104,14 @@ async fn the_plan_shows_rows_to_fill_from_statistics_then_the_measured_rate_afte
         panic!("expected the measured rate, got {:?}", estimate.rate_from);
     };
     assert_eq!(table, "public.users");
-    assert!(estimate.rate > 0.0 && estimate.rate.is_finite(), "{estimate:?}");
     assert!(
-        plans[0].to_string().contains("measured on the backfill of public.users"),
+        estimate.rate > 0.0 && estimate.rate.is_finite(),
+        "{estimate:?}"
+    );
+    assert!(
+        plans[0]
+            .to_string()
+            .contains("measured on the backfill of public.users"),
         "{}",
         plans[0]
     );

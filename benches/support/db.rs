@@ -82,11 +82,7 @@ impl Server {
             return Server::start().await;
         }
         let cluster = tokio::task::spawn_blocking(|| {
-            Cluster::start_with(&[
-                "fsync=on",
-                "synchronous_commit=on",
-                "full_page_writes=on",
-            ])
+            Cluster::start_with(&["fsync=on", "synchronous_commit=on", "full_page_writes=on"])
         })
         .await??;
         Ok(Server {

@@ -231,7 +231,8 @@ impl ClientRecord {
     fn window(&mut self, second: usize) -> &mut Histogram<u64> {
         while self.windows.len() <= second {
             self.windows.push(
-                Histogram::new_with_bounds(1, WINDOW_HIGHEST_US, 2).expect("valid histogram bounds"),
+                Histogram::new_with_bounds(1, WINDOW_HIGHEST_US, 2)
+                    .expect("valid histogram bounds"),
             );
         }
         &mut self.windows[second]

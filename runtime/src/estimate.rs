@@ -105,7 +105,11 @@ fn duration(seconds: f64) -> String {
     } else if s < 3600.0 {
         format!("{} min {:02} s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{} h {:02} min", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{} h {:02} min",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
@@ -141,7 +145,10 @@ pub async fn backfill(
         Some((rate, table, finished_at)) => (rate, FillRate::Measured { table, finished_at }),
         None => {
             let duty_cycle = duty_cycle.clamp(0.01, 1.0);
-            (DEFAULT_BUSY_RATE * duty_cycle, FillRate::Default { duty_cycle })
+            (
+                DEFAULT_BUSY_RATE * duty_cycle,
+                FillRate::Default { duty_cycle },
+            )
         }
     };
     let rows = (reltuples >= 0.0).then_some(reltuples.round() as u64);
@@ -175,13 +182,12 @@ async fn measured_rate(
 ) -> sqlx::Result<Option<(f64, String, String)>> {
     let steps = Qualified(state_schema, "steps").to_string();
     let journal = Qualified(state_schema, "journal").to_string();
-    let present: bool = sqlx::query_scalar(
-        "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
-    )
-    .bind(&steps)
-    .bind(&journal)
-    .fetch_one(&mut *conn)
-    .await?;
+    let present: bool =
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL")
+            .bind(&steps)
+            .bind(&journal)
+            .fetch_one(&mut *conn)
+            .await?;
     if !present {
         return Ok(None);
     }

@@ -64,7 +64,14 @@ impl Executor {
             let mut seen = Seen::default();
             loop {
                 let outcome = self
-                    .attempt(target, statements, record, long_running, deadline, &mut seen)
+                    .attempt(
+                        target,
+                        statements,
+                        record,
+                        long_running,
+                        deadline,
+                        &mut seen,
+                    )
                     .await;
                 match outcome {
                     Ok(Attempt::Done) => return Ok(()),
@@ -83,8 +90,10 @@ impl Executor {
                                 holders = %describe(&holders),
                                 "lock not granted within lock_timeout; retrying"
                             );
-                            tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now())))
-                                .await;
+                            tokio::time::sleep(
+                                wait.min(deadline.saturating_duration_since(Instant::now())),
+                            )
+                            .await;
                             continue;
                         }
                     }

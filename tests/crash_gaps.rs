@@ -68,6 +68,7 @@ fn impatient(pool: &PgPool) -> Evolver {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_millis(500),
             deadline: Duration::from_secs(5),
+            ..DdlOptions::default()
         })
         .model::<Reading>()
 }

@@ -1,8 +1,9 @@
 //! DDL waits politely behind a long transaction: it does not even enter the table's lock queue
-//! while the transaction holds a lock on the table (the application's queries keep flowing),
-//! succeeds once the blocker ends, and when the blocker never ends, fails at its deadline
-//! naming it and leaves nothing half-done. A blocker it cannot see the age of (another role's,
-//! without `pg_read_all_stats`) is met with short `lock_timeout` attempts instead.
+//! while a transaction older than `long_holder` holds a lock on the table (the application's
+//! queries keep flowing), succeeds once the blocker ends, and when the blocker never ends, fails
+//! at its deadline naming it, with how long it held the lock, and leaves nothing half-done. A
+//! blocker younger than `long_holder`, or one it cannot see the age of (another role's, without
+//! `pg_read_all_stats`), is met with short `lock_timeout` attempts instead, and named too.
 
 mod support;
 
@@ -27,6 +28,10 @@ struct User {
 }
 
 const LOCK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The long-holder threshold of the first two tests: a transaction open longer than this is
+/// waited for outside the lock queue.
+const LONG_HOLDER: Duration = Duration::from_millis(500);
 
 /// Runs a simple query on the table in a loop and keeps the longest time one took.
 fn probe(pool: &PgPool, stop: Arc<AtomicBool>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
@@ -88,9 +93,9 @@ async fn never_enters_the_lock_queue_while_a_five_second_blocker_holds_the_table
     let (db, pool) = database(10).await;
     seed_users(&pool, 1_000).await;
     let (mut blocking, _) = blocker(db.url()).await;
-    // A holder younger than lock_timeout may still be met with one bounded attempt: the
-    // claim is about a transaction that has already been open for longer.
-    tokio::time::sleep(LOCK_TIMEOUT * 2).await;
+    // A holder younger than long_holder may still be met with bounded attempts: the claim is
+    // about a transaction that has already been open for longer.
+    tokio::time::sleep(LONG_HOLDER * 2).await;
     let watching = Arc::new(AtomicBool::new(false));
     let watcher = queue_watcher(db.url(), watching.clone());
     let release = tokio::spawn(async move {
@@ -111,7 +116,7 @@ async fn never_enters_the_lock_queue_while_a_five_second_blocker_holds_the_table
     let evolution = Evolver::new(pool.clone())
         .model::<User>()
         .ddl_options(DdlOptions {
-            lock_timeout: LOCK_TIMEOUT,
+            long_holder: LONG_HOLDER,
             max_attempts: 30,
             ..DdlOptions::default()
         })
@@ -133,7 +138,7 @@ async fn never_enters_the_lock_queue_while_a_five_second_blocker_holds_the_table
 
     let waited = Duration::from_micros(max_wait.load(Ordering::Relaxed));
     assert!(
-        waited < LOCK_TIMEOUT + Duration::from_secs(1),
+        waited < LONG_HOLDER + Duration::from_secs(1),
         "a simple query waited {waited:?}"
     );
     let filled: i64 =
@@ -150,14 +155,14 @@ async fn a_blocker_that_never_ends_is_named_at_the_deadline_and_nothing_is_left_
     seed_users(&pool, 1_000).await;
     let before = catalog_snapshot(&pool, "users").await;
     let (mut blocking, blocker_pid) = blocker(db.url()).await;
-    tokio::time::sleep(LOCK_TIMEOUT * 2).await;
+    tokio::time::sleep(LONG_HOLDER * 2).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (max_wait, prober) = probe(&pool, stop.clone());
 
     let err = Evolver::new(pool.clone())
         .model::<User>()
         .ddl_options(DdlOptions {
-            lock_timeout: LOCK_TIMEOUT,
+            long_holder: LONG_HOLDER,
             deadline: Duration::from_secs(3),
             ..DdlOptions::default()
         })
@@ -169,6 +174,7 @@ async fn a_blocker_that_never_ends_is_named_at_the_deadline_and_nothing_is_left_
 
     let ErrorKind::LockTimeout {
         blockers,
+        held,
         attempts,
         table,
         waited_secs,
@@ -181,6 +187,12 @@ async fn a_blocker_that_never_ends_is_named_at_the_deadline_and_nothing_is_left_
         *attempts, 0,
         "no lock was asked for while the long blocker held the table"
     );
+    assert!(
+        held.starts_with(&format!("pid {blocker_pid} ("))
+            && held.contains("held AccessShareLock for at least"),
+        "the error says who held the lock and for how long: {held}"
+    );
+    assert!(held_seconds(held) >= 3.0, "held for the whole wait: {held}");
     assert!(*waited_secs >= 3.0, "gave up after {waited_secs} s");
     assert_eq!(table, "public.users");
     assert!(
@@ -199,7 +211,7 @@ async fn a_blocker_that_never_ends_is_named_at_the_deadline_and_nothing_is_left_
 
     let waited = Duration::from_micros(max_wait.load(Ordering::Relaxed));
     assert!(
-        waited < LOCK_TIMEOUT + Duration::from_secs(1),
+        waited < LONG_HOLDER + Duration::from_secs(1),
         "a simple query waited {waited:?}"
     );
     sqlx::raw_sql("ROLLBACK")
@@ -211,6 +223,76 @@ async fn a_blocker_that_never_ends_is_named_at_the_deadline_and_nothing_is_left_
         before,
         "the table is exactly as it was"
     );
+}
+
+/// The "for at least N s" of the first holder the error names.
+fn held_seconds(held: &str) -> f64 {
+    held.split("for at least ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_younger_than_long_holder_gets_many_short_attempts_and_is_named_with_how_long_it_held()
+ {
+    let (db, pool) = database(10).await;
+    seed_users(&pool, 1_000).await;
+    let before = catalog_snapshot(&pool, "users").await;
+    let (mut blocking, blocker_pid) = blocker(db.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (max_wait, prober) = probe(&pool, stop.clone());
+
+    // The default lock_timeout (100 ms); a threshold the blocker never reaches, so every try is
+    // a real lock request, each bounded by lock_timeout.
+    let options = DdlOptions {
+        long_holder: Duration::from_secs(3600),
+        deadline: Duration::from_secs(3),
+        ..DdlOptions::default()
+    };
+    assert_eq!(options.lock_timeout, Duration::from_millis(100));
+    let err = Evolver::new(pool.clone())
+        .model::<User>()
+        .ddl_options(options)
+        .boot()
+        .await
+        .expect_err("the lock is never granted");
+    stop.store(true, Ordering::Relaxed);
+    prober.await.unwrap();
+    let ErrorKind::LockTimeout {
+        attempts,
+        held,
+        waited_secs,
+        ..
+    } = err.kind()
+    else {
+        panic!("expected a lock timeout, got {err}");
+    };
+    assert!(
+        *attempts >= 3,
+        "many short attempts within the deadline, not one long one: {attempts}"
+    );
+    assert!(*waited_secs >= 3.0, "gave up after {waited_secs} s");
+    assert!(
+        held.starts_with(&format!("pid {blocker_pid} (")) && held.contains("long report"),
+        "the holder is named first, with its query: {held}"
+    );
+    assert!(
+        held_seconds(held) >= 2.5,
+        "and with how long it held the lock: {held}"
+    );
+    assert!(err.to_string().contains(held.as_str()), "{err}");
+    let waited = Duration::from_micros(max_wait.load(Ordering::Relaxed));
+    assert!(
+        waited < Duration::from_millis(100) + Duration::from_secs(1),
+        "a simple query waited {waited:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocking)
+        .await
+        .unwrap();
+    assert_eq!(catalog_snapshot(&pool, "users").await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use pgevolve_testkit::TestDatabase;
+use pgevolve_testkit::{Cluster, TestDatabase};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -24,6 +24,8 @@ pub struct Server {
     /// Databases this process created and has not dropped yet.
     created: Vec<String>,
     counter: u32,
+    /// The cluster started for this server alone (durable settings); stopped when dropped.
+    _cluster: Option<Cluster>,
 }
 
 /// A database holding `users` seeded with `rows` rows, copied by every run.
@@ -66,9 +68,30 @@ impl Server {
             external: std::env::var("DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()),
             created: vec![first.name().to_string()],
             counter: 0,
+            _cluster: None,
         };
         server.drop_database(first.name()).await?;
         Ok(server)
+    }
+
+    /// Uses `DATABASE_URL`'s server when it is set (its settings are its own); otherwise starts
+    /// a throwaway cluster of its own with `fsync`, `synchronous_commit` and `full_page_writes`
+    /// on (durable, as production runs), or, with `durable` false, the testkit's fast settings.
+    pub async fn start_durable(durable: bool) -> Result<Server> {
+        if !durable || std::env::var("DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
+            return Server::start().await;
+        }
+        let cluster = tokio::task::spawn_blocking(|| {
+            Cluster::start_with(&["fsync=on", "synchronous_commit=on", "full_page_writes=on"])
+        })
+        .await??;
+        Ok(Server {
+            admin: PgConnectOptions::from_str(&cluster.url())?,
+            external: false,
+            created: Vec::new(),
+            counter: 0,
+            _cluster: Some(cluster),
+        })
     }
 
     /// Options for a database of this server.

@@ -18,6 +18,17 @@ pub async fn main_with<A>(
     args: std::result::Result<A, String>,
     run: impl AsyncFnOnce(&A, &mut db::Server) -> db::Result<()>,
 ) {
+    main_with_server(usage, args, |_| false, run).await
+}
+
+/// [`main_with`], on a durable server of its own when `durable(&args)` (see
+/// [`db::Server::start_durable`]).
+pub async fn main_with_server<A>(
+    usage: &str,
+    args: std::result::Result<A, String>,
+    durable: impl FnOnce(&A) -> bool,
+    run: impl AsyncFnOnce(&A, &mut db::Server) -> db::Result<()>,
+) {
     let args = match args {
         Ok(a) => a,
         Err(e) => {
@@ -34,7 +45,7 @@ pub async fn main_with<A>(
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut server = match db::Server::start().await {
+    let mut server = match db::Server::start_durable(durable(&args)).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("no PostgreSQL server: {e}");

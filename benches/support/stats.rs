@@ -183,3 +183,37 @@ pub fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
 }
+
+/// Figures of one second of a run, over every client.
+#[derive(Debug, Clone)]
+pub struct WindowSummary {
+    /// Seconds since the workload started (the window is `[second, second + 1)`).
+    pub second: usize,
+    /// Operations that started (open loop: were scheduled) in it, failed ones included.
+    pub ops: u64,
+    /// 99th percentile of their latency, in milliseconds.
+    pub p99_ms: f64,
+    /// Their longest latency, in milliseconds.
+    pub max_ms: f64,
+}
+
+/// The per-second figures of a run, every client merged, for the windows `from..to`.
+pub fn windows(records: &[ClientRecord], from: usize, to: usize) -> Vec<WindowSummary> {
+    (from..to)
+        .filter_map(|second| {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2)
+                .expect("valid histogram bounds");
+            for r in records {
+                if let Some(w) = r.windows.get(second) {
+                    h.add(w).expect("same bounds");
+                }
+            }
+            (!h.is_empty()).then(|| WindowSummary {
+                second,
+                ops: h.len(),
+                p99_ms: ms(h.value_at_quantile(0.99)),
+                max_ms: ms(h.max()),
+            })
+        })
+        .collect()
+}

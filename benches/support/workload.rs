@@ -1,6 +1,13 @@
 //! The live workload: concurrent clients, each running a mix of `UPDATE` of `name` by random id,
 //! `SELECT` by id and `INSERT`, recording every operation's latency in HDR histograms tagged
-//! with the phase that was active when the operation started.
+//! with the phase that was active when the operation started, and in one histogram per second
+//! of the run.
+//!
+//! Closed loop ([`Workload::start`]): each client sends its next operation when the last one
+//! returned. Open loop ([`Workload::start_open`]): each client has a schedule, one operation every
+//! `clients / rate` seconds, and an operation's latency is counted from the moment the schedule
+//! said to send it, so time spent waiting to be sent (behind a slow operation of the same client)
+//! is part of it, as it is for a request arriving at a service.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +26,9 @@ use super::model::User;
 /// Highest latency the histograms track exactly (one hour, in microseconds); longer ones are
 /// recorded as this value.
 const HIGHEST_US: u64 = 3_600_000_000;
+
+/// Highest latency the per-second histograms track exactly (one minute, in microseconds).
+const WINDOW_HIGHEST_US: u64 = 60_000_000;
 
 /// Distinct error messages kept per client.
 const MAX_ERROR_KINDS: usize = 20;
@@ -204,6 +214,10 @@ pub struct ClientRecord {
     pub per_second: Vec<u64>,
     /// Distinct error messages and how often each occurred.
     pub errors: BTreeMap<String, u64>,
+    /// Latency of every operation (failed ones included: a failure is a wait too) by the second
+    /// of the run in which it started (open loop: was scheduled), in microseconds, 2 significant
+    /// digits.
+    pub windows: Vec<Histogram<u64>>,
 }
 
 impl ClientRecord {
@@ -212,6 +226,16 @@ impl ClientRecord {
             self.phases.push(PhaseRecord::new());
         }
         &mut self.phases[i]
+    }
+
+    fn window(&mut self, second: usize) -> &mut Histogram<u64> {
+        while self.windows.len() <= second {
+            self.windows.push(
+                Histogram::new_with_bounds(1, WINDOW_HIGHEST_US, 2)
+                    .expect("valid histogram bounds"),
+            );
+        }
+        &mut self.windows[second]
     }
 }
 
@@ -226,6 +250,9 @@ struct Shared {
     /// Completion time of the latest operation, microseconds since `t0`.
     last_completion_us: AtomicU64,
     t0: Instant,
+    /// Open loop: the time between two scheduled operations of one client.
+    interval: Option<Duration>,
+    clients: usize,
 }
 
 /// Running clients.
@@ -244,6 +271,31 @@ impl Workload {
         mix: Mix,
         shapes: Vec<Shape>,
     ) -> Workload {
+        Workload::spawn(pool, clients, rows, mix, shapes, None)
+    }
+
+    /// Starts `clients` clients that together send `rate` operations per second on a fixed
+    /// schedule, whatever the latency (open loop); see the module's documentation.
+    pub fn start_open(
+        pool: PgPool,
+        clients: usize,
+        rows: i64,
+        mix: Mix,
+        shapes: Vec<Shape>,
+        rate: f64,
+    ) -> Workload {
+        let interval = Duration::from_secs_f64(clients.max(1) as f64 / rate.max(1.0));
+        Workload::spawn(pool, clients, rows, mix, shapes, Some(interval))
+    }
+
+    fn spawn(
+        pool: PgPool,
+        clients: usize,
+        rows: i64,
+        mix: Mix,
+        shapes: Vec<Shape>,
+        interval: Option<Duration>,
+    ) -> Workload {
         let shared = Arc::new(Shared {
             pool,
             shapes,
@@ -254,6 +306,8 @@ impl Workload {
             stop: AtomicBool::new(false),
             last_completion_us: AtomicU64::new(0),
             t0: Instant::now(),
+            interval,
+            clients: clients.max(1),
         });
         let handles = (0..clients)
             .map(|c| tokio::spawn(client(shared.clone(), c)))
@@ -296,19 +350,36 @@ async fn client(shared: Arc<Shared>, c: usize) -> ClientRecord {
         phases: Vec::new(),
         per_second: Vec::new(),
         errors: BTreeMap::new(),
+        windows: Vec::new(),
     };
     let total = shared.mix.total().max(1);
     let mut n: u64 = 0;
+    // Open loop: the clients' schedules are spread evenly over one interval.
+    let mut next = shared
+        .interval
+        .map(|i| shared.t0 + i.mul_f64(c as f64 / shared.clients as f64));
     while !shared.stop.load(Ordering::Relaxed) {
         n += 1;
+        let started = match (next.as_mut(), shared.interval) {
+            (Some(at), Some(interval)) => {
+                let scheduled = *at;
+                *at += interval;
+                if scheduled > Instant::now() {
+                    tokio::time::sleep_until(scheduled.into()).await;
+                }
+                scheduled
+            }
+            _ => Instant::now(),
+        };
         let phase = shared.phase.load(Ordering::Relaxed);
         let shape = &shared.shapes[shared.shape.load(Ordering::Relaxed)];
         let op = shared.mix.pick(rng.random_range(0..total));
         let id = rng.random_range(1..=shared.rows);
-        let started = Instant::now();
         let result = run(&shared.pool, shape, op, id, c, n).await;
         let ended = Instant::now();
         let us = (ended - started).as_micros() as u64;
+        let start_second = (started.saturating_duration_since(shared.t0).as_secs()) as usize;
+        rec.window(start_second).saturating_record(us.max(1));
         let end_us = (ended - shared.t0).as_micros() as u64;
         let previous = shared.last_completion_us.swap(end_us, Ordering::AcqRel);
         let gap = end_us.saturating_sub(previous);

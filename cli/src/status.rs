@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::error::CliError;
+use crate::error::{CliError, Reading};
 use crate::render;
 use crate::store::{HealthPause, Instance, LockWait, Pause, Request, Step, Store};
 
@@ -351,6 +351,34 @@ pub async fn plan(store: &mut Store, step: Option<&str>, json: bool) -> Result<(
             ordered.push(s);
         }
     }
+    // What each backfill still ahead will cost, from the table's statistics and the last
+    // measured fill rate (the default duty cycle: the CLI does not know the application's).
+    let mut estimates = HashMap::new();
+    for s in &ordered {
+        let backfill_at = s.phases.iter().position(|p| p == "backfill");
+        let now_at = s.phases.iter().position(|p| *p == s.phase);
+        let ahead = match (backfill_at, now_at) {
+            (Some(b), Some(n)) => n < b,
+            (Some(_), None) => s.phase == "pending",
+            _ => false,
+        };
+        if !ahead {
+            continue;
+        }
+        let (schema, table) = s.table.split_once('.').unwrap_or(("public", &s.table));
+        let estimate = pgevolve_runtime::estimate::backfill(
+            &mut store.conn,
+            schema,
+            table,
+            &store.schema,
+            pgevolve_runtime::BackfillOptions::default().duty_cycle,
+        )
+        .await
+        .reading("the table's statistics")?;
+        if let Some(e) = estimate {
+            estimates.insert(s.id.clone(), e);
+        }
+    }
     if json {
         let out: Vec<Value> = ordered
             .iter()
@@ -376,9 +404,16 @@ pub async fn plan(store: &mut Store, step: Option<&str>, json: bool) -> Result<(
                         })),
                     }
                 }
+                let estimate = estimates.get(&s.id).map(|e| {
+                    json!({
+                        "rows": e.rows, "rows_per_sec": e.rate, "seconds": e.seconds, "wal_bytes": e.wal_bytes,
+                        "rate_measured": matches!(e.rate_from, pgevolve_runtime::FillRate::Measured { .. }),
+                        "text": e.to_string(),
+                    })
+                });
                 json!({
                     "id": s.id, "table": s.table, "kind": s.kind, "description": s.description,
-                    "phase": s.phase, "phases": phases,
+                    "phase": s.phase, "phases": phases, "backfill_estimate": estimate,
                 })
             })
             .collect();
@@ -403,6 +438,11 @@ pub async fn plan(store: &mut Store, step: Option<&str>, json: bool) -> Result<(
             if current != Some(row.phase.as_str()) {
                 current = Some(&row.phase);
                 println!("  {}: {}", row.phase, row.note);
+                if row.phase == "backfill"
+                    && let Some(e) = estimates.get(&s.id)
+                {
+                    println!("    -- cost: {e}");
+                }
             }
             if let Some(sql) = &row.sql {
                 for line in sql.lines() {

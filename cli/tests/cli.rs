@@ -260,11 +260,24 @@ async fn status_plan_pause_resume_history_and_contract_through_the_binary() {
             }
         }
     }
+    // The backfill still ahead shows its cost, under its phase.
+    let backfill_at = plan.stdout.find("  backfill: ").expect("a backfill phase");
+    assert!(
+        plan.stdout[backfill_at..].contains("    -- cost: ") && plan.stdout.contains("rows/s"),
+        "{}",
+        plan.stdout
+    );
     let plan = pgevolve(db.url(), &["plan", "--json", &id[..8]])
         .await
         .ok()
         .json();
     assert_eq!(plan[0]["id"], id.as_str());
+    assert!(
+        plan[0]["backfill_estimate"]["rows_per_sec"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{plan}"
+    );
     let phases: Vec<&str> = plan[0]["phases"]
         .as_array()
         .unwrap()

@@ -215,7 +215,10 @@ impl Backfill<'_> {
                     {
                         if batch_size <= self.options.min_batch_size {
                             too_slow += 1;
-                            tokio::time::sleep(self.ddl.initial_backoff * too_slow).await;
+                            tokio::time::sleep(
+                                (self.ddl.initial_backoff * too_slow).min(self.ddl.max_backoff),
+                            )
+                            .await;
                         } else {
                             tokio::time::sleep(self.options.pause_after(t0.elapsed())).await;
                         }
@@ -234,7 +237,10 @@ impl Backfill<'_> {
                             attempts,
                             "batch could not lock its rows within lock_timeout; retrying"
                         );
-                        tokio::time::sleep(self.ddl.initial_backoff * attempts).await;
+                        tokio::time::sleep(
+                            (self.ddl.initial_backoff * attempts).min(self.ddl.max_backoff),
+                        )
+                        .await;
                     }
                     Err(source) => {
                         return Err(ErrorKind::Statement {

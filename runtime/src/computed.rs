@@ -244,7 +244,10 @@ impl ComputedFill<'_> {
                 {
                     if batch_size <= self.options.min_batch_size {
                         too_slow += 1;
-                        tokio::time::sleep(self.ddl.initial_backoff * too_slow).await;
+                        tokio::time::sleep(
+                            (self.ddl.initial_backoff * too_slow).min(self.ddl.max_backoff),
+                        )
+                        .await;
                     }
                     warn!(
                         batch_size,
@@ -259,7 +262,10 @@ impl ComputedFill<'_> {
                         attempts,
                         "batch could not lock its rows within lock_timeout; retrying"
                     );
-                    tokio::time::sleep(self.ddl.initial_backoff * attempts).await;
+                    tokio::time::sleep(
+                        (self.ddl.initial_backoff * attempts).min(self.ddl.max_backoff),
+                    )
+                    .await;
                 }
                 Err(Failure::Sql(source)) => {
                     // A session that ended under the batch is a lost leadership.

@@ -65,9 +65,15 @@ pub(crate) const EXAMPLES: u32 = 5;
 /// A session for concurrent statements: see the module documentation for its settings.
 pub(crate) async fn session(pool: &PgPool) -> sqlx::Result<PgConnection> {
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
-    sqlx::raw_sql("SET lock_timeout = 0; SET statement_timeout = 0")
-        .execute(&mut conn)
-        .await?;
+    // One process per build: a parallel build (PostgreSQL's default, up to
+    // `max_parallel_maintenance_workers` = 2 more processes) takes every core of a small server
+    // at once, and the application's queries wait for CPU while it runs (BENCHMARKS.md, issue
+    // #13). A build runs in the background anyway; slower and gentler is the trade.
+    sqlx::raw_sql(
+        "SET lock_timeout = 0; SET statement_timeout = 0; SET max_parallel_maintenance_workers = 0",
+    )
+    .execute(&mut conn)
+    .await?;
     // No `client_connection_check_interval` here (see `sql::watch_client`): a build whose
     // process died keeps running, and the next leader adopts it instead of building again.
     Ok(conn)
@@ -249,7 +255,7 @@ impl Build<'_> {
                     Err(e) if is_retryable(&e) && attempt < self.options.max_attempts => {
                         let outcome = self.cleanup(&name).await;
                         warn!(attempt, "index build failed ({e}); {outcome}; retrying");
-                        tokio::time::sleep(self.options.initial_backoff * attempt).await;
+                        tokio::time::sleep((self.options.initial_backoff * attempt).min(self.options.max_backoff)).await;
                     }
                     Err(e) => {
                         let outcome = self.cleanup(&name).await;

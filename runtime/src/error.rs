@@ -103,8 +103,8 @@ pub enum ErrorKind {
     /// long lock holders until `DdlOptions::deadline`.
     #[error(
         "step {step} ({phase}) on table {table}: could not get a lock within lock_timeout after {attempts} attempts \
-         and {waited_secs:.1} s in all; nothing of this phase was applied. Blocking: {blockers}. \
-         End or wait for the blocking session, then boot again"
+         and {waited_secs:.1} s in all; nothing of this phase was applied. Held the lock while it waited: {held}. \
+         Blocking now: {blockers}. End or wait for the blocking session, then boot again"
     )]
     LockTimeout {
         /// The step.
@@ -122,6 +122,12 @@ pub enum ErrorKind {
         /// see them (its own sessions, or membership in `pg_read_all_stats`), else a note that
         /// they are hidden.
         blockers: String,
+        /// Who held (or queued for) a lock on the table while the group waited, the longest
+        /// first: pid, what it was, its lock modes, and for how long it held the lock (its
+        /// transaction's age when last seen, at least how long it was seen), read whenever
+        /// the executor waited for a long holder and after each attempt that timed out, so
+        /// holders that were gone by the deadline are named too.
+        held: String,
     },
 
     /// A step's data check failed (e.g. the backfill expression gave NULL for some rows).

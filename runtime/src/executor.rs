@@ -1,11 +1,14 @@
 //! Runs a phase's statements so that the application is never blocked for longer than
 //! `lock_timeout`: each group is one short transaction with `SET LOCAL lock_timeout`, retried with
 //! exponential backoff and jitter when the lock is not granted in time. Before each attempt it
-//! looks for long lock holders on the table (`long_holders`) and does not enter the lock queue
-//! while one is there: a request waiting behind a long holder would queue every application
-//! query behind itself.
+//! looks for long lock holders on the table (`long_holders`, older than `DdlOptions::long_holder`)
+//! and does not enter the lock queue while one is there: a request waiting behind a long holder
+//! would queue every application query behind itself. Every holder it meets (waited for, or
+//! holding the table when an attempt timed out) is remembered with how long it held the lock, so
+//! the error at the deadline says who held it and for how long, even once they are gone.
 
 use sqlx::AssertSqlSafe;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection, PgPool, Row};
@@ -58,23 +61,39 @@ impl Executor {
             let started = Instant::now();
             let deadline = started + self.options.deadline;
             let mut attempts = 0;
+            let mut seen = Seen::default();
             loop {
                 let outcome = self
-                    .attempt(target, statements, record, long_running, deadline)
+                    .attempt(
+                        target,
+                        statements,
+                        record,
+                        long_running,
+                        deadline,
+                        &mut seen,
+                    )
                     .await;
                 match outcome {
                     Ok(Attempt::Done) => return Ok(()),
                     Ok(Attempt::DeadlinePassed) => {}
                     Err(e) if is_retryable(&e) => {
                         attempts += 1;
+                        // Who held the table when the attempt gave up, for the log and for the
+                        // error at the deadline.
+                        let holders = self.holders_now(target).await;
+                        seen.note(&holders);
                         if attempts < self.options.max_attempts && Instant::now() < deadline {
                             let wait = self.backoff(attempts);
                             warn!(
                                 attempts,
                                 wait_ms = wait.as_millis() as u64,
+                                holders = %describe(&holders),
                                 "lock not granted within lock_timeout; retrying"
                             );
-                            tokio::time::sleep(wait).await;
+                            tokio::time::sleep(
+                                wait.min(deadline.saturating_duration_since(Instant::now())),
+                            )
+                            .await;
                             continue;
                         }
                     }
@@ -96,6 +115,7 @@ impl Executor {
                     attempts,
                     waited_secs: started.elapsed().as_secs_f64(),
                     blockers,
+                    held: seen.summary(),
                 }
                 .into());
             }
@@ -111,13 +131,14 @@ impl Executor {
         record: &[String],
         long_running: bool,
         deadline: Instant,
+        seen: &mut Seen,
     ) -> sqlx::Result<Attempt> {
         let mut conn = self.pool.acquire().await?;
         // Only DDL on the table asks for a lock the application needs; the state store's
         // records alone do not.
         if statements.iter().any(|s| s.locks_table)
             && !self
-                .wait_for_long_holders(&mut conn, target, deadline)
+                .wait_for_long_holders(&mut conn, target, deadline, seen)
                 .await?
         {
             return Ok(Attempt::DeadlinePassed);
@@ -181,7 +202,7 @@ impl Executor {
     }
 
     /// Waits, outside the lock queue, while the table has a long holder: a transaction open for
-    /// longer than `lock_timeout` holding a lock on it, a `VACUUM` working on it, or a session
+    /// longer than `long_holder` holding a lock on it, a `VACUUM` working on it, or a session
     /// already waiting in its lock queue. Returns `false` when the deadline passed first. Who
     /// is waited for is logged when it changes.
     async fn wait_for_long_holders(
@@ -189,10 +210,12 @@ impl Executor {
         conn: &mut PgConnection,
         target: Target<'_>,
         deadline: Instant,
+        seen: &mut Seen,
     ) -> sqlx::Result<bool> {
         let mut last: Option<String> = None;
         loop {
-            let holders = long_holders(conn, target, self.options.lock_timeout).await?;
+            let holders = long_holders(conn, target, self.options.long_holder).await?;
+            seen.note(&holders);
             if holders.is_empty() {
                 if last.is_some() {
                     info!("the long lock holders are gone; asking for the lock");
@@ -214,6 +237,18 @@ impl Executor {
             let poll = Duration::from_millis(100).mul_f64(rand::random_range(1.0..=2.0));
             tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
+    }
+
+    /// Every session holding (or waiting for) a lock on the table now, whatever its age: after
+    /// an attempt timed out, these are who it waited behind. Empty if they could not be read
+    /// (the error at the deadline then names the holders of that moment only).
+    async fn holders_now(&self, target: Target<'_>) -> Vec<LongHolder> {
+        let Ok(mut conn) = self.pool.acquire().await else {
+            return Vec::new();
+        };
+        long_holders(&mut conn, target, Duration::ZERO)
+            .await
+            .unwrap_or_default()
     }
 
     /// Exponential backoff with jitter in [50 %, 100 %] of the step, so instances that collide
@@ -288,6 +323,7 @@ enum Attempt {
 }
 
 /// A session the DDL should not queue behind.
+#[derive(Clone)]
 struct LongHolder {
     pid: i32,
     what: String,
@@ -305,6 +341,95 @@ impl std::fmt::Display for LongHolder {
         }
         Ok(())
     }
+}
+
+/// The holders a statement group met while it waited for its lock, by pid: what each was, when it
+/// was first and last seen, and the age of its transaction when last seen.
+#[derive(Default)]
+struct Seen {
+    holders: BTreeMap<i32, SeenHolder>,
+}
+
+struct SeenHolder {
+    holder: LongHolder,
+    first: Instant,
+    last: Instant,
+}
+
+impl Seen {
+    fn note(&mut self, holders: &[LongHolder]) {
+        let now = Instant::now();
+        for h in holders {
+            let entry = self.holders.entry(h.pid).or_insert_with(|| SeenHolder {
+                holder: h.clone(),
+                first: now,
+                last: now,
+            });
+            entry.last = now;
+            // Keep the oldest transaction age seen and the latest description.
+            let seconds = match (entry.holder.seconds, h.seconds) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            entry.holder = LongHolder {
+                seconds,
+                ..h.clone()
+            };
+        }
+    }
+
+    /// The holders met, the one that held the lock longest first (at most five), each with how
+    /// long: its transaction's age when last seen (what it had held the lock for at least, when
+    /// that is visible) and how long it was seen during this wait.
+    fn summary(&self) -> String {
+        if self.holders.is_empty() {
+            return "no holder was seen (none held a conflicting lock when looked at)".into();
+        }
+        let held = |s: &SeenHolder| {
+            s.holder
+                .seconds
+                .unwrap_or(0.0)
+                .max((s.last - s.first).as_secs_f64())
+        };
+        let mut all: Vec<&SeenHolder> = self.holders.values().collect();
+        all.sort_by(|a, b| held(b).total_cmp(&held(a)));
+        let mut parts: Vec<String> = all
+            .iter()
+            .take(5)
+            .map(|s| {
+                let h = &s.holder;
+                let verb = if h.granted { "held" } else { "waited for" };
+                let age = match h.seconds {
+                    Some(secs) => format!("its transaction open for {secs:.1} s when last seen"),
+                    None => "its transaction's age hidden from this role".to_string(),
+                };
+                format!(
+                    "pid {} ({}) {verb} {} for at least {:.1} s ({age}, seen for {:.1} s of the wait)",
+                    h.pid,
+                    h.what,
+                    h.modes,
+                    held(s),
+                    (s.last - s.first).as_secs_f64()
+                )
+            })
+            .collect();
+        if all.len() > 5 {
+            parts.push(format!("and {} more", all.len() - 5));
+        }
+        parts.join("; ")
+    }
+}
+
+/// One line naming the holders, for logs.
+fn describe(holders: &[LongHolder]) -> String {
+    if holders.is_empty() {
+        return "none seen".into();
+    }
+    holders
+        .iter()
+        .map(LongHolder::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The sessions holding a lock on the table for longer than `threshold` (their transaction's

@@ -15,6 +15,7 @@ mod concurrent;
 mod constraints;
 mod coordinator;
 mod error;
+pub mod estimate;
 mod evolver;
 mod executor;
 mod failpoint;
@@ -49,6 +50,7 @@ pub use clock::{Clock, NOW_ENV, ParseClockError, PinnedClock, SystemClock, defau
 pub use column_type::ColumnType;
 pub use coordinator::DEFAULT_HEARTBEAT_TIMEOUT;
 pub use error::{DriftProblem, Error, ErrorKind, Result};
+pub use estimate::{BackfillEstimate, FillRate};
 pub use evolver::{Evolution, Evolver};
 pub use model::Evolve;
 pub use options::{BackfillOptions, DdlOptions, HealthBounds};

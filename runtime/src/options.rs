@@ -3,21 +3,32 @@
 use std::time::Duration;
 
 /// How DDL statements wait for locks.
+///
+/// Two durations, two jobs. [`lock_timeout`](DdlOptions::lock_timeout) bounds one lock request:
+/// while it waits, every application query that arrives queues behind it, so it is short (100 ms:
+/// an unlucky attempt is lost in the workload's own noise) and retried many times, with jitter,
+/// until [`deadline`](DdlOptions::deadline). [`long_holder`](DdlOptions::long_holder) is how old a
+/// lock holder's transaction must be before the executor stops asking at all and waits for it to
+/// end: a request made behind a transaction that has already been open for a second would most
+/// likely time out anyway, after stalling the application for the whole `lock_timeout`.
+///
+/// ```
+/// use std::time::Duration;
+/// use pgevolve_runtime::DdlOptions;
+///
+/// let options = DdlOptions::default();
+/// assert_eq!(options.lock_timeout, Duration::from_millis(100));
+/// assert_eq!(options.long_holder, Duration::from_secs(1));
+/// assert_eq!(options.deadline, Duration::from_secs(600));
+/// ```
 #[derive(Debug, Clone)]
 pub struct DdlOptions {
     /// `lock_timeout` of every statement that takes a lock application queries need. A statement
     /// waiting for its lock blocks the queries queued behind it, so this bounds how long the
-    /// application can be held up by one attempt. Default 2 s. A default of 100 ms (an unlucky
-    /// attempt lost in the workload's noise) is the aim; it waits for a long-holder threshold of
-    /// its own, since the threshold is this value today and a transaction open for 100 ms on a
-    /// loaded server is not necessarily a long one.
-    ///
-    /// Before each attempt the executor looks at who holds a lock on the table (`pg_locks`,
-    /// `pg_stat_activity`): while a transaction that has been open for longer than this holds
-    /// one, or a `VACUUM` (autovacuum included) works on the table, or another session already
-    /// waits in the table's lock queue, it does not ask for its lock at all, since it would
-    /// only queue every application query behind it; it waits (logging who and why) and tries
-    /// once they are gone, up to [`DdlOptions::deadline`].
+    /// application can be held up by one attempt. Default 100 ms: short enough that an attempt
+    /// that meets a holder (an application transaction a little slower than usual) costs the
+    /// application no more than its own noise, since the attempt is rolled back and retried
+    /// after a jittered backoff, up to [`DdlOptions::deadline`].
     ///
     /// Not applied to `CREATE INDEX CONCURRENTLY` and `DROP INDEX CONCURRENTLY`, which run with
     /// `lock_timeout = 0` and `statement_timeout = 0`: their only table lock, SHARE UPDATE
@@ -26,13 +37,29 @@ pub struct DdlOptions {
     /// and leave an INVALID index. `max_attempts` and the backoff still apply to them after a
     /// deadlock.
     pub lock_timeout: Duration,
+    /// How long a lock holder's transaction must have been open for the executor to treat it as
+    /// a long holder and not ask for its lock while it is there. Default 1 s.
+    ///
+    /// Before each attempt the executor looks at who holds a lock on the table (`pg_locks`,
+    /// `pg_stat_activity`, `pg_stat_progress_vacuum`): while a transaction that has been open for
+    /// longer than this holds one, or a `VACUUM` (autovacuum included) works on the table, or
+    /// another session already waits in the table's lock queue, it does not ask for its lock at
+    /// all, since it would only queue every application query behind it; it waits (logging who
+    /// and why) and tries once they are gone, up to [`DdlOptions::deadline`]. Time spent so
+    /// costs no attempt.
+    ///
+    /// Separate from `lock_timeout`: a transaction open for 100 ms on a loaded server is not
+    /// necessarily a long one, and waiting for every such transaction to end could wait
+    /// forever on a busy table; a holder younger than this is met with `lock_timeout` attempts.
+    pub long_holder: Duration,
     /// Lock requests per statement group that may time out before it gives up with an error
-    /// naming the blocker. Time spent waiting for long holders (see `lock_timeout`) costs no
-    /// attempt. Default 50.
+    /// naming the blocker. Time spent waiting for long holders (see `long_holder`) costs no
+    /// attempt. Default 1,000: in practice the [`deadline`](DdlOptions::deadline) ends the
+    /// retries first.
     pub max_attempts: u32,
     /// First wait between attempts; doubles each time, with jitter. Default 50 ms.
     pub initial_backoff: Duration,
-    /// Longest wait between attempts. Default 2 s.
+    /// Longest wait between attempts. Default 1 s.
     pub max_backoff: Duration,
     /// The longest a statement group may wait for its lock in all (long holders and attempts
     /// together) before it gives up with [`ErrorKind::LockTimeout`], naming who held the lock
@@ -45,10 +72,11 @@ pub struct DdlOptions {
 impl Default for DdlOptions {
     fn default() -> Self {
         DdlOptions {
-            lock_timeout: Duration::from_secs(2),
-            max_attempts: 50,
+            lock_timeout: Duration::from_millis(100),
+            long_holder: Duration::from_secs(1),
+            max_attempts: 1_000,
             initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(1),
             deadline: Duration::from_secs(600),
         }
     }

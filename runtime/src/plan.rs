@@ -39,6 +39,13 @@ pub struct PlannedStep {
     ///
     /// [`Evolver::plans_for_database`]: crate::Evolver::plans_for_database
     pub batch_triggers: Option<BatchTriggers>,
+    /// For a step with a backfill phase, what the backfill will cost (rows to fill, duration,
+    /// WAL), estimated from the table's statistics and the last measured fill rate
+    /// ([`Evolver::plans_for_database`]; see [`crate::estimate`]); `None` in a plan made without
+    /// a database, or when the table does not exist yet.
+    ///
+    /// [`Evolver::plans_for_database`]: crate::Evolver::plans_for_database
+    pub estimate: Option<crate::estimate::BackfillEstimate>,
 }
 
 /// The application's own `UPDATE` triggers on a backfilled table, as one batch meets them. A
@@ -271,6 +278,7 @@ impl PlannedStep {
             kind,
             model,
             batch_triggers: None,
+            estimate: None,
         }
     }
 
@@ -344,6 +352,9 @@ impl fmt::Display for PlannedStep {
                 }
             }
             if phase.phase == Phase::Backfill {
+                if let Some(estimate) = &self.estimate {
+                    writeln!(f, "    -- cost: {estimate}")?;
+                }
                 match &self.batch_triggers {
                     None => writeln!(f, "    -- {TRIGGERS_NOTE}")?,
                     Some(triggers) => {

@@ -75,12 +75,24 @@ impl Cluster {
     /// root can't switch to the `postgres` user, [`Error::Initdb`] and [`Error::Start`] with
     /// the programs' output, [`Error::Io`] for file-system failures.
     pub fn start() -> Result<Cluster, Error> {
+        Cluster::start_with(&[])
+    }
+
+    /// Like [`Cluster::start`], with `settings` (`name=value`) passed to the server after the
+    /// testkit's own, so they win: `Cluster::start_with(&["fsync=on", "synchronous_commit=on",
+    /// "full_page_writes=on"])` gives a durable cluster, as production runs, for benchmarks
+    /// (the testkit's defaults turn those off for speed).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cluster::start`].
+    pub fn start_with(settings: &[&str]) -> Result<Cluster, Error> {
         let binaries = Binaries::find()?;
         let run_as = RunAs::detect()?;
         // On any error below, dropping `cluster` cleans up.
         let mut cluster = Cluster::prepare(&binaries, &run_as)?;
         cluster.initdb(&binaries, &run_as)?;
-        cluster.launch(&binaries, &run_as)?;
+        cluster.launch_with(&binaries, &run_as, settings)?;
         Ok(cluster)
     }
 
@@ -164,6 +176,16 @@ impl Cluster {
 
     /// Starts the server on a free port, retrying when the port was taken in the meantime.
     pub(crate) fn launch(&mut self, binaries: &Binaries, run_as: &RunAs) -> Result<(), Error> {
+        self.launch_with(binaries, run_as, &[])
+    }
+
+    /// Starts the server with the testkit's settings, then `extra` (which win).
+    fn launch_with(
+        &mut self,
+        binaries: &Binaries,
+        run_as: &RunAs,
+        extra: &[&str],
+    ) -> Result<(), Error> {
         let log_path = self.root.join("server.log");
         let log = File::create(&log_path).map_err(Error::io("creating the server log"))?;
         let mut attempt = 1;
@@ -183,7 +205,12 @@ impl Cluster {
                 .arg(self.port.to_string())
                 .arg("-c")
                 .arg(format!("unix_socket_directories={}", self.root.display()))
-                .args(SERVER_SETTINGS.iter().flat_map(|setting| ["-c", setting]))
+                .args(
+                    SERVER_SETTINGS
+                        .iter()
+                        .chain(extra)
+                        .flat_map(|setting| ["-c", setting]),
+                )
                 .stdout(stdout)
                 .stderr(stderr)
                 .process_group(0)

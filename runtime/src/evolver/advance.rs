@@ -303,11 +303,16 @@ impl Engine {
         self.run_phase(step, Phase::Validate, false).await
     }
 
-    /// A count that may scan a large table (no statement_timeout; ACCESS SHARE only).
+    /// A count that may scan a large table (no statement_timeout; ACCESS SHARE only), in one
+    /// process (no parallel workers: a parallel scan takes every core of a small server at
+    /// once, and the application waits for CPU meanwhile; issue #13).
     pub(super) async fn count(&self, sql: &str) -> Result<i64> {
         let mut conn = self.evolver.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0")
             .execute(&mut *tx)
             .await?;
         sqlx::query(AssertSqlSafe(sql::watch_client(true)))

@@ -119,9 +119,16 @@ impl Evolver {
         self
     }
 
-    /// Sets the `lock_timeout` of every statement that takes a lock queries need (default 2 s; see [`DdlOptions`](crate::DdlOptions)).
+    /// Sets the `lock_timeout` of every statement that takes a lock queries need (default 100 ms; see [`DdlOptions`](crate::DdlOptions)).
     pub fn lock_timeout(mut self, timeout: Duration) -> Evolver {
         self.ddl.lock_timeout = timeout;
+        self
+    }
+
+    /// Sets how old a lock holder's transaction must be for DDL to wait for it to end instead
+    /// of asking for the lock behind it (default 1 s; see [`DdlOptions::long_holder`](crate::DdlOptions::long_holder)).
+    pub fn long_holder(mut self, threshold: Duration) -> Evolver {
+        self.ddl.long_holder = threshold;
         self
     }
 
@@ -210,6 +217,14 @@ impl Evolver {
             let mut plan = Plan::shown(model, &shown);
             for step in &mut plan.steps {
                 if let Some(fill) = step.fill() {
+                    step.estimate = crate::estimate::backfill(
+                        &mut *conn,
+                        model.schema,
+                        model.table,
+                        &self.state_schema,
+                        self.backfill.duty_cycle,
+                    )
+                    .await?;
                     step.batch_triggers = Some(
                         crate::plan::read_batch_triggers(
                             &mut *conn,

@@ -149,6 +149,14 @@ pub(crate) enum Bounds<'a> {
 /// filled and the batch's last key as text (no row left: `NULL`). A multi-statement simple query
 /// is one implicit transaction, so the row locks last exactly as long as the statement.
 ///
+/// The batch commits with `synchronous_commit = off` (`SET LOCAL`: this transaction only): with
+/// it on, the commit waits for its WAL (a few MB for a large batch) to reach the disk while
+/// still holding every row lock of the batch, which no `statement_timeout` bounds (measured: a
+/// batch of 172 ms under an 80 ms timeout at 5,000,000 rows with durable settings). Off, the
+/// locks go at commit and the WAL writer flushes in the background. Safe for a resumable pass:
+/// a crash can lose only the last batches' commits, their rows and their checkpoint together
+/// (one transaction), and the pass fills them again from the checkpoint that survived.
+///
 /// With `skip_user_triggers`, the batch also sets `session_replication_role = replica` for its
 /// own transaction (`SET LOCAL`, gone when the batch commits or fails): it fires none of the
 /// table's ordinary triggers, pgevolve's included, which it does not need since it writes
@@ -265,6 +273,7 @@ pub(crate) fn batch(
     format!(
         "SET LOCAL lock_timeout = '{lock_ms}ms';\n\
          SET LOCAL statement_timeout = '{batch_ms}ms';\n\
+         SET LOCAL synchronous_commit = off;\n\
          {replica}\
          WITH batch AS (\n\
          \x20 SELECT {select_keys} FROM {t}\n\

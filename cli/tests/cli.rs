@@ -592,7 +592,10 @@ async fn switch_then_contract_of_a_rename_through_the_binary_take_effect_in_the_
     assert_eq!(phase().await, "switch");
     assert_eq!(read().await, "Written by the old build");
 
-    let contracted = pgevolve(db.url(), &["contract", "--json"]).await.ok().json();
+    let contracted = pgevolve(db.url(), &["contract", "--json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(contracted["outcome"], "done", "{contracted}");
     assert_eq!(phase().await, "contract");
     let old_column: i64 = sqlx::query_scalar(

@@ -5,13 +5,14 @@
 //! build alone on a connection of its own.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use sqlx::{AssertSqlSafe, Row};
 use tracing::info;
 
 use super::Engine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::executor::Target;
+use crate::executor::{Target, is_retryable};
 use crate::ident::Qualified;
 use crate::kinds::widen_key::read_referencing;
 use crate::plan::PlannedStep;
@@ -20,8 +21,12 @@ use crate::sql::type_change::{self, TypeHelpers};
 use crate::sql::{self, Statement};
 use crate::step::Phase;
 
-/// Heap pages per batch of a referencing table's fill (8 kB each: a few thousand narrow rows).
-const FILL_PAGES: i64 = 32;
+/// Heap pages per batch of a referencing table's fill (8 kB each, up to a few hundred narrow
+/// rows): the first batch's size, and the largest. The size halves after a batch that took
+/// longer than the backfill's target duration or was cancelled at its timeout, and doubles after
+/// a quick one.
+const FILL_PAGES_FIRST: i64 = 4;
+const FILL_PAGES_MAX: i64 = 32;
 
 impl Engine {
     /// Validate or contract of a widened key (see `kinds::widen_key`).
@@ -159,19 +164,64 @@ impl Engine {
             .fetch_one(&self.evolver.pool)
             .await?;
         let batch = kw::fill_referencing(r, &rh);
-        let mut from = 0;
-        let mut rows = 0u64;
+        let options = &self.evolver.backfill;
+        // Each batch holds its rows' locks until it commits: bounded by the backfill's batch
+        // timeout (`statement_timeout`), and by lock_timeout while it waits for a writer's row.
+        let settings = format!(
+            "SET LOCAL statement_timeout = '{}ms'; SET LOCAL lock_timeout = '{}ms'",
+            options.batch_timeout.as_millis().max(1),
+            self.evolver.ddl.lock_timeout.as_millis().max(1),
+        );
+        let (mut from, mut size, mut rows, mut failures) = (0i64, FILL_PAGES_FIRST, 0u64, 0u32);
         while from <= pages {
             if self.stop.load(Ordering::Acquire) {
                 return Ok(false);
             }
-            let done = sqlx::query(AssertSqlSafe(batch.as_str()))
-                .bind(from)
-                .bind(from + FILL_PAGES)
-                .execute(&self.evolver.pool)
+            let started = Instant::now();
+            let mut tx = self.evolver.pool.begin().await?;
+            sqlx::raw_sql(AssertSqlSafe(settings.clone()))
+                .execute(&mut *tx)
                 .await?;
-            rows += done.rows_affected();
-            from += FILL_PAGES;
+            let outcome = sqlx::query(AssertSqlSafe(batch.as_str()))
+                .bind(from)
+                .bind(from + size)
+                .execute(&mut *tx)
+                .await;
+            match outcome {
+                Ok(done) => {
+                    tx.commit().await?;
+                    rows += done.rows_affected();
+                    from += size;
+                    failures = 0;
+                    let took = started.elapsed();
+                    if took > options.target_batch_duration {
+                        size = (size / 2).max(1);
+                    } else if took < options.target_batch_duration / 2 {
+                        size = (size * 2).min(FILL_PAGES_MAX);
+                    }
+                    tokio::time::sleep(options.pause_after(took)).await;
+                }
+                // Cancelled at its timeout, or a writer's row lock outlasted lock_timeout: rolled
+                // back (its locks released), retried smaller after a pause.
+                Err(e) if is_cancelled(&e) || is_retryable(&e) => {
+                    drop(tx);
+                    failures += 1;
+                    if failures > self.evolver.ddl.max_attempts {
+                        return Err(ErrorKind::Statement {
+                            step: step.id.to_string(),
+                            phase: Phase::Validate.to_string(),
+                            table: r.table().to_string(),
+                            source: e,
+                        }
+                        .into());
+                    }
+                    size = (size / 2).max(1);
+                    let backoff = (self.evolver.ddl.initial_backoff * failures)
+                        .min(self.evolver.ddl.max_backoff);
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         info!(step = %step.id, table = %r.table(), rows, "shadow of a referencing column filled");
         Ok(true)
@@ -273,4 +323,9 @@ fn refused(step: &PlannedStep, phase: Phase, message: String) -> Error {
         message,
     }
     .into()
+}
+
+/// `57014`: the batch ran past its `statement_timeout`.
+fn is_cancelled(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }

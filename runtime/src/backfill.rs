@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
-use crate::executor::is_retryable;
+use crate::executor::{is_retryable, is_statement_timeout};
 use crate::health_follower::{HealthFollower, journal_steps};
 use crate::options::{BackfillOptions, DdlOptions};
 use crate::progress::Progress;
@@ -403,11 +403,6 @@ impl Backfill<'_> {
     fn in_pass(&self, step: &crate::step::StepId) -> bool {
         self.fills.iter().any(|f| &f.step == step)
     }
-}
-
-/// `57014`: the batch ran past its `statement_timeout`.
-fn is_statement_timeout(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
 /// One batch (see `sql::backfill::batch`): rows filled and the batch's last key; `None` when no

@@ -15,7 +15,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{ErrorKind, Result};
-use crate::executor::is_retryable;
+use crate::executor::{is_retryable, is_statement_timeout};
 use crate::health_follower::HealthFollower;
 use crate::options::{BackfillOptions, DdlOptions};
 use crate::progress::Progress;
@@ -459,8 +459,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     } else {
         "a panic without a message".to_string()
     }
-}
-
-fn is_statement_timeout(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }

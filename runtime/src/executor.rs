@@ -475,6 +475,12 @@ async fn long_holders(
         .collect()
 }
 
+/// `57014`: a statement ran past its `statement_timeout` (a backfill batch cancelled, its locks
+/// released).
+pub(crate) fn is_statement_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
 pub(crate) fn is_retryable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| RETRYABLE.contains(&c.as_ref())))
 }

@@ -157,6 +157,21 @@ impl Retrying {
             .bind(after)
             .bind(types)
             .persistent(!self.pooled);
+        Ok(self
+            .renamed_positions(conn, query)
+            .await?
+            .into_iter()
+            .filter_map(|i| self.renamed_at_contract.get(i).map(|(id, _)| id))
+            .collect())
+    }
+
+    /// Runs a catalog probe whose `renamed` column lists 1-based positions into the caller's
+    /// list (in a transaction of its own behind a transaction pooler); returns them 0-based.
+    async fn renamed_positions(
+        &self,
+        conn: &mut PgConnection,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::Result<Vec<usize>> {
         let row = if self.pooled && !conn.is_in_transaction() {
             let mut tx = conn.begin().await?;
             let row = query.fetch_one(&mut *tx).await?;
@@ -169,7 +184,6 @@ impl Retrying {
         Ok(positions
             .into_iter()
             .filter_map(|p| usize::try_from(p).ok()?.checked_sub(1))
-            .filter_map(|i| self.renamed_at_contract.get(i).map(|(id, _)| id))
             .collect())
     }
 
@@ -191,18 +205,10 @@ impl Retrying {
             .bind(old)
             .bind(new)
             .persistent(!self.pooled);
-        let row = if self.pooled && !conn.is_in_transaction() {
-            let mut tx = conn.begin().await?;
-            let row = query.fetch_one(&mut *tx).await?;
-            tx.commit().await?;
-            row
-        } else {
-            query.fetch_one(&mut *conn).await?
-        };
-        let positions: Vec<i64> = sqlx::Row::try_get(&row, "renamed")?;
-        Ok(positions
+        Ok(self
+            .renamed_positions(conn, query)
+            .await?
             .into_iter()
-            .filter_map(|p| usize::try_from(p).ok()?.checked_sub(1))
             .filter_map(|i| self.enum_renames.get(i).map(|(id, _)| id))
             .collect())
     }

@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::Engine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::executor::{Target, is_retryable};
+use crate::executor::{Target, is_retryable, is_statement_timeout};
 use crate::ident::Qualified;
 use crate::kinds::widen_key::read_referencing;
 use crate::plan::PlannedStep;
@@ -203,7 +203,7 @@ impl Engine {
                 }
                 // Cancelled at its timeout, or a writer's row lock outlasted lock_timeout: rolled
                 // back (its locks released), retried smaller after a pause.
-                Err(e) if is_cancelled(&e) || is_retryable(&e) => {
+                Err(e) if is_statement_timeout(&e) || is_retryable(&e) => {
                     drop(tx);
                     failures += 1;
                     if failures > self.evolver.ddl.max_attempts {
@@ -323,9 +323,4 @@ fn refused(step: &PlannedStep, phase: Phase, message: String) -> Error {
         message,
     }
     .into()
-}
-
-/// `57014`: the batch ran past its `statement_timeout`.
-fn is_cancelled(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }

@@ -28,6 +28,18 @@ pub struct Account {
     pub name: String,
 }
 
+/// The new build's view of the referencing table: its reference declared as widened with the
+/// key (`type_from` with `references`), so the key's step widens it and its accessors follow.
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "payments")]
+pub struct Payment {
+    #[evolve(primary_key, generated)]
+    pub id: i64,
+    #[evolve(type_from = "integer", references = "accounts(id)", on_delete = "cascade")]
+    pub account_id: i64,
+    pub amount: i32,
+}
+
 /// `accounts(id serial)` and `payments(account_id integer NOT NULL REFERENCES accounts ON
 /// DELETE CASCADE)` with an index on the reference.
 async fn seed(pool: &PgPool) {
@@ -82,6 +94,9 @@ enum Build {
     Old,
     /// The generated accessors for accounts, raw SQL with bigint values for payments.
     New,
+    /// The generated accessors for both tables (`Account`, `Payment`); every payment it moves
+    /// is read through `Payment::find` first and must be as last written.
+    Models,
 }
 
 struct Writer {
@@ -128,7 +143,7 @@ fn writer(pool: &PgPool, build: Build, lane: u64, expected: Arc<Mutex<Expected>>
                     })
                     .map_err(|x| x.to_string())
                 }
-                (0, Build::New) => {
+                (0, Build::New | Build::Models) => {
                     let id = 50_000_000 + NEW_IDS.fetch_add(1, Ordering::Relaxed) as i64;
                     let account = Account {
                         id,
@@ -142,6 +157,22 @@ fn writer(pool: &PgPool, build: Build, lane: u64, expected: Arc<Mutex<Expected>>
                         })
                         .map_err(|x| x.to_string())
                 }
+                (1, Build::Models) => {
+                    let keys: Vec<i64> = e.accounts.keys().copied().collect();
+                    let account = keys[pick(keys.len(), 1)];
+                    let amount = (n * 10 + lane) as i64;
+                    Payment {
+                        id: 0,
+                        account_id: account,
+                        amount: amount as i32,
+                    }
+                    .insert_returning(&pool)
+                    .await
+                    .map(|p| {
+                        e.payments.insert(p.id, (account, amount));
+                    })
+                    .map_err(|x| x.to_string())
+                }
                 (1, _) => {
                     let keys: Vec<i64> = e.accounts.keys().copied().collect();
                     let account = keys[pick(keys.len(), 1)];
@@ -154,7 +185,7 @@ fn writer(pool: &PgPool, build: Build, lane: u64, expected: Arc<Mutex<Expected>>
                         )
                         .bind(account as i32)
                         .bind(amount as i32),
-                        Build::New => sqlx::query_scalar::<_, i64>(
+                        Build::New | Build::Models => sqlx::query_scalar::<_, i64>(
                             "INSERT INTO payments (account_id, amount) VALUES ($1::bigint, $2::bigint) RETURNING id",
                         )
                         .bind(account)
@@ -179,7 +210,7 @@ fn writer(pool: &PgPool, build: Build, lane: u64, expected: Arc<Mutex<Expected>>
                             .await
                             .map(|_| ())
                             .map_err(|x| x.to_string()),
-                        Build::New => Account {
+                        Build::New | Build::Models => Account {
                             id,
                             name: name.clone(),
                         }
@@ -192,6 +223,32 @@ fn writer(pool: &PgPool, build: Build, lane: u64, expected: Arc<Mutex<Expected>>
                         e.accounts.insert(id, name);
                     })
                 }
+                (_, Build::Models) => {
+                    let payments: Vec<i64> = e.payments.keys().copied().collect();
+                    let payment = payments[pick(payments.len(), 3)];
+                    let keys: Vec<i64> = e.accounts.keys().copied().collect();
+                    let account = keys[pick(keys.len(), 4)];
+                    let (was, amount) = e.payments[&payment];
+                    let read = Payment::find(&payment, &pool).await;
+                    let wanted = Payment {
+                        id: payment,
+                        account_id: was,
+                        amount: amount as i32,
+                    };
+                    match read {
+                        Ok(Some(p)) if p == wanted => Payment {
+                            account_id: account,
+                            ..wanted
+                        }
+                        .update(&pool)
+                        .await
+                        .map(|_| {
+                            e.payments.get_mut(&payment).unwrap().0 = account;
+                        })
+                        .map_err(|x| x.to_string()),
+                        other => Err(format!("Payment::find({payment}) gave {other:?}, not {wanted:?}")),
+                    }
+                }
                 _ => {
                     let payments: Vec<i64> = e.payments.keys().copied().collect();
                     let payment = payments[pick(payments.len(), 3)];
@@ -202,7 +259,7 @@ fn writer(pool: &PgPool, build: Build, lane: u64, expected: Arc<Mutex<Expected>>
                             "UPDATE payments SET account_id = $1::integer WHERE id = $2",
                         )
                         .bind(account as i32),
-                        Build::New => {
+                        Build::New | Build::Models => {
                             sqlx::query("UPDATE payments SET account_id = $1::bigint WHERE id = $2")
                                 .bind(account)
                         }
@@ -728,4 +785,271 @@ async fn an_identity_key_is_widened_and_keeps_counting_from_where_it_stood() {
     .await
     .unwrap();
     assert_eq!(pk, "members_pkey");
+}
+
+/// The plan of a build with both models: the key's step widens payments.account_id, and the
+/// referencing model has a `widen_reference` step without DDL, no type change of its own.
+#[test]
+fn a_referencing_model_plans_no_ddl_of_its_own_and_follows_the_keys_step() {
+    let plan = Payment::plan();
+    let kinds: Vec<&str> = plan.steps.iter().map(|s| s.kind.name()).collect();
+    assert_eq!(kinds, ["create_table", "widen_reference", "add_foreign_key"]);
+    let step = &plan.steps[1];
+    assert!(
+        step.phases.iter().all(|p| p.statements.is_empty()),
+        "{step:#?}"
+    );
+    let key = Account::plan()
+        .steps
+        .into_iter()
+        .find(|s| s.kind.name() == "widen_key")
+        .unwrap();
+    assert_eq!(
+        step.describe(),
+        format!(
+            "widen column public.payments.account_id from integer to bigint with the key public.accounts.id it references (step {})",
+            key.id
+        )
+    );
+}
+
+/// The helper columns pgevolve added to a table (shadows).
+async fn helper_columns(pool: &PgPool, table: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 \
+         AND NOT attisdropped AND attname LIKE 'pgevolve%' ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// `Payment` is a model of the build too (`type_from = "integer", references = "accounts(id)"`):
+/// while the old build (raw SQL on the integer columns) and the new one (the accessors of both
+/// models, each moved payment read back first) write both tables, the key's step alone widens
+/// payments.account_id (one shadow there, no type change of its own); every row of both tables
+/// ends as last written, and the widened tables are as without the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_referencing_model_is_widened_by_the_keys_step_while_old_and_new_builds_write_both_tables() {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(24).await;
+    seed(&pool).await;
+    let expected = expected_from(&pool).await;
+    let old: Vec<Writer> = (0..2)
+        .map(|lane| writer(&pool, Build::Old, lane, expected.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Account>()
+        .model::<Payment>()
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 300,
+            max_batch_size: 1_000,
+            ..BackfillOptions::default()
+        })
+        .boot()
+        .await
+        .unwrap();
+    let new: Vec<Writer> = (2..4)
+        .map(|lane| writer(&pool, Build::Models, lane, expected.clone()))
+        .collect();
+    evolution.wait().await.unwrap();
+    // One shadow on payments, the key step's; nothing else of pgevolve's.
+    let shadows = helper_columns(&pool, "payments").await;
+    assert_eq!(shadows.len(), 1, "{shadows:?}");
+    let key = widen_step(&evolution).await;
+    assert!(shadows[0].starts_with(&format!("pgevolve_k{}", &key.id.as_str()[..12])));
+    let status = evolution.status().await.unwrap();
+    assert!(
+        !status.iter().any(|s| s.description.starts_with("change type")),
+        "{status:#?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    evolution.switch().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ok = stop_all(old, "old build").await;
+    assert_rows_match(&pool, &expected, "before contract").await;
+    evolution.contract().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok += stop_all(new, "new build").await;
+    assert!(ok > 200, "only {ok} writes");
+    assert_rows_match(&pool, &expected, "after contract").await;
+    assert_widened(&pool).await;
+    // The widened reference takes a value past the integer range through the accessors.
+    let wide = Payment {
+        id: 0,
+        account_id: 5_000_000_000,
+        amount: 7,
+    }
+    .insert_returning(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        Payment::find(&wide.id, &pool).await.unwrap().unwrap().account_id,
+        5_000_000_000
+    );
+    support::assert_reboot_changes_nothing::<Payment>(&pool, "payments").await;
+}
+
+/// With `Payment` a model of the build: an abort after validate and one after switch, while
+/// the old build and the new one (both models' accessors, reads checked) write through and
+/// after it, leave the catalog of both tables as before boot and keep every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_with_the_referencing_model_restores_both_tables_catalog_and_keeps_every_write() {
+    if child::in_child() {
+        return;
+    }
+    for at in [AbortAt::Validated, AbortAt::Switched] {
+        let (_db, pool) = database(16).await;
+        seed(&pool).await;
+        let before = (
+            catalog_snapshot(&pool, "accounts").await,
+            catalog_snapshot(&pool, "payments").await,
+        );
+        let expected = expected_from(&pool).await;
+        let old = writer(&pool, Build::Old, 0, expected.clone());
+        let evolution = Evolver::new(pool.clone())
+            .model::<Account>()
+            .model::<Payment>()
+            .boot()
+            .await
+            .unwrap();
+        let new = writer(&pool, Build::Models, 1, expected.clone());
+        evolution.wait().await.unwrap();
+        if let AbortAt::Switched = at {
+            evolution.switch().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let step = widen_step(&evolution).await;
+        evolution.abort(&step.id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ok = stop_all(vec![old, new], &format!("{at:?}")).await;
+        assert!(ok > 20, "{at:?}: only {ok} writes");
+        assert_eq!(
+            (
+                catalog_snapshot(&pool, "accounts").await,
+                catalog_snapshot(&pool, "payments").await,
+            ),
+            before,
+            "{at:?}: catalog not restored"
+        );
+        assert_rows_match(&pool, &expected, &format!("{at:?}")).await;
+    }
+}
+
+/// Other declarations of the referencing column in the new build.
+mod declared {
+    use pgevolve::Evolve;
+
+    /// `i64` with no `type_from`.
+    #[derive(Evolve, Debug)]
+    #[evolve(table = "payments")]
+    pub struct PlainWide {
+        #[evolve(primary_key, generated)]
+        pub id: i64,
+        pub account_id: i64,
+        pub amount: i32,
+    }
+
+    /// A type change of its own (no `references`).
+    #[derive(Evolve, Debug)]
+    #[evolve(table = "payments")]
+    pub struct OwnTypeChange {
+        #[evolve(primary_key, generated)]
+        pub id: i64,
+        #[evolve(type_from = "integer")]
+        pub account_id: i64,
+        pub amount: i32,
+    }
+
+    /// Still `i32`: it could not read the column once the key's contract widened it.
+    #[derive(Evolve, Debug)]
+    #[evolve(table = "payments")]
+    pub struct StillNarrow {
+        #[evolve(primary_key, generated)]
+        pub id: i64,
+        pub account_id: i32,
+        pub amount: i32,
+    }
+}
+
+/// A referencing model that does not declare its column as widened with the key (`i64` alone,
+/// a type change of its own, or still `i32`): the boot fails with drift that names the field
+/// and the declaration to write, and neither table changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referencing_model_not_declared_widened_with_the_key_is_drift_naming_the_fix_and_changes_nothing()
+ {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(8).await;
+    seed(&pool).await;
+    let before = (
+        catalog_snapshot(&pool, "accounts").await,
+        catalog_snapshot(&pool, "payments").await,
+    );
+    let fix = "declare field `account_id` `i64` with `#[evolve(type_from = \"integer\", references = \"accounts(id)\")]`";
+    for (name, evolver) in [
+        (
+            "PlainWide",
+            Evolver::new(pool.clone())
+                .model::<Account>()
+                .model::<declared::PlainWide>(),
+        ),
+        (
+            "OwnTypeChange",
+            Evolver::new(pool.clone())
+                .model::<Account>()
+                .model::<declared::OwnTypeChange>(),
+        ),
+        (
+            "StillNarrow",
+            Evolver::new(pool.clone())
+                .model::<Account>()
+                .model::<declared::StillNarrow>(),
+        ),
+    ] {
+        let error = evolver.boot().await.map(|_| ()).unwrap_err().to_string();
+        assert!(
+            error.contains("public.payments") && error.contains(fix),
+            "{name}: {error}"
+        );
+        assert_eq!(
+            (
+                catalog_snapshot(&pool, "accounts").await,
+                catalog_snapshot(&pool, "payments").await,
+            ),
+            before,
+            "{name}: catalog changed"
+        );
+    }
+}
+
+/// The referencing model alone, its key widened by no model of the build: drift naming the
+/// key's attribute to write, nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widened_reference_without_its_key_in_the_build_is_drift_and_changes_nothing() {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(8).await;
+    seed(&pool).await;
+    let before = catalog_snapshot(&pool, "payments").await;
+    let error = Evolver::new(pool.clone())
+        .model::<Payment>()
+        .boot()
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("no model of this build widens that key")
+            && error.contains("#[evolve(primary_key, type_from = \"integer\")]"),
+        "{error}"
+    );
+    assert_eq!(catalog_snapshot(&pool, "payments").await, before);
 }

@@ -799,6 +799,24 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
             );
         }
     }
+    if attrs.primary_key.is_none()
+        && attrs.references.is_some()
+        && matches!(normalized_type(&from_name).as_str(), "integer" | "smallint")
+        && field.known_sql_type().map(|t| normalized_type(&t)).as_deref() == Some("bigint")
+    {
+        // A reference widened with the key it references: the key's step widens it, by the
+        // same plain cast as the key.
+        for expr in [&attrs.using, &attrs.down].into_iter().flatten() {
+            let key = key_name(&expr.key);
+            cx.error_spanned_by(
+                &expr.key,
+                format!(
+                    "`{key}` cannot be combined with `type_from` on a reference widened with its key: the key's \
+                     widening converts it by a plain cast, so that it keeps matching the key; remove `{key}`",
+                ),
+            );
+        }
+    }
     let conflicts = [
         (
             &attrs.renamed_from,

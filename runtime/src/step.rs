@@ -132,6 +132,10 @@ pub enum StepKind {
     /// foreign keys added `NOT VALID` and validated, then at contract the columns swapped by
     /// rename and the primary key moved with `USING INDEX`, each table in a short transaction.
     WidenKey(&'static ColumnSpec),
+    /// A column that references a key this build widens (`type_from = "integer"` with
+    /// `references` on an `i64` field): widened by the key's step, no DDL of its own; its
+    /// accessors follow that step's phase.
+    WidenReference(&'static ColumnSpec),
     /// Create a PostgreSQL enum type a column uses (`#[derive(EvolveEnum)]`) when it does not
     /// exist, with every label: a catalog change, no table locked.
     CreateEnum(&'static EnumSpec),

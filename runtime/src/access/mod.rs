@@ -98,10 +98,14 @@ impl ModelSql {
                 let step = steps
                     .iter()
                     .find(|(_, k)| k.column().is_some_and(|s| s.name == c.name));
-                let phase = step
-                    .and_then(|(id, _)| phase_of(id))
-                    .unwrap_or(Phase::Contract);
                 let room = step.map(|(id, k)| (id, crate::kinds::room(k)));
+                // A widened reference follows its key's step; not knowing it, reads as before.
+                let phase = match room.as_ref().and_then(|(_, r)| r.follows(model)) {
+                    Some(key) => phase_of(&key).unwrap_or(Phase::Pending),
+                    None => step
+                        .and_then(|(id, _)| phase_of(id))
+                        .unwrap_or(Phase::Contract),
+                };
                 if let Some((id, room)) = &room
                     && let Some(renamed) = room.renamed_at_contract(phase)
                 {

@@ -104,6 +104,13 @@ impl Engine {
         for plan in self.evolver.planned() {
             all.extend(resolve_model(&mut conn, &recorded, plan, &mut problems).await?);
         }
+        crate::kinds::widen_key::build_problems(
+            &mut conn,
+            self.evolver.planned(),
+            &recorded,
+            &mut problems,
+        )
+        .await?;
         if problems.is_empty() {
             Ok((all, shape.current))
         } else {

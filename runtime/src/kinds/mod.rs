@@ -32,6 +32,7 @@ mod set_default;
 mod set_not_null;
 mod unique;
 pub(crate) mod widen_key;
+pub(crate) mod widen_reference;
 
 pub(crate) use drop_table::{dropped_table_conflicts, dropped_table_model};
 pub(crate) use rename_column::read_carry;
@@ -140,6 +141,13 @@ pub(crate) trait Kind: Send + Sync {
         None
     }
 
+    /// The step whose phase the accessors of the step's column follow, when it is not this one
+    /// (a reference widened by its key's step, `widen_reference`): `access` then gets that
+    /// step's phase, `Pending` when this process does not know it.
+    fn follows(&self, _model: &ModelSpec) -> Option<StepId> {
+        None
+    }
+
     /// How accessors read and write the step's column in `phase`; `None`: as a plain column.
     fn access(&self, _phase: Phase) -> Option<FieldAccess> {
         None
@@ -245,6 +253,7 @@ pub(crate) fn room(kind: &StepKind) -> Box<dyn Kind> {
         StepKind::ChangeType(c) => Box::new(change_type::ChangeType(c)),
         StepKind::ChangeTypeInPlace(c) => Box::new(change_type_in_place::ChangeTypeInPlace(c)),
         StepKind::WidenKey(c) => Box::new(widen_key::WidenKey(c)),
+        StepKind::WidenReference(c) => Box::new(widen_reference::WidenReference(c)),
         StepKind::CreateEnum(e) => Box::new(enum_type::CreateEnum(e)),
         StepKind::AddEnumValue(e, label) => Box::new(enum_value::AddEnumValue(e, label)),
         StepKind::RenameEnumValue(e, new, old) => {
@@ -291,6 +300,9 @@ pub(crate) fn of_model(model: &ModelSpec) -> Vec<StepKind> {
             kinds.push(StepKind::SetNotNull(column));
         } else if column.drop_not_null {
             kinds.push(StepKind::DropNotNull(column));
+        } else if widen_reference::is_widened_reference(column) {
+            // Widened by the referenced key's step: no type change of its own.
+            kinds.push(StepKind::WidenReference(column));
         } else if let Some(change) = column.type_change {
             kinds.push(
                 match change_type_in_place::rewrite_free(&change, column.sql_type) {

@@ -209,12 +209,37 @@ impl WidenKey {
     }
 }
 
+/// The id of the step that widens `schema.table(column)` from `from` to `bigint`: what
+/// `StepId::for_step` gives a `WidenKey` of that column (a widened reference in another model
+/// follows it, see `widen_reference`).
+pub(crate) fn step_id(schema: &str, table: &str, column: &str, from: &str) -> StepId {
+    StepId::from_stored(format!(
+        "{:016x}",
+        crate::step::fnv1a(&["v1", "widen_key", schema, table, column, from, "bigint"])
+    ))
+}
+
 /// Why a referencing column cannot be widened with the key, if it cannot.
-pub(crate) fn refusal(r: &Referencing, columns: i32, others: &[String]) -> Option<String> {
+pub(crate) fn refusal(
+    r: &Referencing,
+    columns: i32,
+    partitioned: bool,
+    others: &[String],
+) -> Option<String> {
     if columns != 1 {
         return Some(format!(
             "foreign key {} of {} references the key together with other columns; widening a key that a multi-column \
-             foreign key references is not supported: drop that foreign key first",
+             foreign key references is not supported, and nothing was changed: drop that foreign key (or widen its \
+             columns by hand) first, then boot again",
+            r.constraint,
+            r.table()
+        ));
+    }
+    if partitioned {
+        return Some(format!(
+            "foreign key {} of {} references the key from a partitioned table (or a partition); widening a key that a \
+             partitioned table references is not supported, and nothing was changed: drop that foreign key during the \
+             widening and add it again afterwards, or widen both by hand",
             r.constraint,
             r.table()
         ));
@@ -279,8 +304,9 @@ pub(crate) async fn read_referencing(
                 .collect(),
         };
         let columns: i32 = row.try_get("columns")?;
+        let partitioned: bool = row.try_get("partitioned")?;
         let others: Vec<String> = row.try_get("others")?;
-        let refused = refusal(&r, columns, &others);
+        let refused = refusal(&r, columns, partitioned, &others);
         out.push((r, refused));
     }
     Ok(out)
@@ -330,10 +356,172 @@ async fn progress(kind: &WidenKey, cx: &mut Resolving<'_, '_>) -> Result<Phase> 
         }
         None => return Ok(done),
     }
+    let partitioned: bool = sqlx::query_scalar(kw::key_table_partitioned())
+        .bind(sql::table(cx.model).to_string())
+        .fetch_one(&mut *cx.conn)
+        .await?;
+    if partitioned {
+        cx.problems.add(
+            Some(column.name),
+            format!(
+                "table {} is partitioned (or a partition); widening the key of a partitioned table is not supported, and \
+                 nothing was changed: remove `type_from` from field `{}` and widen the key by hand, partition by partition",
+                cx.model.qualified_name(),
+                column.field
+            ),
+        );
+        return Ok(done);
+    }
     for (_, refused) in read_referencing(cx.conn, cx.model, column).await? {
         if let Some(why) = refused {
             cx.problems.add(Some(column.name), why);
         }
     }
     Ok(done)
+}
+
+/// Drift across the build's models, before any DDL: a model whose column references a key this
+/// build widens must declare it as a widened reference (`type_from = "integer"` with
+/// `references`, on an `i64` field), and a widened reference needs its key widened by this
+/// build (or already bigint).
+pub(crate) async fn build_problems(
+    conn: &mut sqlx::PgConnection,
+    plans: &[crate::plan::Plan],
+    recorded: &super::Recorded,
+    problems: &mut Vec<crate::error::DriftProblem>,
+) -> Result<()> {
+    use crate::step::StepKind;
+    let drift = |model: &ModelSpec, column: &str, message: String| crate::error::DriftProblem {
+        table: model.qualified_name(),
+        column: Some(column.to_string()),
+        message,
+    };
+    let mut keys: Vec<StepId> = Vec::new();
+    for plan in plans.iter().filter(|p| !p.model.table_dropped) {
+        for step in &plan.steps {
+            let StepKind::WidenKey(key) = step.kind else {
+                continue;
+            };
+            keys.push(step.id.clone());
+            if recorded
+                .get(&step.id)
+                .is_some_and(|r| matches!(r.phase, Phase::Contract | Phase::Aborted))
+            {
+                continue;
+            }
+            let model = &plan.model;
+            let key_type: Option<String> = sqlx::query_scalar(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
+                 WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped",
+            )
+            .bind(sql::table(model).to_string())
+            .bind(key.name)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if !matches!(key_type.as_deref(), Some("integer" | "smallint")) {
+                continue;
+            }
+            let from = key.type_change.unwrap_or(crate::spec::TypeChange::DEFAULT).from;
+            let target = format!("{}({})", model.table, key.name);
+            for (r, _) in read_referencing(conn, model, key).await? {
+                let Some((other, c)) = plans
+                    .iter()
+                    .filter(|p| {
+                        !p.model.table_dropped && p.model.schema == r.schema && p.model.table == r.table
+                    })
+                    .find_map(|p| p.model.columns.iter().find(|c| c.name == r.column).map(|c| (&p.model, c)))
+                else {
+                    continue;
+                };
+                let declare = format!(
+                    "declare field `{}` `i64` with `#[evolve(type_from = \"{}\", references = \"{target}\")]`: the column is then \
+                     widened by the key's step (one shadow, trigger and fill) and its accessors follow that step",
+                    c.field, r.column_type
+                );
+                if super::widen_reference::is_widened_reference(c) {
+                    let follows = super::widen_reference::WidenReference(c).key_step(other);
+                    if follows != step.id {
+                        problems.push(drift(
+                            other,
+                            c.name,
+                            format!(
+                                "field `{}` is a widened reference to {}, but its `type_from`/`references` do not name the \
+                                 key that step {} widens ({} from `{from}`); {declare}",
+                                c.field,
+                                c.references.map(|f| f.table).unwrap_or_default(),
+                                step.id,
+                                target
+                            ),
+                        ));
+                    }
+                } else if c.type_change.is_some() {
+                    problems.push(drift(
+                        other,
+                        c.name,
+                        format!(
+                            "field `{}` declares a type change of {}.{}, which references {target}, a key this build widens \
+                             (step {}): a type change of its own would compete with the key's widening of the same column; \
+                             nothing was changed: {declare}",
+                            c.field,
+                            r.table(),
+                            r.column,
+                            step.id
+                        ),
+                    ));
+                } else {
+                    problems.push(drift(
+                        other,
+                        c.name,
+                        format!(
+                            "column {}.{} references {target}, a key this build widens to bigint (step {}), but field `{}` \
+                             declares `{}` with no `type_from`; nothing was changed: {declare}",
+                            r.table(),
+                            r.column,
+                            step.id,
+                            c.field,
+                            c.sql_type
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    // A widened reference whose key no model of the build widens, while the column is integer.
+    for plan in plans.iter().filter(|p| !p.model.table_dropped) {
+        for step in &plan.steps {
+            let StepKind::WidenReference(c) = step.kind else {
+                continue;
+            };
+            let room = super::widen_reference::WidenReference(c);
+            let key = room.key_step(&plan.model);
+            if keys.contains(&key) || recorded.contains_key(&key) {
+                continue;
+            }
+            let column_type: Option<String> = sqlx::query_scalar(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
+                 WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped",
+            )
+            .bind(sql::table(&plan.model).to_string())
+            .bind(c.name)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if column_type.as_deref() == Some("bigint") {
+                continue;
+            }
+            let (schema, table, column) = room.target(&plan.model);
+            problems.push(drift(
+                &plan.model,
+                c.name,
+                format!(
+                    "field `{}` is widened with the key {schema}.{table}.{column} it references (`type_from` with \
+                     `references`), but no model of this build widens that key; nothing was changed: give the key \
+                     `#[evolve(primary_key, type_from = \"{}\")]` in its model and add that model to the evolver, \
+                     or remove `type_from` and keep the field `i32`",
+                    c.field,
+                    room.key_from()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

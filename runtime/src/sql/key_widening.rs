@@ -132,6 +132,7 @@ impl KeyFacts {
 
 /// The columns referencing the key (`$1` the key table, `$2` the key column): schema, table,
 /// column, type, constraint, not_null, on_update, on_delete, match_type, deferrable, deferred,
+/// columns (of the foreign key), partitioned (the referencing table is partitioned or a partition),
 /// indexes (`name:unique:method` per plain single-column index), and `others` (what else depends
 /// on the column and cannot be carried: multi-column or expression indexes).
 pub(crate) fn referencing() -> &'static str {
@@ -139,7 +140,7 @@ pub(crate) fn referencing() -> &'static str {
             format_type(a.atttypid, a.atttypmod) AS column_type, k.conname::text AS constraint, \
             a.attnotnull AS not_null, k.confupdtype::text AS on_update, k.confdeltype::text AS on_delete, \
             k.confmatchtype::text AS match_type, k.condeferrable AS deferrable, k.condeferred AS deferred, \
-            cardinality(k.conkey) AS columns, \
+            cardinality(k.conkey) AS columns, (c.relkind = 'p' OR c.relispartition) AS partitioned, \
             coalesce((SELECT array_agg(i.relname::text || ':' || x.indisunique::text || ':' || am.amname::text ORDER BY i.relname) \
                       FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid \
                       JOIN pg_catalog.pg_am am ON am.oid = i.relam \
@@ -156,6 +157,11 @@ pub(crate) fn referencing() -> &'static str {
      WHERE k.contype = 'f' AND k.confrelid = $1::regclass \
        AND (SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped) = ANY (k.confkey) \
      ORDER BY 1, 2, 3, 5"
+}
+
+/// Whether the key table (`$1`) is partitioned or a partition.
+pub(crate) fn key_table_partitioned() -> &'static str {
+    "SELECT (relkind = 'p' OR relispartition) AS partitioned FROM pg_catalog.pg_class WHERE oid = $1::regclass"
 }
 
 /// The key column's facts (`$1` the table, `$2` the column): constraint, default, sequence, identity.

@@ -560,6 +560,40 @@ async fn widen_step(evolution: &pgevolve::Evolution) -> pgevolve::StepStatus {
         .unwrap()
 }
 
+/// The widen step's row in the state store: phase, checkpoint, rows done.
+async fn step_row(pool: &PgPool) -> (String, Option<Vec<String>>, i64) {
+    let id = Account::plan()
+        .steps
+        .into_iter()
+        .find(|s| s.kind.name() == "widen_key")
+        .unwrap()
+        .id;
+    sqlx::query_as("SELECT phase, checkpoint, rows_done FROM pgevolve.steps WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Rows of `table` whose pgevolve shadow column is still `NULL` while the column it shadows
+/// is not.
+async fn null_shadows(pool: &PgPool, table: &str) -> i64 {
+    let (shadow, column): (String, String) = sqlx::query_as(
+        "SELECT attname::text, CASE WHEN $1 = 'accounts' THEN 'id' ELSE 'account_id' END FROM pg_attribute \
+         WHERE attrelid = $1::regclass AND attname LIKE 'pgevolve%' AND NOT attisdropped",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE \"{shadow}\" IS NULL AND \"{column}\" IS NOT NULL"
+    )))
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// The child of the kill test: boots and goes as far as its scenario says, then reports or
 /// pauses; the parent kills it. Not a test in a normal run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -568,9 +602,25 @@ async fn key_widening_child_process() {
         return;
     };
     let pool = PgPool::connect(&url).await.unwrap();
-    let evolution = crash_evolver(&pool).boot().await.unwrap();
+    let evolver = match scenario.as_str() {
+        // Batches of 20 keys: the kill lands with most of the backfill left.
+        "backfill" => crash_evolver(&pool).backfill_options(BackfillOptions {
+            initial_batch_size: 20,
+            min_batch_size: 20,
+            max_batch_size: 20,
+            ..BackfillOptions::default()
+        }),
+        _ => crash_evolver(&pool),
+    };
+    let evolution = evolver.boot().await.unwrap();
     match scenario.as_str() {
         "expand" => child::report("BOOTED"),
+        // Reports its rows until killed.
+        "backfill" => child::report_progress_forever(&evolution).await,
+        // Pauses at `key-reference-fill-batch`, inside the referencing fill's second batch.
+        "fill" => {
+            let _ = evolution.wait().await;
+        }
         // Pauses at `key-references-filled` in validate.
         "validate" => {
             let _ = evolution.wait().await;
@@ -619,6 +669,27 @@ async fn killed_in(scenario: &str) {
         }
         "validate" => {
             ChildProcess::paused_at(entry, scenario, db.url(), "key-references-filled").kill()
+        }
+        "backfill" => {
+            let mut c = ChildProcess::start(entry, scenario, db.url(), None);
+            c.progress_at_least(200);
+            c.kill();
+            // Killed mid-backfill: a checkpoint committed, keys still without their shadow.
+            let (phase, checkpoint, rows_done) = step_row(&pool).await;
+            assert_eq!(phase, "expand", "the backfill finished before the kill");
+            assert!(checkpoint.is_some() && rows_done >= 200, "{checkpoint:?} {rows_done}");
+            assert!(null_shadows(&pool, "accounts").await > 0, "no key left to fill");
+        }
+        "fill" => {
+            let c = ChildProcess::paused_at(entry, scenario, db.url(), "key-reference-fill-batch");
+            // Mid-fill: the first batch and its progress committed, rows left without a shadow
+            // value, the second batch open (its transaction dies with the process).
+            let (phase, _, rows_done) = step_row(&pool).await;
+            assert_eq!(phase, "backfill");
+            assert!(rows_done > 0, "no batch of the fill committed");
+            let left = null_shadows(&pool, "payments").await;
+            c.kill();
+            assert!(left > 0, "the fill was done before the kill");
         }
         "switch" => {
             let mut c = ChildProcess::start(entry, scenario, db.url(), None);
@@ -684,6 +755,22 @@ async fn key_widening_killed_in_any_phase_is_taken_over_by_the_next_boot_with_ev
         return;
     }
     for scenario in ["expand", "validate", "switch", "contract", "abort"] {
+        killed_in(scenario).await;
+    }
+}
+
+/// SIGKILL of a real child process in the middle of the key's backfill (batches of 20 keys,
+/// killed once it reported 200 rows: phase still expand, a checkpoint committed, keys left) and
+/// in the middle of the referencing table's fill (paused inside its second batch: the first
+/// committed with its progress, rows left), while the old build writes; the next boot finishes
+/// from there: every row of both tables as last written, both widened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_widening_killed_mid_backfill_or_mid_referencing_fill_is_finished_by_the_next_boot_with_every_row()
+ {
+    if child::in_child() {
+        return;
+    }
+    for scenario in ["backfill", "fill"] {
         killed_in(scenario).await;
     }
 }

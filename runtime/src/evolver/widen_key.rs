@@ -11,6 +11,7 @@ use sqlx::{AssertSqlSafe, Row};
 use tracing::info;
 
 use super::Engine;
+use crate::health_follower::HealthFollower;
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Target, is_retryable, is_statement_timeout};
 use crate::ident::Qualified;
@@ -76,8 +77,20 @@ impl Engine {
                 )
                 .await?;
         }
+        // The fills' progress: rows filled in this run over the referencing tables' rows.
+        let mut estimate = 0i64;
         for r in &refs {
-            if !self.fill_referencing(step, r).await? {
+            let rows: f32 = sqlx::query_scalar(kw::estimated_rows())
+                .bind(r.table().to_string())
+                .fetch_one(&self.evolver.pool)
+                .await?;
+            estimate += rows.max(0.0) as i64;
+        }
+        self.progress.set_estimate(|s| s == &step.id, estimate);
+        self.progress.set_rows(|s| s == &step.id, 0, 0.0);
+        let mut done = 0i64;
+        for r in &refs {
+            if !self.fill_referencing(step, r, &mut done, estimate).await? {
                 return Ok(());
             }
         }
@@ -155,16 +168,49 @@ impl Engine {
     }
 
     /// One referencing table's shadow filled, in batches of heap pages up to the size it had at
-    /// start (later rows got their value from the trigger), each batch its own transaction.
-    /// `false`: stopped between batches.
-    async fn fill_referencing(&self, step: &PlannedStep, r: &Referencing) -> Result<bool> {
+    /// start (later rows got their value from the trigger), each batch its own transaction with
+    /// the step's `rows_done` (rows filled in this run, over every referencing table; `done`
+    /// carries it from one table to the next) and `rows_estimated` (the referencing tables'
+    /// rows), so `pgevolve status` and `watch` show the fill.
+    ///
+    /// Before each batch, as a backfill does: the database's health (`HealthFollower`: a breach
+    /// waits, journaled and recorded for the CLI), the lease (an abort by another instance
+    /// stops the fill) and an operator's pause of the step (the fill stops; the walk journals
+    /// the pause and comes back to the phase once it is lifted). `false`: stopped between
+    /// batches.
+    ///
+    /// Resuming after a crash or a stop needs no checkpoint: the fill is idempotent. A batch
+    /// writes only rows whose shadow is still `NULL` (`sql::key_widening::fill_referencing`),
+    /// and a row written since the trigger exists got its value from it, so the phase runs
+    /// again from the first page, and pages done before only cost a read.
+    async fn fill_referencing(
+        &self,
+        step: &PlannedStep,
+        r: &Referencing,
+        done: &mut i64,
+        estimate: i64,
+    ) -> Result<bool> {
         let rh = r.helpers(&step.id);
+        let pool = &self.evolver.pool;
         let pages: i64 = sqlx::query_scalar(kw::heap_pages())
             .bind(r.table().to_string())
-            .fetch_one(&self.evolver.pool)
+            .fetch_one(pool)
             .await?;
         let batch = kw::fill_referencing(r, &rh);
+        let record = self.store.steps().rows_sql();
         let options = &self.evolver.backfill;
+        let id = [step.id.as_str()];
+        let table = r.table().to_string();
+        let mut health = HealthFollower::new(
+            pool,
+            &self.store,
+            id.to_vec(),
+            &self.instance,
+            table.clone(),
+            options.health.clone(),
+        );
+        // A wait left by an instance that died while waiting.
+        health.end().await?;
         // Each batch holds its rows' locks until it commits: bounded by the backfill's batch
         // timeout (`statement_timeout`), and by lock_timeout while it waits for a writer's row.
         let settings = format!(
@@ -172,13 +218,32 @@ impl Engine {
             options.batch_timeout.as_millis().max(1),
             self.evolver.ddl.lock_timeout.as_millis().max(1),
         );
-        let (mut from, mut size, mut rows, mut failures) = (0i64, FILL_PAGES_FIRST, 0u64, 0u32);
+        let (mut from, mut size, mut failures, mut batches) = (0i64, FILL_PAGES_FIRST, 0u32, 0u64);
+        let (started, first) = (Instant::now(), *done);
         while from <= pages {
             if self.stop.load(Ordering::Acquire) {
+                health.end().await?;
                 return Ok(false);
             }
-            let started = Instant::now();
-            let mut tx = self.evolver.pool.begin().await?;
+            let (verdict, wait) = health.before_batch(*done).await?;
+            if wait {
+                if self.lease.check(&id, &[]).await?.aborted {
+                    health.end().await?;
+                    return Ok(false);
+                }
+                tokio::time::sleep(options.health.interval).await;
+                continue;
+            }
+            let checked = self.lease.check(&id, &id).await?;
+            if checked.aborted || checked.paused {
+                if checked.paused {
+                    info!(step = %step.id, table = %table, rows = *done, "fill of a referencing column paused by an operator");
+                }
+                health.end().await?;
+                return Ok(false);
+            }
+            let t0 = Instant::now();
+            let mut tx = pool.begin().await?;
             sqlx::raw_sql(AssertSqlSafe(settings.clone()))
                 .execute(&mut *tx)
                 .await?;
@@ -188,18 +253,32 @@ impl Engine {
                 .execute(&mut *tx)
                 .await;
             match outcome {
-                Ok(done) => {
+                Ok(filled) => {
+                    let rows = *done + filled.rows_affected() as i64;
+                    sqlx::query(AssertSqlSafe(record.as_str()))
+                        .bind(step.id.as_str())
+                        .bind(rows)
+                        .bind(estimate)
+                        .execute(&mut *tx)
+                        .await?;
+                    batches += 1;
+                    // Kill tests stop here: a batch done but not committed, earlier ones committed.
+                    if batches == 2 {
+                        crate::failpoint::pause_at("key-reference-fill-batch").await;
+                    }
                     tx.commit().await?;
-                    rows += done.rows_affected();
+                    *done = rows;
                     from += size;
                     failures = 0;
-                    let took = started.elapsed();
+                    let took = t0.elapsed();
                     if took > options.target_batch_duration {
                         size = (size / 2).max(1);
                     } else if took < options.target_batch_duration / 2 {
                         size = (size * 2).min(FILL_PAGES_MAX);
                     }
-                    tokio::time::sleep(options.pause_after(took)).await;
+                    let rate = (*done - first) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                    self.progress.set_rows(|s| s == &step.id, *done, rate);
+                    tokio::time::sleep(options.pause_after(took).mul_f64(verdict.slowdown())).await;
                 }
                 // Cancelled at its timeout, or a writer's row lock outlasted lock_timeout: rolled
                 // back (its locks released), retried smaller after a pause.
@@ -223,7 +302,7 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        info!(step = %step.id, table = %r.table(), rows, "shadow of a referencing column filled");
+        info!(step = %step.id, table = %table, rows = *done, "shadow of a referencing column filled");
         Ok(true)
     }
 

@@ -254,6 +254,12 @@ pub(crate) fn fill_referencing(r: &Referencing, h: &RefHelpers) -> String {
     )
 }
 
+/// The rows the planner estimates in a table (`$1`), for the fill's progress (0 when never
+/// analyzed).
+pub(crate) fn estimated_rows() -> &'static str {
+    "SELECT greatest(reltuples, 0)::real AS estimate FROM pg_catalog.pg_class WHERE oid = $1::regclass"
+}
+
 /// The heap pages of a referencing table when its fill starts (`$1` the table).
 pub(crate) fn heap_pages() -> &'static str {
     "SELECT (pg_relation_size($1::regclass) / current_setting('block_size')::bigint) AS pages"

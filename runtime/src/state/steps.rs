@@ -127,6 +127,16 @@ impl Steps<'_> {
         )
     }
 
+    /// Records a step's progress in a fill that keeps no checkpoint (`$1` the step, `$2` rows
+    /// done, `$3` rows estimated), in the fill's batch transaction: the key widening's fills of
+    /// the referencing tables.
+    pub fn rows_sql(&self) -> String {
+        format!(
+            "UPDATE {} SET rows_done = $2, rows_estimated = $3, updated_at = now() WHERE id = $1",
+            self.store.table("steps")
+        )
+    }
+
     /// Starts a backfill: records the upper bound and estimate. Called for every step of a pass
     /// in one transaction, and only when their bounds differ, so a pass's steps always share one.
     pub async fn start_backfill(

@@ -1140,3 +1140,142 @@ async fn a_widened_reference_without_its_key_in_the_build_is_drift_and_changes_n
     );
     assert_eq!(catalog_snapshot(&pool, "payments").await, before);
 }
+
+/// The widen step's recorded progress: (phase, rows done, rows estimated).
+async fn recorded_progress(pool: &PgPool) -> (String, i64, Option<i64>) {
+    let id = Account::plan()
+        .steps
+        .into_iter()
+        .find(|s| s.kind.name() == "widen_key")
+        .unwrap()
+        .id;
+    sqlx::query_as("SELECT phase, rows_done, rows_estimated FROM pgevolve.steps WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Polls `check` every 20 ms until it gives a value, for at most `within`.
+async fn until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(started.elapsed() < within, "waited in vain for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The referencing fill (payments grown to 72,000 rows) reports its
+/// rows in the state store (what `pgevolve status` reads); an operator's pause of the step
+/// (`pgevolve pause`) stops it between batches (rows stand still) until it is resumed; a
+/// snapshot held open past the health bound pauses it (recorded in `health_pauses` for the
+/// step, journaled) until it commits; then it finishes, and every row of both tables is as
+/// last written by the old build writing throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_and_a_health_pause() {
+    if child::in_child() {
+        return;
+    }
+    let (db, pool) = database(16).await;
+    seed(&pool).await;
+    sqlx::raw_sql(
+        "INSERT INTO payments (account_id, amount) SELECT 1 + g % 3000, g FROM generate_series(1, 60000) g;
+         ANALYZE payments;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let expected = expected_from(&pool).await;
+    let old = writer(&pool, Build::Old, 0, expected.clone());
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .model::<Account>()
+        .backfill_options(
+            BackfillOptions::default().health(
+                pgevolve::HealthBounds::off()
+                    .oldest_transaction(Duration::from_secs(1))
+                    .interval(Duration::from_millis(100)),
+            ),
+        )
+        .boot()
+        .await
+        .unwrap();
+    let step = widen_step(&evolution).await;
+    // The fill under way: the estimate is the referencing table's, some rows done.
+    until("the referencing fill's first rows", Duration::from_secs(60), || async {
+        let (phase, done, estimate) = recorded_progress(&pool).await;
+        (phase == "backfill" && done > 0 && estimate.unwrap_or(0) > 50_000).then_some(())
+    })
+    .await;
+
+    // An operator's pause: the fill stops between batches.
+    let requests = pgevolve::__private::Requests::new("pgevolve");
+    let mut conn = pool.acquire().await.unwrap();
+    requests
+        .submit(&mut conn, pgevolve::__private::Action::Pause, Some(step.id.as_str()), None, "test")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, paused_at, estimate) = recorded_progress(&pool).await;
+    // Meanwhile a snapshot is opened and held past the health bound.
+    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(db.url()).await.unwrap();
+    let mut snapshot = sqlx::Connection::begin(&mut holder).await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *snapshot)
+        .await
+        .unwrap();
+    sqlx::query("SELECT count(*) FROM accounts")
+        .execute(&mut *snapshot)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (phase, still, _) = recorded_progress(&pool).await;
+    assert_eq!((phase.as_str(), still), ("backfill", paused_at), "rows filled while paused");
+    assert!(still < estimate.unwrap(), "the fill had finished: {still} rows");
+
+    // The operator's pause lifted: the fill pauses on the database's health instead.
+    requests
+        .submit(&mut conn, pgevolve::__private::Action::Resume, Some(step.id.as_str()), None, "test")
+        .await
+        .unwrap();
+    let reason: String = until("a health pause of the step", Duration::from_secs(30), || async {
+        sqlx::query_scalar("SELECT reason FROM pgevolve.health_pauses WHERE step_id = $1")
+            .bind(step.id.as_str())
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(reason, "xmin_horizon");
+    let (_, before, _) = recorded_progress(&pool).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (phase, after, _) = recorded_progress(&pool).await;
+    assert_eq!((phase.as_str(), after), ("backfill", before), "rows filled during the health pause");
+    snapshot.commit().await.unwrap();
+    evolution.wait().await.unwrap();
+    let journaled: Vec<String> = sqlx::query_scalar(
+        "SELECT event FROM pgevolve.journal WHERE step_id = $1 AND event IN ('health paused', 'health resumed', 'paused', 'resumed') ORDER BY id",
+    )
+    .bind(step.id.as_str())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        journaled.iter().any(|e| e == "paused") && journaled.iter().any(|e| e == "health paused")
+            && journaled.iter().any(|e| e == "health resumed"),
+        "{journaled:?}"
+    );
+    assert_eq!(null_shadows(&pool, "payments").await, 0);
+    evolution.switch().await.unwrap();
+    stop_all(vec![old], "old build").await;
+    evolution.contract().await.unwrap();
+    assert_rows_match(&pool, &expected, "after contract").await;
+    assert_widened(&pool).await;
+}

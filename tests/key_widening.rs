@@ -1279,3 +1279,245 @@ async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_an
     assert_rows_match(&pool, &expected, "after contract").await;
     assert_widened(&pool).await;
 }
+
+/// A tree: the key and the self-reference (`parent_id -> nodes.id`) widened by one step.
+#[derive(Evolve, Debug, Clone, PartialEq)]
+#[evolve(table = "nodes")]
+pub struct Node {
+    #[evolve(primary_key, type_from = "integer")]
+    pub id: i64,
+    #[evolve(type_from = "integer", references = "nodes(id)")]
+    pub parent_id: Option<i64>,
+    pub label: String,
+}
+
+/// Every node as (parent, label), by key.
+async fn nodes(pool: &PgPool) -> BTreeMap<i64, (Option<i64>, String)> {
+    sqlx::query_as::<_, (i64, Option<i64>, String)>("SELECT id::int8, parent_id::int8, label FROM nodes")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, parent, label)| (id, (parent, label)))
+        .collect()
+}
+
+/// A self-referencing foreign key (`nodes.parent_id -> nodes.id`) is widened with the key it
+/// references, on the same table, while an old build (raw SQL, integer parameters) and the new
+/// one (`Node`'s accessors, each node read back first) insert nodes and re-parent them: every
+/// row as last written, both columns bigint, the foreign key under its name and validated;
+/// then an abort on a second database leaves its catalog as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_self_referencing_key_is_widened_with_its_reference_while_old_and_new_builds_write() {
+    if child::in_child() {
+        return;
+    }
+    for abort in [false, true] {
+        let (_db, pool) = database(16).await;
+        sqlx::raw_sql(
+            "CREATE TABLE nodes (id serial PRIMARY KEY, parent_id integer REFERENCES nodes (id), label text NOT NULL);
+             INSERT INTO nodes (label) SELECT 'node ' || g FROM generate_series(1, 2000) g;
+             UPDATE nodes SET parent_id = 1 + (id * 7) % (id - 1) WHERE id > 1;
+             ANALYZE nodes;",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let before = catalog_snapshot(&pool, "nodes").await;
+        let expected = Arc::new(Mutex::new(nodes(&pool).await));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        // The old build writes from before the boot, the new one once it is up.
+        let spawn = |lane: u64, new: bool| {
+            let (pool, expected, stop) = (pool.clone(), expected.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    n += 1;
+                    let mut e = expected.lock().await;
+                    let keys: Vec<i64> = e.keys().copied().collect();
+                    let parent = keys[((n * 7919 + lane * 31) as usize) % keys.len()];
+                    let target = keys[((n * 104_729 + lane * 17) as usize) % keys.len()];
+                    let label = format!("{lane}-{n}");
+                    let result: Result<(), String> = match (n % 2, new) {
+                        (0, false) => sqlx::query_scalar::<_, i32>(
+                            "INSERT INTO nodes (parent_id, label) VALUES ($1::integer, $2) RETURNING id",
+                        )
+                        .bind(parent as i32)
+                        .bind(&label)
+                        .fetch_one(&pool)
+                        .await
+                        .map(|id| {
+                            e.insert(id as i64, (Some(parent), label));
+                        })
+                        .map_err(|x| x.to_string()),
+                        (0, true) => {
+                            let id = 70_000_000 + n as i64;
+                            Node { id, parent_id: Some(parent), label: label.clone() }
+                                .insert(&pool)
+                                .await
+                                .map(|_| {
+                                    e.insert(id, (Some(parent), label));
+                                })
+                                .map_err(|x| x.to_string())
+                        }
+                        (_, false) => sqlx::query("UPDATE nodes SET parent_id = $1::integer WHERE id = $2::integer")
+                            .bind(parent as i32)
+                            .bind(target as i32)
+                            .execute(&pool)
+                            .await
+                            .map(|_| {
+                                e.get_mut(&target).unwrap().0 = Some(parent);
+                            })
+                            .map_err(|x| x.to_string()),
+                        (_, true) => {
+                            let (was, label) = e[&target].clone();
+                            match Node::find(&target, &pool).await {
+                                Ok(Some(node)) if node == (Node { id: target, parent_id: was, label: label.clone() }) => {
+                                    Node { id: target, parent_id: Some(parent), label }
+                                        .update(&pool)
+                                        .await
+                                        .map(|_| {
+                                            e.get_mut(&target).unwrap().0 = Some(parent);
+                                        })
+                                        .map_err(|x| x.to_string())
+                                }
+                                other => Err(format!("Node::find({target}) gave {other:?}")),
+                            }
+                        }
+                    };
+                    drop(e);
+                    if let Err(x) = result {
+                        return Err(x);
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Ok(n)
+            })
+        };
+        tasks.push(spawn(0, false));
+        let evolution = Evolver::new(pool.clone())
+            .deploy_window(DeployWindow::always())
+            .model::<Node>()
+            .boot()
+            .await
+            .unwrap();
+        tasks.push(spawn(1, true));
+        evolution.wait().await.unwrap();
+        evolution.switch().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if abort {
+            let step = widen_step(&evolution).await;
+            evolution.abort(&step.id).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop.store(true, Ordering::Release);
+        let mut writes = 0;
+        for t in tasks {
+            writes += t.await.unwrap().expect("a write failed");
+        }
+        assert!(writes > 20, "only {writes} writes");
+        if abort {
+            assert_eq!(catalog_snapshot(&pool, "nodes").await, before, "catalog not restored");
+        } else {
+            evolution.contract().await.unwrap();
+            assert_eq!(column_type(&pool, "nodes", "id").await, "bigint");
+            assert_eq!(column_type(&pool, "nodes", "parent_id").await, "bigint");
+            let after = catalog_snapshot(&pool, "nodes").await;
+            assert!(
+                after.contains(
+                    &"constraint nodes_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES nodes(id) validated=true"
+                        .to_string()
+                ) && after.contains(&"constraint nodes_pkey PRIMARY KEY (id) validated=true".to_string())
+                    && !after.iter().any(|l| l.contains("pgevolve")),
+                "{after:#?}"
+            );
+        }
+        assert!(nodes(&pool).await == *expected.lock().await, "nodes differ (abort: {abort})");
+    }
+}
+
+/// What refuses the widening before any DDL: the setup of each case on top of `seed`, and what
+/// the error must name.
+const REFUSED: &[(&str, &str, &[&str])] = &[
+    (
+        "a multi-column foreign key",
+        "ALTER TABLE accounts ADD CONSTRAINT accounts_id_name_key UNIQUE (id, name);
+         CREATE TABLE ledger (id serial PRIMARY KEY, account_id integer, account_name text,
+             CONSTRAINT ledger_account_fkey FOREIGN KEY (account_id, account_name) REFERENCES accounts (id, name));",
+        &["ledger_account_fkey", "public.ledger", "multi-column", "drop that foreign key"],
+    ),
+    (
+        "a partitioned referencing table",
+        "CREATE TABLE events (id bigint NOT NULL, account_id integer REFERENCES accounts (id)) PARTITION BY RANGE (id);
+         CREATE TABLE events_0 PARTITION OF events FOR VALUES FROM (0) TO (1000000);",
+        &["events_account_id_fkey", "public.events", "partitioned", "add it again afterwards"],
+    ),
+];
+
+/// A multi-column foreign key referencing the key, or a partitioned table referencing it: the
+/// boot fails with drift naming the table, the constraint and what to do, and no table changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_column_or_partitioned_reference_is_refused_before_any_ddl_naming_table_and_constraint()
+ {
+    if child::in_child() {
+        return;
+    }
+    for (case, setup, names) in REFUSED {
+        let (_db, pool) = database(8).await;
+        seed(&pool).await;
+        sqlx::raw_sql(*setup).execute(&pool).await.unwrap();
+        let before = (
+            catalog_snapshot(&pool, "accounts").await,
+            catalog_snapshot(&pool, "payments").await,
+        );
+        let error = Evolver::new(pool.clone())
+            .model::<Account>()
+            .boot()
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        for name in *names {
+            assert!(error.contains(name), "{case}: `{name}` missing from: {error}");
+        }
+        assert_eq!(
+            (
+                catalog_snapshot(&pool, "accounts").await,
+                catalog_snapshot(&pool, "payments").await,
+            ),
+            before,
+            "{case}: catalog changed"
+        );
+    }
+}
+
+/// The key of a partitioned table: refused before any DDL, naming the table and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widening_the_key_of_a_partitioned_table_is_refused_before_any_ddl() {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(8).await;
+    sqlx::raw_sql(
+        "CREATE TABLE accounts (id integer NOT NULL, name text NOT NULL, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+         CREATE TABLE accounts_0 PARTITION OF accounts FOR VALUES FROM (0) TO (1000000);
+         INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 100) g;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = catalog_snapshot(&pool, "accounts").await;
+    let error = Evolver::new(pool.clone())
+        .model::<Account>()
+        .boot()
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("public.accounts") && error.contains("partitioned") && error.contains("widen the key by hand"),
+        "{error}"
+    );
+    assert_eq!(catalog_snapshot(&pool, "accounts").await, before);
+}

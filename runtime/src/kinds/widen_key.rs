@@ -232,7 +232,7 @@ pub(crate) fn refusal(
              foreign key references is not supported, and nothing was changed: drop that foreign key (or widen its \
              columns by hand) first, then boot again",
             r.constraint,
-            r.table()
+            r.name()
         ));
     }
     if partitioned {
@@ -241,7 +241,7 @@ pub(crate) fn refusal(
              partitioned table references is not supported, and nothing was changed: drop that foreign key during the \
              widening and add it again afterwards, or widen both by hand",
             r.constraint,
-            r.table()
+            r.name()
         ));
     }
     if r.column_type != "integer" {
@@ -249,7 +249,7 @@ pub(crate) fn refusal(
             "column {} of {} references the key but has type `{}`, not `integer`; only integer references are widened with \
              the key: make it integer, or drop its foreign key ({}) first",
             r.column,
-            r.table(),
+            r.name(),
             r.column_type,
             r.constraint
         ));
@@ -259,7 +259,7 @@ pub(crate) fn refusal(
             "column {} of {} references the key and has indexes that are not plain single-column ones ({}); only those \
              are built again over the widened column: drop them, or widen the column by hand",
             r.column,
-            r.table(),
+            r.name(),
             others.join(", ")
         ));
     }
@@ -463,7 +463,7 @@ pub(crate) async fn build_problems(
                              (step {}): a type change of its own would compete with the key's widening of the same column; \
                              nothing was changed: {declare}",
                             c.field,
-                            r.table(),
+                            r.name(),
                             r.column,
                             step.id
                         ),
@@ -475,7 +475,7 @@ pub(crate) async fn build_problems(
                         format!(
                             "column {}.{} references {target}, a key this build widens to bigint (step {}), but field `{}` \
                              declares `{}` with no `type_from`; nothing was changed: {declare}",
-                            r.table(),
+                            r.name(),
                             r.column,
                             step.id,
                             c.field,

@@ -66,6 +66,11 @@ impl Referencing {
         Qualified(&self.schema, &self.table)
     }
 
+    /// `schema.table`, unquoted, for messages.
+    pub(crate) fn name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+
     pub(crate) fn helpers(&self, id: &StepId) -> RefHelpers {
         let p = prefix(id);
         let hash = format!(

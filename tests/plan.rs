@@ -554,6 +554,26 @@ struct WideAccount {
     name: String,
 }
 
+#[derive(Evolve)]
+#[evolve(table = "payments")]
+#[allow(dead_code)]
+struct WidePayment {
+    #[evolve(primary_key)]
+    id: i64,
+    #[evolve(type_from = "integer", references = "accounts(id)")]
+    account_id: i64,
+}
+
+/// A column referencing a key its build widens: a `widen_reference` step without DDL (the
+/// key's step widens the column), no type change of its own.
+#[test]
+fn plan_of_a_reference_widened_with_its_key() {
+    let plan = WidePayment::plan();
+    let kinds: Vec<&str> = plan.steps.iter().map(|s| s.kind.name()).collect();
+    assert_eq!(kinds, ["create_table", "widen_reference", "add_foreign_key"]);
+    insta::assert_snapshot!(plan.to_string());
+}
+
 /// An integer key widened to bigint: the key table's part is static; the referencing tables'
 /// part is read from the catalog when the phase runs, shown for one placeholder table.
 #[test]

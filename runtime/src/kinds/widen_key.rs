@@ -525,3 +525,35 @@ pub(crate) async fn build_problems(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::TypeChange;
+    use crate::step::StepKind;
+
+    static KEY: ColumnSpec = ColumnSpec {
+        field: "id",
+        name: "id",
+        sql_type: "bigint",
+        primary_key: true,
+        type_change: Some(TypeChange {
+            from: "integer",
+            ..TypeChange::DEFAULT
+        }),
+        ..ColumnSpec::DEFAULT
+    };
+
+    /// A widened reference in another model finds the key's step by this id.
+    #[test]
+    fn step_id_is_the_widen_key_steps_id() {
+        let model = ModelSpec {
+            table: "accounts",
+            ..ModelSpec::DEFAULT
+        };
+        assert_eq!(
+            step_id(model.schema, "accounts", "id", "integer"),
+            StepId::for_step(&model, &StepKind::WidenKey(&KEY))
+        );
+    }
+}

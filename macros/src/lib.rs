@@ -31,6 +31,15 @@ use proc_macro::TokenStream;
 /// valid identifier of at most 63 bytes, and neither a field's column nor the old column of a
 /// rename.
 ///
+/// `#[evolve(primary_key, type_from = "integer")]` on an `i64` key widens an `integer` (or
+/// `smallint`) primary key to `bigint` with every column that references it through a
+/// single-column foreign key, found in the catalog. A field of another model (or the same one)
+/// whose column references such a key is declared `i64` with `type_from = "integer"` and
+/// `references = "table(key)"`: the key's step widens it, and its accessors follow that step
+/// (`using` and `down` are refused on it). Any other declaration of such a column is reported
+/// at boot, before any DDL, with the one to write. A multi-column foreign key to the key and a
+/// partitioned key or referencing table are refused at boot, before any DDL.
+///
 /// `#[evolve(backfill_with = "path::to::function", inputs("a", "b"))]` on a `T` field adds a
 /// NOT NULL column whose value, for existing rows and rows old builds write, is computed in Rust:
 /// `function(a, b) -> T`, each argument with its field's type, in the order of `inputs`. The

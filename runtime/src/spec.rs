@@ -99,7 +99,9 @@ pub struct ColumnSpec {
     /// its own (see `StepKind::SetDefault`); also the default of a table pgevolve creates.
     pub set_default: Option<&'static str>,
     /// `#[evolve(type_from = "...")]`: the column has another type today and changes to
-    /// `sql_type` (see [`TypeChange`]).
+    /// `sql_type` (see [`TypeChange`]). On a primary key, `integer` to `bigint`: the key is
+    /// widened with every foreign key that references it; with `references`, `integer` to
+    /// `bigint`: the column is widened by the referenced key's step.
     pub type_change: Option<TypeChange>,
     /// `#[evolve(backfill_with = "path::to::function", inputs("a", "b"))]`: a new NOT NULL
     /// column whose value for existing rows (and rows old builds write) is computed in Rust

@@ -35,7 +35,11 @@ pub struct Account {
 pub struct Payment {
     #[evolve(primary_key, generated)]
     pub id: i64,
-    #[evolve(type_from = "integer", references = "accounts(id)", on_delete = "cascade")]
+    #[evolve(
+        type_from = "integer",
+        references = "accounts(id)",
+        on_delete = "cascade"
+    )]
     pub account_id: i64,
     pub amount: i32,
 }
@@ -246,7 +250,9 @@ fn writer(pool: &PgPool, build: Build, lane: u64, expected: Arc<Mutex<Expected>>
                             e.payments.get_mut(&payment).unwrap().0 = account;
                         })
                         .map_err(|x| x.to_string()),
-                        other => Err(format!("Payment::find({payment}) gave {other:?}, not {wanted:?}")),
+                        other => Err(format!(
+                            "Payment::find({payment}) gave {other:?}, not {wanted:?}"
+                        )),
                     }
                 }
                 _ => {
@@ -677,8 +683,14 @@ async fn killed_in(scenario: &str) {
             // Killed mid-backfill: a checkpoint committed, keys still without their shadow.
             let (phase, checkpoint, rows_done) = step_row(&pool).await;
             assert_eq!(phase, "expand", "the backfill finished before the kill");
-            assert!(checkpoint.is_some() && rows_done >= 200, "{checkpoint:?} {rows_done}");
-            assert!(null_shadows(&pool, "accounts").await > 0, "no key left to fill");
+            assert!(
+                checkpoint.is_some() && rows_done >= 200,
+                "{checkpoint:?} {rows_done}"
+            );
+            assert!(
+                null_shadows(&pool, "accounts").await > 0,
+                "no key left to fill"
+            );
         }
         "fill" => {
             let c = ChildProcess::paused_at(entry, scenario, db.url(), "key-reference-fill-batch");
@@ -880,7 +892,10 @@ async fn an_identity_key_is_widened_and_keeps_counting_from_where_it_stood() {
 fn a_referencing_model_plans_no_ddl_of_its_own_and_follows_the_keys_step() {
     let plan = Payment::plan();
     let kinds: Vec<&str> = plan.steps.iter().map(|s| s.kind.name()).collect();
-    assert_eq!(kinds, ["create_table", "widen_reference", "add_foreign_key"]);
+    assert_eq!(
+        kinds,
+        ["create_table", "widen_reference", "add_foreign_key"]
+    );
     let step = &plan.steps[1];
     assert!(
         step.phases.iter().all(|p| p.statements.is_empty()),
@@ -918,7 +933,8 @@ async fn helper_columns(pool: &PgPool, table: &str) -> Vec<String> {
 /// payments.account_id (one shadow there, no type change of its own); every row of both tables
 /// ends as last written, and the widened tables are as without the model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_referencing_model_is_widened_by_the_keys_step_while_old_and_new_builds_write_both_tables() {
+async fn a_referencing_model_is_widened_by_the_keys_step_while_old_and_new_builds_write_both_tables()
+ {
     if child::in_child() {
         return;
     }
@@ -952,7 +968,9 @@ async fn a_referencing_model_is_widened_by_the_keys_step_while_old_and_new_build
     assert!(shadows[0].starts_with(&format!("pgevolve_k{}", &key.id.as_str()[..12])));
     let status = evolution.status().await.unwrap();
     assert!(
-        !status.iter().any(|s| s.description.starts_with("change type")),
+        !status
+            .iter()
+            .any(|s| s.description.starts_with("change type")),
         "{status:#?}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -976,7 +994,11 @@ async fn a_referencing_model_is_widened_by_the_keys_step_while_old_and_new_build
     .await
     .unwrap();
     assert_eq!(
-        Payment::find(&wide.id, &pool).await.unwrap().unwrap().account_id,
+        Payment::find(&wide.id, &pool)
+            .await
+            .unwrap()
+            .unwrap()
+            .account_id,
         5_000_000_000
     );
     support::assert_reboot_changes_nothing::<Payment>(&pool, "payments").await;
@@ -1209,23 +1231,35 @@ async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_an
         .unwrap();
     let step = widen_step(&evolution).await;
     // The fill under way: the estimate is the referencing table's, some rows done.
-    until("the referencing fill's first rows", Duration::from_secs(60), || async {
-        let (phase, done, estimate) = recorded_progress(&pool).await;
-        (phase == "backfill" && done > 0 && estimate.unwrap_or(0) > 50_000).then_some(())
-    })
+    until(
+        "the referencing fill's first rows",
+        Duration::from_secs(60),
+        || async {
+            let (phase, done, estimate) = recorded_progress(&pool).await;
+            (phase == "backfill" && done > 0 && estimate.unwrap_or(0) > 50_000).then_some(())
+        },
+    )
     .await;
 
     // An operator's pause: the fill stops between batches.
     let requests = pgevolve::__private::Requests::new("pgevolve");
     let mut conn = pool.acquire().await.unwrap();
     requests
-        .submit(&mut conn, pgevolve::__private::Action::Pause, Some(step.id.as_str()), None, "test")
+        .submit(
+            &mut conn,
+            pgevolve::__private::Action::Pause,
+            Some(step.id.as_str()),
+            None,
+            "test",
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, paused_at, estimate) = recorded_progress(&pool).await;
     // Meanwhile a snapshot is opened and held past the health bound.
-    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(db.url()).await.unwrap();
+    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
     let mut snapshot = sqlx::Connection::begin(&mut holder).await.unwrap();
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .execute(&mut *snapshot)
@@ -1237,27 +1271,48 @@ async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_an
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (phase, still, _) = recorded_progress(&pool).await;
-    assert_eq!((phase.as_str(), still), ("backfill", paused_at), "rows filled while paused");
-    assert!(still < estimate.unwrap(), "the fill had finished: {still} rows");
+    assert_eq!(
+        (phase.as_str(), still),
+        ("backfill", paused_at),
+        "rows filled while paused"
+    );
+    assert!(
+        still < estimate.unwrap(),
+        "the fill had finished: {still} rows"
+    );
 
     // The operator's pause lifted: the fill pauses on the database's health instead.
     requests
-        .submit(&mut conn, pgevolve::__private::Action::Resume, Some(step.id.as_str()), None, "test")
+        .submit(
+            &mut conn,
+            pgevolve::__private::Action::Resume,
+            Some(step.id.as_str()),
+            None,
+            "test",
+        )
         .await
         .unwrap();
-    let reason: String = until("a health pause of the step", Duration::from_secs(30), || async {
-        sqlx::query_scalar("SELECT reason FROM pgevolve.health_pauses WHERE step_id = $1")
-            .bind(step.id.as_str())
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-    })
+    let reason: String = until(
+        "a health pause of the step",
+        Duration::from_secs(30),
+        || async {
+            sqlx::query_scalar("SELECT reason FROM pgevolve.health_pauses WHERE step_id = $1")
+                .bind(step.id.as_str())
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        },
+    )
     .await;
     assert_eq!(reason, "xmin_horizon");
     let (_, before, _) = recorded_progress(&pool).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (phase, after, _) = recorded_progress(&pool).await;
-    assert_eq!((phase.as_str(), after), ("backfill", before), "rows filled during the health pause");
+    assert_eq!(
+        (phase.as_str(), after),
+        ("backfill", before),
+        "rows filled during the health pause"
+    );
     snapshot.commit().await.unwrap();
     evolution.wait().await.unwrap();
     let journaled: Vec<String> = sqlx::query_scalar(
@@ -1268,7 +1323,8 @@ async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_an
     .await
     .unwrap();
     assert!(
-        journaled.iter().any(|e| e == "paused") && journaled.iter().any(|e| e == "health paused")
+        journaled.iter().any(|e| e == "paused")
+            && journaled.iter().any(|e| e == "health paused")
             && journaled.iter().any(|e| e == "health resumed"),
         "{journaled:?}"
     );
@@ -1293,13 +1349,15 @@ pub struct Node {
 
 /// Every node as (parent, label), by key.
 async fn nodes(pool: &PgPool) -> BTreeMap<i64, (Option<i64>, String)> {
-    sqlx::query_as::<_, (i64, Option<i64>, String)>("SELECT id::int8, parent_id::int8, label FROM nodes")
-        .fetch_all(pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, parent, label)| (id, (parent, label)))
-        .collect()
+    sqlx::query_as::<_, (i64, Option<i64>, String)>(
+        "SELECT id::int8, parent_id::int8, label FROM nodes",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, parent, label)| (id, (parent, label)))
+    .collect()
 }
 
 /// A self-referencing foreign key (`nodes.parent_id -> nodes.id`) is widened with the key it
@@ -1387,12 +1445,10 @@ async fn a_self_referencing_key_is_widened_with_its_reference_while_old_and_new_
                         }
                     };
                     drop(e);
-                    if let Err(x) = result {
-                        return Err(x);
-                    }
+                    result?;
                     tokio::task::yield_now().await;
                 }
-                Ok(n)
+                Ok::<u64, String>(n)
             })
         };
         tasks.push(spawn(0, false));
@@ -1418,7 +1474,11 @@ async fn a_self_referencing_key_is_widened_with_its_reference_while_old_and_new_
         }
         assert!(writes > 20, "only {writes} writes");
         if abort {
-            assert_eq!(catalog_snapshot(&pool, "nodes").await, before, "catalog not restored");
+            assert_eq!(
+                catalog_snapshot(&pool, "nodes").await,
+                before,
+                "catalog not restored"
+            );
         } else {
             evolution.contract().await.unwrap();
             assert_eq!(column_type(&pool, "nodes", "id").await, "bigint");
@@ -1433,7 +1493,10 @@ async fn a_self_referencing_key_is_widened_with_its_reference_while_old_and_new_
                 "{after:#?}"
             );
         }
-        assert!(nodes(&pool).await == *expected.lock().await, "nodes differ (abort: {abort})");
+        assert!(
+            nodes(&pool).await == *expected.lock().await,
+            "nodes differ (abort: {abort})"
+        );
     }
 }
 
@@ -1479,7 +1542,10 @@ async fn a_multi_column_or_partitioned_reference_is_refused_before_any_ddl_namin
             .unwrap_err()
             .to_string();
         for name in *names {
-            assert!(error.contains(name), "{case}: `{name}` missing from: {error}");
+            assert!(
+                error.contains(name),
+                "{case}: `{name}` missing from: {error}"
+            );
         }
         assert_eq!(
             (
@@ -1516,7 +1582,9 @@ async fn widening_the_key_of_a_partitioned_table_is_refused_before_any_ddl() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("public.accounts") && error.contains("partitioned") && error.contains("widen the key by hand"),
+        error.contains("public.accounts")
+            && error.contains("partitioned")
+            && error.contains("widen the key by hand"),
         "{error}"
     );
     assert_eq!(catalog_snapshot(&pool, "accounts").await, before);

@@ -570,7 +570,10 @@ struct WidePayment {
 fn plan_of_a_reference_widened_with_its_key() {
     let plan = WidePayment::plan();
     let kinds: Vec<&str> = plan.steps.iter().map(|s| s.kind.name()).collect();
-    assert_eq!(kinds, ["create_table", "widen_reference", "add_foreign_key"]);
+    assert_eq!(
+        kinds,
+        ["create_table", "widen_reference", "add_foreign_key"]
+    );
     insta::assert_snapshot!(plan.to_string());
 }
 

@@ -802,7 +802,11 @@ fn check_type_change(cx: &Ctxt, field: &Field) {
     if attrs.primary_key.is_none()
         && attrs.references.is_some()
         && matches!(normalized_type(&from_name).as_str(), "integer" | "smallint")
-        && field.known_sql_type().map(|t| normalized_type(&t)).as_deref() == Some("bigint")
+        && field
+            .known_sql_type()
+            .map(|t| normalized_type(&t))
+            .as_deref()
+            == Some("bigint")
     {
         // A reference widened with the key it references: the key's step widens it, by the
         // same plain cast as the key.

@@ -11,9 +11,9 @@ use sqlx::{AssertSqlSafe, Row};
 use tracing::info;
 
 use super::Engine;
-use crate::health_follower::HealthFollower;
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Target, is_retryable, is_statement_timeout};
+use crate::health_follower::HealthFollower;
 use crate::ident::Qualified;
 use crate::kinds::widen_key::read_referencing;
 use crate::plan::PlannedStep;

@@ -421,15 +421,26 @@ pub(crate) async fn build_problems(
             if !matches!(key_type.as_deref(), Some("integer" | "smallint")) {
                 continue;
             }
-            let from = key.type_change.unwrap_or(crate::spec::TypeChange::DEFAULT).from;
+            let from = key
+                .type_change
+                .unwrap_or(crate::spec::TypeChange::DEFAULT)
+                .from;
             let target = format!("{}({})", model.table, key.name);
             for (r, _) in read_referencing(conn, model, key).await? {
                 let Some((other, c)) = plans
                     .iter()
                     .filter(|p| {
-                        !p.model.table_dropped && p.model.schema == r.schema && p.model.table == r.table
+                        !p.model.table_dropped
+                            && p.model.schema == r.schema
+                            && p.model.table == r.table
                     })
-                    .find_map(|p| p.model.columns.iter().find(|c| c.name == r.column).map(|c| (&p.model, c)))
+                    .find_map(|p| {
+                        p.model
+                            .columns
+                            .iter()
+                            .find(|c| c.name == r.column)
+                            .map(|c| (&p.model, c))
+                    })
                 else {
                     continue;
                 };

@@ -32,9 +32,8 @@ pub(crate) fn is_widened_reference(c: &ColumnSpec) -> bool {
     !c.primary_key
         && c.references.is_some()
         && normalized_type(c.sql_type) == "bigint"
-        && c.type_change.is_some_and(|t| {
-            matches!(normalized_type(t.from).as_str(), "integer" | "smallint")
-        })
+        && c.type_change
+            .is_some_and(|t| matches!(normalized_type(t.from).as_str(), "integer" | "smallint"))
 }
 
 impl WidenReference {
@@ -48,7 +47,10 @@ impl WidenReference {
 
     /// The referenced table and column (`schema`, `table`, `column`).
     pub(crate) fn target(&self, model: &ModelSpec) -> (&'static str, &'static str, &'static str) {
-        let fk = self.0.references.unwrap_or(crate::spec::ForeignKeySpec::DEFAULT);
+        let fk = self
+            .0
+            .references
+            .unwrap_or(crate::spec::ForeignKeySpec::DEFAULT);
         (fk.schema.unwrap_or(model.schema), fk.table, fk.column)
     }
 
@@ -65,7 +67,10 @@ impl Kind for WidenReference {
     }
 
     fn identity(&self) -> Vec<&'static str> {
-        let fk = self.0.references.unwrap_or(crate::spec::ForeignKeySpec::DEFAULT);
+        let fk = self
+            .0
+            .references
+            .unwrap_or(crate::spec::ForeignKeySpec::DEFAULT);
         vec![
             self.0.name,
             self.from(),

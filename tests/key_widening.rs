@@ -427,17 +427,7 @@ async fn key_and_reference_widened_while_old_and_new_builds_write_both_tables_ke
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let evolution = Evolver::new(pool.clone())
-        .deploy_window(DeployWindow::always())
-        .model::<Account>()
-        .backfill_options(BackfillOptions {
-            initial_batch_size: 300,
-            max_batch_size: 1_000,
-            ..BackfillOptions::default()
-        })
-        .boot()
-        .await
-        .unwrap();
+    let evolution = under_load(&pool, Build::New).boot().await.unwrap();
     let step = evolution
         .status()
         .await
@@ -485,6 +475,18 @@ async fn key_and_reference_widened_while_old_and_new_builds_write_both_tables_ke
     support::assert_reboot_changes_nothing::<Account>(&pool, "accounts").await;
 }
 
+/// The widening's evolver for the lifecycle tests: contract whenever asked, batches of 300 to
+/// 1,000 keys.
+fn under_load(pool: &PgPool, new: Build) -> Evolver {
+    widening(pool, new)
+        .deploy_window(DeployWindow::always())
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 300,
+            max_batch_size: 1_000,
+            ..BackfillOptions::default()
+        })
+}
+
 /// Where an abort lands.
 #[derive(Debug, Clone, Copy)]
 enum AbortAt {
@@ -502,50 +504,57 @@ async fn abort_before_contract_restores_both_tables_catalog_and_keeps_every_writ
         return;
     }
     for at in [AbortAt::Expanded, AbortAt::Validated, AbortAt::Switched] {
-        let (_db, pool) = database(16).await;
-        seed(&pool).await;
-        let before = (
+        aborted_at(at, Build::New).await;
+    }
+}
+
+/// The evolver of the widening, with `Payment` a model of it when the new build is
+/// `Build::Models`.
+fn widening(pool: &PgPool, new: Build) -> Evolver {
+    let evolver = Evolver::new(pool.clone()).model::<Account>();
+    match new {
+        Build::Models => evolver.model::<Payment>(),
+        _ => evolver,
+    }
+}
+
+/// One abort round on a fresh database: the old build writes from before boot, `new` from
+/// after it; the abort lands `at`; the catalog of both tables is as before boot and every row
+/// as last written.
+async fn aborted_at(at: AbortAt, new: Build) {
+    let (_db, pool) = database(16).await;
+    seed(&pool).await;
+    let before = (
+        catalog_snapshot(&pool, "accounts").await,
+        catalog_snapshot(&pool, "payments").await,
+    );
+    let expected = expected_from(&pool).await;
+    let old = writer(&pool, Build::Old, 0, expected.clone());
+    let evolution = widening(&pool, new).boot().await.unwrap();
+    let new = writer(&pool, new, 1, expected.clone());
+    match at {
+        AbortAt::Expanded => {}
+        AbortAt::Validated => evolution.wait().await.unwrap(),
+        AbortAt::Switched => {
+            evolution.wait().await.unwrap();
+            evolution.switch().await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let step = widen_step(&evolution).await;
+    evolution.abort(&step.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ok = stop_all(vec![old, new], &format!("{at:?}")).await;
+    assert!(ok > 20, "{at:?}: only {ok} writes");
+    assert_eq!(
+        (
             catalog_snapshot(&pool, "accounts").await,
             catalog_snapshot(&pool, "payments").await,
-        );
-        let expected = expected_from(&pool).await;
-        let old = writer(&pool, Build::Old, 0, expected.clone());
-        let evolution = Evolver::new(pool.clone())
-            .model::<Account>()
-            .boot()
-            .await
-            .unwrap();
-        let new = writer(&pool, Build::New, 1, expected.clone());
-        match at {
-            AbortAt::Expanded => {}
-            AbortAt::Validated => evolution.wait().await.unwrap(),
-            AbortAt::Switched => {
-                evolution.wait().await.unwrap();
-                evolution.switch().await.unwrap();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let step = evolution
-            .status()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|s| s.description.starts_with("widen primary key"))
-            .unwrap();
-        evolution.abort(&step.id).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let ok = stop_all(vec![old, new], &format!("{at:?}")).await;
-        assert!(ok > 20, "{at:?}: only {ok} writes");
-        assert_eq!(
-            (
-                catalog_snapshot(&pool, "accounts").await,
-                catalog_snapshot(&pool, "payments").await,
-            ),
-            before,
-            "{at:?}: catalog not restored"
-        );
-        assert_rows_match(&pool, &expected, &format!("{at:?}")).await;
-    }
+        ),
+        before,
+        "{at:?}: catalog not restored"
+    );
+    assert_rows_match(&pool, &expected, &format!("{at:?}")).await;
 }
 
 fn crash_evolver(pool: &PgPool) -> Evolver {
@@ -945,18 +954,7 @@ async fn a_referencing_model_is_widened_by_the_keys_step_while_old_and_new_build
         .map(|lane| writer(&pool, Build::Old, lane, expected.clone()))
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let evolution = Evolver::new(pool.clone())
-        .deploy_window(DeployWindow::always())
-        .model::<Account>()
-        .model::<Payment>()
-        .backfill_options(BackfillOptions {
-            initial_batch_size: 300,
-            max_batch_size: 1_000,
-            ..BackfillOptions::default()
-        })
-        .boot()
-        .await
-        .unwrap();
+    let evolution = under_load(&pool, Build::Models).boot().await.unwrap();
     let new: Vec<Writer> = (2..4)
         .map(|lane| writer(&pool, Build::Models, lane, expected.clone()))
         .collect();
@@ -1013,40 +1011,36 @@ async fn abort_with_the_referencing_model_restores_both_tables_catalog_and_keeps
         return;
     }
     for at in [AbortAt::Validated, AbortAt::Switched] {
-        let (_db, pool) = database(16).await;
-        seed(&pool).await;
-        let before = (
-            catalog_snapshot(&pool, "accounts").await,
-            catalog_snapshot(&pool, "payments").await,
+        aborted_at(at, Build::Models).await;
+    }
+}
+
+/// Boots `evolver` and expects it to fail before any DDL: the error names every one of `names`,
+/// and the catalog of every one of `tables` is as before.
+async fn refused_unchanged(
+    pool: &PgPool,
+    evolver: Evolver,
+    tables: &[&str],
+    names: &[&str],
+    case: &str,
+) {
+    let mut before = Vec::new();
+    for table in tables {
+        before.push(catalog_snapshot(pool, table).await);
+    }
+    let error = evolver.boot().await.map(|_| ()).unwrap_err().to_string();
+    for name in names {
+        assert!(
+            error.contains(name),
+            "{case}: `{name}` missing from: {error}"
         );
-        let expected = expected_from(&pool).await;
-        let old = writer(&pool, Build::Old, 0, expected.clone());
-        let evolution = Evolver::new(pool.clone())
-            .model::<Account>()
-            .model::<Payment>()
-            .boot()
-            .await
-            .unwrap();
-        let new = writer(&pool, Build::Models, 1, expected.clone());
-        evolution.wait().await.unwrap();
-        if let AbortAt::Switched = at {
-            evolution.switch().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let step = widen_step(&evolution).await;
-        evolution.abort(&step.id).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let ok = stop_all(vec![old, new], &format!("{at:?}")).await;
-        assert!(ok > 20, "{at:?}: only {ok} writes");
+    }
+    for (table, before) in tables.iter().zip(before) {
         assert_eq!(
-            (
-                catalog_snapshot(&pool, "accounts").await,
-                catalog_snapshot(&pool, "payments").await,
-            ),
+            catalog_snapshot(pool, table).await,
             before,
-            "{at:?}: catalog not restored"
+            "{case}: {table} changed"
         );
-        assert_rows_match(&pool, &expected, &format!("{at:?}")).await;
     }
 }
 
@@ -1097,45 +1091,34 @@ async fn a_referencing_model_not_declared_widened_with_the_key_is_drift_naming_t
     }
     let (_db, pool) = database(8).await;
     seed(&pool).await;
-    let before = (
-        catalog_snapshot(&pool, "accounts").await,
-        catalog_snapshot(&pool, "payments").await,
-    );
     let fix = "declare field `account_id` `i64` with `#[evolve(type_from = \"integer\", references = \"accounts(id)\")]`";
-    for (name, evolver) in [
-        (
-            "PlainWide",
-            Evolver::new(pool.clone())
-                .model::<Account>()
-                .model::<declared::PlainWide>(),
-        ),
-        (
-            "OwnTypeChange",
-            Evolver::new(pool.clone())
-                .model::<Account>()
-                .model::<declared::OwnTypeChange>(),
-        ),
-        (
-            "StillNarrow",
-            Evolver::new(pool.clone())
-                .model::<Account>()
-                .model::<declared::StillNarrow>(),
-        ),
-    ] {
-        let error = evolver.boot().await.map(|_| ()).unwrap_err().to_string();
-        assert!(
-            error.contains("public.payments") && error.contains(fix),
-            "{name}: {error}"
-        );
-        assert_eq!(
-            (
-                catalog_snapshot(&pool, "accounts").await,
-                catalog_snapshot(&pool, "payments").await,
-            ),
-            before,
-            "{name}: catalog changed"
-        );
-    }
+    let both = ["accounts", "payments"];
+    let names = ["public.payments", fix];
+    let key = || Evolver::new(pool.clone()).model::<Account>();
+    refused_unchanged(
+        &pool,
+        key().model::<declared::PlainWide>(),
+        &both,
+        &names,
+        "i64",
+    )
+    .await;
+    refused_unchanged(
+        &pool,
+        key().model::<declared::OwnTypeChange>(),
+        &both,
+        &names,
+        "type_from",
+    )
+    .await;
+    refused_unchanged(
+        &pool,
+        key().model::<declared::StillNarrow>(),
+        &both,
+        &names,
+        "i32",
+    )
+    .await;
 }
 
 /// The referencing model alone, its key widened by no model of the build: drift naming the
@@ -1147,20 +1130,12 @@ async fn a_widened_reference_without_its_key_in_the_build_is_drift_and_changes_n
     }
     let (_db, pool) = database(8).await;
     seed(&pool).await;
-    let before = catalog_snapshot(&pool, "payments").await;
-    let error = Evolver::new(pool.clone())
-        .model::<Payment>()
-        .boot()
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("no model of this build widens that key")
-            && error.contains("#[evolve(primary_key, type_from = \"integer\")]"),
-        "{error}"
-    );
-    assert_eq!(catalog_snapshot(&pool, "payments").await, before);
+    let names = [
+        "no model of this build widens that key",
+        "#[evolve(primary_key, type_from = \"integer\")]",
+    ];
+    let evolver = Evolver::new(pool.clone()).model::<Payment>();
+    refused_unchanged(&pool, evolver, &["accounts", "payments"], &names, "no key").await;
 }
 
 /// The widen step's recorded progress: (phase, rows done, rows estimated).
@@ -1500,20 +1475,22 @@ async fn a_self_referencing_key_is_widened_with_its_reference_while_old_and_new_
     }
 }
 
-/// What refuses the widening before any DDL: the setup of each case on top of `seed`, and what
-/// the error must name.
-const REFUSED: &[(&str, &str, &[&str])] = &[
+/// What refuses the widening before any DDL: the setup of each case on top of `seed`, the
+/// referencing table it adds, and what the error must name.
+const REFUSED: &[(&str, &str, &str, &[&str])] = &[
     (
         "a multi-column foreign key",
         "ALTER TABLE accounts ADD CONSTRAINT accounts_id_name_key UNIQUE (id, name);
          CREATE TABLE ledger (id serial PRIMARY KEY, account_id integer, account_name text,
              CONSTRAINT ledger_account_fkey FOREIGN KEY (account_id, account_name) REFERENCES accounts (id, name));",
+        "ledger",
         &["ledger_account_fkey", "public.ledger", "multi-column", "drop that foreign key"],
     ),
     (
         "a partitioned referencing table",
         "CREATE TABLE events (id bigint NOT NULL, account_id integer REFERENCES accounts (id)) PARTITION BY RANGE (id);
          CREATE TABLE events_0 PARTITION OF events FOR VALUES FROM (0) TO (1000000);",
+        "events",
         &["events_account_id_fkey", "public.events", "partitioned", "add it again afterwards"],
     ),
 ];
@@ -1526,35 +1503,19 @@ async fn a_multi_column_or_partitioned_reference_is_refused_before_any_ddl_namin
     if child::in_child() {
         return;
     }
-    for (case, setup, names) in REFUSED {
+    for (case, setup, table, names) in REFUSED {
         let (_db, pool) = database(8).await;
         seed(&pool).await;
         sqlx::raw_sql(*setup).execute(&pool).await.unwrap();
-        let before = (
-            catalog_snapshot(&pool, "accounts").await,
-            catalog_snapshot(&pool, "payments").await,
-        );
-        let error = Evolver::new(pool.clone())
-            .model::<Account>()
-            .boot()
-            .await
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
-        for name in *names {
-            assert!(
-                error.contains(name),
-                "{case}: `{name}` missing from: {error}"
-            );
-        }
-        assert_eq!(
-            (
-                catalog_snapshot(&pool, "accounts").await,
-                catalog_snapshot(&pool, "payments").await,
-            ),
-            before,
-            "{case}: catalog changed"
-        );
+        let evolver = Evolver::new(pool.clone()).model::<Account>();
+        refused_unchanged(
+            &pool,
+            evolver,
+            &["accounts", "payments", table],
+            names,
+            case,
+        )
+        .await;
     }
 }
 
@@ -1573,19 +1534,7 @@ async fn widening_the_key_of_a_partitioned_table_is_refused_before_any_ddl() {
     .execute(&pool)
     .await
     .unwrap();
-    let before = catalog_snapshot(&pool, "accounts").await;
-    let error = Evolver::new(pool.clone())
-        .model::<Account>()
-        .boot()
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("public.accounts")
-            && error.contains("partitioned")
-            && error.contains("widen the key by hand"),
-        "{error}"
-    );
-    assert_eq!(catalog_snapshot(&pool, "accounts").await, before);
+    let names = ["public.accounts", "partitioned", "widen the key by hand"];
+    let evolver = Evolver::new(pool.clone()).model::<Account>();
+    refused_unchanged(&pool, evolver, &["accounts"], &names, "partitioned key").await;
 }

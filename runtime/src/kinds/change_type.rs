@@ -250,35 +250,48 @@ fn shadow_static(column: &ColumnSpec) -> &'static str {
         .or_insert_with(|| Box::leak(name.into_boxed_str()))
 }
 
-async fn progress(kind: &ChangeType, cx: &mut Resolving<'_, '_>) -> Result<Phase> {
-    let (column, tc) = (kind.0, kind.change());
-    let shadow = type_change::shadow_name(column);
-    let recorded = cx.recorded_phase();
-    let old = cx
-        .live
-        .column(column.name)
-        .map(|c| (c.type_oid, c.type_name.clone()));
-    let new = cx.live.column(&shadow).is_some();
-    let oids = crate::catalog::type_oids(cx.conn, &[tc.from, column.sql_type]).await?;
-    let (from, to) = (oids[0], oids[1]);
-    let id = cx.id.clone();
-    let done = match (recorded, &old, new) {
-        (Some(p @ (Phase::Contract | Phase::Aborted)), _, _) => p,
-        (Some(p), _, false) if p >= Phase::Expand => {
+/// How far a step that shadows `column` with a new column `shadow` is (a type change, a widened
+/// key): the recorded phase, or with no record `Contract` when the column already has the new
+/// type (`changed`) and no shadow is left, `Pending` otherwise (not started, or an expand
+/// interrupted: expand is idempotent, so it runs). A step recorded past expand whose shadow is
+/// gone is drift.
+pub(super) fn shadow_phase(
+    cx: &mut Resolving<'_, '_>,
+    column: &ColumnSpec,
+    shadow: &str,
+    changed: bool,
+) -> Phase {
+    let new = cx.live.column(shadow).is_some();
+    match (cx.recorded_phase(), new) {
+        (Some(p @ (Phase::Contract | Phase::Aborted)), _) => p,
+        (Some(p), false) if p >= Phase::Expand => {
             cx.problems.add(
                 Some(column.name),
                 format!(
-                    "step {id} is recorded at phase {p} but the new column {shadow} is gone (dropped by hand?); abort the step, then boot again to start over"
+                    "step {} is recorded at phase {p} but the new column {shadow} is gone (dropped by hand?); abort the step, then boot again to start over",
+                    cx.id
                 ),
             );
             p
         }
-        (Some(p), _, _) => p,
-        // Changed long ago: the column has the new type and no new column is left.
-        (None, Some((oid, _)), false) if Some(*oid) == to => Phase::Contract,
-        // Not started, or an expand interrupted: expand is idempotent, so run it.
-        (None, _, _) => Phase::Pending,
-    };
+        (Some(p), _) => p,
+        (None, false) if changed => Phase::Contract,
+        (None, _) => Phase::Pending,
+    }
+}
+
+async fn progress(kind: &ChangeType, cx: &mut Resolving<'_, '_>) -> Result<Phase> {
+    let (column, tc) = (kind.0, kind.change());
+    let shadow = type_change::shadow_name(column);
+    let old = cx
+        .live
+        .column(column.name)
+        .map(|c| (c.type_oid, c.type_name.clone()));
+    let oids = crate::catalog::type_oids(cx.conn, &[tc.from, column.sql_type]).await?;
+    let (from, to) = (oids[0], oids[1]);
+    let id = cx.id.clone();
+    let changed = old.as_ref().is_some_and(|(oid, _)| Some(*oid) == to);
+    let done = shadow_phase(cx, column, &shadow, changed);
     if done >= Phase::Contract {
         return Ok(done);
     }

@@ -315,26 +315,10 @@ pub(crate) async fn read_referencing(
 async fn progress(kind: &WidenKey, cx: &mut Resolving<'_, '_>) -> Result<Phase> {
     let column = kind.0;
     let shadow = type_change::shadow_name(column);
-    let recorded = cx.recorded_phase();
     let old = cx.live.column(column.name).map(|c| c.type_name.clone());
-    let new = cx.live.column(&shadow).is_some();
-    let id = cx.id.clone();
-    let done = match (recorded, &old, new) {
-        (Some(p @ (Phase::Contract | Phase::Aborted)), _, _) => p,
-        (Some(p), _, false) if p >= Phase::Expand => {
-            cx.problems.add(
-                Some(column.name),
-                format!(
-                    "step {id} is recorded at phase {p} but the new column {shadow} is gone (dropped by hand?); abort the step, then boot again to start over"
-                ),
-            );
-            p
-        }
-        (Some(p), _, _) => p,
-        // Widened long ago: the key is bigint and no shadow is left.
-        (None, Some(t), false) if t == "bigint" => Phase::Contract,
-        (None, _, _) => Phase::Pending,
-    };
+    // Widened long ago: the key is bigint and no shadow is left.
+    let widened = old.as_deref() == Some("bigint");
+    let done = super::change_type::shadow_phase(cx, column, &shadow, widened);
     if done >= Phase::Contract {
         return Ok(done);
     }

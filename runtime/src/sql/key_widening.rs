@@ -13,6 +13,7 @@
 //!   dropped, shadow renamed to the old name, new foreign key given the old one's name), then
 //!   one for the key table.
 
+use super::type_change::not_null_named_after;
 use super::{Exists, Statement};
 use crate::ident::{Ident, Literal, Qualified};
 use crate::spec::{ColumnSpec, ModelSpec};
@@ -525,32 +526,6 @@ pub(crate) fn contract_key(
     )));
     out.extend(not_null_named_after(model.schema, model.table, column.name));
     out
-}
-
-/// From PostgreSQL 18, NOT NULL is a constraint with a name, which `SET NOT NULL` made from the
-/// shadow's name: given the name PostgreSQL gives the column's own (`<table>_<column>_not_null`),
-/// free since the old column went (as `type_change` does for a type change). Nothing before 18
-/// (no such row), nor when the name would be over the limit.
-fn not_null_named_after(schema: &str, table: &str, column: &str) -> Option<Statement> {
-    let name = pgevolve_naming::plain_name(table, &[column], "not_null");
-    if name.len() > pgevolve_naming::MAX_IDENTIFIER_BYTES {
-        return None;
-    }
-    let t = Literal(&Qualified(schema, table).to_string()).to_string();
-    Some(Statement::always(format!(
-        "DO $pgevolve$\n\
-         DECLARE current name;\n\
-         BEGIN\n\
-         \x20 SELECT conname INTO current FROM pg_catalog.pg_constraint WHERE conrelid = {t}::regclass AND contype = 'n'\n\
-         \x20   AND conkey = ARRAY[(SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = {t}::regclass AND attname = {col})];\n\
-         \x20 IF current IS NOT NULL AND current <> {name} THEN\n\
-         \x20   EXECUTE format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', {t}, current, {name});\n\
-         \x20 END IF;\n\
-         END\n\
-         $pgevolve$",
-        col = Literal(column),
-        name = Literal(&name),
-    )))
 }
 
 /// Abort on the referencing tables, found by the step's prefix in the catalog (the set may have

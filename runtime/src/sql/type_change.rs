@@ -205,21 +205,22 @@ pub(crate) fn contract(model: &ModelSpec, column: &ColumnSpec, h: &TypeHelpers) 
         Ident(column.name)
     )));
     if !column.nullable {
-        out.extend(not_null_named_after(model, column));
+        out.extend(not_null_named_after(model.schema, model.table, column.name));
     }
     out
 }
 
 /// From PostgreSQL 18, NOT NULL is a constraint with a name, which `SET NOT NULL` made from the
-/// new column's name (`<table>_pgevolve_new_..._not_null`): given the name PostgreSQL gives the
-/// column's own (`<table>_<column>_not_null`), free since the old column went. Nothing before 18
-/// (no such row), nor when the name would be over the limit.
-fn not_null_named_after(model: &ModelSpec, column: &ColumnSpec) -> Option<Statement> {
-    let name = pgevolve_naming::plain_name(model.table, &[column.name], "not_null");
+/// new column's name (`<table>_pgevolve_new_..._not_null`, or a widened key's shadow's): given
+/// the name PostgreSQL gives the column's own (`<table>_<column>_not_null`), free since the old
+/// column went. Nothing before 18 (no such row), nor when the name would be over the limit.
+/// Shared with `key_widening` (the key table and every referencing table).
+pub(crate) fn not_null_named_after(schema: &str, table: &str, column: &str) -> Option<Statement> {
+    let name = pgevolve_naming::plain_name(table, &[column], "not_null");
     if name.len() > pgevolve_naming::MAX_IDENTIFIER_BYTES {
         return None;
     }
-    let t = super::lit(&table(model).to_string());
+    let t = super::lit(&crate::ident::Qualified(schema, table).to_string());
     Some(Statement::always(format!(
         "DO $pgevolve$\n\
          DECLARE current name;\n\
@@ -231,7 +232,7 @@ fn not_null_named_after(model: &ModelSpec, column: &ColumnSpec) -> Option<Statem
          \x20 END IF;\n\
          END\n\
          $pgevolve$",
-        col = super::lit(column.name),
+        col = super::lit(column),
         name = super::lit(&name),
     )))
 }

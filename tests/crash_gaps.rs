@@ -31,7 +31,7 @@ struct Event {
     name_upper: String,
 }
 
-/// A table whose check takes about 1 ms a row to prove while `slow_check.on` is true (a
+/// A table whose check takes about 1 ms a row to prove while `slow_check.on_` is true (a
 /// function that sleeps, declared immutable as a check needs): its VALIDATE runs for a while.
 #[derive(Evolve)]
 #[evolve(table = "readings")]

@@ -335,9 +335,10 @@ async fn a_leader_whose_lock_session_was_terminated_stops_and_never_fills_beside
     if child::in_child() {
         return;
     }
-    // Enough rows that the first leader is still filling when its session ends (a pass of
-    // about 10 s here), not more.
-    const EVENTS: i64 = 40_000;
+    // Enough rows that the first leader is still filling when its session ends (its session
+    // is terminated right after the second boot), not more: the pass is paced, about 2,000
+    // rows a second on a busy 2-core machine.
+    const EVENTS: i64 = 20_000;
     let (db, pool) = database(10).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE events (id bigint PRIMARY KEY, name text NOT NULL);

@@ -31,8 +31,8 @@ struct Event {
     name_upper: String,
 }
 
-/// A table whose check takes about 1 ms a row to prove (a function that sleeps, declared
-/// immutable as a check needs): its VALIDATE runs for a while.
+/// A table whose check takes about 1 ms a row to prove while `slow_check.on_` is true (a
+/// function that sleeps, declared immutable as a check needs): its VALIDATE runs for a while.
 #[derive(Evolve)]
 #[evolve(table = "readings")]
 #[evolve(check(name = "readings_slow", expr = "slow_true(id)"))]
@@ -45,10 +45,14 @@ struct Reading {
 
 const READINGS: i64 = 20_000;
 
+/// The function reads `slow_check` in its caller's snapshot: a VALIDATE that started while it
+/// was on stays slow to its end, one that starts after it was turned off is quick.
 async fn seed_readings(pool: &PgPool) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION slow_true(bigint) RETURNS boolean IMMUTABLE LANGUAGE sql
-           AS 'SELECT pg_sleep(0.001) IS NOT NULL';
+        "CREATE TABLE slow_check (on_ boolean NOT NULL);
+         INSERT INTO slow_check VALUES (true);
+         CREATE FUNCTION slow_true(bigint) RETURNS boolean IMMUTABLE LANGUAGE sql
+           AS 'SELECT pg_sleep(CASE WHEN (SELECT on_ FROM slow_check) THEN 0.001 ELSE 0 END) IS NOT NULL';
          CREATE TABLE readings (id bigint PRIMARY KEY, value bigint NOT NULL);
          INSERT INTO readings SELECT g, g * 10 FROM generate_series(1, {READINGS}) g;"
     )))
@@ -212,6 +216,11 @@ async fn a_validate_left_running_by_a_killed_process_stops_and_the_next_boot_val
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill(); // SIGKILL, in the middle of a VALIDATE of about 20 s
+    // The orphan stays slow (its snapshot saw the switch on); the next leader's VALIDATE is quick.
+    sqlx::query("UPDATE slow_check SET on_ = false")
+        .execute(&pool)
+        .await
+        .unwrap();
 
     let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
         .fetch_one(&pool)
@@ -326,7 +335,10 @@ async fn a_leader_whose_lock_session_was_terminated_stops_and_never_fills_beside
     if child::in_child() {
         return;
     }
-    const EVENTS: i64 = 100_000;
+    // Enough rows that the first leader is still filling when its session ends (its session
+    // is terminated right after the second boot), not more: the pass is paced, about 2,000
+    // rows a second on a busy 2-core machine.
+    const EVENTS: i64 = 20_000;
     let (db, pool) = database(10).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE events (id bigint PRIMARY KEY, name text NOT NULL);

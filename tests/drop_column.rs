@@ -73,17 +73,7 @@ fn seeded_expectation() -> Expected {
     ))
 }
 
-struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Writer {
-    async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.unwrap()
-    }
-}
+use support::TaskWriter as Writer;
 
 /// The old build: raw SQL naming `legacy_flag` with NOT NULL values, updating ids `≡ lane (mod
 /// 4)` and inserting ids of its own.
@@ -198,13 +188,7 @@ async fn legacy_not_null(pool: &PgPool) -> bool {
 }
 
 async fn drop_step(evolution: &pgevolve::Evolution) -> pgevolve::StepStatus {
-    evolution
-        .status()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.description.starts_with("drop column"))
-        .expect("the drop column step is recorded")
+    support::step_described(evolution, "drop column").await
 }
 
 /// Whether the new build (lanes 2 and 3) writes this row.
@@ -326,16 +310,7 @@ async fn drop_column_with_old_and_new_writers_keeps_every_row_and_value() {
 
     let step = drop_step(&evolution).await;
     assert_eq!(step.phase, Phase::Contract);
-    let events: Vec<&str> = step.history.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(
-        events,
-        [
-            "expand done",
-            "retire done",
-            "retire acknowledged",
-            "contract done"
-        ]
-    );
+    support::assert_journal(&step, &support::EXPAND_RETIRE_CONTRACT);
     let helpers: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_constraint WHERE conrelid = 'accounts'::regclass AND contype = 'c'",
     )
@@ -579,11 +554,8 @@ async fn drop_column_child_process() {
     }
 }
 
-async fn recorded_phase(pool: &PgPool) -> Option<String> {
-    sqlx::query_scalar("SELECT phase FROM pgevolve.steps WHERE kind = 'drop_column'")
-        .fetch_optional(pool)
-        .await
-        .unwrap()
+async fn recorded_phase(pool: &PgPool) -> Option<Phase> {
+    support::recorded_phase(pool, "drop_column").await
 }
 
 /// Kills the old build's process and adds every row it inserted to `expected`: the ids it
@@ -648,7 +620,7 @@ async fn a_drop_killed_at_expand_retire_or_contract_is_finished_by_the_next_boot
             "retire" => {
                 let c = ChildProcess::start(entry, "contract", db.url(), None);
                 let started = std::time::Instant::now();
-                while recorded_phase(&pool).await.as_deref() != Some("retire") {
+                while recorded_phase(&pool).await != Some(Phase::Retire) {
                     assert!(
                         started.elapsed() < Duration::from_secs(60),
                         "never at retire"
@@ -672,12 +644,12 @@ async fn a_drop_killed_at_expand_retire_or_contract_is_finished_by_the_next_boot
         }
         child::until_no_advisory_lock(&pool).await;
         let at_kill = if scenario == "expand" {
-            "expand"
+            Phase::Expand
         } else {
-            "retire"
+            Phase::Retire
         };
         assert_eq!(
-            recorded_phase(&pool).await.as_deref(),
+            recorded_phase(&pool).await,
             Some(at_kill),
             "{scenario}"
         );

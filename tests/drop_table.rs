@@ -81,17 +81,7 @@ fn seeded() -> Expected {
     ))
 }
 
-struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Writer {
-    async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.unwrap()
-    }
-}
+use support::TaskWriter as Writer;
 
 /// The old build: updates its lane's rows of `legacy_audit` (values the default would never
 /// give) and inserts rows of its own.
@@ -151,13 +141,7 @@ async fn exists(pool: &PgPool, table: &str) -> bool {
 }
 
 async fn drop_step(evolution: &pgevolve::Evolution) -> pgevolve::StepStatus {
-    evolution
-        .status()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.description.starts_with("drop table"))
-        .unwrap()
+    support::step_described(evolution, "drop table").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,16 +198,7 @@ async fn drop_table_keeps_every_old_build_write_until_contract_then_drops_it() {
     assert_eq!(accounts, ROWS + 1);
     let step = drop_step(&evolution).await;
     assert_eq!(step.phase, Phase::Contract);
-    let events: Vec<&str> = step.history.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(
-        events,
-        [
-            "expand done",
-            "retire done",
-            "retire acknowledged",
-            "contract done"
-        ]
-    );
+    support::assert_journal(&step, &support::EXPAND_RETIRE_CONTRACT);
     // Booting the build again finds the step done and creates nothing.
     new_build(&pool).boot().await.unwrap().wait().await.unwrap();
     assert!(!exists(&pool, "legacy_audit").await);
@@ -359,17 +334,16 @@ async fn killed_at(scenario: &str) {
     process.kill();
     drop(blocker);
     child::until_no_advisory_lock(&pool).await;
-    let phase: String =
-        sqlx::query_scalar("SELECT phase FROM pgevolve.steps WHERE kind = 'drop_table'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
     let recorded = if scenario == "contract" {
         Phase::Retire
     } else {
         Phase::Expand
     };
-    assert_eq!(Phase::parse(&phase), Some(recorded), "{scenario}");
+    assert_eq!(
+        support::recorded_phase(&pool, "drop_table").await,
+        Some(recorded),
+        "{scenario}"
+    );
     assert!(exists(&pool, "legacy_audit").await, "{scenario}");
     // The old build still writes what the dead process left.
     let row = LegacyAudit {

@@ -90,12 +90,7 @@ async fn seed(pool: &PgPool) {
 }
 
 async fn labels(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT enumlabel::text FROM pg_enum WHERE enumtypid = to_regtype('order_status') ORDER BY enumsortorder",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
+    support::enum_labels(pool, "order_status").await
 }
 
 fn evolver(pool: &PgPool) -> Evolver {
@@ -107,13 +102,7 @@ fn evolver(pool: &PgPool) -> Evolver {
 }
 
 async fn rename_step(evolution: &pgevolve::Evolution) -> pgevolve::StepStatus {
-    evolution
-        .status()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.description.starts_with("rename value"))
-        .expect("the rename step is recorded")
+    support::step_described(evolution, "rename value").await
 }
 
 /// Every write that succeeded: its note (unique) → the id and the labels it wrote.
@@ -336,16 +325,7 @@ async fn a_label_is_renamed_at_contract_while_old_and_new_builds_write_the_same_
 
     let step = rename_step(&evolution).await;
     assert_eq!(step.phase, Phase::Contract);
-    let events: Vec<&str> = step.history.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(
-        events,
-        [
-            "expand done",
-            "retire done",
-            "retire acknowledged",
-            "contract done"
-        ]
-    );
+    support::assert_journal(&step, &support::EXPAND_RETIRE_CONTRACT);
     support::assert_reboot_changes_nothing::<Order>(&pool, "orders").await;
 }
 
@@ -566,13 +546,10 @@ async fn a_rename_killed_after_expand_or_before_its_contract_is_finished_by_the_
                 stop_all(vec![(old, "old build")]).await;
                 ChildProcess::paused_at(entry, scenario, db.url(), "contract").kill();
                 child::until_no_advisory_lock(&pool).await;
-                let phase: String = sqlx::query_scalar(
-                    "SELECT phase FROM pgevolve.steps WHERE kind = 'rename_enum_value'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                assert_eq!(phase, "retire");
+                assert_eq!(
+                    support::recorded_phase(&pool, "rename_enum_value").await,
+                    Some(Phase::Retire)
+                );
                 assert_eq!(labels(&pool).await, ["Pending", OLD, "Delivered"]);
                 let evolution = evolver(&pool).boot().await.unwrap();
                 let new = new_writer(&pool, 1, log.clone());

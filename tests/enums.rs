@@ -84,16 +84,7 @@ pub struct OrderWithPriority {
     pub priority: Option<Priority>,
 }
 
-/// The labels of `order_status` in sort order.
-pub async fn labels(pool: &sqlx::PgPool, type_name: &str) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT enumlabel::text FROM pg_enum WHERE enumtypid = to_regtype($1) ORDER BY enumsortorder",
-    )
-    .bind(type_name)
-    .fetch_all(pool)
-    .await
-    .unwrap()
-}
+use support::enum_labels as labels;
 
 const ROWS: i64 = 400;
 
@@ -121,24 +112,7 @@ async fn seed_old_build(pool: &PgPool) {
 /// says which write it holds last, so the comparison needs no ordering between writers.
 type Log = Arc<Mutex<HashMap<String, (i64, String)>>>;
 
-struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Writer {
-    async fn assert_no_errors(self, who: &str) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let (ok, errors) = self.handle.await.unwrap();
-        assert!(
-            errors.is_empty(),
-            "{who}: {} failed writes, first: {:?}",
-            errors.len(),
-            errors.first()
-        );
-        ok
-    }
-}
+use support::TaskWriter as Writer;
 
 /// The old build: sqlx encoding `StatusV1` (its two labels), updating any row and inserting
 /// rows of its own.
@@ -350,10 +324,10 @@ async fn values_are_added_at_boot_while_old_and_new_builds_write_the_same_rows()
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let mut ok = 0;
     for w in old {
-        ok += w.assert_no_errors("old build").await;
+        ok += w.assert_no_failures("old build").await;
     }
     for w in new {
-        ok += w.assert_no_errors("new build").await;
+        ok += w.assert_no_failures("new build").await;
     }
     assert!(ok > 200, "only {ok} writes");
     let new_labels: i64 = sqlx::query_scalar(
@@ -443,10 +417,10 @@ async fn a_boot_killed_between_two_added_labels_is_finished_by_the_next_boot() {
         .collect();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     for w in old {
-        w.assert_no_errors("old build").await;
+        w.assert_no_failures("old build").await;
     }
     for w in new {
-        w.assert_no_errors("new build").await;
+        w.assert_no_failures("new build").await;
     }
     assert_every_row_as_written(&pool, &log).await;
     for status in evolution.status().await.unwrap() {

@@ -117,17 +117,7 @@ impl Log {
     }
 }
 
-struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Writer {
-    async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.unwrap()
-    }
-}
+use support::TaskWriter as Writer;
 
 /// The id a writer touches at its `n`th write: a seeded row (shared by every writer), or on
 /// every fifth write a new row of its own.
@@ -715,16 +705,7 @@ async fn killed_at(scenario: &str) {
                 .await
                 .unwrap();
             // Retire recorded, the contract retrying behind the lock.
-            loop {
-                let phase: String = sqlx::query_scalar(
-                    "SELECT phase FROM pgevolve.steps WHERE kind = 'set_not_null'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                if phase == "retire" {
-                    break;
-                }
+            while support::recorded_phase(&pool, "set_not_null").await != Some(Phase::Retire) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -735,12 +716,11 @@ async fn killed_at(scenario: &str) {
     process.kill();
     drop(blocker);
     child::until_no_advisory_lock(&pool).await;
-    let phase: String =
-        sqlx::query_scalar("SELECT phase FROM pgevolve.steps WHERE kind = 'set_not_null'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(Phase::parse(&phase), Some(recorded), "{scenario}");
+    assert_eq!(
+        support::recorded_phase(&pool, "set_not_null").await,
+        Some(recorded),
+        "{scenario}"
+    );
     assert!(
         !column(&pool, "priority").await.0,
         "{scenario}: NOT NULL not on before contract"
@@ -756,8 +736,11 @@ async fn killed_at(scenario: &str) {
         .unwrap();
     log.rows.lock().unwrap().get_mut(&2).unwrap().0 = None;
 
+    // The dead child's heartbeat expires after 2 s (not the default 10 s): the contract stops
+    // waiting for its acknowledgement then.
     let evolution = Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
+        .acknowledgements(Duration::from_secs(2), Duration::from_secs(60))
         .model::<Ticket>()
         .boot()
         .await

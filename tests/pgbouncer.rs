@@ -115,17 +115,7 @@ async fn setup() -> Setup {
 /// The last values each writer wrote, by id (writers own disjoint ids).
 type Log = Arc<Mutex<BTreeMap<i64, Order>>>;
 
-struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Writer {
-    async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.unwrap()
-    }
-}
+use support::TaskWriter as Writer;
 
 /// A binary built before the change: hand-written SQL on the old column names, with bind
 /// parameters, the way the README says an application must behind a transaction pooler

@@ -121,17 +121,7 @@ async fn futures_lock_all(stripes: &Stripes) -> Vec<tokio::sync::MutexGuard<'_, 
     guards
 }
 
-struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Writer {
-    async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.unwrap()
-    }
-}
+use support::TaskWriter as Writer;
 
 /// The fields both builds write, and the accessors of one build.
 trait Build: Send + 'static {
@@ -277,22 +267,11 @@ async fn snapshot(pool: &PgPool, table: &str) -> Vec<String> {
 }
 
 async fn rename_step(evolution: &pgevolve::Evolution) -> pgevolve::StepStatus {
-    evolution
-        .status()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.description.starts_with("rename table"))
-        .unwrap()
+    support::step_described(evolution, "rename table").await
 }
 
 async fn recorded_phase(pool: &PgPool) -> Option<Phase> {
-    let phase: Option<String> =
-        sqlx::query_scalar("SELECT phase FROM pgevolve.steps WHERE kind = 'rename_table'")
-            .fetch_optional(pool)
-            .await
-            .unwrap();
-    phase.and_then(|p| Phase::parse(&p))
+    support::recorded_phase(pool, "rename_table").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -388,16 +367,7 @@ async fn rename_table_with_old_and_new_writers_on_the_same_rows_keeps_every_valu
 
     let step = rename_step(&evolution).await;
     assert_eq!(step.phase, Phase::Contract);
-    let events: Vec<&str> = step.history.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(
-        events,
-        [
-            "expand done",
-            "retire done",
-            "retire acknowledged",
-            "contract done"
-        ]
-    );
+    support::assert_journal(&step, &support::EXPAND_RETIRE_CONTRACT);
     support::assert_reboot_changes_nothing::<Customer>(&pool, "customers").await;
 }
 

@@ -118,17 +118,7 @@ pub fn log() -> Arc<Log> {
     })
 }
 
-pub struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Writer {
-    pub async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.unwrap()
-    }
-}
+pub use super::TaskWriter as Writer;
 
 /// The row a writer's `n`-th write goes to: the hot rows, or a new one every fourth write.
 pub fn target(lane: i64, n: i64) -> (i64, bool) {

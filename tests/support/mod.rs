@@ -145,8 +145,8 @@ impl TaskWriter {
         self.handle.await.unwrap()
     }
 
-    /// Stops it and asserts that it wrote more than 20 times and never failed; the writes.
-    pub async fn assert_no_errors(self, who: &str) -> u64 {
+    /// Stops it and asserts that it never failed; the writes.
+    pub async fn assert_no_failures(self, who: &str) -> u64 {
         let (ok, errors) = self.finish().await;
         assert!(
             errors.is_empty(),
@@ -154,9 +154,63 @@ impl TaskWriter {
             errors.len(),
             errors.first().map(String::as_str).unwrap_or("")
         );
+        ok
+    }
+
+    /// Stops it and asserts that it wrote more than 20 times and never failed; the writes.
+    pub async fn assert_no_errors(self, who: &str) -> u64 {
+        let ok = self.assert_no_failures(who).await;
         assert!(ok > 20, "{who}: only {ok} writes");
         ok
     }
+}
+
+/// The status of the step whose description starts with `prefix` (`"drop column"`,
+/// `"rename table"`, `"rename value"`, ...): the first such step recorded.
+pub async fn step_described(evolution: &pgevolve::Evolution, prefix: &str) -> pgevolve::StepStatus {
+    evolution
+        .status()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.description.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no recorded step is described as {prefix:?}"))
+}
+
+/// The labels of an enum type (a name `to_regtype` resolves), in sort order.
+pub async fn enum_labels(pool: &PgPool, type_name: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT enumlabel::text FROM pg_enum WHERE enumtypid = to_regtype($1) ORDER BY enumsortorder",
+    )
+    .bind(type_name)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// The phase the state store records for the step of `kind` (`"drop_column"`, ...), if any.
+pub async fn recorded_phase(pool: &PgPool, kind: &str) -> Option<pgevolve::Phase> {
+    let phase: Option<String> = sqlx::query_scalar("SELECT phase FROM pgevolve.steps WHERE kind = $1")
+        .bind(kind)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+    phase.map(|p| pgevolve::Phase::parse(&p).unwrap_or_else(|| panic!("unknown phase {p:?}")))
+}
+
+/// A step's journal from expand to contract, for a kind with no backfill: expand, retire,
+/// every live instance's acknowledgement, contract.
+pub const EXPAND_RETIRE_CONTRACT: [&str; 4] = [
+    "expand done",
+    "retire done",
+    "retire acknowledged",
+    "contract done",
+];
+
+/// Asserts the events of a step's journal, in order.
+pub fn assert_journal(step: &pgevolve::StepStatus, expected: &[&str]) {
+    let events: Vec<&str> = step.history.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(events, expected, "the journal of {}", step.description);
 }
 
 /// Boots `T` again and waits for its background work: a model whose steps are all done must

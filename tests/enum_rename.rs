@@ -264,6 +264,31 @@ async fn assert_every_row_as_written(pool: &PgPool, log: &Log, renamed: bool) {
     }
 }
 
+/// Waits until every writer whose notes start with one of `prefixes` has logged more than 20
+/// writes (what `stop_all` asserts), however slow the machine: a fixed sleep was not enough
+/// under load.
+async fn until_logged(log: &Log, prefixes: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let short: Vec<&str> = {
+            let log = log.lock().unwrap();
+            prefixes
+                .iter()
+                .copied()
+                .filter(|p| log.keys().filter(|note| note.starts_with(p)).count() <= 20)
+                .collect()
+        };
+        if short.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writers {short:?}: 20 writes or fewer after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn stop_all(writers: Vec<(TaskWriter, &str)>) -> u64 {
     let mut ok = 0;
     for (w, who) in writers {
@@ -297,6 +322,7 @@ async fn a_label_is_renamed_at_contract_while_old_and_new_builds_write_the_same_
     let new: Vec<TaskWriter> = (0..2).map(|l| new_writer(&pool, l, log.clone())).collect();
     evolution.wait().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
+    until_logged(&log, &["old0-", "old1-", "new0-", "new1-"]).await;
     // The old build is gone (contract waits for it); the new build stops for the comparison.
     let mut ok = stop_all(
         old.into_iter()
@@ -313,6 +339,7 @@ async fn a_label_is_renamed_at_contract_while_old_and_new_builds_write_the_same_
     tokio::time::sleep(Duration::from_millis(300)).await;
     evolution.contract().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    until_logged(&log, &["new2-", "new3-"]).await;
     ok += stop_all(
         new.into_iter()
             .map(|w| (w, "new build around contract"))
@@ -391,6 +418,7 @@ async fn abort_after_expand_changes_nothing_in_the_catalog_and_the_new_build_kee
         (old_writer(&pool, 0, log.clone()), "old build"),
         (new_writer(&pool, 1, log.clone()), "new build"),
     ];
+    until_logged(&log, &["old0-", "new1-"]).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     stop_all(writers).await;
     assert_every_row_as_written(&pool, &log, false).await;
@@ -543,6 +571,7 @@ async fn a_rename_killed_after_expand_or_before_its_contract_is_finished_by_the_
             _ => {
                 // The old build is gone before the contract: its writes end here.
                 tokio::time::sleep(Duration::from_millis(300)).await;
+                until_logged(&log, &["old0-"]).await;
                 stop_all(vec![(old, "old build")]).await;
                 ChildProcess::paused_at(entry, scenario, db.url(), "contract").kill();
                 child::until_no_advisory_lock(&pool).await;
@@ -556,6 +585,7 @@ async fn a_rename_killed_after_expand_or_before_its_contract_is_finished_by_the_
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 evolution.contract().await.unwrap();
                 tokio::time::sleep(Duration::from_millis(300)).await;
+                until_logged(&log, &["new1-"]).await;
                 stop_all(vec![(new, "new build")]).await;
                 assert_eq!(labels(&pool).await, ["Pending", NEW, "Delivered"]);
                 assert_every_row_as_written(&pool, &log, true).await;
@@ -568,6 +598,7 @@ async fn a_rename_killed_after_expand_or_before_its_contract_is_finished_by_the_
         let new = new_writer(&pool, 1, log.clone());
         evolution.wait().await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
+        until_logged(&log, &["old0-", "new1-"]).await;
         stop_all(vec![(old, "old build"), (new, "new build")]).await;
         assert_every_row_as_written(&pool, &log, false).await;
         evolution.contract().await.unwrap();

@@ -112,7 +112,7 @@ mod tests {
             batch_timeout: MS(80),
             ..BackfillOptions::unthrottled()
         };
-        // 200 ms aimed at, but 60 ms is what an 80 ms timeout lets through: 60 ms batches stay.
+        // 100 ms aimed at, but 60 ms is what an 80 ms timeout lets through: 60 ms batches stay.
         let pace = Pacer { options: &options }.after(400, MS(60), None, 1.0);
         assert_eq!(pace.next_size, 400);
     }
@@ -120,9 +120,10 @@ mod tests {
     #[test]
     fn no_budget_no_wal_pacing() {
         let options = BackfillOptions::unthrottled();
-        let pace = Pacer { options: &options }.after(10_000, MS(100), Some(100 << 20), 1.0);
+        let pace = Pacer { options: &options }.after(10_000, MS(50), Some(100 << 20), 1.0);
         assert!(!pace.wal_bound);
         assert_eq!(pace.pause, Duration::ZERO);
+        // Half the 100 ms target: up by a quarter, the most at once.
         assert_eq!(pace.next_size, 12_500);
     }
 }

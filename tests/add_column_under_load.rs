@@ -107,10 +107,13 @@ async fn a_backfilled_not_null_column_under_four_writers_fails_no_write_blocks_n
         leftovers, 0,
         "helper trigger, function or check left behind"
     );
-    let phases: Vec<String> = sqlx::query_scalar("SELECT event FROM pgevolve.journal ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    // The phases, without what the pass said about its pace.
+    let phases: Vec<String> = sqlx::query_scalar(
+        "SELECT event FROM pgevolve.journal WHERE event <> 'backfill paced on wal' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(
         phases,
         [

@@ -234,9 +234,11 @@ async fn the_batch_update_is_an_index_range_scan() {
     let batch = &step.statements(Phase::Backfill)[0].sql;
     let statement: String = batch
         .lines()
-        .filter(|l| !l.starts_with("SET LOCAL"))
+        // The batch's settings and its WAL position reads (`wal_start`, `wal_end`) around it.
+        .filter(|l| !l.starts_with("SET LOCAL") && !l.contains(" AS wal_"))
         .collect::<Vec<_>>()
         .join("\n");
+    let statement = statement.trim_end_matches(';');
     let mut conn = pool.acquire().await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE batch AS {statement}")))
         .execute(&mut *conn)
@@ -353,4 +355,80 @@ async fn a_batch_past_the_batch_timeout_is_cancelled_and_retried_smaller() {
     .await
     .unwrap();
     assert_eq!(wrong, 0);
+}
+
+/// With a WAL budget far below what the batches write, the pass says the budget set its pace
+/// (journal `backfill paced on wal`, once) and its next batch is smaller than the one that wrote
+/// too much; every row is filled all the same. What is asserted is the pass's decision, never
+/// a rate or a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_wal_budget_paces_the_pass_and_shrinks_its_batches() {
+    let (_db, pool) = database(6).await;
+    seed(&pool, "people").await;
+    // A first batch of 5,000 rows (given the time to finish) writes far more than the budget's
+    // share of one cycle (2 MiB/s × 30 ms × 3, about 190 KiB).
+    let initial = 5_000;
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .backfill_options(
+            BackfillOptions {
+                initial_batch_size: initial,
+                batch_timeout: Duration::from_secs(5),
+                ..BackfillOptions::default()
+            }
+            .wal_budget(2 << 20),
+        )
+        .model::<Person>()
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    assert_eq!(wrong_rows(&pool).await, 0);
+    let paced: Vec<String> = sqlx::query_scalar(
+        "SELECT j.detail FROM pgevolve.journal j JOIN pgevolve.steps s ON s.id = j.step_id \
+         WHERE j.event = 'backfill paced on wal' AND s.kind = 'add_backfilled_column'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(paced.len(), 1, "journaled once per pass: {paced:?}");
+    let detail = &paced[0];
+    assert!(
+        detail.contains(&format!("a batch of {initial} rows"))
+            && detail.contains("against a budget of 2097152 bytes/s"),
+        "{detail}"
+    );
+    let next: u32 = detail
+        .rsplit_once("next batch ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no next batch size in {detail}"));
+    assert!(next < initial, "the batch did not shrink: {detail}");
+}
+
+/// Without a WAL budget (`unthrottled()`) the pass never paces on WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unthrottled_pass_keeps_no_wal_budget() {
+    let (_db, pool) = database(6).await;
+    seed(&pool, "people").await;
+    assert_eq!(BackfillOptions::unthrottled().wal_budget, None);
+    let evolution = Evolver::new(pool.clone())
+        .deploy_window(DeployWindow::always())
+        .backfill_options(BackfillOptions {
+            initial_batch_size: 5_000,
+            ..BackfillOptions::unthrottled()
+        })
+        .model::<Person>()
+        .boot()
+        .await
+        .unwrap();
+    evolution.wait().await.unwrap();
+    assert_eq!(wrong_rows(&pool).await, 0);
+    let paced: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pgevolve.journal WHERE event = 'backfill paced on wal'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(paced, 0);
 }

@@ -1,6 +1,6 @@
 //! The backfill engine: one pass per table over the primary key, filling every pending column
 //! at once; keyset batches, each one statement that also commits the checkpoint, with a batch
-//! size that adapts to a target duration and a pause that keeps the pass to its duty cycle,
+//! size and a pause that keep the pass to its duty cycle and its WAL budget (`pacing.rs`),
 //! stretched or turned into a wait when the database's health asks for it (`health.rs`).
 
 use sqlx::AssertSqlSafe;
@@ -15,6 +15,7 @@ use crate::error::{ErrorKind, Result};
 use crate::executor::{is_retryable, is_statement_timeout};
 use crate::health_follower::{HealthFollower, journal_steps};
 use crate::options::{BackfillOptions, DdlOptions};
+use crate::pacing::{Pace, Pacer};
 use crate::progress::Progress;
 use crate::spec::ModelSpec;
 use crate::sql;
@@ -81,6 +82,11 @@ impl Backfill<'_> {
             let steps_table = self.store.table("steps");
             // Consecutive cancelled batches at the smallest size (see below).
             let mut too_slow = 0u32;
+            let pacer = Pacer {
+                options: self.options,
+            };
+            // The WAL budget's first decision is journaled, once per pass.
+            let mut wal_paced = false;
             let mut batch_size = self.options.initial_batch_size.max(1);
             let started = Instant::now();
             let mut filled_this_run = 0i64;
@@ -167,14 +173,21 @@ impl Backfill<'_> {
                 }
                 match outcome {
                     Ok(None) => break,
-                    Ok(Some((filled, last))) => {
+                    Ok(Some(Batch { filled, last, wal })) => {
                         attempts = 0;
                         too_slow = 0;
                         done += filled;
                         filled_this_run += filled;
                         cursor = Some(last);
                         let elapsed = t0.elapsed();
-                        batch_size = self.adapt(batch_size, elapsed);
+                        let pace = pacer.after(batch_size, elapsed, wal, verdict.slowdown());
+                        let size_before = batch_size;
+                        batch_size = pace.next_size;
+                        telemetry::batch_wal(&table, wal.unwrap_or(0), pace.wal_bound);
+                        if pace.wal_bound && !wal_paced {
+                            wal_paced = true;
+                            self.wal_paced(size_before, wal.unwrap_or(0), pace).await?;
+                        }
                         let rate =
                             filled_this_run as f64 / started.elapsed().as_secs_f64().max(1e-3);
                         self.report(done, rate);
@@ -197,12 +210,8 @@ impl Backfill<'_> {
                                 "backfill progress"
                             );
                         }
-                        let pause = self
-                            .options
-                            .pause_after(elapsed)
-                            .mul_f64(verdict.slowdown());
-                        if !pause.is_zero() {
-                            tokio::time::sleep(pause).await;
+                        if !pace.pause.is_zero() {
+                            tokio::time::sleep(pace.pause).await;
                         }
                     }
                     // Past the batch timeout: cancelled, its locks released. Halve and go on;
@@ -291,6 +300,27 @@ impl Backfill<'_> {
         self.journal(&event).await
     }
 
+    /// Logs and journals the first time the WAL budget sets the pace of the pass.
+    async fn wal_paced(&self, rows: u32, wal: u64, pace: Pace) -> Result<()> {
+        let budget = self.options.wal_budget.unwrap_or(0);
+        info!(
+            budget_bytes_per_second = budget,
+            batch_rows = rows,
+            batch_wal_bytes = wal,
+            pause_ms = pace.pause.as_millis() as u64,
+            next_batch_size = pace.next_size,
+            "backfill paced on its WAL budget (BackfillOptions::wal_budget)"
+        );
+        self.journal(&Event::WalPaced {
+            budget,
+            rows: i64::from(rows),
+            wal,
+            pause: pace.pause,
+            next_size: pace.next_size,
+        })
+        .await
+    }
+
     /// Journals `event` for every step of the pass, in one message.
     async fn journal(&self, event: &Event<'_>) -> Result<()> {
         journal_steps(self.pool, self.store, &self.steps(), self.instance, event).await
@@ -374,15 +404,6 @@ impl Backfill<'_> {
         Ok(Some((None, bound, 0, estimate)))
     }
 
-    /// Moves the batch size towards the target duration: down by up to half at once, up by at
-    /// most a quarter per batch, so one slow batch is not followed by an even longer one.
-    fn adapt(&self, size: u32, elapsed: Duration) -> u32 {
-        let target = self.options.target_batch_duration.as_secs_f64();
-        let ratio = (target / elapsed.as_secs_f64().max(1e-4)).clamp(0.5, 1.25);
-        ((size as f64 * ratio) as u32)
-            .clamp(self.options.min_batch_size, self.options.max_batch_size)
-    }
-
     fn set_estimate(&self, estimate: i64) {
         self.progress.set_estimate(|id| self.in_pass(id), estimate);
     }
@@ -405,14 +426,28 @@ impl Backfill<'_> {
     }
 }
 
-/// One batch (see `sql::backfill::batch`): rows filled and the batch's last key; `None` when no
-/// key is left.
-async fn batch(conn: &mut PgConnection, sql: &str) -> sqlx::Result<Option<(i64, Vec<String>)>> {
+/// What one batch did.
+struct Batch {
+    filled: i64,
+    /// The batch's last key, the next cursor.
+    last: Vec<String>,
+    /// WAL the server wrote while the batch's statement ran, when both positions were read.
+    wal: Option<u64>,
+}
+
+/// One batch (see `sql::backfill::batch`); `None` when no key is left. Its result sets are
+/// told apart by their columns: `wal_start`, then `filled` and `last_key`, then `wal_end`.
+async fn batch(conn: &mut PgConnection, sql: &str) -> sqlx::Result<Option<Batch>> {
     let rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(conn).await?;
-    let Some(row) = rows.last() else {
+    let position = |name: &str| rows.iter().find_map(|r| r.try_get::<i64, _>(name).ok());
+    let Some(row) = rows.iter().find(|r| r.try_get::<i64, _>("filled").is_ok()) else {
         return Err(sqlx::Error::RowNotFound);
     };
-    let filled: i64 = row.try_get(0)?;
-    let last: Option<Vec<String>> = row.try_get(1)?;
-    Ok(last.map(|last| (filled, last)))
+    let filled: i64 = row.try_get("filled")?;
+    let last: Option<Vec<String>> = row.try_get("last_key")?;
+    let wal = match (position("wal_start"), position("wal_end")) {
+        (Some(start), Some(end)) => Some(end.saturating_sub(start).max(0) as u64),
+        _ => None,
+    };
+    Ok(last.map(|last| Batch { filled, last, wal }))
 }

@@ -26,6 +26,8 @@ mod kinds;
 mod lease;
 mod model;
 mod options;
+mod paced_count;
+mod pacing;
 mod plan;
 mod pooler;
 mod privileges;

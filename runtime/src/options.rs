@@ -109,6 +109,33 @@ pub struct BackfillOptions {
     /// about a quarter; see BENCHMARKS.md). 1.0 with a zero `pause` runs it unthrottled
     /// ([`BackfillOptions::unthrottled`]).
     pub duty_cycle: f64,
+    /// The most WAL the pass's batches may write per second, in bytes. Default 4 MiB/s;
+    /// `None` paces on time alone ([`BackfillOptions::unthrottled`] has none).
+    ///
+    /// Why: with durable settings an application's commit waits until its WAL reaches the disk,
+    /// and that flush also carries every WAL record written before it, the batches' included
+    /// (`synchronous_commit = off` on a batch skips the batch's own wait, not the write). On a
+    /// disk-bound server the workload therefore feels the backfill's WAL bytes, not its CPU time,
+    /// which is all the duty cycle measures (issue #13: the longest waits and the p99 of the
+    /// throttled backfill came from the shared flush).
+    ///
+    /// How: every batch reads `pg_current_wal_insert_lsn()` before and after its statement, in
+    /// the same round trip, and counts the difference as its WAL (the server's, so the
+    /// application's writes during those milliseconds count too, which errs on the gentle side).
+    /// The pause after the batch is at least what brings the pass back to the budget (`wal /
+    /// budget − batch duration`), and the batch size shrinks so that one batch writes no more
+    /// than one cycle's share of the budget (`budget × target_batch_duration / duty_cycle`, about
+    /// 370 KiB by default): a smaller batch is a smaller burst for the next application commit
+    /// to flush. The first time the budget sets the pace, the pass journals
+    /// `backfill paced on wal` and logs it; [`telemetry::WAL_PACED`] counts every such pause.
+    ///
+    /// 4 MiB/s is about a quarter of what a single commodity SSD sustains for small synchronous
+    /// writes and about half of what the default duty cycle wrote on a quiet 2-core benchmark
+    /// machine (BENCHMARKS.md): a table of 1,000,000 rows of 100 bytes writes about 370 MiB to
+    /// fill a column, 90 s at this budget.
+    ///
+    /// [`telemetry::WAL_PACED`]: crate::telemetry::WAL_PACED
+    pub wal_budget: Option<u64>,
     /// Run every batch with `SET LOCAL session_replication_role = replica`, so that it fires
     /// none of the table's own triggers (an `updated_at` trigger, an audit trigger). Default
     /// `false`: a batch is an `UPDATE` of a key range and fires every `UPDATE` trigger of the
@@ -137,15 +164,32 @@ pub struct BackfillOptions {
 }
 
 impl BackfillOptions {
-    /// No pause between batches: the fastest backfill, for a maintenance window or an idle
-    /// table. Batches still aim at `target_batch_duration`, so rows stay locked as briefly, and
-    /// the [`health`](BackfillOptions::health) bounds still hold (replicas do not care about the
+    /// No pause between batches and no WAL budget: the fastest backfill, for a maintenance
+    /// window or an idle table. Batches aim at 100 ms (`target_batch_duration`, up to 50,000
+    /// rows, cancelled past 250 ms): the throttled 30 ms target is there for the application's
+    /// writers, which wait for a row the batch holds, and without a pause the cost per batch
+    /// (a round trip, a commit, a checkpoint row) is what a larger batch saves. A writer of a
+    /// row in the batch may then wait up to the batch's duration (200 ms batches were measured
+    /// too: hardly faster than 100 ms under load, with waits of 300 ms; BENCHMARKS.md). The
+    /// [`health`](BackfillOptions::health) bounds still hold (replicas do not care about the
     /// window); add `.health(HealthBounds::off())` to ignore them too.
     pub fn unthrottled() -> BackfillOptions {
         BackfillOptions {
             pause: Duration::ZERO,
             duty_cycle: 1.0,
+            wal_budget: None,
+            target_batch_duration: Duration::from_millis(100),
+            batch_timeout: Duration::from_millis(250),
+            max_batch_size: 50_000,
             ..BackfillOptions::default()
+        }
+    }
+
+    /// These options with `budget` (bytes per second, `None`: none) as the pass's WAL budget.
+    pub fn wal_budget(self, budget: impl Into<Option<u64>>) -> BackfillOptions {
+        BackfillOptions {
+            wal_budget: budget.into(),
+            ..self
         }
     }
 
@@ -172,6 +216,7 @@ impl Default for BackfillOptions {
             batch_timeout: Duration::from_millis(80),
             pause: Duration::from_millis(20),
             duty_cycle: 1.0 / 3.0,
+            wal_budget: Some(4 << 20),
             skip_user_triggers: false,
             health: HealthBounds::default(),
         }

@@ -8,6 +8,8 @@
 //! | [`ROWS_FILLED`] | counter | `step`, `table` | rows this process's backfill batches filled |
 //! | [`BATCH_DURATION`] | histogram (seconds) | `table` | how long each backfill batch took |
 //! | [`BATCH_SIZE`] | gauge (rows) | `table` | the adaptive batch size of the next batch |
+//! | [`BATCH_WAL`] | counter (bytes) | `table` | WAL the server wrote during this process's backfill batches |
+//! | [`WAL_PACED`] | counter | `table` | pauses after a batch that the WAL budget made longer than the duty cycle's |
 //! | [`ROWS_REMAINING`] | gauge (rows) | `step`, `table` | rows the backfill estimates are left (0 once done) |
 //! | [`PHASE`] | gauge ([`phase_code`]) | `step`, `table` | the last phase the step completed, as this process sees it |
 //! | [`PAUSED`] | gauge (0/1) | `table`, `reason` | whether the backfill of the table waits, and why |
@@ -34,6 +36,13 @@ pub const ROWS_FILLED: &str = "pgevolve_backfill_rows_filled_total";
 pub const BATCH_DURATION: &str = "pgevolve_backfill_batch_duration_seconds";
 /// Gauge: rows in the next backfill batch, as the batch size adapts (`table`).
 pub const BATCH_SIZE: &str = "pgevolve_backfill_batch_size";
+/// Counter: bytes of WAL the server wrote while this process's backfill batches ran (`table`),
+/// measured per batch from `pg_current_wal_insert_lsn()`.
+pub const BATCH_WAL: &str = "pgevolve_backfill_batch_wal_bytes_total";
+/// Counter: pauses after a backfill batch that the WAL budget
+/// ([`BackfillOptions::wal_budget`](crate::BackfillOptions::wal_budget)) made longer than the
+/// duty cycle's (`table`).
+pub const WAL_PACED: &str = "pgevolve_backfill_wal_paced_total";
 /// Gauge: rows the backfill still has to fill, from the table's estimate (`step`, `table`).
 pub const ROWS_REMAINING: &str = "pgevolve_backfill_rows_remaining";
 /// Gauge: the step's last completed phase, as [`phase_code`] numbers it (`step`, `table`).
@@ -73,6 +82,16 @@ pub fn describe() {
         BATCH_SIZE,
         Unit::Count,
         "Rows in the next backfill batch (adaptive)"
+    );
+    metrics::describe_counter!(
+        BATCH_WAL,
+        Unit::Bytes,
+        "WAL the server wrote while this process's backfill batches ran"
+    );
+    metrics::describe_counter!(
+        WAL_PACED,
+        Unit::Count,
+        "Pauses after a backfill batch lengthened by the WAL budget"
     );
     metrics::describe_gauge!(
         ROWS_REMAINING,
@@ -152,6 +171,13 @@ pub(crate) fn batch_size(table: &str, rows: u32) {
     metrics::gauge!(BATCH_SIZE, "table" => table.to_owned()).set(rows as f64);
 }
 
+pub(crate) fn batch_wal(table: &str, bytes: u64, paced: bool) {
+    metrics::counter!(BATCH_WAL, "table" => table.to_owned()).increment(bytes);
+    if paced {
+        metrics::counter!(WAL_PACED, "table" => table.to_owned()).increment(1);
+    }
+}
+
 /// Sets [`PAUSED`] for every reason: 1 for `reason`, 0 for the others (all 0 with `None`).
 pub(crate) fn paused(table: &str, reason: Option<&str>) {
     for r in PAUSE_REASONS {
@@ -192,6 +218,8 @@ mod tests {
             ROWS_FILLED,
             BATCH_DURATION,
             BATCH_SIZE,
+            BATCH_WAL,
+            WAL_PACED,
             ROWS_REMAINING,
             PHASE,
             PAUSED,

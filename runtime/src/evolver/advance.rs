@@ -9,11 +9,13 @@ use crate::backfill::Backfill;
 use crate::coordinator::{Coordinator, wait_for_acks};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kinds::Runner;
+use crate::paced_count::PacedCount;
 use crate::plan::PlannedStep;
 use crate::sql;
 use crate::sql::backfill::FillColumn;
 use crate::state::Event;
 use crate::step::Phase;
+
 impl Engine {
     /// Runs one phase of one step. Kinds with phases that are not a plain transaction of
     /// statements (batches, checks, concurrent builds) are dispatched here.
@@ -295,12 +297,37 @@ impl Engine {
         // A validated `CHECK (col IS NOT NULL)` already proves there is no NULL: only the
         // checks it does not cover scan the table again.
         for check in checks.iter().filter(|c| !c.proven_by_not_null_check) {
-            let count = self.count(&check.sql).await?;
+            let count = self.verification_count(step, check).await?;
             if count != 0 {
                 return Err(verification(format!("{count} {}", check.message)));
             }
         }
         self.run_phase(step, Phase::Validate, false).await
+    }
+
+    /// A data check of the validate phase: in paced key ranges when it can be (see
+    /// `paced_count.rs`), else in one scan (`count`).
+    pub(super) async fn verification_count(
+        &self,
+        step: &PlannedStep,
+        check: &crate::kinds::Verification,
+    ) -> Result<i64> {
+        let options = &self.evolver.backfill;
+        match &check.condition {
+            Some(condition) if PacedCount::applies(&step.model, options) => {
+                let (count, ranges) = PacedCount {
+                    pool: &self.evolver.pool,
+                    model: &step.model,
+                    condition,
+                    options,
+                }
+                .run()
+                .await?;
+                info!(step = %step.id, table = %step.model.qualified_name(), ranges, count, "verification counted in paced key ranges");
+                Ok(count)
+            }
+            _ => self.count(&check.sql).await,
+        }
     }
 
     /// A count that may scan a large table (no statement_timeout; ACCESS SHARE only), in one

@@ -153,7 +153,7 @@ impl Engine {
             .iter()
             .filter(|c| !c.proven_by_not_null_check)
         {
-            let count = self.count(&check.sql).await?;
+            let count = self.verification_count(step, check).await?;
             if count != 0 {
                 return Err(ErrorKind::Verification {
                     step: step.id.to_string(),

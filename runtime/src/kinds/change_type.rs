@@ -171,6 +171,7 @@ impl Kind for ChangeType {
                     c.name, tc.from, c.sql_type
                 ),
                 proven_by_not_null_check: true,
+                condition: None,
             });
         }
         checks.push(Verification {
@@ -181,6 +182,7 @@ impl Kind for ChangeType {
                 c.name, tc.from, c.sql_type
             ),
             proven_by_not_null_check: false,
+            condition: Some(type_change::differences(model, c)),
         });
         checks
     }

@@ -146,6 +146,7 @@ impl Kind for ComputedColumn {
                 self.0.name
             ),
             proven_by_not_null_check: true,
+            condition: None,
         }]
     }
 

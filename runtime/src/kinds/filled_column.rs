@@ -138,6 +138,7 @@ impl Kind for FilledColumn {
                 self.0.name
             ),
             proven_by_not_null_check: true,
+            condition: None,
         }]
     }
 

@@ -511,6 +511,10 @@ pub(crate) struct Verification {
     /// Whether the step's validated `CHECK (col IS NOT NULL)` already proves it (then the
     /// engine does not scan the table again for it).
     pub proven_by_not_null_check: bool,
+    /// The rows the count counts, as a condition over the row (`sql` is its count over the
+    /// whole table): given, the engine may count them one key range at a time on the duty
+    /// cycle (`paced_count.rs`) instead of in one scan.
+    pub condition: Option<String>,
 }
 
 /// The query that lists the rows violating a constraint, and how to name them.

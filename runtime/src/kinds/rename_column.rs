@@ -154,6 +154,7 @@ impl Kind for RenameColumn {
                     c.name
                 ),
                 proven_by_not_null_check: true,
+                condition: None,
             });
         }
         checks.push(Verification {
@@ -163,6 +164,7 @@ impl Kind for RenameColumn {
                 c.name
             ),
             proven_by_not_null_check: false,
+            condition: Some(rename::differences(c)),
         });
         checks
     }

@@ -161,6 +161,7 @@ impl Kind for SetNotNull {
                 self.0.name
             ),
             proven_by_not_null_check: true,
+            condition: None,
         }]
     }
 

@@ -157,6 +157,11 @@ pub(crate) enum Bounds<'a> {
 /// a crash can lose only the last batches' commits, their rows and their checkpoint together
 /// (one transaction), and the pass fills them again from the checkpoint that survived.
 ///
+/// Around the statement, in the same round trip, the batch reads the server's WAL insert
+/// position (`wal_start`, `wal_end`): the difference is the WAL written while it ran, the
+/// batch's and any other session's, which the WAL budget paces (`pacing.rs`). Read after the
+/// statement ended, so every record of its `UPDATE`s is in; the commit adds a few bytes.
+///
 /// With `skip_user_triggers`, the batch also sets `session_replication_role = replica` for its
 /// own transaction (`SET LOCAL`, gone when the batch commits or fails): it fires none of the
 /// table's ordinary triggers, pgevolve's included, which it does not need since it writes
@@ -274,6 +279,7 @@ pub(crate) fn batch(
         "SET LOCAL lock_timeout = '{lock_ms}ms';\n\
          SET LOCAL statement_timeout = '{batch_ms}ms';\n\
          SET LOCAL synchronous_commit = off;\n\
+         SELECT {wal_position} AS wal_start;\n\
          {replica}\
          WITH batch AS (\n\
          \x20 SELECT {select_keys} FROM {t}\n\
@@ -292,8 +298,10 @@ pub(crate) fn batch(
          \x20 WHERE id IN ({ids}) AND EXISTS (SELECT FROM last)\n\
          )\n\
          SELECT (SELECT count(*) FROM filled) AS filled,\n\
-         \x20      (SELECT ARRAY[{last_text}] FROM last) AS last_key",
+         \x20      (SELECT ARRAY[{last_text}] FROM last) AS last_key;\n\
+         SELECT {wal_position} AS wal_end",
         t = table(model),
+        wal_position = WAL_POSITION,
         // A batch waits for a row lock at most as long as it may run at all: a row held by a
         // writer is the batch timeout's case (cancelled, retried smaller), whatever the DDL's
         // shorter lock_timeout.
@@ -305,6 +313,9 @@ pub(crate) fn batch(
         lower_aliased = lower(&format!("{alias}.")),
     )
 }
+
+/// The server's WAL insert position in bytes, as `int8` (sqlx reads no `pg_lsn`).
+const WAL_POSITION: &str = "pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8";
 
 /// The highest primary key when the backfill starts: rows above it were written after the fill
 /// trigger existed, so the trigger has already filled them.

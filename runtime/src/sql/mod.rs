@@ -16,6 +16,7 @@ pub(crate) mod not_null;
 pub(crate) mod rename;
 pub(crate) mod rename_table;
 pub(crate) mod type_change;
+pub(crate) mod verify;
 
 pub(crate) use crate::statement::{Exists, Statement};
 pub(crate) use rename::RenameHelpers;

@@ -130,14 +130,18 @@ pub(crate) fn validate(
     super::validate_not_null_check(model, column, &h.check)
 }
 
-/// Rows where the old and the new column differ (must be zero after the backfill).
-pub(crate) fn count_differences(model: &ModelSpec, column: &ColumnSpec) -> String {
+/// A row whose old and new column differ (none may after the backfill).
+pub(crate) fn differences(column: &ColumnSpec) -> String {
     format!(
-        "SELECT count(*) FROM {} WHERE {} IS DISTINCT FROM {}",
-        table(model),
+        "{} IS DISTINCT FROM {}",
         Ident(column.name),
         Ident(old_name(column))
     )
+}
+
+/// Rows where the old and the new column differ (must be zero after the backfill).
+pub(crate) fn count_differences(model: &ModelSpec, column: &ColumnSpec) -> String {
+    super::verify::count_where(model, &differences(column))
 }
 
 /// Contract: NOT NULL through the validated check, then view, trigger and old column go.

@@ -176,11 +176,15 @@ pub(crate) fn validate(model: &ModelSpec, column: &ColumnSpec, h: &TypeHelpers) 
 /// row the old build or the backfill wrote) and the old value is not `down` of the new one (a
 /// row the new build wrote). Must be zero.
 pub(crate) fn count_differences(model: &ModelSpec, column: &ColumnSpec) -> String {
+    super::verify::count_where(model, &differences(model, column))
+}
+
+/// A row counted by [`count_differences`].
+pub(crate) fn differences(model: &ModelSpec, column: &ColumnSpec) -> String {
     let old = Ident(column.name).to_string();
     let new = Ident(&shadow_name(column)).to_string();
     format!(
-        "SELECT count(*) FROM {} WHERE {new} IS DISTINCT FROM {} AND {old} IS DISTINCT FROM {}",
-        table(model),
+        "{new} IS DISTINCT FROM {} AND {old} IS DISTINCT FROM {}",
         up_of(model, column, &old),
         down_of(model, column, &new),
     )

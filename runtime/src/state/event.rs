@@ -68,6 +68,16 @@ pub(crate) enum Event<'a> {
         detail: &'a str,
         rows: i64,
     },
+    /// The pass's WAL budget (`BackfillOptions::wal_budget`) set its pace for the first time:
+    /// a batch of `rows` rows wrote `wal` bytes, so the pause after it was longer than the duty
+    /// cycle's and the next batch has `next_size` rows. Journaled once per pass.
+    WalPaced {
+        budget: u64,
+        rows: i64,
+        wal: u64,
+        pause: Duration,
+        next_size: u32,
+    },
     /// Every health bound was met again and the backfill went on.
     HealthResumed {
         reason: &'a str,
@@ -109,6 +119,7 @@ impl Event<'_> {
             Event::Resumed { .. } => "resumed".into(),
             Event::HealthPaused { .. } => "health paused".into(),
             Event::HealthResumed { .. } => "health resumed".into(),
+            Event::WalPaced { .. } => "backfill paced on wal".into(),
             Event::Request {
                 action, outcome, ..
             } => format!("request {action} {outcome}"),
@@ -189,6 +200,18 @@ impl fmt::Display for Event<'_> {
                 f,
                 "{reason} back within its bound after {:.1} s; {rows} rows filled so far",
                 paused.as_secs_f64()
+            ),
+            Event::WalPaced {
+                budget,
+                rows,
+                wal,
+                pause,
+                next_size,
+            } => write!(
+                f,
+                "a batch of {rows} rows wrote {wal} bytes of WAL against a budget of {budget} bytes/s: \
+                 paused {:.0} ms, next batch {next_size} rows",
+                pause.as_secs_f64() * 1000.0
             ),
             Event::Request {
                 id,

@@ -207,7 +207,10 @@ mod backfill_with {
         pub line: i32,
         pub sku: String,
         pub note: Option<String>,
-        #[evolve(backfill_with = "crate::backfill_with::fill::label", inputs("sku", "line", "note"))]
+        #[evolve(
+            backfill_with = "crate::backfill_with::fill::label",
+            inputs("sku", "line", "note")
+        )]
         pub label: String,
         #[evolve(backfill_with = "fill::weight", inputs("line"))]
         pub r#type: i64,
@@ -409,10 +412,18 @@ mod indexes_and_constraints {
     #[derive(Evolve)]
     #[evolve(table = "posts")]
     #[evolve(index(columns("author_id", "created_at"), include("title")))]
-    #[evolve(index(name = "posts_live_slug", columns("slug"), unique, where = "deleted_at IS NULL"))]
+    #[evolve(index(
+        name = "posts_live_slug",
+        columns("slug"),
+        unique,
+        where = "deleted_at IS NULL"
+    ))]
     #[evolve(index(name = "posts_body_search", columns("body"), method = "gin"))]
     #[evolve(check = "created_at > 0")]
-    #[evolve(check(name = "posts_dates", expr = "deleted_at IS NULL OR deleted_at >= created_at"))]
+    #[evolve(check(
+        name = "posts_dates",
+        expr = "deleted_at IS NULL OR deleted_at >= created_at"
+    ))]
     pub struct Post {
         #[evolve(primary_key)]
         pub id: i64,

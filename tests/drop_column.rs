@@ -648,11 +648,7 @@ async fn a_drop_killed_at_expand_retire_or_contract_is_finished_by_the_next_boot
         } else {
             Phase::Retire
         };
-        assert_eq!(
-            recorded_phase(&pool).await,
-            Some(at_kill),
-            "{scenario}"
-        );
+        assert_eq!(recorded_phase(&pool).await, Some(at_kill), "{scenario}");
         assert!(
             column_exists(&pool).await,
             "{scenario}: nothing dropped before contract"

@@ -190,11 +190,12 @@ pub async fn enum_labels(pool: &PgPool, type_name: &str) -> Vec<String> {
 
 /// The phase the state store records for the step of `kind` (`"drop_column"`, ...), if any.
 pub async fn recorded_phase(pool: &PgPool, kind: &str) -> Option<pgevolve::Phase> {
-    let phase: Option<String> = sqlx::query_scalar("SELECT phase FROM pgevolve.steps WHERE kind = $1")
-        .bind(kind)
-        .fetch_optional(pool)
-        .await
-        .unwrap();
+    let phase: Option<String> =
+        sqlx::query_scalar("SELECT phase FROM pgevolve.steps WHERE kind = $1")
+            .bind(kind)
+            .fetch_optional(pool)
+            .await
+            .unwrap();
     phase.map(|p| pgevolve::Phase::parse(&p).unwrap_or_else(|| panic!("unknown phase {p:?}")))
 }
 

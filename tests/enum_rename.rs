@@ -606,3 +606,49 @@ async fn a_rename_killed_after_expand_or_before_its_contract_is_finished_by_the_
         assert_every_row_as_written(&pool, &log, true).await;
     }
 }
+
+/// The filter README recommends while a label is being renamed: `{status}::text = $1` with the
+/// new label as text finds the rows stored under the old label before contract, and the same
+/// rows after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_filter_on_the_label_as_text_finds_the_renamed_rows_before_and_after_contract() {
+    if child::in_child() {
+        return;
+    }
+    let (_db, pool) = database(8).await;
+    seed(&pool).await;
+    let evolution = evolver(&pool).boot().await.unwrap();
+    evolution.wait().await.unwrap();
+    assert!(rename_step(&evolution).await.phase < Phase::Contract);
+    // A row the new build writes under the new variant, stored under the old label.
+    let written = Order {
+        id: 9_000,
+        note: "new build".into(),
+        status: Status::Dispatched,
+        previous: None,
+    };
+    written.insert(&pool).await.unwrap();
+    let expected: Vec<i64> = (1..=ROWS).filter(|id| id % 2 == 1).chain([9_000]).collect();
+    let dispatched = || async {
+        Order::select()
+            .filter("{status}::text = $1")
+            .bind(NEW)
+            .order_by("{id}")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    for moment in ["before contract", "after contract"] {
+        if moment == "after contract" {
+            evolution.contract().await.unwrap();
+            assert_eq!(labels(&pool).await, ["Pending", NEW, "Delivered"]);
+        }
+        let found = dispatched().await;
+        let ids: Vec<i64> = found.iter().map(|o| o.id).collect();
+        assert_eq!(ids, expected, "{moment}");
+        assert!(
+            found.iter().all(|o| o.status == Status::Dispatched),
+            "{moment}: {found:?}"
+        );
+    }
+}

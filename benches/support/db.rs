@@ -47,6 +47,28 @@ pub struct Database {
 }
 
 impl Database {
+    /// Loads `users` and its indexes into shared buffers (`pg_prewarm`), or, where the
+    /// extension is not installed, reads them once; a fresh copy would otherwise start every
+    /// run with a cold cache the baseline has long left behind.
+    pub async fn prewarm(&self) -> Result<()> {
+        let mut conn = PgConnection::connect_with(&self.options).await?;
+        let warmed = sqlx::raw_sql(
+            "CREATE EXTENSION IF NOT EXISTS pg_prewarm; \
+             SELECT pg_prewarm(c.oid::regclass) FROM pg_class c \
+             WHERE c.oid = 'users'::regclass \
+                OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'users'::regclass)",
+        )
+        .execute(&mut conn)
+        .await;
+        if warmed.is_err() {
+            sqlx::raw_sql("SELECT count(*) FROM users; SELECT count(*) FROM users WHERE id > 0")
+                .execute(&mut conn)
+                .await?;
+        }
+        conn.close().await?;
+        Ok(())
+    }
+
     /// A pool of at most `max` connections.
     pub async fn pool(&self, max: u32) -> Result<PgPool> {
         Ok(PgPoolOptions::new()
@@ -174,10 +196,12 @@ impl Server {
         let mut conn = self.admin().await?;
         let _ = sqlx::query("CHECKPOINT").execute(&mut conn).await;
         conn.close().await?;
-        Ok(Database {
+        let db = Database {
             options: self.options(&name),
             name,
-        })
+        };
+        db.prewarm().await?;
+        Ok(db)
     }
 
     async fn create_database(&mut self, name: &str, template: Option<&str>) -> Result<()> {

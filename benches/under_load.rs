@@ -67,6 +67,7 @@ usage: cargo bench --bench under_load -- [flags]
   --duty-cycle D         the throttled runs' BackfillOptions::duty_cycle (default: the library's, 1/3)
   --skip LIST            leave out runs: plain, baseline, idle, triggers, open, holder (comma separated)
   --fast                 fsync, synchronous_commit, full_page_writes off (default: on, durable)
+  --set NAME=VALUE       a setting of the durable throwaway cluster (repeatable), e.g. max_wal_size=4GB
   --open-rate R          the open-loop run's operations per second (default: half the baseline's throughput)
   --open-clients N       the open-loop run's clients (default: 2 × --clients)
 ";
@@ -103,6 +104,7 @@ struct Args {
     trigger_window: Duration,
     scale_rows: Vec<i64>,
     warmup: Duration,
+    server_settings: Vec<String>,
     duty_cycle: Option<f64>,
     skip: Vec<String>,
     fast: bool,
@@ -138,6 +140,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         trigger_window: Duration::from_secs(3),
         scale_rows: Vec::new(),
         warmup: Duration::from_secs(10),
+        server_settings: Vec::new(),
         duty_cycle: None,
         skip: Vec::new(),
         fast: false,
@@ -198,6 +201,13 @@ fn parse_args() -> std::result::Result<Args, String> {
                 }
             }
             "--fast" => args.fast = true,
+            "--set" => {
+                let v = value()?;
+                if !v.contains('=') {
+                    return Err(format!("--set: name=value, not {v}"));
+                }
+                args.server_settings.push(v);
+            }
             "--open-rate" => {
                 let v = value()?;
                 args.open_rate = Some(
@@ -1705,7 +1715,7 @@ fn markdown(
     }
     md.push_str(&t.render());
 
-    md.push_str("\n### Migrations\n\nWAL: bytes the whole server wrote (`pg_current_wal_lsn()` difference), the workload's included; beyond the workload's: minus what the baseline's workload wrote per second, times the migration's wall time.\n\n");
+    md.push_str("\n### Migrations\n\nWAL: bytes the whole server wrote (`pg_current_wal_lsn()` difference), the workload's included; beyond the workload's: minus what the baseline's workload wrote per second, times the migration's wall time († for a run at another size: its own `before` phase's WAL per second instead).\n\n");
     let wal_rate = r
         .baseline
         .as_ref()
@@ -1733,8 +1743,16 @@ fn markdown(
             } else {
                 "-".into()
             },
-            match (run.migration_seconds, wal_rate) {
-                (Some(secs), Some(rate)) => mib(run.migration_wal() - (rate * secs) as i64),
+            // A run on a table of another size has a workload of another WAL rate (random
+            // writes over more pages write more full-page images): its own `before` is its
+            // reference, marked with a dagger.
+            match (run.migration_seconds, wal_rate, run.phase("before")) {
+                (Some(secs), _, Some(before)) if run.rows != args.rows => format!(
+                    "{}†",
+                    mib(run.migration_wal()
+                        - (ratio(before.wal_bytes as f64, before.seconds) * secs) as i64)
+                ),
+                (Some(secs), Some(rate), _) => mib(run.migration_wal() - (rate * secs) as i64),
                 _ => "-".into(),
             },
             mib(run.recorded.whole.wal_bytes),
@@ -1838,7 +1856,13 @@ fn markdown(
 
 #[tokio::main]
 async fn main() {
-    support::main_with_server(USAGE, parse_args(), |a: &Args| !a.fast, run_all).await;
+    support::main_with_server(
+        USAGE,
+        parse_args(),
+        |a: &Args| (!a.fast).then(|| a.server_settings.clone()),
+        run_all,
+    )
+    .await;
 }
 
 async fn run_all(args: &Args, server: &mut Server) -> Result<()> {
@@ -1960,6 +1984,7 @@ async fn run_all(args: &Args, server: &mut Server) -> Result<()> {
         "mix": {"update": 50, "select": 30, "insert": 20},
         "settle_seconds": args.settle.as_secs_f64(),
         "durable": !args.fast,
+        "server_settings": args.server_settings,
         "open_rate": open_rate.map(|x| round(x, 1)),
         "seed_seconds": round(template.seed_seconds, 3),
         "machine": machine,

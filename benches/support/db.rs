@@ -98,13 +98,19 @@ impl Server {
 
     /// Uses `DATABASE_URL`'s server when it is set (its settings are its own); otherwise starts
     /// a throwaway cluster of its own with `fsync`, `synchronous_commit` and `full_page_writes`
-    /// on (durable, as production runs), or, with `durable` false, the testkit's fast settings.
-    pub async fn start_durable(durable: bool) -> Result<Server> {
-        if !durable || std::env::var("DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
+    /// on (durable, as production runs) and the `name=value` settings of `durable`, or, with
+    /// `durable` `None`, the testkit's fast settings.
+    pub async fn start_durable(durable: Option<Vec<String>>) -> Result<Server> {
+        let Some(extra) = durable else {
+            return Server::start().await;
+        };
+        if std::env::var("DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
             return Server::start().await;
         }
-        let cluster = tokio::task::spawn_blocking(|| {
-            Cluster::start_with(&["fsync=on", "synchronous_commit=on", "full_page_writes=on"])
+        let cluster = tokio::task::spawn_blocking(move || {
+            let mut settings = vec!["fsync=on", "synchronous_commit=on", "full_page_writes=on"];
+            settings.extend(extra.iter().map(String::as_str));
+            Cluster::start_with(&settings)
         })
         .await??;
         Ok(Server {

@@ -18,15 +18,15 @@ pub async fn main_with<A>(
     args: std::result::Result<A, String>,
     run: impl AsyncFnOnce(&A, &mut db::Server) -> db::Result<()>,
 ) {
-    main_with_server(usage, args, |_| false, run).await
+    main_with_server(usage, args, |_| None, run).await
 }
 
-/// [`main_with`], on a durable server of its own when `durable(&args)` (see
-/// [`db::Server::start_durable`]).
+/// [`main_with`], on a durable server of its own when `durable(&args)` returns the settings to
+/// add to the durable ones (see [`db::Server::start_durable`]); `None`: the testkit's server.
 pub async fn main_with_server<A>(
     usage: &str,
     args: std::result::Result<A, String>,
-    durable: impl FnOnce(&A) -> bool,
+    durable: impl FnOnce(&A) -> Option<Vec<String>>,
     run: impl AsyncFnOnce(&A, &mut db::Server) -> db::Result<()>,
 ) {
     let args = match args {

@@ -15,7 +15,7 @@ use crate::error::{ErrorKind, Result};
 use crate::executor::{is_retryable, is_statement_timeout};
 use crate::health_follower::{HealthFollower, journal_steps};
 use crate::options::{BackfillOptions, DdlOptions};
-use crate::pacing::{Pace, Pacer};
+use crate::pacing::{OthersWal, Pace, Pacer};
 use crate::progress::Progress;
 use crate::spec::ModelSpec;
 use crate::sql;
@@ -87,6 +87,10 @@ impl Backfill<'_> {
             };
             // The WAL budget's first decision is journaled, once per pass.
             let mut wal_paced = false;
+            // The rest of the server's WAL, measured between batches, and where (WAL position,
+            // time) the last batch ended.
+            let mut others = OthersWal::default();
+            let mut last_end: Option<(i64, Instant)> = None;
             let mut batch_size = self.options.initial_batch_size.max(1);
             let started = Instant::now();
             let mut filled_this_run = 0i64;
@@ -180,6 +184,16 @@ impl Backfill<'_> {
                         filled_this_run += filled;
                         cursor = Some(last);
                         let elapsed = t0.elapsed();
+                        let wal = wal.map(|(start, end)| {
+                            if let Some((before, at)) = last_end {
+                                others.between_batches(
+                                    start.saturating_sub(before).max(0) as u64,
+                                    t0.saturating_duration_since(at),
+                                );
+                            }
+                            last_end = Some((end, Instant::now()));
+                            others.own(end.saturating_sub(start).max(0) as u64, elapsed)
+                        });
                         let pace = pacer.after(batch_size, elapsed, wal, verdict.slowdown());
                         let size_before = batch_size;
                         batch_size = pace.next_size;
@@ -222,6 +236,8 @@ impl Backfill<'_> {
                             && (batch_size > self.options.min_batch_size
                                 || too_slow < self.ddl.max_attempts) =>
                     {
+                        // The cancelled batch wrote WAL too: no window of others' WAL here.
+                        last_end = None;
                         if batch_size <= self.options.min_batch_size {
                             too_slow += 1;
                             tokio::time::sleep(
@@ -240,6 +256,7 @@ impl Backfill<'_> {
                     }
                     Err(e) if is_retryable(&e) && attempts < self.ddl.max_attempts => {
                         attempts += 1;
+                        last_end = None;
                         // Rows of this batch are locked by a long writer: smaller batch, try again.
                         batch_size = (batch_size / 2).max(self.options.min_batch_size);
                         warn!(
@@ -431,8 +448,8 @@ struct Batch {
     filled: i64,
     /// The batch's last key, the next cursor.
     last: Vec<String>,
-    /// WAL the server wrote while the batch's statement ran, when both positions were read.
-    wal: Option<u64>,
+    /// The WAL positions before and after the batch's statement, when both were read.
+    wal: Option<(i64, i64)>,
 }
 
 /// One batch (see `sql::backfill::batch`); `None` when no key is left. Its result sets are
@@ -446,7 +463,7 @@ async fn batch(conn: &mut PgConnection, sql: &str) -> sqlx::Result<Option<Batch>
     let filled: i64 = row.try_get("filled")?;
     let last: Option<Vec<String>> = row.try_get("last_key")?;
     let wal = match (position("wal_start"), position("wal_end")) {
-        (Some(start), Some(end)) => Some(end.saturating_sub(start).max(0) as u64),
+        (Some(start), Some(end)) => Some((start, end)),
         _ => None,
     };
     Ok(last.map(|last| Batch { filled, last, wal }))

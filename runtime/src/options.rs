@@ -120,8 +120,11 @@ pub struct BackfillOptions {
     /// throttled backfill came from the shared flush).
     ///
     /// How: every batch reads `pg_current_wal_insert_lsn()` before and after its statement, in
-    /// the same round trip, and counts the difference as its WAL (the server's, so the
-    /// application's writes during those milliseconds count too, which errs on the gentle side).
+    /// the same round trip. The difference is what the whole server wrote meanwhile; what the
+    /// rest of the server writes per second is measured between batches (from one batch's end
+    /// to the next one's start), and that rate times the batch's duration is taken off, so a
+    /// batch is charged for its own WAL. (Charged with the server's, a pass on a table whose
+    /// application alone writes more than the budget shrank to its smallest batch and crawled.)
     /// The pause after the batch is at least what brings the pass back to the budget (`wal /
     /// budget − batch duration`), and the batch size shrinks so that one batch writes no more
     /// than one cycle's share of the budget (`budget × target_batch_duration / duty_cycle`, about

@@ -51,6 +51,7 @@ use support::db::{self, Result, Server, TableSize, Template};
 use support::model::{self, STEPS, Support, User};
 use support::report::{self, Table, Target, Verdict, mib, num};
 use support::stats::{self, PhaseSummary, WindowSummary, ratio, round};
+use support::waits::{WaitSampler, Waits};
 use support::workload::{ClientRecord, Mix, Shape, Workload};
 
 const USAGE: &str = "\
@@ -245,6 +246,7 @@ struct Mark {
 /// A workload running against one database, cut into phases.
 struct Live {
     workload: Workload,
+    waits: WaitSampler,
     monitor: PgPool,
     marks: Vec<Mark>,
 }
@@ -260,6 +262,8 @@ struct Recorded {
     spans: Vec<(String, f64, f64)>,
     /// Every second of the run.
     windows: Vec<WindowSummary>,
+    /// What the server's sessions were doing, per phase.
+    waits: Waits,
 }
 
 impl Live {
@@ -279,8 +283,10 @@ impl Live {
             Some(rate) => Workload::start_open(pool.clone(), clients, rows, mix, shapes, rate),
         };
         let start = workload.started();
+        let waits = WaitSampler::start((*monitor.connect_options()).clone());
         Ok(Live {
             workload,
+            waits,
             monitor,
             marks: vec![Mark {
                 name: first.to_string(),
@@ -296,6 +302,7 @@ impl Live {
     async fn enter(&mut self, name: &str) -> Result<()> {
         let now = Instant::now();
         self.workload.set_phase(self.marks.len());
+        self.waits.set_phase(self.marks.len());
         let wal = db::wal_lsn(&self.monitor).await?;
         if let Some(last) = self.marks.last_mut() {
             last.end = Some(now);
@@ -324,6 +331,7 @@ impl Live {
         }
         let t0 = self.workload.started();
         let records: Vec<ClientRecord> = self.workload.stop().await;
+        let waits = self.waits.stop().await;
         let seconds = |m: &Mark| (m.end.unwrap_or(now) - m.start).as_secs_f64();
         let phases = self
             .marks
@@ -386,6 +394,7 @@ impl Live {
             errors,
             spans,
             windows,
+            waits,
         })
     }
 }
@@ -437,6 +446,14 @@ impl RunResult {
         let seconds: f64 = phases.iter().map(|p| p.seconds).sum();
         let ops: u64 = phases.iter().map(|p| p.ops).sum();
         (seconds > 0.0).then(|| ops as f64 / seconds)
+    }
+
+    fn phase_names(&self) -> Vec<String> {
+        self.recorded
+            .phases
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     fn phase(&self, name: &str) -> Option<&PhaseSummary> {
@@ -518,6 +535,7 @@ impl RunResult {
                 v
             }).collect::<Vec<_>>(),
             "whole_run": self.recorded.whole.json(baseline),
+            "waits": self.recorded.waits.json(&self.phase_names()),
             "timeline": {
                 "ops_per_second": self.recorded.per_second,
                 "phases": self.recorded.marks,
@@ -1712,6 +1730,15 @@ fn markdown(
             })
             .unwrap_or("-".into()),
         ]);
+    }
+    md.push_str(&t.render());
+
+    md.push_str("\n### What the sessions were doing\n\nSampled from `pg_stat_activity` every 100 ms: per phase, the mean number of the workload's and the migration's sessions that were active (not waiting for their client), and what they were doing, as shares of the sightings: `CPU` (active, no wait event: running or queued for a core) or the wait event (`IO:WALSync`: a commit's flush; `LWLock:WALWrite`: waiting for another's flush; `IO:DataFileRead`: a page not in shared buffers; `Lock:*`: a heavyweight lock). Others: background processes and autovacuum.\n\n");
+    let mut t = Waits::table();
+    for run in r.runs() {
+        run.recorded
+            .waits
+            .rows(&mut t, &run.label, &run.phase_names());
     }
     md.push_str(&t.render());
 

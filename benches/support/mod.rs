@@ -5,6 +5,7 @@ pub mod db;
 pub mod proxy;
 pub mod report;
 pub mod stats;
+pub mod waits;
 pub mod workload;
 
 /// The hot table and its evolution, the very file the `hot_table` example builds on.

@@ -13,8 +13,8 @@ pub const PAUSE_ENV: &str = "PGEVOLVE_PAUSE_AT";
 #[cfg(feature = "test-util")]
 pub const RELEASE_ENV: &str = "PGEVOLVE_PAUSE_RELEASE";
 
-/// Pauses at `point` when [`PAUSE_ENV`] names it (feature `test-util`): for ever, or until the
-/// file [`RELEASE_ENV`] names exists.
+/// Pauses at `point` when `PAUSE_ENV` names it (feature `test-util`): for ever, or until the
+/// file `RELEASE_ENV` names exists.
 pub(crate) async fn pause_at(point: &str) {
     #[cfg(feature = "test-util")]
     if std::env::var(PAUSE_ENV).is_ok_and(|p| p == point) {

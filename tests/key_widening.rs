@@ -575,14 +575,19 @@ async fn widen_step(evolution: &pgevolve::Evolution) -> pgevolve::StepStatus {
         .unwrap()
 }
 
-/// The widen step's row in the state store: phase, checkpoint, rows done.
-async fn step_row(pool: &PgPool) -> (String, Option<Vec<String>>, i64) {
-    let id = Account::plan()
+/// The id of `Account`'s widen step, from its plan.
+fn widen_step_id() -> pgevolve::StepId {
+    Account::plan()
         .steps
         .into_iter()
         .find(|s| s.kind.name() == "widen_key")
         .unwrap()
-        .id;
+        .id
+}
+
+/// The widen step's row in the state store: phase, checkpoint, rows done.
+async fn step_row(pool: &PgPool) -> (String, Option<Vec<String>>, i64) {
+    let id = widen_step_id();
     sqlx::query_as("SELECT phase, checkpoint, rows_done FROM pgevolve.steps WHERE id = $1")
         .bind(id.as_str())
         .fetch_one(pool)
@@ -609,8 +614,9 @@ async fn null_shadows(pool: &PgPool, table: &str) -> i64 {
     .unwrap()
 }
 
-/// The child of the kill test: boots and goes as far as its scenario says, then reports or
-/// pauses; the parent kills it. Not a test in a normal run.
+/// The child of the kill tests: boots and goes as far as its scenario says, then reports or
+/// pauses; the parent kills it. In `pausing`, the parent holds it and lets it go on, and it
+/// ends by itself once validated. Not a test in a normal run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_widening_child_process() {
     let Some((scenario, url)) = child::child_spec() else {
@@ -625,6 +631,7 @@ async fn key_widening_child_process() {
             max_batch_size: 20,
             ..BackfillOptions::default()
         }),
+        "pausing" => pausing_evolver(&pool),
         _ => crash_evolver(&pool),
     };
     let evolution = evolver.boot().await.unwrap();
@@ -635,6 +642,13 @@ async fn key_widening_child_process() {
         // Pauses at `key-reference-fill-batch`, inside the referencing fill's second batch.
         "fill" => {
             let _ = evolution.wait().await;
+        }
+        // Held at `key-reference-fill-batch` until the parent releases it; then validates and
+        // ends.
+        "pausing" => {
+            evolution.wait().await.unwrap();
+            child::report("VALIDATED");
+            return;
         }
         // Pauses at `key-references-filled` in validate.
         "validate" => {
@@ -1095,30 +1109,13 @@ async fn a_referencing_model_not_declared_widened_with_the_key_is_drift_naming_t
     let both = ["accounts", "payments"];
     let names = ["public.payments", fix];
     let key = || Evolver::new(pool.clone()).model::<Account>();
-    refused_unchanged(
-        &pool,
-        key().model::<declared::PlainWide>(),
-        &both,
-        &names,
-        "i64",
-    )
-    .await;
-    refused_unchanged(
-        &pool,
-        key().model::<declared::OwnTypeChange>(),
-        &both,
-        &names,
-        "type_from",
-    )
-    .await;
-    refused_unchanged(
-        &pool,
-        key().model::<declared::StillNarrow>(),
-        &both,
-        &names,
-        "i32",
-    )
-    .await;
+    for (evolver, case) in [
+        (key().model::<declared::PlainWide>(), "i64"),
+        (key().model::<declared::OwnTypeChange>(), "type_from"),
+        (key().model::<declared::StillNarrow>(), "i32"),
+    ] {
+        refused_unchanged(&pool, evolver, &both, &names, case).await;
+    }
 }
 
 /// The referencing model alone, its key widened by no model of the build: drift naming the
@@ -1140,12 +1137,7 @@ async fn a_widened_reference_without_its_key_in_the_build_is_drift_and_changes_n
 
 /// The widen step's recorded progress: (phase, rows done, rows estimated).
 async fn recorded_progress(pool: &PgPool) -> (String, i64, Option<i64>) {
-    let id = Account::plan()
-        .steps
-        .into_iter()
-        .find(|s| s.kind.name() == "widen_key")
-        .unwrap()
-        .id;
+    let id = widen_step_id();
     sqlx::query_as("SELECT phase, rows_done, rows_estimated FROM pgevolve.steps WHERE id = $1")
         .bind(id.as_str())
         .fetch_one(pool)
@@ -1169,12 +1161,24 @@ where
     }
 }
 
-/// The referencing fill (payments grown to 72,000 rows) reports its
-/// rows in the state store (what `pgevolve status` reads); an operator's pause of the step
-/// (`pgevolve pause`) stops it between batches (rows stand still) until it is resumed; a
-/// snapshot held open past the health bound pauses it (recorded in `health_pauses` for the
-/// step, journaled) until it commits; then it finishes, and every row of both tables is as
-/// last written by the old build writing throughout.
+/// The health bound of the referencing fill's pause test: a snapshot older than 1 s pauses.
+fn pausing_evolver(pool: &PgPool) -> Evolver {
+    crash_evolver(pool).backfill_options(
+        BackfillOptions::default().health(
+            pgevolve::HealthBounds::off()
+                .oldest_transaction(Duration::from_secs(1))
+                .interval(Duration::from_millis(100)),
+        ),
+    )
+}
+
+/// The referencing fill reports its rows in the state store (what `pgevolve status` reads);
+/// an operator's pause of the step (`pgevolve pause`), sent while a child process's fill is
+/// held inside its second batch (`key-reference-fill-batch`), stops it before the third
+/// (rows stand still) until it is resumed; a snapshot held open past the health bound pauses
+/// it (recorded in `health_pauses` for the step, journaled) until it commits; then it
+/// finishes, and every row of both tables is as last written by the old build writing
+/// throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_and_a_health_pause() {
     if child::in_child() {
@@ -1182,55 +1186,44 @@ async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_an
     }
     let (db, pool) = database(16).await;
     seed(&pool).await;
-    sqlx::raw_sql(
-        "INSERT INTO payments (account_id, amount) SELECT 1 + g % 3000, g FROM generate_series(1, 60000) g;
-         ANALYZE payments;",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
     let expected = expected_from(&pool).await;
     let old = writer(&pool, Build::Old, 0, expected.clone());
-    let evolution = Evolver::new(pool.clone())
-        .deploy_window(DeployWindow::always())
-        .model::<Account>()
-        .backfill_options(
-            BackfillOptions::default().health(
-                pgevolve::HealthBounds::off()
-                    .oldest_transaction(Duration::from_secs(1))
-                    .interval(Duration::from_millis(100)),
-            ),
-        )
-        .boot()
-        .await
-        .unwrap();
-    let step = widen_step(&evolution).await;
-    // The fill under way: the estimate is the referencing table's, some rows done.
-    until(
-        "the referencing fill's first rows",
-        Duration::from_secs(60),
-        || async {
-            let (phase, done, estimate) = recorded_progress(&pool).await;
-            (phase == "backfill" && done > 0 && estimate.unwrap_or(0) > 50_000).then_some(())
-        },
-    )
-    .await;
+    let step = widen_step_id();
+    // The fill held inside its second batch: the first batch's rows recorded, the estimate the
+    // referencing table's.
+    let mut child = ChildProcess::held_at(
+        "key_widening_child_process",
+        "pausing",
+        db.url(),
+        "key-reference-fill-batch",
+    );
+    let (phase, first_batch, estimate) = recorded_progress(&pool).await;
+    assert_eq!(phase, "backfill");
+    assert!(first_batch > 0, "no batch of the fill recorded");
+    assert!(estimate.unwrap_or(0) >= 12_000, "estimate {estimate:?}");
 
-    // An operator's pause: the fill stops between batches.
+    // An operator's pause: the held batch commits, and the fill stops before the next one.
     let requests = pgevolve::__private::Requests::new("pgevolve");
     let mut conn = pool.acquire().await.unwrap();
     requests
         .submit(
             &mut conn,
             pgevolve::__private::Action::Pause,
-            Some(step.id.as_str()),
+            Some(step.as_str()),
             None,
             "test",
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, paused_at, estimate) = recorded_progress(&pool).await;
+    child.release();
+    until(
+        "the pause journaled by the walk",
+        Duration::from_secs(30),
+        || async { (journal_count(&pool, step.as_str(), "paused").await > 0).then_some(()) },
+    )
+    .await;
+    let (_, paused_at, _) = recorded_progress(&pool).await;
+    assert!(paused_at > first_batch, "the held batch did not commit");
     // Meanwhile a snapshot is opened and held past the health bound.
     let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
         .await
@@ -1252,8 +1245,8 @@ async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_an
         "rows filled while paused"
     );
     assert!(
-        still < estimate.unwrap(),
-        "the fill had finished: {still} rows"
+        null_shadows(&pool, "payments").await > 0,
+        "the fill had finished"
     );
 
     // The operator's pause lifted: the fill pauses on the database's health instead.
@@ -1261,7 +1254,7 @@ async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_an
         .submit(
             &mut conn,
             pgevolve::__private::Action::Resume,
-            Some(step.id.as_str()),
+            Some(step.as_str()),
             None,
             "test",
         )
@@ -1272,7 +1265,7 @@ async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_an
         Duration::from_secs(30),
         || async {
             sqlx::query_scalar("SELECT reason FROM pgevolve.health_pauses WHERE step_id = $1")
-                .bind(step.id.as_str())
+                .bind(step.as_str())
                 .fetch_optional(&pool)
                 .await
                 .unwrap()
@@ -1289,26 +1282,40 @@ async fn the_referencing_fill_reports_progress_and_honours_an_operators_pause_an
         "rows filled during the health pause"
     );
     snapshot.commit().await.unwrap();
-    evolution.wait().await.unwrap();
+    // The child validates and ends; this process boots next and goes on.
+    child.expect("VALIDATED");
+    child.wait_for_success();
     let journaled: Vec<String> = sqlx::query_scalar(
         "SELECT event FROM pgevolve.journal WHERE step_id = $1 AND event IN ('health paused', 'health resumed', 'paused', 'resumed') ORDER BY id",
     )
-    .bind(step.id.as_str())
+    .bind(step.as_str())
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert!(
-        journaled.iter().any(|e| e == "paused")
-            && journaled.iter().any(|e| e == "health paused")
-            && journaled.iter().any(|e| e == "health resumed"),
-        "{journaled:?}"
-    );
+    for event in ["paused", "resumed", "health paused", "health resumed"] {
+        assert!(
+            journaled.iter().any(|e| e == event),
+            "{event}: {journaled:?}"
+        );
+    }
     assert_eq!(null_shadows(&pool, "payments").await, 0);
+    let evolution = pausing_evolver(&pool).boot().await.unwrap();
+    evolution.wait().await.unwrap();
     evolution.switch().await.unwrap();
     stop_all(vec![old], "old build").await;
     evolution.contract().await.unwrap();
     assert_rows_match(&pool, &expected, "after contract").await;
     assert_widened(&pool).await;
+}
+
+/// How often the journal of `step` has `event`.
+async fn journal_count(pool: &PgPool, step: &str, event: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pgevolve.journal WHERE step_id = $1 AND event = $2")
+        .bind(step)
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// A tree: the key and the self-reference (`parent_id -> nodes.id`) widened by one step.

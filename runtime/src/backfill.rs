@@ -4,13 +4,14 @@
 //! stretched or turned into a wait when the database's health asks for it (`health.rs`).
 
 use sqlx::AssertSqlSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::batch_gate::{BatchGate, Next, Stop};
 use crate::error::{ErrorKind, Result};
 use crate::executor::{is_retryable, is_statement_timeout};
 use crate::health_follower::{HealthFollower, journal_steps};
@@ -69,7 +70,7 @@ impl Backfill<'_> {
             let table = model.qualified_name();
             telemetry::paused(&table, None);
             self.remaining(estimate - done);
-            let mut health = HealthFollower::new(
+            let health = HealthFollower::new(
                 self.pool,
                 self.store,
                 self.steps(),
@@ -77,8 +78,8 @@ impl Backfill<'_> {
                 table.clone(),
                 self.options.health.clone(),
             );
-            // A pause left by an instance that died while paused.
-            health.end().await?;
+            let mut gate = BatchGate::new(self.stop, self.lease, health);
+            gate.start().await?;
             let steps_table = self.store.table("steps");
             // Consecutive cancelled batches at the smallest size (see below).
             let mut too_slow = 0u32;
@@ -99,50 +100,19 @@ impl Backfill<'_> {
             // One connection for the whole pass when not leading: no pool round trip per batch.
             let mut conn: Option<PoolConnection<Postgres>> = None;
             loop {
-                if self.stop.load(Ordering::Acquire) {
-                    info!(
-                        rows = done,
-                        "backfill stopped on request; it resumes from its checkpoint"
-                    );
-                    health.end().await?;
-                    return Ok(false);
-                }
-                let pass: Vec<&str> = self.fills.iter().map(|f| f.step.as_str()).collect();
-                let (verdict, wait) = health.before_batch(done).await?;
-                if wait {
-                    // Waiting: the lease is still checked, so an abort or a lost leadership
-                    // ends the wait.
-                    if self.lease.check(&pass, &[]).await?.aborted {
-                        info!(
-                            rows = done,
-                            "a step of this pass was aborted by another instance; the pass stops"
-                        );
-                        health.end().await?;
+                let (verdict, mut session) = match gate.before_batch(done).await? {
+                    Next::Run { verdict, session } => (verdict, session),
+                    Next::Stop(why) => {
+                        // An operator's pause (`pgevolve pause`): the checkpoint stays where
+                        // the last batch left it, and the walk goes on with other tables
+                        // (`evolver/background.rs` journals the pause and comes back).
+                        if why == Stop::Paused {
+                            self.report(done, 0.0);
+                            telemetry::paused(&table, Some("operator"));
+                        }
                         return Ok(false);
                     }
-                    tokio::time::sleep(self.options.health.interval).await;
-                    continue;
-                }
-                let mut session = self.lease.session().await;
-                let checked = self.lease.check_session(&mut session, &pass, &pass).await?;
-                if checked.aborted {
-                    info!(
-                        rows = done,
-                        "a step of this pass was aborted by another instance; the pass stops"
-                    );
-                    return Ok(false);
-                }
-                // An operator's pause (`pgevolve pause`): the pass stops before its next batch,
-                // its checkpoint where the last batch left it, so the walk can go on with other
-                // tables (`evolver/background.rs` journals the pause and comes back).
-                if checked.paused {
-                    drop(session);
-                    info!(rows = done, "backfill paused by an operator");
-                    self.report(done, 0.0);
-                    telemetry::paused(&table, Some("operator"));
-                    health.end().await?;
-                    return Ok(false);
-                }
+                };
                 let sql = sql::backfill::batch(
                     model,
                     self.fills,
@@ -173,7 +143,7 @@ impl Backfill<'_> {
                 if leading && outcome.is_err() {
                     // A session that ended under the batch (terminated, its connection lost) is a
                     // lost leadership, not a failed batch.
-                    self.lease.check(&pass, &[]).await?;
+                    self.lease.check(&self.steps(), &[]).await?;
                 }
                 match outcome {
                     Ok(None) => break,

@@ -8,19 +8,20 @@
 //! trigger) and the next walk computes it. The checkpoint is the last key of the last batch;
 //! a walk that reaches the end sets it back to the start.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::batch_gate::{BatchGate, Next, Stop};
 use crate::error::{ErrorKind, Result};
 use crate::executor::{is_retryable, is_statement_timeout};
 use crate::health_follower::HealthFollower;
 use crate::options::{BackfillOptions, DdlOptions};
 use crate::progress::Progress;
 use crate::spec::{ColumnSpec, ComputeFn, ModelSpec};
-use crate::sql::{Helpers, computed};
+use crate::sql::{Helpers, computed, key_range};
 use crate::state::StateStore;
 use crate::step::{Phase, StepId};
 use crate::telemetry;
@@ -135,7 +136,7 @@ impl ComputedFill<'_> {
         // The database's health, as for SQL backfills: a breach waits before the next batch
         // (the lease still checked), journaled and shown by `pgevolve status`; a strain
         // stretches the pause.
-        let mut health = HealthFollower::new(
+        let health = HealthFollower::new(
             self.pool,
             self.store,
             id.to_vec(),
@@ -143,45 +144,21 @@ impl ComputedFill<'_> {
             self.model.qualified_name(),
             self.options.health.clone(),
         );
-        // A pause left by an instance that died while paused.
-        health.end().await?;
+        let mut gate = BatchGate::new(self.stop, self.lease, health);
+        gate.start().await?;
         loop {
-            if self.stop.load(Ordering::Acquire) {
-                info!(
-                    rows = done,
-                    "backfill stopped on request; it resumes from its checkpoint"
-                );
-                health.end().await?;
-                return Ok(Walk::Stopped);
-            }
-            let (verdict, wait) = health.before_batch(done).await?;
-            if wait {
-                if self.lease.check(&id, &[]).await?.aborted {
-                    health.end().await?;
+            let (verdict, mut session) = match gate.before_batch(done).await? {
+                Next::Run { verdict, session } => (verdict, session),
+                Next::Stop(why) => {
+                    // An operator's pause, as SQL backfills: the walk journals it and comes
+                    // back once it is lifted.
+                    if why == Stop::Paused {
+                        self.progress.set_rows(|s| s == self.step, done, 0.0);
+                        telemetry::paused(&self.model.qualified_name(), Some("operator"));
+                    }
                     return Ok(Walk::Stopped);
                 }
-                tokio::time::sleep(self.options.health.interval).await;
-                continue;
-            }
-            let mut session = self.lease.session().await;
-            let checked = self.lease.check_session(&mut session, &id, &id).await?;
-            if checked.aborted {
-                info!(
-                    rows = done,
-                    "the step was aborted by another instance; the walk stops"
-                );
-                return Ok(Walk::Stopped);
-            }
-            // An operator's pause (`pgevolve pause`): stop before the next batch, as SQL
-            // backfills do; the walk journals it and comes back once it is lifted.
-            if checked.paused {
-                drop(session);
-                info!(rows = done, "backfill paused by an operator");
-                self.progress.set_rows(|s| s == self.step, done, 0.0);
-                telemetry::paused(&self.model.qualified_name(), Some("operator"));
-                health.end().await?;
-                return Ok(Walk::Stopped);
-            }
+            };
             let read_sql = computed::read(
                 self.model,
                 self.column,
@@ -362,7 +339,7 @@ impl ComputedFill<'_> {
         };
         let mut query = crate::__private::query(write);
         for i in 0..k {
-            let name = format!("__pgevolve_k{i}");
+            let name = key_range::alias(i);
             let keys = rows
                 .iter()
                 .map(|r| text(r, &name))
@@ -377,7 +354,7 @@ impl ComputedFill<'_> {
             .map_err(Failure::Compute)?;
         query = query.bind(versions);
         let last = (0..k)
-            .map(|i| text(last_row, &format!("__pgevolve_k{i}")))
+            .map(|i| text(last_row, &key_range::alias(i)))
             .collect::<sqlx::Result<Vec<String>>>()
             .map_err(Failure::Compute)?;
         // The user's function runs on this task: a panic must end the backfill with an error
@@ -390,7 +367,7 @@ impl ComputedFill<'_> {
             Ok(computed) => computed.map_err(Failure::Compute)?,
             Err(panic) => {
                 let first = (0..k)
-                    .map(|i| text(&rows[0], &format!("__pgevolve_k{i}")))
+                    .map(|i| text(&rows[0], &key_range::alias(i)))
                     .collect::<sqlx::Result<Vec<String>>>()
                     .map_err(Failure::Compute)?;
                 return Err(Failure::Panicked {

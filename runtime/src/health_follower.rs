@@ -1,11 +1,12 @@
 //! What a backfill does with the health verdict (`health.rs`) before each batch, the same for
-//! SQL passes (`backfill.rs`) and for columns computed in Rust (`computed.rs`): a breach starts
+//! every walk in batches (through `batch_gate.rs`: SQL passes, columns computed in Rust, a
+//! widened key's referencing fill, paced counts): a breach starts
 //! (or changes) a wait that is logged, journaled for every step of the pass, recorded in
 //! `health_pauses` for `pgevolve status`, and shown in the [`telemetry::PAUSED`] gauge; the
 //! first verdict back within the bounds ends it the same ways. Only the decision to wait is
 //! returned: the caller keeps checking its lease while it waits.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, PgPool};
 use tracing::info;
@@ -26,6 +27,8 @@ pub(crate) struct HealthFollower<'a> {
     /// The table, for the gauge.
     table: String,
     health: Health,
+    /// How long a wait sleeps before the verdict is read again.
+    interval: Duration,
     /// The wait under way: since when, and for which reason.
     paused: Option<(&'static str, Instant)>,
 }
@@ -45,9 +48,20 @@ impl<'a> HealthFollower<'a> {
             steps,
             instance,
             table,
+            interval: bounds.interval,
             health: Health::new(bounds),
             paused: None,
         }
+    }
+
+    /// The steps of the pass.
+    pub fn steps(&self) -> &[&'a str] {
+        &self.steps
+    }
+
+    /// How long a wait sleeps before the verdict is read again (`HealthBounds::interval`).
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// Reads the verdict (at most once per interval, see `Health`) and acts on it. Returns the

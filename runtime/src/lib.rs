@@ -7,6 +7,7 @@
 
 mod access;
 mod backfill;
+mod batch_gate;
 mod catalog;
 mod clock;
 mod column_type;

@@ -2,7 +2,8 @@
 //! (`std::env::current_exe()`) on one entry point, with [`CHILD_ENV`] set to a scenario and a
 //! database URL, and the parent kills it with SIGKILL ([`ChildProcess::kill`]) once it has
 //! reported (a line on its standard output) or paused (`PGEVOLVE_PAUSE_AT`) where the test wants
-//! it to die. See `tests/README.md`.
+//! it to die; or holds it at a pause point while the test acts, then lets it go on
+//! ([`ChildProcess::held_at`], [`ChildProcess::release`]). See `tests/README.md`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -55,12 +56,24 @@ pub async fn report_progress_forever(evolution: &pgevolve::Evolution) -> ! {
 pub struct ChildProcess {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// The file whose creation ends the child's pause (`PGEVOLVE_PAUSE_RELEASE`).
+    release: Option<std::path::PathBuf>,
 }
 
 impl ChildProcess {
     /// Runs this test binary again on the test `entry` with `scenario` and `url`, pausing at
     /// `pause_at` (the runtime's `PGEVOLVE_PAUSE_AT`) when given.
     pub fn start(entry: &str, scenario: &str, url: &str, pause_at: Option<&str>) -> ChildProcess {
+        ChildProcess::spawn(entry, scenario, url, pause_at, None)
+    }
+
+    fn spawn(
+        entry: &str,
+        scenario: &str,
+        url: &str,
+        pause_at: Option<&str>,
+        release: Option<std::path::PathBuf>,
+    ) -> ChildProcess {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
             .args([entry, "--exact", "--nocapture", "--test-threads=1"])
@@ -81,6 +94,9 @@ impl ChildProcess {
         if let Some(point) = pause_at {
             command.env("PGEVOLVE_PAUSE_AT", point);
         }
+        if let Some(file) = &release {
+            command.env("PGEVOLVE_PAUSE_RELEASE", file);
+        }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -91,7 +107,11 @@ impl ChildProcess {
                 }
             }
         });
-        ChildProcess { child, lines }
+        ChildProcess {
+            child,
+            lines,
+            release,
+        }
     }
 
     /// Starts the child with `PGEVOLVE_PAUSE_AT=point` and returns once it has paused there.
@@ -99,6 +119,27 @@ impl ChildProcess {
         let mut child = ChildProcess::start(entry, scenario, url, Some(point));
         child.expect(&format!("PAUSED {point}"));
         child
+    }
+
+    /// Starts the child with `PGEVOLVE_PAUSE_AT=point` and returns once it is held there, until
+    /// [`ChildProcess::release`]; later passes at the point go on at once.
+    pub fn held_at(entry: &str, scenario: &str, url: &str, point: &str) -> ChildProcess {
+        let file = std::env::temp_dir().join(format!(
+            "pgevolve-release-{}-{}",
+            std::process::id(),
+            CHILD_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&file);
+        let mut child = ChildProcess::spawn(entry, scenario, url, Some(point), Some(file));
+        child.expect(&format!("PAUSED {point}"));
+        child
+    }
+
+    /// Lets a child started with [`ChildProcess::held_at`] go on, and returns once it has.
+    pub fn release(&mut self) {
+        let file = self.release.as_ref().expect("a child started with held_at");
+        std::fs::write(file, b"").unwrap();
+        self.expect("RELEASED ");
     }
 
     /// The OS process id.
@@ -149,6 +190,19 @@ impl ChildProcess {
         self.child.try_wait().unwrap()
     }
 
+    /// Waits at most 60 s for the child to end by itself, and asserts that it succeeded.
+    pub fn wait_for_success(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the child failed ({status})");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the child did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL (`Child::kill` on Unix): no destructor, no deregistration, no `COMMIT`; waits for
     /// the process to be gone and checks that the signal is what ended it.
     pub fn kill(mut self) {
@@ -166,6 +220,9 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(file) = &self.release {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 

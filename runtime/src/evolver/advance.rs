@@ -6,10 +6,12 @@ use tracing::info;
 
 use super::{Engine, target};
 use crate::backfill::Backfill;
+use crate::batch_gate::BatchGate;
 use crate::coordinator::{Coordinator, wait_for_acks};
 use crate::error::{Error, ErrorKind, Result};
+use crate::health_follower::HealthFollower;
 use crate::kinds::Runner;
-use crate::paced_count::PacedCount;
+use crate::paced_count::{Counted, PacedCount};
 use crate::plan::PlannedStep;
 use crate::sql;
 use crate::sql::backfill::FillColumn;
@@ -297,7 +299,9 @@ impl Engine {
         // A validated `CHECK (col IS NOT NULL)` already proves there is no NULL: only the
         // checks it does not cover scan the table again.
         for check in checks.iter().filter(|c| !c.proven_by_not_null_check) {
-            let count = self.verification_count(step, check).await?;
+            let Some(count) = self.verification_count(step, check).await? else {
+                return self.after_stopped_walk().await;
+            };
             if count != 0 {
                 return Err(verification(format!("{count} {}", check.message)));
             }
@@ -306,28 +310,56 @@ impl Engine {
     }
 
     /// A data check of the validate phase: in paced key ranges when it can be (see
-    /// `paced_count.rs`), else in one scan (`count`).
+    /// `paced_count.rs`), else in one scan (`count`). `None`: the paced count stopped before
+    /// its end (a stop, an abort of the step by another instance, an operator's pause), with
+    /// no verdict; the caller returns without recording the phase, as a stopped backfill does.
     pub(super) async fn verification_count(
         &self,
         step: &PlannedStep,
         check: &crate::kinds::Verification,
-    ) -> Result<i64> {
+    ) -> Result<Option<i64>> {
         let options = &self.evolver.backfill;
-        match &check.condition {
-            Some(condition) if PacedCount::applies(&step.model, options) => {
-                let (count, ranges) = PacedCount {
-                    pool: &self.evolver.pool,
-                    model: &step.model,
-                    condition,
-                    options,
-                }
-                .run()
-                .await?;
-                info!(step = %step.id, table = %step.model.qualified_name(), ranges, count, "verification counted in paced key ranges");
-                Ok(count)
-            }
-            _ => self.count(&check.sql).await,
+        let Some(condition) = check
+            .condition
+            .as_deref()
+            .filter(|_| PacedCount::applies(&step.model, options))
+        else {
+            return self.count(&check.sql).await.map(Some);
+        };
+        let table = step.model.qualified_name();
+        let counted = PacedCount {
+            pool: &self.evolver.pool,
+            model: &step.model,
+            condition,
+            options,
+            gate: self.batch_gate(vec![step.id.as_str()], table.clone()),
         }
+        .run()
+        .await?;
+        match counted {
+            Counted::Done { matching, ranges } => {
+                info!(step = %step.id, %table, ranges, count = matching, "verification counted in paced key ranges");
+                Ok(Some(matching))
+            }
+            Counted::Stopped(why) => {
+                info!(step = %step.id, %table, ?why, "verification count stopped before its end; validate runs again later");
+                Ok(None)
+            }
+        }
+    }
+
+    /// What a walk in batches of this engine checks before each batch (`batch_gate.rs`), for
+    /// `steps` on `table`.
+    pub(super) fn batch_gate<'a>(&'a self, steps: Vec<&'a str>, table: String) -> BatchGate<'a> {
+        let health = HealthFollower::new(
+            &self.evolver.pool,
+            &self.store,
+            steps,
+            &self.instance,
+            table,
+            self.evolver.backfill.health.clone(),
+        );
+        BatchGate::new(&self.stop, &self.lease, health)
     }
 
     /// A count that may scan a large table (no statement_timeout; ACCESS SHARE only), in one

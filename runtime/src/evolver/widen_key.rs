@@ -4,16 +4,15 @@
 //! through the executor (its own short transaction, lock_timeout, retries), every concurrent
 //! build alone on a connection of its own.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use sqlx::{AssertSqlSafe, Row};
 use tracing::info;
 
 use super::Engine;
+use crate::batch_gate::Next;
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Target, is_retryable, is_statement_timeout};
-use crate::health_follower::HealthFollower;
 use crate::ident::Qualified;
 use crate::kinds::widen_key::read_referencing;
 use crate::plan::PlannedStep;
@@ -153,7 +152,10 @@ impl Engine {
             .iter()
             .filter(|c| !c.proven_by_not_null_check)
         {
-            let count = self.verification_count(step, check).await?;
+            // Stopped (as the fills stop): the phase runs again later.
+            let Some(count) = self.verification_count(step, check).await? else {
+                return Ok(());
+            };
             if count != 0 {
                 return Err(ErrorKind::Verification {
                     step: step.id.to_string(),
@@ -201,16 +203,8 @@ impl Engine {
         let options = &self.evolver.backfill;
         let id = [step.id.as_str()];
         let table = r.table().to_string();
-        let mut health = HealthFollower::new(
-            pool,
-            &self.store,
-            id.to_vec(),
-            &self.instance,
-            table.clone(),
-            options.health.clone(),
-        );
-        // A wait left by an instance that died while waiting.
-        health.end().await?;
+        let mut gate = self.batch_gate(id.to_vec(), table.clone());
+        gate.start().await?;
         // Each batch holds its rows' locks until it commits: bounded by the backfill's batch
         // timeout (`statement_timeout`), and by lock_timeout while it waits for a writer's row.
         let settings = format!(
@@ -221,27 +215,11 @@ impl Engine {
         let (mut from, mut size, mut failures, mut batches) = (0i64, FILL_PAGES_FIRST, 0u32, 0u64);
         let (started, first) = (Instant::now(), *done);
         while from <= pages {
-            if self.stop.load(Ordering::Acquire) {
-                health.end().await?;
+            // Batches run on the pool: a fill writes only rows whose shadow is still `NULL`,
+            // so a batch that outlives the leadership writes what the next leader would.
+            let Next::Run { verdict, .. } = gate.before_batch(*done).await? else {
                 return Ok(false);
-            }
-            let (verdict, wait) = health.before_batch(*done).await?;
-            if wait {
-                if self.lease.check(&id, &[]).await?.aborted {
-                    health.end().await?;
-                    return Ok(false);
-                }
-                tokio::time::sleep(options.health.interval).await;
-                continue;
-            }
-            let checked = self.lease.check(&id, &id).await?;
-            if checked.aborted || checked.paused {
-                if checked.paused {
-                    info!(step = %step.id, table = %table, rows = *done, "fill of a referencing column paused by an operator");
-                }
-                health.end().await?;
-                return Ok(false);
-            }
+            };
             let t0 = Instant::now();
             let mut tx = pool.begin().await?;
             sqlx::raw_sql(AssertSqlSafe(settings.clone()))

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::key_range::Key;
 use super::table;
 use crate::ident::{Ident, Literal};
 use crate::spec::{ColumnSpec, Fill, ModelSpec};
@@ -176,29 +177,14 @@ pub(crate) fn batch(
     skip_user_triggers: bool,
     bounds: Bounds<'_>,
 ) -> String {
-    let pk: Vec<&ColumnSpec> = model.primary_key().collect();
-    let k = pk.len();
+    let key = Key::of(model);
+    let k = key.len();
     let alias = Ident(model.table);
-    let key_list = |prefix: &str| {
-        pk.iter()
-            .map(|c| format!("{prefix}{}", Ident(c.name)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let values = |from: usize, given: Option<&[String]>| -> String {
-        pk.iter()
-            .enumerate()
-            .map(|(i, c)| match given {
-                Some(v) => format!("{}::{}", Literal(&v[i]), c.sql_type),
-                None => format!("${}::{}", from + i, c.sql_type),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let row = format!("{alias}.");
     let (cursor, upper, limit) = match bounds {
         Bounds::Placeholders => (
-            Some(values(1, None)),
-            values(k + 1, None),
+            Some(key.placeholders(1)),
+            key.placeholders(k + 1),
             format!("${}", 2 * k + 1),
         ),
         Bounds::Values {
@@ -206,36 +192,24 @@ pub(crate) fn batch(
             upper,
             limit,
         } => (
-            cursor.map(|c| values(0, Some(c))),
-            values(0, Some(upper)),
+            cursor.map(|c| key.literals(c)),
+            key.literals(upper),
             limit.to_string(),
         ),
     };
-    let aliases: Vec<String> = (0..k).map(|i| format!("__pgevolve_k{i}")).collect();
-    let select_keys = pk
-        .iter()
-        .zip(&aliases)
-        .map(|(c, a)| format!("{} AS {a}", Ident(c.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
     let lower = |prefix: &str| match &cursor {
-        Some(c) => format!("({}) > ({c}) AND ", key_list(prefix)),
+        Some(c) => format!("{} AND ", key.above(prefix, c)),
         None => String::new(),
     };
     // One scalar subquery per key column: a row of InitPlan parameters, which a btree can use
     // as the scan's upper bound (a row subquery could not be, and the scan would run on to the
     // end of the table).
-    let last_keys = aliases
+    let last_keys = key
+        .aliases()
         .iter()
         .map(|a| format!("(SELECT {a} FROM last)"))
         .collect::<Vec<_>>()
         .join(", ");
-    let last_text = aliases
-        .iter()
-        .map(|a| format!("{a}::text"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let order = aliases.join(" DESC, ") + " DESC";
     // The pass fills only NULLs, and marks what it computes with minus its transaction id: the
     // mark trigger, which fires because the SET list names the column, recognises its own
     // transaction and leaves the row computed (a later update naming the column is marked).
@@ -283,22 +257,22 @@ pub(crate) fn batch(
          {replica}\
          WITH batch AS (\n\
          \x20 SELECT {select_keys} FROM {t}\n\
-         \x20 WHERE {lower_plain}({keys}) <= ({upper})\n\
+         \x20 WHERE {lower_plain}{up_to_upper}\n\
          \x20 ORDER BY {keys} LIMIT {limit}\n\
          ), last AS (\n\
          \x20 SELECT * FROM batch ORDER BY {order} LIMIT 1\n\
          ), filled AS (\n\
          \x20 UPDATE {t} AS {alias}\n\
          \x20 SET {set}\n\
-         \x20 WHERE {lower_aliased}({row}) <= ({last_keys}) AND ({unfilled})\n\
+         \x20 WHERE {lower_aliased}{up_to_last} AND ({unfilled})\n\
          \x20 RETURNING 1\n\
          ), checkpoint AS (\n\
-         \x20 UPDATE {steps_table} SET checkpoint = (SELECT ARRAY[{last_text}] FROM last),\n\
+         \x20 UPDATE {steps_table} SET checkpoint = (SELECT {last_key} FROM last),\n\
          \x20   rows_done = rows_done + (SELECT count(*) FROM filled), updated_at = now()\n\
          \x20 WHERE id IN ({ids}) AND EXISTS (SELECT FROM last)\n\
          )\n\
          SELECT (SELECT count(*) FROM filled) AS filled,\n\
-         \x20      (SELECT ARRAY[{last_text}] FROM last) AS last_key;\n\
+         \x20      (SELECT {last_key} FROM last) AS last_key;\n\
          SELECT {wal_position} AS wal_end",
         t = table(model),
         wal_position = WAL_POSITION,
@@ -307,10 +281,14 @@ pub(crate) fn batch(
         // shorter lock_timeout.
         lock_ms = lock_timeout.max(batch_timeout).as_millis(),
         batch_ms = batch_timeout.as_millis(),
-        keys = key_list(""),
-        row = key_list(&format!("{alias}.")),
+        select_keys = key.select_aliased(),
+        keys = key.columns(""),
+        order = key.aliases_descending(),
+        last_key = key.aliases_as_text(),
+        up_to_upper = key.at_most("", &upper),
+        up_to_last = key.at_most(&row, &last_keys),
         lower_plain = lower(""),
-        lower_aliased = lower(&format!("{alias}.")),
+        lower_aliased = lower(&row),
     )
 }
 

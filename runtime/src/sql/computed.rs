@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use super::key_range::{self, Key};
 use super::{
     Helpers, Statement, add_not_null_check, create_trigger, drop_fill_helpers,
     mark_function_statement, set_not_null, table,
@@ -142,18 +143,12 @@ pub(crate) fn read(
     upper: &[String],
     limit: u32,
 ) -> String {
-    let values = |given: &[String]| -> Vec<String> {
-        model
-            .primary_key()
-            .zip(given)
-            .map(|(c, v)| format!("{}::{}", Literal(v), c.sql_type))
-            .collect()
-    };
+    let key = Key::of(model);
     read_with(
         model,
         column,
-        cursor.map(values),
-        values(upper),
+        cursor.map(|c| key.literals(c)),
+        key.literals(upper),
         limit.to_string(),
     )
 }
@@ -161,19 +156,13 @@ pub(crate) fn read(
 /// [`read`] as plans show it: `$1..$k` the cursor, `$k+1..$2k` the walk's bound, `$2k+1` the
 /// batch size.
 pub(crate) fn read_shown(model: &ModelSpec, column: &ColumnSpec) -> String {
-    let pk: Vec<&ColumnSpec> = model.primary_key().collect();
-    let k = pk.len();
-    let params = |from: usize| -> Vec<String> {
-        pk.iter()
-            .enumerate()
-            .map(|(i, c)| format!("${}::{}", from + i, c.sql_type))
-            .collect()
-    };
+    let key = Key::of(model);
+    let k = key.len();
     read_with(
         model,
         column,
-        Some(params(1)),
-        params(k + 1),
+        Some(key.placeholders(1)),
+        key.placeholders(k + 1),
         format!("${}", 2 * k + 1),
     )
 }
@@ -181,22 +170,15 @@ pub(crate) fn read_shown(model: &ModelSpec, column: &ColumnSpec) -> String {
 fn read_with(
     model: &ModelSpec,
     column: &ColumnSpec,
-    cursor: Option<Vec<String>>,
-    upper: Vec<String>,
+    cursor: Option<String>,
+    upper: String,
     limit: String,
 ) -> String {
-    let pk: Vec<&ColumnSpec> = model.primary_key().collect();
-    let keys = pk
-        .iter()
-        .map(|c| Ident(c.name).to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut select: Vec<String> = pk
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{}::text AS __pgevolve_k{i}", Ident(c.name)))
-        .collect();
-    select.push("xmin::text AS __pgevolve_xmin".to_string());
+    let key = Key::of(model);
+    let mut select = vec![
+        key.select_text(),
+        "xmin::text AS __pgevolve_xmin".to_string(),
+    ];
     let inputs = column.computed.map(|c| c.inputs).unwrap_or_default();
     select.extend(
         inputs
@@ -205,15 +187,16 @@ fn read_with(
             .map(|(i, c)| format!("{} AS {}", Ident(c), input_alias(i))),
     );
     let above = match cursor {
-        Some(cursor) => format!("({keys}) > ({}) AND ", cursor.join(", ")),
+        Some(cursor) => format!("{} AND ", key.above("", &cursor)),
         None => String::new(),
     };
-    let below = format!("({keys}) <= ({}) AND ", upper.join(", "));
     format!(
-        "SELECT {} FROM {} WHERE {above}{below}{} IS NULL ORDER BY {keys} LIMIT {limit}",
+        "SELECT {} FROM {} WHERE {above}{} AND {} IS NULL ORDER BY {} LIMIT {limit}",
         select.join(", "),
         table(model),
+        key.at_most("", &upper),
         Ident(column.name),
+        key.columns(""),
     )
 }
 
@@ -260,7 +243,7 @@ pub(crate) fn write(
     let mut arrays: Vec<String> = (1..=k).map(|i| format!("${i}::text[]")).collect();
     arrays.push(format!("${}::text[]", k + 1));
     arrays.push(format!("${}::{}[]", k + 2, column.sql_type));
-    let mut names: Vec<String> = (0..k).map(|i| format!("__pgevolve_k{i}")).collect();
+    let mut names = Key::of(model).aliases();
     names.push("__pgevolve_xmin".into());
     names.push("__pgevolve_value".into());
     let mut guard: Vec<String> = pk
@@ -268,8 +251,9 @@ pub(crate) fn write(
         .enumerate()
         .map(|(i, c)| {
             format!(
-                "{alias}.{} = v.__pgevolve_k{i}::{}",
+                "{alias}.{} = v.{}::{}",
                 Ident(c.name),
+                key_range::alias(i),
                 c.sql_type
             )
         })

@@ -11,6 +11,7 @@ pub(crate) mod drop_table;
 pub(crate) mod enums;
 pub(crate) mod health;
 pub(crate) mod index;
+pub(crate) mod key_range;
 pub(crate) mod key_widening;
 pub(crate) mod not_null;
 pub(crate) mod rename;

@@ -1,9 +1,9 @@
 //! The SQL of a validate phase's data checks: counts of the rows that must not exist, either in
 //! one statement over the whole table or one key range at a time (`paced_count.rs`).
 
+use super::key_range::Key;
 use super::table;
-use crate::ident::{Ident, Literal};
-use crate::spec::{ColumnSpec, ModelSpec};
+use crate::spec::ModelSpec;
 
 /// Rows matching `condition` (a boolean SQL expression over the table's row), in one scan.
 pub(crate) fn count_where(model: &ModelSpec, condition: &str) -> String {
@@ -22,36 +22,12 @@ pub(crate) fn range_count(
     cursor: Option<&[String]>,
     limit: u32,
 ) -> String {
-    let pk: Vec<&ColumnSpec> = model.primary_key().collect();
-    let keys = pk
-        .iter()
-        .map(|c| Ident(c.name).to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let aliases: Vec<String> = (0..pk.len()).map(|i| format!("__pgevolve_k{i}")).collect();
-    let select_keys = pk
-        .iter()
-        .zip(&aliases)
-        .map(|(c, a)| format!("{} AS {a}", Ident(c.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let key = Key::of(model);
+    let keys = key.columns("");
     let lower = match cursor {
-        Some(values) => format!(
-            "WHERE ({keys}) > ({}) ",
-            pk.iter()
-                .zip(values)
-                .map(|(c, v)| format!("{}::{}", Literal(v), c.sql_type))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Some(values) => format!("WHERE {} ", key.above("", &key.literals(values))),
         None => String::new(),
     };
-    let last_text = aliases
-        .iter()
-        .map(|a| format!("{a}::text"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let order = aliases.join(" DESC, ") + " DESC";
     format!(
         "SET LOCAL statement_timeout = 0;\n\
          SET LOCAL max_parallel_workers_per_gather = 0;\n\
@@ -60,17 +36,23 @@ pub(crate) fn range_count(
          \x20 {lower}ORDER BY {keys} LIMIT {limit}\n\
          )\n\
          SELECT count(*) FILTER (WHERE __pgevolve_bad) AS violations, count(*) AS scanned,\n\
-         \x20      (SELECT ARRAY[{last_text}] FROM range ORDER BY {order} LIMIT 1) AS last_key\n\
+         \x20      (SELECT {last_key} FROM range ORDER BY {order} LIMIT 1) AS last_key\n\
          FROM range",
+        select_keys = key.select_aliased(),
+        last_key = key.aliases_as_text(),
+        order = key.aliases_descending(),
         t = table(model),
     )
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::sql) mod tests {
     use super::*;
+    use crate::spec::ColumnSpec;
 
-    static COLUMNS: [ColumnSpec; 3] = [
+    /// A composite key, `(tenant integer, id bigint)`, and a text column (`key_range.rs`'s
+    /// tests use it too).
+    pub(in crate::sql) static COLUMNS: [ColumnSpec; 3] = [
         ColumnSpec {
             name: "tenant",
             sql_type: "integer",

@@ -8,7 +8,7 @@
 //! contract's transaction, while the old build runs as a process of its own (its accessors
 //! writing the column): the next boot finishes the drop, with every row written.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! and after contract (new only). A statement naming a column that does not exist yet, or any
 //! more, fails here.
 
-mod support;
+use pgevolve_test_support as support;
 
 use pgevolve::__private::ModelSql;
 use pgevolve::{DeployWindow, Evolve, Evolver, Phase};

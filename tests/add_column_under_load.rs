@@ -2,7 +2,7 @@
 //! writers that do not know the column keep inserting and updating: no failed write, no writer
 //! blocked longer than lock_timeout + 1 s, and every row ends up equal to the expression.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! once), while old binaries keep writing both source columns; the pass survives a crash and
 //! resumes from the checkpoint it shares between its steps. Every row is compared at the end.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -5,7 +5,7 @@
 //! so that their boots really overlap. The old build writes throughout; every row is compared
 //! at the end.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

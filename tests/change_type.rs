@@ -5,7 +5,7 @@
 //! and the index, CHECK and default of the old column are carried to the new one. Aborts at every
 //! phase before contract leave the catalog as it was and keep every write.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! abort and its DDL. The next boot (in the test process) takes over from what the dead one
 //! left, and every value the old build (writing throughout) and the new build wrote is there.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::Duration;
 

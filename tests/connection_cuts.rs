@@ -14,7 +14,7 @@
 //! finish with no row lost or changed, no phase run twice, no INVALID index, and the catalog a
 //! database evolved without cuts has.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};

@@ -3,7 +3,7 @@
 //! lock_timeout + 1 s, while the plain `ADD CONSTRAINT` under the same writers measurably blocks
 //! them. Then violations (an error with examples, the constraint dropped), adoption and abort.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::Duration;
 

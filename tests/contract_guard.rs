@@ -3,7 +3,7 @@
 //! `NOT VALID` by hand, a restore), contract proves it in the same transaction, after taking the
 //! lock, and refuses, changing nothing.
 
-mod support;
+use pgevolve_test_support as support;
 
 use pgevolve::{DeployWindow, Evolve, Evolver};
 use sqlx::PgPool;

@@ -14,7 +14,7 @@ use pgevolve_testkit::TestDatabase;
 use sqlx::{AssertSqlSafe, PgPool};
 use support::child::{self, ChildProcess};
 
-mod support;
+use pgevolve_test_support as support;
 
 const SCHEMA: &str = "pgevolve";
 

@@ -3,7 +3,7 @@
 //! with SIGKILL, with its transaction open; the next boot must carry on as if the crash came
 //! just before or just after.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::{Duration, Instant};
 

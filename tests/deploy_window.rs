@@ -140,7 +140,7 @@ fn the_suite_reads_the_window_on_a_clock_pinned_to_saturday_unless_pgevolve_now_
     }
 }
 
-mod support;
+use pgevolve_test_support as support;
 
 mod contract_in_the_window {
     use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! A database that does not match the models is reported before any DDL runs, with the table,
 //! the column and what to do, and nothing is changed.
 
-mod support;
+use pgevolve_test_support as support;
 
 use pgevolve::{ErrorKind, Evolve, Evolver};
 use sqlx::PgPool;

@@ -8,7 +8,7 @@
 //! contract's transaction, while the old build runs as a process of its own (its accessors
 //! writing the column): the next boot finishes the drop, with every row written.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -500,6 +500,9 @@ async fn a_view_reading_a_dropped_column_or_an_index_over_it_and_another_is_drif
 /// true for even ids.
 const OLD_PROCESS: i64 = 8_000_000;
 
+/// The `application_name` of the old build's process's sessions.
+const OLD_PROCESS_SESSION: &str = "old build process";
+
 fn evolver(pool: &PgPool) -> Evolver {
     // A killed process's heartbeat expires after 2 s: the acknowledgements stop waiting for it.
     Evolver::new(pool.clone())
@@ -518,7 +521,14 @@ async fn drop_column_child_process() {
     let Some((scenario, url)) = child::child_spec() else {
         return;
     };
-    let pool = PgPool::connect(&url).await.unwrap();
+    // The old build's sessions carry a name: the parent waits for them to end after the kill.
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let options = if scenario == "old" {
+        options.application_name(OLD_PROCESS_SESSION)
+    } else {
+        options
+    };
+    let pool = PgPool::connect_with(options).await.unwrap();
     match scenario.as_str() {
         "old" => {
             let _old = Evolver::new(pool.clone())
@@ -568,6 +578,25 @@ async fn kill_old_build(process: ChildProcess, pool: &PgPool, expected: &Expecte
         .filter_map(|l| l.trim().strip_prefix("WROTE ")?.parse::<i64>().ok())
         .max();
     process.kill();
+    // An INSERT the process had sent before it died still commits if its session had read it:
+    // the count below waits until the server has ended every session of the process.
+    let started = std::time::Instant::now();
+    loop {
+        let sessions: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(OLD_PROCESS_SESSION)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        if sessions == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the killed old build's sessions are still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Every value of the column the old build wrote is there (the column goes at contract).
     let (count, last): (i64, Option<i64>) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE name = 'oldproc-' || id AND legacy_flag = (id % 2 = 0)), max(id) \

@@ -6,7 +6,7 @@
 //! model that still maps it, are drift; a process killed with SIGKILL after expand and while its
 //! `DROP TABLE` waits for a lock is recovered by the next boot.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

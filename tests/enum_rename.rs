@@ -7,7 +7,7 @@
 //! retire it is refused. A process SIGKILLed after boot, or just before the contract's
 //! transaction, is taken over by the next boot. Drift: both labels, or neither.
 
-mod support;
+use pgevolve_test_support as support;
 #[macro_use]
 #[path = "support/sqlx_enum.rs"]
 mod sqlx_enum;

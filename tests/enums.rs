@@ -6,7 +6,7 @@
 //! not know (unless a newer build added them: the old build boots again during a rollback), and
 //! a label a previous boot added that is gone, both reported before any DDL.
 
-mod support;
+use pgevolve_test_support as support;
 #[macro_use]
 #[path = "support/sqlx_enum.rs"]
 mod sqlx_enum;

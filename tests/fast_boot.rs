@@ -6,7 +6,7 @@
 //! The registry is per process and tests run in parallel, so every test has a model (and table)
 //! of its own.
 
-mod support;
+use pgevolve_test_support as support;
 
 use pgevolve::{DeployWindow, Evolution, Evolve, Evolver, Phase};
 use sqlx::PgPool;

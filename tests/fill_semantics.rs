@@ -5,7 +5,7 @@
 //!
 //! Each test uses its own table: the accessors' phase registry is per process and per model.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! it, the leader drops what the step added before its next batch and goes on with the other
 //! steps. Old and new writers run throughout; every row is checked at the end.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! and finishes by itself once the replica replays again or the snapshot is gone. Every row is
 //! compared at the end, on the replica too.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -27,7 +27,11 @@ struct User {
     email_normalized: String,
 }
 
-const ROWS: i64 = 200_000;
+/// Enough that the backfill is still running when a pause registers, on any machine: batches of
+/// 500 rows at least 20 ms apart ([`small_batches`]) fill at most 25,000 rows a second, and the
+/// pause registers about 1.3 s after the test opens its snapshot (the 1 s bound, then the
+/// 200 ms check), so before 35,000 rows.
+const ROWS: i64 = 80_000;
 
 /// Held by the tests whose snapshots live on the process-wide cluster: one test's open snapshot
 /// would pause (and be named by) the other's backfill.
@@ -157,11 +161,13 @@ async fn wait_validated(evolution: &Evolution) {
     }
 }
 
-/// Slow enough that the pass is still running when the test intervenes.
+/// Slow enough that the pass is still running when the test intervenes: 500 rows a batch and at
+/// least 20 ms after each, whatever the machine (see [`ROWS`]).
 fn small_batches(health: HealthBounds) -> BackfillOptions {
     BackfillOptions {
         initial_batch_size: 500,
         max_batch_size: 500,
+        pause: Duration::from_millis(20),
         ..BackfillOptions::default()
     }
     .health(health.interval(Duration::from_millis(200)))

@@ -4,7 +4,7 @@
 //! the next boot ends with exactly one valid index, or the clear error for duplicates, and
 //! nothing is left behind.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::{Duration, Instant};
 

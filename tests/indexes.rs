@@ -4,7 +4,7 @@
 //! under the same writers, measurably blocks them. Then adoption, drift, abort and the drop of
 //! an index removed from the struct.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
 //! old build is gone, retire and contract. At the end the evolution is finished in this process
 //! and the result compared with a database evolved without any crash.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! live table, idempotent re-boots, several instances booting at once, and a backfill that
 //! resumes from its checkpoint after the process dies.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! blocker younger than `long_holder`, or one it cannot see the age of (another role's, without
 //! `pg_read_all_stats`), is met with short `lock_timeout` attempts instead, and named too.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -6,7 +6,7 @@
 //! `assignee` while the old build may read it. Aborts before retire leave the catalog as it was
 //! and every write; a child process SIGKILLed at each phase is recovered by the next boot.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! count walks, and the validate phase fails naming it, as a count of the whole table does
 //! afterwards. Fixed, the next boot validates.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! the application's old-build and new-build writers go through the pooler while the runtime
 //! works on a direct connection ([`Evolver::direct`]); without one, boot refuses before any DDL.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

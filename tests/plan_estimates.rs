@@ -2,7 +2,7 @@
 //! table's statistics, a duration at the default rate until a backfill was measured and at the
 //! measured rate after, and the WAL it writes. No figure is checked against a clock.
 
-mod support;
+use pgevolve_test_support as support;
 
 use pgevolve::estimate::DEFAULT_BUSY_RATE;
 use pgevolve::{BackfillOptions, Evolve, Evolver, FillRate, Phase};

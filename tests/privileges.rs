@@ -6,7 +6,7 @@
 //! missing with the statement that grants it, before anything is changed, enum types included
 //! (`CREATE` to create one, ownership to add or rename a label).
 
-mod support;
+use pgevolve_test_support as support;
 #[macro_use]
 #[path = "support/sqlx_enum.rs"]
 mod sqlx_enum;

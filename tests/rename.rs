@@ -3,7 +3,7 @@
 //! with the last value written through either name. Aborts at every phase restore the catalog
 //! exactly, keeping every write under the old name.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::sync::Arc;
 use std::time::Duration;

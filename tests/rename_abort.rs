@@ -2,7 +2,7 @@
 //! after switch) while old and new binaries write: the catalog is exactly what it was, and every
 //! write made during the attempt is there under the old name.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::Duration;
 

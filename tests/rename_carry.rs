@@ -3,7 +3,7 @@
 //! foreign keys in both directions, the default, an owned sequence, the comment and column
 //! privileges. What it cannot carry stops the boot as drift; abort removes what was carried.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::time::Duration;
 

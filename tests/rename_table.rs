@@ -8,7 +8,7 @@
 //! SIGKILL at every phase (expand blocked, expanded, contract blocked, abort recorded) is
 //! recovered by the next boot.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,7 @@
 //! wrote last. Then the kill tests: a child SIGKILLed mid-walk, and one killed inside a batch's
 //! transaction, and a reboot that finishes with no row wrong.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +79,10 @@ mod people {
 use people::Contact;
 
 const ROWS: i64 = 20_000;
+
+/// The table of the tests that kill a walk with no writer running: the child is killed after
+/// 3,000 rows (batches of 300), well before this, and the next boot walks the rest.
+const KILLED_ROWS: i64 = 10_000;
 
 async fn create_table(pool: &PgPool, rows: i64) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -363,6 +367,17 @@ async fn step_row(pool: &PgPool) -> (Option<Vec<String>>, i64) {
     .unwrap()
 }
 
+/// The reason of the walk's recorded health pause, if any.
+async fn health_pause(pool: &PgPool) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT p.reason FROM pgevolve.health_pauses p \
+         JOIN pgevolve.steps s ON s.id = p.step_id WHERE s.kind = 'add_computed_column'",
+    )
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
 async fn with_value(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM contacts WHERE contact_key IS NOT NULL")
         .fetch_one(pool)
@@ -380,15 +395,21 @@ async fn old_writes_then_finish(pool: &PgPool) {
     .execute(pool)
     .await
     .unwrap();
+    // The dead child's heartbeat expires after 2 s (not the default 10 s): the contract stops
+    // waiting for its acknowledgement then.
     let evolution = Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
+        .acknowledgements(Duration::from_secs(2), Duration::from_secs(60))
         .model::<Contact>()
         .boot()
         .await
         .unwrap();
     evolution.wait().await.unwrap();
     evolution.contract().await.unwrap();
-    assert_eq!(compare_every_row(pool, &HashMap::new()).await, 30_100);
+    assert_eq!(
+        compare_every_row(pool, &HashMap::new()).await as i64,
+        KILLED_ROWS + 100
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +418,7 @@ async fn a_walk_killed_midway_resumes_from_its_checkpoint_with_no_row_wrong() {
         return;
     }
     let (db, pool) = database(10).await;
-    create_table(&pool, 30_000).await;
+    create_table(&pool, KILLED_ROWS).await;
 
     let mut first = ChildProcess::start("rust_backfill_child_process", "walk", db.url(), None);
     let done_at_crash = first.progress_at_least(3_000);
@@ -408,7 +429,7 @@ async fn a_walk_killed_midway_resumes_from_its_checkpoint_with_no_row_wrong() {
     let checkpoint = checkpoint.expect("a checkpoint was committed with the batches");
     assert!(checkpoint[0].parse::<i64>().unwrap() >= 3_000 - 300);
     assert!(
-        done_at_crash <= committed && committed < 30_000,
+        done_at_crash <= committed && committed < KILLED_ROWS,
         "the kill came midway: {done_at_crash} reported, {committed} committed"
     );
     assert_eq!(
@@ -425,7 +446,7 @@ async fn a_walk_killed_inside_a_batch_writes_nothing_of_it() {
         return;
     }
     let (db, pool) = database(10).await;
-    create_table(&pool, 30_000).await;
+    create_table(&pool, KILLED_ROWS).await;
 
     // Killed after the batch's write ran, before its transaction committed.
     let first = ChildProcess::paused_at(
@@ -572,8 +593,12 @@ async fn a_walk_pauses_recorded_and_journaled_while_an_old_transaction_holds_the
         return;
     }
     use sqlx::Connection;
+    // Batches of 100 rows at least 20 ms apart walk at most 5,000 rows a second on any machine,
+    // and the pause registers about 1.3 s after the snapshot (the 1 s bound, the 200 ms
+    // checks): the walk is still under way then.
+    const XMIN_ROWS: i64 = 15_000;
     let (db, pool) = database(10).await;
-    create_table(&pool, 30_000).await;
+    create_table(&pool, XMIN_ROWS).await;
     let evolution = Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
         .model::<Contact>()
@@ -606,24 +631,25 @@ async fn a_walk_pauses_recorded_and_journaled_while_an_old_transaction_holds_the
         .execute(&mut *snapshot)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // The walk records the pause before it waits (between two batches): polled, not slept for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while health_pause(&pool).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the walk never paused on the transaction held open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let paused_at = with_value(&pool).await;
-    assert!(paused_at < 30_000, "the walk was still under way");
+    assert!(paused_at < XMIN_ROWS, "the walk was still under way");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(
         with_value(&pool).await,
         paused_at,
         "no batch while the transaction is open"
     );
-    let recorded: Option<String> = sqlx::query_scalar(
-        "SELECT p.reason FROM pgevolve.health_pauses p \
-         JOIN pgevolve.steps s ON s.id = p.step_id WHERE s.kind = 'add_computed_column'",
-    )
-    .fetch_optional(&pool)
-    .await
-    .unwrap();
     assert_eq!(
-        recorded.as_deref(),
+        health_pause(&pool).await.as_deref(),
         Some("xmin_horizon"),
         "the pause is recorded for pgevolve status"
     );
@@ -646,7 +672,10 @@ async fn a_walk_pauses_recorded_and_journaled_while_an_old_transaction_holds_the
         "the record of the pause is gone once the walk goes on"
     );
     evolution.contract().await.unwrap();
-    assert_eq!(compare_every_row(&pool, &HashMap::new()).await, 30_000);
+    assert_eq!(
+        compare_every_row(&pool, &HashMap::new()).await as i64,
+        XMIN_ROWS
+    );
 }
 
 /// A function that panics does not unwind through the engine: the background work ends with an
@@ -723,7 +752,8 @@ async fn a_walk_killed_while_old_and_new_builds_write_leaves_no_row_wrong() {
         return;
     }
     let (db, pool) = database(20).await;
-    create_table(&pool, 30_000).await;
+    // The rows the writers update (ids up to `ROWS`); the child is killed after 3,000.
+    create_table(&pool, ROWS).await;
     let old_instance = Coordinator::start(
         &pool,
         "pgevolve",

@@ -3,7 +3,7 @@
 //! build N+1 boots in another process. N+1's boot takes seconds, it serves at once, and both
 //! builds' steps finish, with old and new writers running and every row checked at the end.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::io::Write;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! database while old and new writers run on both; a bare connection is refused when it cannot
 //! say which database it is for, and served once tied to its evolution.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 //! The second instance is this test binary run again with `PGEVOLVE_SECOND_INSTANCE` set, on
 //! the `second_instance_process` entry point, talking to the first over stdout lines.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};

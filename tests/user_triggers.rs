@@ -5,7 +5,7 @@
 //! replica` and fire none of them, while the application's writes during the pass still fire
 //! them and pgevolve's own triggers, and the boot refuses a role that may not set the parameter.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -759,7 +759,10 @@ async fn abort_restores_the_table_and_requests_without_an_instance_say_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_shows_a_backfill_waiting_for_an_open_snapshot_until_it_commits() {
     use sqlx::Connection;
-    const ROWS: i64 = 100_000;
+    // Batches of 200 rows at least 20 ms apart fill at most 10,000 rows a second on any machine,
+    // and the wait starts about 1.3 s after the snapshot (the 1 s bound, the 200 ms checks): the
+    // backfill is still under way then.
+    const ROWS: i64 = 40_000;
     let db = TestDatabase::new().await.expect("throwaway PostgreSQL");
     let pool = db.pool(10).await.unwrap();
     seed(&pool, "users", "email", ROWS).await;
@@ -770,6 +773,7 @@ async fn status_shows_a_backfill_waiting_for_an_open_snapshot_until_it_commits()
                 initial_batch_size: 200,
                 min_batch_size: 200,
                 max_batch_size: 200,
+                pause: Duration::from_millis(20),
                 ..BackfillOptions::default()
             }
             .health(

@@ -6,7 +6,7 @@
 //! name, the primary key bigint under its old name. Aborts before contract leave the catalog of
 //! both tables as it was and keep every write.
 
-mod support;
+use pgevolve_test_support as support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -253,6 +253,7 @@ pub(crate) fn batch(
         "SET LOCAL lock_timeout = '{lock_ms}ms';\n\
          SET LOCAL statement_timeout = '{batch_ms}ms';\n\
          SET LOCAL synchronous_commit = off;\n\
+         {no_jit}\n\
          SELECT {wal_position} AS wal_start;\n\
          {replica}\
          WITH batch AS (\n\
@@ -276,6 +277,7 @@ pub(crate) fn batch(
          SELECT {wal_position} AS wal_end",
         t = table(model),
         wal_position = WAL_POSITION,
+        no_jit = super::NO_JIT,
         // A batch waits for a row lock at most as long as it may run at all: a row held by a
         // writer is the batch timeout's case (cancelled, retried smaller), whatever the DDL's
         // shorter lock_timeout.

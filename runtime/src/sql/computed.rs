@@ -209,9 +209,10 @@ pub(crate) fn write_settings(
     skip_user_triggers: bool,
 ) -> String {
     format!(
-        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'{}",
+        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; {}{}",
         lock_timeout.max(batch_timeout).as_millis(),
         batch_timeout.as_millis(),
+        super::NO_JIT.trim_end_matches(';'),
         if skip_user_triggers {
             "; SET LOCAL session_replication_role = replica"
         } else {

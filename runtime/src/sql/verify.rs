@@ -31,6 +31,7 @@ pub(crate) fn range_count(
     format!(
         "SET LOCAL statement_timeout = 0;\n\
          SET LOCAL max_parallel_workers_per_gather = 0;\n\
+         {no_jit}\n\
          WITH range AS (\n\
          \x20 SELECT {select_keys}, ({condition}) AS __pgevolve_bad FROM {t}\n\
          \x20 {lower}ORDER BY {keys} LIMIT {limit}\n\
@@ -42,6 +43,7 @@ pub(crate) fn range_count(
         last_key = key.aliases_as_text(),
         order = key.aliases_descending(),
         t = table(model),
+        no_jit = super::NO_JIT,
     )
 }
 

@@ -28,12 +28,12 @@ use crate::step::StepId;
 use pgevolve_naming::object_name;
 
 /// Every statement a paced loop repeats (a backfill batch, a paced count's range, a computed
-/// walk's write, a key widening's fill) runs with `jit = off`. Their plans carry estimates for a
-/// key range whose end is a parameter (the planner assumes a third of the table), so on a table
-/// of a few million rows their cost passes `jit_above_cost` and every 100-row batch compiled
-/// its expressions first: 40-80 ms of CPU for 5 ms of work, past the 80 ms batch timeout, which
-/// shrank a 10,000,000-row pass to 580 rows/s (BENCHMARKS.md). A batch is short by design: JIT
-/// never pays off for it.
+/// walk's write, a key widening's fill) runs with `jit = off`. The planner cannot see where a
+/// batch's key range ends (a subquery or a parameter) and takes its default share of the table
+/// for it (0.5%), so on a table of 10,000,000 rows the plan's cost passed `jit_above_cost` and
+/// every 100-row batch compiled its expressions first: 40-80 ms of CPU for 6 ms of work, past
+/// the 80 ms batch timeout, which shrank a 10,000,000-row pass to 580 rows/s (BENCHMARKS.md).
+/// A batch is short by design: JIT never pays off for it.
 pub(crate) const NO_JIT: &str = "SET LOCAL jit = off;";
 
 /// Names of the helper objects a filled-column step creates.

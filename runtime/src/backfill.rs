@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -16,7 +17,7 @@ use crate::error::{ErrorKind, Result};
 use crate::executor::{is_retryable, is_statement_timeout};
 use crate::health_follower::{HealthFollower, journal_steps};
 use crate::options::{BackfillOptions, DdlOptions};
-use crate::pacing::{OthersWal, Pace, Pacer};
+use crate::pacing::{AfterBatch, PassPacing, WalWindow};
 use crate::progress::Progress;
 use crate::spec::ModelSpec;
 use crate::sql;
@@ -83,15 +84,16 @@ impl Backfill<'_> {
             let steps_table = self.store.table("steps");
             // Consecutive cancelled batches at the smallest size (see below).
             let mut too_slow = 0u32;
-            let pacer = Pacer {
-                options: self.options,
+            let mut pacing = PassPacing::new(self.options);
+            let wal_report = WalReport {
+                pool: self.pool,
+                store: self.store,
+                steps: self.steps(),
+                instance: self.instance,
+                table: &table,
+                budget: self.options.wal_budget.unwrap_or(0),
+                unit: "rows",
             };
-            // The WAL budget's first decision is journaled, once per pass.
-            let mut wal_paced = false;
-            // The rest of the server's WAL, measured between batches, and where (WAL position,
-            // time) the last batch ended.
-            let mut others = OthersWal::default();
-            let mut last_end: Option<(i64, Instant)> = None;
             let mut batch_size = self.options.initial_batch_size.max(1);
             let started = Instant::now();
             let mut filled_this_run = 0i64;
@@ -154,24 +156,16 @@ impl Backfill<'_> {
                         filled_this_run += filled;
                         cursor = Some(last);
                         let elapsed = t0.elapsed();
-                        let wal = wal.map(|(start, end)| {
-                            if let Some((before, at)) = last_end {
-                                others.between_batches(
-                                    start.saturating_sub(before).max(0) as u64,
-                                    t0.saturating_duration_since(at),
-                                );
-                            }
-                            last_end = Some((end, Instant::now()));
-                            others.own(end.saturating_sub(start).max(0) as u64, elapsed)
+                        let window = wal.map(|(start, end)| WalWindow {
+                            start,
+                            end,
+                            at: t0,
+                            took: elapsed,
                         });
-                        let pace = pacer.after(batch_size, elapsed, wal, verdict.slowdown());
-                        let size_before = batch_size;
+                        let after = pacing.after(batch_size, elapsed, window, verdict.slowdown());
+                        wal_report.after(batch_size, &after).await?;
+                        let pace = after.pace;
                         batch_size = pace.next_size;
-                        telemetry::batch_wal(&table, wal.unwrap_or(0), pace.wal_bound);
-                        if pace.wal_bound && !wal_paced {
-                            wal_paced = true;
-                            self.wal_paced(size_before, wal.unwrap_or(0), pace).await?;
-                        }
                         let rate =
                             filled_this_run as f64 / started.elapsed().as_secs_f64().max(1e-3);
                         self.report(done, rate);
@@ -207,7 +201,7 @@ impl Backfill<'_> {
                                 || too_slow < self.ddl.max_attempts) =>
                     {
                         // The cancelled batch wrote WAL too: no window of others' WAL here.
-                        last_end = None;
+                        pacing.interrupted();
                         if batch_size <= self.options.min_batch_size {
                             too_slow += 1;
                             tokio::time::sleep(
@@ -226,7 +220,7 @@ impl Backfill<'_> {
                     }
                     Err(e) if is_retryable(&e) && attempts < self.ddl.max_attempts => {
                         attempts += 1;
-                        last_end = None;
+                        pacing.interrupted();
                         // Rows of this batch are locked by a long writer: smaller batch, try again.
                         batch_size = (batch_size / 2).max(self.options.min_batch_size);
                         warn!(
@@ -285,27 +279,6 @@ impl Backfill<'_> {
         };
         drop(conn);
         self.journal(&event).await
-    }
-
-    /// Logs and journals the first time the WAL budget sets the pace of the pass.
-    async fn wal_paced(&self, rows: u32, wal: u64, pace: Pace) -> Result<()> {
-        let budget = self.options.wal_budget.unwrap_or(0);
-        info!(
-            budget_bytes_per_second = budget,
-            batch_rows = rows,
-            batch_wal_bytes = wal,
-            pause_ms = pace.pause.as_millis() as u64,
-            next_batch_size = pace.next_size,
-            "backfill paced on its WAL budget (BackfillOptions::wal_budget)"
-        );
-        self.journal(&Event::WalPaced {
-            budget,
-            rows: i64::from(rows),
-            wal,
-            pause: pace.pause,
-            next_size: pace.next_size,
-        })
-        .await
     }
 
     /// Journals `event` for every step of the pass, in one message.
@@ -413,6 +386,74 @@ impl Backfill<'_> {
     }
 }
 
+/// Where a walk in batches reports how its WAL paced it (`pacing::PassPacing`): the metrics of
+/// `table` after every batch, and the first time the budget set the pace, the log and the
+/// journal of `steps` (`backfill paced on wal`). Shared by the SQL pass, the computed walk
+/// (`computed.rs`) and the key widening's referencing fill (`evolver/widen_key.rs`).
+pub(crate) struct WalReport<'a> {
+    pub pool: &'a PgPool,
+    pub store: &'a StateStore,
+    pub steps: Vec<&'a str>,
+    pub instance: &'a str,
+    pub table: &'a str,
+    /// `BackfillOptions::wal_budget`, 0 without one.
+    pub budget: u64,
+    /// What a batch's size counts: `rows`, `heap pages`.
+    pub unit: &'static str,
+}
+
+impl WalReport<'_> {
+    /// After a batch of `size` that `after` paced.
+    pub async fn after(&self, size: u32, after: &AfterBatch) -> Result<()> {
+        let pace = after.pace;
+        telemetry::batch_wal(self.table, after.wal, pace.wal_bound);
+        if !after.first_wal_bound {
+            return Ok(());
+        }
+        info!(
+            budget_bytes_per_second = self.budget,
+            batch_size = size,
+            unit = self.unit,
+            batch_wal_bytes = after.wal,
+            pause_ms = pace.pause.as_millis() as u64,
+            next_batch_size = pace.next_size,
+            "backfill paced on its WAL budget (BackfillOptions::wal_budget)"
+        );
+        let event = Event::WalPaced {
+            budget: self.budget,
+            size: i64::from(size),
+            unit: self.unit,
+            wal: after.wal,
+            pause: pace.pause,
+            next_size: pace.next_size,
+        };
+        journal_steps(self.pool, self.store, &self.steps, self.instance, &event).await
+    }
+}
+
+/// The WAL position a walk's result `rows` carry in `column` (`sql::backfill::WAL_START`,
+/// `WAL_END`), if any.
+fn wal_position(rows: &[PgRow], column: &str) -> Option<i64> {
+    rows.iter().find_map(|r| r.try_get::<i64, _>(column).ok())
+}
+
+/// A batch's WAL window from the results of its `sql::backfill::wal_start` (`start`) and
+/// `wal_end` (`end`), the first read at `at` and the second `took` later; `None` unless both
+/// positions were read.
+pub(crate) fn wal_window(
+    start: &[PgRow],
+    end: &[PgRow],
+    at: Instant,
+    took: Duration,
+) -> Option<WalWindow> {
+    Some(WalWindow {
+        start: wal_position(start, sql::backfill::WAL_START)?,
+        end: wal_position(end, sql::backfill::WAL_END)?,
+        at,
+        took,
+    })
+}
+
 /// What one batch did.
 struct Batch {
     filled: i64,
@@ -426,13 +467,15 @@ struct Batch {
 /// told apart by their columns: `wal_start`, then `filled` and `last_key`, then `wal_end`.
 async fn batch(conn: &mut PgConnection, sql: &str) -> sqlx::Result<Option<Batch>> {
     let rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(conn).await?;
-    let position = |name: &str| rows.iter().find_map(|r| r.try_get::<i64, _>(name).ok());
     let Some(row) = rows.iter().find(|r| r.try_get::<i64, _>("filled").is_ok()) else {
         return Err(sqlx::Error::RowNotFound);
     };
     let filled: i64 = row.try_get("filled")?;
     let last: Option<Vec<String>> = row.try_get("last_key")?;
-    let wal = match (position("wal_start"), position("wal_end")) {
+    let wal = match (
+        wal_position(&rows, crate::sql::backfill::WAL_START),
+        wal_position(&rows, crate::sql::backfill::WAL_END),
+    ) {
         (Some(start), Some(end)) => Some((start, end)),
         _ => None,
     };

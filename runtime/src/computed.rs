@@ -7,6 +7,10 @@
 //! row an old build inserted or changed after a walk passed it is `NULL` again (the reset
 //! trigger) and the next walk computes it. The checkpoint is the last key of the last batch;
 //! a walk that reaches the end sets it back to the start.
+//!
+//! Paced as the SQL pass is (`pacing::PassPacing`): the duty cycle, the health verdict, and the
+//! WAL budget, on the WAL each batch's transaction wrote (its position read when the
+//! transaction's settings are sent and after the write, before the commit).
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -14,11 +18,13 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::backfill::{WalReport, wal_window};
 use crate::batch_gate::{BatchGate, Next, Stop};
 use crate::error::{ErrorKind, Result};
 use crate::executor::{is_retryable, is_statement_timeout};
 use crate::health_follower::HealthFollower;
 use crate::options::{BackfillOptions, DdlOptions};
+use crate::pacing::{PassPacing, WalWindow};
 use crate::progress::Progress;
 use crate::spec::{ColumnSpec, ComputeFn, ModelSpec};
 use crate::sql::{Helpers, computed, key_range};
@@ -146,6 +152,17 @@ impl ComputedFill<'_> {
         );
         let mut gate = BatchGate::new(self.stop, self.lease, health);
         gate.start().await?;
+        let table = self.model.qualified_name();
+        let mut pacing = PassPacing::new(self.options);
+        let wal_report = WalReport {
+            pool: self.pool,
+            store: self.store,
+            steps: id.to_vec(),
+            instance: self.instance,
+            table: &table,
+            budget: self.options.wal_budget.unwrap_or(0),
+            unit: "rows",
+        };
         loop {
             let (verdict, mut session) = match gate.before_batch(done).await? {
                 Next::Run { verdict, session } => (verdict, session),
@@ -177,7 +194,12 @@ impl ComputedFill<'_> {
             };
             match outcome {
                 Ok(None) => return self.end_walk(read, written, started).await,
-                Ok(Some((n, filled, last))) => {
+                Ok(Some(Written {
+                    read: n,
+                    filled,
+                    last,
+                    wal,
+                })) => {
                     // A read short of its limit scanned every key up to the walk's bound: rows
                     // written there since are the next walk's (a walk must not chase an old
                     // build's inserts).
@@ -189,7 +211,9 @@ impl ComputedFill<'_> {
                     done += filled;
                     cursor = Some(last);
                     let elapsed = t0.elapsed();
-                    batch_size = self.adapt(batch_size, elapsed);
+                    let after = pacing.after(batch_size, elapsed, wal, verdict.slowdown());
+                    wal_report.after(batch_size, &after).await?;
+                    batch_size = after.pace.next_size;
                     let rate = written as f64 / started.elapsed().as_secs_f64().max(1e-3);
                     self.progress.set_rows(|s| s == self.step, done, rate);
                     if last_log.elapsed() >= Duration::from_secs(2) {
@@ -206,12 +230,8 @@ impl ComputedFill<'_> {
                     );
                     telemetry::batch(&self.model.qualified_name(), elapsed);
                     telemetry::batch_size(&self.model.qualified_name(), batch_size);
-                    let pause = self
-                        .options
-                        .pause_after(elapsed)
-                        .mul_f64(verdict.slowdown());
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
+                    if !after.pace.pause.is_zero() {
+                        tokio::time::sleep(after.pace.pause).await;
                     }
                 }
                 Err(Failure::Sql(e))
@@ -219,6 +239,7 @@ impl ComputedFill<'_> {
                         && (batch_size > self.options.min_batch_size
                             || too_slow < self.ddl.max_attempts) =>
                 {
+                    pacing.interrupted();
                     if batch_size <= self.options.min_batch_size {
                         too_slow += 1;
                         tokio::time::sleep(
@@ -234,6 +255,7 @@ impl ComputedFill<'_> {
                 }
                 Err(Failure::Sql(e)) if is_retryable(&e) && attempts < self.ddl.max_attempts => {
                     attempts += 1;
+                    pacing.interrupted();
                     batch_size = (batch_size / 2).max(self.options.min_batch_size);
                     warn!(
                         attempts,
@@ -318,14 +340,15 @@ impl ComputedFill<'_> {
     }
 
     /// One batch: the read, the values computed, the write with the checkpoint in one
-    /// transaction. `None`: no row without a value is left above the cursor.
+    /// transaction, whose WAL is measured from its settings to the end of the write. `None`: no
+    /// row without a value is left above the cursor.
     async fn batch(
         &self,
         conn: &mut PgConnection,
         read: &str,
         settings: &str,
         write: &str,
-    ) -> std::result::Result<Option<(i64, i64, Vec<String>)>, Failure> {
+    ) -> std::result::Result<Option<Written>, Failure> {
         let rows = sqlx::query(AssertSqlSafe(read))
             .fetch_all(&mut *conn)
             .await
@@ -379,8 +402,9 @@ impl ComputedFill<'_> {
         };
         query = query.bind(last.clone());
         let mut tx = conn.begin().await.map_err(Failure::Sql)?;
-        sqlx::raw_sql(AssertSqlSafe(settings.to_string()))
-            .execute(&mut *tx)
+        let at = Instant::now();
+        let start = sqlx::raw_sql(AssertSqlSafe(settings.to_string()))
+            .fetch_all(&mut *tx)
             .await
             .map_err(Failure::Sql)?;
         let filled: i64 = query
@@ -388,22 +412,37 @@ impl ComputedFill<'_> {
             .await
             .and_then(|r| r.try_get("filled"))
             .map_err(Failure::Sql)?;
+        let end = sqlx::raw_sql(AssertSqlSafe(crate::sql::backfill::wal_end()))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(Failure::Sql)?;
+        let wal = wal_window(&start, &end, at, at.elapsed());
         crate::failpoint::pause_at("computed-batch").await;
         tx.commit().await.map_err(Failure::Sql)?;
-        Ok(Some((rows.len() as i64, filled, last)))
+        Ok(Some(Written {
+            read: rows.len() as i64,
+            filled,
+            last,
+            wal,
+        }))
     }
 
     /// The function's path as written in `backfill_with`.
     fn function(&self) -> &'static str {
         self.column.computed.map_or("(unknown)", |c| c.function)
     }
+}
 
-    fn adapt(&self, size: u32, elapsed: Duration) -> u32 {
-        let target = self.options.target_batch_duration.as_secs_f64();
-        let ratio = (target / elapsed.as_secs_f64().max(1e-4)).clamp(0.5, 1.25);
-        ((size as f64 * ratio) as u32)
-            .clamp(self.options.min_batch_size, self.options.max_batch_size)
-    }
+/// What one batch did.
+struct Written {
+    /// Rows read (without a value when read).
+    read: i64,
+    /// Rows written (still the version read).
+    filled: i64,
+    /// The batch's last key, the next cursor.
+    last: Vec<String>,
+    /// The WAL positions around its write, when both were read.
+    wal: Option<WalWindow>,
 }
 
 /// Why a batch failed: the database, reading the inputs / the function's adapter, or a panic

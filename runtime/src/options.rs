@@ -110,7 +110,11 @@ pub struct BackfillOptions {
     /// ([`BackfillOptions::unthrottled`]).
     pub duty_cycle: f64,
     /// The most WAL the pass's batches may write per second, in bytes. Default 4 MiB/s;
-    /// `None` paces on time alone ([`BackfillOptions::unthrottled`] has none).
+    /// `None` paces on time alone ([`BackfillOptions::unthrottled`] has none). Every walk in
+    /// batches that writes keeps to it: the SQL backfill pass, the walks of a column computed
+    /// in Rust (`backfill_with`), and the fill of the columns that reference a primary key
+    /// widened to `bigint` (its batches are heap pages rather than rows; the key table's own
+    /// fill is a SQL pass). The paced counts of validate phases write nothing and pace on time.
     ///
     /// Why: with durable settings an application's commit waits until its WAL reaches the disk,
     /// and that flush also carries every WAL record written before it, the batches' included
@@ -119,8 +123,10 @@ pub struct BackfillOptions {
     /// which is all the duty cycle measures (issue #13: the longest waits and the p99 of the
     /// throttled backfill came from the shared flush).
     ///
-    /// How: every batch reads `pg_current_wal_insert_lsn()` before and after its statement, in
-    /// the same round trip. The difference is what the whole server wrote meanwhile; what the
+    /// How: every batch reads `pg_current_wal_insert_lsn()` before and after its writes (a SQL
+    /// pass in the batch's own round trip; a computed walk's or a referencing fill's batch with
+    /// its transaction's settings, then once more after its writes, before the commit). The
+    /// difference is what the whole server wrote meanwhile; what the
     /// rest of the server writes per second is measured between batches (from one batch's end
     /// to the next one's start), and that rate times the batch's duration is taken off, so a
     /// batch is charged for its own WAL. (Charged with the server's, a pass on a table whose
@@ -129,7 +135,7 @@ pub struct BackfillOptions {
     /// budget − batch duration`), and the batch size shrinks so that one batch writes no more
     /// than one cycle's share of the budget (`budget × target_batch_duration / duty_cycle`, about
     /// 370 KiB by default): a smaller batch is a smaller burst for the next application commit
-    /// to flush. The first time the budget sets the pace, the pass journals
+    /// to flush. The first time the budget sets the pace of a pass (a walk, a fill), it journals
     /// `backfill paced on wal` and logs it; [`telemetry::WAL_PACED`] counts every such pause.
     ///
     /// 4 MiB/s is about a quarter of what a single commodity SSD sustains for small synchronous

@@ -1,8 +1,12 @@
 //! How a pass paces itself after each batch: the next batch's size and the pause before it,
 //! from the batch's duration (the duty cycle) and the WAL it wrote (the WAL budget). Pure
-//! arithmetic, shared by the SQL pass (`backfill.rs`) and the paced counts (`paced_count.rs`).
+//! arithmetic, shared by every walk in batches: the SQL pass (`backfill.rs`), the computed walk
+//! (`computed.rs`) and the key widening's referencing fill (`evolver/widen_key.rs`), which
+//! pace on both through [`PassPacing`], and the paced counts (`paced_count.rs`), which write
+//! nothing and pace on time through [`Pacer`] alone.
 
-use std::time::Duration;
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
 
 use crate::options::BackfillOptions;
 
@@ -54,6 +58,117 @@ impl OthersWal {
     }
 }
 
+/// The server's WAL insert positions (bytes) read before and after a batch's writes
+/// (`sql::backfill::wal_start`, `wal_end`), and when.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct WalWindow {
+    pub start: i64,
+    pub end: i64,
+    /// When the first position was read.
+    pub at: Instant,
+    /// From the first read to the second.
+    pub took: Duration,
+}
+
+/// The WAL of a pass's batches, each batch charged with its own: what the rest of the server
+/// writes is measured from one batch's window to the next one's ([`OthersWal`]).
+#[derive(Debug, Default)]
+pub(crate) struct BatchWal {
+    others: OthersWal,
+    /// Where (WAL position, time) the last measured batch ended.
+    last_end: Option<(i64, Instant)>,
+}
+
+impl BatchWal {
+    /// The WAL the batch measured by `window` wrote itself (`None`: not measured).
+    pub fn own(&mut self, window: Option<WalWindow>) -> Option<u64> {
+        let w = window?;
+        if let Some((before, at)) = self.last_end {
+            self.others.between_batches(
+                w.start.saturating_sub(before).max(0) as u64,
+                w.at.saturating_duration_since(at),
+            );
+        }
+        self.last_end = Some((w.end, w.at + w.took));
+        Some(
+            self.others
+                .own(w.end.saturating_sub(w.start).max(0) as u64, w.took),
+        )
+    }
+
+    /// A batch failed (cancelled, rolled back): it wrote WAL too, so the time up to the next
+    /// batch is no window of others' WAL.
+    pub fn interrupted(&mut self) {
+        self.last_end = None;
+    }
+}
+
+/// What a pass does after a batch, with the WAL it was charged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AfterBatch {
+    pub pace: Pace,
+    /// The batch's own WAL in bytes (0: not measured).
+    pub wal: u64,
+    /// The WAL budget set the pace for the first time in this pass: log and journal it.
+    pub first_wal_bound: bool,
+}
+
+/// One pass's pacing from batch to batch: the [`Pacer`]'s arithmetic on each batch's own WAL
+/// ([`BatchWal`]), and whether the WAL budget has set the pace yet.
+pub(crate) struct PassPacing<'a> {
+    pacer: Pacer<'a>,
+    wal: BatchWal,
+    wal_paced: bool,
+}
+
+impl<'a> PassPacing<'a> {
+    pub fn new(options: &'a BackfillOptions) -> Self {
+        PassPacing {
+            pacer: Pacer { options },
+            wal: BatchWal::default(),
+            wal_paced: false,
+        }
+    }
+
+    /// After a batch of `size` rows (see [`Pacer::after`]) whose writes `window` measured.
+    pub fn after(
+        &mut self,
+        size: u32,
+        elapsed: Duration,
+        window: Option<WalWindow>,
+        slowdown: f64,
+    ) -> AfterBatch {
+        let sizes = self.pacer.row_sizes();
+        self.after_within(size, elapsed, window, slowdown, sizes)
+    }
+
+    /// As [`PassPacing::after`], for a batch whose size counts something else than rows
+    /// (heap pages), kept within `sizes`.
+    pub fn after_within(
+        &mut self,
+        size: u32,
+        elapsed: Duration,
+        window: Option<WalWindow>,
+        slowdown: f64,
+        sizes: RangeInclusive<u32>,
+    ) -> AfterBatch {
+        let wal = self.wal.own(window);
+        let pace = self.pacer.after_within(size, elapsed, wal, slowdown, sizes);
+        let first_wal_bound = pace.wal_bound && !self.wal_paced;
+        self.wal_paced |= pace.wal_bound;
+        AfterBatch {
+            pace,
+            wal: wal.unwrap_or(0),
+            first_wal_bound,
+        }
+    }
+
+    /// A batch failed: see [`BatchWal::interrupted`].
+    pub fn interrupted(&mut self) {
+        self.wal.interrupted();
+    }
+}
+
 /// Paces one pass by `options`.
 pub(crate) struct Pacer<'a> {
     pub options: &'a BackfillOptions,
@@ -64,6 +179,24 @@ impl Pacer<'_> {
     /// bytes (`None`: not measured). `slowdown` stretches the duty cycle's pause (the health
     /// verdict's factor, 1.0 when healthy).
     pub fn after(&self, size: u32, elapsed: Duration, wal: Option<u64>, slowdown: f64) -> Pace {
+        self.after_within(size, elapsed, wal, slowdown, self.row_sizes())
+    }
+
+    /// The batch sizes in rows the options allow.
+    fn row_sizes(&self) -> RangeInclusive<u32> {
+        let min = self.options.min_batch_size.max(1);
+        min..=self.options.max_batch_size.max(min)
+    }
+
+    /// As [`Pacer::after`], with the next size kept within `sizes` (at least 1).
+    pub fn after_within(
+        &self,
+        size: u32,
+        elapsed: Duration,
+        wal: Option<u64>,
+        slowdown: f64,
+        sizes: RangeInclusive<u32>,
+    ) -> Pace {
         let o = self.options;
         // A target the batch timeout would cancel (a caller that shortened the timeout only)
         // would have every batch grow into its cancellation: aim below the timeout.
@@ -95,11 +228,17 @@ impl Pacer<'_> {
             }
         }
         // Down by up to half at once, up by at most a quarter per batch, so one slow batch is
-        // not followed by an even longer one.
-        let next_size = ((size as f64 * ratio.clamp(0.5, 1.25)) as u32).clamp(
-            o.min_batch_size.max(1),
-            o.max_batch_size.max(o.min_batch_size.max(1)),
-        );
+        // not followed by an even longer one. Up rounds up (past a rounding error), so that a
+        // size of a few (heap pages) can grow at all.
+        let ratio = ratio.clamp(0.5, 1.25);
+        let next = size as f64 * ratio;
+        let next = if ratio > 1.0 {
+            (next - 1e-3).ceil()
+        } else {
+            next
+        };
+        let (low, high) = (sizes.start().max(&1), sizes.end());
+        let next_size = (next as u32).clamp(*low, *high.max(low));
         Pace {
             next_size,
             pause,
@@ -188,6 +327,76 @@ mod tests {
         let own = pacer.after(1000, MS(30), Some(others.own(server_wide, MS(30))), 1.0);
         assert_eq!(own.next_size, 1000);
         assert!(!own.wal_bound);
+    }
+
+    #[test]
+    fn a_pass_charges_each_batch_with_its_own_wal_between_its_windows() {
+        let mut wal = BatchWal::default();
+        let t = Instant::now();
+        let window = |start: i64, end: i64, at: u64, took: u64| WalWindow {
+            start,
+            end,
+            at: t + MS(at),
+            took: MS(took),
+        };
+        assert_eq!(wal.own(None), None);
+        // The first batch: nobody else measured yet, all of it is its own.
+        assert_eq!(wal.own(Some(window(0, 500_000, 0, 30))), Some(500_000));
+        // 600 KB by others over the 60 ms between the two windows (10 MB/s): 300 KB of the
+        // next 30 ms batch's 500 KB were theirs.
+        let own = wal.own(Some(window(1_100_000, 1_600_000, 90, 30))).unwrap();
+        assert!(own.abs_diff(200_000) <= 1, "{own}");
+        // After a failed batch, the time up to the next is no window of others' WAL: the rate
+        // stays as it was.
+        wal.interrupted();
+        let own = wal
+            .own(Some(window(9_000_000, 9_500_000, 500, 30)))
+            .unwrap();
+        assert!(own.abs_diff(200_000) <= 1, "{own}");
+    }
+
+    #[test]
+    fn a_pass_says_once_that_the_budget_set_its_pace() {
+        let options = BackfillOptions::default().wal_budget(1 << 20);
+        let mut pacing = PassPacing::new(&options);
+        let t = Instant::now();
+        let heavy = |at: u64| WalWindow {
+            start: 0,
+            end: 1 << 20,
+            at: t + MS(at),
+            took: MS(30),
+        };
+        let first = pacing.after(1000, MS(30), Some(heavy(0)), 1.0);
+        assert!(first.pace.wal_bound && first.first_wal_bound);
+        assert_eq!(first.wal, 1 << 20);
+        assert!(first.pace.pause >= MS(900), "{:?}", first.pace.pause);
+        let second = pacing.after(500, MS(30), None, 1.0);
+        assert!(!second.first_wal_bound);
+        assert_eq!(second.wal, 0);
+        let third = pacing.after(500, MS(30), Some(heavy(2_000)), 1.0);
+        assert!(third.pace.wal_bound && !third.first_wal_bound);
+    }
+
+    #[test]
+    fn heap_pages_grow_from_one_and_stay_within_their_range() {
+        let options = BackfillOptions::unthrottled();
+        let pacer = Pacer { options: &options };
+        // Quick batches: up by at least one page, to the largest.
+        let mut pages = 1;
+        for _ in 0..20 {
+            pages = pacer
+                .after_within(pages, MS(1), None, 1.0, 1..=32)
+                .next_size;
+        }
+        assert_eq!(pages, 32);
+        // Over their share of the budget: down, never below one page.
+        let budget = BackfillOptions::default().wal_budget(64 << 10);
+        let pacer = Pacer { options: &budget };
+        let pace = pacer.after_within(1, MS(30), Some(1 << 20), 1.0, 1..=32);
+        assert_eq!(pace.next_size, 1);
+        assert!(pace.wal_bound);
+        // 1 MiB at 64 KiB/s: 16 s, the batch's 30 ms included.
+        assert!(pace.pause.abs_diff(MS(15_970)) < MS(1), "{:?}", pace.pause);
     }
 
     #[test]

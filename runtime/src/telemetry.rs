@@ -8,7 +8,7 @@
 //! | [`ROWS_FILLED`] | counter | `step`, `table` | rows this process's backfill batches filled |
 //! | [`BATCH_DURATION`] | histogram (seconds) | `table` | how long each backfill batch took |
 //! | [`BATCH_SIZE`] | gauge (rows) | `table` | the adaptive batch size of the next batch |
-//! | [`BATCH_WAL`] | counter (bytes) | `table` | WAL the server wrote during this process's backfill batches |
+//! | [`BATCH_WAL`] | counter (bytes) | `table` | WAL this process's backfill batches wrote (SQL passes, computed walks, referencing fills) |
 //! | [`WAL_PACED`] | counter | `table` | pauses after a batch that the WAL budget made longer than the duty cycle's |
 //! | [`ROWS_REMAINING`] | gauge (rows) | `step`, `table` | rows the backfill estimates are left (0 once done) |
 //! | [`PHASE`] | gauge ([`phase_code`]) | `step`, `table` | the last phase the step completed, as this process sees it |
@@ -36,8 +36,10 @@ pub const ROWS_FILLED: &str = "pgevolve_backfill_rows_filled_total";
 pub const BATCH_DURATION: &str = "pgevolve_backfill_batch_duration_seconds";
 /// Gauge: rows in the next backfill batch, as the batch size adapts (`table`).
 pub const BATCH_SIZE: &str = "pgevolve_backfill_batch_size";
-/// Counter: bytes of WAL the server wrote while this process's backfill batches ran (`table`),
-/// measured per batch from `pg_current_wal_insert_lsn()`.
+/// Counter: bytes of WAL this process's backfill batches wrote (`table`): a SQL pass's, a
+/// computed walk's, a widened key's referencing fill's. Measured per batch from
+/// `pg_current_wal_insert_lsn()`, less what the rest of the server wrote meanwhile (its rate
+/// measured between batches).
 pub const BATCH_WAL: &str = "pgevolve_backfill_batch_wal_bytes_total";
 /// Counter: pauses after a backfill batch that the WAL budget
 /// ([`BackfillOptions::wal_budget`](crate::BackfillOptions::wal_budget)) made longer than the

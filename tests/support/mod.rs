@@ -10,6 +10,7 @@ pub mod orders;
 pub mod people;
 pub mod roles;
 pub mod users;
+pub mod wal;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -10,11 +10,13 @@ use sqlx::{AssertSqlSafe, Row};
 use tracing::info;
 
 use super::Engine;
+use crate::backfill::{WalReport, wal_window};
 use crate::batch_gate::Next;
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Target, is_retryable, is_statement_timeout};
 use crate::ident::Qualified;
 use crate::kinds::widen_key::read_referencing;
+use crate::pacing::PassPacing;
 use crate::plan::PlannedStep;
 use crate::sql::key_widening::{self as kw, KeyFacts, Referencing};
 use crate::sql::type_change::{self, TypeHelpers};
@@ -22,11 +24,12 @@ use crate::sql::{self, Statement};
 use crate::step::Phase;
 
 /// Heap pages per batch of a referencing table's fill (8 kB each, up to a few hundred narrow
-/// rows): the first batch's size, and the largest. The size halves after a batch that took
-/// longer than the backfill's target duration or was cancelled at its timeout, and doubles after
-/// a quick one.
-const FILL_PAGES_FIRST: i64 = 4;
-const FILL_PAGES_MAX: i64 = 32;
+/// rows): the first batch's size, and the largest. Between the two, the size follows the
+/// backfill's pacing (`pacing::PassPacing`, as a SQL pass's rows: towards the target duration,
+/// and down while a batch writes more than its share of the WAL budget), and halves after a
+/// batch cancelled at its timeout.
+const FILL_PAGES_FIRST: u32 = 4;
+const FILL_PAGES_MAX: u32 = 32;
 
 impl Engine {
     /// Validate or contract of a widened key (see `kinds::widen_key`).
@@ -179,7 +182,10 @@ impl Engine {
     /// waits, journaled and recorded for the CLI), the lease (an abort by another instance
     /// stops the fill) and an operator's pause of the step (the fill stops; the walk journals
     /// the pause and comes back to the phase once it is lifted). `false`: stopped between
-    /// batches.
+    /// batches. After each batch, the pace of a backfill (`pacing::PassPacing`): the duty
+    /// cycle's pause stretched by the health verdict, and the WAL budget, on the WAL the batch's
+    /// transaction wrote (its position read with the transaction's settings and after the
+    /// batch's statements, before the commit).
     ///
     /// Resuming after a crash or a stop needs no checkpoint: the fill is idempotent. A batch
     /// writes only rows whose shadow is still `NULL` (`sql::key_widening::fill_referencing`),
@@ -207,13 +213,20 @@ impl Engine {
         gate.start().await?;
         // Each batch holds its rows' locks until it commits: bounded by the backfill's batch
         // timeout (`statement_timeout`), and by lock_timeout while it waits for a writer's row.
-        let settings = format!(
-            "SET LOCAL statement_timeout = '{}ms'; SET LOCAL lock_timeout = '{}ms'",
-            options.batch_timeout.as_millis().max(1),
-            self.evolver.ddl.lock_timeout.as_millis().max(1),
-        );
+        let settings = kw::fill_settings(options.batch_timeout, self.evolver.ddl.lock_timeout);
+        let wal_end = sql::backfill::wal_end();
         let (mut from, mut size, mut failures, mut batches) = (0i64, FILL_PAGES_FIRST, 0u32, 0u64);
         let (started, first) = (Instant::now(), *done);
+        let mut pacing = PassPacing::new(options);
+        let wal_report = WalReport {
+            pool,
+            store: &self.store,
+            steps: id.to_vec(),
+            instance: &self.instance,
+            table: &table,
+            budget: options.wal_budget.unwrap_or(0),
+            unit: "heap pages",
+        };
         while from <= pages {
             // Batches run on the pool: a fill writes only rows whose shadow is still `NULL`,
             // so a batch that outlives the leadership writes what the next leader would.
@@ -222,12 +235,13 @@ impl Engine {
             };
             let t0 = Instant::now();
             let mut tx = pool.begin().await?;
-            sqlx::raw_sql(AssertSqlSafe(settings.clone()))
-                .execute(&mut *tx)
+            let at = Instant::now();
+            let start = sqlx::raw_sql(AssertSqlSafe(settings.clone()))
+                .fetch_all(&mut *tx)
                 .await?;
             let outcome = sqlx::query(AssertSqlSafe(batch.as_str()))
                 .bind(from)
-                .bind(from + size)
+                .bind(from + i64::from(size))
                 .execute(&mut *tx)
                 .await;
             match outcome {
@@ -239,6 +253,10 @@ impl Engine {
                         .bind(estimate)
                         .execute(&mut *tx)
                         .await?;
+                    let end = sqlx::raw_sql(AssertSqlSafe(wal_end.clone()))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let window = wal_window(&start, &end, at, at.elapsed());
                     batches += 1;
                     // Kill tests stop here: a batch done but not committed, earlier ones committed.
                     if batches == 2 {
@@ -246,22 +264,26 @@ impl Engine {
                     }
                     tx.commit().await?;
                     *done = rows;
-                    from += size;
+                    from += i64::from(size);
                     failures = 0;
-                    let took = t0.elapsed();
-                    if took > options.target_batch_duration {
-                        size = (size / 2).max(1);
-                    } else if took < options.target_batch_duration / 2 {
-                        size = (size * 2).min(FILL_PAGES_MAX);
-                    }
+                    let after = pacing.after_within(
+                        size,
+                        t0.elapsed(),
+                        window,
+                        verdict.slowdown(),
+                        1..=FILL_PAGES_MAX,
+                    );
+                    wal_report.after(size, &after).await?;
+                    size = after.pace.next_size;
                     let rate = (*done - first) as f64 / started.elapsed().as_secs_f64().max(1e-3);
                     self.progress.set_rows(|s| s == &step.id, *done, rate);
-                    tokio::time::sleep(options.pause_after(took).mul_f64(verdict.slowdown())).await;
+                    tokio::time::sleep(after.pace.pause).await;
                 }
                 // Cancelled at its timeout, or a writer's row lock outlasted lock_timeout: rolled
                 // back (its locks released), retried smaller after a pause.
                 Err(e) if is_statement_timeout(&e) || is_retryable(&e) => {
                     drop(tx);
+                    pacing.interrupted();
                     failures += 1;
                     if failures > self.evolver.ddl.max_attempts {
                         return Err(ErrorKind::Statement {

@@ -75,17 +75,19 @@ impl Kind for ComputedColumn {
                 phase: Phase::Backfill,
                 note: "one walk over the primary key: each batch reads the keys, row versions and inputs of rows still NULL \
                        (first statement), computes the values in Rust, and writes them with the checkpoint in one statement \
-                       (second), only where the row is still the version read",
+                       (second), only where the row is still the version read; the WAL position read around the write paces \
+                       the walk on BackfillOptions::wal_budget, as a SQL pass",
                 statements: vec![
                     Statement::always(computed::read_shown(model, c)),
                     Statement::always(format!(
-                        "{};\n{}",
+                        "{};\n{};\n{}",
                         computed::write_settings(
                             shown.lock_timeout,
                             shown.batch_timeout,
                             shown.skip_user_triggers,
                         ),
-                        computed::write(model, c, &h, &shown.steps_table, id)
+                        computed::write(model, c, &h, &shown.steps_table, id),
+                        crate::sql::backfill::wal_end(),
                     )),
                 ],
             },

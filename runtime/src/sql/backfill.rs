@@ -254,7 +254,7 @@ pub(crate) fn batch(
          SET LOCAL statement_timeout = '{batch_ms}ms';\n\
          SET LOCAL synchronous_commit = off;\n\
          {no_jit}\n\
-         SELECT {wal_position} AS wal_start;\n\
+         {wal_start};\n\
          {replica}\
          WITH batch AS (\n\
          \x20 SELECT {select_keys} FROM {t}\n\
@@ -274,10 +274,11 @@ pub(crate) fn batch(
          )\n\
          SELECT (SELECT count(*) FROM filled) AS filled,\n\
          \x20      (SELECT {last_key} FROM last) AS last_key;\n\
-         SELECT {wal_position} AS wal_end",
+         {wal_end}",
         t = table(model),
-        wal_position = WAL_POSITION,
         no_jit = super::NO_JIT,
+        wal_start = wal_start(),
+        wal_end = wal_end(),
         // A batch waits for a row lock at most as long as it may run at all: a row held by a
         // writer is the batch timeout's case (cancelled, retried smaller), whatever the DDL's
         // shorter lock_timeout.
@@ -296,6 +297,25 @@ pub(crate) fn batch(
 
 /// The server's WAL insert position in bytes, as `int8` (sqlx reads no `pg_lsn`).
 const WAL_POSITION: &str = "pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::int8";
+
+/// The column [`wal_start`] reads the WAL position into.
+pub(crate) const WAL_START: &str = "wal_start";
+/// The column [`wal_end`] reads the WAL position into.
+pub(crate) const WAL_END: &str = "wal_end";
+
+/// The server's WAL insert position before a batch's writes, as column [`WAL_START`]: one
+/// statement, which a walk sends with what comes before its writes in the same simple query
+/// (the pass's batch, the settings of the computed walk's and the referencing fill's
+/// transactions), so that measuring costs no round trip of its own.
+pub(crate) fn wal_start() -> String {
+    format!("SELECT {WAL_POSITION} AS {WAL_START}")
+}
+
+/// The server's WAL insert position after a batch's writes, as column [`WAL_END`] (see
+/// [`wal_start`]); read before the commit, which adds a few bytes.
+pub(crate) fn wal_end() -> String {
+    format!("SELECT {WAL_POSITION} AS {WAL_END}")
+}
 
 /// The highest primary key when the backfill starts: rows above it were written after the fill
 /// trigger existed, so the trigger has already filled them.

@@ -202,14 +202,16 @@ fn read_with(
 
 /// The settings of the write's transaction: how long it may wait for a row lock and run, and
 /// with `skip_user_triggers`, `session_replication_role = replica` for this transaction only
-/// (the write sets the marker itself, as the skipped mark trigger would).
+/// (the write sets the marker itself, as the skipped mark trigger would). Then, in the same
+/// simple query, the WAL position before the write (`backfill::wal_start`), for the WAL
+/// budget.
 pub(crate) fn write_settings(
     lock_timeout: Duration,
     batch_timeout: Duration,
     skip_user_triggers: bool,
 ) -> String {
     format!(
-        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; {}{}",
+        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; {}{}; {}",
         lock_timeout.max(batch_timeout).as_millis(),
         batch_timeout.as_millis(),
         super::NO_JIT.trim_end_matches(';'),
@@ -217,7 +219,8 @@ pub(crate) fn write_settings(
             "; SET LOCAL session_replication_role = replica"
         } else {
             ""
-        }
+        },
+        super::backfill::wal_start(),
     )
 }
 

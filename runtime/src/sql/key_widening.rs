@@ -13,6 +13,8 @@
 //!   dropped, shadow renamed to the old name, new foreign key given the old one's name), then
 //!   one for the key table.
 
+use std::time::Duration;
+
 use super::type_change::not_null_named_after;
 use super::{Exists, Statement};
 use crate::ident::{Ident, Literal, Qualified};
@@ -257,6 +259,20 @@ pub(crate) fn fill_referencing(r: &Referencing, h: &RefHelpers) -> String {
         r.table(),
         new = Ident(&h.shadow),
         old = Ident(&r.column),
+    )
+}
+
+/// The settings of a referencing fill's batch transaction: it holds its rows' locks until it
+/// commits, so it runs at most `batch_timeout` (`statement_timeout`) and waits for a writer's
+/// row at most `lock_timeout`. Then, in the same simple query, the WAL position before the
+/// batch (`backfill::wal_start`), for the WAL budget.
+pub(crate) fn fill_settings(batch_timeout: Duration, lock_timeout: Duration) -> String {
+    format!(
+        "SET LOCAL statement_timeout = '{}ms'; SET LOCAL lock_timeout = '{}ms'; {} {}",
+        batch_timeout.as_millis().max(1),
+        lock_timeout.as_millis().max(1),
+        super::NO_JIT,
+        super::backfill::wal_start(),
     )
 }
 

@@ -69,11 +69,14 @@ pub(crate) enum Event<'a> {
         rows: i64,
     },
     /// The pass's WAL budget (`BackfillOptions::wal_budget`) set its pace for the first time:
-    /// a batch of `rows` rows wrote `wal` bytes, so the pause after it was longer than the duty
-    /// cycle's and the next batch has `next_size` rows. Journaled once per pass.
+    /// a batch of `size` (in `unit`: rows, or a referencing fill's heap pages) wrote `wal`
+    /// bytes, so the pause after it was longer than the duty cycle's or the next batch, of
+    /// `next_size`, smaller. Journaled once per pass (a SQL pass, a computed walk, a
+    /// referencing fill).
     WalPaced {
         budget: u64,
-        rows: i64,
+        size: i64,
+        unit: &'a str,
         wal: u64,
         pause: Duration,
         next_size: u32,
@@ -203,14 +206,15 @@ impl fmt::Display for Event<'_> {
             ),
             Event::WalPaced {
                 budget,
-                rows,
+                size,
+                unit,
                 wal,
                 pause,
                 next_size,
             } => write!(
                 f,
-                "a batch of {rows} rows wrote {wal} bytes of WAL against a budget of {budget} bytes/s: \
-                 paused {:.0} ms, next batch {next_size} rows",
+                "a batch of {size} {unit} wrote {wal} bytes of WAL against a budget of {budget} bytes/s: \
+                 paused {:.0} ms, next batch {next_size} {unit}",
                 pause.as_secs_f64() * 1000.0
             ),
             Event::Request {

@@ -580,23 +580,7 @@ async fn kill_old_build(process: ChildProcess, pool: &PgPool, expected: &Expecte
     process.kill();
     // An INSERT the process had sent before it died still commits if its session had read it:
     // the count below waits until the server has ended every session of the process.
-    let started = std::time::Instant::now();
-    loop {
-        let sessions: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
-                .bind(OLD_PROCESS_SESSION)
-                .fetch_one(pool)
-                .await
-                .unwrap();
-        if sessions == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the killed old build's sessions are still open"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    child::until_sessions_end(pool, OLD_PROCESS_SESSION).await;
     // Every value of the column the old build wrote is there (the column goes at contract).
     let (count, last): (i64, Option<i64>) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE name = 'oldproc-' || id AND legacy_flag = (id % 2 = 0)), max(id) \

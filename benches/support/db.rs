@@ -47,24 +47,25 @@ pub struct Database {
 }
 
 impl Database {
-    /// Loads `users` and its indexes into shared buffers (`pg_prewarm`), or, where the
-    /// extension is not installed, reads them once; a fresh copy would otherwise start every
-    /// run with a cold cache the baseline has long left behind.
+    /// Loads `users` and its indexes into shared buffers (`pg_prewarm`, created in the template
+    /// by [`Server::create_template`] and so in every copy), or, where the extension is not
+    /// installed, reads them once; a fresh copy would otherwise start every run with a cold
+    /// cache the baseline has long left behind.
     pub async fn prewarm(&self) -> Result<()> {
         let mut conn = PgConnection::connect_with(&self.options).await?;
-        let warmed = sqlx::raw_sql(
-            "CREATE EXTENSION IF NOT EXISTS pg_prewarm; \
-             SELECT pg_prewarm(c.oid::regclass) FROM pg_class c \
-             WHERE c.oid = 'users'::regclass \
-                OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'users'::regclass)",
+        let installed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_prewarm')",
         )
-        .execute(&mut conn)
-        .await;
-        if warmed.is_err() {
-            sqlx::raw_sql("SELECT count(*) FROM users; SELECT count(*) FROM users WHERE id > 0")
-                .execute(&mut conn)
-                .await?;
-        }
+        .fetch_one(&mut conn)
+        .await?;
+        let sql = if installed {
+            "SELECT pg_prewarm(c.oid::regclass) FROM pg_class c \
+             WHERE c.oid = 'users'::regclass \
+                OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'users'::regclass)"
+        } else {
+            "SELECT count(*) FROM users; SELECT count(*) FROM users WHERE id > 0"
+        };
+        sqlx::raw_sql(sql).execute(&mut conn).await?;
         conn.close().await?;
         Ok(())
     }
@@ -171,7 +172,8 @@ impl Server {
     }
 
     /// A new database with `users` seeded with `rows` rows (one `INSERT ... SELECT
-    /// generate_series`), vacuumed and analyzed.
+    /// generate_series`), vacuumed and analyzed, and the `pg_prewarm` extension where the server
+    /// has it and the role may create it (copies inherit it; [`Database::prewarm`] checks).
     pub async fn create_template(&mut self, rows: i64) -> Result<Template> {
         let name = self.next_name("template");
         self.create_database(&name, None).await?;
@@ -180,6 +182,10 @@ impl Server {
             name: name.clone(),
         };
         let pool = db.pool(1).await?;
+        // Not installed, or not the role's to create: the copies read `users` instead.
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+            .execute(&pool)
+            .await;
         sqlx::query(model::CREATE_TABLE).execute(&pool).await?;
         let t = Instant::now();
         sqlx::query(model::SEED).bind(rows).execute(&pool).await?;

@@ -229,21 +229,47 @@ impl Drop for ChildProcess {
 /// Waits until no session of the current database holds an advisory lock (the leader lock of a
 /// killed process is released when the server sees its session end).
 pub async fn until_no_advisory_lock(pool: &sqlx::PgPool) {
+    until_none(
+        pool,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        None,
+        "advisory locks held in the current database (a killed process's leader lock)",
+    )
+    .await;
+}
+
+/// Waits until the server has ended every session of the current database whose
+/// `application_name` is `application_name` (a killed process's sessions end when the server
+/// notices; until then a statement one of them had read may still commit).
+pub async fn until_sessions_end(pool: &sqlx::PgPool, application_name: &str) {
+    until_none(
+        pool,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1",
+        Some(application_name),
+        &format!("sessions with application_name {application_name:?} (pg_stat_activity)"),
+    )
+    .await;
+}
+
+/// Runs `count` (one `bigint`; `$1` bound to `arg` when given) every 20 ms until it returns 0;
+/// panics after 30 s, naming `what` it counts.
+async fn until_none(pool: &sqlx::PgPool, count: &'static str, arg: Option<&str>, what: &str) {
+    const DEADLINE: Duration = Duration::from_secs(30);
     let started = Instant::now();
     loop {
-        let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if held == 0 {
+        let mut query = sqlx::query_scalar::<_, i64>(count);
+        if let Some(arg) = arg {
+            query = query.bind(arg);
+        }
+        let left = query.fetch_one(pool).await.unwrap();
+        if left == 0 {
             return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the killed process's leader lock is still held"
+            started.elapsed() < DEADLINE,
+            "waited {DEADLINE:?} for no {what}; still {left}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1578,31 +1578,16 @@ async fn the_referencing_fill_keeps_to_its_wal_budget() {
     }
     .wal_budget(budget)
     .health(pgevolve::HealthBounds::off());
-    let (wal_before, started) = (
-        support::wal::position(&pool).await,
-        std::time::Instant::now(),
-    );
+    let before = support::wal::Before::now(&pool).await;
     let evolution = crash_evolver(&pool)
         .backfill_options(options)
         .boot()
         .await
         .unwrap();
     evolution.wait().await.unwrap();
-    let (took, wal) = (
-        started.elapsed(),
-        support::wal::position(&pool).await - wal_before,
-    );
+    let spent = before.spent(&pool).await;
     assert_eq!(null_shadows(&pool, "payments").await, 0);
-    let least = support::wal::least_time(wal, budget);
-    assert!(
-        wal > 1_000_000 && took >= least,
-        "{wal} bytes of WAL in {took:?}: at {budget} bytes/s, at least {least:?}"
-    );
-    let paced: Vec<String> = sqlx::query_scalar(
-        "SELECT detail FROM pgevolve.journal WHERE event = 'backfill paced on wal' AND detail LIKE '% heap pages wrote %'",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(!paced.is_empty(), "the fill never journaled its WAL pace");
+    spent
+        .assert_kept_to(&pool, budget, " heap pages wrote ")
+        .await;
 }

@@ -841,10 +841,7 @@ async fn a_walk_keeps_to_its_wal_budget() {
     }
     .wal_budget(budget)
     .health(pgevolve::HealthBounds::off());
-    let (wal_before, started) = (
-        support::wal::position(&pool).await,
-        std::time::Instant::now(),
-    );
+    let before = support::wal::Before::now(&pool).await;
     let evolution = Evolver::new(pool.clone())
         .deploy_window(DeployWindow::always())
         .model::<Contact>()
@@ -853,29 +850,12 @@ async fn a_walk_keeps_to_its_wal_budget() {
         .await
         .unwrap();
     evolution.wait().await.unwrap();
-    let (took, wal) = (
-        started.elapsed(),
-        support::wal::position(&pool).await - wal_before,
-    );
+    let spent = before.spent(&pool).await;
     let unfilled: i64 =
         sqlx::query_scalar("SELECT count(*) FROM contacts WHERE contact_key IS NULL")
             .fetch_one(&pool)
             .await
             .unwrap();
     assert_eq!(unfilled, 0);
-    let least = support::wal::least_time(wal, budget);
-    assert!(
-        wal > 1_000_000 && took >= least,
-        "{wal} bytes of WAL in {took:?}: at {budget} bytes/s, at least {least:?}"
-    );
-    let paced: Vec<String> = sqlx::query_scalar(
-        "SELECT detail FROM pgevolve.journal WHERE event = 'backfill paced on wal'",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(
-        !paced.is_empty() && paced.iter().all(|d| d.contains(" rows wrote ")),
-        "{paced:?}"
-    );
+    spent.assert_kept_to(&pool, budget, " rows wrote ").await;
 }

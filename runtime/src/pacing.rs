@@ -408,4 +408,64 @@ mod tests {
         // Half the 100 ms target: up by a quarter, the most at once.
         assert_eq!(pace.next_size, 12_500);
     }
+
+    /// A pass of 40 batches beside a neighbour writing `others` bytes per second, each batch
+    /// taking 30 µs and writing 50 bytes of its own per row, every pause as paced: each
+    /// batch's size and whether the WAL budget bound it. `charge_all` charges each batch with
+    /// all the WAL written while it ran, as a pass without [`OthersWal`] would.
+    fn pass_beside(options: &BackfillOptions, others: u64, charge_all: bool) -> Vec<(u32, bool)> {
+        let mut pass = PassPacing::new(options);
+        let pacer = Pacer { options };
+        let (mut now, mut lsn) = (Instant::now(), 0i64);
+        let mut size = options.initial_batch_size;
+        let mut out = Vec::new();
+        for _ in 0..40 {
+            let took = Duration::from_micros(30 * u64::from(size));
+            let start = lsn;
+            lsn += (others as f64 * took.as_secs_f64()) as i64 + 50 * i64::from(size);
+            let window = WalWindow {
+                start,
+                end: lsn,
+                at: now,
+                took,
+            };
+            let mut pace = pass.after(size, took, Some(window), 1.0).pace;
+            if charge_all {
+                pace = pacer.after(size, took, Some((lsn - start) as u64), 1.0);
+            }
+            out.push((size, pace.wal_bound));
+            size = pace.next_size;
+            now += took + pace.pause;
+            lsn += (others as f64 * pace.pause.as_secs_f64()) as i64;
+        }
+        out
+    }
+
+    #[test]
+    fn a_noisy_neighbour_does_not_shrink_the_pass_to_its_smallest_batch() {
+        // A budget of 1 MiB/s, and a neighbour writing 40 MB/s on its own: a batch of 1000
+        // rows writes 50 KB of its own, within its share (about 94 KB per cycle).
+        let options = BackfillOptions::default().wal_budget(1 << 20);
+        let paced = pass_beside(&options, 40_000_000, false);
+        // Only the first batch, before anything is measured, is charged with the neighbour's
+        // WAL; the pass then grows back to the size its duty cycle sets.
+        assert_eq!(
+            paced.iter().filter(|(_, bound)| *bound).count(),
+            1,
+            "{paced:?}"
+        );
+        assert!(
+            paced[10..].iter().all(|(size, _)| *size >= 990),
+            "{paced:?}"
+        );
+        // Charged with the neighbour's WAL, the same pass crawls at its smallest batch.
+        let charged = pass_beside(&options, 40_000_000, true);
+        assert!(charged.iter().all(|(_, bound)| *bound), "{charged:?}");
+        assert!(
+            charged[5..]
+                .iter()
+                .all(|(size, _)| *size == options.min_batch_size),
+            "{charged:?}"
+        );
+    }
 }

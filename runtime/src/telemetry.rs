@@ -88,7 +88,7 @@ pub fn describe() {
     metrics::describe_counter!(
         BATCH_WAL,
         Unit::Bytes,
-        "WAL the server wrote while this process's backfill batches ran"
+        "WAL this process's backfill batches wrote themselves (the rest of the server's, measured between batches, taken off)"
     );
     metrics::describe_counter!(
         WAL_PACED,
